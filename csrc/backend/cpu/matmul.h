@@ -1,0 +1,16 @@
+// Matrix products on the CPU for every weight type: the hot path of decode
+// (n == 1, matrix x vector) and prefill (n > 1, matrix x matrix).
+#pragma once
+#include "backend/backend.h"
+#include "backend/cpu/threadpool.h"
+
+namespace phi::cpu {
+
+// y[n, W.ne1] = x[n, W.ne0] . W^T (+ bias). Splits output rows across the pool.
+// Throws phi::Error(unsupported) for a weight type without a kernel.
+void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool);
+
+// Convert n elements of one row of `type` to f32 (get_rows, tests).
+void dequantize_row(DType type, const void* src, float* dst, int64_t n);
+
+} // namespace phi::cpu
