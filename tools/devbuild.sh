@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Incremental developer build without pip: tools/devbuild.sh [NAME]
+# Builds into build/NAME (default "dev") and lays out an importable package in
+# build/NAME/py (symlinks to python/phicpp plus the fresh _core), so several
+# developers can build side by side:  PYTHONPATH=build/NAME/py pytest tests/...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+name=${1:-dev}
+bdir=build/$name
+if [ ! -f "$bdir/build.ninja" ]; then
+  cmake -S . -B "$bdir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPHICPP_CUDA=${PHICPP_CUDA:-OFF} \
+    -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" >/dev/null
+fi
+ninja -C "$bdir" _core >/dev/null
+pkg="$bdir/py/phicpp"
+mkdir -p "$pkg"
+# mirror the Python sources (new files appear, removed ones vanish)
+find "$pkg" -maxdepth 1 -type l -delete
+for f in python/phicpp/*; do
+  case "$f" in *_core*.so) continue ;; esac
+  ln -sf "$PWD/$f" "$pkg/"
+done
+cp -f "$bdir"/_core*.so "$pkg/"
+echo "$bdir/py"
