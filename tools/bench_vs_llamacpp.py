@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Side-by-side speed of phicpp and llama.cpp on the same GGUF files.
+
+For each file, runs llama-bench and phicpp's benchmark alternately, ROUNDS
+times, in the same time window: the shared dev machine's speed drifts with
+host load (memory bandwidth flips between ~40 and ~75 GB/s), so numbers taken
+minutes apart are not comparable, and alternating cancels most of the drift.
+Reports medians over all repetitions, ratios (phicpp / llama.cpp; > 1 means
+phicpp is faster), and decode's effective bandwidth (file bytes x tokens/s)
+against the streaming-read bandwidth measured by tools/membw.c in the same
+rounds.
+
+What is measured matches llama-bench exactly:
+  pp{P}: P random tokens as one batch from an empty cache (logits of the last
+         token only), tokens/s = P / time.
+  tg{N}: N single-token decode steps from an empty cache, logits every step,
+         tokens/s = N / time.
+Each side gets one untimed warm-up first (llama-bench does the same).
+
+usage:
+  tools/bench_vs_llamacpp.py FILE.gguf [FILE.gguf ...] [-p 128] [-n 32] [-t 2]
+      [-r 3] [--rounds 3] [--llama-bench PATH] [--side both|llamacpp|phicpp]
+      [--json raw.json]
+The markdown table goes to stdout (progress to stderr), ready for
+docs/BENCHMARKS.md.
+
+The phicpp side runs in a child process (a fresh process per round, as
+llama-bench is), through phicpp_side() below: the one place to adapt when
+phicpp's Python API changes.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_SCRATCH = Path(os.environ.get("PHICPP_SCRATCH", "/work/scratch"))
+
+
+def log(*a) -> None:
+    print(*a, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- llama.cpp
+
+def llamacpp_side(llama_bench: str, model: str, n_prompt: int, n_gen: int,
+                  threads: int, reps: int) -> dict:
+    """Run llama-bench once (pp and tg tests, `reps` repetitions each)."""
+    cmd = [llama_bench, "-m", model, "-t", str(threads), "-p", str(n_prompt),
+           "-n", str(n_gen), "-r", str(reps), "-o", "json"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    res = {"pp": [], "tg": [], "cmd": " ".join(cmd)}
+    for t in json.loads(out):
+        key = "pp" if t["n_prompt"] > 0 and t["n_gen"] == 0 else "tg"
+        res[key] += [float(x) for x in t["samples_ts"]]
+        res["build_commit"] = t.get("build_commit")
+        res["cpu_info"] = t.get("cpu_info")
+        res["model_type"] = t.get("model_type")
+        res["model_size"] = t.get("model_size")
+    return res
+
+
+# ------------------------------------------------------------------- phicpp
+
+def phicpp_side(model: str, n_prompt: int, n_gen: int, threads: int, reps: int) -> dict:
+    """phicpp's pp/tg tokens/s samples, measured like llama-bench.
+
+    ADAPTER: the only code that knows phicpp's Python API. Uses, in order:
+      1. phicpp.bench(path, n_prompt=, n_gen=, n_threads=, reps=) -> {"pp": [t/s...], "tg": [...]}
+         if phicpp provides it (its own timing, in C++);
+      2. otherwise phicpp.Model(path, n_threads=) with
+         model.reset()            -- empty the KV cache
+         model.eval(tokens)       -- run a batch of token ids at the next
+                                     positions, return the last token's logits
+    """
+    import phicpp
+
+    if hasattr(phicpp, "bench"):
+        r = phicpp.bench(model, n_prompt=n_prompt, n_gen=n_gen, n_threads=threads, reps=reps)
+        return {"pp": [float(x) for x in r["pp"]], "tg": [float(x) for x in r["tg"]]}
+
+    m = phicpp.Model(model, n_threads=threads)
+    n_vocab = m.n_vocab
+    rng = random.Random(0)
+
+    def prompt():
+        return [rng.randrange(n_vocab) for _ in range(n_prompt)]
+
+    def gen():
+        tok = rng.randrange(n_vocab)
+        for _ in range(n_gen):
+            m.eval([tok])
+            tok = rng.randrange(n_vocab)
+
+    # warm-up, untimed (page cache, thread pool, lazy allocations)
+    m.reset(); m.eval(prompt())
+    m.reset(); gen()
+    res = {"pp": [], "tg": []}
+    for _ in range(reps):
+        m.reset()
+        toks = prompt()
+        t0 = time.perf_counter(); m.eval(toks); dt = time.perf_counter() - t0
+        res["pp"].append(n_prompt / dt)
+    for _ in range(reps):
+        m.reset()
+        t0 = time.perf_counter(); gen(); dt = time.perf_counter() - t0
+        res["tg"].append(n_gen / dt)
+    return res
+
+
+def phicpp_in_child(model: str, n_prompt: int, n_gen: int, threads: int, reps: int) -> dict:
+    """Run phicpp_side in a fresh interpreter; its JSON result is the last stdout line."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--phicpp-worker", model,
+           "-p", str(n_prompt), "-n", str(n_gen), "-t", str(threads), "-r", str(reps)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"phicpp side failed ({' '.join(cmd)}):\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------ memory bandwidth
+
+def build_membw(scratch: Path) -> str | None:
+    exe = scratch / "bin" / "membw"
+    src = REPO / "tools" / "membw.c"
+    if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            return None
+        subprocess.run([cc, "-O2", "-march=native", "-pthread", str(src), "-o", str(exe)], check=True)
+    return str(exe)
+
+
+def membw_samples(exe: str, threads: int, runs: int = 5) -> list[float]:
+    out = subprocess.run([exe, str(threads), "1024", str(runs)], check=True,
+                         capture_output=True, text=True).stdout
+    return [float(x) for x in re.findall(r"^run\s+\d+:\s+([\d.]+) GB/s", out, re.M)]
+
+
+# ------------------------------------------------------------------ report
+
+def machine() -> str:
+    model = platform.processor() or "?"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        m = re.search(r"^Model name:\s*(.+)$", out, re.M)
+        model = m.group(1).strip() if m else model
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs"
+
+
+def med(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x: float | None, nd: int = 2) -> str:
+    return "—" if x is None else f"{x:.{nd}f}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "—" if a is None or b is None or b == 0 else f"{a / b:.2f}"
+
+
+def table(rows: list[dict], n_prompt: int, n_gen: int) -> str:
+    pp, tg = f"pp{n_prompt}", f"tg{n_gen}"
+    head = (f"| model | file GB | llama.cpp {pp} t/s | phicpp {pp} t/s | {pp} ratio "
+            f"| llama.cpp {tg} t/s | phicpp {tg} t/s | {tg} ratio "
+            f"| {tg} eff. GB/s llama.cpp / phicpp | membw GB/s (med) |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows:
+        gb = r["bytes"] / 1e9
+        lpp, ppp = med(r["llamacpp"]["pp"]), med(r["phicpp"]["pp"])
+        ltg, ptg = med(r["llamacpp"]["tg"]), med(r["phicpp"]["tg"])
+        eff = lambda t: None if t is None else gb * t  # noqa: E731
+        bw = med(r["membw"])
+        lines.append(
+            f"| {r['name']} | {gb:.2f} | {fmt(lpp)} | {fmt(ppp)} | {ratio(ppp, lpp)} "
+            f"| {fmt(ltg)} | {fmt(ptg)} | {ratio(ptg, ltg)} "
+            f"| {fmt(eff(ltg), 1)} / {fmt(eff(ptg), 1)} | {fmt(bw, 1)} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("-p", "--n-prompt", type=int, default=128)
+    ap.add_argument("-n", "--n-gen", type=int, default=32)
+    ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("-r", "--reps", type=int, default=3, help="repetitions per run (llama-bench -r)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternations of the two sides per file")
+    ap.add_argument("--side", choices=["both", "llamacpp", "phicpp"], default="both")
+    ap.add_argument("--llama-bench", default=str(DEFAULT_SCRATCH / "bin" / "llama-bench"))
+    ap.add_argument("--no-membw", action="store_true", help="skip the bandwidth runs")
+    ap.add_argument("--json", help="also write every raw sample here")
+    ap.add_argument("--phicpp-worker", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+
+    if a.phicpp_worker:  # child process: one phicpp run, JSON on stdout
+        print(json.dumps(phicpp_side(a.models[0], a.n_prompt, a.n_gen, a.threads, a.reps)))
+        return 0
+
+    membw = None if a.no_membw else build_membw(DEFAULT_SCRATCH)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    rows, commit = [], None
+    for model in a.models:
+        row = {"name": Path(model).name, "bytes": os.path.getsize(model),
+               "llamacpp": {"pp": [], "tg": []}, "phicpp": {"pp": [], "tg": []}, "membw": []}
+        for rnd in range(a.rounds):
+            # swap the order every round so neither side always runs first
+            order = ["llamacpp", "phicpp"] if rnd % 2 == 0 else ["phicpp", "llamacpp"]
+            for side in order:
+                if a.side not in ("both", side):
+                    continue
+                log(f"[{row['name']}] round {rnd + 1}/{a.rounds}: {side}")
+                if side == "llamacpp":
+                    r = llamacpp_side(a.llama_bench, model, a.n_prompt, a.n_gen, a.threads, a.reps)
+                    commit = r.get("build_commit")
+                else:
+                    r = phicpp_in_child(model, a.n_prompt, a.n_gen, a.threads, a.reps)
+                row[side]["pp"] += r["pp"]
+                row[side]["tg"] += r["tg"]
+                log(f"    pp {fmt(med(r['pp']))} t/s   tg {fmt(med(r['tg']))} t/s")
+            if membw:
+                row["membw"] += membw_samples(membw, a.threads)
+                log(f"    membw {fmt(med(row['membw']), 1)} GB/s")
+        rows.append(row)
+
+    print(f"machine: {machine()}; date: {started:%Y-%m-%d %H:%M} UTC; "
+          f"llama.cpp build {commit or '?'}; threads {a.threads}, "
+          f"{a.rounds} rounds x {a.reps} reps per side, medians")
+    print(f"command: tools/bench_vs_llamacpp.py {' '.join(sys.argv[1:])}")
+    print()
+    print(table(rows, a.n_prompt, a.n_gen))
+    if a.json:
+        Path(a.json).write_text(json.dumps({"started": started.isoformat(), "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
