@@ -1,0 +1,129 @@
+"""Tiny random Hugging Face Phi checkpoints for tests, one per architecture variant.
+
+    make_tiny(kind, dir, dtype=torch.float32) -> TinyModel
+
+writes DIR/config.json + model*.safetensors (model.save_pretrained) + the tokenizer files
+of the family (tests/reftok.py), using the real transformers classes (PhiForCausalLM,
+Phi3ForCausalLM). Weights are seeded and drawn large enough (std ~0.06, norm weights
+1 +- 0.2, biases +-0.05) that a wrong transpose, a skipped bias or a norm read as 1 changes
+the logits visibly. Kinds (see SPECS):
+
+    phi1_5      PhiConfig, partial_rotary_factor 0.5               (Phi-1/1.5 shape)
+    phi2        PhiConfig, partial_rotary_factor 0.4, head_dim 20   (Phi-2 shape)
+    phi_qkln    PhiConfig with qk_layernorm=True
+    phi3_mini   Phi3Config, MHA, sliding_window 2047 (> any test prompt), SentencePiece vocab
+    phi3_128k   LongRoPE (long/short factors), max_position 256 vs original 64
+    phi3_medium GQA (8 heads, 2 kv heads), 3 layers
+    phi3_swa    sliding_window 16 (smaller than a 40-token prompt)
+    phi4        GQA, rope_theta 250000, no sliding window, cl100k-style BPE vocab
+    phi4_mini   GQA, partial_rotary_factor 0.75, LongRoPE, tied embeddings, o200k-style BPE vocab
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import reftok
+
+# hidden/heads chosen so head_dim >= 16 and every partial-rotary fraction gives an even count.
+SPECS: dict[str, dict] = {
+    "phi1_5": dict(arch="phi", tok="phi2", hidden=64, heads=4, layers=2, ff=256, rot=0.5),
+    "phi2": dict(arch="phi", tok="phi2", hidden=80, heads=4, layers=2, ff=320, rot=0.4),
+    "phi_qkln": dict(arch="phi", tok="phi2", hidden=64, heads=4, layers=2, ff=256, rot=0.5, qk_layernorm=True),
+    "phi3_mini": dict(arch="phi3", tok="phi3", hidden=96, heads=6, kv=6, layers=2, ff=192, ctx=4096,
+                      sliding_window=2047),
+    "phi3_128k": dict(arch="phi3", tok="phi3", hidden=64, heads=4, kv=4, layers=2, ff=128, ctx=256, orig_ctx=64,
+                      longrope=True, sliding_window=262144),
+    "phi3_medium": dict(arch="phi3", tok="phi3", hidden=128, heads=8, kv=2, layers=3, ff=256, ctx=4096,
+                        sliding_window=2047),
+    "phi3_swa": dict(arch="phi3", tok="phi3", hidden=64, heads=4, kv=4, layers=2, ff=128, ctx=4096, sliding_window=16),
+    "phi4": dict(arch="phi3", tok="phi4", hidden=128, heads=8, kv=2, layers=2, ff=256, ctx=16384, theta=250000.0),
+    "phi4_mini": dict(arch="phi3", tok="phi4_mini", hidden=128, heads=8, kv=2, layers=2, ff=256, ctx=256, orig_ctx=64,
+                      rot=0.75, longrope=True, tied=True, sliding_window=262144),
+}
+KINDS = tuple(SPECS)
+
+
+@dataclass
+class TinyModel:
+    kind: str
+    path: Path
+    config: dict                  # config.json as written
+    tokenizer: reftok.TokenizerInfo
+
+
+def _config(kind: str, tok: reftok.TokenizerInfo, seed: int):
+    from transformers import Phi3Config, PhiConfig
+
+    s = SPECS[kind]
+    common = dict(vocab_size=tok.vocab_size, hidden_size=s["hidden"], intermediate_size=s["ff"],
+                  num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
+                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                  tie_word_embeddings=bool(s.get("tied", False)))
+    if s["arch"] == "phi":
+        return PhiConfig(**common, max_position_embeddings=2048, partial_rotary_factor=s["rot"],
+                         qk_layernorm=bool(s.get("qk_layernorm", False)), layer_norm_eps=1e-5,
+                         rope_theta=10000.0, hidden_act="gelu_new")
+    head_dim = s["hidden"] // s["heads"]
+    rot_dims = int(s.get("rot", 1.0) * head_dim)
+    rope = {"rope_type": "default", "rope_theta": s.get("theta", 10000.0), "partial_rotary_factor": s.get("rot", 1.0)}
+    orig = s.get("orig_ctx", s["ctx"])
+    if s.get("longrope"):
+        g = torch.Generator().manual_seed(seed + 7)
+        # long factors grow with frequency index like the real ones; short ones stay near 1
+        long = (1.0 + torch.linspace(0, 3, rot_dims // 2) + 0.1 * torch.rand(rot_dims // 2, generator=g)).tolist()
+        short = (1.0 + 0.2 * torch.rand(rot_dims // 2, generator=g)).tolist()
+        rope.update(rope_type="longrope", long_factor=long, short_factor=short, original_max_position_embeddings=orig)
+    return Phi3Config(**common, num_key_value_heads=s["kv"], max_position_embeddings=s["ctx"],
+                      original_max_position_embeddings=orig, rope_parameters=rope, rms_norm_eps=1e-5,
+                      sliding_window=s.get("sliding_window"), hidden_act="silu")
+
+
+@torch.no_grad()
+def _randomize(model: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if "norm" in name and name.endswith(".weight"):
+            p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+        elif name.endswith(".bias"):
+            p.copy_(0.05 * torch.randn(p.shape, generator=g))
+        elif "embed_tokens" in name:
+            p.copy_(0.1 * torch.randn(p.shape, generator=g))
+        else:
+            p.copy_(0.06 * torch.randn(p.shape, generator=g))
+
+
+def make_tiny(kind: str, dir: str | Path, dtype: torch.dtype = torch.float32, seed: int = 0,
+              max_shard_size: str | None = None) -> TinyModel:
+    """Build, randomize and save tiny model `kind` (see KINDS) with its tokenizer into `dir`.
+    `max_shard_size` (e.g. "200KB") makes save_pretrained write a sharded checkpoint + index."""
+    from transformers import Phi3ForCausalLM, PhiForCausalLM
+
+    if kind not in SPECS:
+        raise ValueError(f"unknown tiny model kind {kind!r}; known: {', '.join(KINDS)}")
+    d = Path(dir)
+    d.mkdir(parents=True, exist_ok=True)
+    tok = reftok.write_tokenizer(SPECS[kind]["tok"], d)
+    cfg = _config(kind, tok, seed)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    cls = PhiForCausalLM if SPECS[kind]["arch"] == "phi" else Phi3ForCausalLM
+    model = cls(cfg)
+    _randomize(model, seed)
+    if cfg.tie_word_embeddings:
+        model.tie_weights()
+    model = model.to(dtype).eval()
+    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(d, **kwargs)
+    config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    return TinyModel(kind, d, config, tok)
+
+
+def load_hf(path: str | Path, dtype: torch.dtype = torch.float32):
+    """Load a checkpoint written by make_tiny as an eval-mode transformers model (eager attention)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="eager").eval()
