@@ -1,0 +1,315 @@
+#!/usr/bin/env python3
+"""Train the tiny Phi code model that ships inside the package (python/phicpp/models/).
+
+The idea is Phi-1's (a small model taught on clean, textbook-like Python), scaled down
+to fit in the package: ~10.5M parameters, so the F16 GGUF stays under 25 MB.
+
+Architecture: phi2-style, i.e. transformers' PhiForCausalLM, which *is* the Phi-1/1.5/2
+architecture (parallel attention + MLP blocks sharing one LayerNorm, partial rotary
+embeddings, gelu_new MLP, biases everywhere, untied LM head with bias) and uses a
+GPT-2-style byte-level BPE tokenizer. phi3-style (RMSNorm, SwiGLU, fused QKV, a
+SentencePiece/llama vocabulary) would need a SentencePiece model and llama-style token
+handling; the byte-level BPE route is simpler to train here, reaches llama.cpp's
+"gpt-2" pre-tokenizer unchanged, and is the family Phi-1 itself belongs to.
+Sizes are multiples of 256 so every matrix row can be stored as Q4_K/Q6_K blocks.
+
+Stages (all seeded):
+  tokenizer  train a byte-level BPE (GPT-2 regex pre-tokenizer, special <|endoftext|>)
+             on the train split of tools/make_tiny_corpus.py's output;
+  train      train PhiForCausalLM from scratch (bf16 autocast, AdamW, warmup + cosine),
+             report held-out loss/perplexity and greedy samples, save a Hugging Face
+             checkpoint (safetensors fp32 + config + tokenizer files).
+
+The shipped model was made by (see python/phicpp/models/MODEL_CARD.md for the record):
+  python3 tools/make_tiny_corpus.py --out .tiny/corpus
+  python3 tools/train_tiny.py tokenizer --corpus .tiny/corpus --out .tiny/tokenizer
+  python3 tools/train_tiny.py train --corpus .tiny/corpus --tokenizer .tiny/tokenizer --out CKPT
+  phicpp convert CKPT -o phi-tiny-code-f16.gguf --outtype f16
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+EOT = "<|endoftext|>"
+SAMPLE_PROMPTS = ["def fibonacci(n):", "import os\n", "class Stack:", "def is_prime(n):\n    \"\"\""]
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+def train_tokenizer(corpus: Path, out: Path, vocab_size: int, ctx: int) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    docs = (corpus / "train.txt").read_text(encoding="utf-8").split(EOT)
+    tok = Tokenizer(models.BPE())
+    # use_regex=True is GPT-2's split regex, which llama.cpp applies for pre-tokenizer "gpt-2"
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=2, special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(docs, trainer=trainer, length=len(docs))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT, unk_token=EOT,
+                                   model_max_length=ctx, clean_up_tokenization_spaces=False)
+    out.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(str(out))
+    sample = "def fibonacci(n):\n    if n < 2:\n        return n\n"
+    ids = tok.encode(sample).ids
+    assert tok.decode(ids) == sample, "byte-level BPE must round-trip"
+    print(f"tokenizer: {tok.get_vocab_size()} tokens -> {out}; sample = {len(ids)} tokens")
+
+
+def encode_split(tokenizer, path: Path):
+    """One stream of ids: every document followed by <|endoftext|>."""
+    import numpy as np
+
+    eot = tokenizer.convert_tokens_to_ids(EOT)
+    docs = [d for d in path.read_text(encoding="utf-8").split(EOT) if d]
+    backend = tokenizer.backend_tokenizer
+    out = []
+    for enc in backend.encode_batch(docs, add_special_tokens=False):
+        out.extend(enc.ids)
+        out.append(eot)
+    return np.asarray(out, dtype=np.int32)
+
+
+# ----------------------------------------------------------------------------- training
+
+def build_model(args, vocab_size: int, eot_id: int):
+    from transformers import PhiConfig, PhiForCausalLM
+
+    cfg = PhiConfig(
+        vocab_size=vocab_size, hidden_size=args.d_model, intermediate_size=4 * args.d_model,
+        num_hidden_layers=args.layers, num_attention_heads=args.d_model // args.head_dim,
+        num_key_value_heads=args.d_model // args.head_dim, max_position_embeddings=args.ctx,
+        partial_rotary_factor=0.5, rope_theta=10000.0, hidden_act="gelu_new", layer_norm_eps=1e-5,
+        resid_pdrop=args.dropout, embd_pdrop=args.dropout, attention_dropout=0.0,
+        bos_token_id=eot_id, eos_token_id=eot_id, tie_word_embeddings=False)
+    return PhiForCausalLM(cfg)
+
+
+def lr_at(step: int, args) -> float:
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    t = (step - args.warmup) / max(1, args.steps - args.warmup)
+    return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def heldout_loss(model, ids, ctx: int, device, max_tokens: int | None = None) -> tuple[float, int]:
+    """Mean next-token loss over non-overlapping windows of ctx tokens (fp32, no dropout)."""
+    import torch
+
+    model.eval()
+    n = len(ids) if max_tokens is None else min(len(ids), max_tokens + 1)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        windows = [ids[i:i + ctx + 1] for i in range(0, n - 1, ctx)]
+        for b in range(0, len(windows), 16):
+            batch = windows[b:b + 16]
+            for w in batch:
+                x = torch.as_tensor(w, device=device, dtype=torch.long)[None]
+                if x.shape[1] < 2:
+                    continue
+                logits = model(input_ids=x[:, :-1]).logits.float()
+                loss = torch.nn.functional.cross_entropy(logits[0], x[0, 1:], reduction="sum")
+                total += loss.item()
+                count += x.shape[1] - 1
+    model.train()
+    return total / count, count
+
+
+def samples(model, tokenizer, device, max_new_tokens: int) -> dict[str, str]:
+    import torch
+
+    model.eval()
+    out = {}
+    for prompt in SAMPLE_PROMPTS:
+        x = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(device)
+        with torch.no_grad():
+            y = model.generate(x, max_new_tokens=max_new_tokens, do_sample=False,
+                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+        out[prompt] = tokenizer.decode(y[0], skip_special_tokens=False)
+    model.train()
+    return out
+
+
+def hardware() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        return f"{p.name} ({p.total_memory / 2**30:.0f} GiB), torch {torch.__version__}"
+    return f"CPU {platform.processor() or platform.machine()}, torch {torch.__version__}"
+
+
+def train(args) -> dict:
+    import numpy as np
+    import torch
+    import transformers
+    from transformers import PreTrainedTokenizerFast
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+    t0 = time.time()
+    # built from tokenizer.json directly, so the transformers version on the GPU machine
+    # need not know the tokenizer_class name that the local version wrote
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(args.tokenizer / "tokenizer.json"), bos_token=EOT,
+                                        eos_token=EOT, unk_token=EOT, model_max_length=args.ctx,
+                                        clean_up_tokenization_spaces=False)
+    eot_id = tokenizer.convert_tokens_to_ids(EOT)
+    train_ids = encode_split(tokenizer, args.corpus / "train.txt")
+    held_ids = encode_split(tokenizer, args.corpus / "heldout.txt")
+    print(f"tokens: train {len(train_ids):,}  heldout {len(held_ids):,}  ({time.time() - t0:.1f}s)", flush=True)
+
+    model = build_model(args, len(tokenizer), eot_id).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {n_params:,} parameters; {hardware()}", flush=True)
+
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8,
+                            fused=device.type == "cuda")
+    gen = torch.Generator().manual_seed(args.seed)
+    train_t = torch.as_tensor(train_ids, dtype=torch.long)
+    n_windows = len(train_t) - args.ctx - 1
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    curve = []
+    t_train = time.time()
+    step = 0
+    stopped_early = False
+    for step in range(args.steps):
+        if time.time() - t_train > args.max_minutes * 60:
+            stopped_early = True
+            print(f"time budget reached at step {step}", flush=True)
+            break
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args)
+        starts = torch.randint(0, n_windows, (args.batch,), generator=gen)
+        xy = torch.stack([train_t[s:s + args.ctx + 1] for s in starts.tolist()]).to(device, non_blocking=True)
+        with autocast:
+            logits = model(input_ids=xy[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.shape[-1]), xy[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+        opt.step()
+        if step % args.log_every == 0 or step == args.steps - 1:
+            entry = {"step": step, "loss": round(loss.item(), 4), "lr": round(lr_at(step, args), 6),
+                     "seconds": round(time.time() - t_train, 1)}
+            if step % args.eval_every == 0 and step > 0:
+                hl, _ = heldout_loss(model, held_ids, args.ctx, device, max_tokens=args.eval_tokens)
+                entry["heldout_loss"] = round(hl, 4)
+            curve.append(entry)
+            print(json.dumps(entry), flush=True)
+    train_seconds = time.time() - t_train
+    steps_done = step + (0 if stopped_early else 1)
+
+    # final loss: mean over the last 50 steps would need bookkeeping; report the last logged
+    # step's loss and a fresh loss on 16 train batches without dropout (the honest number).
+    model.eval()
+    with torch.no_grad():
+        tl = []
+        for _ in range(16):
+            starts = torch.randint(0, n_windows, (args.batch,), generator=gen)
+            xy = torch.stack([train_t[s:s + args.ctx + 1] for s in starts.tolist()]).to(device)
+            with autocast:
+                logits = model(input_ids=xy[:, :-1]).logits
+            tl.append(torch.nn.functional.cross_entropy(
+                logits.float().view(-1, logits.shape[-1]), xy[:, 1:].reshape(-1)).item())
+    model.train()
+    final_train_loss = float(np.mean(tl))
+    held, held_count = heldout_loss(model, held_ids, args.ctx, device)
+    print(f"final train loss {final_train_loss:.4f}; held-out loss {held:.4f} ppl {math.exp(held):.3f} "
+          f"over {held_count:,} tokens; {steps_done} steps in {train_seconds:.0f}s", flush=True)
+    outs = samples(model, tokenizer, device, args.sample_tokens)
+    for p, s in outs.items():
+        print(f"--- sample {p!r}\n{s}\n", flush=True)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    model.float().save_pretrained(str(args.out), safe_serialization=True)
+    tokenizer.save_pretrained(str(args.out))
+    # Older converters read partial_rotary_factor / rope_theta at the top level (as in
+    # microsoft/phi-2's config.json); transformers 5 nests them in rope_parameters. Write both.
+    cfg_path = args.out / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.setdefault("partial_rotary_factor", 0.5)
+    cfg.setdefault("rope_theta", 10000.0)
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+
+    result = {
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "hardware": hardware(),
+        "transformers": transformers.__version__,
+        "python": sys.version.split()[0],
+        "parameters": n_params,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
+        "train_tokens": int(len(train_ids)), "heldout_tokens": int(len(held_ids)),
+        "tokens_seen": int(steps_done * args.batch * args.ctx),
+        "epochs": round(steps_done * args.batch * args.ctx / len(train_ids), 2),
+        "steps": steps_done, "stopped_early": stopped_early,
+        "train_seconds": round(train_seconds, 1), "total_seconds": round(time.time() - t0, 1),
+        "final_train_loss": round(final_train_loss, 4),
+        "heldout_loss": round(held, 4), "heldout_ppl": round(math.exp(held), 4),
+        "heldout_eval_tokens": held_count, "curve": curve, "samples": outs,
+    }
+    (args.out / "train_result.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="stage", required=True)
+    t = sub.add_parser("tokenizer", help="train the byte-level BPE tokenizer")
+    t.add_argument("--corpus", type=Path, required=True)
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--vocab", type=int, default=8192)
+    t.add_argument("--ctx", type=int, default=1024)
+    m = sub.add_parser("train", help="train the model and save a Hugging Face checkpoint")
+    m.add_argument("--corpus", type=Path, required=True)
+    m.add_argument("--tokenizer", type=Path, required=True)
+    m.add_argument("--out", type=Path, required=True)
+    m.add_argument("--seed", type=int, default=1234)
+    m.add_argument("--d-model", type=int, default=256)
+    m.add_argument("--layers", type=int, default=8)
+    m.add_argument("--head-dim", type=int, default=64)
+    m.add_argument("--ctx", type=int, default=1024)
+    m.add_argument("--dropout", type=float, default=0.1)
+    m.add_argument("--batch", type=int, default=64)
+    m.add_argument("--steps", type=int, default=2000)
+    m.add_argument("--warmup", type=int, default=100)
+    m.add_argument("--lr", type=float, default=2e-3)
+    m.add_argument("--min-lr", type=float, default=2e-4)
+    m.add_argument("--weight-decay", type=float, default=0.1)
+    m.add_argument("--clip", type=float, default=1.0)
+    m.add_argument("--max-minutes", type=float, default=7.0, help="stop the loop early past this")
+    m.add_argument("--log-every", type=int, default=25)
+    m.add_argument("--eval-every", type=int, default=100)
+    m.add_argument("--eval-tokens", type=int, default=65536, help="held-out tokens for in-loop evals")
+    m.add_argument("--sample-tokens", type=int, default=96)
+    args = ap.parse_args(argv)
+    if args.stage == "tokenizer":
+        train_tokenizer(args.corpus, args.out, args.vocab, args.ctx)
+    else:
+        train(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
