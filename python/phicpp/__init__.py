@@ -5,5 +5,6 @@ from ._core import (  # noqa: F401
     PhicppError,
     UnsupportedError,
 )
+from .convert import ConvertError, convert_hf_to_gguf  # noqa: F401,E402
 
 __version__ = "0.1.0"
