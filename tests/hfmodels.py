@@ -122,6 +122,38 @@ def make_tiny(kind: str, dir: str | Path, dtype: torch.dtype = torch.float32, se
     return TinyModel(kind, d, config, tok)
 
 
+def cached_tiny(kind: str, dtype: torch.dtype = torch.float32) -> TinyModel:
+    """make_tiny(kind, ...) built once into the shared test cache (reftok.cache_dir()) and reused
+    across test sessions; the cache key covers this file, reftok.py and the transformers version.
+    Treat the folder as read-only: copy it before modifying files in it."""
+    import dataclasses
+    import hashlib
+    import shutil
+    import tempfile
+
+    import transformers
+
+    src = Path(__file__).read_bytes() + Path(reftok.__file__).read_bytes() + transformers.__version__.encode()
+    key = hashlib.sha256(src).hexdigest()[:12]
+    target = reftok.cache_dir().parent / f"tiny-{key}" / f"{kind}-{str(dtype).replace('torch.', '')}"
+    if not (target / ".done").is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+        try:
+            m = make_tiny(kind, tmp, dtype=dtype)
+            (tmp / ".tokinfo.json").write_text(json.dumps(dataclasses.asdict(m.tokenizer)))
+            (tmp / ".done").write_text("ok")
+            try:
+                tmp.rename(target)
+            except OSError:  # built concurrently by another session
+                pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    config = json.loads((target / "config.json").read_text(encoding="utf-8"))
+    tok = reftok.TokenizerInfo(**json.loads((target / ".tokinfo.json").read_text(encoding="utf-8")))
+    return TinyModel(kind, target, config, tok)
+
+
 def load_hf(path: str | Path, dtype: torch.dtype = torch.float32):
     """Load a checkpoint written by make_tiny as an eval-mode transformers model (eager attention)."""
     from transformers import AutoModelForCausalLM
