@@ -40,7 +40,156 @@ static void register_errors(py::module_& m) {
 
 // ---------------------------------------------------------------- gguf
 static void bind_gguf(py::module_& m) {
-    // GGUF reader: metadata and tensor table (owned by the gguf helper).
+    // GGUF reader: metadata and tensor table. Python sees a GGUFFile that owns
+    // the mapping; tensor_data() views point into it and keep it alive.
+    using gguf::ValueType;
+    struct PyGGUF {
+        std::unique_ptr<gguf::File> f;
+        py::object metadata;  // built on first use: the vocab arrays are large
+    };
+    struct PyTensor {
+        std::string name, type;
+        uint32_t type_id;
+        py::tuple shape;  // GGUF order: ne0 (contiguous) first
+        uint64_t offset, rel_offset;
+        size_t nbytes;
+        int64_t n_elements;
+    };
+    struct Conv {
+        static py::dtype numeric_dtype(ValueType t) {
+            switch (t) {
+                case ValueType::UINT8: return py::dtype::of<uint8_t>();
+                case ValueType::INT8: return py::dtype::of<int8_t>();
+                case ValueType::UINT16: return py::dtype::of<uint16_t>();
+                case ValueType::INT16: return py::dtype::of<int16_t>();
+                case ValueType::UINT32: return py::dtype::of<uint32_t>();
+                case ValueType::INT32: return py::dtype::of<int32_t>();
+                case ValueType::UINT64: return py::dtype::of<uint64_t>();
+                case ValueType::INT64: return py::dtype::of<int64_t>();
+                case ValueType::FLOAT32: return py::dtype::of<float>();
+                case ValueType::FLOAT64: return py::dtype::of<double>();
+                default: return py::dtype::of<bool>();
+            }
+        }
+        static py::object str(std::string_view s) {
+            PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
+            if (!o) throw py::error_already_set();
+            return py::reinterpret_steal<py::object>(o);
+        }
+        // Scalars -> int/float/bool/str; numeric arrays -> numpy (a copy: the
+        // raw elements may be unaligned); string and nested arrays -> lists.
+        static py::object value(const gguf::Value& v) {
+            switch (v.type) {
+                case ValueType::UINT8: case ValueType::UINT16: case ValueType::UINT32:
+                case ValueType::UINT64: return py::int_(v.u);
+                case ValueType::INT8: case ValueType::INT16: case ValueType::INT32:
+                case ValueType::INT64: return py::int_(v.i);
+                case ValueType::FLOAT32: case ValueType::FLOAT64: return py::float_(v.f);
+                case ValueType::BOOL: return py::bool_(v.u != 0);
+                case ValueType::STRING: return str(v.str);
+                case ValueType::ARRAY: break;
+            }
+            if (v.raw) {
+                // pointer without a base: numpy copies (and handles unaligned input)
+                const std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(v.count)};
+                if (v.elem_type != ValueType::BOOL)
+                    return py::array(numeric_dtype(v.elem_type), shape, {}, v.raw);
+                std::vector<uint8_t> b(v.raw, v.raw + v.count);  // any non-zero byte is true
+                for (uint8_t& x : b) x = x != 0;
+                return py::array(numeric_dtype(v.elem_type), shape, {}, b.data());
+            }
+            py::list out(v.items.size());
+            for (size_t k = 0; k < v.items.size(); ++k) out[k] = value(v.items[k]);
+            return std::move(out);
+        }
+        static std::string type_name(const gguf::Value& v) {
+            if (v.type != ValueType::ARRAY) return gguf::value_type_name(v.type);
+            std::string inner = gguf::value_type_name(v.elem_type);
+            // a nested array names its first element's type when it has one
+            if (v.elem_type == ValueType::ARRAY && !v.items.empty()) inner = type_name(v.items[0]);
+            return "array[" + inner + "]";
+        }
+    };
+
+    py::class_<PyTensor>(m, "GGUFTensorInfo")
+        .def_readonly("name", &PyTensor::name)
+        .def_readonly("type", &PyTensor::type)
+        .def_readonly("type_id", &PyTensor::type_id)
+        .def_readonly("shape", &PyTensor::shape)
+        .def_readonly("offset", &PyTensor::offset, "absolute file offset of the data")
+        .def_readonly("rel_offset", &PyTensor::rel_offset, "offset within the data section")
+        .def_readonly("nbytes", &PyTensor::nbytes)
+        .def_readonly("n_elements", &PyTensor::n_elements)
+        .def("__repr__", [](const PyTensor& t) {
+            return "GGUFTensorInfo(" + t.name + ", " + t.type + ", " +
+                   py::str(t.shape).cast<std::string>() + ")";
+        });
+
+    py::class_<PyGGUF>(m, "GGUFFile")
+        .def(py::init([](py::object path) {
+                 std::string p = py::str(py::module_::import("os").attr("fspath")(path));
+                 return PyGGUF{gguf::File::open(p), py::none()};
+             }),
+             py::arg("path"))
+        .def_property_readonly("path", [](const PyGGUF& g) { return g.f->path(); })
+        .def_property_readonly("version", [](const PyGGUF& g) { return g.f->version(); })
+        .def_property_readonly("alignment", [](const PyGGUF& g) { return g.f->alignment(); })
+        .def_property_readonly("data_offset", [](const PyGGUF& g) { return g.f->data_offset(); })
+        .def_property_readonly("file_size", [](const PyGGUF& g) { return g.f->file_size(); })
+        .def_property_readonly("metadata", [](PyGGUF& g) {
+            if (g.metadata.is_none()) {
+                py::dict d;
+                for (const auto& [k, v] : g.f->metadata()) d[Conv::str(k)] = Conv::value(v);
+                g.metadata = std::move(d);
+            }
+            return g.metadata;
+        }, "dict key -> value in file order; numeric arrays are numpy arrays")
+        .def("metadata_type", [](const PyGGUF& g, const std::string& key) {
+            const gguf::Value* v = g.f->find(key);
+            if (!v) throw py::key_error(key);
+            return Conv::type_name(*v);
+        }, "GGUF value type of a key: 'uint32', 'string', 'array[float32]', 'array[array[int8]]'...")
+        .def_property_readonly("tensors", [](const PyGGUF& g) {
+            py::list out;
+            for (const gguf::TensorInfo& t : g.f->tensors()) {
+                py::tuple shape(t.n_dims);
+                for (int d = 0; d < t.n_dims; ++d) shape[d] = t.ne[d];
+                out.append(PyTensor{t.name, dtype_name(t.type), static_cast<uint32_t>(t.type),
+                                    shape, g.f->data_offset() + t.offset, t.offset, t.nbytes,
+                                    t.n_elements()});
+            }
+            return out;
+        })
+        .def("tensor_data", [](py::object self, const std::string& name) {
+            const PyGGUF& g = self.cast<const PyGGUF&>();
+            const gguf::TensorInfo* t = g.f->find_tensor(name);
+            if (!t) throw py::key_error(name);
+            // numpy order is outermost first: reverse GGUF's ne
+            std::vector<py::ssize_t> shape;
+            for (int d = t->n_dims - 1; d >= 0; --d) shape.push_back(t->ne[d]);
+            py::dtype dt = py::dtype::of<uint8_t>();
+            switch (t->type) {
+                case DType::F32: dt = py::dtype::of<float>(); break;
+                case DType::F16: dt = py::dtype("float16"); break;
+                case DType::BF16: dt = py::dtype::of<uint16_t>(); break;  // numpy has no bf16
+                case DType::F64: dt = py::dtype::of<double>(); break;
+                case DType::I8: dt = py::dtype::of<int8_t>(); break;
+                case DType::I16: dt = py::dtype::of<int16_t>(); break;
+                case DType::I32: dt = py::dtype::of<int32_t>(); break;
+                case DType::I64: dt = py::dtype::of<int64_t>(); break;
+                default:  // block formats: rows of raw bytes
+                    if (shape.empty()) shape.push_back(1);
+                    shape.back() = static_cast<py::ssize_t>(row_bytes(t->type, t->ne[0]));
+            }
+            py::array a(dt, shape, {}, t->data, self);  // a view; `self` keeps the mapping alive
+            a.attr("setflags")(py::arg("write") = false);
+            return a;
+        }, py::arg("name"), "read-only numpy view of a tensor's bytes (numpy shape order)")
+        .def("__repr__", [](const PyGGUF& g) {
+            return "GGUFFile('" + g.f->path() + "', v" + std::to_string(g.f->version()) + ", " +
+                   std::to_string(g.f->metadata().size()) + " keys, " +
+                   std::to_string(g.f->tensors().size()) + " tensors)";
+        });
 }
 
 // ---------------------------------------------------------------- quant
