@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "gguf/gguf.h"
+#include "tokenizer/tokenizer.h"
 
 namespace py = pybind11;
 using namespace phi;
@@ -200,6 +201,69 @@ static void bind_quant(py::module_& m) {
 // ---------------------------------------------------------------- tokenizer
 static void bind_tokenizer(py::module_& m) {
     // Tokenizers from GGUF metadata (owned by the tokenizer helper).
+    // python/phicpp/tokenizer.py wraps these; text crosses as bytes (UTF-8).
+    py::class_<Tokenizer, std::shared_ptr<Tokenizer>>(m, "Tokenizer")
+        .def_static("from_gguf", [](const std::string& path) {
+            std::unique_ptr<gguf::File> f;
+            {
+                py::gil_scoped_release nogil;
+                f = gguf::File::open(path);
+            }
+            return std::shared_ptr<Tokenizer>(Tokenizer::from_gguf(*f));
+        }, py::arg("path"))
+        .def("tokenize", [](const Tokenizer& t, py::bytes text, bool add_special, bool parse_special) {
+            std::string_view sv = text;
+            std::vector<int32_t> ids;
+            {
+                py::gil_scoped_release nogil;
+                ids = t.tokenize(sv, add_special, parse_special);
+            }
+            return ids;
+        }, py::arg("text"), py::arg("add_special") = true, py::arg("parse_special") = false)
+        .def("detokenize", [](const Tokenizer& t, const std::vector<int32_t>& ids, bool remove_special,
+                              bool unparse_special) {
+            return py::bytes(t.detokenize(ids.data(), ids.size(), remove_special, unparse_special));
+        }, py::arg("ids"), py::arg("remove_special") = false, py::arg("unparse_special") = false)
+        .def("token_to_piece", [](const Tokenizer& t, int32_t id, bool special, int lstrip) {
+            return py::bytes(t.token_to_piece(id, special, lstrip));
+        }, py::arg("id"), py::arg("special") = true, py::arg("lstrip") = 0)
+        .def("token_text", [](const Tokenizer& t, int32_t id) {
+            if (id < 0 || id >= t.n_vocab()) throw py::index_error("token id out of range");
+            return py::bytes(std::string(t.token_text(id)));
+        }, py::arg("id"))
+        .def("token_attr", [](const Tokenizer& t, int32_t id) {
+            if (id < 0 || id >= t.n_vocab()) throw py::index_error("token id out of range");
+            return t.token_attr(id);
+        }, py::arg("id"))
+        .def("text_to_token", [](const Tokenizer& t, py::bytes text) { return t.text_to_token(std::string_view(text)); })
+        .def("is_eog", &Tokenizer::is_eog, py::arg("id"))
+        .def_property_readonly("model", &Tokenizer::model_name)
+        .def_property_readonly("pre", &Tokenizer::pre_name)
+        .def_property_readonly("n_vocab", &Tokenizer::n_vocab)
+        .def_property_readonly("bos_id", &Tokenizer::bos_id)
+        .def_property_readonly("eos_id", &Tokenizer::eos_id)
+        .def_property_readonly("eot_id", &Tokenizer::eot_id)
+        .def_property_readonly("eom_id", &Tokenizer::eom_id)
+        .def_property_readonly("unk_id", &Tokenizer::unk_id)
+        .def_property_readonly("pad_id", &Tokenizer::pad_id)
+        .def_property_readonly("nl_id", &Tokenizer::nl_id)
+        .def_property_readonly("add_bos", &Tokenizer::add_bos)
+        .def_property_readonly("add_eos", &Tokenizer::add_eos)
+        .def_property_readonly("add_space_prefix", &Tokenizer::add_space_prefix)
+        .def_property_readonly("eog_ids", &Tokenizer::eog_ids);
+
+    // Holds a shared_ptr to its Tokenizer so Python cannot free it underneath.
+    struct PyStreamDecoder {
+        std::shared_ptr<Tokenizer> tok;
+        StreamDecoder dec;
+        PyStreamDecoder(std::shared_ptr<Tokenizer> t, bool special) : tok(std::move(t)), dec(*tok, special) {}
+    };
+    py::class_<PyStreamDecoder>(m, "StreamDecoder")
+        .def(py::init<std::shared_ptr<Tokenizer>, bool>(), py::arg("tokenizer"), py::arg("special") = false)
+        .def("push", [](PyStreamDecoder& d, int32_t id) { return py::str(d.dec.push(id)); }, py::arg("id"))
+        .def("flush", [](PyStreamDecoder& d) { return py::str(d.dec.flush()); })
+        .def("reset", [](PyStreamDecoder& d) { d.dec.reset(); })
+        .def_property_readonly("pending_bytes", [](const PyStreamDecoder& d) { return d.dec.pending_bytes(); });
 }
 
 // ---------------------------------------------------------------- sampling
