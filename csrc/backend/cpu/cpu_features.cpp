@@ -1,0 +1,99 @@
+#include "backend/cpu/cpu_features.h"
+
+#include <atomic>
+#include <cstdlib>
+
+#include "core/error.h"
+
+namespace phi::cpu {
+
+namespace {
+
+bool cpu_has_avx2() {
+#if defined(PHICPP_X86)
+    __builtin_cpu_init();
+    // __builtin_cpu_supports checks cpuid and that the OS saves YMM state.
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+    return false;
+#endif
+}
+
+bool cpu_has_avx512() {
+#if defined(PHICPP_X86)
+    __builtin_cpu_init();
+    return cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bf16");
+#else
+    return false;
+#endif
+}
+
+bool supported(Isa isa) {
+    switch (isa) {
+        case Isa::scalar: return true;
+        case Isa::avx2: return cpu_has_avx2();
+        case Isa::avx512: return cpu_has_avx512();
+    }
+    return false;
+}
+
+Isa parse_isa(const std::string& name) {
+    if (name == "scalar") return Isa::scalar;
+    if (name == "avx2") return Isa::avx2;
+    if (name == "avx512") return Isa::avx512;
+    if (name == "auto" || name.empty()) return best_isa();
+    fail(ErrorKind::invalid_arg, "unknown ISA '", name, "' (expected scalar, avx2, avx512 or auto)");
+}
+
+Isa checked(Isa isa) {
+    if (!supported(isa)) fail(ErrorKind::unsupported, "this CPU does not support the ", isa_name(isa), " kernels");
+    return isa;
+}
+
+Isa initial_isa() {
+    const char* env = std::getenv("PHICPP_ISA");
+    if (!env || !*env) return best_isa();
+    // A bad variable must not abort the process at load time: fall back to
+    // the best ISA (set_isa() reports errors properly).
+    try {
+        return checked(parse_isa(env));
+    } catch (const Error&) {
+        return best_isa();
+    }
+}
+
+std::atomic<int>& selected() {
+    static std::atomic<int> isa{static_cast<int>(initial_isa())};
+    return isa;
+}
+
+} // namespace
+
+const char* isa_name(Isa isa) {
+    switch (isa) {
+        case Isa::scalar: return "scalar";
+        case Isa::avx2: return "avx2";
+        case Isa::avx512: return "avx512";
+    }
+    return "unknown";
+}
+
+Isa best_isa() {
+    static const Isa best = cpu_has_avx512() ? Isa::avx512 : cpu_has_avx2() ? Isa::avx2 : Isa::scalar;
+    return best;
+}
+
+std::vector<std::string> available_isas() {
+    std::vector<std::string> out;
+    for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
+        if (supported(isa)) out.emplace_back(isa_name(isa));
+    return out;
+}
+
+Isa current_isa() { return static_cast<Isa>(selected().load(std::memory_order_relaxed)); }
+
+void set_isa(const std::string& name) { selected().store(static_cast<int>(checked(parse_isa(name)))); }
+
+} // namespace phi::cpu

@@ -1,0 +1,47 @@
+// The per-ISA kernel tables behind phi::cpu::matmul. Each ISA file
+// (kernels_scalar.cpp, kernels_avx2.cpp, kernels_avx512.cpp) fills a table;
+// a missing entry falls back to the next weaker ISA, so a format can gain a
+// fast path one ISA at a time while the scalar reference always exists.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace phi::cpu {
+
+constexpr int kNumTypes = 40;  // GGML type ids are < 40
+
+// One matmul, as a row kernel sees it: for every output row r in [r0, r1)
+// and token t in [0, n): y[t * ldy + r] = dot(W row r, x row t) (+ bias[r]).
+// x holds the activations already converted to activation_type(type): f32
+// rows for float weights, Q8_0 / Q8_1 / Q8_K blocks for quantized weights.
+struct MatmulArgs {
+    const uint8_t* w = nullptr;  // weight rows
+    size_t w_stride = 0;         // bytes per weight row
+    DType type = DType::F32;
+    int64_t K = 0;               // elements per row
+    const uint8_t* x = nullptr;  // activation rows
+    size_t x_stride = 0;         // bytes per activation row
+    int n = 0;                   // tokens
+    float* y = nullptr;
+    int64_t ldy = 0;             // floats between consecutive tokens' outputs
+    const float* bias = nullptr; // may be null
+};
+
+using RowsKernel = void (*)(const MatmulArgs& a, int64_t r0, int64_t r1);
+// Convert one activation row of K floats to a quantized activation type.
+using QuantizeRowFn = void (*)(const float* x, void* dst, int64_t K);
+
+// Trivial on purpose (no member initializers): the ISA files fill tables in
+// static storage, which is zeroed without running code compiled for that ISA.
+struct KernelTable {
+    RowsKernel rows[kNumTypes];             // indexed by weight type id; null: none
+    QuantizeRowFn quantize_act[kNumTypes];  // indexed by activation type id
+};
+
+const KernelTable& kernels_scalar();
+const KernelTable& kernels_avx2();    // entries null when built without x86
+const KernelTable& kernels_avx512();
+
+} // namespace phi::cpu
