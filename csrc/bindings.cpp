@@ -6,6 +6,9 @@
 
 #include "core/error.h"
 #include "gguf/gguf.h"
+#include "backend/cpu/cpu_features.h"
+#include "backend/cpu/matmul.h"
+#include "quant/quant.h"
 #include "tokenizer/tokenizer.h"
 
 namespace py = pybind11;
@@ -196,6 +199,132 @@ static void bind_gguf(py::module_& m) {
 // ---------------------------------------------------------------- quant
 static void bind_quant(py::module_& m) {
     // Block formats, reference (de)quantizers, kernels by ISA (owned by the quant helper).
+    // Type names are GGML's, case-insensitive ("q4_K", "Q4_K", "f16").
+    auto parse_type = [](const std::string& name) -> DType {
+        auto lower = [](std::string s) {
+            for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            return s;
+        };
+        const std::string want = lower(name);
+        for (uint32_t id = 0; id < 40; ++id) {
+            const char* n = dtype_traits(id).name;
+            if (n && lower(n) == want) return static_cast<DType>(id);
+        }
+        fail(ErrorKind::invalid_arg, "unknown tensor type '", name, "'");
+    };
+    using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
+    using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+
+    m.def("quant_types", [] {
+        std::vector<std::string> out;
+        for (uint32_t id = 0; id < 40; ++id)
+            if (dtype_traits(id).name && quant::can_quantize(static_cast<DType>(id)))
+                out.emplace_back(dtype_traits(id).name);
+        return out;
+    }, "Types quantize() can produce.");
+    m.def("dequant_types", [] {
+        std::vector<std::string> out;
+        for (uint32_t id = 0; id < 40; ++id)
+            if (dtype_traits(id).name && quant::can_dequantize(static_cast<DType>(id)))
+                out.emplace_back(dtype_traits(id).name);
+        return out;
+    }, "Types dequantize() and matmul() accept.");
+    m.def("type_info", [parse_type](const std::string& name) {
+        const DTypeTraits& t = dtype_traits(parse_type(name));
+        return py::make_tuple(t.name, t.block_size, t.type_size);
+    }, "(name, block_size, bytes_per_block) of a GGML type.");
+
+    m.def("quantize", [parse_type](F32Array x, const std::string& type, int n_threads) {
+        const DType t = parse_type(type);
+        if (x.ndim() != 2) fail(ErrorKind::invalid_arg, "quantize expects a 2-D float32 array");
+        const int64_t rows = x.shape(0), K = x.shape(1);
+        quant::check_row_length(t, K);
+        if (!quant::can_quantize(t)) fail(ErrorKind::unsupported, "cannot quantize to ", dtype_name(t));
+        const size_t rb = row_bytes(t, K);
+        U8Array out({rows, static_cast<int64_t>(rb)});
+        const float* src = x.data();
+        uint8_t* dst = out.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            cpu::ThreadPool pool(std::max(1, n_threads));
+            pool.parallel_for(rows, 1, [&](int64_t r0, int64_t r1) {
+                for (int64_t r = r0; r < r1; ++r) quant::quantize_row(t, src + r * K, dst + r * rb, K);
+            });
+        }
+        return out;
+    }, py::arg("x"), py::arg("type"), py::arg("n_threads") = 1,
+       "Quantize rows of a 2-D float32 array; returns uint8 [rows, row_bytes] of GGML blocks.");
+
+    m.def("dequantize", [parse_type](U8Array data, const std::string& type, std::vector<int64_t> shape) {
+        const DType t = parse_type(type);
+        if (shape.empty()) fail(ErrorKind::invalid_arg, "shape must not be empty");
+        const int64_t K = shape.back();
+        int64_t rows = 1;
+        for (size_t i = 0; i + 1 < shape.size(); ++i) rows *= shape[i];
+        quant::check_row_length(t, K);
+        const size_t rb = row_bytes(t, K);
+        if (static_cast<size_t>(data.size()) != rb * static_cast<size_t>(rows))
+            fail(ErrorKind::invalid_arg, "expected ", rb * rows, " bytes of ", dtype_name(t), ", got ", data.size());
+        F32Array out(shape);
+        const uint8_t* src = data.data();
+        float* dst = out.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            for (int64_t r = 0; r < rows; ++r) quant::dequantize_row(t, src + r * rb, dst + r * K, K);
+        }
+        return out;
+    }, py::arg("data"), py::arg("type"), py::arg("shape"), "Dequantize GGML blocks to float32 of `shape`.");
+
+    m.def("matmul", [parse_type](U8Array w, const std::string& type, std::pair<int64_t, int64_t> shape, F32Array x,
+                                 std::optional<F32Array> bias, std::optional<std::string> isa, int n_threads) {
+        // shape = (rows, K) of the weight; x is [n, K]; returns [n, rows].
+        const DType t = parse_type(type);
+        const int64_t M = shape.first, K = shape.second;
+        quant::check_row_length(t, K);
+        if (static_cast<size_t>(w.size()) != row_bytes(t, K) * static_cast<size_t>(M))
+            fail(ErrorKind::invalid_arg, "weight has ", w.size(), " bytes, expected ", row_bytes(t, K) * M);
+        if (x.ndim() != 2 || x.shape(1) != K) fail(ErrorKind::invalid_arg, "x must be [n, ", K, "] float32");
+        if (bias && bias->size() != M) fail(ErrorKind::invalid_arg, "bias must have ", M, " elements");
+        const int n = static_cast<int>(x.shape(0));
+        F32Array y({static_cast<int64_t>(n), M});
+        Tensor W;
+        W.data = w.data();
+        W.type = t;
+        W.ne0 = K;
+        W.ne1 = M;
+        const float* xp = x.data();
+        const float* bp = bias ? bias->data() : nullptr;
+        float* yp = y.mutable_data();
+        const std::string prev = cpu::isa_name(cpu::current_isa());
+        if (isa) cpu::set_isa(*isa);
+        try {
+            py::gil_scoped_release nogil;
+            // One pool per thread count, kept for the life of the module so
+            // benchmarks measure the kernels, not thread start-up.
+            static std::map<int, std::unique_ptr<cpu::ThreadPool>> pools;
+            static std::mutex pools_mu;
+            cpu::ThreadPool* pool;
+            {
+                std::lock_guard<std::mutex> lock(pools_mu);
+                auto& p = pools[std::max(1, n_threads)];
+                if (!p) p = std::make_unique<cpu::ThreadPool>(std::max(1, n_threads));
+                pool = p.get();
+            }
+            cpu::matmul(W, xp, n, yp, bp, *pool);
+        } catch (...) {
+            cpu::set_isa(prev);
+            throw;
+        }
+        cpu::set_isa(prev);
+        return y;
+    }, py::arg("w"), py::arg("type"), py::arg("shape"), py::arg("x"), py::arg("bias") = py::none(),
+       py::arg("isa") = py::none(), py::arg("n_threads") = 1,
+       "y[n, rows] = x[n, K] . W^T (+ bias) with the CPU kernels; isa forces scalar/avx2/avx512 for this call.");
+
+    m.def("cpu_isa", [] { return std::string(cpu::isa_name(cpu::current_isa())); }, "ISA the CPU kernels use now.");
+    m.def("set_isa", [](const std::string& name) { cpu::set_isa(name); },
+          "Force the CPU kernels' ISA: scalar, avx2, avx512 or auto. Raises for an ISA this CPU lacks.");
+    m.def("available_isas", &cpu::available_isas, "ISAs this CPU can run, weakest first.");
 }
 
 // ---------------------------------------------------------------- tokenizer
