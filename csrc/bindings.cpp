@@ -153,6 +153,22 @@ static void bind_gguf(py::module_& m) {
             if (!v) throw py::key_error(key);
             return Conv::type_name(*v);
         }, "GGUF value type of a key: 'uint32', 'string', 'array[float32]', 'array[array[int8]]'...")
+        // The C++ typed getters, as the model/tokenizer code sees them (tested from Python).
+        .def("get_int", [](const PyGGUF& g, const std::string& k) { return g.f->get_int(k); })
+        .def("get_f64", [](const PyGGUF& g, const std::string& k) { return g.f->get_f64(k); })
+        .def("get_bool", [](const PyGGUF& g, const std::string& k) { return g.f->get_bool(k); })
+        .def("get_string", [](const PyGGUF& g, const std::string& k) {
+            return Conv::str(g.f->get_string(k));
+        })
+        .def("opt_int", [](const PyGGUF& g, const std::string& k) { return g.f->opt_int(k); })
+        .def("opt_f64", [](const PyGGUF& g, const std::string& k) { return g.f->opt_f64(k); })
+        .def("get_str_array", [](const PyGGUF& g, const std::string& k) {
+            py::list out;
+            for (std::string_view s : g.f->get_str_array(k)) out.append(Conv::str(s));
+            return out;
+        })
+        .def("get_f32_array", [](const PyGGUF& g, const std::string& k) { return g.f->get_f32_array(k); })
+        .def("get_int_array", [](const PyGGUF& g, const std::string& k) { return g.f->get_int_array(k); })
         .def_property_readonly("tensors", [](const PyGGUF& g) {
             py::list out;
             for (const gguf::TensorInfo& t : g.f->tensors()) {
