@@ -244,7 +244,14 @@ static void bind_quant(py::module_& m) {
             if (dtype_traits(id).name && quant::can_dequantize(static_cast<DType>(id)))
                 out.emplace_back(dtype_traits(id).name);
         return out;
-    }, "Types dequantize() and matmul() accept.");
+    }, "Types dequantize() accepts.");
+    m.def("matmul_types", [] {
+        std::vector<std::string> out;
+        for (uint32_t id = 0; id < 40; ++id)
+            if (dtype_traits(id).name && quant::can_matmul(static_cast<DType>(id)))
+                out.emplace_back(dtype_traits(id).name);
+        return out;
+    }, "Weight types matmul() accepts.");
     m.def("type_info", [parse_type](const std::string& name) {
         const DTypeTraits& t = dtype_traits(parse_type(name));
         return py::make_tuple(t.name, t.block_size, t.type_size);

@@ -88,3 +88,73 @@ def test_bad_shapes_are_errors():
         C.matmul(np.zeros((2, 32), np.uint8), "f32", (2, 8), np.zeros((1, 7), np.float32))
     with pytest.raises(ValueError):
         C.matmul(np.zeros((2, 31), np.uint8), "f32", (2, 8), np.zeros((1, 8), np.float32))
+
+
+# ---------------------------------------------------------------- quantized weights
+QUANT_TYPES = [t for t in ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_K", "q3_K", "q4_K", "q5_K", "q6_K",
+                           "iq4_nl", "iq4_xs"] if t in C.matmul_types()]
+ACT_TYPE = {"q4_0": "q8_0", "q5_0": "q8_0", "q8_0": "q8_0", "iq4_nl": "q8_0", "q4_1": "q8_1", "q5_1": "q8_1"}
+
+
+def make_quant_weight(typ, rows, K, rng):
+    if typ in C.quant_types():
+        return C.quantize(rng.standard_normal((rows, K)).astype(np.float32), typ)
+    # iq4 formats: random blocks with sane fp16 scales
+    _, bs, ts = C.type_info(typ)
+    raw = rng.integers(0, 256, (rows, K // bs, ts), dtype=np.uint8)
+    raw[:, :, 0:2] = (rng.standard_normal((rows, K // bs)) * 0.05).astype(np.float16).view(np.uint8).reshape(rows, K // bs, 2)
+    return raw.reshape(rows, -1)
+
+
+def quant_reference(w, typ, rows, K, x):
+    """float64 product of the dequantized weight with the activations as the
+    kernels see them (quantized to Q8_0 / Q8_1 / Q8_K, then dequantized)."""
+    act = ACT_TYPE.get(typ, "q8_K")
+    xq = C.dequantize(C.quantize(x, act), act, list(x.shape)).astype(np.float64)
+    wd = C.dequantize(w, typ, [rows, K]).astype(np.float64)
+    return xq @ wd.T, np.abs(xq) @ np.abs(wd).T
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("typ", QUANT_TYPES)
+@pytest.mark.parametrize("rows,blocks", [(1, 1), (5, 3), (17, 2), (37, 1)])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 9])
+def test_quant_matmul_matches_reference(isa, typ, rows, blocks, n):
+    bs = 256 if typ.endswith("_K") or typ == "iq4_xs" else 32
+    K = bs * blocks if bs == 256 else 32 * 5 * blocks
+    rng = np.random.default_rng(rows * 100 + blocks * 10 + n)
+    w = make_quant_weight(typ, rows, K, rng)
+    x = rng.standard_normal((n, K)).astype(np.float32)
+    bias = rng.standard_normal(rows).astype(np.float32)
+    y = C.matmul(w, typ, (rows, K), x, bias=bias, isa=isa)
+    ref, mag = quant_reference(w, typ, rows, K, x)
+    # the integer dot is exact; only the f32 scale products and sums round
+    # (Q8_1's fp16 s = d*sum(q) adds ~1e-3 relative of the min term)
+    tol = (2e-3 if ACT_TYPE.get(typ) == "q8_1" else 2e-5) * (mag + 1)
+    assert np.all(np.abs(y - (ref + bias)) <= tol), np.max(np.abs(y - ref - bias) / (mag + 1))
+
+
+@pytest.mark.parametrize("typ", QUANT_TYPES)
+def test_quant_simd_paths_agree_with_scalar(typ):
+    rng = np.random.default_rng(1)
+    rows, K = 45, 768
+    w = make_quant_weight(typ, rows, K, rng)
+    x = rng.standard_normal((7, K)).astype(np.float32) * 3
+    ref = C.matmul(w, typ, (rows, K), x, isa="scalar")
+    for isa in ISAS[1:]:
+        y = C.matmul(w, typ, (rows, K), x, isa=isa, n_threads=2)
+        assert np.allclose(y, ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max()), isa
+
+
+@pytest.mark.parametrize("typ", ["q8_0", "q4_K"])
+def test_quant_edge_activations(typ):
+    rng = np.random.default_rng(2)
+    rows, K = 20, 512
+    w = make_quant_weight(typ, rows, K, rng)
+    for x in [np.zeros((3, K), np.float32), np.full((3, K), -2.5, np.float32),
+              (rng.standard_normal((3, K)) * 1e4).astype(np.float32)]:
+        ref = C.matmul(w, typ, (rows, K), x, isa="scalar")
+        for isa in ISAS:
+            y = C.matmul(w, typ, (rows, K), x, isa=isa)
+            assert np.all(np.isfinite(y))
+            assert np.allclose(y, ref, rtol=1e-4, atol=1e-4 * (np.abs(ref).max() + 1))

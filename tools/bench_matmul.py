@@ -49,7 +49,7 @@ def main():
     ap.add_argument("--min-time", type=float, default=0.5)
     args = ap.parse_args()
     rng = np.random.default_rng(0)
-    supported = set(C.dequant_types())
+    supported = set(C.matmul_types())
     print(f"isa={args.isa or C.cpu_isa()} threads={args.threads}")
     print(f"{'type':6} {'shape':8} {'MB':>7} {'decode ms':>10} {'GB/s':>7} {'prefill ms':>11} {'GFLOP/s':>8}")
     for typ in args.types.split(","):

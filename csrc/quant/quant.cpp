@@ -69,6 +69,7 @@ const FormatOps& require(DType t, bool need_quantize) {
 DType activation_type(DType w) { return require(w, false).act; }
 bool can_quantize(DType t) { return ops_of(t).quantize != nullptr; }
 bool can_dequantize(DType t) { return ops_of(t).dequantize != nullptr; }
+bool can_matmul(DType t) { return ops_of(t).dot != nullptr; }
 
 void check_row_length(DType t, int64_t n) {
     const DTypeTraits& tr = dtype_traits(t);
@@ -80,6 +81,10 @@ void check_row_length(DType t, int64_t n) {
 
 void quantize_row(DType t, const float* x, void* dst, int64_t n) { require(t, true).quantize(x, dst, n); }
 void dequantize_row(DType t, const void* src, float* dst, int64_t n) { require(t, false).dequantize(src, dst, n); }
-float vec_dot(DType w, const void* wrow, const void* xrow, int64_t n) { return require(w, false).dot(wrow, xrow, n); }
+float vec_dot(DType w, const void* wrow, const void* xrow, int64_t n) {
+    const FormatOps& o = require(w, false);
+    if (!o.dot) fail(ErrorKind::unsupported, dtype_name(w), " is an activation format, not a weight type");
+    return o.dot(wrow, xrow, n);
+}
 
 } // namespace phi::quant

@@ -15,7 +15,8 @@ namespace phi::quant {
 DType activation_type(DType w);
 
 bool can_quantize(DType t);    // quantize_row supports t
-bool can_dequantize(DType t);  // dequantize_row / vec_dot support t
+bool can_dequantize(DType t);  // dequantize_row supports t
+bool can_matmul(DType t);      // vec_dot supports t as a weight type
 
 // n must be a multiple of t's block size (callers check: phi::Error(invalid_arg)).
 void quantize_row(DType t, const float* x, void* dst, int64_t n);

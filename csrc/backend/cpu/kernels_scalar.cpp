@@ -58,7 +58,7 @@ KernelTable make_table() {
     for (DType d : {DType::F32, DType::F16, DType::BF16}) t.rows[static_cast<int>(d)] = rows_float;
     for (int id = 0; id < kNumTypes; ++id) {
         const DType d = static_cast<DType>(id);
-        if (t.rows[id] == nullptr && quant::can_dequantize(d) && quant::activation_type(d) != DType::F32)
+        if (t.rows[id] == nullptr && quant::can_matmul(d) && quant::activation_type(d) != DType::F32)
             t.rows[id] = rows_quant;
     }
     t.quantize_act[static_cast<int>(DType::Q8_0)] = quantize_q8_0;
