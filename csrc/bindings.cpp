@@ -9,6 +9,7 @@
 #include "backend/cpu/cpu_features.h"
 #include "backend/cpu/matmul.h"
 #include "quant/quant.h"
+#include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
 namespace py = pybind11;
@@ -52,7 +53,8 @@ static void bind_gguf(py::module_& m) {
         py::object metadata;  // built on first use: the vocab arrays are large
     };
     struct PyTensor {
-        std::string name, type;
+        py::object name;  // str; bytes that are not UTF-8 show as U+FFFD
+        std::string type;
         uint32_t type_id;
         py::tuple shape;  // GGUF order: ne0 (contiguous) first
         uint64_t offset, rel_offset;
@@ -125,7 +127,7 @@ static void bind_gguf(py::module_& m) {
         .def_readonly("nbytes", &PyTensor::nbytes)
         .def_readonly("n_elements", &PyTensor::n_elements)
         .def("__repr__", [](const PyTensor& t) {
-            return "GGUFTensorInfo(" + t.name + ", " + t.type + ", " +
+            return "GGUFTensorInfo(" + py::str(t.name).cast<std::string>() + ", " + t.type + ", " +
                    py::str(t.shape).cast<std::string>() + ")";
         });
 
@@ -174,16 +176,24 @@ static void bind_gguf(py::module_& m) {
             for (const gguf::TensorInfo& t : g.f->tensors()) {
                 py::tuple shape(t.n_dims);
                 for (int d = 0; d < t.n_dims; ++d) shape[d] = t.ne[d];
-                out.append(PyTensor{t.name, dtype_name(t.type), static_cast<uint32_t>(t.type),
+                out.append(PyTensor{Conv::str(t.name), dtype_name(t.type), static_cast<uint32_t>(t.type),
                                     shape, g.f->data_offset() + t.offset, t.offset, t.nbytes,
                                     t.n_elements()});
             }
             return out;
         })
-        .def("tensor_data", [](py::object self, const std::string& name) {
+        .def("tensor_data", [](py::object self, py::object key) {
             const PyGGUF& g = self.cast<const PyGGUF&>();
-            const gguf::TensorInfo* t = g.f->find_tensor(name);
-            if (!t) throw py::key_error(name);
+            const gguf::TensorInfo* t = nullptr;
+            if (py::isinstance<py::int_>(key)) {  // by index, as in .tensors
+                const auto k = key.cast<py::ssize_t>();
+                if (k < 0 || k >= static_cast<py::ssize_t>(g.f->tensors().size()))
+                    throw py::index_error("tensor index out of range");
+                t = &g.f->tensors()[k];
+            } else {  // by name: str, or bytes for names that are not UTF-8
+                t = g.f->find_tensor(key.cast<std::string>());
+                if (!t) throw py::key_error(py::str(key));
+            }
             // numpy order is outermost first: reverse GGUF's ne
             std::vector<py::ssize_t> shape;
             for (int d = t->n_dims - 1; d >= 0; --d) shape.push_back(t->ne[d]);
@@ -204,7 +214,8 @@ static void bind_gguf(py::module_& m) {
             py::array a(dt, shape, {}, t->data, self);  // a view; `self` keeps the mapping alive
             a.attr("setflags")(py::arg("write") = false);
             return a;
-        }, py::arg("name"), "read-only numpy view of a tensor's bytes (numpy shape order)")
+        }, py::arg("name"), "read-only numpy view of a tensor's bytes (numpy shape order); "
+                            "name: str, bytes or index into .tensors")
         .def("__repr__", [](const PyGGUF& g) {
             return "GGUFFile('" + g.f->path() + "', v" + std::to_string(g.f->version()) + ", " +
                    std::to_string(g.f->metadata().size()) + " keys, " +
@@ -425,7 +436,51 @@ static void bind_sampling(py::module_& m) {
 
 // ---------------------------------------------------------------- model
 static void bind_model(py::module_& m) {
-    // Model: load, eval, reset, KV cache.
+    py::class_<Model>(m, "Model")
+        .def(py::init([](const std::string& path, int n_ctx, int n_threads, int n_batch, const std::string& device,
+                         const std::string& kv_type) {
+                 ModelParams p;
+                 p.n_ctx = n_ctx;
+                 p.n_threads = n_threads;
+                 p.n_batch = n_batch;
+                 p.device = device;
+                 p.kv_type = kv_type;
+                 py::gil_scoped_release nogil;
+                 return Model::load(path, p);
+             }),
+             py::arg("path"), py::arg("n_ctx") = 0, py::arg("n_threads") = 0, py::arg("n_batch") = 512,
+             py::arg("device") = "cpu", py::arg("kv_type") = "auto")
+        .def(
+            "eval",
+            [](Model& self, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens, bool all_logits) {
+                if (tokens.ndim() != 1) throw Error(ErrorKind::invalid_arg, "tokens must be a 1-D sequence of ids");
+                const int n = static_cast<int>(tokens.shape(0));
+                const int V = self.n_vocab();
+                py::array_t<float> out = all_logits ? py::array_t<float>({n, V}) : py::array_t<float>(V);
+                const int32_t* ids = tokens.data();
+                float* dst = out.mutable_data();
+                {
+                    py::gil_scoped_release nogil;
+                    self.eval(ids, n, dst, all_logits);
+                }
+                return out;
+            },
+            py::arg("tokens"), py::arg("all_logits") = false,
+            "Evaluate tokens after the cached ones; returns the last token's logits [n_vocab], "
+            "or every token's [n, n_vocab] with all_logits=True.")
+        .def("reset", &Model::reset, "Forget the KV cache.")
+        .def("truncate", &Model::truncate, py::arg("n"), "Keep only the first n cached tokens.")
+        .def_property_readonly("n_past", &Model::n_past)
+        .def_property_readonly("n_ctx", &Model::n_ctx)
+        .def_property_readonly("n_vocab", &Model::n_vocab)
+        .def_property_readonly("n_ctx_train", [](const Model& s) { return s.config().n_ctx_train; })
+        .def_property_readonly("n_embd", [](const Model& s) { return s.config().n_embd; })
+        .def_property_readonly("n_layer", [](const Model& s) { return s.config().n_layer; })
+        .def_property_readonly("arch", [](const Model& s) { return s.config().arch_name; })
+        .def_property_readonly("path", [](const Model& s) { return s.file().path(); })
+        .def_property_readonly("device", [](const Model& s) { return s.backend().name(); })
+        .def_property_readonly("kv_type", [](const Model& s) { return std::string(dtype_name(s.kv_type())); })
+        .def_property_readonly("kv_cache_bytes", &Model::kv_cache_bytes);
 }
 
 PYBIND11_MODULE(_core, m) {

@@ -1,0 +1,24 @@
+// Row-wise CPU ops (norms, rope, activations, attention). Plain C++ the
+// compiler vectorizes for baseline x86-64; the matmul, where the time goes,
+// has per-ISA kernels (matmul.h).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "backend/backend.h"
+#include "backend/cpu/threadpool.h"
+
+namespace phi::cpu {
+
+void layer_norm(const float* x, const float* w, const float* b, float eps, int n_rows, int dim, float* y);
+void rms_norm(const float* x, const float* w, float eps, int n_rows, int dim, float* y);
+void rope_neox(float* x, int n_tok, int64_t row_stride, int n_heads, int head_dim, int pos0,
+               const RopeParams& rope);
+void gelu_tanh(float* x, size_t n);
+void swiglu(const float* gate_up, int n_rows, int ff, float* out);
+
+// Causal attention over a KV cache of f32 or f16 rows; parallel over (token, head).
+void attention(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
+               int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool);
+
+} // namespace phi::cpu

@@ -1,0 +1,70 @@
+// A loaded Phi model: the mapped file, its config and weights, a backend and
+// a KV cache. eval() appends tokens at position n_past and returns logits.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "gguf/gguf.h"
+#include "model/config.h"
+#include "model/forward.h"
+#include "model/weights.h"
+
+namespace phi {
+
+struct ModelParams {
+    int n_ctx = 0;               // 0: the training context, capped at 4096
+    int n_batch = 512;           // tokens per forward pass during prefill
+    int n_threads = 0;           // 0: all cores
+    std::string device = "cpu";  // cpu | cuda | auto
+    std::string kv_type = "auto";  // f32 | f16 | auto (f32 for F32 models, else f16)
+};
+
+class Model {
+public:
+    static std::unique_ptr<Model> load(const std::string& path, const ModelParams& params);
+    ~Model();
+    Model(const Model&) = delete;
+    Model& operator=(const Model&) = delete;
+
+    const ModelConfig& config() const { return c_; }
+    const gguf::File& file() const { return *file_; }
+    const Backend& backend() const { return *be_; }
+    int n_ctx() const { return n_ctx_; }
+    int n_past() const { return n_past_; }
+    int n_vocab() const { return c_.n_vocab; }
+    DType kv_type() const { return kv_type_; }
+    size_t kv_cache_bytes() const;
+
+    // Evaluates n tokens at positions n_past.. and advances n_past. Writes the
+    // logits of the last token (n_vocab floats), or of every token
+    // (n * n_vocab) when all_logits, to host memory. Throws (context) when
+    // the tokens do not fit and (invalid_arg) for an out-of-range id; on any
+    // error the cache is left as it was.
+    void eval(const int32_t* tokens, int n, float* logits, bool all_logits);
+    void reset() { n_past_ = 0; }
+    // Forget everything after the first n cached tokens (n <= n_past).
+    void truncate(int n);
+
+private:
+    Model() = default;
+    void forward(const int32_t* tokens, int n, float* logits_host, bool all_logits);
+
+    std::unique_ptr<gguf::File> file_;
+    ModelConfig c_;
+    std::unique_ptr<Backend> be_;
+    std::vector<void*> owned_;  // backend allocations to free
+    Weights w_;
+    Scratch s_;
+    int32_t* ids_dev_ = nullptr;
+    std::vector<KVLayer> kv_;
+    DType kv_type_ = DType::F16;
+    float* inv_freq_dev_ = nullptr;
+    RopeParams rope_;
+    int n_ctx_ = 0;
+    int n_batch_ = 0;
+    int n_past_ = 0;
+};
+
+} // namespace phi

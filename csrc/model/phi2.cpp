@@ -1,0 +1,67 @@
+// The phi2 family (Phi-1, Phi-1.5, Phi-2): one LayerNorm feeds attention and
+// the MLP in parallel; every projection has a bias; GELU (tanh) MLP; partial
+// NeoX rotary; optional per-head QK-LayerNorm.
+#include "core/error.h"
+#include "model/forward.h"
+
+namespace phi {
+
+void load_phi2_weights(WeightLoader& ld, const ModelConfig& c, Weights& w) {
+    const int E = c.n_embd, qw = c.q_width(), kvw = c.kv_width();
+    w.token_embd = ld.matrix("token_embd.weight", E, c.n_vocab);
+    w.out_norm_w = ld.vector("output_norm.weight", E);
+    w.out_norm_b = ld.vector("output_norm.bias", E);
+    w.output = ld.has("output.weight") ? ld.matrix("output.weight", E, c.n_vocab) : w.token_embd;
+    w.output_b = ld.opt_vector("output.bias", c.n_vocab);
+    w.layers.resize(c.n_layer);
+    for (int i = 0; i < c.n_layer; ++i) {
+        LayerWeights& L = w.layers[i];
+        const std::string p = "blk." + std::to_string(i) + ".";
+        L.attn_norm_w = ld.vector(p + "attn_norm.weight", E);
+        L.attn_norm_b = ld.vector(p + "attn_norm.bias", E);
+        if (ld.has(p + "attn_qkv.weight")) {  // older conversions fuse Wqkv
+            L.wqkv = ld.matrix(p + "attn_qkv.weight", E, qw + 2 * kvw);
+            L.bqkv = ld.opt_vector(p + "attn_qkv.bias", qw + 2 * kvw);
+        } else {
+            L.wq = ld.matrix(p + "attn_q.weight", E, qw);
+            L.wk = ld.matrix(p + "attn_k.weight", E, kvw);
+            L.wv = ld.matrix(p + "attn_v.weight", E, kvw);
+            L.bq = ld.opt_vector(p + "attn_q.bias", qw);
+            L.bk = ld.opt_vector(p + "attn_k.bias", kvw);
+            L.bv = ld.opt_vector(p + "attn_v.bias", kvw);
+        }
+        if (ld.has(p + "attn_q_norm.weight")) {
+            L.q_norm_w = ld.vector(p + "attn_q_norm.weight", c.head_dim);
+            L.q_norm_b = ld.opt_vector(p + "attn_q_norm.bias", c.head_dim);
+            L.k_norm_w = ld.vector(p + "attn_k_norm.weight", c.head_dim);
+            L.k_norm_b = ld.opt_vector(p + "attn_k_norm.bias", c.head_dim);
+        }
+        L.wo = ld.matrix(p + "attn_output.weight", qw, E);
+        L.bo = ld.opt_vector(p + "attn_output.bias", E);
+        L.ffn_up = ld.matrix(p + "ffn_up.weight", E, c.n_ff);
+        L.ffn_up_b = ld.opt_vector(p + "ffn_up.bias", c.n_ff);
+        L.ffn_down = ld.matrix(p + "ffn_down.weight", c.n_ff, E);
+        L.ffn_down_b = ld.opt_vector(p + "ffn_down.bias", E);
+    }
+}
+
+void phi2_blocks(const ForwardPass& fp) {
+    Backend& be = fp.be;
+    const ModelConfig& c = fp.c;
+    Scratch& s = fp.s;
+    const int n = fp.n_tok, E = c.n_embd;
+    for (int il = 0; il < c.n_layer; ++il) {
+        const LayerWeights& L = fp.w.layers[il];
+        be.layer_norm(s.x, L.attn_norm_w, L.attn_norm_b, c.norm_eps, n, E, s.xn);
+        attention_block(fp, L, il);
+        be.matmul(L.wo, s.attn, n, s.tmp, L.bo);
+        be.add(s.x, s.tmp, static_cast<size_t>(n) * E);
+        // the MLP reads the same normalized input as attention (parallel block)
+        be.matmul(L.ffn_up, s.xn, n, s.ffn, L.ffn_up_b);
+        be.gelu_tanh(s.ffn, static_cast<size_t>(n) * c.n_ff);
+        be.matmul(L.ffn_down, s.ffn, n, s.tmp, L.ffn_down_b);
+        be.add(s.x, s.tmp, static_cast<size_t>(n) * E);
+    }
+}
+
+} // namespace phi

@@ -1,0 +1,58 @@
+// The phi3 family (Phi-3/3.5 mini and medium, Phi-4, Phi-4-mini): pre-norm
+// blocks with RMSNorm, fused qkv, fused gate|up with SwiGLU, no biases, GQA,
+// partial rotary, LongRoPE factors, optional sliding window, tied output.
+#include "core/error.h"
+#include "model/forward.h"
+
+namespace phi {
+
+void load_phi3_weights(WeightLoader& ld, const ModelConfig& c, Weights& w) {
+    const int E = c.n_embd, qw = c.q_width(), kvw = c.kv_width();
+    w.token_embd = ld.matrix("token_embd.weight", E, c.n_vocab);
+    w.out_norm_w = ld.vector("output_norm.weight", E);
+    w.output = ld.has("output.weight") ? ld.matrix("output.weight", E, c.n_vocab) : w.token_embd;  // tied
+    w.output_b = ld.opt_vector("output.bias", c.n_vocab);
+    w.rope_long = ld.host_vector("rope_factors_long.weight", c.n_rot / 2);
+    w.rope_short = ld.host_vector("rope_factors_short.weight", c.n_rot / 2);
+    w.layers.resize(c.n_layer);
+    for (int i = 0; i < c.n_layer; ++i) {
+        LayerWeights& L = w.layers[i];
+        const std::string p = "blk." + std::to_string(i) + ".";
+        L.attn_norm_w = ld.vector(p + "attn_norm.weight", E);
+        L.ffn_norm_w = ld.vector(p + "ffn_norm.weight", E);
+        if (ld.has(p + "attn_qkv.weight")) {
+            L.wqkv = ld.matrix(p + "attn_qkv.weight", E, qw + 2 * kvw);
+            L.bqkv = ld.opt_vector(p + "attn_qkv.bias", qw + 2 * kvw);
+        } else {
+            L.wq = ld.matrix(p + "attn_q.weight", E, qw);
+            L.wk = ld.matrix(p + "attn_k.weight", E, kvw);
+            L.wv = ld.matrix(p + "attn_v.weight", E, kvw);
+        }
+        L.wo = ld.matrix(p + "attn_output.weight", qw, E);
+        L.bo = ld.opt_vector(p + "attn_output.bias", E);
+        L.ffn_up = ld.matrix(p + "ffn_up.weight", E, 2 * c.n_ff);
+        L.ffn_down = ld.matrix(p + "ffn_down.weight", c.n_ff, E);
+    }
+}
+
+void phi3_blocks(const ForwardPass& fp) {
+    Backend& be = fp.be;
+    const ModelConfig& c = fp.c;
+    Scratch& s = fp.s;
+    const int n = fp.n_tok, E = c.n_embd;
+    for (int il = 0; il < c.n_layer; ++il) {
+        const LayerWeights& L = fp.w.layers[il];
+        be.rms_norm(s.x, L.attn_norm_w, c.norm_eps, n, E, s.xn);
+        attention_block(fp, L, il);
+        be.matmul(L.wo, s.attn, n, s.tmp, L.bo);
+        be.add(s.x, s.tmp, static_cast<size_t>(n) * E);
+
+        be.rms_norm(s.x, L.ffn_norm_w, c.norm_eps, n, E, s.xn);
+        be.matmul(L.ffn_up, s.xn, n, s.ffn, nullptr);
+        be.swiglu(s.ffn, n, c.n_ff, s.ffn_act);
+        be.matmul(L.ffn_down, s.ffn_act, n, s.tmp, nullptr);
+        be.add(s.x, s.tmp, static_cast<size_t>(n) * E);
+    }
+}
+
+} // namespace phi

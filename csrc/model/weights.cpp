@@ -1,0 +1,60 @@
+#include "model/weights.h"
+
+#include "backend/cpu/matmul.h"
+#include "core/error.h"
+
+namespace phi {
+
+namespace {
+std::string shape_str(const gguf::TensorInfo& t) {
+    std::string s = "[";
+    for (int i = 0; i < t.n_dims; ++i) s += (i ? ", " : "") + std::to_string(t.ne[i]);
+    return s + "]";
+}
+} // namespace
+
+const gguf::TensorInfo& WeightLoader::lookup(const std::string& name, int n_dims, int64_t ne0, int64_t ne1) {
+    const gguf::TensorInfo* t = f_.find_tensor(name);
+    if (!t) fail(ErrorKind::format, f_.path(), ": required tensor '", name, "' is missing");
+    bool ok = t->ne[0] == ne0 && t->ne[2] == 1 && t->ne[3] == 1 && (n_dims == 1 ? t->ne[1] == 1 : t->ne[1] == ne1);
+    if (!ok) {
+        fail(ErrorKind::format, f_.path(), ": tensor '", name, "' has shape ", shape_str(*t), ", expected [", ne0,
+             n_dims == 2 ? ", " + std::to_string(ne1) : std::string(), "] for this model's hyperparameters");
+    }
+    return *t;
+}
+
+Tensor WeightLoader::matrix(const std::string& name, int64_t ne0, int64_t ne1) {
+    const gguf::TensorInfo& t = lookup(name, 2, ne0, ne1);
+    Tensor host{t.data, t.type, ne0, ne1};
+    return be_.weight(host);
+}
+
+Tensor WeightLoader::opt_matrix(const std::string& name, int64_t ne0, int64_t ne1) {
+    return has(name) ? matrix(name, ne0, ne1) : Tensor{};
+}
+
+std::vector<float> WeightLoader::host_vector(const std::string& name, int64_t n) {
+    if (!has(name)) return {};
+    const gguf::TensorInfo& t = lookup(name, 1, n, 1);
+    std::vector<float> v(static_cast<size_t>(n));
+    cpu::dequantize_row(t.type, t.data, v.data(), n);
+    return v;
+}
+
+const float* WeightLoader::vector(const std::string& name, int64_t n) {
+    const gguf::TensorInfo& t = lookup(name, 1, n, 1);
+    if (t.type == DType::F32) return static_cast<const float*>(be_.weight(Tensor{t.data, t.type, n, 1}).data);
+    std::vector<float> v = host_vector(name, n);
+    void* dst = be_.alloc(sizeof(float) * v.size());
+    owned_.push_back(dst);
+    be_.copy_to_device(dst, v.data(), sizeof(float) * v.size());
+    be_.synchronize();
+    return static_cast<const float*>(dst);
+}
+
+const float* WeightLoader::opt_vector(const std::string& name, int64_t n) {
+    return has(name) ? vector(name, n) : nullptr;
+}
+
+} // namespace phi

@@ -1,0 +1,69 @@
+// Model weights: tensors found by llama.cpp name, shape-checked against the
+// config at load so a wrong file fails there, not mid-forward.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "gguf/gguf.h"
+#include "model/config.h"
+
+namespace phi {
+
+struct LayerWeights {
+    const float* attn_norm_w = nullptr;  // [n_embd] LayerNorm (phi2) or RMSNorm (phi3)
+    const float* attn_norm_b = nullptr;  // [n_embd] phi2 only
+    const float* ffn_norm_w = nullptr;   // [n_embd] phi3 only (phi2 feeds one norm to both)
+    Tensor wqkv;                          // [n_embd -> q + 2 kv] fused, or the three below
+    const float* bqkv = nullptr;
+    Tensor wq, wk, wv;                    // [n_embd -> q], [n_embd -> kv], [n_embd -> kv]
+    const float *bq = nullptr, *bk = nullptr, *bv = nullptr;
+    const float *q_norm_w = nullptr, *q_norm_b = nullptr;  // [head_dim] per-head QK-LayerNorm
+    const float *k_norm_w = nullptr, *k_norm_b = nullptr;
+    Tensor wo;                            // [q -> n_embd]
+    const float* bo = nullptr;
+    Tensor ffn_up;                        // [n_embd -> n_ff] (phi2) or [n_embd -> 2 n_ff] gate|up (phi3)
+    const float* ffn_up_b = nullptr;
+    Tensor ffn_down;                      // [n_ff -> n_embd]
+    const float* ffn_down_b = nullptr;
+
+    bool fused_qkv() const { return wqkv.data != nullptr; }
+    bool qk_norm() const { return q_norm_w != nullptr; }
+};
+
+struct Weights {
+    Tensor token_embd;                   // [n_embd x n_vocab]
+    const float* out_norm_w = nullptr;   // [n_embd]
+    const float* out_norm_b = nullptr;
+    Tensor output;                        // [n_embd -> n_vocab]; token_embd when tied
+    const float* output_b = nullptr;
+    std::vector<float> rope_long, rope_short;  // [n_rot/2] LongRoPE factors (host), empty if none
+    std::vector<LayerWeights> layers;
+};
+
+// Hands tensors of the file to the backend, checking names and shapes.
+class WeightLoader {
+public:
+    WeightLoader(const gguf::File& f, Backend& be, std::vector<void*>& owned) : f_(f), be_(be), owned_(owned) {}
+
+    bool has(const std::string& name) const { return f_.find_tensor(name) != nullptr; }
+    // A 2-D weight of ne0 inputs and ne1 outputs; throws if absent or misshapen.
+    Tensor matrix(const std::string& name, int64_t ne0, int64_t ne1);
+    Tensor opt_matrix(const std::string& name, int64_t ne0, int64_t ne1);  // data == nullptr if absent
+    // A 1-D vector as f32 in backend memory (converted when stored otherwise).
+    const float* vector(const std::string& name, int64_t n);
+    const float* opt_vector(const std::string& name, int64_t n);  // nullptr if absent
+    std::vector<float> host_vector(const std::string& name, int64_t n);  // host copy, empty if absent
+
+private:
+    const gguf::TensorInfo& lookup(const std::string& name, int n_dims, int64_t ne0, int64_t ne1);
+
+    const gguf::File& f_;
+    Backend& be_;
+    std::vector<void*>& owned_;
+};
+
+void load_phi2_weights(WeightLoader& ld, const ModelConfig& c, Weights& w);
+void load_phi3_weights(WeightLoader& ld, const ModelConfig& c, Weights& w);
+
+} // namespace phi

@@ -1,0 +1,58 @@
+"""The Python face of a loaded model: a thin layer over the C++ core."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from . import _core
+
+
+class Model:
+    """A Phi model loaded from a GGUF file.
+
+    >>> m = Model("phi-3-mini.gguf", n_ctx=4096, n_threads=2)
+    >>> logits = m.eval([1, 450, 4996])   # logits of the last token, shape [n_vocab]
+    """
+
+    def __init__(self, path: str, n_ctx: int = 0, n_threads: int = 0, n_batch: int = 512,
+                 device: str = "cpu", kv_type: str = "auto"):
+        self._m = _core.Model(str(path), n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
+                              device=device, kv_type=kv_type)
+        self.path = str(path)
+        self._metadata = None
+        self._tokenizer = None
+
+    # ---- evaluation
+    def eval(self, tokens: Sequence[int], all_logits: bool = False) -> np.ndarray:
+        """Evaluate tokens after those already cached. Returns the logits of the
+        last token ([n_vocab]) or of every token ([n, n_vocab]) with all_logits."""
+        return self._m.eval(np.asarray(tokens, dtype=np.int32), all_logits)
+
+    def reset(self) -> None:
+        """Empty the KV cache."""
+        self._m.reset()
+
+    def truncate(self, n: int) -> None:
+        """Keep only the first n cached tokens."""
+        self._m.truncate(n)
+
+    # ---- properties
+    n_past = property(lambda self: self._m.n_past)
+    n_ctx = property(lambda self: self._m.n_ctx)
+    n_vocab = property(lambda self: self._m.n_vocab)
+    n_ctx_train = property(lambda self: self._m.n_ctx_train)
+    arch = property(lambda self: self._m.arch)
+    device = property(lambda self: self._m.device)
+    kv_type = property(lambda self: self._m.kv_type)
+    kv_cache_bytes = property(lambda self: self._m.kv_cache_bytes)
+
+    @property
+    def metadata(self) -> dict:
+        """The GGUF metadata as a dict."""
+        if self._metadata is None:
+            self._metadata = _core.GGUFFile(self.path).metadata
+        return self._metadata
+
+    def __repr__(self) -> str:
+        return f"phicpp.Model({self.path!r}, arch={self.arch}, n_ctx={self.n_ctx}, device={self.device})"
