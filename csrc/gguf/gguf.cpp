@@ -459,7 +459,7 @@ void File::parse() {
     data_offset_ = static_cast<size_t>(data_off);
     if (!tensors_.empty() && data_offset_ > size_)
         c.bad("data section: starts at offset ", data_offset_, " (header end ", c.pos(),
-              " aligned to ", alignment_, ") but the file is only ", size_, " bytes");
+              " aligned to ", alignment_, ") but the file is only ", size_, " bytes (truncated?)");
     const uint64_t data_size = data_offset_ <= size_ ? size_ - data_offset_ : 0;
     for (TensorInfo& ti : tensors_) {
         auto field = [&](const char* what) { return "tensor " + quoted(ti.name) + " " + what; };
