@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "backend/cpu/kernels.h"
+#include "quant/blocks.h"
 
 namespace phi::cpu {
 namespace {
@@ -147,7 +148,371 @@ void rows_float(const MatmulArgs& a, int64_t r0, int64_t r1) {
     }
 }
 
+// ------------------------------------------------------------ quantized weights
+using namespace phi::quant;
+
+inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+// Sum of 32 int8 products w[i] * y[i] as 8 int32 lanes (lane order is
+// irrelevant: only the total is used). maddubs wants unsigned x signed, so the
+// sign of w moves onto y; VNNI fuses the multiply-add chain.
+inline __m256i dot_i8(__m256i w, __m256i y) {
+    const __m256i aw = _mm256_sign_epi8(w, w);
+    const __m256i sy = _mm256_sign_epi8(y, w);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sy);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sy), _mm256_set1_epi16(1));
+#endif
+}
+// Same for w already unsigned (0..127).
+inline __m256i dot_u8(__m256i u, __m256i y) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, y);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1));
+#endif
+}
+
+// 16 packed bytes -> 32 nibbles in element order (low nibbles are elements
+// 0..15, high nibbles 16..31), as unsigned bytes 0..15.
+inline __m256i nibbles_32(const uint8_t* qs) {
+    const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
+}
+
+// 32 bits -> 32 bytes, 0xFF where the bit is set.
+inline __m256i bits_to_bytes(uint32_t bits) {
+    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)), shuf);
+    const __m256i mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+    b = _mm256_or_si256(b, mask);
+    return _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
+}
+
+// Legacy formats: one 32-element block -> 32 int8 weights, the block scale,
+// and (for the _1 formats) the min. kSigned: weights are signed (use dot_i8);
+// otherwise unsigned and the activation is Q8_1 (whose s = d * sum(q) carries
+// the min term).
+struct LegacyQ8_0 {
+    using Block = BlockQ8_0;
+    using Act = BlockQ8_0;
+    static constexpr bool kSigned = true;
+    static __m256i load(const Block& b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
+};
+struct LegacyQ4_0 {
+    using Block = BlockQ4_0;
+    using Act = BlockQ8_0;
+    static constexpr bool kSigned = true;
+    static __m256i load(const Block& b) { return _mm256_sub_epi8(nibbles_32(b.qs), _mm256_set1_epi8(8)); }
+};
+struct LegacyQ5_0 {
+    using Block = BlockQ5_0;
+    using Act = BlockQ8_0;
+    static constexpr bool kSigned = true;
+    static __m256i load(const Block& b) {
+        uint32_t qh;
+        std::memcpy(&qh, b.qh, 4);
+        const __m256i hi = _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10));
+        return _mm256_sub_epi8(_mm256_or_si256(nibbles_32(b.qs), hi), _mm256_set1_epi8(16));
+    }
+};
+struct LegacyIQ4_NL {
+    using Block = BlockIQ4_NL;
+    using Act = BlockQ8_0;
+    static constexpr bool kSigned = true;
+    static __m256i load(const Block& b) {
+        const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kValuesIQ4NL)));
+        return _mm256_shuffle_epi8(table, nibbles_32(b.qs));
+    }
+};
+struct LegacyQ4_1 {
+    using Block = BlockQ4_1;
+    using Act = BlockQ8_1;
+    static constexpr bool kSigned = false;
+    static __m256i load(const Block& b) { return nibbles_32(b.qs); }
+};
+struct LegacyQ5_1 {
+    using Block = BlockQ5_1;
+    using Act = BlockQ8_1;
+    static constexpr bool kSigned = false;
+    static __m256i load(const Block& b) {
+        uint32_t qh;
+        std::memcpy(&qh, b.qh, 4);
+        return _mm256_or_si256(nibbles_32(b.qs), _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10)));
+    }
+};
+
+template <class B> inline float min_of(const B&) { return 0.0f; }
+inline float min_of(const BlockQ4_1& b) { return h2f(b.m); }
+inline float min_of(const BlockQ5_1& b) { return h2f(b.m); }
+template <class A> inline float sum_of(const A&) { return 0.0f; }
+inline float sum_of(const BlockQ8_1& a) { return h2f(a.s); }
+
+// R rows x N tokens of a legacy format: each weight block is unpacked once
+// and multiplied with the matching block of N tokens.
+template <class F, int R, int N>
+inline void legacy_tile(const MatmulArgs& a, int64_t r, int t) {
+    using Block = typename F::Block;
+    using Act = typename F::Act;
+    const int64_t nb = a.K / QK;
+    __m256 acc[R][N];
+    float macc[R][N];
+    for (int i = 0; i < R; ++i)
+        for (int j = 0; j < N; ++j) {
+            acc[i][j] = _mm256_setzero_ps();
+            macc[i][j] = 0.0f;
+        }
+    const Block* wr[R];
+    const Act* xr[N];
+    for (int i = 0; i < R; ++i) wr[i] = reinterpret_cast<const Block*>(a.w + (r + i) * a.w_stride);
+    for (int j = 0; j < N; ++j) xr[j] = reinterpret_cast<const Act*>(a.x + (t + j) * a.x_stride);
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        float dx[N];
+        __m256i y[N];
+        for (int j = 0; j < N; ++j) {
+            dx[j] = h2f(xr[j][ib].d);
+            y[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr[j][ib].qs));
+        }
+        for (int i = 0; i < R; ++i) {
+            const Block& b = wr[i][ib];
+            const __m256i w = F::load(b);
+            const float dw = h2f(b.d);
+            for (int j = 0; j < N; ++j) {
+                const __m256i p = F::kSigned ? dot_i8(w, y[j]) : dot_u8(w, y[j]);
+                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * dx[j]), acc[i][j]);
+                if (!F::kSigned) macc[i][j] += min_of(b) * sum_of(xr[j][ib]);
+            }
+        }
+    }
+    for (int i = 0; i < R; ++i) {
+        const float bias = a.bias ? a.bias[r + i] : 0.0f;
+        for (int j = 0; j < N; ++j) a.y[(t + j) * a.ldy + r + i] = hsum(acc[i][j]) + macc[i][j] + bias;
+    }
+}
+
+// ---- K-quants. A super-block is 8 vectors of 32 unsigned quants u; with
+// 16-element group scales sc[g], an offset `off` and group mins m[g]:
+//   x = d * sc[g] * (u - off) - dmin * m[g]
+// so against Q8_K (dy, qy, bsums[g] = sum of qy over g):
+//   dot = dy * (d * (sum_g sc[g] * sum(u * qy) - off * sum_g sc[g] * bsums[g]) - dmin * sum_g m[g] * bsums[g])
+struct KPrep {
+    float d, dmin;
+    alignas(32) int16_t sc[16];   // per 16-element group
+    alignas(32) int16_t off[16];  // off * sc[g]
+    alignas(32) int16_t mn[16];   // m[g]
+};
+
+inline __m256i group_scales(const KPrep& p, int v) {  // vector v covers groups 2v, 2v+1
+    return _mm256_set_m128i(_mm_set1_epi16(p.sc[2 * v + 1]), _mm_set1_epi16(p.sc[2 * v]));
+}
+
+struct KQ4 {
+    using Block = BlockQ4_K;
+    static constexpr bool kMins = true;
+    static void prep(const Block& b, KPrep* p) {
+        p->d = h2f(b.d);
+        p->dmin = h2f(b.dmin);
+        for (int j = 0; j < 8; ++j) {
+            uint8_t sc, m;
+            get_scale_min_k4(j, b.scales, &sc, &m);
+            p->sc[2 * j] = p->sc[2 * j + 1] = sc;
+            p->mn[2 * j] = p->mn[2 * j + 1] = m;
+            p->off[2 * j] = p->off[2 * j + 1] = 0;
+        }
+    }
+    // vector v: 64-element chunk v/2, low nibbles for even v, high for odd
+    static __m256i unpack(const Block& b, int v) {
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * (v / 2)));
+        return _mm256_and_si256(v % 2 ? _mm256_srli_epi16(q, 4) : q, _mm256_set1_epi8(0x0F));
+    }
+};
+
+struct KQ5 {
+    using Block = BlockQ5_K;
+    static constexpr bool kMins = true;
+    static void prep(const Block& b, KPrep* p) {
+        p->d = h2f(b.d);
+        p->dmin = h2f(b.dmin);
+        for (int j = 0; j < 8; ++j) {
+            uint8_t sc, m;
+            get_scale_min_k4(j, b.scales, &sc, &m);
+            p->sc[2 * j] = p->sc[2 * j + 1] = sc;
+            p->mn[2 * j] = p->mn[2 * j + 1] = m;
+            p->off[2 * j] = p->off[2 * j + 1] = 0;
+        }
+    }
+    static __m256i unpack(const Block& b, int v) {  // bit 4 of element e: bit e/32 of qh[e%32]
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * (v / 2)));
+        const __m256i lo = _mm256_and_si256(v % 2 ? _mm256_srli_epi16(q, 4) : q, _mm256_set1_epi8(0x0F));
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qh));
+        const __m256i bit = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(v)), _mm256_set1_epi8(1));
+        return _mm256_or_si256(lo, _mm256_slli_epi16(bit, 4));
+    }
+};
+
+struct KQ6 {
+    using Block = BlockQ6_K;
+    static constexpr bool kMins = false;
+    static void prep(const Block& b, KPrep* p) {
+        p->d = h2f(b.d);
+        p->dmin = 0;
+        for (int g = 0; g < 16; ++g) {
+            p->sc[g] = b.scales[g];
+            p->off[g] = static_cast<int16_t>(32 * b.scales[g]);
+            p->mn[g] = 0;
+        }
+    }
+    // half h = v/4; k = v%4: low nibbles of ql[64h + 32(k%2)...] for k < 2,
+    // high nibbles for k >= 2; high 2 bits = bits 2k..2k+1 of qh[32h..].
+    static __m256i unpack(const Block& b, int v) {
+        const int h = v / 4, k = v % 4;
+        const __m256i ql = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.ql + 64 * h + 32 * (k % 2)));
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qh + 32 * h));
+        const __m256i lo = _mm256_and_si256(k >= 2 ? _mm256_srli_epi16(ql, 4) : ql, _mm256_set1_epi8(0x0F));
+        const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), _mm256_set1_epi8(3));
+        return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+    }
+};
+
+struct KQ3 {
+    using Block = BlockQ3_K;
+    static constexpr bool kMins = false;
+    static void prep(const Block& b, KPrep* p) {
+        p->d = h2f(b.d);
+        p->dmin = 0;
+        for (int g = 0; g < 16; ++g) {
+            const int lo = g < 8 ? b.scales[g] & 0xF : b.scales[g - 8] >> 4;
+            const int hi = (b.scales[8 + g % 4] >> (2 * (g / 4))) & 3;
+            p->sc[g] = static_cast<int16_t>((lo | (hi << 4)) - 32);
+            p->off[g] = static_cast<int16_t>(4 * p->sc[g]);
+            p->mn[g] = 0;
+        }
+    }
+    // u = 2 low bits | hmask bit << 2, in 0..7; value u - 4
+    static __m256i unpack(const Block& b, int v) {
+        const int half = v / 4, k = v % 4;
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * half));
+        const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k)), _mm256_set1_epi8(3));
+        const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.hmask));
+        const __m256i bit = _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(v)), _mm256_set1_epi8(1));
+        return _mm256_or_si256(lo, _mm256_slli_epi16(bit, 2));
+    }
+};
+
+struct KQ2 {
+    using Block = BlockQ2_K;
+    static constexpr bool kMins = true;
+    static void prep(const Block& b, KPrep* p) {
+        p->d = h2f(b.d);
+        p->dmin = h2f(b.dmin);
+        for (int g = 0; g < 16; ++g) {
+            p->sc[g] = b.scales[g] & 0xF;
+            p->mn[g] = b.scales[g] >> 4;
+            p->off[g] = 0;
+        }
+    }
+    static __m256i unpack(const Block& b, int v) {
+        const int half = v / 4, k = v % 4;
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * half));
+        return _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k)), _mm256_set1_epi8(3));
+    }
+};
+
+template <class F, int R, int N>
+inline void kquant_tile(const MatmulArgs& a, int64_t r, int t) {
+    using Block = typename F::Block;
+    const int64_t nb = a.K / QK_K;
+    __m256 acc[R][N];
+    for (int i = 0; i < R; ++i)
+        for (int j = 0; j < N; ++j) acc[i][j] = _mm256_setzero_ps();
+    const Block* wr[R];
+    const BlockQ8_K* xr[N];
+    for (int i = 0; i < R; ++i) wr[i] = reinterpret_cast<const Block*>(a.w + (r + i) * a.w_stride);
+    for (int j = 0; j < N; ++j) xr[j] = reinterpret_cast<const BlockQ8_K*>(a.x + (t + j) * a.x_stride);
+    KPrep p;
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        for (int i = 0; i < R; ++i) {
+            const Block& b = wr[i][ib];
+            F::prep(b, &p);
+            __m256i sumi[N];
+            for (int j = 0; j < N; ++j) sumi[j] = _mm256_setzero_si256();
+            for (int v = 0; v < 8; ++v) {
+                const __m256i u = F::unpack(b, v);
+                const __m256i sc = group_scales(p, v);
+                for (int j = 0; j < N; ++j) {
+                    const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr[j][ib].qs + 32 * v));
+                    sumi[j] = _mm256_add_epi32(sumi[j], _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), sc));
+                }
+            }
+            const __m256i off = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.off));
+            const __m256i mn = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.mn));
+            for (int j = 0; j < N; ++j) {
+                const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr[j][ib].bsums));
+                const __m256i s = _mm256_sub_epi32(sumi[j], _mm256_madd_epi16(bs, off));
+                const float dy = xr[j][ib].d;
+                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(p.d * dy), acc[i][j]);
+                if (F::kMins)
+                    acc[i][j] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mn)),
+                                                 _mm256_set1_ps(p.dmin * dy), acc[i][j]);
+            }
+        }
+    }
+    for (int i = 0; i < R; ++i) {
+        const float bias = a.bias ? a.bias[r + i] : 0.0f;
+        for (int j = 0; j < N; ++j) a.y[(t + j) * a.ldy + r + i] = hsum(acc[i][j]) + bias;
+    }
+}
+
+// Token-blocked driver shared by the quantized formats (see rows_float).
+template <template <class, int, int> class Tile, class F>
+void rows_quant(const MatmulArgs& a, int64_t r0, int64_t r1) {
+    constexpr int R = kTileRows, N = kTileToks;
+    if (a.n == 1) {
+        int64_t r = r0;
+        for (; r + R <= r1; r += R) Tile<F, R, 1>::run(a, r, 0);
+        for (; r < r1; ++r) Tile<F, 1, 1>::run(a, r, 0);
+        return;
+    }
+    const int tb = token_block(static_cast<int64_t>(a.x_stride), a.n);
+    for (int t0 = 0; t0 < a.n; t0 += tb) {
+        const int t1 = static_cast<int>(min_i64(a.n, t0 + tb));
+        int64_t r = r0;
+        for (; r + R <= r1; r += R) {
+            int t = t0;
+            for (; t + N <= t1; t += N) Tile<F, R, N>::run(a, r, t);
+            for (; t < t1; ++t) Tile<F, R, 1>::run(a, r, t);
+        }
+        for (; r < r1; ++r) {
+            int t = t0;
+            for (; t + N <= t1; t += N) Tile<F, 1, N>::run(a, r, t);
+            for (; t < t1; ++t) Tile<F, 1, 1>::run(a, r, t);
+        }
+    }
+}
+
+template <class F, int R, int N>
+struct LegacyTile {
+    static void run(const MatmulArgs& a, int64_t r, int t) { legacy_tile<F, R, N>(a, r, t); }
+};
+template <class F, int R, int N>
+struct KQuantTile {
+    static void run(const MatmulArgs& a, int64_t r, int t) { kquant_tile<F, R, N>(a, r, t); }
+};
+
 void fill_x86_table(KernelTable* t) {
+    t->rows[static_cast<int>(DType::Q8_0)] = rows_quant<LegacyTile, LegacyQ8_0>;
+    t->rows[static_cast<int>(DType::Q4_0)] = rows_quant<LegacyTile, LegacyQ4_0>;
+    t->rows[static_cast<int>(DType::Q5_0)] = rows_quant<LegacyTile, LegacyQ5_0>;
+    t->rows[static_cast<int>(DType::Q4_1)] = rows_quant<LegacyTile, LegacyQ4_1>;
+    t->rows[static_cast<int>(DType::Q5_1)] = rows_quant<LegacyTile, LegacyQ5_1>;
+    t->rows[static_cast<int>(DType::IQ4_NL)] = rows_quant<LegacyTile, LegacyIQ4_NL>;
+    t->rows[static_cast<int>(DType::Q2_K)] = rows_quant<KQuantTile, KQ2>;
+    t->rows[static_cast<int>(DType::Q3_K)] = rows_quant<KQuantTile, KQ3>;
+    t->rows[static_cast<int>(DType::Q4_K)] = rows_quant<KQuantTile, KQ4>;
+    t->rows[static_cast<int>(DType::Q5_K)] = rows_quant<KQuantTile, KQ5>;
+    t->rows[static_cast<int>(DType::Q6_K)] = rows_quant<KQuantTile, KQ6>;
     t->rows[static_cast<int>(DType::F32)] = rows_float<DType::F32>;
     t->rows[static_cast<int>(DType::F16)] = rows_float<DType::F16>;
     t->rows[static_cast<int>(DType::BF16)] = rows_float<DType::BF16>;
