@@ -514,10 +514,28 @@ def _write_bpe_vocab(w: gguf.GGUFWriter, hf_dir: Path, hp: HParams) -> None:
     w.add_tokenizer_pre(detect_bpe_pre(tj, path))
     w.add_token_list(tokens)
     w.add_token_types(types)
-    special = gguf.SpecialVocab(hf_dir, load_merges=True)
-    if not special.merges:
+    merges = _merges_as_strings(model.get("merges") or [])
+    if not merges:
         raise ConvertError(f"{path.name}: BPE tokenizer without merges")
-    special.add_to_gguf(w, quiet=True)
+    w.add_token_merges(merges)
+    gguf.SpecialVocab(hf_dir, load_merges=False).add_to_gguf(w, quiet=True)
+
+
+def _merges_as_strings(merges: list) -> list[str]:
+    """tokenizer.json merges ("a b" strings, or [a, b] pairs since transformers 4.45) as the
+    "a b" strings GGUF stores; spaces inside a pair part become U+0120+... like gguf.SpecialVocab
+    encodes them (done here because SpecialVocab's per-character loop costs seconds per 50k merges)."""
+    if merges and isinstance(merges[0], str):
+        return list(merges)
+    out = []
+    for pair in merges:
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise ConvertError("tokenizer.json: unknown merges format")
+        a, b = pair
+        if " " in a or " " in b:
+            a, b = a.replace(" ", chr(ord(" ") + 256)), b.replace(" ", chr(ord(" ") + 256))
+        out.append(f"{a} {b}")
+    return out
 
 
 def _read_sentencepiece(path: Path) -> list[tuple[str, float, int]]:
