@@ -105,6 +105,34 @@ std::vector<int32_t> Tokenizer::tokenize(std::string_view text, bool add_special
 // the adjacent pair whose concatenation is the highest-scoring token (ties:
 // leftmost), then emit each symbol as its token or as byte tokens.
 void Tokenizer::tokenize_spm(std::string_view text, std::vector<int32_t>& out) const {
+    if (!spm_split_words_) {
+        merge_spm_segment(text, 0, text.size(), out);
+        return;
+    }
+    // Cut before every U+2581 that follows another character (the start of each
+    // space run): with this vocabulary no merge can cross such a point, so the
+    // result equals merging the whole text, with small heaps instead of one huge one.
+    static constexpr std::string_view kSpace = "\xE2\x96\x81";
+    size_t begin = 0, off = 0;
+    bool prev_space = false;
+    while (off < text.size()) {
+        const size_t len = std::min(tok::utf8_len(uint8_t(text[off])), text.size() - off);
+        const bool space = text.compare(off, 3, kSpace) == 0 && len == 3;
+        if (space && !prev_space && off > begin) {
+            merge_spm_segment(text, begin, off, out);
+            begin = off;
+        }
+        prev_space = space;
+        off += len;
+    }
+    if (begin < text.size()) merge_spm_segment(text, begin, text.size(), out);
+}
+
+void Tokenizer::merge_spm_segment(std::string_view all, size_t begin, size_t end, std::vector<int32_t>& out) const {
+    // Symbols are cut from the whole text exactly as in one pass (a truncated
+    // lead byte is capped at the text end, not at the segment end: segments
+    // only start at whole U+2581 characters, so the two agree).
+    const std::string_view text = all.substr(0, end);
     struct Sym {
         uint32_t off, n;  // n == 0: merged away
         int32_t prev, next;
@@ -119,16 +147,16 @@ void Tokenizer::tokenize_spm(std::string_view text, std::vector<int32_t>& out) c
             return l.score < r.score || (l.score == r.score && l.left > r.left);
         }
     };
-    std::vector<Sym> sym;
-    sym.reserve(text.size());
-    for (size_t off = 0; off < text.size();) {
-        const size_t len = std::min(tok::utf8_len(uint8_t(text[off])), text.size() - off);
+    thread_local std::vector<Sym> sym;
+    thread_local std::vector<Bigram> heap;
+    sym.clear();
+    heap.clear();
+    for (size_t off = begin; off < end;) {
+        const size_t len = std::min(tok::utf8_len(uint8_t(text[off])), end - off);
         const int32_t idx = int32_t(sym.size());
-        sym.push_back({uint32_t(off), uint32_t(len), idx - 1, off + len == text.size() ? -1 : idx + 1});
+        sym.push_back({uint32_t(off), uint32_t(len), idx - 1, off + len == end ? -1 : idx + 1});
         off += len;
     }
-    std::vector<Bigram> heap;
-    heap.reserve(sym.size());
     auto try_add = [&](int32_t l, int32_t r) {
         if (l < 0 || r < 0) return;
         const uint32_t size = sym[size_t(l)].n + sym[size_t(r)].n;

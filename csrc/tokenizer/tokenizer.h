@@ -97,6 +97,7 @@ private:
     };
     void partition(std::string_view text, bool parse_special, std::vector<Fragment>& out) const;
     void tokenize_spm(std::string_view text, std::vector<int32_t>& out) const;
+    void merge_spm_segment(std::string_view text, size_t begin, size_t end, std::vector<int32_t>& out) const;
     void tokenize_bpe(std::string_view text, std::vector<int32_t>& out) const;
     void finish_load(const gguf::File& file);
 
@@ -116,6 +117,9 @@ private:
     int32_t fim_pad_ = -1, fim_rep_ = -1, fim_sep_ = -1;
     bool add_bos_ = false, add_eos_ = false, add_space_prefix_ = false;
     bool clean_spaces_ = false, ignore_merges_ = false;
+    // SPM: no token has U+2581 right after another character, so no merge
+    // can span the start of a space run and each word can be merged alone.
+    bool spm_split_words_ = false;
 };
 
 // Turns a stream of token ids into text that is always whole UTF-8: a

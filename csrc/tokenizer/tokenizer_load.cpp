@@ -313,6 +313,15 @@ void Tokenizer::finish_load(const gguf::File& file) {
         }
     }
 
+    if (kind_ == Kind::SPM) {
+        spm_split_words_ = true;
+        for (int32_t id = 0; id < n && spm_split_words_; ++id) {
+            const std::string_view t = token_text(id);
+            for (size_t p = t.find("\xE2\x96\x81", 1); p != std::string_view::npos; p = t.find("\xE2\x96\x81", p + 1))
+                if (p < 3 || t.compare(p - 3, 3, "\xE2\x96\x81") != 0) { spm_split_words_ = false; break; }
+        }
+    }
+
     // newline token
     if (kind_ == Kind::SPM) {
         nl_ = byte_token_[uint8_t('\n')];
