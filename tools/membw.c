@@ -26,6 +26,8 @@ typedef struct {
     size_t bytes;
     pthread_barrier_t *start;
     double sum;
+    double cpu_s;           // this thread's CPU time for its read
+    double wall0, wall1;    // its start and end on the monotonic clock
 } slice_t;
 
 static double now_s(void) {
@@ -58,10 +60,20 @@ static double read_sum(const uint8_t *p, size_t bytes) {
 #endif
 }
 
+static double thread_cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 static void *worker(void *arg) {
     slice_t *s = arg;
     pthread_barrier_wait(s->start);
+    s->wall0 = now_s();
+    double c0 = thread_cpu_s();
     s->sum = read_sum(s->base, s->bytes);
+    s->cpu_s = thread_cpu_s() - c0;
+    s->wall1 = now_s();
     return NULL;
 }
 
@@ -94,19 +106,29 @@ int main(int argc, char **argv) {
         pthread_t tid[threads];
         slice_t sl[threads];
         for (int t = 0; t < threads; t++) {
-            sl[t] = (slice_t){buf + (size_t)t * slice, slice, &start, 0};
+            sl[t] = (slice_t){buf + (size_t)t * slice, slice, &start, 0, 0, 0, 0};
             pthread_create(&tid[t], NULL, worker, &sl[t]);
         }
-        // The clock starts when every worker is released together; thread
-        // creation is outside the measurement.
+        // Workers are released together and time themselves: the span from
+        // the first start to the last end (thread creation is outside it, and
+        // a descheduled main thread cannot distort it).
         pthread_barrier_wait(&start);
-        double t0 = now_s();
         for (int t = 0; t < threads; t++) pthread_join(tid[t], NULL);
-        double dt = now_s() - t0;
         pthread_barrier_destroy(&start);
-        for (int t = 0; t < threads; t++) check += sl[t].sum;
+        double w0 = sl[0].wall0, w1 = sl[0].wall1;
+        for (int t = 1; t < threads; t++) {
+            if (sl[t].wall0 < w0) w0 = sl[t].wall0;
+            if (sl[t].wall1 > w1) w1 = sl[t].wall1;
+        }
+        double dt = w1 - w0;
+        // A thread that was descheduled (other jobs on the host) shows
+        // cpu time < wall time; cpu% near 100 means the number is the
+        // memory system's, not the scheduler's.
+        double cpu = 0;
+        for (int t = 0; t < threads; t++) { check += sl[t].sum; cpu += sl[t].cpu_s; }
         gbs[r] = total / dt / 1e9;
-        printf("run %2d: %7.2f GB/s  (%zu MiB, %d threads, %.1f ms)\n", r, gbs[r], total >> 20, threads, dt * 1e3);
+        printf("run %2d: %7.2f GB/s  (%zu MiB, %d threads, %.1f ms, cpu %3.0f%%)\n", r, gbs[r], total >> 20,
+               threads, dt * 1e3, 100 * cpu / (threads * dt));
     }
     qsort(gbs, runs, sizeof(double), cmp_double);
     printf("read GB/s: min %.2f  median %.2f  max %.2f  (checksum %.0f)\n",
