@@ -19,10 +19,12 @@ namespace {
 
 #if defined(__AVX512F__)
 constexpr int kTileRows = 4;  // weight rows per tile
-constexpr int kTileToks = 5;  // tokens per tile (prefill)
+constexpr int kTileToks = 5;  // tokens per tile (float prefill): 20 of 32 registers accumulate
+constexpr int kQuantToks = 3; // tokens per tile (quantized prefill)
 #else
 constexpr int kTileRows = 4;
 constexpr int kTileToks = 2;
+constexpr int kQuantToks = 2;
 #endif
 
 inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -117,9 +119,9 @@ inline void float_tile_store(const MatmulArgs& a, int64_t r, int t) {
 
 // Tokens are taken in blocks whose activations fit in L2 next to the weight
 // tile, so each weight tile streams from memory once per block.
-inline int token_block(int64_t row_bytes_x, int n) {
+inline int token_block(int64_t row_bytes_x, int n, int tile_toks = kTileToks) {
     int64_t tb = (512 * 1024) / (row_bytes_x > 0 ? row_bytes_x : 1);
-    tb = tb < kTileToks ? kTileToks : tb - tb % kTileToks;
+    tb = tb < tile_toks ? tile_toks : tb - tb % tile_toks;
     return static_cast<int>(min_i64(tb, n));
 }
 
@@ -468,14 +470,14 @@ inline void kquant_tile(const MatmulArgs& a, int64_t r, int t) {
 // Token-blocked driver shared by the quantized formats (see rows_float).
 template <template <class, int, int> class Tile, class F>
 void rows_quant(const MatmulArgs& a, int64_t r0, int64_t r1) {
-    constexpr int R = kTileRows, N = kTileToks;
+    constexpr int R = kTileRows, N = kQuantToks;
     if (a.n == 1) {
         int64_t r = r0;
         for (; r + R <= r1; r += R) Tile<F, R, 1>::run(a, r, 0);
         for (; r < r1; ++r) Tile<F, 1, 1>::run(a, r, 0);
         return;
     }
-    const int tb = token_block(static_cast<int64_t>(a.x_stride), a.n);
+    const int tb = token_block(static_cast<int64_t>(a.x_stride), a.n, N);
     for (int t0 = 0; t0 < a.n; t0 += tb) {
         const int t1 = static_cast<int>(min_i64(a.n, t0 + tb));
         int64_t r = r0;
