@@ -2,7 +2,8 @@
 """Build the text corpus for the shipped tiny Phi model (tools/train_tiny.py).
 
 Only text that already exists offline on this machine is used, nothing from a hub:
-  * the Python standard library's own sources (with their docstrings), tests included;
+  * the Python standard library's own sources (with their docstrings), tests included,
+    and, with --pydoc-topics, its pydoc topics (the text that `help("for")` prints);
   * documentation shipped inside installed packages: *.rst / *.md / *.txt files and
     the long descriptions in *.dist-info/METADATA under site-packages.
 
@@ -94,6 +95,24 @@ def stdlib_documents(max_file_bytes: int):
             yield "stdlib/" + rel, text
 
 
+def pydoc_topic_documents():
+    """The language reference and tutorial-like topics that `help()` shows (pydoc_data/topics.py):
+    one document per topic. The file itself is one huge dict literal, so it is read as data."""
+    import ast
+
+    path = Path(sysconfig.get_paths()["stdlib"]) / "pydoc_data" / "topics.py"
+    if not path.is_file():
+        return
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "topics":
+            topics = ast.literal_eval(node.value)
+            for name in sorted(topics):
+                text = topics[name].replace(EOT, "")
+                if text.strip():
+                    yield f"stdlib/pydoc_data/topics.py#{name}", text
+
+
 def package_of(rel: Path) -> str:
     """Group docs by distribution so one big package cannot dominate (e.g. awscli's 6000 pages)."""
     top = rel.parts[0]
@@ -139,6 +158,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-file-bytes", type=int, default=400_000)
     ap.add_argument("--doc-bytes-per-package", type=int, default=500_000)
     ap.add_argument("--no-docs", action="store_true", help="stdlib sources only")
+    ap.add_argument("--pydoc-topics", action="store_true",
+                    help="also the pydoc topics (tried for run 2, see MODEL_CARD.md; the shipped model has none)")
     args = ap.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -146,6 +167,8 @@ def main(argv=None) -> int:
     splits: dict[str, list[str]] = {"train": [], "heldout": []}
     manifest = []
     sources = [stdlib_documents(args.max_file_bytes)]
+    if args.pydoc_topics:
+        sources.append(pydoc_topic_documents())
     if not args.no_docs:
         sources.append(doc_documents(args.max_file_bytes, args.doc_bytes_per_package))
     counts: dict[str, dict[str, int]] = {}
