@@ -113,19 +113,35 @@ void Tokenizer::tokenize_spm(std::string_view text, std::vector<int32_t>& out) c
     // space run): with this vocabulary no merge can cross such a point, so the
     // result equals merging the whole text, with small heaps instead of one huge one.
     static constexpr std::string_view kSpace = "\xE2\x96\x81";
-    size_t begin = 0, off = 0;
+    thread_local std::vector<uint32_t> cuts;  // segment starts
+    cuts.clear();
+    cuts.push_back(0);
     bool prev_space = false;
-    while (off < text.size()) {
+    for (size_t off = 0; off < text.size();) {
         const size_t len = std::min(tok::utf8_len(uint8_t(text[off])), text.size() - off);
-        const bool space = text.compare(off, 3, kSpace) == 0 && len == 3;
-        if (space && !prev_space && off > begin) {
-            merge_spm_segment(text, begin, off, out);
-            begin = off;
-        }
+        const bool space = len == 3 && text.compare(off, 3, kSpace) == 0;
+        if (space && !prev_space && off > 0) cuts.push_back(uint32_t(off));
         prev_space = space;
         off += len;
     }
-    if (begin < text.size()) merge_spm_segment(text, begin, text.size(), out);
+    cuts.push_back(uint32_t(text.size()));
+    // words repeat a lot: merge each distinct one once per call
+    tok::WordMemo memo(cuts.size());
+    for (size_t k = 0; k + 1 < cuts.size(); ++k) {
+        const std::string_view seg = text.substr(cuts[k], cuts[k + 1] - cuts[k]);
+        const uint64_t h = tok::hash_bytes(seg.data(), seg.size());
+        uint32_t first, count;
+        if (memo.find(seg, h, &first, &count)) {
+            for (uint32_t j = 0; j < count; ++j) {
+                const int32_t id = out[first + j];  // (push_back may reallocate)
+                out.push_back(id);
+            }
+            continue;
+        }
+        const uint32_t seg_first = uint32_t(out.size());
+        merge_spm_segment(text, cuts[k], cuts[k + 1], out);
+        memo.add(seg, h, seg_first, uint32_t(out.size()) - seg_first);
+    }
 }
 
 void Tokenizer::merge_spm_segment(std::string_view all, size_t begin, size_t end, std::vector<int32_t>& out) const {
@@ -230,16 +246,7 @@ void Tokenizer::tokenize_bpe(std::string_view text, std::vector<int32_t>& out) c
     ends.reserve(ct.cp.size() / 3 + 1);
     tok::pretokenize(pre_type_, ct, 0, ct.cp.size(), ends);
 
-    struct Sym { int32_t id, prev, next; };
-    struct Pair { int32_t rank, left, right, lid, rid, merged; };
-    struct Worse {
-        bool operator()(const Pair& a, const Pair& b) const {
-            return a.rank > b.rank || (a.rank == b.rank && a.left > b.left);
-        }
-    };
-    std::vector<Sym> sym;
-    std::vector<Pair> heap;
-    std::string encoded;
+    tok::WordMemo memo(ends.size());
     size_t wb = 0;
     for (const uint32_t we : ends) {
         const std::string_view word = norm.substr(byte_off[wb], byte_off[we] - byte_off[wb]);
@@ -249,44 +256,70 @@ void Tokenizer::tokenize_bpe(std::string_view text, std::vector<int32_t>& out) c
             if (id >= 0) out.push_back(id);
             continue;
         }
-        if (ignore_merges_) {
-            encoded.clear();
-            for (char c : word) tok::append_utf8(encoded, tok::byte_to_unicode(uint8_t(c)));
-            const int32_t id = vocab_.find(encoded);
-            if (id >= 0) { out.push_back(id); continue; }
+        // a word seen earlier in this text: copy its ids
+        const uint64_t h = tok::hash_bytes(word.data(), word.size());
+        uint32_t first, count;
+        if (memo.find(word, h, &first, &count)) {
+            for (uint32_t k = 0; k < count; ++k) {
+                const int32_t id = out[first + k];  // (push_back may reallocate)
+                out.push_back(id);
+            }
+            continue;
         }
-        sym.clear();
-        heap.clear();
-        const int32_t nb = int32_t(word.size());
-        for (int32_t i = 0; i < nb; ++i) sym.push_back({byte_token_[uint8_t(word[size_t(i)])], i - 1, i + 1 < nb ? i + 1 : -1});
-        auto try_add = [&](int32_t l, int32_t r) {
-            if (l < 0 || r < 0) return;
-            const int32_t lid = sym[size_t(l)].id, rid = sym[size_t(r)].id;
-            if (lid < 0 || rid < 0) return;
-            const tok::MergeInfo* m = merges_.find(lid, rid);
-            if (!m) return;
-            heap.push_back({m->rank, l, r, lid, rid, m->merged});
-            std::push_heap(heap.begin(), heap.end(), Worse());
-        };
-        for (int32_t i = 1; i < nb; ++i) try_add(i - 1, i);
-        while (!heap.empty()) {
-            std::pop_heap(heap.begin(), heap.end(), Worse());
-            const Pair p = heap.back();
-            heap.pop_back();
-            Sym& l = sym[size_t(p.left)];
-            Sym& r = sym[size_t(p.right)];
-            // stale unless both sides still are what they were when queued
-            if (l.id != p.lid || r.id != p.rid || l.next != p.right) continue;
-            l.id = p.merged;
-            r.id = -2;  // merged away
-            l.next = r.next;
-            if (r.next >= 0) sym[size_t(r.next)].prev = p.left;
-            try_add(l.prev, p.left);
-            try_add(p.left, l.next);
-        }
-        for (int32_t i = 0; i != -1; i = sym[size_t(i)].next)
-            if (sym[size_t(i)].id >= 0) out.push_back(sym[size_t(i)].id);
+        const uint32_t word_first = uint32_t(out.size());
+        merge_bpe_word(word, out);
+        memo.add(word, h, word_first, uint32_t(out.size()) - word_first);
     }
+}
+
+void Tokenizer::merge_bpe_word(std::string_view word, std::vector<int32_t>& out) const {
+    struct Sym { int32_t id, prev, next; };
+    struct Pair { int32_t rank, left, right, lid, rid, merged; };
+    struct Worse {
+        bool operator()(const Pair& a, const Pair& b) const {
+            return a.rank > b.rank || (a.rank == b.rank && a.left > b.left);
+        }
+    };
+    thread_local std::vector<Sym> sym;
+    thread_local std::vector<Pair> heap;
+    thread_local std::string encoded;
+    if (ignore_merges_) {
+        encoded.clear();
+        for (char c : word) tok::append_utf8(encoded, tok::byte_to_unicode(uint8_t(c)));
+        const int32_t id = vocab_.find(encoded);
+        if (id >= 0) { out.push_back(id); return; }
+    }
+    sym.clear();
+    heap.clear();
+    const int32_t nb = int32_t(word.size());
+    for (int32_t i = 0; i < nb; ++i) sym.push_back({byte_token_[uint8_t(word[size_t(i)])], i - 1, i + 1 < nb ? i + 1 : -1});
+    auto try_add = [&](int32_t l, int32_t r) {
+        if (l < 0 || r < 0) return;
+        const int32_t lid = sym[size_t(l)].id, rid = sym[size_t(r)].id;
+        if (lid < 0 || rid < 0) return;
+        const tok::MergeInfo* m = merges_.find(lid, rid);
+        if (!m) return;
+        heap.push_back({m->rank, l, r, lid, rid, m->merged});
+        std::push_heap(heap.begin(), heap.end(), Worse());
+    };
+    for (int32_t i = 1; i < nb; ++i) try_add(i - 1, i);
+    while (!heap.empty()) {
+        std::pop_heap(heap.begin(), heap.end(), Worse());
+        const Pair p = heap.back();
+        heap.pop_back();
+        Sym& l = sym[size_t(p.left)];
+        Sym& r = sym[size_t(p.right)];
+        // stale unless both sides still are what they were when queued
+        if (l.id != p.lid || r.id != p.rid || l.next != p.right) continue;
+        l.id = p.merged;
+        r.id = -2;  // merged away
+        l.next = r.next;
+        if (r.next >= 0) sym[size_t(r.next)].prev = p.left;
+        try_add(l.prev, p.left);
+        try_add(p.left, l.next);
+    }
+    for (int32_t i = 0; i != -1; i = sym[size_t(i)].next)
+        if (sym[size_t(i)].id >= 0) out.push_back(sym[size_t(i)].id);
 }
 
 // ---------------------------------------------------------------- detokenize

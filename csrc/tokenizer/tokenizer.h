@@ -99,6 +99,7 @@ private:
     void tokenize_spm(std::string_view text, std::vector<int32_t>& out) const;
     void merge_spm_segment(std::string_view text, size_t begin, size_t end, std::vector<int32_t>& out) const;
     void tokenize_bpe(std::string_view text, std::vector<int32_t>& out) const;
+    void merge_bpe_word(std::string_view word, std::vector<int32_t>& out) const;
     void finish_load(const gguf::File& file);
 
     Kind kind_ = Kind::SPM;

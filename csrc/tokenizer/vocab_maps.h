@@ -121,4 +121,47 @@ private:
     size_t n_ = 0;
 };
 
+// Per-call memo of words already tokenized in this text: word bytes ->
+// where its ids sit in the output. Fixed capacity; when full it stops
+// remembering (results never depend on it, only speed).
+class WordMemo {
+public:
+    explicit WordMemo(size_t n_words) {
+        size_t cap = 64;
+        while (cap < n_words * 2 && cap < (size_t(1) << 16)) cap *= 2;
+        slots_.assign(cap, Slot{});
+        limit_ = cap / 2;
+    }
+    // Ids of `word` as [*first, *first + *count) in the output, if seen before.
+    bool find(std::string_view word, uint64_t h, uint32_t* first, uint32_t* count) const {
+        const size_t mask = slots_.size() - 1;
+        for (size_t i = h & mask;; i = (i + 1) & mask) {
+            const Slot& s = slots_[i];
+            if (s.len == 0) return false;
+            if (s.hash == h && s.len == word.size() && std::memcmp(s.ptr, word.data(), word.size()) == 0) {
+                *first = s.first;
+                *count = s.count;
+                return true;
+            }
+        }
+    }
+    void add(std::string_view word, uint64_t h, uint32_t first, uint32_t count) {
+        if (used_ >= limit_ || word.empty()) return;
+        const size_t mask = slots_.size() - 1;
+        size_t i = h & mask;
+        while (slots_[i].len != 0) i = (i + 1) & mask;
+        slots_[i] = Slot{h, word.data(), uint32_t(word.size()), first, count};
+        ++used_;
+    }
+
+private:
+    struct Slot {
+        uint64_t hash = 0;
+        const char* ptr = nullptr;  // into the text being tokenized
+        uint32_t len = 0, first = 0, count = 0;
+    };
+    std::vector<Slot> slots_;
+    size_t used_ = 0, limit_ = 0;
+};
+
 } // namespace phi::tok
