@@ -30,6 +30,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import gguf
 
@@ -122,18 +123,36 @@ def _read_strings(reader: gguf.GGUFReader, key: str) -> list[str]:
     return [str(s) for s in reader.fields[key].contents()]
 
 
+def _cached_json(name: str, build) -> Any:
+    """build() once, kept as JSON in the cache (GGUFReader takes seconds on a 50k vocab)."""
+    path = cache_dir() / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    data = build()
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+    return data
+
+
 def gpt2_vocab() -> tuple[list[str], list[str]]:
     """(tokens, merges) of the GPT-2 BPE from llama.cpp's ggml-vocab-gpt-2.gguf."""
-    r = gguf.GGUFReader(VOCAB_DIR / "ggml-vocab-gpt-2.gguf")
-    return _read_strings(r, "tokenizer.ggml.tokens"), _read_strings(r, "tokenizer.ggml.merges")
+    def build():
+        r = gguf.GGUFReader(VOCAB_DIR / "ggml-vocab-gpt-2.gguf")
+        return [_read_strings(r, "tokenizer.ggml.tokens"), _read_strings(r, "tokenizer.ggml.merges")]
+    tokens, merges = _cached_json("gpt2_vocab", build)
+    return tokens, merges
 
 
 def phi3_vocab() -> tuple[list[str], list[float], list[int]]:
     """(tokens, scores, token_types) of llama.cpp's ggml-vocab-phi-3.gguf (32064 entries)."""
-    r = gguf.GGUFReader(VOCAB_DIR / "ggml-vocab-phi-3.gguf")
-    f = r.fields
-    return (_read_strings(r, "tokenizer.ggml.tokens"), [float(x) for x in f["tokenizer.ggml.scores"].contents()],
-            [int(x) for x in f["tokenizer.ggml.token_type"].contents()])
+    def build():
+        r = gguf.GGUFReader(VOCAB_DIR / "ggml-vocab-phi-3.gguf")
+        f = r.fields
+        return [_read_strings(r, "tokenizer.ggml.tokens"), [float(x) for x in f["tokenizer.ggml.scores"].contents()],
+                [int(x) for x in f["tokenizer.ggml.token_type"].contents()]]
+    tokens, scores, types = _cached_json("phi3_vocab", build)
+    return tokens, scores, types
 
 
 def vocab_tests(name: str) -> list[tuple[str, list[int]]]:
@@ -173,7 +192,15 @@ def _gpt2_tokenizer(whitespace_tokens: bool):
 
 def gpt2_tokenizer():
     """Plain GPT-2 byte-level BPE as a `tokenizers.Tokenizer` (no Phi-2 additions)."""
-    return _gpt2_tokenizer(whitespace_tokens=False)
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(gpt2_tokenizer_json()))
+
+
+def gpt2_tokenizer_json() -> Path:
+    """Cached tokenizer.json of the plain GPT-2 BPE (openai-community/gpt2's layout)."""
+    return _cached("gpt2", lambda d: _gpt2_tokenizer(whitespace_tokens=False).save(str(d / "tokenizer.json"))) \
+        / "tokenizer.json"
 
 
 def _build_phi2(d: Path) -> None:
