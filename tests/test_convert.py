@@ -590,3 +590,17 @@ def test_cli_convert_default_output_and_module_entry(tiny_model, copy_model, tmp
                        capture_output=True, text=True)
     assert p.returncode == 1
     assert p.stderr.strip().splitlines() == [f"error: not a folder: {tmp_path / 'missing'}"]
+
+
+def test_chat_template_from_jinja_file_and_progress_bar(tiny_model, copy_model, tmp_path, monkeypatch):
+    """transformers 5 saves the template as chat_template.jinja; the CLI draws a progress bar on request."""
+    m = tiny_model("phi4")
+    d = copy_model(m.path)
+    tc = json.loads((d / "tokenizer_config.json").read_text())
+    (d / "chat_template.jinja").write_text(tc.pop("chat_template"))
+    (d / "tokenizer_config.json").write_text(json.dumps(tc))
+    monkeypatch.setenv("PHICPP_PROGRESS", "1")
+    res = CliRunner().invoke(cli_main, ["convert", str(d), "-o", str(tmp_path / "t.gguf")])
+    assert res.exit_code == 0, res.output
+    assert "converting" in res.output and f"{len(read_gguf(tmp_path / 't.gguf').tensors)}/" in res.output
+    assert fields(read_gguf(tmp_path / "t.gguf"))["tokenizer.chat_template"] == m.tokenizer.chat_template
