@@ -270,7 +270,7 @@ def read_hparams(cfg: dict) -> HParams:
 
 # =============================================================================== tensor names
 
-# HF name (with {i} for the layer) -> GGUF name; declarative, llama.cpp's gguf-py names.
+# HF name -> GGUF name (llama.cpp gguf-py names); *_LAYER keys are the part after "model.layers.N."
 PHI2_GLOBAL = {
     "model.embed_tokens.weight": "token_embd.weight",
     "model.final_layernorm.weight": "output_norm.weight",
