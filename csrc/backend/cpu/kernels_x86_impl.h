@@ -310,20 +310,42 @@ inline __m256i group_scales(const KPrep& p, int v) {  // vector v covers groups 
     return _mm256_set_m128i(_mm_set1_epi16(p.sc[2 * v + 1]), _mm_set1_epi16(p.sc[2 * v]));
 }
 
+inline void store16(int16_t* dst, __m256i v) { _mm256_store_si256(reinterpret_cast<__m256i*>(dst), v); }
+
+// 8 unsigned bytes, one per 32-element sub-block -> 16 int16, one per 16-group.
+inline __m256i per_group_u8x8(const uint8_t* b8) {
+    const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b8));
+    return _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v, v));
+}
+
+// Q4_K/Q5_K: the 12 packed bytes -> scales (bytes 0..7) and mins (bytes 8..15)
+// with three 32-bit mask steps instead of 16 get_scale_min_k4 calls.
+inline void unpack_scale_min_k4(const uint8_t* packed, uint8_t out[16]) {
+    constexpr uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
+    uint32_t u[4];
+    std::memcpy(u, packed, 12);
+    u[3] = ((u[2] >> 4) & kmask2) | (((u[1] >> 6) & kmask3) << 4);
+    const uint32_t mins_lo = u[1] & kmask1;
+    u[1] = (u[2] & kmask2) | (((u[0] >> 6) & kmask3) << 4);
+    u[2] = mins_lo;
+    u[0] &= kmask1;
+    std::memcpy(out, u, 16);  // scales 0..3, 4..7, mins 0..3, 4..7
+}
+
+inline void prep_k4(const uint8_t* packed, uint16_t d, uint16_t dmin, KPrep* p) {
+    p->d = h2f(d);
+    p->dmin = h2f(dmin);
+    uint8_t sm[16];
+    unpack_scale_min_k4(packed, sm);
+    store16(p->sc, per_group_u8x8(sm));
+    store16(p->mn, per_group_u8x8(sm + 8));
+}
+
 struct KQ4 {
     using Block = BlockQ4_K;
     static constexpr bool kMins = true;
-    static void prep(const Block& b, KPrep* p) {
-        p->d = h2f(b.d);
-        p->dmin = h2f(b.dmin);
-        for (int j = 0; j < 8; ++j) {
-            uint8_t sc, m;
-            get_scale_min_k4(j, b.scales, &sc, &m);
-            p->sc[2 * j] = p->sc[2 * j + 1] = sc;
-            p->mn[2 * j] = p->mn[2 * j + 1] = m;
-            p->off[2 * j] = p->off[2 * j + 1] = 0;
-        }
-    }
+    static constexpr bool kOffset = false;
+    static void prep(const Block& b, KPrep* p) { prep_k4(b.scales, b.d, b.dmin, p); }
     // vector v: 64-element chunk v/2, low nibbles for even v, high for odd
     static __m256i unpack(const Block& b, int v) {
         const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * (v / 2)));
@@ -334,17 +356,8 @@ struct KQ4 {
 struct KQ5 {
     using Block = BlockQ5_K;
     static constexpr bool kMins = true;
-    static void prep(const Block& b, KPrep* p) {
-        p->d = h2f(b.d);
-        p->dmin = h2f(b.dmin);
-        for (int j = 0; j < 8; ++j) {
-            uint8_t sc, m;
-            get_scale_min_k4(j, b.scales, &sc, &m);
-            p->sc[2 * j] = p->sc[2 * j + 1] = sc;
-            p->mn[2 * j] = p->mn[2 * j + 1] = m;
-            p->off[2 * j] = p->off[2 * j + 1] = 0;
-        }
-    }
+    static constexpr bool kOffset = false;
+    static void prep(const Block& b, KPrep* p) { prep_k4(b.scales, b.d, b.dmin, p); }
     static __m256i unpack(const Block& b, int v) {  // bit 4 of element e: bit e/32 of qh[e%32]
         const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * (v / 2)));
         const __m256i lo = _mm256_and_si256(v % 2 ? _mm256_srli_epi16(q, 4) : q, _mm256_set1_epi8(0x0F));
@@ -357,14 +370,12 @@ struct KQ5 {
 struct KQ6 {
     using Block = BlockQ6_K;
     static constexpr bool kMins = false;
+    static constexpr bool kOffset = true;
     static void prep(const Block& b, KPrep* p) {
         p->d = h2f(b.d);
-        p->dmin = 0;
-        for (int g = 0; g < 16; ++g) {
-            p->sc[g] = b.scales[g];
-            p->off[g] = static_cast<int16_t>(32 * b.scales[g]);
-            p->mn[g] = 0;
-        }
+        const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales)));
+        store16(p->sc, sc);
+        store16(p->off, _mm256_slli_epi16(sc, 5));  // 32 * sc
     }
     // half h = v/4; k = v%4: low nibbles of ql[64h + 32(k%2)...] for k < 2,
     // high nibbles for k >= 2; high 2 bits = bits 2k..2k+1 of qh[32h..].
@@ -381,16 +392,22 @@ struct KQ6 {
 struct KQ3 {
     using Block = BlockQ3_K;
     static constexpr bool kMins = false;
+    static constexpr bool kOffset = true;
     static void prep(const Block& b, KPrep* p) {
+        // 16 6-bit scales: low nibbles in bytes 0..7, high 2 bits in bytes 8..11
+        constexpr uint32_t kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
+        uint32_t a[4];
+        std::memcpy(a, b.scales, 12);
+        const uint32_t tmp = a[2];
+        a[2] = ((a[0] >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4);
+        a[3] = ((a[1] >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4);
+        a[0] = (a[0] & kmask2) | (((tmp >> 0) & kmask1) << 4);
+        a[1] = (a[1] & kmask2) | (((tmp >> 2) & kmask1) << 4);
         p->d = h2f(b.d);
-        p->dmin = 0;
-        for (int g = 0; g < 16; ++g) {
-            const int lo = g < 8 ? b.scales[g] & 0xF : b.scales[g - 8] >> 4;
-            const int hi = (b.scales[8 + g % 4] >> (2 * (g / 4))) & 3;
-            p->sc[g] = static_cast<int16_t>((lo | (hi << 4)) - 32);
-            p->off[g] = static_cast<int16_t>(4 * p->sc[g]);
-            p->mn[g] = 0;
-        }
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a));
+        const __m256i sc = _mm256_sub_epi16(_mm256_cvtepu8_epi16(raw), _mm256_set1_epi16(32));
+        store16(p->sc, sc);
+        store16(p->off, _mm256_slli_epi16(sc, 2));  // 4 * sc
     }
     // u = 2 low bits | hmask bit << 2, in 0..7; value u - 4
     static __m256i unpack(const Block& b, int v) {
@@ -406,14 +423,15 @@ struct KQ3 {
 struct KQ2 {
     using Block = BlockQ2_K;
     static constexpr bool kMins = true;
+    static constexpr bool kOffset = false;
     static void prep(const Block& b, KPrep* p) {
         p->d = h2f(b.d);
         p->dmin = h2f(b.dmin);
-        for (int g = 0; g < 16; ++g) {
-            p->sc[g] = b.scales[g] & 0xF;
-            p->mn[g] = b.scales[g] >> 4;
-            p->off[g] = 0;
-        }
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales));
+        const __m128i lo = _mm_and_si128(raw, _mm_set1_epi8(0x0F));
+        const __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F));
+        store16(p->sc, _mm256_cvtepu8_epi16(lo));
+        store16(p->mn, _mm256_cvtepu8_epi16(hi));
     }
     static __m256i unpack(const Block& b, int v) {
         const int half = v / 4, k = v % 4;
@@ -448,11 +466,11 @@ inline void kquant_tile(const MatmulArgs& a, int64_t r, int t) {
                     sumi[j] = _mm256_add_epi32(sumi[j], _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), sc));
                 }
             }
-            const __m256i off = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.off));
-            const __m256i mn = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.mn));
+            const __m256i off = F::kOffset ? _mm256_load_si256(reinterpret_cast<const __m256i*>(p.off)) : __m256i{};
+            const __m256i mn = F::kMins ? _mm256_load_si256(reinterpret_cast<const __m256i*>(p.mn)) : __m256i{};
             for (int j = 0; j < N; ++j) {
                 const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr[j][ib].bsums));
-                const __m256i s = _mm256_sub_epi32(sumi[j], _mm256_madd_epi16(bs, off));
+                const __m256i s = F::kOffset ? _mm256_sub_epi32(sumi[j], _mm256_madd_epi16(bs, off)) : sumi[j];
                 const float dy = xr[j][ib].d;
                 acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(p.d * dy), acc[i][j]);
                 if (F::kMins)
