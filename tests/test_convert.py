@@ -550,6 +550,18 @@ def test_errors_are_one_line_and_leave_no_file(tiny_model, copy_model, tmp_path,
     assert list(out_dir.iterdir()) == []
 
 
+def test_output_into_folder_and_config_without_architectures(tiny_model, copy_model, tmp_path):
+    d = copy_model(tiny_model("phi4").path, "phi4-hf")
+    cfg = json.loads((d / "config.json").read_text())
+    del cfg["architectures"]                       # model_type "phi3" still identifies it
+    (d / "config.json").write_text(json.dumps(cfg))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    path = convert_hf_to_gguf(d, out_dir, "f32")
+    assert path == out_dir / "phi4-hf-f32.gguf" and path.is_file()
+    assert read_gguf(path).kv["general.architecture"] == "phi3"
+
+
 def test_missing_folder(tmp_path):
     with pytest.raises(ConvertError, match="not a folder"):
         convert_hf_to_gguf(tmp_path / "nope")

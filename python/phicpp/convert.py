@@ -225,10 +225,13 @@ def _need(cfg: dict, *keys: str) -> Any:
 
 
 ARCHITECTURES = {"PhiForCausalLM": "phi2", "Phi3ForCausalLM": "phi3"}
+_MODEL_TYPES = {"phi": "PhiForCausalLM", "phi3": "Phi3ForCausalLM"}
 
 
 def read_hparams(cfg: dict) -> HParams:
     archs = cfg.get("architectures") or []
+    if not archs and cfg.get("model_type") in _MODEL_TYPES:  # hand-written configs may omit architectures
+        archs = [_MODEL_TYPES[cfg["model_type"]]]
     known = [a for a in archs if a in ARCHITECTURES]
     if not known:
         raise ConvertError(f"unsupported architecture {', '.join(archs) or '(none in config.json)'}; "
