@@ -11,6 +11,7 @@
 #include "quant/quant.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
+#include "sampling/sampler.h"
 
 namespace py = pybind11;
 using namespace phi;
@@ -431,7 +432,137 @@ static void bind_tokenizer(py::module_& m) {
 
 // ---------------------------------------------------------------- sampling
 static void bind_sampling(py::module_& m) {
-    // Sampler chain (owned by the sampling/CLI helper).
+    // Sampler chain (owned by the sampling/CLI helper); python/phicpp/sampling.py wraps it.
+    // Logits cross as float32 arrays without a copy when already contiguous float32.
+    using namespace phi::sampling;
+    using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
+    using I32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+
+    py::class_<Sampler>(m, "Sampler")
+        .def(py::init([](float temperature, int top_k, float top_p, float min_p, float repeat_penalty,
+                         int repeat_last_n, float presence_penalty, float frequency_penalty, size_t min_keep,
+                         uint64_t seed) {
+                 SamplerParams p;
+                 p.temperature = temperature;
+                 p.top_k = top_k;
+                 p.top_p = top_p;
+                 p.min_p = min_p;
+                 p.repeat_penalty = repeat_penalty;
+                 p.repeat_last_n = repeat_last_n;
+                 p.presence_penalty = presence_penalty;
+                 p.frequency_penalty = frequency_penalty;
+                 p.min_keep = min_keep;
+                 p.seed = seed;
+                 return Sampler(p);
+             }),
+             py::arg("temperature") = 0.8f, py::arg("top_k") = 40, py::arg("top_p") = 0.95f,
+             py::arg("min_p") = 0.05f, py::arg("repeat_penalty") = 1.0f, py::arg("repeat_last_n") = 64,
+             py::arg("presence_penalty") = 0.0f, py::arg("frequency_penalty") = 0.0f, py::arg("min_keep") = 0,
+             py::arg("seed") = 0)
+        .def("sample", [](Sampler& s, F32 logits, I32 history) {
+            if (logits.ndim() != 1) throw Error(ErrorKind::invalid_arg, "logits must be 1-D [n_vocab]");
+            if (history.ndim() != 1) throw Error(ErrorKind::invalid_arg, "history must be 1-D");
+            const float* lp = logits.data();
+            const int32_t* hp = history.data();
+            const auto n = static_cast<int32_t>(logits.shape(0));
+            const auto nh = static_cast<size_t>(history.shape(0));
+            if (n == 0) throw Error(ErrorKind::invalid_arg, "logits are empty");
+            py::gil_scoped_release nogil;
+            return s.sample(lp, n, hp, nh);
+        }, py::arg("logits"), py::arg("history") = I32(0))
+        .def("reseed", &Sampler::reseed, py::arg("seed"))
+        .def_property_readonly("is_greedy", &Sampler::is_greedy)
+        .def("last_candidates", [](const Sampler& s) {
+            const auto& c = s.last_candidates().data;
+            I32 ids(static_cast<py::ssize_t>(c.size()));
+            F32 probs(static_cast<py::ssize_t>(c.size()));
+            for (size_t i = 0; i < c.size(); ++i) {
+                ids.mutable_data()[i] = c[i].id;
+                probs.mutable_data()[i] = c[i].p;
+            }
+            return py::make_tuple(ids, probs);
+        }, "(ids, probs) the last sample() drew from (empty after the greedy fast path)");
+
+    // Each filter on its own, for tests: candidates in (logits, optional ids) -> (ids, logits, probs).
+    struct Io {
+        static Candidates in(F32 logits, std::optional<I32> ids, bool sorted) {
+            if (logits.ndim() != 1) throw Error(ErrorKind::invalid_arg, "logits must be 1-D");
+            Candidates c;
+            const auto n = static_cast<size_t>(logits.shape(0));
+            if (ids && static_cast<size_t>(ids->size()) != n)
+                throw Error(ErrorKind::invalid_arg, "ids and logits differ in length");
+            c.data.resize(n);
+            for (size_t i = 0; i < n; ++i)
+                c.data[i] = {ids ? ids->data()[i] : static_cast<int32_t>(i), logits.data()[i], 0.0f};
+            c.sorted = sorted;
+            return c;
+        }
+        static py::tuple out(const Candidates& c) {
+            const auto n = static_cast<py::ssize_t>(c.size());
+            I32 ids(n);
+            F32 lg(n), pr(n);
+            for (py::ssize_t i = 0; i < n; ++i) {
+                ids.mutable_data()[i] = c.data[i].id;
+                lg.mutable_data()[i] = c.data[i].logit;
+                pr.mutable_data()[i] = c.data[i].p;
+            }
+            return py::make_tuple(ids, lg, pr);
+        }
+    };
+    auto ids_arg = py::arg("ids") = py::none();
+    auto sorted_arg = py::arg("sorted") = false;
+    m.def("sampling_penalties", [](F32 logits, I32 history, int last_n, float repeat, float freq, float presence,
+                                   std::optional<I32> ids, bool sorted) {
+        Candidates c = Io::in(logits, ids, sorted);
+        apply_penalties(c, history.data(), static_cast<size_t>(history.size()), last_n, repeat, freq, presence);
+        return Io::out(c);
+    }, py::arg("logits"), py::arg("history"), py::arg("last_n"), py::arg("repeat"), py::arg("freq"),
+       py::arg("presence"), ids_arg, sorted_arg);
+    m.def("sampling_top_k", [](F32 logits, int k, std::optional<I32> ids, bool sorted) {
+        Candidates c = Io::in(logits, ids, sorted);
+        top_k(c, k);
+        return Io::out(c);
+    }, py::arg("logits"), py::arg("k"), ids_arg, sorted_arg);
+    m.def("sampling_top_p", [](F32 logits, float p, size_t min_keep, std::optional<I32> ids, bool sorted) {
+        Candidates c = Io::in(logits, ids, sorted);
+        top_p(c, p, min_keep);
+        return Io::out(c);
+    }, py::arg("logits"), py::arg("p"), py::arg("min_keep") = 0, ids_arg, sorted_arg);
+    m.def("sampling_min_p", [](F32 logits, float p, size_t min_keep, std::optional<I32> ids, bool sorted) {
+        Candidates c = Io::in(logits, ids, sorted);
+        min_p(c, p, min_keep);
+        return Io::out(c);
+    }, py::arg("logits"), py::arg("p"), py::arg("min_keep") = 0, ids_arg, sorted_arg);
+    m.def("sampling_temperature", [](F32 logits, float t, std::optional<I32> ids, bool sorted) {
+        Candidates c = Io::in(logits, ids, sorted);
+        temperature(c, t);
+        return Io::out(c);
+    }, py::arg("logits"), py::arg("t"), ids_arg, sorted_arg);
+    m.def("sampling_softmax", [](F32 logits, std::optional<I32> ids) {
+        Candidates c = Io::in(logits, ids, false);
+        softmax(c);
+        return Io::out(c);
+    }, py::arg("logits"), ids_arg);
+    m.def("sampling_greedy", [](F32 logits, std::optional<I32> ids) {
+        return greedy(Io::in(logits, ids, false));
+    }, py::arg("logits"), ids_arg);
+    m.def("sampling_dist", [](F32 logits, uint64_t seed, std::optional<I32> ids) {
+        Candidates c = Io::in(logits, ids, false);
+        Rng rng(seed);
+        const int32_t id = dist(c, rng);
+        return py::make_tuple(id, Io::out(c));
+    }, py::arg("logits"), py::arg("seed"), ids_arg);
+    m.def("rng_draws", [](uint64_t seed, size_t n, bool as_double) -> py::object {
+        Rng rng(seed);
+        if (as_double) {
+            py::array_t<double> out(static_cast<py::ssize_t>(n));
+            for (size_t i = 0; i < n; ++i) out.mutable_data()[i] = rng.next_double();
+            return std::move(out);
+        }
+        py::array_t<uint32_t> out(static_cast<py::ssize_t>(n));
+        for (size_t i = 0; i < n; ++i) out.mutable_data()[i] = rng.next_u32();
+        return std::move(out);
+    }, py::arg("seed"), py::arg("n"), py::arg("as_double") = false, "The sampler RNG's first n outputs (tests).");
 }
 
 // ---------------------------------------------------------------- model
