@@ -23,7 +23,7 @@ struct Scratch {
     float* ffn = nullptr;     // [B, n_ff] (phi2) or [B, 2 n_ff] gate|up (phi3)
     float* ffn_act = nullptr; // [B, n_ff] SwiGLU output (phi3)
     float* tmp = nullptr;     // [B, n_embd] a block output before it joins the residual
-    float* logits = nullptr;  // [B, n_vocab]
+    float* logits = nullptr;  // [min(B, 32), n_vocab] output rows, projected a slice at a time
 };
 
 struct ForwardPass {

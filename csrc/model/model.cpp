@@ -22,6 +22,10 @@ std::vector<float> rope_inv_freq(const ModelConfig& c, const std::vector<float>&
     return f;
 }
 
+// Output rows projected at a time: bounds the logits buffer (rows x n_vocab
+// floats) when every token's logits are wanted.
+constexpr int kLogitRows = 32;
+
 DType parse_kv_type(const std::string& s, const Weights& w) {
     if (s == "f32") return DType::F32;
     if (s == "f16") return DType::F16;
@@ -84,7 +88,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
     s.ffn = static_cast<float*>(alloc(B * 2 * c.n_ff * F));
     s.ffn_act = static_cast<float*>(alloc(B * c.n_ff * F));
     s.tmp = static_cast<float*>(alloc(B * c.n_embd * F));
-    s.logits = static_cast<float*>(alloc(B * c.n_vocab * F));
+    s.logits = static_cast<float*>(alloc(std::min<size_t>(B, kLogitRows) * c.n_vocab * F));
     m->ids_dev_ = static_cast<int32_t*>(alloc(B * sizeof(int32_t)));
 
     const size_t kv_row = row_bytes(m->kv_type_, c.kv_width());
@@ -153,15 +157,19 @@ void Model::forward(const int32_t* tokens, int n, float* logits_host, bool all_l
 
     // final norm and output projection only for the rows whose logits are wanted
     const int first = all_logits ? 0 : n - 1;
-    const int rows = n - first;
-    const float* x = s_.x + static_cast<int64_t>(first) * c_.n_embd;
     if (c_.arch == Arch::phi2) {
-        be.layer_norm(x, w_.out_norm_w, w_.out_norm_b, c_.norm_eps, rows, c_.n_embd, s_.xn);
+        be.layer_norm(s_.x + static_cast<int64_t>(first) * c_.n_embd, w_.out_norm_w, w_.out_norm_b, c_.norm_eps,
+                      n - first, c_.n_embd, s_.xn);
     } else {
-        be.rms_norm(x, w_.out_norm_w, c_.norm_eps, rows, c_.n_embd, s_.xn);
+        be.rms_norm(s_.x + static_cast<int64_t>(first) * c_.n_embd, w_.out_norm_w, c_.norm_eps, n - first, c_.n_embd,
+                    s_.xn);
     }
-    be.matmul(w_.output, s_.xn, rows, s_.logits, w_.output_b);
-    be.copy_to_host(logits_host, s_.logits, sizeof(float) * rows * c_.n_vocab);
+    for (int r = first; r < n; r += kLogitRows) {
+        const int rows = std::min(kLogitRows, n - r);
+        be.matmul(w_.output, s_.xn + static_cast<int64_t>(r - first) * c_.n_embd, rows, s_.logits, w_.output_b);
+        be.copy_to_host(logits_host + static_cast<int64_t>(r - first) * c_.n_vocab, s_.logits,
+                        sizeof(float) * rows * c_.n_vocab);
+    }
 }
 
 } // namespace phi
