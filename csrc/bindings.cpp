@@ -416,6 +416,27 @@ static void bind_tokenizer(py::module_& m) {
         .def_property_readonly("add_space_prefix", &Tokenizer::add_space_prefix)
         .def_property_readonly("eog_ids", &Tokenizer::eog_ids);
 
+    // Test hook: the words a BPE pre-tokenizer cuts text into (kind 0 gpt-2,
+    // 1 cl100k/llama3, 2 o200k/gpt-4o, 3 llama.cpp's default); text as UTF-8.
+    m.def("_pretokenize", [](int kind, py::bytes text) {
+        if (kind < 0 || kind > 3) throw py::value_error("kind must be 0..3");
+        const std::string_view s = text;
+        tok::CodepointText ct;
+        for (size_t pos = 0; pos < s.size();) ct.cp.push_back(tok::decode_utf8_lenient(s, &pos));
+        for (uint32_t cp : ct.cp) ct.cls.push_back(tok::ucat(cp));
+        std::vector<uint32_t> ends;
+        tok::pretokenize(static_cast<tok::PreType>(kind), ct, 0, ct.cp.size(), ends);
+        py::list out;
+        size_t b = 0;
+        for (uint32_t e : ends) {
+            std::string w;
+            for (size_t i = b; i < e; ++i) tok::append_utf8(w, ct.cp[i]);
+            out.append(py::bytes(w));
+            b = e;
+        }
+        return out;
+    }, py::arg("kind"), py::arg("text"));
+
     // Holds a shared_ptr to its Tokenizer so Python cannot free it underneath.
     struct PyStreamDecoder {
         std::shared_ptr<Tokenizer> tok;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "tokenizer/pretokenize.h"
+#include "tokenizer/unicode.h"
 #include "tokenizer/vocab_maps.h"
 
 namespace phi::gguf { class File; }
