@@ -275,3 +275,20 @@ def test_stream_equals_replace_decoding(phi3, bs, special):
     parts, tail = _stream(phi3, ids, special)
     want = b"".join(phi3.token_to_piece(i, special) for i in ids).decode("utf-8", "replace")
     assert "".join(parts) + tail == want
+
+
+def test_detokenize_leading_space_rules(phi3):
+    """llama.cpp strips the SentencePiece prefix space only from the very first token;
+    after a BOS (kept or removed) the space stays."""
+    hello = phi3.tokenize("Hello", add_special=False)
+    assert phi3.token_to_piece(hello[0]) == b" Hello"
+    assert phi3.detokenize(hello) == "Hello"
+    assert phi3.detokenize([1] + hello) == " Hello"
+    assert phi3.detokenize([1] + hello, remove_special=True) == " Hello"
+    assert phi3.detokenize([1] + hello, special=True) == "<s> Hello"
+
+
+def test_lone_surrogates_do_not_crash(phi3, gpt2):
+    for tok in (phi3, gpt2):
+        ids = tok.tokenize("a\ud800b", add_special=False)
+        assert ids and all(0 <= i < tok.n_vocab for i in ids)
