@@ -1,8 +1,23 @@
 #include "backend/cpu/threadpool.h"
 
 #include <algorithm>
+#include <chrono>
+#include <exception>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define PHI_CPU_RELAX() _mm_pause()
+#else
+#define PHI_CPU_RELAX() std::this_thread::yield()
+#endif
 
 namespace phi::cpu {
+
+namespace {
+// How long an idle worker polls before it sleeps: long enough to bridge the
+// gap between the ops of one token, short enough not to burn a core when idle.
+constexpr auto kSpin = std::chrono::microseconds(200);
+}  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
     for (int i = 1; i < n_threads_; ++i) threads_.emplace_back([this, i] { worker(i); });
@@ -11,7 +26,7 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
 ThreadPool::~ThreadPool() {
     {
         std::lock_guard<std::mutex> lock(mu_);
-        stop_ = true;
+        stop_.store(true);
     }
     cv_start_.notify_all();
     for (auto& t : threads_) t.join();
@@ -20,54 +35,47 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::worker(int index) {
     uint64_t seen = 0;
     for (;;) {
-        const std::function<void(int, int)>* job;
-        {
-            std::unique_lock<std::mutex> lock(mu_);
-            cv_start_.wait(lock, [&] { return stop_ || generation_ != seen; });
-            if (stop_) return;
-            seen = generation_;
-            job = job_;
+        // poll first, then sleep until the generation moves on
+        const auto until = std::chrono::steady_clock::now() + kSpin;
+        int polls = 0;
+        while (generation_.load(std::memory_order_acquire) == seen && !stop_.load(std::memory_order_relaxed)) {
+            PHI_CPU_RELAX();
+            if (++polls % 64 == 0 && std::chrono::steady_clock::now() > until) {
+                std::unique_lock<std::mutex> lock(mu_);
+                cv_start_.wait(lock, [&] { return stop_.load() || generation_.load() != seen; });
+                break;
+            }
         }
-        (*job)(index, n_threads_);
-        {
-            std::lock_guard<std::mutex> lock(mu_);
-            if (--pending_ == 0) cv_done_.notify_one();
-        }
+        if (stop_.load()) return;
+        seen = generation_.load(std::memory_order_acquire);
+        (*job_)(index, n_threads_);
+        pending_.fetch_sub(1, std::memory_order_acq_rel);
     }
 }
 
-void ThreadPool::run(const std::function<void(int, int)>& fn) {
+void ThreadPool::run(JobRef fn) {
     if (n_threads_ == 1) {
         fn(0, 1);
         return;
     }
+    job_ = &fn;
+    pending_.store(n_threads_ - 1, std::memory_order_relaxed);
     {
+        // under the lock so a worker between its check and its wait cannot miss the wake-up
         std::lock_guard<std::mutex> lock(mu_);
-        job_ = &fn;
-        pending_ = n_threads_ - 1;
-        ++generation_;
+        generation_.fetch_add(1, std::memory_order_acq_rel);
     }
     cv_start_.notify_all();
-    fn(0, n_threads_);
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_done_.wait(lock, [&] { return pending_ == 0; });
-    job_ = nullptr;
-}
-
-void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
-    if (n <= 0) return;
-    grain = std::max<int64_t>(1, grain);
-    const int64_t n_chunks = (n + grain - 1) / grain;
-    if (n_threads_ == 1 || n_chunks == 1) {
-        fn(0, n);
-        return;
+    // the workers reference fn: wait for them even when our share throws
+    std::exception_ptr err;
+    try {
+        fn(0, n_threads_);
+    } catch (...) {
+        err = std::current_exception();
     }
-    run([&](int ti, int nt) {
-        const int64_t per = (n_chunks + nt - 1) / nt;
-        const int64_t b = std::min(n, ti * per * grain);
-        const int64_t e = std::min(n, (ti + 1) * per * grain);
-        if (b < e) fn(b, e);
-    });
+    while (pending_.load(std::memory_order_acquire) != 0) PHI_CPU_RELAX();
+    job_ = nullptr;
+    if (err) std::rethrow_exception(err);
 }
 
 } // namespace phi::cpu
