@@ -3,6 +3,8 @@ HF `tokenizers` runs them (Oniguruma): Split(Regex(...), "isolated") gives the
 reference words for random text; llama.cpp's "default" is four such splits in turn."""
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
@@ -16,6 +18,9 @@ O200K = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}
          r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 DEFAULT = [r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"]
 KINDS = {"gpt2": (0, [GPT2]), "cl100k": (1, [CL100K]), "o200k": (2, [O200K]), "default": (3, DEFAULT)}
+
+# examples per property (PHICPP_TOK_EXAMPLES=2000 for a long soak)
+N_EXAMPLES = int(os.environ.get("PHICPP_TOK_EXAMPLES", "150"))
 
 
 @pytest.fixture(scope="module", params=list(KINDS))
@@ -39,7 +44,7 @@ chars = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=N_EXAMPLES, deadline=None)
 @given(text=st.text(chars, max_size=40))
 @example(text="Hello  world\n\n  it's I'M 'ſ x\u0301 ǅemal ʰi 12345 1.5e-10 a->b /path/ \r\n\t ")
 @example(text="  \t\n  x   ")

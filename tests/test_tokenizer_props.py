@@ -7,6 +7,8 @@ The BPE vocab GGUFs are written here from tokenizer.json the way llama.cpp's
 convert_hf_to_gguf.py writes them (tokens, token types, merges, pre name)."""
 from __future__ import annotations
 
+import os
+
 import json
 from pathlib import Path
 
@@ -21,7 +23,9 @@ from phicpp.tokenizer import Tokenizer
 DATA = Path(__file__).parent / "data"
 PRE = {"phi2": "gpt-2", "phi4": "dbrx", "phi4_mini": "gpt-4o"}
 
-SETTINGS = dict(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# examples per property (PHICPP_TOK_EXAMPLES=2000 for a long soak)
+N_EXAMPLES = int(os.environ.get("PHICPP_TOK_EXAMPLES", "150"))
+SETTINGS = dict(max_examples=N_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def write_bpe_vocab_gguf(tokenizer_json: Path, pre: str, out: Path) -> None:
