@@ -54,5 +54,40 @@ class Model:
             self._metadata = _core.GGUFFile(self.path).metadata
         return self._metadata
 
+    # ---- text in, text out (the sampling/CLI helper's additions; see generate.py, chat.py)
+    @property
+    def tokenizer(self):
+        """The phicpp.tokenizer.Tokenizer of this GGUF, built on first use."""
+        if self._tokenizer is None:
+            from .tokenizer import Tokenizer
+            self._tokenizer = Tokenizer.from_gguf(self.path)
+        return self._tokenizer
+
+    def tokenize(self, text: str | bytes, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        return self.tokenizer.tokenize(text, add_special, parse_special)
+
+    def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
+        return self.tokenizer.detokenize(ids, special)
+
+    def generate(self, prompt, **kwargs):
+        """Continue a prompt (text or ids): an iterator of text pieces, or with stream=False the
+        text. Keywords: max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
+        repeat_penalty=1.0, repeat_last_n=64, presence_penalty=0, frequency_penalty=0, seed=None,
+        stop=[...], stream=True, ignore_eos=False. After it ends, self.last_run holds the
+        finish reason, tokens and timings."""
+        from .generate import generate
+        return generate(self, prompt, **kwargs)
+
+    def create_completion(self, prompt, **kwargs):
+        """OpenAI-shaped "text_completion" dict (or stream=True: chunks), as llama-cpp-python."""
+        from .generate import create_completion
+        return create_completion(self, prompt, **kwargs)
+
+    def create_chat_completion(self, messages: list[dict], **kwargs):
+        """OpenAI-shaped "chat.completion" dict (or stream=True: "chat.completion.chunk"s), as
+        llama-cpp-python; the chat template comes from the GGUF (built-in Phi-3/Phi-4 fallbacks)."""
+        from .chat import create_chat_completion
+        return create_chat_completion(self, messages, **kwargs)
+
     def __repr__(self) -> str:
         return f"phicpp.Model({self.path!r}, arch={self.arch}, n_ctx={self.n_ctx}, device={self.device})"

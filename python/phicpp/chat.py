@@ -1,0 +1,249 @@
+"""Chat templates (jinja2) and a multi-turn chat session that reuses the KV cache.
+
+The template comes from the GGUF's `tokenizer.chat_template` (what the model was
+trained with), rendered like Hugging Face's apply_chat_template: a sandboxed jinja2
+environment with trim_blocks/lstrip_blocks, `bos_token`, `eos_token`,
+`add_generation_prompt` and `raise_exception`. A model without one gets a built-in
+fallback picked from its vocabulary:
+
+    phi4   <|im_start|>role<|im_sep|>content<|im_end|>      (vocab has <|im_start|>, <|im_sep|>)
+    phi3   <|role|>\\ncontent<|end|>\\n                      (vocab has <|user|>, <|assistant|>; Phi-3/3.5/4-mini)
+    plain  "role: content\\n" lines                       (anything else, e.g. base phi-2 models)
+
+ChatSession renders the WHOLE conversation each turn and lets the Generator find
+the common token prefix with the cache, so only the new turn is evaluated. When
+the next turn would not fit (prompt + room for the reply > n_ctx), the oldest
+user/assistant exchanges are dropped (the system prompt stays) until it fits;
+`trimmed` counts them so the CLI can say so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from ._core import ContextOverflowError
+from .generate import Generator, Run
+from .sampling import Sampler
+
+PHI3_TEMPLATE = (  # microsoft/Phi-3.5-mini-instruct's tokenizer_config.json
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' and message['content'] %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+PHI4_TEMPLATE = (  # microsoft/phi-4's tokenizer_config.json
+    "{% for message in messages %}"
+    "{% if (message['role'] == 'system') %}{{'<|im_start|>system<|im_sep|>' + message['content'] + '<|im_end|>'}}"
+    "{% elif (message['role'] == 'user') %}{{'<|im_start|>user<|im_sep|>' + message['content'] + '<|im_end|>'}}"
+    "{% elif (message['role'] == 'assistant') %}"
+    "{{'<|im_start|>assistant<|im_sep|>' + message['content'] + '<|im_end|>'}}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant<|im_sep|>' }}{% endif %}"
+)
+PLAIN_TEMPLATE = (  # no chat tokens at all: a readable transcript the model can continue
+    "{% for message in messages %}{{ message['role'] + ': ' + message['content'] + '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'assistant:' }}{% endif %}"
+)
+BUILTIN = {"phi3": PHI3_TEMPLATE, "phi4": PHI4_TEMPLATE, "plain": PLAIN_TEMPLATE}
+PLAIN_STOPS = ["\nuser:", "\nsystem:"]
+
+
+def _raise(message: str):
+    raise jinja2.TemplateError(message)
+
+
+class ChatTemplate:
+    """A compiled chat template."""
+
+    def __init__(self, source: str, name: str = "custom", bos_token: str = "", eos_token: str = "",
+                 stop: Iterable[str] = ()):
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = _raise
+        try:
+            self._t = env.from_string(source)
+        except jinja2.TemplateError as e:
+            raise ValueError(f"chat template does not compile: {e}") from None
+        self.source, self.name = source, name
+        self.bos_token, self.eos_token = bos_token, eos_token
+        self.stop = list(stop)  # stop strings the template needs (plain transcripts)
+
+    @classmethod
+    def builtin(cls, name: str, tokenizer=None) -> "ChatTemplate":
+        if name not in BUILTIN:
+            raise ValueError(f"unknown built-in chat template {name!r}; expected one of {', '.join(BUILTIN)}")
+        bos, eos = _special_texts(tokenizer)
+        return cls(BUILTIN[name], name, bos, eos, PLAIN_STOPS if name == "plain" else ())
+
+    @classmethod
+    def for_model(cls, metadata: dict, tokenizer) -> "ChatTemplate":
+        """The GGUF's own template, else the built-in one its vocabulary fits."""
+        bos, eos = _special_texts(tokenizer)
+        src = metadata.get("tokenizer.chat_template")
+        if isinstance(src, str) and src.strip():
+            return cls(src, "gguf", bos, eos)
+        return cls.builtin(guess_builtin(tokenizer), tokenizer)
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        try:
+            return self._t.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                  bos_token=self.bos_token, eos_token=self.eos_token)
+        except jinja2.TemplateError as e:
+            raise ValueError(f"chat template failed: {e}") from None
+
+
+def _special_texts(tokenizer) -> tuple[str, str]:
+    if tokenizer is None:
+        return "", ""
+    bos = tokenizer.token_text(tokenizer.bos_id) if tokenizer.bos_id is not None else ""
+    eos = tokenizer.token_text(tokenizer.eos_id) if tokenizer.eos_id is not None else ""
+    return bos, eos
+
+
+def guess_builtin(tokenizer) -> str:
+    has = lambda t: tokenizer.token_id(t) is not None  # noqa: E731
+    if has("<|im_start|>") and has("<|im_sep|>"):
+        return "phi4"
+    if has("<|user|>") and has("<|assistant|>"):
+        return "phi3"
+    return "plain"
+
+
+def chat_tokens(template: ChatTemplate, tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of the rendered conversation, ready for the assistant's reply."""
+    text = template.render(messages, add_generation_prompt=True)
+    # the template writes BOS itself when it wants one; add it only if the vocab asks and it is absent
+    ids = tokenizer.tokenize(text, add_special=False, parse_special=True)
+    if tokenizer.add_bos and tokenizer.bos_id is not None and (not ids or ids[0] != tokenizer.bos_id):
+        ids.insert(0, tokenizer.bos_id)
+    return ids
+
+
+def template_for(model) -> ChatTemplate:
+    t = getattr(model, "_chat_template", None)
+    if t is None:
+        t = model._chat_template = ChatTemplate.for_model(model.metadata, model.tokenizer)
+    return t
+
+
+@dataclass
+class ChatSession:
+    """A conversation on one model: messages, template, generator (KV cache reuse)."""
+    generator: Generator
+    template: ChatTemplate
+    system_prompt: str | None = None
+    messages: list[dict] = field(default_factory=list)
+    reply_room: int = 256      # tokens kept free for the reply when trimming old turns
+    trimmed: int = 0           # exchanges dropped so far to fit the context
+
+    def __post_init__(self):
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget the conversation (the system prompt stays)."""
+        self.messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        self.trimmed = 0
+
+    def _tokens(self, messages: list[dict]) -> list[int]:
+        return chat_tokens(self.template, self.generator.tokenizer, messages)
+
+    def prompt_tokens(self, user: str) -> list[int]:
+        """Tokens of the conversation plus `user`, after dropping the oldest exchanges if needed."""
+        n_ctx = self.generator.model.n_ctx
+        room = min(self.reply_room, n_ctx // 4)
+        while True:
+            ids = self._tokens(self.messages + [{"role": "user", "content": user}])
+            if len(ids) + room <= n_ctx:
+                return ids
+            if not self._drop_oldest_exchange():
+                if len(ids) < n_ctx:
+                    return ids  # the message alone barely fits: reply in what is left
+                raise ContextOverflowError(f"the message is {len(ids)} tokens with the template; the context "
+                                           f"holds {n_ctx} (raise -c/--ctx-size)")
+
+    def _drop_oldest_exchange(self) -> bool:
+        first = 1 if self.messages and self.messages[0]["role"] == "system" else 0
+        if len(self.messages) <= first:
+            return False
+        del self.messages[first]  # the oldest user turn ...
+        while len(self.messages) > first and self.messages[first]["role"] != "user":
+            del self.messages[first]  # ... and the replies that followed it
+        self.trimmed += 1
+        return True
+
+    def send(self, user: str, sampler: Sampler, max_tokens: int = -1, ignore_eos: bool = False,
+             should_stop: Callable[[], bool] | None = None) -> Run:
+        """Start the reply to `user`; iterate the Run for text. The exchange joins the
+        conversation when the Run ends (also when interrupted: the partial reply is kept)."""
+        ids = self.prompt_tokens(user)
+        run = self.generator.run(ids, sampler, max_tokens, stop=self.template.stop, ignore_eos=ignore_eos,
+                                 should_stop=should_stop)
+        inner = iter(run)
+
+        def record():
+            try:
+                yield from inner
+            finally:
+                self.messages.append({"role": "user", "content": user})
+                self.messages.append({"role": "assistant", "content": run.text})
+        run._it = record()
+        return run
+
+
+# ---------------------------------------------------------------- the Python API behind Model
+def _check_messages(messages) -> list[dict]:
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or "role" not in m:
+            raise ValueError(f"messages[{i}] must be a dict with 'role' and 'content'")
+        out.append({**m, "content": m.get("content") or ""})
+    if not out:
+        raise ValueError("messages is empty")
+    return out
+
+
+def create_chat_completion(model, messages: list[dict], max_tokens: int | None = None, temperature: float = 0.2,
+                           top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05, stop=None,
+                           stream: bool = False, seed: int | None = None, repeat_penalty: float = 1.0,
+                           repeat_last_n: int = 64, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
+                           ignore_eos: bool = False):
+    """OpenAI-style chat completion, shaped like llama-cpp-python's Llama.create_chat_completion:
+    a "chat.completion" dict, or with stream=True an iterator of "chat.completion.chunk" dicts
+    (first delta {"role": "assistant"}, then {"content": ...}, last {} with finish_reason)."""
+    import time
+    import uuid
+
+    from .generate import _sampler, _usage, generator_for
+
+    template = template_for(model)
+    ids = chat_tokens(template, model.tokenizer, _check_messages(messages))
+    sampler = _sampler(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, presence_penalty,
+                       frequency_penalty, seed)
+    stops = template.stop + ([stop] if isinstance(stop, str) else list(stop or ()))
+    limit = -1 if max_tokens is None or max_tokens <= 0 else max_tokens
+    run = generator_for(model).run(ids, sampler, limit, stops, ignore_eos)
+    model.last_run = run
+    cid, created, name = f"chatcmpl-{uuid.uuid4()}", int(time.time()), model.path
+
+    if stream:
+        def chunk(delta: dict, finish):
+            return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name,
+                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+        def chunks():
+            yield chunk({"role": "assistant"}, None)
+            for piece in run:
+                yield chunk({"content": piece}, None)
+            last = chunk({}, run.finish_reason)
+            last["usage"] = _usage(run)
+            yield last
+        return chunks()
+    run.consume()
+    return {"id": cid, "object": "chat.completion", "created": created, "model": name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": run.text}, "logprobs": None,
+                         "finish_reason": run.finish_reason}],
+            "usage": _usage(run)}

@@ -1,0 +1,322 @@
+"""The generation loop: prefill with KV-cache reuse, sample, decode, stop, time.
+
+    gen = Generator(model, tokenizer)
+    run = gen.run(prompt_ids, Sampler(seed=1), max_tokens=64, stop=["\\n\\n"])
+    for piece in run:                  # text as it comes (whole UTF-8 characters)
+        print(piece, end="", flush=True)
+    run.finish_reason, run.text, run.tokens, run.timings
+
+The Generator remembers which tokens the model's KV cache holds. A new prompt
+that starts with those tokens (the next chat turn, a longer prompt) evaluates
+only the tokens after the common prefix. If anything else moved the model's
+cache (model.eval by hand), the mismatch is seen and the cache is rebuilt.
+
+Per token the loop costs one C++ sample on the logits array (no copy), one
+C++ stream-decoder push and a short stop-string check: no re-tokenizing.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ._core import ContextOverflowError
+from .sampling import Sampler
+
+# Chat-template end markers that stop generation when the vocabulary has them
+# as tokens (besides the tokenizer's own end-of-generation ids).
+END_TOKEN_TEXTS = ("<|end|>", "<|endoftext|>", "<|im_end|>")
+
+
+def stop_token_ids(tokenizer) -> set[int]:
+    """The tokenizer's EOG ids plus <|end|>, <|endoftext|>, <|im_end|> where they are tokens."""
+    ids = set(tokenizer.eog_ids)
+    for text in END_TOKEN_TEXTS:
+        t = tokenizer.token_id(text)
+        if t is not None:
+            ids.add(t)
+    return ids
+
+
+@dataclass
+class Timings:
+    """Wall-clock phases of one run, as llama.cpp reports them."""
+    prompt_tokens: int = 0      # tokens of the prompt actually evaluated (after cache reuse)
+    cached_tokens: int = 0      # prompt tokens found in the KV cache
+    prompt_s: float = 0.0
+    gen_tokens: int = 0         # tokens sampled
+    gen_s: float = 0.0          # from the end of the prefill to the last token
+
+    @staticmethod
+    def _rate(n: int, s: float) -> float:
+        return n / s if s > 0 else float("inf") if n else 0.0
+
+    @property
+    def prompt_tps(self) -> float:
+        return self._rate(self.prompt_tokens, self.prompt_s)
+
+    @property
+    def gen_tps(self) -> float:
+        return self._rate(self.gen_tokens, self.gen_s)
+
+    def report(self) -> str:
+        def line(name: str, n: int, s: float, unit: str) -> str:
+            ms = s * 1e3
+            per = ms / n if n else 0.0
+            return (f"{name:>18} = {ms:10.2f} ms / {n:5d} {unit} ({per:8.2f} ms per token, "
+                    f"{self._rate(n, s):8.2f} tokens per second)")
+        out = [line("prompt eval time", self.prompt_tokens, self.prompt_s, "tokens"),
+               line("eval time", self.gen_tokens, self.gen_s, "runs  ")]
+        if self.cached_tokens:
+            out.append(f"{'cached prompt':>18} = {self.cached_tokens} tokens reused from the KV cache")
+        return "\n".join(out)
+
+
+class StopStrings:
+    """Holds back text that may be the start of a stop string; cuts at the first full match."""
+
+    def __init__(self, stops: Iterable[str] = ()):
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+
+    def push(self, piece: str) -> tuple[str, bool]:
+        """(text safe to emit, stopped)."""
+        if not self.stops:
+            return piece, False
+        buf = self.pending + piece
+        cut = min((i for i in (buf.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.pending = ""
+            return buf[:cut], True
+        hold = 0  # longest tail of buf that begins some stop string
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(buf)), hold, -1):
+                if buf.endswith(s[:k]):
+                    hold = k
+                    break
+        self.pending = buf[len(buf) - hold:] if hold else ""
+        return buf[: len(buf) - hold], False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+@dataclass
+class Run:
+    """One generation: iterate it for text pieces; afterwards read the results."""
+    _it: Iterator[str] = field(repr=False, default=None)
+    text: str = ""
+    tokens: list[int] = field(default_factory=list)   # sampled ids (without the stop token)
+    prompt_tokens: int = 0
+    finish_reason: str | None = None   # "stop" (end token, stop string, interrupt) or "length"
+    interrupted: bool = False
+    timings: Timings = field(default_factory=Timings)
+
+    def __iter__(self) -> Iterator[str]:
+        return self._it
+
+    def consume(self) -> "Run":
+        for _ in self._it:
+            pass
+        return self
+
+
+class Generator:
+    """Runs generations on one model, reusing its KV cache between calls."""
+
+    def __init__(self, model, tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.cached: list[int] = []          # what the model's KV cache holds, token for token
+        self.stop_ids = stop_token_ids(tokenizer)
+        self._eog = np.array(sorted(self.stop_ids), dtype=np.int64)
+
+    # ------------------------------------------------------------------ prefill
+    def common_prefix(self, tokens: Sequence[int]) -> int:
+        n = 0
+        for a, b in zip(self.cached, tokens):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    def prefill(self, tokens: Sequence[int]) -> tuple[np.ndarray, int]:
+        """Bring the cache to exactly `tokens`; returns (logits after the last one, tokens reused)."""
+        if not tokens:
+            raise ValueError("the prompt is empty (no tokens to start from)")
+        n_ctx = self.model.n_ctx
+        if len(tokens) > n_ctx:
+            raise ContextOverflowError(f"the prompt is {len(tokens)} tokens but the context holds {n_ctx} "
+                                       "(raise -c/--ctx-size or shorten the prompt)")
+        if self.model.n_past != len(self.cached):  # someone else used the model: start over
+            self.model.reset()
+            self.cached = []
+        # at least the last token is evaluated again: its logits are what we need
+        keep = min(self.common_prefix(tokens), len(tokens) - 1)
+        self.model.truncate(keep)
+        self.cached = self.cached[:keep]
+        logits = self.model.eval(tokens[keep:])
+        self.cached = list(tokens)
+        return logits, keep
+
+    def forget(self) -> None:
+        self.model.reset()
+        self.cached = []
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, prompt: Sequence[int], sampler: Sampler, max_tokens: int = -1, stop: Iterable[str] = (),
+            ignore_eos: bool = False, should_stop: Callable[[], bool] | None = None) -> Run:
+        """Start a generation after `prompt` (token ids). max_tokens < 0: until an end token or
+        the context is full. should_stop() is polled once per token (Ctrl-C handling)."""
+        r = Run(prompt_tokens=len(prompt))
+        r._it = self._loop(r, list(prompt), sampler, max_tokens, list(stop or ()), ignore_eos, should_stop)
+        return r
+
+    def _loop(self, r: Run, prompt: list[int], sampler: Sampler, max_tokens: int, stop: list[str],
+              ignore_eos: bool, should_stop) -> Iterator[str]:
+        t0 = time.perf_counter()
+        logits, reused = self.prefill(prompt)
+        t1 = time.perf_counter()
+        r.timings.prompt_tokens, r.timings.cached_tokens, r.timings.prompt_s = len(prompt) - reused, reused, t1 - t0
+
+        n_ctx = self.model.n_ctx
+        hist = np.zeros(n_ctx + 1, dtype=np.int32)  # prompt + generated, for the penalties
+        hist[: len(prompt)] = prompt
+        n = len(prompt)
+        decoder = self.tokenizer.stream_decoder(special=False)
+        stops = StopStrings(stop)
+        parts: list[str] = []
+        limit = max_tokens if max_tokens >= 0 else n_ctx
+        stop_ids = self.stop_ids
+        cut = False  # ended by a stop string: what follows it is dropped
+        try:
+            while True:
+                if len(r.tokens) >= limit:
+                    r.finish_reason = "length"
+                    break
+                if should_stop is not None and should_stop():
+                    r.finish_reason, r.interrupted = "stop", True
+                    break
+                if ignore_eos:
+                    logits[self._eog[self._eog < len(logits)]] = -np.inf
+                tok = sampler.sample(logits, hist[:n])
+                if tok in stop_ids:
+                    r.finish_reason = "stop"
+                    break
+                r.tokens.append(tok)
+                hist[n] = tok
+                n += 1
+                text, stopped = stops.push(decoder.push(tok))
+                if text:
+                    parts.append(text)
+                    yield text
+                if stopped:
+                    r.finish_reason, cut = "stop", True
+                    break
+                if len(self.cached) >= n_ctx:  # no room to evaluate it: the context is full
+                    r.finish_reason = "length"
+                    break
+                if len(r.tokens) >= limit:  # the last token needs no evaluation
+                    r.finish_reason = "length"
+                    break
+                logits = self.model.eval([tok])
+                self.cached.append(tok)
+            tail = ""
+            if not cut:  # bytes the decoder held back, and text held for a stop string that never came
+                tail, stopped = stops.push(decoder.flush())
+                if not stopped:
+                    tail += stops.flush()
+            if tail:
+                parts.append(tail)
+                yield tail
+        finally:
+            r.timings.gen_tokens = len(r.tokens)
+            r.timings.gen_s = time.perf_counter() - t1
+            r.text = "".join(parts)
+            if r.finish_reason is None:  # the consumer stopped iterating early
+                r.finish_reason, r.interrupted = "stop", True
+
+
+# ---------------------------------------------------------------- the Python API behind Model
+def generator_for(model) -> Generator:
+    """The model's Generator (one per Model, so the KV cache is reused across calls)."""
+    g = getattr(model, "_generator", None)
+    if g is None:
+        g = Generator(model, model.tokenizer)
+        model._generator = g
+    return g
+
+
+def _sampler(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0, repeat_last_n=64,
+             presence_penalty=0.0, frequency_penalty=0.0, seed=None) -> Sampler:
+    return Sampler(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty,
+                   repeat_last_n=repeat_last_n, presence_penalty=presence_penalty,
+                   frequency_penalty=frequency_penalty, seed=seed)
+
+
+def prompt_ids(model, prompt: str | Sequence[int]) -> list[int]:
+    """Token ids of a prompt: text is tokenized as llama.cpp's completion tool does
+    (BOS as the vocab says, special-token text such as <|user|> parsed)."""
+    if isinstance(prompt, str):
+        return model.tokenizer.tokenize(prompt, add_special=True, parse_special=True)
+    return [int(t) for t in prompt]
+
+
+def generate(model, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.8,
+             top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
+             repeat_last_n: int = 64, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
+             seed: int | None = None, stop: Sequence[str] | str | None = None, stream: bool = True,
+             ignore_eos: bool = False):
+    """Continue `prompt` (text or token ids). stream=True: an iterator of text pieces;
+    stream=False: the whole text. max_tokens < 0: until an end token or a full context."""
+    sampler = _sampler(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, presence_penalty,
+                       frequency_penalty, seed)
+    stops = [stop] if isinstance(stop, str) else list(stop or ())
+    run = generator_for(model).run(prompt_ids(model, prompt), sampler, max_tokens, stops, ignore_eos)
+    model.last_run = run
+    return iter(run) if stream else run.consume().text
+
+
+def _usage(run: Run) -> dict:
+    return {"prompt_tokens": run.prompt_tokens, "completion_tokens": len(run.tokens),
+            "total_tokens": run.prompt_tokens + len(run.tokens)}
+
+
+def _new_id(prefix: str) -> str:
+    import uuid
+    return f"{prefix}-{uuid.uuid4()}"
+
+
+def create_completion(model, prompt: str | Sequence[int], max_tokens: int | None = 16, temperature: float = 0.8,
+                      top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05, stop=None, stream: bool = False,
+                      seed: int | None = None, repeat_penalty: float = 1.0, repeat_last_n: int = 64,
+                      presence_penalty: float = 0.0, frequency_penalty: float = 0.0, ignore_eos: bool = False):
+    """OpenAI-style text completion, shaped like llama-cpp-python's Llama.create_completion:
+    a "text_completion" dict, or with stream=True an iterator of such chunks."""
+    sampler = _sampler(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, presence_penalty,
+                       frequency_penalty, seed)
+    stops = [stop] if isinstance(stop, str) else list(stop or ())
+    limit = -1 if max_tokens is None or max_tokens <= 0 else max_tokens
+    run = generator_for(model).run(prompt_ids(model, prompt), sampler, limit, stops, ignore_eos)
+    model.last_run = run
+    cid, created, name = _new_id("cmpl"), int(time.time()), model.path
+
+    def chunk(text: str, finish):
+        return {"id": cid, "object": "text_completion", "created": created, "model": name,
+                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
+
+    if stream:
+        def chunks():
+            for piece in run:
+                yield chunk(piece, None)
+            last = chunk("", run.finish_reason)
+            last["usage"] = _usage(run)
+            yield last
+        return chunks()
+    run.consume()
+    out = chunk(run.text, run.finish_reason)
+    out["usage"] = _usage(run)
+    return out
