@@ -22,7 +22,7 @@ inline uint64_t hash_bytes(const char* p, size_t n) {
         n -= 8;
     }
     uint64_t w = 0;
-    std::memcpy(&w, p, n);
+    if (n) std::memcpy(&w, p, n);
     h = (h ^ w) * 0x100000001b3ull;
     h ^= h >> 32;
     h *= 0xD6E8FEB86659FD93ull;
