@@ -53,6 +53,13 @@ def looks_like_source_text(text: str) -> bool:
     return escapes <= 0.002 * len(text) + 20
 
 
+def is_library_source(rel: str) -> bool:
+    """stdlib modules proper (documented library code), as opposed to their test suites."""
+    parts = rel.split("/")
+    return rel.endswith(".py") and parts[0] == "stdlib" and not any(
+        p in ("test", "tests", "idle_test") or p.startswith("test_") for p in parts[1:])
+
+
 def looks_like_prose(text: str) -> bool:
     """Documentation must be mostly words: rejects number tables shipped as .txt."""
     if len(text) < 200 or "\x00" in text:
@@ -158,6 +165,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-file-bytes", type=int, default=400_000)
     ap.add_argument("--doc-bytes-per-package", type=int, default=500_000)
     ap.add_argument("--no-docs", action="store_true", help="stdlib sources only")
+    ap.add_argument("--repeat-library", type=int, default=1,
+                    help="write stdlib library (non-test) files N times into train.txt, to weight clean code up")
     ap.add_argument("--pydoc-topics", action="store_true",
                     help="also the pydoc topics (tried for run 2, see MODEL_CARD.md; the shipped model has none)")
     args = ap.parse_args(argv)
@@ -179,7 +188,8 @@ def main(argv=None) -> int:
                 continue
             seen.add(digest)
             split = split_of(rel, args.seed, args.heldout_percent)
-            splits[split].append(text)
+            repeat = args.repeat_library if split == "train" and is_library_source(rel) else 1
+            splits[split].extend([text] * repeat)
             manifest.append(f"{split}\t{len(text.encode())}\t{digest}\t{rel}")
             kind = rel.split("/", 1)[0] + ("/py" if rel.endswith(".py") else "/doc")
             c = counts.setdefault(f"{split}:{kind}", {"files": 0, "bytes": 0})

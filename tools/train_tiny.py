@@ -273,6 +273,54 @@ def train(args) -> dict:
     return result
 
 
+# ----------------------------------------------------------------------------- GGUF check
+
+def _hf_name(gguf_name: str) -> str:
+    """llama.cpp's phi2 tensor name -> transformers' PhiForCausalLM name."""
+    fixed = {"token_embd": "model.embed_tokens", "output_norm": "model.final_layernorm", "output": "lm_head"}
+    per_layer = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+                 "attn_v": "self_attn.v_proj", "attn_output": "self_attn.dense",
+                 "ffn_up": "mlp.fc1", "ffn_down": "mlp.fc2"}
+    stem, kind = gguf_name.rsplit(".", 1)
+    if stem in fixed:
+        return f"{fixed[stem]}.{kind}"
+    _, layer, what = stem.split(".")
+    return f"model.layers.{layer}.{per_layer[what]}.{kind}"
+
+
+def eval_gguf(args) -> dict:
+    """Held-out perplexity of GGUF files on a GPU: every tensor is dequantized (gguf-py) into
+    the PhiForCausalLM of --config, so this measures the quantized weights themselves, with
+    float32 activations (the engine's own numbers, on a subset, come from tests/test_tiny_model.py)."""
+    import gguf
+    import numpy as np
+    import torch
+    from transformers import PhiConfig, PhiForCausalLM, PreTrainedTokenizerFast
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(args.config / "tokenizer.json"), eos_token=EOT)
+    ids = encode_split(tokenizer, args.heldout)
+    if args.max_tokens:
+        ids = ids[:args.max_tokens + 1]
+    results = {}
+    for path in args.gguf:
+        model = PhiForCausalLM(PhiConfig.from_pretrained(str(args.config)))
+        state = model.state_dict()
+        reader = gguf.GGUFReader(str(path))
+        types = {}
+        for t in reader.tensors:
+            w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+            name = _hf_name(t.name)
+            state[name].copy_(torch.from_numpy(w.reshape(state[name].shape)))
+            types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
+        model.to(device)
+        loss, count = heldout_loss(model, ids, args.ctx, device)
+        results[Path(path).name] = {"loss": round(loss, 5), "ppl": round(math.exp(loss), 4), "tokens": count,
+                                    "bytes": Path(path).stat().st_size, "tensor_types": types}
+        print(json.dumps({Path(path).name: results[Path(path).name]}), flush=True)
+    return results
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="stage", required=True)
@@ -303,8 +351,19 @@ def main(argv=None) -> int:
     m.add_argument("--eval-every", type=int, default=100)
     m.add_argument("--eval-tokens", type=int, default=65536, help="held-out tokens for in-loop evals")
     m.add_argument("--sample-tokens", type=int, default=96)
+    e = sub.add_parser("eval-gguf", help="held-out perplexity of GGUF files (dequantized into transformers)")
+    e.add_argument("--config", type=Path, required=True, help="checkpoint folder: config.json + tokenizer.json")
+    e.add_argument("--heldout", type=Path, required=True)
+    e.add_argument("--ctx", type=int, default=1024)
+    e.add_argument("--max-tokens", type=int, default=0)
+    e.add_argument("--out", type=Path, default=None, help="write the results here as JSON")
+    e.add_argument("gguf", nargs="+", type=Path)
     args = ap.parse_args(argv)
-    if args.stage == "tokenizer":
+    if args.stage == "eval-gguf":
+        res = eval_gguf(args)
+        if args.out:
+            args.out.write_text(json.dumps(res, indent=1) + "\n")
+    elif args.stage == "tokenizer":
         train_tokenizer(args.corpus, args.out, args.vocab, args.ctx)
     else:
         train(args)
