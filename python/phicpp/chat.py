@@ -247,3 +247,77 @@ def create_chat_completion(model, messages: list[dict], max_tokens: int | None =
             "choices": [{"index": 0, "message": {"role": "assistant", "content": run.text}, "logprobs": None,
                          "finish_reason": run.finish_reason}],
             "usage": _usage(run)}
+
+
+# ---------------------------------------------------------------- the interactive loop (phicpp chat)
+REPL_HELP = """commands:
+  /clear   forget the conversation (the system prompt stays)
+  /help    this text
+  /exit    quit (also /quit or Ctrl-D)
+Ctrl-C while the model answers stops the reply and keeps the conversation."""
+
+
+def repl(session: ChatSession, sampler: Sampler, max_tokens: int = -1, ignore_eos: bool = False,
+         out=None, err=None, prompt: str = "> ") -> int:
+    """Read a line, stream the reply, repeat. Returns the exit status."""
+    import signal
+    import sys
+
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
+    out = out or sys.stdout
+    err = err or sys.stderr
+
+    while True:
+        try:
+            line = input(prompt)
+        except EOFError:  # Ctrl-D
+            out.write("\n")
+            return 0
+        except KeyboardInterrupt:  # Ctrl-C at the prompt: drop the line
+            out.write("\n")
+            continue
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith("/"):
+            cmd = text.split()[0].lower()
+            if cmd in ("/exit", "/quit"):
+                return 0
+            if cmd == "/clear":
+                session.clear()
+                err.write("(conversation cleared)\n")
+            elif cmd == "/help":
+                err.write(REPL_HELP + "\n")
+            else:
+                err.write(f"unknown command {cmd}; /help lists them\n")
+            continue
+
+        stop = {"flag": False}
+
+        def on_sigint(signum, frame):
+            stop["flag"] = True
+
+        trimmed = session.trimmed
+        try:
+            run = session.send(line, sampler, max_tokens, ignore_eos, should_stop=lambda: stop["flag"])
+        except (ValueError, ContextOverflowError) as e:
+            err.write(f"error: {e}\n")
+            continue
+        if session.trimmed != trimmed:
+            err.write(f"(context full: dropped the {session.trimmed - trimmed} oldest exchange(s))\n")
+        old = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            for piece in run:
+                out.write(piece)
+                out.flush()
+        finally:
+            signal.signal(signal.SIGINT, old)
+        out.write("\n")
+        if run.interrupted:
+            err.write("(reply stopped)\n")
+        elif run.finish_reason == "length" and session.generator.model.n_past >= session.generator.model.n_ctx:
+            err.write("(context full: the reply was cut; older turns are dropped next time)\n")
+        out.flush()

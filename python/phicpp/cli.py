@@ -75,5 +75,264 @@ def convert(hf_dir: Path, out: Path | None, outtype: str) -> None:
     click.echo(f"wrote {path}")
 
 
+# ================================================================ run commands: generate, chat, info,
+# bench, perplexity, quantize (the sampling/CLI helper's part of this file)
+class _OneLineErrors(click.Command):
+    """A bad flag value prints one `error: ...` line (not click's usage block) and exits 2."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:
+            fail(e.format_message().replace("\n", " "), 2)
+
+
+@contextmanager
+def run_errors() -> Iterator[None]:
+    """user_errors() plus ValueError (bad settings, template errors) and jinja2 errors."""
+    try:
+        with user_errors():
+            yield
+    except ValueError as e:
+        fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+
+
+def _model_path(model: Path | None) -> Path:
+    if model is not None:
+        return model
+    from .models import default_model_notice, default_model_path
+    path = default_model_path()
+    click.echo(default_model_notice(), err=True)
+    return path
+
+
+def _load(model: Path | None, ctx_size: int, threads: int, batch_size: int = 512, device: str = "cpu"):
+    from .model import Model
+    for name, v, lo in (("-c/--ctx-size", ctx_size, 0), ("-t/--threads", threads, 0), ("-b/--batch-size", batch_size, 1)):
+        if v < lo:
+            raise ValueError(f"{name} must be >= {lo}, got {v}")
+    path = _model_path(model)
+    return Model(str(path), n_ctx=ctx_size, n_threads=threads, n_batch=batch_size, device=device)
+
+
+def _model_option(f):
+    return click.option("-m", "--model", type=click.Path(path_type=Path), default=None,
+                        help="GGUF model file (default: the tiny model shipped with phicpp).")(f)
+
+
+def _runtime_options(f):
+    f = click.option("-c", "--ctx-size", type=int, default=0, show_default=True,
+                     help="Context size in tokens (0: the model's, at most 4096).")(f)
+    f = click.option("-t", "--threads", type=int, default=0, help="CPU threads (0: all cores).")(f)
+    f = click.option("-b", "--batch-size", type=int, default=512, show_default=True,
+                     help="Tokens per prefill batch.")(f)
+    f = click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")(f)
+    return f
+
+
+def _sampling_options(f):
+    opts = [
+        click.option("--temp", "temperature", type=float, default=0.8, show_default=True,
+                     help="Temperature (<= 0: greedy)."),
+        click.option("--top-k", type=int, default=40, show_default=True, help="Top-k (<= 0: off; 1: greedy)."),
+        click.option("--top-p", type=float, default=0.95, show_default=True, help="Top-p (1.0: off)."),
+        click.option("--min-p", type=float, default=0.05, show_default=True, help="Min-p (0.0: off)."),
+        click.option("--repeat-penalty", type=float, default=1.0, show_default=True,
+                     help="Penalty for repeated tokens (1.0: off)."),
+        click.option("--repeat-last-n", type=int, default=64, show_default=True,
+                     help="Tokens the penalties look back over (0: off, -1: the context)."),
+        click.option("--presence-penalty", type=float, default=0.0, show_default=True),
+        click.option("--frequency-penalty", type=float, default=0.0, show_default=True),
+        click.option("-s", "--seed", type=int, default=-1, show_default=True, help="RNG seed (-1: random)."),
+        click.option("--ignore-eos", is_flag=True, help="Never stop at end-of-generation tokens."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _sampler(kw: dict):
+    from .sampling import Sampler
+    names = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n", "presence_penalty",
+             "frequency_penalty", "seed")
+    return Sampler(**{k: kw.pop(k) for k in names})
+
+
+@main.command(cls=_OneLineErrors)
+@_model_option
+@click.option("-p", "--prompt", default=None, help="Prompt text.")
+@click.option("-f", "--file", "prompt_file", type=click.Path(path_type=Path), default=None,
+              help="Read the prompt from a file.")
+@click.option("-n", "--n-predict", type=int, default=256, show_default=True,
+              help="Tokens to generate (-1: until an end token or a full context).")
+@click.option("--stop", multiple=True, help="Stop when this text appears (repeatable).")
+@click.option("--no-display-prompt", is_flag=True, help="Print only the generated text.")
+@click.option("--no-timing", is_flag=True, help="Do not print timings to stderr.")
+@_sampling_options
+@_runtime_options
+def generate(model, prompt, prompt_file, n_predict, stop, no_display_prompt, no_timing, ignore_eos,
+             ctx_size, threads, batch_size, device, **sampling):
+    """Continue a prompt, streaming the text (llama.cpp's llama-completion flags)."""
+    from .generate import generator_for, prompt_ids
+
+    with run_errors():
+        if prompt is not None and prompt_file is not None:
+            raise ValueError("give the prompt with -p or -f, not both")
+        if prompt_file is not None:
+            prompt = prompt_file.read_text(encoding="utf-8", errors="replace")
+        if prompt is None:
+            raise ValueError("no prompt: use -p TEXT or -f FILE")
+        sampler = _sampler(sampling)
+        m = _load(model, ctx_size, threads, batch_size, device)
+        ids = prompt_ids(m, prompt)
+        run = generator_for(m).run(ids, sampler, n_predict, list(stop), ignore_eos)
+        out = sys.stdout
+        if not no_display_prompt:
+            out.write(prompt)
+            out.flush()
+        try:
+            for piece in run:
+                out.write(piece)
+                out.flush()
+        except KeyboardInterrupt:
+            out.write("\n")
+            fail("interrupted", 130)
+        out.write("\n")
+        out.flush()
+        if not no_timing:
+            click.echo(f"\nsampler seed: {sampler.seed}; finish: {run.finish_reason}\n{run.timings.report()}", err=True)
+
+
+@main.command(cls=_OneLineErrors)
+@_model_option
+@click.option("-sys", "--system-prompt", default=None, help="System prompt.")
+@click.option("-n", "--n-predict", type=int, default=-1, show_default=True,
+              help="Most tokens per reply (-1: until an end token or a full context).")
+@click.option("--template", "template_name", type=click.Choice(["auto", "phi3", "phi4", "plain"]), default="auto",
+              show_default=True, help="Chat template (auto: the GGUF's own, else a built-in one).")
+@_sampling_options
+@_runtime_options
+def chat(model, system_prompt, n_predict, template_name, ignore_eos, ctx_size, threads, batch_size, device,
+         **sampling):
+    """Chat with a model: multi-turn, streaming, KV cache kept across turns.
+
+    The prompt is the whole conversation rendered with the model's chat template;
+    only the tokens after the part already in the cache are evaluated. When the
+    context fills up, the oldest exchanges are dropped (the system prompt stays).
+    Ctrl-C stops a reply; Ctrl-D or /exit quits; /clear, /help."""
+    from .chat import ChatSession, ChatTemplate, repl
+    from .generate import generator_for
+
+    with run_errors():
+        sampler = _sampler(sampling)
+        m = _load(model, ctx_size, threads, batch_size, device)
+        if template_name == "auto":
+            template = ChatTemplate.for_model(m.metadata, m.tokenizer)
+        else:
+            template = ChatTemplate.builtin(template_name, m.tokenizer)
+        session = ChatSession(generator_for(m), template, system_prompt)
+        click.echo(f"phicpp chat: {Path(m.path).name} ({m.arch}, n_ctx={m.n_ctx}, template: {template.name}, "
+                   f"seed {sampler.seed}). /help for commands, Ctrl-C stops a reply, Ctrl-D or /exit quits.",
+                   err=True)
+        code = repl(session, sampler, n_predict, ignore_eos)
+    sys.exit(code)
+
+
+@main.command(cls=_OneLineErrors)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--tensors", "show_tensors", is_flag=True, help="Also list every tensor.")
+def info(model, show_tensors):
+    """Show a GGUF's metadata (long values abbreviated) and its tensors by type."""
+    from .info import describe
+
+    with run_errors():
+        for line in describe(str(model), show_tensors):
+            click.echo(line)
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} takes comma-separated integers, got {text!r}") from None
+
+
+@main.command(cls=_OneLineErrors)
+@_model_option
+@click.option("-p", "--n-prompt", default="512", show_default=True, help="Prompt sizes (comma-separated).")
+@click.option("-n", "--n-gen", default="128", show_default=True, help="Generation lengths (comma-separated).")
+@click.option("-r", "--repetitions", type=int, default=5, show_default=True)
+@click.option("-t", "--threads", type=int, default=0, help="CPU threads (0: all cores).")
+@click.option("-b", "--batch-size", type=int, default=512, show_default=True)
+@click.option("-o", "--output", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--no-warmup", is_flag=True)
+def bench(model, n_prompt, n_gen, repetitions, threads, batch_size, fmt, device, no_warmup):
+    """Measure prefill (ppN) and decode (tgN) speed as llama-bench does."""
+    import os
+
+    from . import bench as B
+
+    with run_errors():
+        pp, tg = _int_list(n_prompt, "-p"), _int_list(n_gen, "-n")
+        if repetitions < 1:
+            raise ValueError(f"-r must be >= 1, got {repetitions}")
+        n_threads = threads or os.cpu_count() or 1
+        m = _load(model, max(pp + tg + [16]), threads, batch_size, device)
+        if fmt == "md":
+            click.echo(B.markdown_header())
+        results = B.bench(m, pp, tg, repetitions, n_threads, batch_size, warmup=not no_warmup)
+        if fmt == "md":
+            for r in results:
+                click.echo(B.markdown_row(r))
+        else:
+            click.echo(B.to_json(results))
+
+
+@main.command(cls=_OneLineErrors)
+@_model_option
+@click.option("-f", "--file", "text_file", type=click.Path(path_type=Path), required=True, help="Text to score.")
+@click.option("-c", "--ctx-size", type=int, default=512, show_default=True, help="Tokens per chunk.")
+@click.option("-b", "--batch-size", type=int, default=512, show_default=True)
+@click.option("-t", "--threads", type=int, default=0)
+@click.option("--chunks", type=int, default=-1, help="Score at most this many chunks (-1: all).")
+@click.option("--device", default="cpu", show_default=True)
+def perplexity(model, text_file, ctx_size, batch_size, threads, chunks, device):
+    """Perplexity of a text, computed exactly as llama.cpp's llama-perplexity."""
+    from .perplexity import perplexity as ppl
+
+    with run_errors():
+        text = text_file.read_text(encoding="utf-8", errors="replace")
+        if ctx_size < 2:
+            raise ValueError(f"-c must be at least 2, got {ctx_size}")
+        m = _load(model, ctx_size, threads, batch_size, device)
+
+        def show(i, v):
+            click.echo(f"[{i}]{v:.4f},", nl=False)
+            sys.stdout.flush()
+        r = ppl(m, text, ctx_size, chunks, on_chunk=show)
+        click.echo("")
+        click.echo(f"Final estimate: PPL = {r.ppl:.4f} +/- {r.ppl_err:.5f}")
+        click.echo(f"({r.n_chunks} chunks of {r.n_ctx} tokens, {r.count} scored, {r.n_tokens} in the text)", err=True)
+
+
+@main.command(cls=_OneLineErrors)
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.argument("qtype")
+@click.option("-t", "--threads", type=int, default=0, help="Threads (0: all cores).")
+def quantize(src, dst, qtype, threads):
+    """Quantize a GGUF with llama-quantize's mixes (Q4_0, Q4_K_M, Q8_0, ...)."""
+    with run_errors():
+        from .quantize import quantize_gguf
+        if threads < 0:
+            raise ValueError(f"-t must be >= 0, got {threads}")
+        if not src.is_file():
+            raise FileNotFoundError(f"no such file: {src}")
+        counts = quantize_gguf(src, dst, qtype, n_threads=threads)
+        summary = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
+        click.echo(f"wrote {dst} ({summary})")
+
+
 if __name__ == "__main__":
     main()
