@@ -49,8 +49,10 @@ PHI3_KEYS = {f"phi3.{k}" for k in ("context_length", "rope.scaling.original_cont
                                     "feed_forward_length", "block_count", "attention.head_count",
                                     "attention.head_count_kv", "attention.layer_norm_rms_epsilon",
                                     "rope.dimension_count", "rope.freq_base", "attention.sliding_window")}
+# add_bos/add_eos False: a ByteLevel post-processor adds neither (current gguf-py writes it explicitly)
 BPE_KEYS = {"tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
-            "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"}
+            "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+            "tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token"}
 SPM_KEYS = {"tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.scores",
             "tokenizer.ggml.token_type", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
             "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id",
@@ -290,7 +292,7 @@ def test_metadata_keys_and_values(converted, kind):
     spm = kind.startswith("phi3")
     want = GENERAL_KEYS | (PHI2_KEYS if arch == "phi2" else PHI3_KEYS) | (SPM_KEYS if spm else BPE_KEYS)
     if arch == "phi2":
-        want |= {"tokenizer.ggml.add_bos_token", "tokenizer.ggml.unknown_token_id"}
+        want |= {"tokenizer.ggml.unknown_token_id"}
     if rp.get("rope_type") == "longrope":
         want |= {"phi3.rope.scaling.attn_factor"}
     if kind in ("phi4", "phi4_mini"):
@@ -616,3 +618,42 @@ def test_chat_template_from_jinja_file_and_progress_bar(tiny_model, copy_model, 
     assert res.exit_code == 0, res.output
     assert "converting" in res.output and f"{len(read_gguf(tmp_path / 't.gguf').tensors)}/" in res.output
     assert fields(read_gguf(tmp_path / "t.gguf"))["tokenizer.chat_template"] == m.tokenizer.chat_template
+
+# ----------------------------------------------------------------------------- against llama.cpp itself
+
+_LLAMACPP_RUNNER = """
+import runpy, sys
+src, pre = sys.argv[1], sys.argv[2]
+sys.path.insert(0, src)
+sys.argv = [src + "/convert_hf_to_gguf.py"] + sys.argv[3:]
+if pre != "-":  # our trained test vocabs have no hash in llama.cpp's table: give it the same name we chose
+    from conversion import base
+    base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
+runpy.run_path(src + "/convert_hf_to_gguf.py", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,outtype,pre", [("phi2", "bf16", "-"), ("phi3_128k", "f16", "-"),
+                                              ("phi3_medium", "f32", "-"), ("phi4", "bf16", "dbrx"),
+                                              ("phi4_mini", "f16", "gpt-4o")])
+def test_identical_to_llamacpp_converter(tiny_model, tmp_path, kind, outtype, pre):
+    """Byte-for-byte the same KV pairs and tensors as llama.cpp's convert_hf_to_gguf.py (order aside).
+    Opt-in: PHICPP_LLAMACPP_SRC=<llama.cpp source dir> (e.g. the one tools/llamacpp.sh unpacks)."""
+    import os
+
+    src = os.environ.get("PHICPP_LLAMACPP_SRC")
+    if not src or not Path(src, "convert_hf_to_gguf.py").is_file():
+        pytest.skip("set PHICPP_LLAMACPP_SRC to a llama.cpp source tree to compare with its converter")
+    m = tiny_model(kind)
+    (tmp_path / "run.py").write_text(_LLAMACPP_RUNNER)
+    ref_path = tmp_path / "llamacpp.gguf"
+    p = subprocess.run([sys.executable, str(tmp_path / "run.py"), src, pre, str(m.path), "--outfile", str(ref_path),
+                        "--outtype", outtype], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    ours, ref = read_gguf(convert_hf_to_gguf(m.path, tmp_path / "ours.gguf", outtype)), read_gguf(ref_path)
+    assert ours.kv == ref.kv
+    assert ours.tensors.keys() == ref.tensors.keys()
+    for name, t in ref.tensors.items():
+        assert (ours.tensors[name].tensor_type, ours.tensors[name].shape) == (t.tensor_type, t.shape), name
+        assert ours.tensors[name].raw == t.raw, name

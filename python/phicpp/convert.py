@@ -402,9 +402,7 @@ def _write_hparams(w: gguf.GGUFWriter, hp: HParams, file_type: gguf.LlamaFileTyp
     if hp.arch == "phi3" or hp.rope_theta != 10000.0:
         w.add_rope_freq_base(hp.rope_theta)
     w.add_file_type(file_type)
-    if hp.arch == "phi2":
-        w.add_add_bos_token(False)
-    else:
+    if hp.arch == "phi3":
         # 0 marks "no sliding window" (Phi-4), as llama.cpp writes it
         w.add_sliding_window(hp.sliding_window)
         if attn_factor is not None:
@@ -521,7 +519,15 @@ def _write_bpe_vocab(w: gguf.GGUFWriter, hf_dir: Path, hp: HParams) -> None:
     if not merges:
         raise ConvertError(f"{path.name}: BPE tokenizer without merges")
     w.add_token_merges(merges)
-    gguf.SpecialVocab(hf_dir, load_merges=False).add_to_gguf(w, quiet=True)
+    special = gguf.SpecialVocab(hf_dir, load_merges=False)
+    post = tj.get("post_processor") or {}
+    if any(p.get("type") == "ByteLevel" for p in post.get("processors", [post])):
+        # a ByteLevel post-processor adds no BOS/EOS; newer gguf-py (llama.cpp's) says so explicitly
+        special.add_special_token.setdefault("bos", False)
+        special.add_special_token.setdefault("eos", False)
+    if hp.arch == "phi2":  # Phi2Model.set_gguf_parameters: add_add_bos_token(False)
+        special.add_special_token.setdefault("bos", False)
+    special.add_to_gguf(w, quiet=True)
 
 
 def _merges_as_strings(merges: list) -> list[str]:
