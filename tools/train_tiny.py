@@ -23,8 +23,11 @@ Stages (all seeded):
 The shipped model was made by (see python/phicpp/models/MODEL_CARD.md for the record):
   python3 tools/make_tiny_corpus.py --out .tiny/corpus
   python3 tools/train_tiny.py tokenizer --corpus .tiny/corpus --out .tiny/tokenizer
-  python3 tools/train_tiny.py train --corpus .tiny/corpus --tokenizer .tiny/tokenizer --out CKPT
-  phicpp convert CKPT -o phi-tiny-code-f16.gguf --outtype f16
+  python3 tools/train_tiny.py train --corpus .tiny/corpus --tokenizer .tiny/tokenizer --out phi-tiny-code
+  phicpp convert phi-tiny-code -o phi-tiny-code-f16.gguf --outtype f16
+  phicpp quantize phi-tiny-code-f16.gguf phi-tiny-code-Q8_0.gguf Q8_0
+  phicpp quantize phi-tiny-code-f16.gguf phi-tiny-code-Q4_K_M.gguf Q4_K_M
+  python3 tools/train_tiny.py eval-gguf --config phi-tiny-code --heldout .tiny/corpus/heldout.txt *.gguf
 """
 from __future__ import annotations
 
@@ -39,6 +42,17 @@ import time
 from pathlib import Path
 
 EOT = "<|endoftext|>"
+CARD_FRONT_MATTER = """---
+license: mit
+language:
+- en
+tags:
+- code
+- python
+pipeline_tag: text-generation
+---
+# phi-tiny-code
+"""
 SAMPLE_PROMPTS = ["def fibonacci(n):", "import os\n", "class Stack:", "def is_prime(n):\n    \"\"\""]
 
 
@@ -252,6 +266,10 @@ def train(args) -> dict:
     cfg.setdefault("partial_rotary_factor", 0.5)
     cfg.setdefault("rope_theta", 10000.0)
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+
+    # the model-card front matter that `phicpp convert` (gguf-py's Metadata) turns into
+    # general.license / general.tags; the shipped run's folder got this same file by hand
+    (args.out / "README.md").write_text(CARD_FRONT_MATTER)
 
     result = {
         "command": " ".join([Path(sys.executable).name] + sys.argv),
