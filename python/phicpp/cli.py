@@ -57,24 +57,6 @@ def main() -> None:
     """phicpp: run Microsoft's Phi models from GGUF files."""
 
 
-@main.command()
-@click.argument("hf_dir", type=click.Path(path_type=Path))
-@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=None,
-              help="Output .gguf file (default: HF_DIR-OUTTYPE.gguf next to HF_DIR).")
-@click.option("--outtype", type=click.Choice(["f32", "f16", "bf16"]), default="f16", show_default=True,
-              help="Storage type of 2-D weights; norms, biases and rope factors stay f32.")
-def convert(hf_dir: Path, out: Path | None, outtype: str) -> None:
-    """Convert a Hugging Face Phi checkpoint folder to GGUF (llama.cpp-compatible)."""
-    from .convert import convert_hf_to_gguf, tensor_count
-    from .progress import progress_bar
-
-    with user_errors():
-        total = tensor_count(hf_dir)
-        with progress_bar("converting", total) as step:
-            path = convert_hf_to_gguf(hf_dir, out, outtype, progress=lambda name, i: step(name))
-    click.echo(f"wrote {path}")
-
-
 # ================================================================ run commands: generate, chat, info,
 # bench, perplexity, quantize (the sampling/CLI helper's part of this file)
 class _OneLineErrors(click.Command):
@@ -332,6 +314,25 @@ def quantize(src, dst, qtype, threads):
         counts = quantize_gguf(src, dst, qtype, n_threads=threads)
         summary = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
         click.echo(f"wrote {dst} ({summary})")
+
+
+# ================================================================ convert (HF checkpoint -> GGUF)
+@main.command(cls=_OneLineErrors)
+@click.argument("hf_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=None,
+              help="Output .gguf file (default: HF_DIR-OUTTYPE.gguf next to HF_DIR).")
+@click.option("--outtype", type=click.Choice(["f32", "f16", "bf16"]), default="f16", show_default=True,
+              help="Storage type of 2-D weights; norms, biases and rope factors stay f32.")
+def convert(hf_dir: Path, out: Path | None, outtype: str) -> None:
+    """Convert a Hugging Face Phi checkpoint folder to GGUF (llama.cpp-compatible)."""
+    from .convert import convert_hf_to_gguf, tensor_count
+    from .progress import progress_bar
+
+    with user_errors():
+        total = tensor_count(hf_dir)
+        with progress_bar("converting", total) as step:
+            path = convert_hf_to_gguf(hf_dir, out, outtype, progress=lambda name, i: step(name))
+    click.echo(f"wrote {path}")
 
 
 if __name__ == "__main__":
