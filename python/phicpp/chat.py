@@ -252,6 +252,7 @@ def create_chat_completion(model, messages: list[dict], max_tokens: int | None =
 # ---------------------------------------------------------------- the interactive loop (phicpp chat)
 REPL_HELP = """commands:
   /clear   forget the conversation (the system prompt stays)
+  /info    messages so far and tokens in the KV cache
   /help    this text
   /exit    quit (also /quit or Ctrl-D)
 Ctrl-C while the model answers stops the reply and keeps the conversation."""
@@ -289,6 +290,10 @@ def repl(session: ChatSession, sampler: Sampler, max_tokens: int = -1, ignore_eo
             if cmd == "/clear":
                 session.clear()
                 err.write("(conversation cleared)\n")
+            elif cmd == "/info":
+                g = session.generator
+                err.write(f"({len(session.messages)} messages, {len(g.cached)} tokens cached of "
+                          f"n_ctx={g.model.n_ctx}, {session.trimmed} exchanges trimmed)\n")
             elif cmd == "/help":
                 err.write(REPL_HELP + "\n")
             else:
