@@ -1,0 +1,237 @@
+"""The `phicpp` command line, run as users run it (`python -m phicpp ...`): chat through a
+pseudo-terminal, generate/info/bench/perplexity/quantize, and one clear error line for every
+mistake a user can make."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import phicpp
+
+
+@pytest.fixture(scope="module")
+def gguf(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "phi3_mini-f16.gguf"
+    phicpp.convert_hf_to_gguf(tiny_model("phi3_mini").path, out, "f16")
+    return out
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join(sys.path)  # the same phicpp as this test process
+    e["TERM"] = "dumb"
+    return e
+
+
+def phicpp_cli(*args, input: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "phicpp", *map(str, args)], capture_output=True, text=True,
+                          env=env(), timeout=timeout, input=input)
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
+    assert r.returncode != 0, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    for n in needles:
+        assert n.lower() in lines[0].lower(), (n, lines[0])
+
+
+# ---------------------------------------------------------------- chat through a pty
+def spawn_chat(gguf, *args):
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(sys.executable, ["-m", "phicpp", "chat", "-m", str(gguf), "-t", "1", *args],
+                          env=env(), encoding="utf-8", timeout=120)
+    child.expect("phicpp chat:")
+    child.expect_exact("> ")
+    return child
+
+
+def info_messages(child) -> int:
+    child.sendline("/info")
+    child.expect(r"\((\d+) messages, (\d+) tokens cached")
+    n = int(child.match.group(1))
+    child.expect_exact("> ")
+    return n
+
+
+def test_chat_two_turns_then_exit(gguf):
+    import pexpect
+    child = spawn_chat(gguf, "-n", "8", "-s", "1", "-c", "512", "-sys", "You are a test.")
+    child.sendline("hello")
+    child.expect_exact("> ")
+    child.sendline("and a second question")
+    child.expect_exact("> ")
+    assert info_messages(child) == 5  # system + 2 x (user, assistant)
+    child.sendline("/clear")
+    child.expect_exact("(conversation cleared)")
+    child.expect_exact("> ")
+    assert info_messages(child) == 1
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_chat_ctrl_c_stops_reply_and_keeps_session(gguf):
+    import pexpect
+    child = spawn_chat(gguf, "-n", "-1", "--ignore-eos", "-s", "2", "-c", "2048")
+    for turn, msg in enumerate(["tell me a very long story", "go on"]):
+        child.sendline(msg)
+        child.expect_exact(msg + "\r\n")  # the terminal's echo of the line
+        child.expect(r"\S{3}")           # reply text streams while the reply is still running ...
+        child.sendintr()                  # ... so Ctrl-C lands mid-reply
+        child.expect_exact("(reply stopped)")
+        child.expect_exact("> ")
+        assert info_messages(child) == 2 * (turn + 1)  # the interrupted exchange is kept
+    child.sendline("/help")
+    child.expect_exact("/clear")
+    child.expect_exact("> ")
+    child.sendeof()  # Ctrl-D quits
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+# ---------------------------------------------------------------- generate
+def test_generate_seeded_and_timed(gguf, tmp_path):
+    args = ["generate", "-m", gguf, "-p", "Once upon", "-n", "12", "--seed", "5", "-t", "1"]
+    a, b = phicpp_cli(*args), phicpp_cli(*args)
+    assert a.returncode == 0 and a.stdout == b.stdout and a.stdout.startswith("Once upon")
+    assert "tokens per second" in a.stderr and "prompt eval time" in a.stderr
+    c = phicpp_cli(*args, "--no-timing", "--no-display-prompt")
+    assert c.returncode == 0 and c.stderr == "" and a.stdout == "Once upon" + c.stdout
+    f = tmp_path / "prompt.txt"
+    f.write_text("Once upon", encoding="utf-8")
+    d = phicpp_cli("generate", "-m", gguf, "-f", f, "-n", "12", "--seed", "5", "-t", "1")
+    assert d.stdout == a.stdout
+    gen = a.stdout[len("Once upon"):]
+    stop = gen.strip()[:2]
+    e = phicpp_cli(*args, "--stop", "zzzz", "--stop", stop, "--no-timing", "--no-display-prompt")
+    assert e.returncode == 0 and e.stdout.rstrip("\n") == gen[: gen.find(stop)]
+
+
+def test_generate_uses_the_shipped_model_without_m():
+    from phicpp.models import default_model_path
+    if not default_model_path().is_file():
+        pytest.skip("no shipped model")
+    r = phicpp_cli("generate", "-p", "def add(a, b):", "-n", "4", "--no-timing", "-t", "1")
+    assert r.returncode == 0 and r.stdout.startswith("def add(a, b):")
+    assert len(r.stderr.strip().splitlines()) == 1 and "no -m given" in r.stderr
+
+
+# ---------------------------------------------------------------- info, bench, perplexity, quantize
+def test_info(gguf):
+    r = phicpp_cli("info", gguf)
+    assert r.returncode == 0
+    assert re.search(r"tokenizer\.ggml\.tokens\s+array\[string\]\s+= \['<unk>', '<s>', .*\(32064 items\)", r.stdout)
+    assert "general.architecture" in r.stdout and "'phi3'" in r.stdout
+    assert re.search(r"f16\s+\d+ tensors", r.stdout) and "total" in r.stdout
+    assert len(max(r.stdout.splitlines(), key=len)) < 200  # long values abbreviated
+    r = phicpp_cli("info", gguf, "--tensors")
+    assert "token_embd.weight" in r.stdout
+
+
+def test_bench(gguf):
+    r = phicpp_cli("bench", "-m", gguf, "-p", "16", "-n", "4", "-r", "2", "-t", "1", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert [(x["n_prompt"], x["n_gen"]) for x in res] == [(16, 0), (0, 4)]
+    for x in res:
+        assert len(x["samples_ns"]) == 2 and x["avg_ts"] > 0 and x["n_threads"] == 1
+        assert x["model_type"].startswith("phi3 ") and x["model_size"] > 0
+    r = phicpp_cli("bench", "-m", gguf, "-p", "16", "-n", "4", "-r", "2", "-t", "1")
+    lines = r.stdout.strip().splitlines()
+    assert lines[0].startswith("| model") and len(lines) == 4
+    assert re.search(r"\|\s+pp16 \|\s+[0-9.]+ ± [0-9.]+ \|$", lines[2])
+    assert re.search(r"\|\s+tg4 \|", lines[3])
+
+
+def test_perplexity_output_format(gguf, tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text(" ".join(f"word{i % 37} is here" for i in range(400)), encoding="utf-8")
+    r = phicpp_cli("perplexity", "-m", gguf, "-f", f, "-c", "32", "--chunks", "3", "-t", "1")
+    assert r.returncode == 0, r.stderr
+    assert re.match(r"\[1\][0-9.]+,\[2\][0-9.]+,\[3\][0-9.]+,\n", r.stdout)
+    assert re.search(r"Final estimate: PPL = [0-9.]+ \+/- [0-9.]+", r.stdout)
+
+
+def test_quantize(gguf, tmp_path):
+    out = tmp_path / "q8.gguf"
+    r = phicpp_cli("quantize", gguf, out, "Q8_0", "-t", "1")
+    assert r.returncode == 0, r.stderr
+    types = {t.type for t in phicpp.GGUFFile(out).tensors}
+    assert "q8_0" in {t.lower() for t in types}
+    assert_one_line_error(phicpp_cli("quantize", gguf, tmp_path / "x.gguf", "Q9_9"), "Q9_9")
+    assert_one_line_error(phicpp_cli("quantize", tmp_path / "missing.gguf", tmp_path / "x.gguf", "Q8_0"), "missing")
+
+
+# ---------------------------------------------------------------- one line per user error
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    broken = d / "broken.gguf"
+    broken.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 40)
+    notgguf = d / "text.gguf"
+    notgguf.write_text("hello, I am not a model\n")
+    import gguf as gg
+    unknown = d / "llama.gguf"
+    w = gg.GGUFWriter(str(unknown), "llama")
+    w.add_block_count(1)
+    import numpy as np
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return {"broken": broken, "notgguf": notgguf, "unknown": unknown}
+
+
+@pytest.mark.parametrize("cmd", ["generate", "chat", "bench", "perplexity", "info"])
+def test_missing_model_file(cmd, tmp_path):
+    missing = tmp_path / "nope.gguf"
+    args = {"generate": ["-m", missing, "-p", "x"], "chat": ["-m", missing], "bench": ["-m", missing],
+            "perplexity": ["-m", missing, "-f", __file__], "info": [missing]}[cmd]
+    assert_one_line_error(phicpp_cli(cmd, *args, input=""), "nope.gguf")
+
+
+@pytest.mark.parametrize("which", ["broken", "notgguf", "unknown"])
+def test_bad_model_files(which, bad_files):
+    assert_one_line_error(phicpp_cli("generate", "-m", bad_files[which], "-p", "x"))
+    if which != "unknown":
+        assert_one_line_error(phicpp_cli("info", bad_files[which]))
+
+
+def test_unknown_architecture_is_named(bad_files):
+    assert_one_line_error(phicpp_cli("generate", "-m", bad_files["unknown"], "-p", "x"), "llama")
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--top-p", "2"], "top_p"),
+    (["--min-p", "-1"], "min_p"),
+    (["--temp", "abc"], "--temp"),
+    (["-n", "many"], "-n"),
+    (["-c", "-5"], "ctx-size"),
+    (["-t", "-2"], "threads"),
+    (["--repeat-penalty", "0"], "repeat_penalty"),
+    (["--seed", "-9"], "seed"),
+    (["--frobnicate"], "frobnicate"),
+])
+def test_bad_flag_values(gguf, flags, needle):
+    assert_one_line_error(phicpp_cli("generate", "-m", gguf, "-p", "x", *flags), needle)
+
+
+def test_prompt_errors(gguf, tmp_path):
+    assert_one_line_error(phicpp_cli("generate", "-m", gguf, "-p", "word " * 200, "-c", "32"), "context")
+    assert_one_line_error(phicpp_cli("generate", "-m", gguf), "prompt")
+    assert_one_line_error(phicpp_cli("generate", "-m", gguf, "-f", tmp_path / "none.txt"), "none.txt")
+    f = tmp_path / "short.txt"
+    f.write_text("short", encoding="utf-8")
+    assert_one_line_error(phicpp_cli("perplexity", "-m", gguf, "-f", f, "-c", "64"), "at least 128 tokens")
+    assert_one_line_error(phicpp_cli("bench", "-m", gguf, "-p", "x,y"), "-p")
