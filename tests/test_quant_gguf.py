@@ -54,7 +54,8 @@ def test_q4_k_m_mix_and_data(tmp_path):
     assert types["token_embd.weight"] == QT.Q4_K
     assert types["output_norm.weight"] == QT.F32 and types["blk.0.attn_norm.weight"] == QT.F32
     for i in range(N_LAYER):
-        assert types[f"blk.{i}.attn_qkv.weight"] == QT.Q5_K
+        # a fused qkv follows llama.cpp's attn_v rule: Q6_K on the use_more_bits layers
+        assert types[f"blk.{i}.attn_qkv.weight"] == (QT.Q6_K if i in (0, 3, 6, 7) else QT.Q4_K)
         assert types[f"blk.{i}.ffn_up.weight"] == QT.Q4_K
         assert types[f"blk.{i}.attn_output.weight"] == QT.Q4_K
         # ffn_down rows of 96 cannot be K-quants: Q6_K -> Q8_0, Q4_K -> Q5_0 (use_more_bits layers 0, 3, 6, 7)
@@ -118,6 +119,7 @@ def test_mix_rules_match_llama_cpp():
     assert tensor_type("Q3_K_M", "blk.2.ffn_down.weight", 8192, st) == QT.Q4_K
     assert tensor_type("Q2_K", "blk.2.attn_output.weight", 3072, st) == QT.Q3_K
     assert tensor_type("Q5_K_M", "blk.2.attn_qkv.weight", 3072, st) == QT.Q6_K
+    assert tensor_type("Q2_K", "blk.2.attn_qkv.weight", 3072, st) == QT.Q3_K
     assert tensor_type("Q4_0", "output.weight", 3072, st) == QT.Q6_K
     assert tensor_type("Q4_0", "token_embd.weight", 3072, st) == QT.Q4_0
     no_out = _State(n_layer=32, n_attention_wv=0, n_gqa=1, has_output=False)

@@ -75,6 +75,10 @@ class _State:
     i_attention_wv: int = 0
 
 
+def _is_attn_v(name: str) -> bool:
+    return "attn_v.weight" in name or "attn_qkv.weight" in name
+
+
 def _layer(name: str) -> int:
     m = re.match(r"blk\.(\d+)\.", name)
     return int(m.group(1)) if m else 0
@@ -92,7 +96,9 @@ def tensor_type(mix_name: str, name: str, ncols: int, st: _State) -> QT:
             t = QT.Q6_K
     elif name == "token_embd.weight":
         pass
-    elif "attn_v.weight" in name:
+    elif _is_attn_v(name):
+        # llama.cpp counts a fused qkv (Phi-3) as an attn_v tensor, so it gets
+        # the attn_v bumps; its separate attn_qkv rule is unreachable.
         i = st.i_attention_wv
         if f == LlamaFileType.MOSTLY_Q2_K:
             t = QT.Q4_K if st.n_gqa >= 4 else QT.Q3_K
@@ -121,13 +127,6 @@ def tensor_type(mix_name: str, name: str, ncols: int, st: _State) -> QT:
             t = QT.Q3_K
         elif f == LlamaFileType.MOSTLY_Q3_K_M:
             t = QT.Q4_K
-    elif "attn_qkv.weight" in name:
-        if f == LlamaFileType.MOSTLY_Q3_K_M:
-            t = QT.Q4_K
-        elif f == LlamaFileType.MOSTLY_Q4_K_M:
-            t = QT.Q5_K
-        elif f == LlamaFileType.MOSTLY_Q5_K_M:
-            t = QT.Q6_K
     # rows that do not fit the block size fall back as llama.cpp does
     if t in K_TYPES and ncols % QK_K != 0:
         t = K_FALLBACK[t]
@@ -186,7 +185,7 @@ def quantize_gguf(src: str | os.PathLike, dst: str | os.PathLike, mix: str, n_th
     names = [t.name for t in reader.tensors]
     st = _State(
         n_layer=_field_int(reader, f"{arch}.block_count", 1),
-        n_attention_wv=sum("attn_v.weight" in n for n in names),
+        n_attention_wv=sum(_is_attn_v(n) for n in names),
         n_gqa=n_head // max(1, _field_int(reader, f"{arch}.attention.head_count_kv", n_head)),
         has_output="output.weight" in names,
     )
