@@ -161,3 +161,11 @@ def test_fibonacci_prompt_continues_as_python(f16):
     fn = tree.body[0]
     assert isinstance(fn, ast.FunctionDef) and fn.name == "fibonacci" and len(fn.body) >= 1, text
     assert len(body.splitlines()) >= 3, text
+
+
+def test_perplexity_measures_the_text_not_the_file(f16, heldout_windows, ppl):
+    # control for the comparisons above: the same tokens in a shuffled order must score far
+    # worse, so a perplexity near F16's really means the model still predicts the text
+    rng = np.random.default_rng(0)
+    shuffled = [list(rng.permutation(heldout_windows[0]))]
+    assert perplexity(f16, shuffled) > 5 * ppl["F16"]
