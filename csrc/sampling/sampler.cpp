@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <unordered_map>
 
@@ -35,6 +36,20 @@ bool penalties_off(int last_n, float repeat, float freq, float presence) {
     return last_n == 0 || (repeat == 1.0f && freq == 0.0f && presence == 0.0f);
 }
 
+// The k-th largest of x[0..n) (1 <= k <= n), NaN aside; heap is scratch space.
+float kth_largest(const float* x, int32_t n, int k, std::vector<float>& heap) {
+    heap.assign(x, x + k);
+    std::make_heap(heap.begin(), heap.end(), std::greater<float>());  // min-heap: front = smallest kept
+    for (int32_t i = k; i < n; ++i) {
+        if (x[i] > heap.front()) {
+            std::pop_heap(heap.begin(), heap.end(), std::greater<float>());
+            heap.back() = x[i];
+            std::push_heap(heap.begin(), heap.end(), std::greater<float>());
+        }
+    }
+    return heap.front();
+}
+
 } // namespace
 
 void Candidates::assign(const float* logits, int32_t n_vocab) {
@@ -46,12 +61,33 @@ void Candidates::assign(const float* logits, int32_t n_vocab) {
 void sort_candidates(Candidates& c, size_t k) {
     if (c.sorted) return;
     k = std::min(k, c.size());
-    if (k == c.size()) {
+    if (2 * k >= c.size()) {
         std::sort(c.data.begin(), c.data.end(), before);
         c.sorted = true;
     } else {
-        std::partial_sort(c.data.begin(), c.data.begin() + static_cast<ptrdiff_t>(k), c.data.end(), before);
+        // select the k best in O(n), then order just those: much cheaper than a
+        // heap-based partial_sort for a 32k-100k vocabulary
+        const auto mid = c.data.begin() + static_cast<ptrdiff_t>(k);
+        std::nth_element(c.data.begin(), mid, c.data.end(), before);
+        std::sort(c.data.begin(), mid, before);
     }
+}
+
+int32_t argmax(const float* x, int32_t n) {
+    if (n <= 0) return -1;
+    // 8 independent running maxima (no loop-carried dependency on one value),
+    // then the first index holding the maximum: lower id wins ties
+    float m[8];
+    for (float& v : m) v = x[0];
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; ++j) m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+    float best = m[0];
+    for (int j = 1; j < 8; ++j) best = m[j] > best ? m[j] : best;
+    for (; i < n; ++i) best = x[i] > best ? x[i] : best;
+    for (int32_t k = 0; k < n; ++k)
+        if (x[k] == best) return k;
+    return 0;  // all NaN
 }
 
 void apply_penalties(Candidates& c, const int32_t* history, size_t n_history, int last_n, float repeat,
@@ -97,8 +133,8 @@ void softmax(Candidates& c) {
 void top_p(Candidates& c, float p, size_t min_keep) {
     if (p >= 1.0f || c.data.empty()) return;
     softmax(c);
-    // Most of the mass sits in a few hundred tokens: sort those first and sort
-    // the rest only if the running sum has not reached p by then.
+    // Most of the mass usually sits in a few hundred tokens: order those first and
+    // widen the ordered prefix 4x at a time only while the running sum falls short.
     size_t k = c.size() > 1024 ? 256 : c.size();
     sort_candidates(c, k);
     float cum = 0.0f;
@@ -109,7 +145,19 @@ void top_p(Candidates& c, float p, size_t min_keep) {
             last = i + 1;
             break;
         }
-        if (!c.sorted && i + 1 == k) sort_candidates(c, c.size());
+        if (!c.sorted && i + 1 == k) {
+            // the first k stay where they are (same total order): select the next ones after them
+            k = std::min(c.size(), 4 * k);
+            const auto from = c.data.begin() + static_cast<ptrdiff_t>(i + 1);
+            if (2 * k >= c.size()) {
+                std::sort(from, c.data.end(), before);
+                c.sorted = true;
+            } else {
+                const auto mid = c.data.begin() + static_cast<ptrdiff_t>(k);
+                std::nth_element(from, mid, c.data.end(), before);
+                std::sort(from, mid, before);
+            }
+        }
     }
     if (!c.sorted) sort_candidates(c, last);  // the kept prefix must be in order
     c.data.resize(last);
@@ -202,19 +250,35 @@ int32_t Sampler::sample(const float* logits, int32_t n_vocab, const int32_t* his
     const bool no_penalty =
         penalties_off(p_.repeat_last_n, p_.repeat_penalty, p_.frequency_penalty, p_.presence_penalty) ||
         n_history == 0;
-    if (is_greedy() && no_penalty) {
-        // argmax straight off the logits row: no candidate list needed
-        int32_t best = 0;
-        for (int32_t i = 1; i < n_vocab; ++i)
-            if (logits[i] > logits[best]) best = i;
+    if (is_greedy() && no_penalty) {  // argmax straight off the logits row: no candidate list
         cand_.data.clear();
-        return best;
+        return argmax(logits, n_vocab);
     }
-    cand_.assign(logits, n_vocab);
-    apply_penalties(cand_, history, n_history, p_.repeat_last_n, p_.repeat_penalty, p_.frequency_penalty,
-                    p_.presence_penalty);
-    if (is_greedy()) return greedy(cand_);
-    top_k(cand_, p_.top_k);
+    // Penalties on a private copy of the row (by index: only the window's tokens change).
+    row_.assign(logits, logits + n_vocab);
+    if (!no_penalty) {
+        for (const auto& [id, count] : window_counts(history, n_history, p_.repeat_last_n))
+            if (id >= 0 && id < n_vocab)
+                penalize(row_[id], count, p_.repeat_penalty, p_.frequency_penalty, p_.presence_penalty);
+    }
+    if (is_greedy()) {
+        cand_.data.clear();
+        return argmax(row_.data(), n_vocab);
+    }
+    if (p_.top_k > 0 && p_.top_k < n_vocab) {
+        // top-k straight off the row: the k-th largest value by a k-element heap (one
+        // pass of float compares), then candidates only for logits at or above it.
+        // Same set and order as sorting every candidate, at a fraction of the cost.
+        const float thr = kth_largest(row_.data(), n_vocab, p_.top_k, heap_);
+        cand_.data.clear();
+        for (int32_t i = 0; i < n_vocab; ++i)
+            if (row_[i] >= thr) cand_.data.push_back({i, row_[i], 0.0f});
+        std::sort(cand_.data.begin(), cand_.data.end(), before);
+        cand_.data.resize(std::min(cand_.size(), static_cast<size_t>(p_.top_k)));
+        cand_.sorted = true;
+    } else {
+        cand_.assign(row_.data(), n_vocab);
+    }
     top_p(cand_, p_.top_p, p_.min_keep);
     min_p(cand_, p_.min_p, p_.min_keep);
     temperature(cand_, p_.temperature);

@@ -46,6 +46,7 @@ void min_p(Candidates& c, float p, size_t min_keep);    // keep prob >= p * max 
 void temperature(Candidates& c, float t);               // logit /= t; t <= 0: all but the max -> -inf
 void softmax(Candidates& c);                            // fills p (does not reorder)
 int32_t greedy(const Candidates& c);                    // highest logit, lower id on ties
+int32_t argmax(const float* logits, int32_t n);         // the same, straight off a logits row
 int32_t dist(Candidates& c, Rng& rng);                  // draw from softmax(logits)
 
 // Sort in descending logit order (ties: lower id first); only the first k
@@ -84,7 +85,9 @@ public:
 private:
     SamplerParams p_;
     Rng rng_;
-    Candidates cand_;  // reused between calls: no allocation per token
+    Candidates cand_;         // reused between calls: no allocation per token
+    std::vector<float> row_;  // the logits row after penalties
+    std::vector<float> heap_; // top-k selection scratch
 };
 
 } // namespace phi::sampling
