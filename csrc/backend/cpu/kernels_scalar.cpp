@@ -2,9 +2,12 @@
 // fallback for CPUs without AVX2. Float weights are widened to f32 once per
 // row and dotted with every token; quantized weights use the reference
 // integer dot products of csrc/quant.
+#include <cmath>
+#include <algorithm>
 #include <vector>
 
 #include "backend/cpu/kernels.h"
+#include "quant/blocks.h"
 #include "quant/quant.h"
 
 namespace phi::cpu {
@@ -49,7 +52,20 @@ void rows_quant(const MatmulArgs& a, int64_t r0, int64_t r1) {
     }
 }
 
-void quantize_q8_0(const float* x, void* dst, int64_t K) { quant::quantize_row(DType::Q8_0, x, dst, K); }
+// Activations are quantized with the arithmetic of ggml's x86 path
+// (scale 127/amax, round half to even), not the reference quantizer's
+// (1/(amax/127), round half away), so a matmul sees the same activation
+// codes as llama.cpp's x86 build would for the same input.
+void quantize_q8_0(const float* x, void* dst, int64_t K) {
+    auto* y = static_cast<quant::BlockQ8_0*>(dst);
+    for (int64_t i = 0; i < K / 32; ++i, x += 32) {
+        float amax = 0;
+        for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+        y[i].d = fp32_to_fp16(amax / 127.f);
+        const float id = amax != 0.0f ? 127.f / amax : 0.0f;
+        for (int j = 0; j < 32; ++j) y[i].qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+    }
+}
 void quantize_q8_1(const float* x, void* dst, int64_t K) { quant::quantize_row(DType::Q8_1, x, dst, K); }
 void quantize_q8_K(const float* x, void* dst, int64_t K) { quant::quantize_row(DType::Q8_K, x, dst, K); }
 

@@ -1,0 +1,124 @@
+"""Quantized GGUFs side by side with llama.cpp (issue 5, model level).
+
+For each mix, on two small files whose rows are whole K-quant blocks: a
+random-weight Phi-3 (../shared/tools/mkrand_gguf.py, F32) and the trained
+Phi-2-style model that ships with phicpp (F16):
+- `phicpp quantize` writes the same tensor bytes as llama-quantize;
+- on the trained model, phicpp's greedy continuation of a code prompt is
+  llama.cpp's for 32 steps, teacher forced as in test_llamacpp_compat.py.
+  (Not on random weights: there the logits are near-ties everywhere, and
+  8-bit activation quantization is discontinuous, so a 1e-4 difference
+  upstream flips roundings and moves quantized logits by ~1% in either
+  engine; llama.cpp's own batch and one-token paths differ that much. A
+  step where llama.cpp's top two logits are within 2% of the logit scale
+  counts as a tie.)
+- phicpp's logits move away from the F32 model's by no more than llama.cpp's
+  do on the same file (ratio printed, bounded at 1.1).
+Skipped unless PHICPP_LLAMACPP_BIN points at llama.cpp's tools (tools/llamacpp.sh).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gguf import GGUFReader
+
+import phicpp
+from phicpp.quantize import quantize_gguf
+
+BIN = os.environ.get("PHICPP_LLAMACPP_BIN")
+pytestmark = pytest.mark.skipif(not BIN or not (Path(BIN) / "llamacpp-logits").exists(),
+                                reason="set PHICPP_LLAMACPP_BIN to llama.cpp's tools (tools/llamacpp.sh)")
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+VOCAB = {"phi3-tiny": "ggml-vocab-phi-3.gguf"}
+MIXES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_M", "Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K"]
+N_PROMPT, N_GEN, N_CTX = 16, 32, 256
+
+
+@pytest.fixture(scope="module")
+def f32_model(tmp_path_factory):
+    made = {}
+
+    def get(shape: str) -> Path:
+        if shape == "shipped":
+            from phicpp.models import default_model_path
+            return Path(default_model_path())
+        if shape not in made:
+            out = tmp_path_factory.mktemp("q") / f"{shape}-f32.gguf"
+            vocab = Path(__file__).parent / "data" / VOCAB[shape]
+            if not vocab.exists():
+                vocab = SHARED / "fixtures" / "vocab" / VOCAB[shape]
+            subprocess.run([sys.executable, str(SHARED / "tools" / "mkrand_gguf.py"), shape, str(vocab), str(out),
+                            "--dtype", "f32", "--seed", "5"], check=True, capture_output=True)
+            made[shape] = out
+        return made[shape]
+
+    return get
+
+
+def llama_logits(path: Path, tokens, step: bool = False) -> np.ndarray:
+    out = path.with_suffix(".logits.npy")
+    subprocess.run([str(Path(BIN) / "llamacpp-logits"), "-m", str(path), "--tokens", ",".join(map(str, tokens)),
+                    "--ctx", str(N_CTX), "-t", "2", "--npy", str(out), "--top", "0"] + (["--step"] if step else []),
+                   check=True, capture_output=True, timeout=300)
+    return np.load(out)
+
+
+def greedy(path: Path, prompt) -> list[int]:
+    m = phicpp.Model(path, n_ctx=N_CTX, n_threads=2, kv_type="f16")
+    seq = list(prompt)
+    logits = m.eval(seq)
+    for _ in range(N_GEN):
+        seq.append(int(np.argmax(logits)))
+        logits = m.eval(seq[-1:])
+    return seq
+
+
+@pytest.mark.parametrize("mix", MIXES)
+@pytest.mark.parametrize("shape", ["phi3-tiny", "shipped"])
+def test_quantized_like_llamacpp(f32_model, tmp_path, shape, mix):
+    src = f32_model(shape)
+    theirs, ours = tmp_path / "llama.gguf", tmp_path / "ours.gguf"
+    subprocess.run([str(Path(BIN) / "llama-quantize"), str(src), str(theirs), mix, "2"],
+                   check=True, capture_output=True, timeout=600)
+    quantize_gguf(src, ours, mix, n_threads=2)
+
+    # same types and bytes, tensor by tensor
+    a = {t.name: t for t in GGUFReader(str(theirs)).tensors}
+    b = {t.name: t for t in GGUFReader(str(ours)).tensors}
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].tensor_type == b[name].tensor_type, f"{mix} {name}: type"
+        assert np.array_equal(np.asarray(a[name].data).view(np.uint8), np.asarray(b[name].data).view(np.uint8)), \
+            f"{mix} {name}: bytes differ from llama-quantize's"
+
+    # greedy tokens on llama.cpp's file
+    if shape == "shipped":
+        prompt = phicpp.Tokenizer.from_gguf(src).tokenize("import os\n\n\ndef read_config(path):\n", add_special=False)
+    else:
+        prompt = np.random.default_rng(2).integers(0, 30000, N_PROMPT).tolist()
+    seq = greedy(theirs, prompt)
+    ref_q = llama_logits(theirs, seq)
+    n_prompt = len(prompt)
+    if shape == "shipped":
+        # exact, except at near-ties: where llama.cpp's top two logits lie
+        # within the ~1% engine-to-engine spread described above
+        steps = ref_q[n_prompt - 1:-1]
+        chosen = steps[np.arange(len(steps)), seq[n_prompt:]]
+        near_tie = steps.max(axis=1) - chosen <= 0.02 * np.abs(steps).max(axis=1)
+        same = steps.argmax(axis=1) == np.array(seq[n_prompt:])
+        print(f"shipped {mix}: llama.cpp's greedy token equals phicpp's at {same.sum()}/{len(same)} steps")
+        assert np.all(same | near_tie), f"{mix}: greedy path differs beyond a near-tie"
+
+    # distance from the F32 model: phicpp's no larger than llama.cpp's
+    ref_f = llama_logits(src, seq)
+    ours_q = phicpp.Model(theirs, n_ctx=N_CTX, n_threads=2, kv_type="f16").eval(seq, all_logits=True)
+    ours_f = phicpp.Model(src, n_ctx=N_CTX, n_threads=2, kv_type="f16").eval(seq, all_logits=True)
+    d_ours = float(np.sqrt(np.mean((ours_q - ours_f) ** 2)))
+    d_llama = float(np.sqrt(np.mean((ref_q - ref_f) ** 2)))
+    print(f"{shape} {mix}: rms(Q - F32) phicpp {d_ours:.3e} llama.cpp {d_llama:.3e} ratio {d_ours / d_llama:.3f}")
+    assert d_ours <= 1.1 * d_llama
