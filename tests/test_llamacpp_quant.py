@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def f32_model(tmp_path_factory):
 
 
 def llama_logits(path: Path, tokens, step: bool = False) -> np.ndarray:
-    out = path.with_suffix(".logits.npy")
+    out = Path(tempfile.mkdtemp()) / "logits.npy"  # never beside the model: it may be package data
     subprocess.run([str(Path(BIN) / "llamacpp-logits"), "-m", str(path), "--tokens", ",".join(map(str, tokens)),
                     "--ctx", str(N_CTX), "-t", "2", "--npy", str(out), "--top", "0"] + (["--step"] if step else []),
                    check=True, capture_output=True, timeout=300)
