@@ -12,6 +12,7 @@ Adding a subcommand:
 """
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +47,10 @@ def user_errors() -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         fail("interrupted", 130)
+    except BrokenPipeError:
+        # the reader went away (`phicpp info M | head`): not an error of ours
+        sys.stderr.close()
+        os._exit(0)
     except _error_types() as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         fail(msg)

@@ -39,8 +39,12 @@ void ThreadPool::worker(int index) {
         const auto until = std::chrono::steady_clock::now() + kSpin;
         int polls = 0;
         while (generation_.load(std::memory_order_acquire) == seen && !stop_.load(std::memory_order_relaxed)) {
-            PHI_CPU_RELAX();
-            if (++polls % 64 == 0 && std::chrono::steady_clock::now() > until) {
+            if (++polls < 2000) {
+                PHI_CPU_RELAX();
+            } else {
+                std::this_thread::yield();
+            }
+            if (polls % 64 == 0 && std::chrono::steady_clock::now() > until) {
                 std::unique_lock<std::mutex> lock(mu_);
                 cv_start_.wait(lock, [&] { return stop_.load() || generation_.load() != seen; });
                 break;
@@ -73,7 +77,15 @@ void ThreadPool::run(JobRef fn) {
     } catch (...) {
         err = std::current_exception();
     }
-    while (pending_.load(std::memory_order_acquire) != 0) PHI_CPU_RELAX();
+    // spin briefly, then yield: on an oversubscribed machine the worker we
+    // wait for may need our core to run at all
+    for (int polls = 0; pending_.load(std::memory_order_acquire) != 0; ++polls) {
+        if (polls < 2000) {
+            PHI_CPU_RELAX();
+        } else {
+            std::this_thread::yield();
+        }
+    }
     job_ = nullptr;
     if (err) std::rethrow_exception(err);
 }
