@@ -143,10 +143,13 @@ def build_membw(scratch: Path) -> str | None:
     return str(exe)
 
 
-def membw_samples(exe: str, threads: int, runs: int = 5) -> list[float]:
+def membw_samples(exe: str, threads: int, runs: int = 5) -> tuple[list[float], list[float]]:
+    """(GB/s per run, CPU share % per run); a share well below 100 means the
+    threads were descheduled and the GB/s says more about the host's load."""
     out = subprocess.run([exe, str(threads), "1024", str(runs)], check=True,
                          capture_output=True, text=True).stdout
-    return [float(x) for x in re.findall(r"^run\s+\d+:\s+([\d.]+) GB/s", out, re.M)]
+    runs_ = re.findall(r"^run\s+\d+:\s+([\d.]+) GB/s.*cpu\s+(\d+)%", out, re.M)
+    return [float(g) for g, _ in runs_], [float(c) for _, c in runs_]
 
 
 # ------------------------------------------------------------------ report
@@ -217,14 +220,16 @@ def main() -> int:
     rows, commit = [], None
     for model in a.models:
         row = {"name": Path(model).name, "bytes": os.path.getsize(model),
-               "llamacpp": {"pp": [], "tg": []}, "phicpp": {"pp": [], "tg": []}, "membw": []}
+               "llamacpp": {"pp": [], "tg": []}, "phicpp": {"pp": [], "tg": []},
+               "membw": [], "membw_cpu": [], "load": []}
         for rnd in range(a.rounds):
             # swap the order every round so neither side always runs first
             order = ["llamacpp", "phicpp"] if rnd % 2 == 0 else ["phicpp", "llamacpp"]
             for side in order:
                 if a.side not in ("both", side):
                     continue
-                log(f"[{row['name']}] round {rnd + 1}/{a.rounds}: {side}")
+                row["load"].append(os.getloadavg()[0])
+                log(f"[{row['name']}] round {rnd + 1}/{a.rounds}: {side} (load {row['load'][-1]:.1f})")
                 if side == "llamacpp":
                     r = llamacpp_side(a.llama_bench, model, a.n_prompt, a.n_gen, a.threads, a.reps)
                     commit = r.get("build_commit")
@@ -234,14 +239,21 @@ def main() -> int:
                 row[side]["tg"] += r["tg"]
                 log(f"    pp {fmt(med(r['pp']))} t/s   tg {fmt(med(r['tg']))} t/s")
             if membw:
-                row["membw"] += membw_samples(membw, a.threads)
-                log(f"    membw {fmt(med(row['membw']), 1)} GB/s")
+                gbs, cpu = membw_samples(membw, a.threads)
+                row["membw"] += gbs
+                row["membw_cpu"] += cpu
+                log(f"    membw {fmt(med(gbs), 1)} GB/s at {fmt(med(cpu), 0)}% CPU")
         rows.append(row)
 
     print(f"machine: {machine()}; date: {started:%Y-%m-%d %H:%M} UTC; "
           f"llama.cpp build {commit or '?'}; threads {a.threads}, "
           f"{a.rounds} rounds x {a.reps} reps per side, medians")
     print(f"command: tools/bench_vs_llamacpp.py {' '.join(sys.argv[1:])}")
+    loads = [x for r in rows for x in r["load"]]
+    cpus = [x for r in rows for x in r["membw_cpu"]]
+    print(f"host load (1-min loadavg at each run): {min(loads):.1f}-{max(loads):.1f}"
+          + (f"; membw threads got {min(cpus):.0f}-{max(cpus):.0f}% of their CPUs" if cpus else "")
+          + (" -- CONTENDED, numbers unreliable" if max(loads) > 1.5 * (os.cpu_count() or 1) else ""))
     print()
     print(table(rows, a.n_prompt, a.n_gen))
     if a.json:
