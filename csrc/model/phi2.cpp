@@ -7,7 +7,7 @@
 namespace phi {
 
 void load_phi2_weights(WeightLoader& ld, const ModelConfig& c, Weights& w) {
-    const int E = c.n_embd, qw = c.q_width(), kvw = c.kv_width();
+    const int E = c.n_embd, qw = c.q_width();
     w.token_embd = ld.matrix("token_embd.weight", E, c.n_vocab);
     w.out_norm_w = ld.vector("output_norm.weight", E);
     w.out_norm_b = ld.vector("output_norm.bias", E);
@@ -19,17 +19,7 @@ void load_phi2_weights(WeightLoader& ld, const ModelConfig& c, Weights& w) {
         const std::string p = "blk." + std::to_string(i) + ".";
         L.attn_norm_w = ld.vector(p + "attn_norm.weight", E);
         L.attn_norm_b = ld.vector(p + "attn_norm.bias", E);
-        if (ld.has(p + "attn_qkv.weight")) {  // older conversions fuse Wqkv
-            L.wqkv = ld.matrix(p + "attn_qkv.weight", E, qw + 2 * kvw);
-            L.bqkv = ld.opt_vector(p + "attn_qkv.bias", qw + 2 * kvw);
-        } else {
-            L.wq = ld.matrix(p + "attn_q.weight", E, qw);
-            L.wk = ld.matrix(p + "attn_k.weight", E, kvw);
-            L.wv = ld.matrix(p + "attn_v.weight", E, kvw);
-            L.bq = ld.opt_vector(p + "attn_q.bias", qw);
-            L.bk = ld.opt_vector(p + "attn_k.bias", kvw);
-            L.bv = ld.opt_vector(p + "attn_v.bias", kvw);
-        }
+        load_qkv(ld, c, p, L);  // older conversions fuse Wqkv, newer ones split it
         if (ld.has(p + "attn_q_norm.weight")) {
             L.q_norm_w = ld.vector(p + "attn_q_norm.weight", c.head_dim);
             L.q_norm_b = ld.opt_vector(p + "attn_q_norm.bias", c.head_dim);

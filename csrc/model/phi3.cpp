@@ -7,7 +7,7 @@
 namespace phi {
 
 void load_phi3_weights(WeightLoader& ld, const ModelConfig& c, Weights& w) {
-    const int E = c.n_embd, qw = c.q_width(), kvw = c.kv_width();
+    const int E = c.n_embd, qw = c.q_width();
     w.token_embd = ld.matrix("token_embd.weight", E, c.n_vocab);
     w.out_norm_w = ld.vector("output_norm.weight", E);
     w.output = ld.has("output.weight") ? ld.matrix("output.weight", E, c.n_vocab) : w.token_embd;  // tied
@@ -20,14 +20,7 @@ void load_phi3_weights(WeightLoader& ld, const ModelConfig& c, Weights& w) {
         const std::string p = "blk." + std::to_string(i) + ".";
         L.attn_norm_w = ld.vector(p + "attn_norm.weight", E);
         L.ffn_norm_w = ld.vector(p + "ffn_norm.weight", E);
-        if (ld.has(p + "attn_qkv.weight")) {
-            L.wqkv = ld.matrix(p + "attn_qkv.weight", E, qw + 2 * kvw);
-            L.bqkv = ld.opt_vector(p + "attn_qkv.bias", qw + 2 * kvw);
-        } else {
-            L.wq = ld.matrix(p + "attn_q.weight", E, qw);
-            L.wk = ld.matrix(p + "attn_k.weight", E, kvw);
-            L.wv = ld.matrix(p + "attn_v.weight", E, kvw);
-        }
+        load_qkv(ld, c, p, L);
         L.wo = ld.matrix(p + "attn_output.weight", qw, E);
         L.bo = ld.opt_vector(p + "attn_output.bias", E);
         L.ffn_up = ld.matrix(p + "ffn_up.weight", E, 2 * c.n_ff);

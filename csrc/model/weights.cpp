@@ -57,4 +57,19 @@ const float* WeightLoader::opt_vector(const std::string& name, int64_t n) {
     return has(name) ? vector(name, n) : nullptr;
 }
 
+void load_qkv(WeightLoader& ld, const ModelConfig& c, const std::string& p, LayerWeights& L) {
+    const int E = c.n_embd, qw = c.q_width(), kvw = c.kv_width();
+    if (ld.has(p + "attn_qkv.weight")) {
+        L.wqkv = ld.matrix(p + "attn_qkv.weight", E, qw + 2 * kvw);
+        L.bqkv = ld.opt_vector(p + "attn_qkv.bias", qw + 2 * kvw);
+        return;
+    }
+    L.wq = ld.matrix(p + "attn_q.weight", E, qw);
+    L.wk = ld.matrix(p + "attn_k.weight", E, kvw);
+    L.wv = ld.matrix(p + "attn_v.weight", E, kvw);
+    L.bq = ld.opt_vector(p + "attn_q.bias", qw);
+    L.bk = ld.opt_vector(p + "attn_k.bias", kvw);
+    L.bv = ld.opt_vector(p + "attn_v.bias", kvw);
+}
+
 } // namespace phi

@@ -63,6 +63,9 @@ private:
     std::vector<void*>& owned_;
 };
 
+// q, k, v projections of layer prefix p ("blk.N."): one fused attn_qkv or
+// three separate tensors, each with an optional bias.
+void load_qkv(WeightLoader& ld, const ModelConfig& c, const std::string& p, LayerWeights& L);
 void load_phi2_weights(WeightLoader& ld, const ModelConfig& c, Weights& w);
 void load_phi3_weights(WeightLoader& ld, const ModelConfig& c, Weights& w);
 
