@@ -230,11 +230,16 @@ def main() -> int:
                     continue
                 row["load"].append(os.getloadavg()[0])
                 log(f"[{row['name']}] round {rnd + 1}/{a.rounds}: {side} (load {row['load'][-1]:.1f})")
-                if side == "llamacpp":
-                    r = llamacpp_side(a.llama_bench, model, a.n_prompt, a.n_gen, a.threads, a.reps)
-                    commit = r.get("build_commit")
-                else:
-                    r = phicpp_in_child(model, a.n_prompt, a.n_gen, a.threads, a.reps)
+                # one failing file or side must not lose the whole table
+                try:
+                    if side == "llamacpp":
+                        r = llamacpp_side(a.llama_bench, model, a.n_prompt, a.n_gen, a.threads, a.reps)
+                        commit = r.get("build_commit")
+                    else:
+                        r = phicpp_in_child(model, a.n_prompt, a.n_gen, a.threads, a.reps)
+                except (subprocess.CalledProcessError, RuntimeError, ValueError) as e:
+                    log(f"    FAILED: {e}")
+                    continue
                 row[side]["pp"] += r["pp"]
                 row[side]["tg"] += r["tg"]
                 log(f"    pp {fmt(med(r['pp']))} t/s   tg {fmt(med(r['tg']))} t/s")
