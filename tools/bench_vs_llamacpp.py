@@ -24,9 +24,9 @@ usage:
 The markdown table goes to stdout (progress to stderr), ready for
 docs/BENCHMARKS.md.
 
-The phicpp side runs in a child process (a fresh process per round, as
-llama-bench is), through phicpp_side() below: the one place to adapt when
-phicpp's Python API changes.
+The phicpp side is `python -m phicpp bench ... -o json` (a fresh process per
+round, as llama-bench is), found through the caller's PYTHONPATH:
+  PYTHONPATH=$(tools/devbuild.sh NAME) tools/bench_vs_llamacpp.py FILES...
 """
 from __future__ import annotations
 
@@ -35,13 +35,11 @@ import datetime
 import json
 import os
 import platform
-import random
 import re
 import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,10 +58,8 @@ def llamacpp_side(llama_bench: str, model: str, n_prompt: int, n_gen: int,
     cmd = [llama_bench, "-m", model, "-t", str(threads), "-p", str(n_prompt),
            "-n", str(n_gen), "-r", str(reps), "-o", "json"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    res = {"pp": [], "tg": [], "cmd": " ".join(cmd)}
+    res = {**parse_bench_json(out), "cmd": " ".join(cmd)}
     for t in json.loads(out):
-        key = "pp" if t["n_prompt"] > 0 and t["n_gen"] == 0 else "tg"
-        res[key] += [float(x) for x in t["samples_ts"]]
         res["build_commit"] = t.get("build_commit")
         res["cpu_info"] = t.get("cpu_info")
         res["model_type"] = t.get("model_type")
@@ -73,60 +69,25 @@ def llamacpp_side(llama_bench: str, model: str, n_prompt: int, n_gen: int,
 
 # ------------------------------------------------------------------- phicpp
 
-def phicpp_side(model: str, n_prompt: int, n_gen: int, threads: int, reps: int) -> dict:
-    """phicpp's pp/tg tokens/s samples, measured like llama-bench.
-
-    ADAPTER: the only code that knows phicpp's Python API. Uses, in order:
-      1. phicpp.bench(path, n_prompt=, n_gen=, n_threads=, reps=) -> {"pp": [t/s...], "tg": [...]}
-         if phicpp provides it (its own timing, in C++);
-      2. otherwise phicpp.Model(path, n_threads=) with
-         model.reset()            -- empty the KV cache
-         model.eval(tokens)       -- run a batch of token ids at the next
-                                     positions, return the last token's logits
-    """
-    import phicpp
-
-    if hasattr(phicpp, "bench"):
-        r = phicpp.bench(model, n_prompt=n_prompt, n_gen=n_gen, n_threads=threads, reps=reps)
-        return {"pp": [float(x) for x in r["pp"]], "tg": [float(x) for x in r["tg"]]}
-
-    m = phicpp.Model(model, n_threads=threads)
-    n_vocab = m.n_vocab
-    rng = random.Random(0)
-
-    def prompt():
-        return [rng.randrange(n_vocab) for _ in range(n_prompt)]
-
-    def gen():
-        tok = rng.randrange(n_vocab)
-        for _ in range(n_gen):
-            m.eval([tok])
-            tok = rng.randrange(n_vocab)
-
-    # warm-up, untimed (page cache, thread pool, lazy allocations)
-    m.reset(); m.eval(prompt())
-    m.reset(); gen()
+def parse_bench_json(text: str) -> dict:
+    """pp/tg tokens/s samples from llama-bench's JSON; `phicpp bench -o json`
+    writes the same fields (n_prompt, n_gen, samples_ts)."""
     res = {"pp": [], "tg": []}
-    for _ in range(reps):
-        m.reset()
-        toks = prompt()
-        t0 = time.perf_counter(); m.eval(toks); dt = time.perf_counter() - t0
-        res["pp"].append(n_prompt / dt)
-    for _ in range(reps):
-        m.reset()
-        t0 = time.perf_counter(); gen(); dt = time.perf_counter() - t0
-        res["tg"].append(n_gen / dt)
+    for t in json.loads(text):
+        key = "pp" if t["n_prompt"] > 0 and t["n_gen"] == 0 else "tg"
+        res[key] += [float(x) for x in t["samples_ts"]]
     return res
 
 
-def phicpp_in_child(model: str, n_prompt: int, n_gen: int, threads: int, reps: int) -> dict:
-    """Run phicpp_side in a fresh interpreter; its JSON result is the last stdout line."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--phicpp-worker", model,
-           "-p", str(n_prompt), "-n", str(n_gen), "-t", str(threads), "-r", str(reps)]
+def phicpp_side(model: str, n_prompt: int, n_gen: int, threads: int, reps: int) -> dict:
+    """`python -m phicpp bench` in a fresh process (as llama-bench is), with
+    the caller's PYTHONPATH (e.g. PYTHONPATH=$(tools/devbuild.sh NAME))."""
+    cmd = [sys.executable, "-m", "phicpp", "bench", "-m", model, "-t", str(threads),
+           "-p", str(n_prompt), "-n", str(n_gen), "-r", str(reps), "-o", "json"]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(f"phicpp side failed ({' '.join(cmd)}):\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    return parse_bench_json(p.stdout)
 
 
 # ------------------------------------------------------------ memory bandwidth
@@ -208,12 +169,7 @@ def main() -> int:
     ap.add_argument("--llama-bench", default=str(DEFAULT_SCRATCH / "bin" / "llama-bench"))
     ap.add_argument("--no-membw", action="store_true", help="skip the bandwidth runs")
     ap.add_argument("--json", help="also write every raw sample here")
-    ap.add_argument("--phicpp-worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
-
-    if a.phicpp_worker:  # child process: one phicpp run, JSON on stdout
-        print(json.dumps(phicpp_side(a.models[0], a.n_prompt, a.n_gen, a.threads, a.reps)))
-        return 0
 
     membw = None if a.no_membw else build_membw(DEFAULT_SCRATCH)
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -236,7 +192,7 @@ def main() -> int:
                         r = llamacpp_side(a.llama_bench, model, a.n_prompt, a.n_gen, a.threads, a.reps)
                         commit = r.get("build_commit")
                     else:
-                        r = phicpp_in_child(model, a.n_prompt, a.n_gen, a.threads, a.reps)
+                        r = phicpp_side(model, a.n_prompt, a.n_gen, a.threads, a.reps)
                 except (subprocess.CalledProcessError, RuntimeError, ValueError) as e:
                     log(f"    FAILED: {e}")
                     continue
