@@ -1,6 +1,6 @@
 #include "model/weights.h"
 
-#include "backend/cpu/matmul.h"
+#include "quant/quant.h"
 #include "core/error.h"
 
 namespace phi {
@@ -38,7 +38,7 @@ std::vector<float> WeightLoader::host_vector(const std::string& name, int64_t n)
     if (!has(name)) return {};
     const gguf::TensorInfo& t = lookup(name, 1, n, 1);
     std::vector<float> v(static_cast<size_t>(n));
-    cpu::dequantize_row(t.type, t.data, v.data(), n);
+    quant::dequantize_row(t.type, t.data, v.data(), n);
     return v;
 }
 
