@@ -8,6 +8,7 @@
 #include "gguf/gguf.h"
 #include "backend/cpu/cpu_features.h"
 #include "backend/cpu/matmul.h"
+#include "backend/cpu/ops.h"
 #include "quant/quant.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
@@ -355,6 +356,82 @@ static void bind_quant(py::module_& m) {
     }, py::arg("w"), py::arg("type"), py::arg("shape"), py::arg("x"), py::arg("bias") = py::none(),
        py::arg("isa") = py::none(), py::arg("n_threads") = 1,
        "y[n, rows] = x[n, K] . W^T (+ bias) with the CPU kernels; isa forces scalar/avx2/avx512 for this call.");
+
+    // CPU ops through the same dispatch the model uses, with the ISA forced
+    // for the call (isa="scalar" gives the reference), for the kernel tests.
+    auto with_isa = [](const std::optional<std::string>& isa, auto&& fn) {
+        const std::string prev = cpu::isa_name(cpu::current_isa());
+        if (isa) cpu::set_isa(*isa);
+        try {
+            py::gil_scoped_release nogil;
+            fn();
+        } catch (...) {
+            cpu::set_isa(prev);
+            throw;
+        }
+        cpu::set_isa(prev);
+    };
+
+    m.def("cpu_attention", [with_isa](F32Array q, py::array k_cache, py::array v_cache, int pos0, int n_head,
+                                      int n_head_kv, float scale, int window, std::optional<std::string> isa,
+                                      int n_threads) {
+        // q [n_tok, n_head * hd]; caches [pos0 + n_tok (or more), n_head_kv * hd] float32 or float16
+        if (q.ndim() != 2 || n_head <= 0 || n_head_kv <= 0 || n_head % n_head_kv != 0 || q.shape(1) % n_head != 0)
+            fail(ErrorKind::invalid_arg, "q must be [n_tok, n_head * head_dim] with n_head a multiple of n_head_kv");
+        const int n_tok = static_cast<int>(q.shape(0));
+        const int hd = static_cast<int>(q.shape(1) / n_head);
+        const bool f16 = k_cache.dtype().is(py::dtype("float16"));
+        if (!f16 && !k_cache.dtype().is(py::dtype::of<float>()))
+            fail(ErrorKind::invalid_arg, "caches must be float32 or float16");
+        if (!k_cache.dtype().is(v_cache.dtype()) || k_cache.ndim() != 2 || v_cache.ndim() != 2 ||
+            k_cache.shape(1) != n_head_kv * hd || v_cache.shape(1) != n_head_kv * hd ||
+            k_cache.shape(0) < pos0 + n_tok || v_cache.shape(0) < pos0 + n_tok ||
+            !(k_cache.flags() & py::array::c_style) || !(v_cache.flags() & py::array::c_style))
+            fail(ErrorKind::invalid_arg, "caches must be C-contiguous [>= pos0 + n_tok, n_head_kv * head_dim] of one dtype");
+        F32Array out({n_tok, n_head * hd});
+        AttentionParams p;
+        p.n_head = n_head;
+        p.n_head_kv = n_head_kv;
+        p.head_dim = hd;
+        p.scale = scale;
+        p.window = window;
+        const float* qp = q.data();
+        const void* kp = k_cache.data();
+        const void* vp = v_cache.data();
+        float* op = out.mutable_data();
+        with_isa(isa, [&] {
+            cpu::ThreadPool pool(std::max(1, n_threads));
+            cpu::attention_auto(qp, q.shape(1), kp, vp, f16 ? DType::F16 : DType::F32, n_tok, pos0, p, op, pool);
+        });
+        return out;
+    }, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("pos0"), py::arg("n_head"),
+       py::arg("n_head_kv"), py::arg("scale"), py::arg("window") = 0, py::arg("isa") = py::none(),
+       py::arg("n_threads") = 1, "Causal attention of n_tok queries at positions pos0.. over a KV cache.");
+
+    m.def("cpu_activation", [with_isa](const std::string& name, F32Array x, std::optional<std::string> isa) {
+        // gelu_tanh: elementwise on x; swiglu: x is [rows, 2 * ff] (gate | up), returns [rows, ff]
+        if (name == "gelu_tanh") {
+            F32Array y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+            std::copy(x.data(), x.data() + x.size(), y.mutable_data());
+            float* yp = y.mutable_data();
+            const size_t n = static_cast<size_t>(y.size());
+            with_isa(isa, [&] { cpu::gelu_tanh_auto(yp, n); });
+            return y;
+        }
+        if (name == "swiglu") {
+            if (x.ndim() != 2 || x.shape(1) % 2 != 0) fail(ErrorKind::invalid_arg, "swiglu wants x [rows, 2 * ff]");
+            const int rows = static_cast<int>(x.shape(0)), ff = static_cast<int>(x.shape(1) / 2);
+            F32Array y({rows, ff});
+            const float* xp = x.data();
+            float* yp = y.mutable_data();
+            with_isa(isa, [&] { cpu::swiglu_auto(xp, rows, ff, yp); });
+            return y;
+        }
+        fail(ErrorKind::invalid_arg, "unknown activation '", name, "' (gelu_tanh, swiglu)");
+    }, py::arg("name"), py::arg("x"), py::arg("isa") = py::none(), "Apply a CPU activation kernel.");
+
+    m.def("gemm_min_tokens", [] { return cpu::kGemmMinTokens; },
+          "Token count from which quantized matmuls multiply dequantized weights with f32 activations.");
 
     m.def("cpu_isa", [] { return std::string(cpu::isa_name(cpu::current_isa())); }, "ISA the CPU kernels use now.");
     m.def("set_isa", [](const std::string& name) { cpu::set_isa(name); },

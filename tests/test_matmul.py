@@ -106,11 +106,22 @@ def make_quant_weight(typ, rows, K, rng):
     return raw.reshape(rows, -1)
 
 
-def quant_reference(w, typ, rows, K, x):
+def uses_gemm(isa, n):
+    """SIMD ISAs multiply n >= gemm_min_tokens() tokens (prefill) with f32
+    activations and weight panels dequantized to f32; fewer tokens (decode)
+    meet 8-bit activations, as in llama.cpp. The scalar path is always 8-bit."""
+    return isa != "scalar" and n >= C.gemm_min_tokens()
+
+
+def quant_reference(w, typ, rows, K, x, f32_activations=False):
     """float64 product of the dequantized weight with the activations as the
-    kernels see them (quantized to Q8_0 / Q8_1 / Q8_K, then dequantized)."""
+    kernels see them (quantized to Q8_0 / Q8_1 / Q8_K, then dequantized, or
+    as they are for the GEMM path)."""
     act = ACT_TYPE.get(typ, "q8_K")
-    xq = C.dequantize(C.quantize(x, act), act, list(x.shape)).astype(np.float64)
+    if f32_activations:
+        xq = x.astype(np.float64)
+    else:
+        xq = C.dequantize(C.quantize(x, act), act, list(x.shape)).astype(np.float64)
     wd = C.dequantize(w, typ, [rows, K]).astype(np.float64)
     return xq @ wd.T, np.abs(xq) @ np.abs(wd).T
 
@@ -127,11 +138,37 @@ def test_quant_matmul_matches_reference(isa, typ, rows, blocks, n):
     x = rng.standard_normal((n, K)).astype(np.float32)
     bias = rng.standard_normal(rows).astype(np.float32)
     y = C.matmul(w, typ, (rows, K), x, bias=bias, isa=isa)
-    ref, mag = quant_reference(w, typ, rows, K, x)
+    gemm = uses_gemm(isa, n)
+    ref, mag = quant_reference(w, typ, rows, K, x, f32_activations=gemm)
     # the integer dot is exact; only the f32 scale products and sums round
     # (Q8_1's fp16 s = d*sum(q) adds ~1e-3 relative of the min term)
-    tol = (2e-3 if ACT_TYPE.get(typ) == "q8_1" else 2e-5) * (mag + 1)
+    tol = (2e-3 if ACT_TYPE.get(typ) == "q8_1" and not gemm else 2e-5) * (mag + 1)
     assert np.all(np.abs(y - (ref + bias)) <= tol), np.max(np.abs(y - ref - bias) / (mag + 1))
+
+
+@pytest.mark.parametrize("isa", ISAS[1:])
+@pytest.mark.parametrize("typ", FLOAT_TYPES + QUANT_TYPES)
+@pytest.mark.parametrize("rows,n", [(6, 8), (47, 9), (49, 16), (97, 23), (100, 40), (13, 130)])
+def test_gemm_path_matches_reference(isa, typ, rows, n):
+    """The prefill GEMM: rows around the 6-row micro-tile and 48-row block,
+    tokens around the 8-token tiles and their pairs, K spanning several
+    256-column blocks with a short last block (and a tail for float types)."""
+    rng = np.random.default_rng(rows * 7 + n)
+    if typ in FLOAT_TYPES:
+        K = 613
+        w = encode_float(rng.standard_normal((rows, K)).astype(np.float32), typ)
+    else:
+        K = 768 if typ.endswith("_K") or typ == "iq4_xs" else 32 * 19
+        w = make_quant_weight(typ, rows, K, rng)
+    x = rng.standard_normal((n, K)).astype(np.float32)
+    bias = rng.standard_normal(rows).astype(np.float32)
+    y = C.matmul(w, typ, (rows, K), x, bias=bias, isa=isa, n_threads=2)
+    ref, mag = quant_reference(w, typ, rows, K, x, f32_activations=True)
+    assert np.all(np.abs(y - (ref + bias)) <= 2e-6 * (mag + 1)), np.max(np.abs(y - ref - bias) / (mag + 1))
+    # one token at a time through the same call gives the decode kernels: same numbers for floats
+    if typ in FLOAT_TYPES:
+        y1 = np.concatenate([C.matmul(w, typ, (rows, K), x[t:t + 1], bias=bias, isa=isa) for t in range(n)])
+        assert np.allclose(y, y1, rtol=1e-5, atol=1e-5 * (np.abs(y).max() + 1))
 
 
 @pytest.mark.parametrize("typ", QUANT_TYPES)

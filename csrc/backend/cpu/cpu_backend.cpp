@@ -79,15 +79,15 @@ public:
     }
     void attention(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
                    int n_tok, int pos0, const AttentionParams& p, float* out) override {
-        cpu::attention(q, q_stride, k_cache, v_cache, cache_type, n_tok, pos0, p, out, pool_);
+        cpu::attention_auto(q, q_stride, k_cache, v_cache, cache_type, n_tok, pos0, p, out, pool_);
     }
     void gelu_tanh(float* x, size_t n) override {
         pool_.parallel_for(static_cast<int64_t>(n), 1024,
-                           [&](int64_t b, int64_t e) { cpu::gelu_tanh(x + b, static_cast<size_t>(e - b)); });
+                           [&](int64_t b, int64_t e) { cpu::gelu_tanh_auto(x + b, static_cast<size_t>(e - b)); });
     }
     void swiglu(const float* gate_up, int n_rows, int ff, float* out) override {
         pool_.parallel_for(n_rows, 1, [&](int64_t r0, int64_t r1) {
-            cpu::swiglu(gate_up + r0 * 2 * ff, static_cast<int>(r1 - r0), ff, out + r0 * ff);
+            cpu::swiglu_auto(gate_up + r0 * 2 * ff, static_cast<int>(r1 - r0), ff, out + r0 * ff);
         });
     }
     void add(float* y, const float* x, size_t n) override {

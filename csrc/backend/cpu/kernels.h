@@ -30,6 +30,28 @@ struct MatmulArgs {
 };
 
 using RowsKernel = void (*)(const MatmulArgs& a, int64_t r0, int64_t r1);
+
+// Elements [k0, k0 + n) of one weight row as f32; k0 and n are multiples of
+// the type's block size (n may end at the row's end for float types).
+using DequantRangeFn = void (*)(DType type, const uint8_t* row, int64_t k0, int64_t n, float* dst);
+
+// Prefill as a blocked GEMM: weight panels are dequantized to f32 once per
+// call and multiplied with every token, so the cost per weight element is
+// amortized over n tokens and the inner loop is pure FMA.
+constexpr int kGemmTileToks = 8;  // tokens per packed activation tile
+struct GemmArgs {
+    const uint8_t* w = nullptr;
+    size_t w_stride = 0;
+    int64_t K = 0;
+    DType type = DType::F32;
+    DequantRangeFn dequant = nullptr;
+    const float* xp = nullptr;   // activations packed as [ceil(n/8)][K][8], zero-padded tokens
+    int n = 0;
+    float* y = nullptr;
+    int64_t ldy = 0;
+    const float* bias = nullptr;
+};
+using GemmKernel = void (*)(const GemmArgs& a, int64_t r0, int64_t r1);
 // Convert one activation row of K floats to a quantized activation type.
 using QuantizeRowFn = void (*)(const float* x, void* dst, int64_t K);
 
@@ -38,6 +60,9 @@ using QuantizeRowFn = void (*)(const float* x, void* dst, int64_t K);
 struct KernelTable {
     RowsKernel rows[kNumTypes];             // indexed by weight type id; null: none
     QuantizeRowFn quantize_act[kNumTypes];  // indexed by activation type id
+    DequantRangeFn dequant[kNumTypes];      // indexed by weight type id; null: use quant::dequantize_row
+    GemmKernel gemm;                        // null: prefill uses `rows` too
+    int gemm_row_block;                     // rows a gemm call should get at a time
 };
 
 const KernelTable& kernels_scalar();

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <new>
 
 #include "backend/cpu/kernels.h"
 #include "quant/blocks.h"
@@ -485,10 +486,157 @@ inline void kquant_tile(const MatmulArgs& a, int64_t r, int t) {
     }
 }
 
+// ---- Decode (one token) K-quant dot products. The generic kquant_tile above
+// widens the group scales through memory; these keep them in a register and
+// pick each group's scale with one byte shuffle, which roughly halves the
+// instructions per weight byte (decode is compute-bound for 4-6 bit weights on
+// two cores).
+
+// pshufb pattern selecting int16 lane i of each 128-bit half in all 8 lanes.
+inline __m256i lane16_pattern(int lo, int hi) {
+    return _mm256_setr_epi8(2 * lo, 2 * lo + 1, 2 * lo, 2 * lo + 1, 2 * lo, 2 * lo + 1, 2 * lo, 2 * lo + 1,
+                            2 * lo, 2 * lo + 1, 2 * lo, 2 * lo + 1, 2 * lo, 2 * lo + 1, 2 * lo, 2 * lo + 1,
+                            2 * hi, 2 * hi + 1, 2 * hi, 2 * hi + 1, 2 * hi, 2 * hi + 1, 2 * hi, 2 * hi + 1,
+                            2 * hi, 2 * hi + 1, 2 * hi, 2 * hi + 1, 2 * hi, 2 * hi + 1, 2 * hi, 2 * hi + 1);
+}
+
+inline float hsum128(__m128 s) {
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// Q4_K: x = d * sc[s] * u - dmin * m[s] per 32-element sub-block s.
+inline float dot1_q4_K(const BlockQ4_K* w, const BlockQ8_K* y, int64_t nb) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps();
+    __m128 acc_m = _mm_setzero_ps();
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        const BlockQ4_K& b = w[ib];
+        const float dy = y[ib].d;
+        uint8_t sm[16];
+        unpack_scale_min_k4(b.scales, sm);
+        // mins against the sub-block sums of the activations
+        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums));
+        const __m128i bs8 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+        const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm + 8)));
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dy * h2f(b.dmin)), _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs8)), acc_m);
+        const __m256i scales = _mm256_broadcastsi128_si256(
+            _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm))));
+        __m256i sumi = _mm256_setzero_si256();
+        for (int j = 0; j < 4; ++j) {  // 64 elements: sub-blocks 2j (low nibbles) and 2j+1 (high)
+            const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * j));
+            const __m256i lo = _mm256_and_si256(q, m4);
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            const __m256i y0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].qs + 64 * j));
+            const __m256i y1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].qs + 64 * j + 32));
+            const __m256i s0 = _mm256_shuffle_epi8(scales, lane16_pattern(2 * j, 2 * j));
+            const __m256i s1 = _mm256_shuffle_epi8(scales, lane16_pattern(2 * j + 1, 2 * j + 1));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s0, _mm256_maddubs_epi16(lo, y0)));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s1, _mm256_maddubs_epi16(hi, y1)));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dy * h2f(b.d)), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    return hsum(acc) - hsum128(acc_m);
+}
+
+// Q6_K: x = d * sc[g] * (u - 32) per 16-element group g, u in 0..63.
+inline float dot1_q6_K(const BlockQ6_K* w, const BlockQ8_K* y, int64_t nb) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        const BlockQ6_K& b = w[ib];
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales)));
+        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums));
+        // the -32 offset: 32 * sum_g sc[g] * bsums[g]
+        __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5));
+        for (int h = 0; h < 2; ++h) {  // 128 elements each
+            const __m256i scales = h ? _mm256_permute2x128_si256(sc16, sc16, 0x11) : _mm256_permute2x128_si256(sc16, sc16, 0x00);
+            const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.ql + 64 * h));
+            const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.ql + 64 * h + 32));
+            const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qh + 32 * h));
+            __m256i u[4];
+            u[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+            u[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
+            u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+            u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+            for (int k = 0; k < 4; ++k) {  // vector k: groups 2k, 2k+1 of this half
+                const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].qs + 128 * h + 32 * k));
+                const __m256i sc = _mm256_shuffle_epi8(scales, lane16_pattern(2 * k, 2 * k + 1));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, _mm256_maddubs_epi16(u[k], yv)));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[ib].d * h2f(b.d)), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    return hsum(acc);
+}
+
+// Signed legacy formats (Q8_0, Q4_0, Q5_0, IQ4_NL) against Q8_0, four rows at
+// a time: the per-row integer sums of a block are folded into one 4-lane
+// vector, so the block scales of the four rows are converted, multiplied and
+// accumulated together (one FMA per four blocks instead of one per block).
+template <class F>
+inline void dot4_legacy(const MatmulArgs& a, int64_t r, float out[4]) {
+    using Block = typename F::Block;
+    const auto* y = reinterpret_cast<const BlockQ8_0*>(a.x);
+    const Block* w0 = reinterpret_cast<const Block*>(a.w + r * a.w_stride);
+    const Block* w1 = reinterpret_cast<const Block*>(a.w + (r + 1) * a.w_stride);
+    const Block* w2 = reinterpret_cast<const Block*>(a.w + (r + 2) * a.w_stride);
+    const Block* w3 = reinterpret_cast<const Block*>(a.w + (r + 3) * a.w_stride);
+    const int64_t nb = a.K / QK;
+    __m128 acc = _mm_setzero_ps();
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].qs));
+        const __m256i p0 = dot_i8(F::load(w0[ib]), yv);
+        const __m256i p1 = dot_i8(F::load(w1[ib]), yv);
+        const __m256i p2 = dot_i8(F::load(w2[ib]), yv);
+        const __m256i p3 = dot_i8(F::load(w3[ib]), yv);
+        const __m256i t = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
+        const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+        __m128i d16 = _mm_cvtsi32_si128(w0[ib].d | (static_cast<uint32_t>(w1[ib].d) << 16));
+        d16 = _mm_insert_epi32(d16, static_cast<int>(w2[ib].d | (static_cast<uint32_t>(w3[ib].d) << 16)), 1);
+        const __m128 d4 = _mm_mul_ps(_mm_cvtph_ps(d16), _mm_set1_ps(h2f(y[ib].d)));
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(s4), d4, acc);
+    }
+    _mm_storeu_ps(out, acc);
+}
+
+template <class F>
+void rows_legacy_decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        float out[4];
+        dot4_legacy<F>(a, r, out);
+        for (int i = 0; i < 4; ++i) a.y[r + i] = out[i] + (a.bias ? a.bias[r + i] : 0.0f);
+    }
+    for (; r < r1; ++r) legacy_tile<F, 1, 1>(a, r, 0);
+}
+
+template <class Block, float (*Dot)(const Block*, const BlockQ8_K*, int64_t)>
+void rows_kquant_decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
+    const auto* y = reinterpret_cast<const BlockQ8_K*>(a.x);
+    const int64_t nb = a.K / QK_K;
+    for (int64_t r = r0; r < r1; ++r) {
+        const float v = Dot(reinterpret_cast<const Block*>(a.w + r * a.w_stride), y, nb);
+        a.y[r] = v + (a.bias ? a.bias[r] : 0.0f);
+    }
+}
+
+template <class F, class = void> struct IsSignedLegacy { static constexpr bool value = false; };
+template <class F> struct IsSignedLegacy<F, decltype(void(F::kSigned))> { static constexpr bool value = F::kSigned; };
+
 // Token-blocked driver shared by the quantized formats (see rows_float).
 template <template <class, int, int> class Tile, class F>
 void rows_quant(const MatmulArgs& a, int64_t r0, int64_t r1) {
     constexpr int R = kTileRows, N = kQuantToks;
+    if (a.n == 1 && a.type == DType::Q4_K) return rows_kquant_decode<BlockQ4_K, dot1_q4_K>(a, r0, r1);
+    if (a.n == 1 && a.type == DType::Q6_K) return rows_kquant_decode<BlockQ6_K, dot1_q6_K>(a, r0, r1);
+    if constexpr (IsSignedLegacy<F>::value) {
+        if (a.n == 1) return rows_legacy_decode<F>(a, r0, r1);
+    }
     if (a.n == 1) {
         int64_t r = r0;
         for (; r + R <= r1; r += R) Tile<F, R, 1>::run(a, r, 0);
@@ -521,7 +669,16 @@ struct KQuantTile {
     static void run(const MatmulArgs& a, int64_t r, int t) { kquant_tile<F, R, N>(a, r, t); }
 };
 
+} // namespace
+} // namespace phi::cpu
+
+#include "backend/cpu/gemm_x86_impl.h"
+
+namespace phi::cpu {
+namespace {
+
 void fill_x86_table(KernelTable* t) {
+    fill_gemm_table(t);
     t->rows[static_cast<int>(DType::Q8_0)] = rows_quant<LegacyTile, LegacyQ8_0>;
     t->rows[static_cast<int>(DType::Q4_0)] = rows_quant<LegacyTile, LegacyQ4_0>;
     t->rows[static_cast<int>(DType::Q5_0)] = rows_quant<LegacyTile, LegacyQ5_0>;

@@ -3,6 +3,7 @@
 // quantized weights), and splits output rows over the thread pool.
 #include "backend/cpu/matmul.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "backend/cpu/cpu_features.h"
@@ -13,6 +14,11 @@
 namespace phi::cpu {
 
 namespace {
+
+// Dequantizer for weight types without a SIMD one: the scalar reference.
+void dequantize_range_reference(DType t, const uint8_t* row, int64_t k0, int64_t n, float* dst) {
+    quant::dequantize_row(t, row + row_bytes(t, k0), dst, n);
+}
 
 const KernelTable& table_for(Isa isa) {
     switch (isa) {
@@ -45,6 +51,58 @@ struct QuantJob {
     size_t stride;
 };
 
+// Packs n activation rows of K floats into tiles of kGemmTileToks tokens,
+// k-major ([tile][K][8]), zero-filling the last tile's missing tokens.
+void pack_activations(const float* x, int64_t K, int n, int tile0, int tile1, float* xp) {
+    constexpr int T = kGemmTileToks;
+    for (int j = tile0; j < tile1; ++j) {
+        float* dst = xp + static_cast<int64_t>(j) * K * T;
+        const int valid = std::min(T, n - j * T);
+        const float* src[T];
+        for (int t = 0; t < T; ++t) src[t] = x + static_cast<int64_t>(j * T + std::min(t, valid - 1)) * K;
+        for (int64_t k = 0; k < K; ++k)
+            for (int t = 0; t < T; ++t) dst[k * T + t] = t < valid ? src[t][k] : 0.0f;
+    }
+}
+
+struct GemmJob {
+    GemmKernel gemm;
+    GemmArgs args;
+};
+
+// The GEMM path, when the ISA has one; returns false to use the row kernels.
+bool matmul_gemm(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool, Isa isa) {
+    if (n < kGemmMinTokens) return false;
+    const KernelTable& t = table_for(isa);
+    const int id = static_cast<int>(W.type);
+    if (!t.gemm || id >= kNumTypes || !quant::can_dequantize(W.type)) return false;
+    const int64_t K = W.ne0;
+    const int tiles = (n + kGemmTileToks - 1) / kGemmTileToks;
+    thread_local std::vector<float> packed;  // grows only: no allocation once warm
+    const size_t need = static_cast<size_t>(tiles) * kGemmTileToks * K;
+    if (packed.size() < need) packed.resize(need);
+    float* xp = packed.data();
+    pool.parallel_for(tiles, 1, [&](int64_t j0, int64_t j1) {
+        pack_activations(x, K, n, static_cast<int>(j0), static_cast<int>(j1), xp);
+    });
+
+    GemmJob job{t.gemm, GemmArgs{}};
+    GemmArgs& a = job.args;
+    a.w = static_cast<const uint8_t*>(W.data);
+    a.w_stride = W.row_bytes();
+    a.K = K;
+    a.type = W.type;
+    a.dequant = t.dequant[id] ? t.dequant[id] : dequantize_range_reference;
+    a.xp = xp;
+    a.n = n;
+    a.y = y;
+    a.ldy = W.ne1;
+    a.bias = bias;
+    const GemmJob* jp = &job;
+    pool.parallel_for(W.ne1, t.gemm_row_block, [jp](int64_t r0, int64_t r1) { jp->gemm(jp->args, r0, r1); });
+    return true;
+}
+
 } // namespace
 
 void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
@@ -59,6 +117,7 @@ void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias,
     const RowsKernel rows = id < kNumTypes ? pick(isa, &KernelTable::rows, id) : nullptr;
     if (!rows) fail(ErrorKind::unsupported, "no CPU kernel for tensor type ", dtype_name(W.type));
     quant::check_row_length(W.type, K);
+    if (matmul_gemm(W, x, n, y, bias, pool, isa)) return;
 
     Job job{rows, MatmulArgs{}};
     MatmulArgs& a = job.args;

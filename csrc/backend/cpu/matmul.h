@@ -6,6 +6,11 @@
 
 namespace phi::cpu {
 
+// From this many tokens on (prefill), an ISA with a GEMM kernel multiplies
+// weight panels dequantized to f32 with the f32 activations; below it (decode)
+// quantized weights meet activations quantized to 8 bits (as in llama.cpp).
+constexpr int kGemmMinTokens = 8;
+
 // y[n, W.ne1] = x[n, W.ne0] . W^T (+ bias). Splits output rows across the pool.
 // Throws phi::Error(unsupported) for a weight type without a kernel.
 void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool);

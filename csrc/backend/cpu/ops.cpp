@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "backend/cpu/cpu_features.h"
 #include "core/error.h"
 
 namespace phi::cpu {
@@ -143,6 +144,39 @@ void attention(const float* q, int64_t q_stride, const void* k_cache, const void
             for (int i = 0; i < hd; ++i) o[i] = acc[i] * inv;
         }
     });
+}
+
+namespace {
+bool use_avx2() {
+#if defined(PHICPP_X86)
+    return current_isa() != Isa::scalar;
+#else
+    return false;
+#endif
+}
+} // namespace
+
+void attention_auto(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
+                    int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool) {
+#if defined(PHICPP_X86)
+    if (use_avx2() && (cache_type == DType::F32 || cache_type == DType::F16))
+        return attention_avx2(q, q_stride, k_cache, v_cache, cache_type, n_tok, pos0, p, out, pool);
+#endif
+    attention(q, q_stride, k_cache, v_cache, cache_type, n_tok, pos0, p, out, pool);
+}
+
+void gelu_tanh_auto(float* x, size_t n) {
+#if defined(PHICPP_X86)
+    if (use_avx2()) return gelu_tanh_avx2(x, n);
+#endif
+    gelu_tanh(x, n);
+}
+
+void swiglu_auto(const float* gate_up, int n_rows, int ff, float* out) {
+#if defined(PHICPP_X86)
+    if (use_avx2()) return swiglu_avx2(gate_up, n_rows, ff, out);
+#endif
+    swiglu(gate_up, n_rows, ff, out);
 }
 
 } // namespace phi::cpu

@@ -1,6 +1,7 @@
 // Row-wise CPU ops (norms, rope, activations, attention). Plain C++ the
-// compiler vectorizes for baseline x86-64; the matmul, where the time goes,
-// has per-ISA kernels (matmul.h).
+// compiler vectorizes for baseline x86-64 is the reference; attention and the
+// exp-based activations dispatch to AVX2 versions (ops_avx2.cpp) when the
+// selected ISA allows. The matmul has its own per-ISA kernels (matmul.h).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -20,5 +21,18 @@ void swiglu(const float* gate_up, int n_rows, int ff, float* out);
 // Causal attention over a KV cache of f32 or f16 rows; parallel over (token, head).
 void attention(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
                int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool);
+
+#if defined(PHICPP_X86)
+void attention_avx2(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
+                    int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool);
+void gelu_tanh_avx2(float* x, size_t n);
+void swiglu_avx2(const float* gate_up, int n_rows, int ff, float* out);
+#endif
+
+// Dispatching entry points (the plain names above are the scalar reference).
+void attention_auto(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
+                    int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool);
+void gelu_tanh_auto(float* x, size_t n);
+void swiglu_auto(const float* gate_up, int n_rows, int ff, float* out);
 
 } // namespace phi::cpu
