@@ -22,23 +22,6 @@ constexpr int kGemmKc = 256;               // columns per weight block (one K-qu
 constexpr int kGemmRows = 8 * kGemmMr;     // rows dequantized per block: 48 x 256 f32 = 48 KiB, in L2
 constexpr int kGemmWs = kGemmKc + 8;       // padded row stride of the block (no 1 KiB-stride set conflicts)
 
-// Per-thread scratch that grows and is freed with its thread. A local type
-// (internal linkage) rather than std::unique_ptr: see kernels_x86_impl.h on
-// templates shared between the ISA files.
-struct AlignedFloats {
-    float* p = nullptr;
-    size_t cap = 0;
-    float* get(size_t n) {
-        if (cap < n) {
-            ::operator delete(p, std::align_val_t(64));
-            p = static_cast<float*>(::operator new(sizeof(float) * n, std::align_val_t(64)));
-            cap = n;
-        }
-        return p;
-    }
-    ~AlignedFloats() { ::operator delete(p, std::align_val_t(64)); }
-};
-
 // ------------------------------------------------------------ dequantizers
 
 inline void store_i8x8_scaled(float* dst, __m128i q8, __m256 d) {  // 8 signed bytes (low half of q8)
@@ -158,9 +141,9 @@ inline void prefetch_row(const GemmArgs& a, int64_t r, int64_t k0, int64_t kc) {
 void gemm_f32(const GemmArgs& a, int64_t r0, int64_t r1) {
     const int tiles = (a.n + kGemmTileToks - 1) / kGemmTileToks;
     const int64_t xs = a.K * kGemmTileToks;  // floats between token tiles
-    thread_local AlignedFloats wbuf, cbuf_store;
-    float* wblk = wbuf.get(static_cast<size_t>(kGemmRows) * kGemmWs);
-    float* cbuf = cbuf_store.get(static_cast<size_t>(kGemmRows) * tiles * kGemmTileToks);
+    thread_local AlignedBytes wbuf, cbuf_store;
+    float* wblk = reinterpret_cast<float*>(wbuf.get(sizeof(float) * kGemmRows * kGemmWs));
+    float* cbuf = reinterpret_cast<float*>(cbuf_store.get(sizeof(float) * kGemmRows * tiles * kGemmTileToks));
     for (int64_t mb = r0; mb < r1; mb += kGemmRows) {
         const int rows = static_cast<int>(min_i64(kGemmRows, r1 - mb));
         for (int64_t k0 = 0; k0 < a.K; k0 += kGemmKc) {
