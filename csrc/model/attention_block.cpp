@@ -4,7 +4,7 @@
 
 namespace phi {
 
-void attention_block(const ForwardPass& fp, const LayerWeights& L, int il) {
+void attention_block(const ForwardPass& fp, const LayerWeights& L, int il, int n_q) {
     Backend& be = fp.be;
     const ModelConfig& c = fp.c;
     Scratch& s = fp.s;
@@ -54,13 +54,16 @@ void attention_block(const ForwardPass& fp, const LayerWeights& L, int il) {
     be.kv_store(cache.k, fp.kv_type, kvw, k, kv_stride, fp.pos0, n);
     be.kv_store(cache.v, fp.kv_type, kvw, v, kv_stride, fp.pos0, n);
 
+    if (n_q == 0) return;
     AttentionParams ap;
     ap.n_head = c.n_head;
     ap.n_head_kv = c.n_head_kv;
     ap.head_dim = c.head_dim;
     ap.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
     ap.window = c.sliding_window;
-    be.attention(q, q_stride, cache.k, cache.v, fp.kv_type, n, fp.pos0, ap, s.attn);
+    const int skip = n - n_q;
+    be.attention(q + static_cast<int64_t>(skip) * q_stride, q_stride, cache.k, cache.v, fp.kv_type, n_q,
+                 fp.pos0 + skip, ap, s.attn);
 }
 
 } // namespace phi

@@ -36,7 +36,14 @@ struct ForwardPass {
     RopeParams rope;
     int n_tok;  // tokens in this batch
     int pos0;   // position of the first one
+    int n_out;  // trailing tokens whose last-layer output is used (logits); the
+                // last layer stores every token's K/V but computes only these
 };
+
+// Rows of the batch the layer `il` must carry through attention and the MLP.
+inline int rows_needed(const ForwardPass& fp, int il) {
+    return il == fp.c.n_layer - 1 ? fp.n_out : fp.n_tok;
+}
 
 // The residual stream s.x holds the embeddings of the batch on entry and the
 // output of the last block on return.
@@ -44,7 +51,8 @@ void phi2_blocks(const ForwardPass& fp);
 void phi3_blocks(const ForwardPass& fp);
 
 // Shared by both families: projections into q|k|v, rotary, cache write and
-// attention, leaving the attention output (before o_proj) in s.attn.
-void attention_block(const ForwardPass& fp, const LayerWeights& L, int il);
+// attention for the last `n_q` tokens of the batch, leaving their attention
+// output (before o_proj) in the first n_q rows of s.attn.
+void attention_block(const ForwardPass& fp, const LayerWeights& L, int il, int n_q);
 
 } // namespace phi

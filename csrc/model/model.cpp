@@ -147,7 +147,10 @@ void Model::forward(const int32_t* tokens, int n, float* logits_host, bool all_l
     be.copy_to_device(ids_dev_, tokens, sizeof(int32_t) * n);
     be.get_rows(w_.token_embd, ids_dev_, n, s_.x);
 
-    ForwardPass fp{be, c_, w_, s_, kv_, kv_type_, rope_, n, n_past_};
+    // without logits only the K/V of the last layer matter; with the last token's
+    // logits only that row goes through the last layer's attention and MLP
+    const int n_out = !logits_host ? 0 : (all_logits ? n : 1);
+    ForwardPass fp{be, c_, w_, s_, kv_, kv_type_, rope_, n, n_past_, n_out};
     if (c_.arch == Arch::phi2) {
         phi2_blocks(fp);
     } else {

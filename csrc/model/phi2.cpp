@@ -42,15 +42,18 @@ void phi2_blocks(const ForwardPass& fp) {
     const int n = fp.n_tok, E = c.n_embd;
     for (int il = 0; il < c.n_layer; ++il) {
         const LayerWeights& L = fp.w.layers[il];
+        const int m = rows_needed(fp, il);  // the rows that go on past attention
+        const int64_t off = static_cast<int64_t>(n - m) * E;
         be.layer_norm(s.x, L.attn_norm_w, L.attn_norm_b, c.norm_eps, n, E, s.xn);
-        attention_block(fp, L, il);
-        be.matmul(L.wo, s.attn, n, s.tmp, L.bo);
-        be.add(s.x, s.tmp, static_cast<size_t>(n) * E);
+        attention_block(fp, L, il, m);
+        if (m == 0) continue;
+        be.matmul(L.wo, s.attn, m, s.tmp, L.bo);
+        be.add(s.x + off, s.tmp, static_cast<size_t>(m) * E);
         // the MLP reads the same normalized input as attention (parallel block)
-        be.matmul(L.ffn_up, s.xn, n, s.ffn, L.ffn_up_b);
-        be.gelu_tanh(s.ffn, static_cast<size_t>(n) * c.n_ff);
-        be.matmul(L.ffn_down, s.ffn, n, s.tmp, L.ffn_down_b);
-        be.add(s.x, s.tmp, static_cast<size_t>(n) * E);
+        be.matmul(L.ffn_up, s.xn + off, m, s.ffn, L.ffn_up_b);
+        be.gelu_tanh(s.ffn, static_cast<size_t>(m) * c.n_ff);
+        be.matmul(L.ffn_down, s.ffn, m, s.tmp, L.ffn_down_b);
+        be.add(s.x + off, s.tmp, static_cast<size_t>(m) * E);
     }
 }
 

@@ -35,16 +35,19 @@ void phi3_blocks(const ForwardPass& fp) {
     const int n = fp.n_tok, E = c.n_embd;
     for (int il = 0; il < c.n_layer; ++il) {
         const LayerWeights& L = fp.w.layers[il];
+        const int m = rows_needed(fp, il);  // the rows that go on past attention
+        const int64_t off = static_cast<int64_t>(n - m) * E;
         be.rms_norm(s.x, L.attn_norm_w, c.norm_eps, n, E, s.xn);
-        attention_block(fp, L, il);
-        be.matmul(L.wo, s.attn, n, s.tmp, L.bo);
-        be.add(s.x, s.tmp, static_cast<size_t>(n) * E);
+        attention_block(fp, L, il, m);
+        if (m == 0) continue;
+        be.matmul(L.wo, s.attn, m, s.tmp, L.bo);
+        be.add(s.x + off, s.tmp, static_cast<size_t>(m) * E);
 
-        be.rms_norm(s.x, L.ffn_norm_w, c.norm_eps, n, E, s.xn);
-        be.matmul(L.ffn_up, s.xn, n, s.ffn, nullptr);
-        be.swiglu(s.ffn, n, c.n_ff, s.ffn_act);
-        be.matmul(L.ffn_down, s.ffn_act, n, s.tmp, nullptr);
-        be.add(s.x, s.tmp, static_cast<size_t>(n) * E);
+        be.rms_norm(s.x + off, L.ffn_norm_w, c.norm_eps, m, E, s.xn);
+        be.matmul(L.ffn_up, s.xn, m, s.ffn, nullptr);
+        be.swiglu(s.ffn, m, c.n_ff, s.ffn_act);
+        be.matmul(L.ffn_down, s.ffn_act, m, s.tmp, nullptr);
+        be.add(s.x + off, s.tmp, static_cast<size_t>(m) * E);
     }
 }
 

@@ -123,7 +123,8 @@ inline void gemm_micro_rows(int mr, const float* w, const float* x, int64_t xs, 
 }
 
 // Asks for the weight bytes of row r, columns [k0, k0 + kc), to be brought
-// into L2 while the current block is multiplied. A block is 48 short runs of
+// in while the current block is multiplied (into L1: T0 measured ~10% faster
+// than T1 or NTA on the dev machine, F16 9216x3072 x 128 tokens). A block is 48 short runs of
 // a few hundred bytes, which the hardware prefetcher does not follow; the
 // requests are spread over the block's micro-kernel calls (one row each) so
 // they do not overflow the queue of outstanding misses.
@@ -131,7 +132,7 @@ inline void prefetch_row(const GemmArgs& a, int64_t r, int64_t k0, int64_t kc) {
     const size_t begin = a.w_stride * static_cast<size_t>(k0) / static_cast<size_t>(a.K);
     const size_t end = a.w_stride * static_cast<size_t>(k0 + kc) / static_cast<size_t>(a.K);
     const uint8_t* row = a.w + r * a.w_stride;
-    for (size_t off = begin; off < end; off += 64) _mm_prefetch(reinterpret_cast<const char*>(row + off), _MM_HINT_T1);
+    for (size_t off = begin; off < end; off += 64) _mm_prefetch(reinterpret_cast<const char*>(row + off), _MM_HINT_T0);
 }
 
 // Output rows [r0, r1) for all tokens. Blocks of kGemmRows rows: for each K

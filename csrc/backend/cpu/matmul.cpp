@@ -99,7 +99,7 @@ bool matmul_gemm(const Tensor& W, const float* x, int n, float* y, const float* 
     a.ldy = W.ne1;
     a.bias = bias;
     const GemmJob* jp = &job;
-    pool.parallel_for(W.ne1, t.gemm_row_block, [jp](int64_t r0, int64_t r1) { jp->gemm(jp->args, r0, r1); });
+    pool.parallel_for_dynamic(W.ne1, t.gemm_row_block, [jp](int64_t r0, int64_t r1) { jp->gemm(jp->args, r0, r1); });
     return true;
 }
 
@@ -150,8 +150,12 @@ void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias,
         a.x = arena.data();
         a.x_stride = stride;
     }
+    // Decode: chunks of ~1/16 of the rows per thread, taken dynamically (see
+    // parallel_for_dynamic); multiples of 16 rows keep threads off each
+    // other's output cache lines.
     const Job* jp = &job;
-    pool.parallel_for(M, 16, [jp](int64_t r0, int64_t r1) { jp->rows(jp->args, r0, r1); });
+    const int64_t chunk = std::max<int64_t>(16, (M / (16 * pool.size()) + 15) / 16 * 16);
+    pool.parallel_for_dynamic(M, chunk, [jp](int64_t r0, int64_t r1) { jp->rows(jp->args, r0, r1); });
 }
 
 } // namespace phi::cpu

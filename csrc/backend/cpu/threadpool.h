@@ -6,6 +6,7 @@
 // counter before sleeping on a condition variable, and jobs are passed as a
 // non-owning function reference (no std::function, no allocation).
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -59,6 +60,27 @@ public:
             const int64_t b = std::min(n, ti * per * grain);
             const int64_t e = std::min(n, (ti + 1) * per * grain);
             if (b < e) fn(b, e);
+        };
+        run(JobRef(job));
+    }
+
+    // Like parallel_for, but threads take chunks of `chunk` items from a shared
+    // counter as they finish: on a shared host one core can run slower than
+    // the other for a while (steal time), and a static split would make the
+    // whole op wait for it. For loops of many similar, sizeable chunks.
+    template <class F>
+    void parallel_for_dynamic(int64_t n, int64_t chunk, F&& fn) {
+        if (n <= 0) return;
+        if (chunk < 1) chunk = 1;
+        const int64_t n_chunks = (n + chunk - 1) / chunk;
+        if (n_threads_ == 1 || n_chunks == 1) {
+            fn(int64_t{0}, n);
+            return;
+        }
+        std::atomic<int64_t> next{0};
+        auto job = [&](int, int) {
+            for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < n_chunks;)
+                fn(c * chunk, std::min(n, (c + 1) * chunk));
         };
         run(JobRef(job));
     }
