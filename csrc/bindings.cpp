@@ -430,6 +430,15 @@ static void bind_quant(py::module_& m) {
         fail(ErrorKind::invalid_arg, "unknown activation '", name, "' (gelu_tanh, swiglu)");
     }, py::arg("name"), py::arg("x"), py::arg("isa") = py::none(), "Apply a CPU activation kernel.");
 
+    m.def("cpu_f32_to_f16", [with_isa](F32Array x, std::optional<std::string> isa) {
+        py::array_t<uint16_t> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+        const float* xp = x.data();
+        uint16_t* yp = y.mutable_data();
+        const size_t n = static_cast<size_t>(x.size());
+        with_isa(isa, [&] { cpu::f32_to_f16_auto(xp, yp, n); });
+        return y;
+    }, py::arg("x"), py::arg("isa") = py::none(), "float32 -> float16 bits as the KV cache stores them.");
+
     m.def("gemm_min_tokens", [] { return cpu::kGemmMinTokens; },
           "Token count from which quantized matmuls multiply dequantized weights with f32 activations.");
 

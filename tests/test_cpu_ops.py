@@ -128,3 +128,15 @@ def test_swiglu_matches_reference(isa, rows, ff):
 def test_unknown_activation_is_an_error():
     with pytest.raises(ValueError):
         C.cpu_activation("relu6", np.zeros(3, np.float32))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_kv_cache_f16_conversion_matches_numpy(isa):
+    rng = np.random.default_rng(4)
+    special = np.array([0.0, -0.0, 65504.0, 65520.0, -65520.0, 1e-8, -6e-8, 6.1e-5, 5.96e-8, 2.98e-8,
+                        np.inf, -np.inf, 1.0009765625, 1.00048828125, 1.00146484375], np.float32)
+    x = np.concatenate([special, (rng.standard_normal(1003) * 100).astype(np.float32)])
+    y = C.cpu_f32_to_f16(x, isa=isa)
+    assert np.array_equal(y, x.astype(np.float16).view(np.uint16))
+    nan = C.cpu_f32_to_f16(np.full(9, np.nan, np.float32), isa=isa).view(np.float16)
+    assert np.all(np.isnan(nan))

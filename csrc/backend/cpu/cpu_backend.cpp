@@ -70,8 +70,7 @@ public:
             if (type == DType::F32) {
                 std::memcpy(static_cast<float*>(cache) + row, s, sizeof(float) * width);
             } else if (type == DType::F16) {
-                uint16_t* d = static_cast<uint16_t*>(cache) + row;
-                for (int i = 0; i < width; ++i) d[i] = fp32_to_fp16(s[i]);
+                cpu::f32_to_f16_auto(s, static_cast<uint16_t*>(cache) + row, static_cast<size_t>(width));
             } else {
                 fail(ErrorKind::unsupported, "KV cache type ", dtype_name(type), " is not supported on the CPU");
             }

@@ -179,4 +179,11 @@ void swiglu_auto(const float* gate_up, int n_rows, int ff, float* out) {
     swiglu(gate_up, n_rows, ff, out);
 }
 
+void f32_to_f16_auto(const float* src, uint16_t* dst, size_t n) {
+#if defined(PHICPP_X86)
+    if (use_avx2()) return f32_to_f16_avx2(src, dst, n);
+#endif
+    for (size_t i = 0; i < n; ++i) dst[i] = fp32_to_fp16(src[i]);
+}
+
 } // namespace phi::cpu

@@ -27,6 +27,7 @@ void attention_avx2(const float* q, int64_t q_stride, const void* k_cache, const
                     int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool);
 void gelu_tanh_avx2(float* x, size_t n);
 void swiglu_avx2(const float* gate_up, int n_rows, int ff, float* out);
+void f32_to_f16_avx2(const float* src, uint16_t* dst, size_t n);
 #endif
 
 // Dispatching entry points (the plain names above are the scalar reference).
@@ -34,5 +35,6 @@ void attention_auto(const float* q, int64_t q_stride, const void* k_cache, const
                     int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool);
 void gelu_tanh_auto(float* x, size_t n);
 void swiglu_auto(const float* gate_up, int n_rows, int ff, float* out);
+void f32_to_f16_auto(const float* src, uint16_t* dst, size_t n);  // KV cache rows
 
 } // namespace phi::cpu

@@ -201,5 +201,13 @@ void swiglu_avx2(const float* gate_up, int n_rows, int ff, float* out) {
     }
 }
 
+void f32_to_f16_avx2(const float* src, uint16_t* dst, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)  // F16C rounds to nearest even, as the scalar fp32_to_fp16
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; ++i) dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
 } // namespace phi::cpu
 #endif
