@@ -123,63 +123,86 @@ inline void gemm_micro_rows(int mr, const float* w, const float* x, int64_t xs, 
 }
 
 // Asks for the weight bytes of row r, columns [k0, k0 + kc), to be brought
-// in while the current block is multiplied (into L1: T0 measured ~10% faster
-// than T1 or NTA on the dev machine, F16 9216x3072 x 128 tokens). A block is 48 short runs of
-// a few hundred bytes, which the hardware prefetcher does not follow; the
-// requests are spread over the block's micro-kernel calls (one row each) so
-// they do not overflow the queue of outstanding misses.
+// into L2 two blocks before they are dequantized (see gemm_f32). A block is
+// 48 short runs of a few hundred bytes, which the hardware prefetcher does
+// not follow; the requests are spread over the block's micro-kernel calls
+// (one row each) so they do not overflow the queue of outstanding misses.
 inline void prefetch_row(const GemmArgs& a, int64_t r, int64_t k0, int64_t kc) {
     const size_t begin = a.w_stride * static_cast<size_t>(k0) / static_cast<size_t>(a.K);
     const size_t end = a.w_stride * static_cast<size_t>(k0 + kc) / static_cast<size_t>(a.K);
     const uint8_t* row = a.w + r * a.w_stride;
-    for (size_t off = begin; off < end; off += 64) _mm_prefetch(reinterpret_cast<const char*>(row + off), _MM_HINT_T0);
+    for (size_t off = begin; off < end; off += 64) _mm_prefetch(reinterpret_cast<const char*>(row + off), _MM_HINT_T1);
 }
 
-// Output rows [r0, r1) for all tokens. Blocks of kGemmRows rows: for each K
-// block, dequantize the block's rows once, then sweep every pair of token
-// tiles over the block's micro-tiles (the 16-token activation slice, 16 KiB,
-// stays in L1 while the 48-row weight block streams from L2).
+// One weight block: rows [mb, mb + rows), columns [k0, k0 + kc).
+struct GemmBlock {
+    int64_t mb = 0, k0 = 0;
+    int rows = 0, kc = 0;
+};
+
+// Output rows [r0, r1) for all tokens, as a sequence of weight blocks (48 rows
+// x 256 columns, K-blocks of one row block in order). For each block the
+// micro-kernel sweeps every pair of token tiles over the block's 6-row
+// micro-tiles: the 16-token activation slice (16 KiB) stays in L1 while the
+// f32 weight block (48 KiB) streams from L2. The weights are software-
+// pipelined: while block b is multiplied, block b+1 is dequantized into the
+// other buffer one row per micro-kernel call, and the bytes of block b+2 are
+// prefetched into L2 the same way, so the DRAM latency of the weight stream
+// hides behind the FMAs instead of stalling the dequantization.
 void gemm_f32(const GemmArgs& a, int64_t r0, int64_t r1) {
     const int tiles = (a.n + kGemmTileToks - 1) / kGemmTileToks;
     const int64_t xs = a.K * kGemmTileToks;  // floats between token tiles
     thread_local AlignedBytes wbuf, cbuf_store;
-    float* wblk = reinterpret_cast<float*>(wbuf.get(sizeof(float) * kGemmRows * kGemmWs));
+    float* wbufs = reinterpret_cast<float*>(wbuf.get(2 * sizeof(float) * kGemmRows * kGemmWs));
     float* cbuf = reinterpret_cast<float*>(cbuf_store.get(sizeof(float) * kGemmRows * tiles * kGemmTileToks));
-    for (int64_t mb = r0; mb < r1; mb += kGemmRows) {
-        const int rows = static_cast<int>(min_i64(kGemmRows, r1 - mb));
-        for (int64_t k0 = 0; k0 < a.K; k0 += kGemmKc) {
-            const int kc = static_cast<int>(min_i64(kGemmKc, a.K - k0));
-            for (int i = 0; i < rows; ++i) a.dequant(a.type, a.w + (mb + i) * a.w_stride, k0, kc, wblk + i * kGemmWs);
-            // the next block, one row per micro-kernel call (see prefetch_row)
-            int64_t pf_mb = mb, pf_k0 = k0 + kc;
-            if (pf_k0 >= a.K) {
-                pf_mb = mb + kGemmRows;
-                pf_k0 = 0;
+    const int64_t nk = (a.K + kGemmKc - 1) / kGemmKc;
+    const int64_t n_blocks = (r1 - r0 + kGemmRows - 1) / kGemmRows * nk;
+    auto block_at = [&](int64_t b) {
+        GemmBlock g;
+        if (b >= n_blocks) return g;  // rows == 0: none
+        g.mb = r0 + b / nk * kGemmRows;
+        g.k0 = b % nk * kGemmKc;
+        g.rows = static_cast<int>(min_i64(kGemmRows, r1 - g.mb));
+        g.kc = static_cast<int>(min_i64(kGemmKc, a.K - g.k0));
+        return g;
+    };
+    auto dequant_row = [&](const GemmBlock& g, int i, float* dst) {
+        a.dequant(a.type, a.w + (g.mb + i) * a.w_stride, g.k0, g.kc, dst + i * kGemmWs);
+    };
+    {
+        const GemmBlock first = block_at(0), second = block_at(1);
+        for (int i = 0; i < first.rows; ++i) dequant_row(first, i, wbufs);
+        for (int i = 0; i < second.rows; ++i) prefetch_row(a, second.mb + i, second.k0, second.kc);
+    }
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        const GemmBlock cur = block_at(b), next = block_at(b + 1), ahead = block_at(b + 2);
+        float* w = wbufs + (b & 1) * kGemmRows * kGemmWs;
+        float* wn = wbufs + ((b + 1) & 1) * kGemmRows * kGemmWs;
+        int dq = 0, pf = 0;  // rows of `next` dequantized, rows of `ahead` prefetched
+        const bool acc = cur.k0 > 0;
+        for (int j = 0; j < tiles; j += 2) {
+            const float* x = a.xp + j * xs + cur.k0 * kGemmTileToks;
+            for (int i = 0; i < cur.rows; i += kGemmMr) {
+                const int mr = static_cast<int>(min_i64(kGemmMr, cur.rows - i));
+                // cbuf layout: [micro-tile i / 6][token tile][row][8]
+                float* c = cbuf + (static_cast<size_t>(i) * tiles + static_cast<size_t>(j) * mr) * kGemmTileToks;
+                if (dq < next.rows) dequant_row(next, dq++, wn);
+                if (pf < ahead.rows) prefetch_row(a, ahead.mb + pf++, ahead.k0, ahead.kc);
+                if (j + 1 < tiles) gemm_micro_rows<2>(mr, w + i * kGemmWs, x, xs, cur.kc, c, acc);
+                else gemm_micro_rows<1>(mr, w + i * kGemmWs, x, xs, cur.kc, c, acc);
             }
-            const int pf_rows = pf_mb < r1 ? static_cast<int>(min_i64(kGemmRows, r1 - pf_mb)) : 0;
-            const int64_t pf_kc = min_i64(kGemmKc, a.K - pf_k0);
-            int pf_next = 0;
-            const bool acc = k0 > 0;
-            for (int j = 0; j < tiles; j += 2) {
-                const float* x = a.xp + j * xs + k0 * kGemmTileToks;
-                for (int i = 0; i < rows; i += kGemmMr) {
-                    const int mr = static_cast<int>(min_i64(kGemmMr, rows - i));
-                    // cbuf layout: [micro-tile i / 6][token tile][row][8]
-                    float* c = cbuf + (static_cast<size_t>(i) * tiles + static_cast<size_t>(j) * mr) * kGemmTileToks;
-                    if (pf_next < pf_rows) prefetch_row(a, pf_mb + pf_next++, pf_k0, pf_kc);
-                    if (j + 1 < tiles) gemm_micro_rows<2>(mr, wblk + i * kGemmWs, x, xs, kc, c, acc);
-                    else gemm_micro_rows<1>(mr, wblk + i * kGemmWs, x, xs, kc, c, acc);
-                }
-            }
-            while (pf_next < pf_rows) prefetch_row(a, pf_mb + pf_next++, pf_k0, pf_kc);
         }
-        for (int i = 0; i < rows; i += kGemmMr) {
-            const int mr = static_cast<int>(min_i64(kGemmMr, rows - i));
+        for (; dq < next.rows; ++dq) dequant_row(next, dq, wn);
+        for (; pf < ahead.rows; ++pf) prefetch_row(a, ahead.mb + pf, ahead.k0, ahead.kc);
+        if (cur.k0 + cur.kc < a.K) continue;
+        // the row block is complete: write it out, transposed, with the bias
+        for (int i = 0; i < cur.rows; i += kGemmMr) {
+            const int mr = static_cast<int>(min_i64(kGemmMr, cur.rows - i));
             for (int t = 0; t < a.n; ++t) {
                 const float* c = cbuf + (static_cast<size_t>(i) * tiles + static_cast<size_t>(t / kGemmTileToks) * mr) * kGemmTileToks
                                  + t % kGemmTileToks;
-                float* y = a.y + t * a.ldy + mb + i;
-                for (int r = 0; r < mr; ++r) y[r] = c[r * kGemmTileToks] + (a.bias ? a.bias[mb + i + r] : 0.0f);
+                float* y = a.y + t * a.ldy + cur.mb + i;
+                for (int r = 0; r < mr; ++r) y[r] = c[r * kGemmTileToks] + (a.bias ? a.bias[cur.mb + i + r] : 0.0f);
             }
         }
     }
