@@ -226,6 +226,33 @@ static void bind_gguf(py::module_& m) {
 }
 
 // ---------------------------------------------------------------- quant
+// One pool per thread count, kept for the life of the module so kernel
+// benchmarks and tests measure the kernels, not thread start-up.
+static cpu::ThreadPool& shared_pool(int n_threads) {
+    static std::map<int, std::unique_ptr<cpu::ThreadPool>> pools;
+    static std::mutex pools_mu;
+    std::lock_guard<std::mutex> lock(pools_mu);
+    auto& p = pools[std::max(1, n_threads)];
+    if (!p) p = std::make_unique<cpu::ThreadPool>(std::max(1, n_threads));
+    return *p;
+}
+
+// Runs fn without the GIL with the CPU kernels forced to `isa` (if given),
+// restoring the previous ISA afterwards, also when fn throws.
+template <class Fn>
+static void with_isa(const std::optional<std::string>& isa, Fn&& fn) {
+    const std::string prev = cpu::isa_name(cpu::current_isa());
+    if (isa) cpu::set_isa(*isa);
+    try {
+        py::gil_scoped_release nogil;
+        fn();
+    } catch (...) {
+        cpu::set_isa(prev);
+        throw;
+    }
+    cpu::set_isa(prev);
+}
+
 static void bind_quant(py::module_& m) {
     // Block formats, reference (de)quantizers, kernels by ISA (owned by the quant helper).
     // Type names are GGML's, case-insensitive ("q4_K", "Q4_K", "f16").
@@ -331,48 +358,15 @@ static void bind_quant(py::module_& m) {
         const float* xp = x.data();
         const float* bp = bias ? bias->data() : nullptr;
         float* yp = y.mutable_data();
-        const std::string prev = cpu::isa_name(cpu::current_isa());
-        if (isa) cpu::set_isa(*isa);
-        try {
-            py::gil_scoped_release nogil;
-            // One pool per thread count, kept for the life of the module so
-            // benchmarks measure the kernels, not thread start-up.
-            static std::map<int, std::unique_ptr<cpu::ThreadPool>> pools;
-            static std::mutex pools_mu;
-            cpu::ThreadPool* pool;
-            {
-                std::lock_guard<std::mutex> lock(pools_mu);
-                auto& p = pools[std::max(1, n_threads)];
-                if (!p) p = std::make_unique<cpu::ThreadPool>(std::max(1, n_threads));
-                pool = p.get();
-            }
-            cpu::matmul(W, xp, n, yp, bp, *pool);
-        } catch (...) {
-            cpu::set_isa(prev);
-            throw;
-        }
-        cpu::set_isa(prev);
+        with_isa(isa, [&] { cpu::matmul(W, xp, n, yp, bp, shared_pool(n_threads)); });
         return y;
     }, py::arg("w"), py::arg("type"), py::arg("shape"), py::arg("x"), py::arg("bias") = py::none(),
        py::arg("isa") = py::none(), py::arg("n_threads") = 1,
        "y[n, rows] = x[n, K] . W^T (+ bias) with the CPU kernels; isa forces scalar/avx2/avx512 for this call.");
 
-    // CPU ops through the same dispatch the model uses, with the ISA forced
-    // for the call (isa="scalar" gives the reference), for the kernel tests.
-    auto with_isa = [](const std::optional<std::string>& isa, auto&& fn) {
-        const std::string prev = cpu::isa_name(cpu::current_isa());
-        if (isa) cpu::set_isa(*isa);
-        try {
-            py::gil_scoped_release nogil;
-            fn();
-        } catch (...) {
-            cpu::set_isa(prev);
-            throw;
-        }
-        cpu::set_isa(prev);
-    };
-
-    m.def("cpu_attention", [with_isa](F32Array q, py::array k_cache, py::array v_cache, int pos0, int n_head,
+    // CPU ops through the same dispatch the model uses (isa="scalar" gives the
+    // reference), for the kernel tests.
+    m.def("cpu_attention", [](F32Array q, py::array k_cache, py::array v_cache, int pos0, int n_head,
                                       int n_head_kv, float scale, int window, std::optional<std::string> isa,
                                       int n_threads) {
         // q [n_tok, n_head * hd]; caches [pos0 + n_tok (or more), n_head_kv * hd] float32 or float16
@@ -400,15 +394,15 @@ static void bind_quant(py::module_& m) {
         const void* vp = v_cache.data();
         float* op = out.mutable_data();
         with_isa(isa, [&] {
-            cpu::ThreadPool pool(std::max(1, n_threads));
-            cpu::attention_auto(qp, q.shape(1), kp, vp, f16 ? DType::F16 : DType::F32, n_tok, pos0, p, op, pool);
+            cpu::attention_auto(qp, q.shape(1), kp, vp, f16 ? DType::F16 : DType::F32, n_tok, pos0, p, op,
+                                shared_pool(n_threads));
         });
         return out;
     }, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("pos0"), py::arg("n_head"),
        py::arg("n_head_kv"), py::arg("scale"), py::arg("window") = 0, py::arg("isa") = py::none(),
        py::arg("n_threads") = 1, "Causal attention of n_tok queries at positions pos0.. over a KV cache.");
 
-    m.def("cpu_activation", [with_isa](const std::string& name, F32Array x, std::optional<std::string> isa) {
+    m.def("cpu_activation", [](const std::string& name, F32Array x, std::optional<std::string> isa) {
         // gelu_tanh: elementwise on x; swiglu: x is [rows, 2 * ff] (gate | up), returns [rows, ff]
         if (name == "gelu_tanh") {
             F32Array y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
@@ -430,7 +424,7 @@ static void bind_quant(py::module_& m) {
         fail(ErrorKind::invalid_arg, "unknown activation '", name, "' (gelu_tanh, swiglu)");
     }, py::arg("name"), py::arg("x"), py::arg("isa") = py::none(), "Apply a CPU activation kernel.");
 
-    m.def("cpu_f32_to_f16", [with_isa](F32Array x, std::optional<std::string> isa) {
+    m.def("cpu_f32_to_f16", [](F32Array x, std::optional<std::string> isa) {
         py::array_t<uint16_t> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
         const float* xp = x.data();
         uint16_t* yp = y.mutable_data();

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <new>
+#include <type_traits>
 
 #include "backend/cpu/kernels.h"
 #include "quant/blocks.h"
@@ -109,8 +110,9 @@ inline void float_tile(const uint8_t* w, size_t ws, const float* x, int64_t xs, 
             for (int t = 0; t < N; ++t) acc[u][r][t] = _mm256_setzero_ps();
     int64_t k = 0;
     for (; k + 8 * U <= K; k += 8 * U) {
-        if (N == 1 && k % 32 == 0)  // decode: one prefetch per 64-byte line of f16 rows
-            for (int r = 0; r < R; ++r) prefetch_ahead(w + r * ws + k * static_cast<int64_t>(sizeof(uint16_t)), R * ws);
+        constexpr int64_t kElem = T == DType::F32 ? 4 : 2;  // bytes per weight
+        if (N == 1 && (k * kElem) % 64 == 0)  // decode: one prefetch per 64-byte line of the rows
+            for (int r = 0; r < R; ++r) prefetch_ahead(w + r * ws + k * kElem, R * ws);
         for (int u = 0; u < U; ++u) {
             __m256 wv[R];
             for (int r = 0; r < R; ++r) wv[r] = load_w8<T>(w + r * ws, k + 8 * u);
@@ -771,12 +773,10 @@ template <class F> struct IsSignedLegacy<F, decltype(void(F::kSigned))> { static
 template <template <class, int, int> class Tile, class F>
 void rows_quant(const MatmulArgs& a, int64_t r0, int64_t r1) {
     constexpr int R = kTileRows, N = kQuantToks;
-    if (a.n == 1 && a.type == DType::Q4_K) return rows_kquant_decode<BlockQ4_K, dot1_q4_K>(a, r0, r1);
-    if (a.n == 1 && a.type == DType::Q6_K) return rows_kquant_decode<BlockQ6_K, dot1_q6_K>(a, r0, r1);
-    if constexpr (IsSignedLegacy<F>::value) {
-        if (a.n == 1) return rows_legacy_decode<F>(a, r0, r1);
-    }
-    if (a.n == 1) {
+    if (a.n == 1) {  // decode: the dedicated one-token kernels where a format has one
+        if constexpr (std::is_same_v<F, KQ4>) return rows_kquant_decode<BlockQ4_K, dot1_q4_K>(a, r0, r1);
+        if constexpr (std::is_same_v<F, KQ6>) return rows_kquant_decode<BlockQ6_K, dot1_q6_K>(a, r0, r1);
+        if constexpr (IsSignedLegacy<F>::value) return rows_legacy_decode<F>(a, r0, r1);
         int64_t r = r0;
         for (; r + R <= r1; r += R) Tile<F, R, 1>::run(a, r, 0);
         for (; r < r1; ++r) Tile<F, 1, 1>::run(a, r, 0);
