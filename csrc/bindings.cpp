@@ -253,6 +253,12 @@ static void with_isa(const std::optional<std::string>& isa, Fn&& fn) {
     cpu::set_isa(prev);
 }
 
+static WeightLayout parse_layout(const std::string& name) {
+    if (name == "rows") return WeightLayout::rows;
+    if (name == "q4_0_x8") return WeightLayout::q4_0_x8;
+    fail(ErrorKind::invalid_arg, "unknown weight layout '", name, "' (rows, q4_0_x8)");
+}
+
 static void bind_quant(py::module_& m) {
     // Block formats, reference (de)quantizers, kernels by ISA (owned by the quant helper).
     // Type names are GGML's, case-insensitive ("q4_K", "Q4_K", "f16").
@@ -339,7 +345,8 @@ static void bind_quant(py::module_& m) {
     }, py::arg("data"), py::arg("type"), py::arg("shape"), "Dequantize GGML blocks to float32 of `shape`.");
 
     m.def("matmul", [parse_type](U8Array w, const std::string& type, std::pair<int64_t, int64_t> shape, F32Array x,
-                                 std::optional<F32Array> bias, std::optional<std::string> isa, int n_threads) {
+                                 std::optional<F32Array> bias, std::optional<std::string> isa, int n_threads,
+                                 const std::string& layout) {
         // shape = (rows, K) of the weight; x is [n, K]; returns [n, rows].
         const DType t = parse_type(type);
         const int64_t M = shape.first, K = shape.second;
@@ -358,11 +365,45 @@ static void bind_quant(py::module_& m) {
         const float* xp = x.data();
         const float* bp = bias ? bias->data() : nullptr;
         float* yp = y.mutable_data();
+        W.layout = parse_layout(layout);
+        if (W.layout == WeightLayout::q4_0_x8 && (t != DType::Q4_0 || M % 8 != 0))
+            fail(ErrorKind::invalid_arg, "layout q4_0_x8 needs a q4_0 weight with a multiple of 8 rows");
         with_isa(isa, [&] { cpu::matmul(W, xp, n, yp, bp, shared_pool(n_threads)); });
         return y;
     }, py::arg("w"), py::arg("type"), py::arg("shape"), py::arg("x"), py::arg("bias") = py::none(),
-       py::arg("isa") = py::none(), py::arg("n_threads") = 1,
-       "y[n, rows] = x[n, K] . W^T (+ bias) with the CPU kernels; isa forces scalar/avx2/avx512 for this call.");
+       py::arg("isa") = py::none(), py::arg("n_threads") = 1, py::arg("layout") = "rows",
+       "y[n, rows] = x[n, K] . W^T (+ bias) with the CPU kernels; isa forces scalar/avx2/avx512 for this call;\n"
+       "layout: how w's bytes are ordered ('rows' as in GGUF, or a layout from repack_weight).");
+
+    m.def("repack_weight", [parse_type](U8Array w, const std::string& type, std::pair<int64_t, int64_t> shape,
+                                        const std::string& layout) {
+        const DType t = parse_type(type);
+        const int64_t M = shape.first, K = shape.second;
+        quant::check_row_length(t, K);
+        if (static_cast<size_t>(w.size()) != row_bytes(t, K) * static_cast<size_t>(M))
+            fail(ErrorKind::invalid_arg, "weight has ", w.size(), " bytes, expected ", row_bytes(t, K) * M);
+        Tensor W;
+        W.data = w.data();
+        W.type = t;
+        W.ne0 = K;
+        W.ne1 = M;
+        U8Array out(static_cast<py::ssize_t>(W.nbytes()));
+        cpu::repack_weight(W, parse_layout(layout), out.mutable_data(), shared_pool(1));
+        return out;
+    }, py::arg("w"), py::arg("type"), py::arg("shape"), py::arg("layout"),
+       "The bytes of W (file layout) reordered into an interleaved layout (see csrc/quant/repack.h).");
+
+    m.def("preferred_layout", [parse_type](const std::string& type, std::pair<int64_t, int64_t> shape,
+                                           std::optional<std::string> isa) {
+        Tensor W;
+        W.type = parse_type(type);
+        W.ne0 = shape.second;
+        W.ne1 = shape.first;
+        WeightLayout l = WeightLayout::rows;
+        with_isa(isa, [&] { l = cpu::preferred_layout(W); });
+        return std::string(l == WeightLayout::q4_0_x8 ? "q4_0_x8" : "rows");
+    }, py::arg("type"), py::arg("shape"), py::arg("isa") = py::none(),
+       "The layout the CPU backend gives a matmul weight of this type and shape at load.");
 
     // CPU ops through the same dispatch the model uses (isa="scalar" gives the
     // reference), for the kernel tests.

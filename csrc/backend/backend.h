@@ -15,10 +15,26 @@
 
 namespace phi {
 
-// A 2-D tensor: ne1 rows of ne0 elements of `type`, rows contiguous.
+// How a weight's blocks are ordered in memory: as in the file (rows
+// contiguous), or interleaved by a backend at load for its kernels (see
+// quant/repack.h). The size in bytes is the same either way.
+enum class WeightLayout : uint8_t {
+    rows,
+    q4_0_x8,  // Q4_0, groups of 8 rows interleaved block by block
+};
+
+// What a weight is used for, which decides the layouts a backend may give it.
+enum class WeightUse : uint8_t {
+    matmul,  // only ever the W of matmul(): the backend may interleave it
+    rows,    // read by rows as well (get_rows, 1-D vectors): keep the file's layout
+};
+
+// A 2-D tensor: ne1 rows of ne0 elements of `type`, rows contiguous unless
+// `layout` says otherwise.
 struct Tensor {
     const void* data = nullptr;
     DType type = DType::F32;
+    WeightLayout layout = WeightLayout::rows;
     int64_t ne0 = 0;  // elements per row (the input dimension of a weight)
     int64_t ne1 = 1;  // rows (the output dimension of a weight)
     size_t row_bytes() const { return phi::row_bytes(type, ne0); }
@@ -52,8 +68,10 @@ public:
     virtual void copy_to_device(void* dst, const void* host_src, size_t bytes) = 0;
     virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;  // synchronizes
     // A weight from the mapped file, usable by this backend's ops: zero-copy on
-    // the CPU, uploaded once on a device. The backend owns any copy it makes.
-    virtual Tensor weight(const Tensor& host) = 0;
+    // the CPU (or interleaved into a copy for faster kernels when `use` allows),
+    // uploaded once on a device. The backend owns any copy it makes; a result
+    // whose data differs from host.data no longer needs the host bytes.
+    virtual Tensor weight(const Tensor& host, WeightUse use) = 0;
     virtual void synchronize() = 0;
 
     // ---- ops

@@ -334,6 +334,15 @@ std::unique_ptr<File> File::open(const std::string& path) {
     return f;
 }
 
+void File::release(const void* p, size_t n) const {
+    const auto* b = static_cast<const uint8_t*>(p);
+    if (!base_ || b < base_ || n > size_ || b - base_ > static_cast<ptrdiff_t>(size_ - n)) return;
+    const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    const uintptr_t lo = (reinterpret_cast<uintptr_t>(b) + page - 1) / page * page;
+    const uintptr_t hi = (reinterpret_cast<uintptr_t>(b) + n) / page * page;
+    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
 File::~File() {
     if (base_) munmap(const_cast<uint8_t*>(base_), size_);
     if (fd_ >= 0) ::close(fd_);

@@ -95,6 +95,11 @@ public:
     const std::vector<TensorInfo>& tensors() const { return tensors_; }
     const TensorInfo* find_tensor(std::string_view name) const;
 
+    // Drops the mapped pages wholly inside [p, p + n) from this process's
+    // resident memory, for tensor data a backend has copied. The mapping stays
+    // valid: a later read faults the bytes back in from the file.
+    void release(const void* p, size_t n) const;
+
 private:
     File() = default;
     void parse();

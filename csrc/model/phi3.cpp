@@ -8,7 +8,7 @@ namespace phi {
 
 void load_phi3_weights(WeightLoader& ld, const ModelConfig& c, Weights& w) {
     const int E = c.n_embd, qw = c.q_width();
-    w.token_embd = ld.matrix("token_embd.weight", E, c.n_vocab);
+    w.token_embd = ld.matrix("token_embd.weight", E, c.n_vocab, WeightUse::rows);
     w.out_norm_w = ld.vector("output_norm.weight", E);
     w.output = ld.has("output.weight") ? ld.matrix("output.weight", E, c.n_vocab) : w.token_embd;  // tied
     w.output_b = ld.opt_vector("output.bias", c.n_vocab);

@@ -24,10 +24,14 @@ const gguf::TensorInfo& WeightLoader::lookup(const std::string& name, int n_dims
     return *t;
 }
 
-Tensor WeightLoader::matrix(const std::string& name, int64_t ne0, int64_t ne1) {
+Tensor WeightLoader::matrix(const std::string& name, int64_t ne0, int64_t ne1, WeightUse use) {
     const gguf::TensorInfo& t = lookup(name, 2, ne0, ne1);
-    Tensor host{t.data, t.type, ne0, ne1};
-    return be_.weight(host);
+    Tensor host{t.data, t.type, WeightLayout::rows, ne0, ne1};
+    Tensor w = be_.weight(host, use);
+    // a backend copy (repacked, or on a device) leaves the mapped bytes unused:
+    // drop them from this process's resident memory
+    if (w.data != host.data) f_.release(host.data, host.nbytes());
+    return w;
 }
 
 Tensor WeightLoader::opt_matrix(const std::string& name, int64_t ne0, int64_t ne1) {
@@ -44,7 +48,7 @@ std::vector<float> WeightLoader::host_vector(const std::string& name, int64_t n)
 
 const float* WeightLoader::vector(const std::string& name, int64_t n) {
     const gguf::TensorInfo& t = lookup(name, 1, n, 1);
-    if (t.type == DType::F32) return static_cast<const float*>(be_.weight(Tensor{t.data, t.type, n, 1}).data);
+    if (t.type == DType::F32) return static_cast<const float*>(be_.weight(Tensor{t.data, t.type, WeightLayout::rows, n, 1}, WeightUse::rows).data);
     std::vector<float> v = host_vector(name, n);
     void* dst = be_.alloc(sizeof(float) * v.size());
     owned_.push_back(dst);

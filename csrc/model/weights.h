@@ -48,7 +48,8 @@ public:
 
     bool has(const std::string& name) const { return f_.find_tensor(name) != nullptr; }
     // A 2-D weight of ne0 inputs and ne1 outputs; throws if absent or misshapen.
-    Tensor matrix(const std::string& name, int64_t ne0, int64_t ne1);
+    // `use`: WeightUse::rows for tables also read by rows (token embeddings).
+    Tensor matrix(const std::string& name, int64_t ne0, int64_t ne1, WeightUse use = WeightUse::matmul);
     Tensor opt_matrix(const std::string& name, int64_t ne0, int64_t ne1);  // data == nullptr if absent
     // A 1-D vector as f32 in backend memory (converted when stored otherwise).
     const float* vector(const std::string& name, int64_t n);

@@ -14,6 +14,9 @@ namespace {
 class CpuBackend final : public Backend {
 public:
     explicit CpuBackend(int n_threads) : pool_(n_threads) {}
+    ~CpuBackend() override {
+        for (void* p : repacked_) std::free(p);
+    }
 
     std::string name() const override { return "cpu"; }
 
@@ -30,7 +33,19 @@ public:
     void copy_to_host(void* dst, const void* src, size_t n) override {
         if (dst != src) std::memcpy(dst, src, n);
     }
-    Tensor weight(const Tensor& host) override { return host; }  // mapped file pages, used in place
+    // Mapped file pages used in place, except matmul-only weights with a faster
+    // interleaved layout (Q4_0 on AVX2/AVX-512): those are repacked into memory
+    // the backend owns, once, at load.
+    Tensor weight(const Tensor& host, WeightUse use) override {
+        if (use != WeightUse::matmul) return host;
+        const WeightLayout layout = preferred_layout(host);
+        if (layout == WeightLayout::rows) return host;
+        const size_t bytes = (host.nbytes() + 63) / 64 * 64;
+        void* dst = std::aligned_alloc(64, bytes);
+        if (!dst) fail(ErrorKind::generic, "out of memory repacking a weight of ", host.nbytes(), " bytes");
+        repacked_.push_back(dst);
+        return repack_weight(host, layout, dst, pool_);
+    }
     void synchronize() override {}
 
     void get_rows(const Tensor& table, const int32_t* ids, int n, float* out) override {
@@ -100,6 +115,7 @@ public:
 
 private:
     ThreadPool pool_;
+    std::vector<void*> repacked_;  // weights this backend copied into another layout
 };
 
 } // namespace

@@ -32,7 +32,8 @@ inline void store_u8x8_affine(float* dst, __m128i u8, __m256 a, __m256 b) {  // 
 }
 
 template <DType T>
-void dequant_float(DType, const uint8_t* row, int64_t k0, int64_t n, float* dst) {
+void dequant_float(DType, const uint8_t* w, size_t w_stride, int64_t r, int64_t k0, int64_t n, float* dst) {
+    const uint8_t* row = w + r * w_stride;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load_w8<T>(row, k0 + i));
     for (; i < n; ++i) dst[i] = load_w1<T>(row, k0 + i);
@@ -40,7 +41,8 @@ void dequant_float(DType, const uint8_t* row, int64_t k0, int64_t n, float* dst)
 
 // Legacy 32-element blocks: x = d * q (signed formats) or d * u + m.
 template <class F>
-void dequant_legacy(DType, const uint8_t* row, int64_t k0, int64_t n, float* dst) {
+void dequant_legacy(DType, const uint8_t* w, size_t w_stride, int64_t r, int64_t k0, int64_t n, float* dst) {
+    const uint8_t* row = w + r * w_stride;
     const auto* b = reinterpret_cast<const typename F::Block*>(row) + k0 / QK;
     for (int64_t ib = 0; ib < n / QK; ++ib, dst += QK) {
         const __m256i q = F::load(b[ib]);
@@ -64,7 +66,8 @@ void dequant_legacy(DType, const uint8_t* row, int64_t k0, int64_t n, float* dst
 // K-quants: within 16-element group g, x = A[g] * u + B[g] with
 // A = d * sc[g] and B = -(d * off * sc[g] + dmin * m[g]) (see KPrep).
 template <class F>
-void dequant_kquant(DType, const uint8_t* row, int64_t k0, int64_t n, float* dst) {
+void dequant_kquant(DType, const uint8_t* w, size_t w_stride, int64_t r, int64_t k0, int64_t n, float* dst) {
+    const uint8_t* row = w + r * w_stride;
     const auto* b = reinterpret_cast<const typename F::Block*>(row) + k0 / QK_K;
     KPrep p;
     for (int64_t ib = 0; ib < n / QK_K; ++ib) {
@@ -167,7 +170,7 @@ void gemm_f32(const GemmArgs& a, int64_t r0, int64_t r1) {
         return g;
     };
     auto dequant_row = [&](const GemmBlock& g, int i, float* dst) {
-        a.dequant(a.type, a.w + (g.mb + i) * a.w_stride, g.k0, g.kc, dst + i * kGemmWs);
+        a.dequant(a.type, a.w, a.w_stride, g.mb + i, g.k0, g.kc, dst + i * kGemmWs);
     };
     {
         const GemmBlock first = block_at(0), second = block_at(1);

@@ -31,9 +31,11 @@ struct MatmulArgs {
 
 using RowsKernel = void (*)(const MatmulArgs& a, int64_t r0, int64_t r1);
 
-// Elements [k0, k0 + n) of one weight row as f32; k0 and n are multiples of
-// the type's block size (n may end at the row's end for float types).
-using DequantRangeFn = void (*)(DType type, const uint8_t* row, int64_t k0, int64_t n, float* dst);
+// Elements [k0, k0 + n) of row `row` of the weight at w (w_stride bytes per
+// row of the file layout) as f32; k0 and n are multiples of the type's block
+// size (n may end at the row's end for float types).
+using DequantRangeFn = void (*)(DType type, const uint8_t* w, size_t w_stride, int64_t row, int64_t k0, int64_t n,
+                                float* dst);
 
 // Prefill as a blocked GEMM: weight panels are dequantized to f32 once per
 // call and multiplied with every token, so the cost per weight element is
@@ -61,6 +63,8 @@ struct KernelTable {
     RowsKernel rows[kNumTypes];             // indexed by weight type id; null: none
     QuantizeRowFn quantize_act[kNumTypes];  // indexed by activation type id
     DequantRangeFn dequant[kNumTypes];      // indexed by weight type id; null: use quant::dequantize_row
+    RowsKernel rows_q4_0_x8;                // Q4_0 in WeightLayout::q4_0_x8 (any n); null: none
+    DequantRangeFn dequant_q4_0_x8;         // its GEMM dequantizer; null: prefill uses rows_q4_0_x8
     GemmKernel gemm;                        // null: prefill uses `rows` too
     int gemm_row_block;                     // rows a gemm call should get at a time
 };

@@ -9,6 +9,7 @@
 #include "backend/cpu/kernels.h"
 #include "quant/blocks.h"
 #include "quant/quant.h"
+#include "quant/repack.h"
 
 namespace phi::cpu {
 
@@ -52,6 +53,18 @@ void rows_quant(const MatmulArgs& a, int64_t r0, int64_t r1) {
     }
 }
 
+// Q4_0 in the x8 layout: each row gathered back into GGUF blocks.
+void rows_q4_0_x8(const MatmulArgs& a, int64_t r0, int64_t r1) {
+    thread_local std::vector<quant::BlockQ4_0> row;
+    row.resize(static_cast<size_t>(a.K / quant::QK));
+    for (int64_t r = r0; r < r1; ++r) {
+        quant::unpack_row_q4_0_x8(a.w, a.K, r, row.data());
+        const float b = a.bias ? a.bias[r] : 0.0f;
+        for (int t = 0; t < a.n; ++t)
+            a.y[t * a.ldy + r] = quant::vec_dot(DType::Q4_0, row.data(), a.x + t * a.x_stride, a.K) + b;
+    }
+}
+
 // Activations are quantized with the arithmetic of ggml's x86 path
 // (scale 127/amax, round half to even), not the reference quantizer's
 // (1/(amax/127), round half away), so a matmul sees the same activation
@@ -77,6 +90,7 @@ KernelTable make_table() {
         if (t.rows[id] == nullptr && quant::can_matmul(d) && quant::activation_type(d) != DType::F32)
             t.rows[id] = rows_quant;
     }
+    t.rows_q4_0_x8 = rows_q4_0_x8;
     t.quantize_act[static_cast<int>(DType::Q8_0)] = quantize_q8_0;
     t.quantize_act[static_cast<int>(DType::Q8_1)] = quantize_q8_1;
     t.quantize_act[static_cast<int>(DType::Q8_K)] = quantize_q8_K;

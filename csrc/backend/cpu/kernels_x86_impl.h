@@ -57,6 +57,7 @@ struct AlignedBytes {
 // 5-6 to 8-11 GB/s. Rows of a thread's range are contiguous, so running past
 // the last row only prefetches a few lines too many.
 constexpr size_t kPrefetchAhead = 8192;
+constexpr size_t kQ4x8PrefetchAhead = 4096;  // interleaved rows (q4_0_x8_x86_impl.h)
 inline void prefetch_ahead(const void* p, size_t distance = kPrefetchAhead) {
     _mm_prefetch(static_cast<const char*>(p) + distance, _MM_HINT_T0);
 }
@@ -812,6 +813,7 @@ struct KQuantTile {
 } // namespace phi::cpu
 
 #include "backend/cpu/gemm_x86_impl.h"
+#include "backend/cpu/q4_0_x8_x86_impl.h"
 
 namespace phi::cpu {
 namespace {
@@ -832,6 +834,8 @@ void fill_x86_table(KernelTable* t) {
     t->rows[static_cast<int>(DType::F32)] = rows_float<DType::F32>;
     t->rows[static_cast<int>(DType::F16)] = rows_float<DType::F16>;
     t->rows[static_cast<int>(DType::BF16)] = rows_float<DType::BF16>;
+    t->rows_q4_0_x8 = rows_q4_0_x8;
+    t->dequant_q4_0_x8 = dequant_q4_0_x8;
 }
 
 } // namespace

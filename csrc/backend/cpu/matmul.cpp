@@ -4,20 +4,24 @@
 #include "backend/cpu/matmul.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/cpu_features.h"
 #include "backend/cpu/kernels.h"
 #include "core/error.h"
 #include "quant/quant.h"
+#include "quant/repack.h"
 
 namespace phi::cpu {
 
 namespace {
 
 // Dequantizer for weight types without a SIMD one: the scalar reference.
-void dequantize_range_reference(DType t, const uint8_t* row, int64_t k0, int64_t n, float* dst) {
-    quant::dequantize_row(t, row + row_bytes(t, k0), dst, n);
+void dequantize_range_reference(DType t, const uint8_t* w, size_t w_stride, int64_t r, int64_t k0, int64_t n,
+                                float* dst) {
+    quant::dequantize_row(t, w + r * w_stride + row_bytes(t, k0), dst, n);
 }
 
 const KernelTable& table_for(Isa isa) {
@@ -75,7 +79,8 @@ bool matmul_gemm(const Tensor& W, const float* x, int n, float* y, const float* 
     if (n < kGemmMinTokens) return false;
     const KernelTable& t = table_for(isa);
     const int id = static_cast<int>(W.type);
-    if (!t.gemm || id >= kNumTypes || !quant::can_dequantize(W.type)) return false;
+    const bool x8 = W.layout == WeightLayout::q4_0_x8;
+    if (!t.gemm || id >= kNumTypes || !quant::can_dequantize(W.type) || (x8 && !t.dequant_q4_0_x8)) return false;
     const int64_t K = W.ne0;
     const int tiles = (n + kGemmTileToks - 1) / kGemmTileToks;
     thread_local std::vector<float> packed;  // grows only: no allocation once warm
@@ -92,7 +97,7 @@ bool matmul_gemm(const Tensor& W, const float* x, int n, float* y, const float* 
     a.w_stride = W.row_bytes();
     a.K = K;
     a.type = W.type;
-    a.dequant = t.dequant[id] ? t.dequant[id] : dequantize_range_reference;
+    a.dequant = x8 ? t.dequant_q4_0_x8 : t.dequant[id] ? t.dequant[id] : dequantize_range_reference;
     a.xp = xp;
     a.n = n;
     a.y = y;
@@ -109,12 +114,49 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
     quant::dequantize_row(type, src, dst, n);
 }
 
+WeightLayout preferred_layout(const Tensor& W) {
+    // PHICPP_REPACK=0 keeps every weight in the file's layout (as llama.cpp's
+    // --no-repack), for comparisons; read once
+    static const bool repack = [] {
+        const char* env = std::getenv("PHICPP_REPACK");
+        return !(env && std::string(env) == "0");
+    }();
+    // only where a SIMD kernel exists: the scalar one gathers rows back and is slower
+    const bool simd = repack && current_isa() != Isa::scalar && table_for(current_isa()).rows_q4_0_x8;
+    if (simd && W.layout == WeightLayout::rows && W.type == DType::Q4_0 && W.ne1 % quant::kQ4_0x8Rows == 0 &&
+        W.ne0 % quant::QK == 0 && W.ne0 > 0)
+        return WeightLayout::q4_0_x8;
+    return WeightLayout::rows;
+}
+
+Tensor repack_weight(const Tensor& W, WeightLayout layout, void* dst, ThreadPool& pool) {
+    if (W.layout != WeightLayout::rows || layout != WeightLayout::q4_0_x8 || W.type != DType::Q4_0 ||
+        W.ne1 % quant::kQ4_0x8Rows != 0)
+        fail(ErrorKind::invalid_arg, "cannot repack a ", dtype_name(W.type), " [", W.ne1, " x ", W.ne0,
+             "] weight into the q4_0_x8 layout");
+    quant::check_row_length(W.type, W.ne0);
+    const void* src = W.data;
+    const int64_t K = W.ne0;
+    pool.parallel_for(W.ne1 / quant::kQ4_0x8Rows, 64, [&](int64_t g0, int64_t g1) {
+        quant::repack_q4_0_x8(src, dst, K, g0, g1);
+    });
+    Tensor out = W;
+    out.data = dst;
+    out.layout = layout;
+    return out;
+}
+
 void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool) {
     const int64_t K = W.ne0, M = W.ne1;
     if (n <= 0 || M <= 0) return;
     const Isa isa = current_isa();
     const int id = static_cast<int>(W.type);
-    const RowsKernel rows = id < kNumTypes ? pick(isa, &KernelTable::rows, id) : nullptr;
+    RowsKernel rows = nullptr;
+    if (W.layout == WeightLayout::q4_0_x8) {
+        for (int i = static_cast<int>(isa); i >= 0 && !rows; --i) rows = table_for(static_cast<Isa>(i)).rows_q4_0_x8;
+    } else if (id < kNumTypes) {
+        rows = pick(isa, &KernelTable::rows, id);
+    }
     if (!rows) fail(ErrorKind::unsupported, "no CPU kernel for tensor type ", dtype_name(W.type));
     quant::check_row_length(W.type, K);
     if (matmul_gemm(W, x, n, y, bias, pool, isa)) return;

@@ -15,6 +15,14 @@ constexpr int kGemmMinTokens = 8;
 // Throws phi::Error(unsupported) for a weight type without a kernel.
 void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool);
 
+// The layout matmul() is fastest with for a weight of this type and shape on
+// the current ISA (WeightLayout::rows when no interleaved kernel applies).
+WeightLayout preferred_layout(const Tensor& W);
+
+// W (file layout) reordered into `layout` at dst (W.nbytes() bytes), split
+// over the pool. Returns W with data = dst and the new layout.
+Tensor repack_weight(const Tensor& W, WeightLayout layout, void* dst, ThreadPool& pool);
+
 // Convert n elements of one row of `type` to f32 (get_rows, tests).
 void dequantize_row(DType type, const void* src, float* dst, int64_t n);
 

@@ -1,0 +1,128 @@
+"""The interleaved Q4_0 x8 weight layout (csrc/quant/repack.h) the CPU backend
+gives Q4_0 matmul weights at load: its bytes against a numpy rendering of the
+documented layout, its kernels (decode, few-token and GEMM paths, every ISA)
+against the file-layout kernels and the float64 reference, and a whole model
+repacked against the same model unrepacked."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from phicpp import _core as C
+from test_matmul import ISAS, quant_reference, uses_gemm
+
+BLOCK = 18  # bytes of a Q4_0 block: fp16 d + 16 bytes of nibbles
+
+
+def numpy_repack(w, rows, K):
+    """quant/repack.h, written out: groups of 8 rows, records per block of
+    d[8] then qs[quad j][row r][4 bytes]."""
+    nb = K // 32
+    blocks = w.reshape(rows // 8, 8, nb, BLOCK)  # group, row in group, block, bytes
+    d = blocks[:, :, :, 0:2].transpose(0, 2, 1, 3).reshape(rows // 8, nb, 16)
+    qs = blocks[:, :, :, 2:].reshape(rows // 8, 8, nb, 4, 4)  # group, row, block, quad, byte
+    qs = qs.transpose(0, 2, 3, 1, 4).reshape(rows // 8, nb, 128)
+    return np.concatenate([d, qs], axis=2).reshape(rows, -1)
+
+
+def q4_0_weight(rows, K, rng):
+    return C.quantize(rng.standard_normal((rows, K)).astype(np.float32), "q4_0")
+
+
+@pytest.mark.parametrize("rows,K", [(8, 32), (16, 96), (40, 3072)])
+def test_layout_bytes(rows, K):
+    w = q4_0_weight(rows, K, np.random.default_rng(rows + K))
+    packed = C.repack_weight(w, "q4_0", (rows, K), "q4_0_x8")
+    assert packed.size == w.size
+    assert np.array_equal(packed.reshape(rows, -1), numpy_repack(w, rows, K))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("rows,K", [(8, 32), (24, 96), (56, 160), (104, 608)])
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 9, 17])
+def test_matmul_matches_file_layout_and_reference(isa, rows, K, n):
+    """Decode (n=1), a few tokens (looped inside each 8-row group) and the
+    GEMM path (n >= 8 on SIMD ISAs: dequantized from the interleaved bytes);
+    rows span several threads' chunks and 48-row GEMM blocks."""
+    rng = np.random.default_rng(rows * 31 + K + n)
+    w = q4_0_weight(rows, K, rng)
+    x = rng.standard_normal((n, K)).astype(np.float32)
+    bias = rng.standard_normal(rows).astype(np.float32)
+    packed = C.repack_weight(w, "q4_0", (rows, K), "q4_0_x8")
+    y = C.matmul(packed, "q4_0", (rows, K), x, bias=bias, isa=isa, n_threads=2, layout="q4_0_x8")
+    y_rows = C.matmul(w, "q4_0", (rows, K), x, bias=bias, isa=isa, n_threads=2)
+    gemm = uses_gemm(isa, n)
+    ref, mag = quant_reference(w, "q4_0", rows, K, x, f32_activations=gemm)
+    # the integer block sums are exact: only the f32 scaling and summation order differ
+    assert np.all(np.abs(y - y_rows) <= 1e-5 * (mag + 1)), np.max(np.abs(y - y_rows) / (mag + 1))
+    # the reference quantizes activations with ggml's reference arithmetic, the
+    # kernels with its x86 one (127/amax): an activation code may differ by one
+    tol = 2e-6 if gemm else 2e-3
+    assert np.all(np.abs(y - (ref + bias)) <= tol * (mag + 1)), np.max(np.abs(y - ref - bias) / (mag + 1))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_extreme_weights_and_activations(isa):
+    """Nibbles all 0 or all 15 against activations at +-127 after quantization:
+    the largest block sums the int16 accumulation can meet."""
+    rows, K = 16, 256
+    rng = np.random.default_rng(5)
+    w = q4_0_weight(rows, K, rng).reshape(rows, K // 32, BLOCK)
+    w[:8, :, 2:] = 0x00   # q - 8 = -8 everywhere
+    w[8:, :, 2:] = 0xFF   # q - 8 = +7 everywhere
+    w = w.reshape(rows, -1)
+    for x in [np.full((1, K), 3.0, np.float32), np.full((1, K), -1e4, np.float32),
+              np.where(rng.random((2, K)) < 0.5, -1.0, 1.0).astype(np.float32)]:
+        packed = C.repack_weight(w, "q4_0", (rows, K), "q4_0_x8")
+        y = C.matmul(packed, "q4_0", (rows, K), x, isa=isa, layout="q4_0_x8")
+        ref = C.matmul(w, "q4_0", (rows, K), x, isa="scalar")
+        assert np.allclose(y, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_preferred_layout_and_errors():
+    simd = [i for i in ISAS if i != "scalar"]
+    for isa in simd:
+        assert C.preferred_layout("q4_0", (64, 96), isa=isa) == "q4_0_x8"
+        assert C.preferred_layout("q4_0", (60, 96), isa=isa) == "rows"  # not whole groups of 8
+        assert C.preferred_layout("q8_0", (64, 96), isa=isa) == "rows"
+    assert C.preferred_layout("q4_0", (64, 96), isa="scalar") == "rows"
+    w = q4_0_weight(12, 64, np.random.default_rng(0))
+    with pytest.raises(ValueError):
+        C.repack_weight(w, "q4_0", (12, 64), "q4_0_x8")
+    with pytest.raises(ValueError):
+        C.repack_weight(w, "q4_0", (12, 64), "q9_x3")
+    with pytest.raises(ValueError):
+        C.repack_weight(np.zeros(12 * 68, np.uint8), "q8_0", (12, 64), "q4_0_x8")
+    with pytest.raises(ValueError):
+        C.matmul(w, "q4_0", (12, 64), np.zeros((1, 64), np.float32), layout="q4_0_x8")
+
+
+LOGITS_SCRIPT = """
+import sys, numpy as np, phicpp
+m = phicpp.Model(sys.argv[1], n_ctx=64, n_threads=2)
+prompt = list(range(1, 20))
+pre = m.eval(prompt)                      # prefill: the GEMM path
+one = m.eval([7])                         # decode: one token
+np.save(sys.argv[2], np.concatenate([np.asarray(pre).reshape(-1), np.asarray(one).reshape(-1)]))
+"""
+
+
+@pytest.mark.skipif(len(ISAS) < 2, reason="no SIMD ISA: nothing is repacked")
+def test_model_repacked_equals_file_layout(tmp_path):
+    """A Q4_0 model loaded with repacking (the default) gives the logits of
+    the same model run in the file layout (PHICPP_REPACK=0)."""
+    from phicpp.models import default_model_path
+    q = tmp_path / "q4_0.gguf"
+    subprocess.run([sys.executable, "-m", "phicpp", "quantize", str(default_model_path()), str(q), "Q4_0"],
+                   check=True, capture_output=True)
+    outs = []
+    for repack in ["1", "0"]:
+        out = tmp_path / f"logits_{repack}.npy"
+        env = dict(os.environ, PHICPP_REPACK=repack)
+        subprocess.run([sys.executable, "-c", LOGITS_SCRIPT, str(q), str(out)], check=True, env=env)
+        outs.append(np.load(out))
+    a, b = outs
+    assert a.shape == b.shape and np.all(np.isfinite(a))
+    assert np.max(np.abs(a - b)) <= 1e-4 * np.max(np.abs(b)), np.max(np.abs(a - b))
