@@ -84,10 +84,13 @@ def test_isa_selection_and_errors():
 
 
 def test_bad_shapes_are_errors():
-    with pytest.raises(ValueError):
+    # the messages carry the numbers (formatted without iostreams: see core/error.h)
+    with pytest.raises(ValueError, match=r"x must be \[n, 8\]"):
         C.matmul(np.zeros((2, 32), np.uint8), "f32", (2, 8), np.zeros((1, 7), np.float32))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="62 bytes, expected 64"):
         C.matmul(np.zeros((2, 31), np.uint8), "f32", (2, 8), np.zeros((1, 8), np.float32))
+    with pytest.raises(ValueError, match="row length 33 .* block size 32"):
+        C.quantize(np.zeros((1, 33), np.float32), "q4_0")
 
 
 # ---------------------------------------------------------------- quantized weights

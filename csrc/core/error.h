@@ -2,9 +2,11 @@
 // (bad file, unsupported model, prompt too long) is a phi::Error with a
 // kind, so the bindings can map it to a precise Python exception.
 #pragma once
-#include <sstream>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <type_traits>
 
 namespace phi {
 
@@ -26,13 +28,38 @@ private:
     ErrorKind kind_;
 };
 
+namespace detail {
+// Message parts are formatted without iostreams: a libstdc++ linked
+// statically into the extension (what some toolchains do, e.g. GCC 13 with
+// only libstdc++.a) can crash formatting an integer through its own
+// std::locale, which would turn a user's mistake into a segfault.
+template <class T>
+void append_part(std::string& s, const T& v) {
+    if constexpr (std::is_array_v<T> || std::is_convertible_v<const T&, std::string_view>) {
+        s += std::string_view(v);
+    } else if constexpr (std::is_same_v<T, bool>) {
+        s += v ? "true" : "false";
+    } else if constexpr (std::is_same_v<T, char>) {
+        s += v;
+    } else if constexpr (std::is_integral_v<T>) {
+        s += std::to_string(v);
+    } else if constexpr (std::is_floating_point_v<T>) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%g", static_cast<double>(v));
+        s += buf;
+    } else {
+        static_assert(std::is_integral_v<T>, "fail(): message parts are strings, numbers or bools");
+    }
+}
+} // namespace detail
+
 // fail(ErrorKind::format, "file ", path, ": tensor '", name, "' ...") builds the
 // message from its parts and throws.
 template <class... Parts>
 [[noreturn]] void fail(ErrorKind kind, const Parts&... parts) {
-    std::ostringstream os;
-    (os << ... << parts);
-    throw Error(kind, os.str());
+    std::string msg;
+    (detail::append_part(msg, parts), ...);
+    throw Error(kind, msg);
 }
 
 } // namespace phi
