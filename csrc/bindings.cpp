@@ -259,6 +259,20 @@ static WeightLayout parse_layout(const std::string& name) {
     fail(ErrorKind::invalid_arg, "unknown weight layout '", name, "' (rows, q4_0_x8)");
 }
 
+// A weight of `shape` (rows, K) in the file layout over caller bytes, checked.
+static Tensor weight_of(const void* data, size_t bytes, DType t, std::pair<int64_t, int64_t> shape) {
+    const int64_t M = shape.first, K = shape.second;
+    quant::check_row_length(t, K);
+    if (M <= 0 || bytes != row_bytes(t, K) * static_cast<size_t>(M))
+        fail(ErrorKind::invalid_arg, "weight has ", bytes, " bytes, expected ", row_bytes(t, K) * std::max<int64_t>(M, 0));
+    Tensor W;
+    W.data = data;
+    W.type = t;
+    W.ne0 = K;
+    W.ne1 = M;
+    return W;
+}
+
 static void bind_quant(py::module_& m) {
     // Block formats, reference (de)quantizers, kernels by ISA (owned by the quant helper).
     // Type names are GGML's, case-insensitive ("q4_K", "Q4_K", "f16").
@@ -348,25 +362,17 @@ static void bind_quant(py::module_& m) {
                                  std::optional<F32Array> bias, std::optional<std::string> isa, int n_threads,
                                  const std::string& layout) {
         // shape = (rows, K) of the weight; x is [n, K]; returns [n, rows].
-        const DType t = parse_type(type);
-        const int64_t M = shape.first, K = shape.second;
-        quant::check_row_length(t, K);
-        if (static_cast<size_t>(w.size()) != row_bytes(t, K) * static_cast<size_t>(M))
-            fail(ErrorKind::invalid_arg, "weight has ", w.size(), " bytes, expected ", row_bytes(t, K) * M);
+        Tensor W = weight_of(w.data(), static_cast<size_t>(w.size()), parse_type(type), shape);
+        const int64_t M = W.ne1, K = W.ne0;
         if (x.ndim() != 2 || x.shape(1) != K) fail(ErrorKind::invalid_arg, "x must be [n, ", K, "] float32");
         if (bias && bias->size() != M) fail(ErrorKind::invalid_arg, "bias must have ", M, " elements");
         const int n = static_cast<int>(x.shape(0));
         F32Array y({static_cast<int64_t>(n), M});
-        Tensor W;
-        W.data = w.data();
-        W.type = t;
-        W.ne0 = K;
-        W.ne1 = M;
         const float* xp = x.data();
         const float* bp = bias ? bias->data() : nullptr;
         float* yp = y.mutable_data();
         W.layout = parse_layout(layout);
-        if (W.layout == WeightLayout::q4_0_x8 && (t != DType::Q4_0 || M % 8 != 0))
+        if (W.layout == WeightLayout::q4_0_x8 && (W.type != DType::Q4_0 || M % 8 != 0))
             fail(ErrorKind::invalid_arg, "layout q4_0_x8 needs a q4_0 weight with a multiple of 8 rows");
         with_isa(isa, [&] { cpu::matmul(W, xp, n, yp, bp, shared_pool(n_threads)); });
         return y;
@@ -377,16 +383,7 @@ static void bind_quant(py::module_& m) {
 
     m.def("repack_weight", [parse_type](U8Array w, const std::string& type, std::pair<int64_t, int64_t> shape,
                                         const std::string& layout) {
-        const DType t = parse_type(type);
-        const int64_t M = shape.first, K = shape.second;
-        quant::check_row_length(t, K);
-        if (static_cast<size_t>(w.size()) != row_bytes(t, K) * static_cast<size_t>(M))
-            fail(ErrorKind::invalid_arg, "weight has ", w.size(), " bytes, expected ", row_bytes(t, K) * M);
-        Tensor W;
-        W.data = w.data();
-        W.type = t;
-        W.ne0 = K;
-        W.ne1 = M;
+        const Tensor W = weight_of(w.data(), static_cast<size_t>(w.size()), parse_type(type), shape);
         U8Array out(static_cast<py::ssize_t>(W.nbytes()));
         cpu::repack_weight(W, parse_layout(layout), out.mutable_data(), shared_pool(1));
         return out;
