@@ -372,8 +372,8 @@ static void bind_quant(py::module_& m) {
         const float* bp = bias ? bias->data() : nullptr;
         float* yp = y.mutable_data();
         W.layout = parse_layout(layout);
-        if (W.layout == WeightLayout::q4_0_x8 && (W.type != DType::Q4_0 || M % 8 != 0))
-            fail(ErrorKind::invalid_arg, "layout q4_0_x8 needs a q4_0 weight with a multiple of 8 rows");
+        if (!cpu::layout_fits(W, W.layout))
+            fail(ErrorKind::invalid_arg, "layout ", layout, " cannot hold a ", type, " weight of ", M, " x ", K);
         with_isa(isa, [&] { cpu::matmul(W, xp, n, yp, bp, shared_pool(n_threads)); });
         return y;
     }, py::arg("w"), py::arg("type"), py::arg("shape"), py::arg("x"), py::arg("bias") = py::none(),

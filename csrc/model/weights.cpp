@@ -48,7 +48,10 @@ std::vector<float> WeightLoader::host_vector(const std::string& name, int64_t n)
 
 const float* WeightLoader::vector(const std::string& name, int64_t n) {
     const gguf::TensorInfo& t = lookup(name, 1, n, 1);
-    if (t.type == DType::F32) return static_cast<const float*>(be_.weight(Tensor{t.data, t.type, WeightLayout::rows, n, 1}, WeightUse::rows).data);
+    if (t.type == DType::F32) {
+        const Tensor host{t.data, t.type, WeightLayout::rows, n, 1};
+        return static_cast<const float*>(be_.weight(host, WeightUse::rows).data);
+    }
     std::vector<float> v = host_vector(name, n);
     void* dst = be_.alloc(sizeof(float) * v.size());
     owned_.push_back(dst);

@@ -21,10 +21,9 @@ void repack_q4_0_x8(const void* src, void* dst, int64_t K, int64_t g0, int64_t g
     }
 }
 
-void unpack_row_q4_0_x8(const void* packed, int64_t K, int64_t row, BlockQ4_0* out) {
-    const int64_t nb = K / QK;
+void unpack_row_q4_0_x8(const void* packed, int64_t K, int64_t row, int64_t ib0, int64_t nb, BlockQ4_0* out) {
     const int r = static_cast<int>(row % kQ4_0x8Rows);
-    const BlockQ4_0x8* g = static_cast<const BlockQ4_0x8*>(packed) + row / kQ4_0x8Rows * nb;
+    const BlockQ4_0x8* g = static_cast<const BlockQ4_0x8*>(packed) + row / kQ4_0x8Rows * (K / QK) + ib0;
     for (int64_t ib = 0; ib < nb; ++ib) {
         out[ib].d = g[ib].d[r];
         for (int j = 0; j < 4; ++j) std::memcpy(out[ib].qs + 4 * j, g[ib].qs[j][r], 4);

@@ -31,7 +31,8 @@ static_assert(sizeof(BlockQ4_0x8) == kQ4_0x8Rows * sizeof(BlockQ4_0), "same byte
 // so callers may split the work by group).
 void repack_q4_0_x8(const void* src, void* dst, int64_t K, int64_t g0, int64_t g1);
 
-// Row `row` of an x8-packed tensor back as GGUF blocks (K/32 of them).
-void unpack_row_q4_0_x8(const void* packed, int64_t K, int64_t row, BlockQ4_0* out);
+// Blocks [ib0, ib0 + nb) of row `row` of an x8-packed tensor of K columns,
+// back as GGUF blocks.
+void unpack_row_q4_0_x8(const void* packed, int64_t K, int64_t row, int64_t ib0, int64_t nb, BlockQ4_0* out);
 
 } // namespace phi::quant

@@ -58,7 +58,7 @@ void rows_q4_0_x8(const MatmulArgs& a, int64_t r0, int64_t r1) {
     thread_local std::vector<quant::BlockQ4_0> row;
     row.resize(static_cast<size_t>(a.K / quant::QK));
     for (int64_t r = r0; r < r1; ++r) {
-        quant::unpack_row_q4_0_x8(a.w, a.K, r, row.data());
+        quant::unpack_row_q4_0_x8(a.w, a.K, r, 0, a.K / quant::QK, row.data());
         const float b = a.bias ? a.bias[r] : 0.0f;
         for (int t = 0; t < a.n; ++t)
             a.y[t * a.ldy + r] = quant::vec_dot(DType::Q4_0, row.data(), a.x + t * a.x_stride, a.K) + b;

@@ -32,14 +32,12 @@ const KernelTable& table_for(Isa isa) {
     }
 }
 
-// The kernel of the strongest ISA <= isa that has one.
-template <class Fn>
-Fn pick(Isa isa, Fn (KernelTable::*field)[kNumTypes], int id) {
-    for (int i = static_cast<int>(isa); i >= 0; --i) {
-        const Fn f = (table_for(static_cast<Isa>(i)).*field)[id];
-        if (f) return f;
-    }
-    return nullptr;
+// The kernel of the strongest ISA <= isa that has one; `entry` reads it from a table.
+template <class Entry>
+auto pick(Isa isa, Entry entry) {
+    for (int i = static_cast<int>(isa); i >= 0; --i)
+        if (const auto f = entry(table_for(static_cast<Isa>(i)))) return f;
+    return decltype(entry(table_for(isa))){nullptr};
 }
 
 struct Job {
@@ -114,6 +112,12 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
     quant::dequantize_row(type, src, dst, n);
 }
 
+bool layout_fits(const Tensor& W, WeightLayout layout) {
+    if (layout == WeightLayout::rows) return true;
+    // q4_0_x8: whole groups of 8 rows of whole blocks
+    return W.type == DType::Q4_0 && W.ne1 > 0 && W.ne1 % quant::kQ4_0x8Rows == 0 && W.ne0 > 0 && W.ne0 % quant::QK == 0;
+}
+
 WeightLayout preferred_layout(const Tensor& W) {
     // PHICPP_REPACK=0 keeps every weight in the file's layout (as llama.cpp's
     // --no-repack), for comparisons; read once
@@ -123,18 +127,15 @@ WeightLayout preferred_layout(const Tensor& W) {
     }();
     // only where a SIMD kernel exists: the scalar one gathers rows back and is slower
     const bool simd = repack && current_isa() != Isa::scalar && table_for(current_isa()).rows_q4_0_x8;
-    if (simd && W.layout == WeightLayout::rows && W.type == DType::Q4_0 && W.ne1 % quant::kQ4_0x8Rows == 0 &&
-        W.ne0 % quant::QK == 0 && W.ne0 > 0)
-        return WeightLayout::q4_0_x8;
+    if (simd && W.layout == WeightLayout::rows && layout_fits(W, WeightLayout::q4_0_x8)) return WeightLayout::q4_0_x8;
     return WeightLayout::rows;
 }
 
 Tensor repack_weight(const Tensor& W, WeightLayout layout, void* dst, ThreadPool& pool) {
-    if (W.layout != WeightLayout::rows || layout != WeightLayout::q4_0_x8 || W.type != DType::Q4_0 ||
-        W.ne1 % quant::kQ4_0x8Rows != 0)
+    quant::check_row_length(W.type, W.ne0);
+    if (W.layout != WeightLayout::rows || layout != WeightLayout::q4_0_x8 || !layout_fits(W, layout))
         fail(ErrorKind::invalid_arg, "cannot repack a ", dtype_name(W.type), " [", W.ne1, " x ", W.ne0,
              "] weight into the q4_0_x8 layout");
-    quant::check_row_length(W.type, W.ne0);
     const void* src = W.data;
     const int64_t K = W.ne0;
     pool.parallel_for(W.ne1 / quant::kQ4_0x8Rows, 64, [&](int64_t g0, int64_t g1) {
@@ -152,11 +153,10 @@ void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias,
     const Isa isa = current_isa();
     const int id = static_cast<int>(W.type);
     RowsKernel rows = nullptr;
-    if (W.layout == WeightLayout::q4_0_x8) {
-        for (int i = static_cast<int>(isa); i >= 0 && !rows; --i) rows = table_for(static_cast<Isa>(i)).rows_q4_0_x8;
-    } else if (id < kNumTypes) {
-        rows = pick(isa, &KernelTable::rows, id);
-    }
+    if (W.layout == WeightLayout::q4_0_x8)
+        rows = pick(isa, [](const KernelTable& t) { return t.rows_q4_0_x8; });
+    else if (id < kNumTypes)
+        rows = pick(isa, [id](const KernelTable& t) { return t.rows[id]; });
     if (!rows) fail(ErrorKind::unsupported, "no CPU kernel for tensor type ", dtype_name(W.type));
     quant::check_row_length(W.type, K);
     if (matmul_gemm(W, x, n, y, bias, pool, isa)) return;
@@ -183,7 +183,9 @@ void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias,
         const size_t stride = row_bytes(act, K);
         const size_t need = stride * static_cast<size_t>(n);
         if (arena.size() < need) arena.resize(need);
-        QuantJob q{pick(isa, &KernelTable::quantize_act, static_cast<int>(act)), x, K, arena.data(), stride};
+        const int act_id = static_cast<int>(act);
+        QuantJob q{pick(isa, [act_id](const KernelTable& t) { return t.quantize_act[act_id]; }), x, K, arena.data(),
+                   stride};
         if (!q.fn) fail(ErrorKind::unsupported, "no activation quantizer for ", dtype_name(act));
         const QuantJob* qp = &q;  // one pointer: fits std::function's inline storage
         pool.parallel_for(n, 1, [qp](int64_t t0, int64_t t1) {

@@ -15,6 +15,9 @@ constexpr int kGemmMinTokens = 8;
 // Throws phi::Error(unsupported) for a weight type without a kernel.
 void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool);
 
+// Whether W's type and shape can be held in `layout` (always for rows).
+bool layout_fits(const Tensor& W, WeightLayout layout);
+
 // The layout matmul() is fastest with for a weight of this type and shape on
 // the current ISA (WeightLayout::rows when no interleaved kernel applies).
 WeightLayout preferred_layout(const Tensor& W);

@@ -107,22 +107,16 @@ void rows_q4_0_x8(const MatmulArgs& a, int64_t r0, int64_t r1) {
     }
 }
 
-// GEMM dequantizer: row `row`'s quads gathered back into a GGUF block, then
-// unpacked as Q4_0.
-void dequant_q4_0_x8(DType, const uint8_t* w, size_t w_stride, int64_t row, int64_t k0, int64_t n, float* dst) {
-    const int lane = static_cast<int>(row % kQ4_0x8Rows);
-    const auto* g = reinterpret_cast<const BlockQ4_0x8*>(w + row / kQ4_0x8Rows * (kQ4_0x8Rows * w_stride)) + k0 / QK;
-    for (int64_t ib = 0; ib < n / QK; ++ib, dst += QK) {
-        BlockQ4_0 b;
-        b.d = g[ib].d[lane];
-        for (int j = 0; j < 4; ++j) std::memcpy(b.qs + 4 * j, g[ib].qs[j][lane], 4);
-        const __m256i q = LegacyQ4_0::load(b);
-        const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
-        const __m256 d = _mm256_set1_ps(h2f(b.d));
-        store_i8x8_scaled(dst, lo, d);
-        store_i8x8_scaled(dst + 8, _mm_srli_si128(lo, 8), d);
-        store_i8x8_scaled(dst + 16, hi, d);
-        store_i8x8_scaled(dst + 24, _mm_srli_si128(hi, 8), d);
+// GEMM dequantizer: the row's blocks of [k0, k0 + n) gathered back into GGUF
+// blocks, one GEMM block's width at a time (256 columns: 144 bytes on the
+// stack), then the file-layout Q4_0 dequantizer.
+void dequant_q4_0_x8(DType type, const uint8_t* w, size_t w_stride, int64_t row, int64_t k0, int64_t n, float* dst) {
+    const int64_t K = static_cast<int64_t>(w_stride / sizeof(BlockQ4_0)) * QK;
+    BlockQ4_0 blocks[kGemmKc / QK];
+    for (int64_t done = 0; done < n; done += kGemmKc, dst += kGemmKc) {
+        const int64_t len = min_i64(kGemmKc, n - done);
+        quant::unpack_row_q4_0_x8(w, K, row, (k0 + done) / QK, len / QK, blocks);
+        dequant_legacy<LegacyQ4_0>(type, reinterpret_cast<const uint8_t*>(blocks), 0, 0, 0, len, dst);
     }
 }
 
