@@ -151,11 +151,13 @@ def test_quant_matmul_matches_reference(isa, typ, rows, blocks, n):
 
 @pytest.mark.parametrize("isa", ISAS[1:])
 @pytest.mark.parametrize("typ", FLOAT_TYPES + QUANT_TYPES)
-@pytest.mark.parametrize("rows,n", [(6, 8), (47, 9), (49, 16), (97, 23), (100, 40), (13, 130)])
+@pytest.mark.parametrize("rows,n", [(6, 8), (47, 9), (49, 16), (97, 23), (100, 40), (13, 130),
+                                    (12, 17), (95, 33), (193, 47)])
 def test_gemm_path_matches_reference(isa, typ, rows, n):
-    """The prefill GEMM: rows around the 6-row micro-tile and 48-row block,
-    tokens around the 8-token tiles and their pairs, K spanning several
-    256-column blocks with a short last block (and a tail for float types)."""
+    """The prefill GEMM: rows around the micro-panels (6 rows AVX2, 12 AVX-512)
+    and row blocks (48, 96), tokens around the tiles (8, 16) and their pairs,
+    K spanning several 256-column blocks with a short last block (and a tail
+    for float types)."""
     rng = np.random.default_rng(rows * 7 + n)
     if typ in FLOAT_TYPES:
         K = 613

@@ -11,7 +11,7 @@ if [ ! -f "$bdir/build.ninja" ]; then
   cmake -S . -B "$bdir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPHICPP_CUDA=${PHICPP_CUDA:-OFF} \
     -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" >/dev/null
 fi
-ninja -j2 -C "$bdir" _core >/dev/null
+log=$(ninja -j"${JOBS:-2}" -C "$bdir" _core 2>&1) || { echo "$log" >&2; exit 1; }
 pkg="$bdir/py/phicpp"
 mkdir -p "$pkg"
 # mirror the Python sources (new files appear, removed ones vanish)

@@ -40,14 +40,13 @@ using DequantRangeFn = void (*)(DType type, const uint8_t* w, size_t w_stride, i
 // Prefill as a blocked GEMM: weight panels are dequantized to f32 once per
 // call and multiplied with every token, so the cost per weight element is
 // amortized over n tokens and the inner loop is pure FMA.
-constexpr int kGemmTileToks = 8;  // tokens per packed activation tile
 struct GemmArgs {
     const uint8_t* w = nullptr;
     size_t w_stride = 0;
     int64_t K = 0;
     DType type = DType::F32;
     DequantRangeFn dequant = nullptr;
-    const float* xp = nullptr;   // activations packed as [ceil(n/8)][K][8], zero-padded tokens
+    const float* xp = nullptr;   // activations packed as [ceil(n/T)][K][T], T = gemm_tile_tokens, zero-padded tokens
     int n = 0;
     float* y = nullptr;
     int64_t ldy = 0;
@@ -67,6 +66,7 @@ struct KernelTable {
     DequantRangeFn dequant_q4_0_x8;         // its GEMM dequantizer; null: prefill uses rows_q4_0_x8
     GemmKernel gemm;                        // null: prefill uses `rows` too
     int gemm_row_block;                     // rows a gemm call should get at a time
+    int gemm_tile_tokens;                   // tokens per packed activation tile (the vector width)
 };
 
 const KernelTable& kernels_scalar();

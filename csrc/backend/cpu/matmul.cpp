@@ -53,10 +53,10 @@ struct QuantJob {
     size_t stride;
 };
 
-// Packs n activation rows of K floats into tiles of kGemmTileToks tokens,
-// k-major ([tile][K][8]), zero-filling the last tile's missing tokens.
+// Packs n activation rows of K floats into tiles of T tokens, k-major
+// ([tile][K][T]), zero-filling the last tile's missing tokens.
+template <int T>
 void pack_activations(const float* x, int64_t K, int n, int tile0, int tile1, float* xp) {
-    constexpr int T = kGemmTileToks;
     for (int j = tile0; j < tile1; ++j) {
         float* dst = xp + static_cast<int64_t>(j) * K * T;
         const int valid = std::min(T, n - j * T);
@@ -80,13 +80,16 @@ bool matmul_gemm(const Tensor& W, const float* x, int n, float* y, const float* 
     const bool x8 = W.layout == WeightLayout::q4_0_x8;
     if (!t.gemm || id >= kNumTypes || !quant::can_dequantize(W.type) || (x8 && !t.dequant_q4_0_x8)) return false;
     const int64_t K = W.ne0;
-    const int tiles = (n + kGemmTileToks - 1) / kGemmTileToks;
+    const int T = t.gemm_tile_tokens;
+    if (T != 8 && T != 16) fail(ErrorKind::generic, "GEMM tile of ", T, " tokens");
+    const int tiles = (n + T - 1) / T;
     thread_local std::vector<float> packed;  // grows only: no allocation once warm
-    const size_t need = static_cast<size_t>(tiles) * kGemmTileToks * K;
+    const size_t need = static_cast<size_t>(tiles) * T * K;
     if (packed.size() < need) packed.resize(need);
     float* xp = packed.data();
     pool.parallel_for(tiles, 1, [&](int64_t j0, int64_t j1) {
-        pack_activations(x, K, n, static_cast<int>(j0), static_cast<int>(j1), xp);
+        if (T == 8) pack_activations<8>(x, K, n, static_cast<int>(j0), static_cast<int>(j1), xp);
+        else pack_activations<16>(x, K, n, static_cast<int>(j0), static_cast<int>(j1), xp);
     });
 
     GemmJob job{t.gemm, GemmArgs{}};
