@@ -474,6 +474,19 @@ static void bind_quant(py::module_& m) {
     m.def("gemm_min_tokens", [] { return cpu::kGemmMinTokens; },
           "Token count from which quantized matmuls multiply dequantized weights with f32 activations.");
 
+    m.def("matmul_uses_gemm", [parse_type](const std::string& type, std::pair<int64_t, int64_t> shape, int n,
+                                           const std::string& layout, std::optional<std::string> isa) {
+        Tensor W;
+        W.type = parse_type(type);
+        W.ne0 = shape.second;
+        W.ne1 = shape.first;
+        W.layout = parse_layout(layout);
+        bool r = false;
+        with_isa(isa, [&] { r = cpu::gemm_applies(W, n, cpu::current_isa()); });
+        return r;
+    }, py::arg("type"), py::arg("shape"), py::arg("n"), py::arg("layout") = "rows", py::arg("isa") = py::none(),
+       "Whether matmul() with n tokens takes the GEMM path (f32 activations) on the ISA, not the row kernels.");
+
     m.def("cpu_isa", [] { return std::string(cpu::isa_name(cpu::current_isa())); }, "ISA the CPU kernels use now.");
     m.def("set_isa", [](const std::string& name) { cpu::set_isa(name); },
           "Force the CPU kernels' ISA: scalar, avx2, avx512 or auto. Raises for an ISA this CPU lacks.");

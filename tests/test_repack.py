@@ -43,9 +43,10 @@ def test_layout_bytes(rows, K):
 @pytest.mark.parametrize("rows,K", [(8, 32), (24, 96), (56, 160), (104, 608)])
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 9, 17])
 def test_matmul_matches_file_layout_and_reference(isa, rows, K, n):
-    """Decode (n=1), a few tokens (looped inside each 8-row group) and the
-    GEMM path (n >= 8 on SIMD ISAs: dequantized from the interleaved bytes);
-    rows span several threads' chunks and 48-row GEMM blocks."""
+    """Decode (n=1), a few tokens (looped inside each 8-row group) and
+    prefill (n >= 8: the row kernel on AVX2, the GEMM dequantizing the
+    interleaved bytes on AVX-512); rows span several threads' chunks and GEMM
+    row blocks."""
     rng = np.random.default_rng(rows * 31 + K + n)
     w = q4_0_weight(rows, K, rng)
     x = rng.standard_normal((n, K)).astype(np.float32)
@@ -53,10 +54,17 @@ def test_matmul_matches_file_layout_and_reference(isa, rows, K, n):
     packed = C.repack_weight(w, "q4_0", (rows, K), "q4_0_x8")
     y = C.matmul(packed, "q4_0", (rows, K), x, bias=bias, isa=isa, n_threads=2, layout="q4_0_x8")
     y_rows = C.matmul(w, "q4_0", (rows, K), x, bias=bias, isa=isa, n_threads=2)
-    gemm = uses_gemm(isa, n)
+    gemm = C.matmul_uses_gemm("q4_0", (rows, K), n, layout="q4_0_x8", isa=isa)
+    assert gemm == (uses_gemm(isa, n) and C.matmul_uses_gemm("q4_0", (8, 32), 8, layout="q4_0_x8", isa=isa))
     ref, mag = quant_reference(w, "q4_0", rows, K, x, f32_activations=gemm)
-    # the integer block sums are exact: only the f32 scaling and summation order differ
-    assert np.all(np.abs(y - y_rows) <= 1e-5 * (mag + 1)), np.max(np.abs(y - y_rows) / (mag + 1))
+    if gemm == C.matmul_uses_gemm("q4_0", (rows, K), n, isa=isa):
+        # same path: the integer block sums are exact, only the f32 scaling and summation order differ
+        assert np.all(np.abs(y - y_rows) <= 1e-5 * (mag + 1)), np.max(np.abs(y - y_rows) / (mag + 1))
+    else:
+        # the file layout takes the other path (f32 vs 8-bit activations): each against its own reference
+        ref_rows, _ = quant_reference(w, "q4_0", rows, K, x, f32_activations=not gemm)
+        tol_rows = 2e-3 if gemm else 2e-6
+        assert np.all(np.abs(y_rows - (ref_rows + bias)) <= tol_rows * (mag + 1))
     # the reference quantizes activations with ggml's reference arithmetic, the
     # kernels with its x86 one (127/amax): an activation code may differ by one
     tol = 2e-6 if gemm else 2e-3
@@ -103,7 +111,7 @@ LOGITS_SCRIPT = """
 import sys, numpy as np, phicpp
 m = phicpp.Model(sys.argv[1], n_ctx=64, n_threads=2)
 prompt = list(range(1, 20))
-pre = m.eval(prompt)                      # prefill: the GEMM path
+pre = m.eval(prompt)                      # prefill: the GEMM path or the row kernel
 one = m.eval([7])                         # decode: one token
 np.save(sys.argv[2], np.concatenate([np.asarray(pre).reshape(-1), np.asarray(one).reshape(-1)]))
 """
@@ -125,4 +133,13 @@ def test_model_repacked_equals_file_layout(tmp_path):
         outs.append(np.load(out))
     a, b = outs
     assert a.shape == b.shape and np.all(np.isfinite(a))
-    assert np.max(np.abs(a - b)) <= 1e-4 * np.max(np.abs(b)), np.max(np.abs(a - b))
+    # where the ISA's prefill takes the row kernel for the interleaved layout
+    # (AVX2: 8-bit activations, as llama.cpp) but the GEMM for the file layout
+    # (f32 activations), the two differ by activation rounding, ~1% of the
+    # logits' scale through this model; otherwise only by summation order
+    same_path = C.matmul_uses_gemm("q4_0", (256, 256), 19, layout="q4_0_x8") == \
+        C.matmul_uses_gemm("q4_0", (256, 256), 19)
+    tol = 1e-4 if same_path else 3e-2
+    assert np.max(np.abs(a - b)) <= tol * np.max(np.abs(b)), np.max(np.abs(a - b))
+    n_vocab = a.size // 2
+    assert np.argmax(a[:n_vocab]) == np.argmax(b[:n_vocab]) and np.argmax(a[n_vocab:]) == np.argmax(b[n_vocab:])

@@ -12,6 +12,8 @@
 #   SHARED     the shared folder with tools/mkrand_gguf.py and fixtures/vocab
 #              (default ../shared, else .bench/shared)
 #   .devdeps   a copy of the `gguf` package when the host has none (see avx512_check.sh)
+#   LLAMA_CPU_FLAGS  llama.cpp's CPU flags (default -DGGML_NATIVE=ON). On a host with AMX,
+#              "$AVX512_NO_AMX" builds the AVX-512 VNNI/BF16 kernels an AMD Zen 4/5 would run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step=${1:-build}
@@ -22,16 +24,19 @@ LB=build/llamacpp
 MODELS=build/models
 CORES=${CORES:-2,3}
 py=build/avx512/py
+AVX512_NO_AMX="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON \
+  -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF"
+[ "${LLAMA_CPU_FLAGS:-}" = no-amx ] && LLAMA_CPU_FLAGS=$AVX512_NO_AMX
 [ -d .devdeps ] && pyp="$py:$PWD/.devdeps" || pyp=$py
 
 case "$step" in
 build)
   lscpu | grep -E "Model name|^CPU\(s\)|L2|L3" || true
-  grep -o -w 'avx512f\|avx512_vnni\|avx512_bf16' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
+  grep -o -w 'avx512f\|avx512_vnni\|avx512_bf16\|amx_int8' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
   JOBS=$(nproc) tools/devbuild.sh avx512 >/dev/null
   cmake -S "$LLAMA_SRC" -B $LB -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_TESTS=OFF \
     -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_CURL=OFF \
-    -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=ON >/dev/null
+    -DLLAMA_OPENSSL=OFF ${LLAMA_CPU_FLAGS:--DGGML_NATIVE=ON} >/dev/null
   ninja -C $LB llama-bench llama-quantize | tail -1
   PYTHONPATH=$pyp python3 -c "from phicpp import _core as C; print('isas:', C.available_isas())"
   PYTHONPATH=$pyp python3 -m pytest -q -p no:cacheprovider tests/test_matmul.py tests/test_repack.py 2>&1 | tail -2

@@ -72,13 +72,25 @@ struct GemmJob {
     GemmArgs args;
 };
 
-// The GEMM path, when the ISA has one; returns false to use the row kernels.
-bool matmul_gemm(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool, Isa isa) {
+} // namespace
+
+bool gemm_applies(const Tensor& W, int n, Isa isa) {
     if (n < kGemmMinTokens) return false;
     const KernelTable& t = table_for(isa);
     const int id = static_cast<int>(W.type);
+    if (!t.gemm || id >= kNumTypes || !quant::can_dequantize(W.type)) return false;
+    // an interleaved layout goes through the GEMM only where the ISA has its dequantizer
+    return W.layout != WeightLayout::q4_0_x8 || t.dequant_q4_0_x8;
+}
+
+namespace {
+
+// The GEMM path, when it applies; returns false to use the row kernels.
+bool matmul_gemm(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool, Isa isa) {
+    if (!gemm_applies(W, n, isa)) return false;
+    const KernelTable& t = table_for(isa);
+    const int id = static_cast<int>(W.type);
     const bool x8 = W.layout == WeightLayout::q4_0_x8;
-    if (!t.gemm || id >= kNumTypes || !quant::can_dequantize(W.type) || (x8 && !t.dequant_q4_0_x8)) return false;
     const int64_t K = W.ne0;
     const int T = t.gemm_tile_tokens;
     if (T != 8 && T != 16) fail(ErrorKind::generic, "GEMM tile of ", T, " tokens");

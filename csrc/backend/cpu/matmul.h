@@ -2,6 +2,7 @@
 // (n == 1, matrix x vector) and prefill (n > 1, matrix x matrix).
 #pragma once
 #include "backend/backend.h"
+#include "backend/cpu/cpu_features.h"
 #include "backend/cpu/threadpool.h"
 
 namespace phi::cpu {
@@ -10,6 +11,12 @@ namespace phi::cpu {
 // weight panels dequantized to f32 with the f32 activations; below it (decode)
 // quantized weights meet activations quantized to 8 bits (as in llama.cpp).
 constexpr int kGemmMinTokens = 8;
+
+// Whether matmul() of W with n tokens takes the GEMM path on `isa` (f32
+// activations against dequantized weight panels) rather than the row kernels
+// (8-bit activations for quantized weights). Q4_0 in the interleaved layout
+// stays on its row kernel where that is faster (see kernels_x86_impl.h).
+bool gemm_applies(const Tensor& W, int n, Isa isa);
 
 // y[n, W.ne1] = x[n, W.ne0] . W^T (+ bias). Splits output rows across the pool.
 // Throws phi::Error(unsupported) for a weight type without a kernel.

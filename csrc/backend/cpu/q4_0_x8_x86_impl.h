@@ -109,8 +109,10 @@ void rows_q4_0_x8(const MatmulArgs& a, int64_t r0, int64_t r1) {
 
 // GEMM dequantizer: the row's blocks of [k0, k0 + n) gathered back into GGUF
 // blocks, one GEMM block's width at a time (256 columns: 144 bytes on the
-// stack), then the file-layout Q4_0 dequantizer.
-void dequant_q4_0_x8(DType type, const uint8_t* w, size_t w_stride, int64_t row, int64_t k0, int64_t n, float* dst) {
+// stack), then the file-layout Q4_0 dequantizer. Only the AVX-512 table uses
+// it (see fill_x86_table).
+[[maybe_unused]] void dequant_q4_0_x8(DType type, const uint8_t* w, size_t w_stride, int64_t row, int64_t k0, int64_t n,
+                                     float* dst) {
     const int64_t K = static_cast<int64_t>(w_stride / sizeof(BlockQ4_0)) * QK;
     BlockQ4_0 blocks[kGemmKc / QK];
     for (int64_t done = 0; done < n; done += kGemmKc, dst += kGemmKc) {
