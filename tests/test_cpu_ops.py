@@ -31,7 +31,8 @@ def attention_reference(q, k, v, pos0, n_head, n_head_kv, scale, window=0):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("cache", ["float32", "float16"])
-@pytest.mark.parametrize("n_head,n_head_kv,hd", [(4, 4, 16), (6, 2, 13), (2, 1, 80), (3, 3, 96), (2, 2, 7), (1, 1, 128)])
+@pytest.mark.parametrize("n_head,n_head_kv,hd", [(4, 4, 16), (6, 2, 13), (2, 1, 80), (3, 3, 96), (2, 2, 7), (1, 1, 128),
+                                                  (2, 1, 200)])
 @pytest.mark.parametrize("pos0,n_tok,window", [(0, 1, 0), (0, 37, 0), (11, 1, 0), (5, 19, 0), (3, 30, 9)])
 def test_attention_matches_reference(isa, cache, n_head, n_head_kv, hd, pos0, n_tok, window):
     rng = np.random.default_rng(n_head * 1000 + hd * 10 + pos0 + n_tok)

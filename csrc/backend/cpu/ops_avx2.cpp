@@ -76,31 +76,71 @@ struct AttnScratch {
 inline float max_f(float a, float b) { return a > b ? a : b; }
 inline int max_i(int a, int b) { return a > b ? a : b; }
 
+// The dot products of q with keys [j0, j0 + NK): one accumulator chain per key
+// (NK independent FMA chains, so the FMA latency is hidden), then one
+// horizontal sum each.
+template <int NK>
+inline void scores_block(const float* q, const char* kbase, int64_t row_bytes, bool f16, int hd, int j0, float* sc) {
+    const int hd8 = hd - hd % 8;
+    __m256 a[NK];
+    for (int u = 0; u < NK; ++u) a[u] = _mm256_setzero_ps();
+    for (int i = 0; i < hd8; i += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + i);
+        for (int u = 0; u < NK; ++u) a[u] = _mm256_fmadd_ps(qv, load8(kbase + (j0 + u) * row_bytes, f16, i), a[u]);
+    }
+    for (int u = 0; u < NK; ++u) {
+        float d = hsum8(a[u]);
+        for (int i = hd8; i < hd; ++i) d += q[i] * load1(kbase + (j0 + u) * row_bytes, f16, i);
+        sc[j0 + u] = d;
+    }
+}
+
+// acc[c0, c0 + 8 NV) = sum over keys j in [lo, hi] of w[j] * V[j][c0, ...): all
+// NV column vectors of a key in one pass (each V row read once per pass, NV
+// independent FMA chains).
+template <int NV>
+inline void values_pass(const float* w, const char* vbase, int64_t row_bytes, bool f16, int lo, int hi, int c0,
+                        float* acc) {
+    __m256 a[NV];
+    for (int u = 0; u < NV; ++u) a[u] = _mm256_setzero_ps();
+    for (int j = lo; j <= hi; ++j) {
+        const char* v = vbase + j * row_bytes;
+        const __m256 wj = _mm256_broadcast_ss(w + j);
+        for (int u = 0; u < NV; ++u) a[u] = _mm256_fmadd_ps(wj, load8(v, f16, c0 + 8 * u), a[u]);
+    }
+    for (int u = 0; u < NV; ++u) _mm256_storeu_ps(acc + c0 + 8 * u, a[u]);
+}
+
+// Columns [c0, c0 + 8 nv) with nv <= 8 (GCC keeps more accumulators of this loop in memory).
+inline void values_cols(int nv, const float* w, const char* vbase, int64_t row_bytes, bool f16, int lo, int hi,
+                        int c0, float* acc) {
+    switch (nv) {
+        case 8: values_pass<8>(w, vbase, row_bytes, f16, lo, hi, c0, acc); break;
+        case 7: values_pass<7>(w, vbase, row_bytes, f16, lo, hi, c0, acc); break;
+        case 6: values_pass<6>(w, vbase, row_bytes, f16, lo, hi, c0, acc); break;
+        case 5: values_pass<5>(w, vbase, row_bytes, f16, lo, hi, c0, acc); break;
+        case 4: values_pass<4>(w, vbase, row_bytes, f16, lo, hi, c0, acc); break;
+        case 3: values_pass<3>(w, vbase, row_bytes, f16, lo, hi, c0, acc); break;
+        case 2: values_pass<2>(w, vbase, row_bytes, f16, lo, hi, c0, acc); break;
+        default: values_pass<1>(w, vbase, row_bytes, f16, lo, hi, c0, acc); break;
+    }
+}
+
 void attend_one(const float* qh, const char* kbase, const char* vbase, int64_t row_bytes, bool f16, int lo,
                 int pos, int hd, float scale, AttnScratch& s, float* o) {
     float* q = s.q.p;
     for (int i = 0; i < hd; ++i) q[i] = qh[i] * scale;
     const int hd8 = hd - hd % 8;
     float* sc = s.scores.p;
+    int j = lo;
+    for (; j + 4 <= pos + 1; j += 4) scores_block<4>(q, kbase, row_bytes, f16, hd, j, sc);
+    for (; j <= pos; ++j) scores_block<1>(q, kbase, row_bytes, f16, hd, j, sc);
     float mx = -INFINITY;
-    for (int j = lo; j <= pos; ++j) {
-        const void* k = kbase + j * row_bytes;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        int i = 0;
-        for (; i + 16 <= hd8; i += 16) {
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load8(k, f16, i), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), load8(k, f16, i + 8), a1);
-        }
-        if (i < hd8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load8(k, f16, i), a0);
-        float d = hsum8(_mm256_add_ps(a0, a1));
-        for (i = hd8; i < hd; ++i) d += q[i] * load1(k, f16, i);
-        sc[j] = d;
-        mx = max_f(mx, d);
-    }
+    for (j = lo; j <= pos; ++j) mx = max_f(mx, sc[j]);
     // softmax weights, 8 at a time
     const __m256 vmx = _mm256_set1_ps(mx);
     __m256 vsum = _mm256_setzero_ps();
-    int j = lo;
+    j = lo;
     for (; j + 8 <= pos + 1; j += 8) {
         const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sc + j), vmx));
         _mm256_storeu_ps(sc + j, e);
@@ -111,29 +151,20 @@ void attend_one(const float* qh, const char* kbase, const char* vbase, int64_t r
         sc[j] = expf(sc[j] - mx);
         sum += sc[j];
     }
-    // weighted sum of values: 8 columns at a time, all keys
+    // weighted sum of values: the head's 8-column vectors in as few passes
+    // over the keys as 8 accumulators allow, split evenly (96 columns: 2 x 48)
     float* acc = s.acc.p;
-    for (int c = 0; c < hd; ++c) acc[c] = 0.0f;
-    int i = 0;
-    for (; i + 16 <= hd8; i += 16) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        for (int jj = lo; jj <= pos; ++jj) {
-            const void* v = vbase + jj * row_bytes;
-            const __m256 w = _mm256_broadcast_ss(sc + jj);
-            a0 = _mm256_fmadd_ps(w, load8(v, f16, i), a0);
-            a1 = _mm256_fmadd_ps(w, load8(v, f16, i + 8), a1);
-        }
-        _mm256_storeu_ps(acc + i, a0);
-        _mm256_storeu_ps(acc + i + 8, a1);
+    const int nvec = hd8 / 8, passes = (nvec + 7) / 8;
+    for (int p = 0, c0 = 0; p < passes; ++p) {
+        const int nv = (nvec - c0 / 8 + (passes - p) - 1) / (passes - p);
+        values_cols(nv, sc, vbase, row_bytes, f16, lo, pos, c0, acc);
+        c0 += 8 * nv;
     }
-    for (; i < hd8; i += 8) {
-        __m256 a0 = _mm256_setzero_ps();
-        for (int jj = lo; jj <= pos; ++jj)
-            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(sc + jj), load8(vbase + jj * row_bytes, f16, i), a0);
-        _mm256_storeu_ps(acc + i, a0);
+    for (int c = hd8; c < hd; ++c) {
+        float a = 0.0f;
+        for (int jj = lo; jj <= pos; ++jj) a += sc[jj] * load1(vbase + jj * row_bytes, f16, c);
+        acc[c] = a;
     }
-    for (int jj = lo; jj <= pos; ++jj)
-        for (int c = hd8; c < hd; ++c) acc[c] += sc[jj] * load1(vbase + jj * row_bytes, f16, c);
     const float inv = static_cast<float>(1.0 / sum);
     for (int c = 0; c < hd; ++c) o[c] = acc[c] * inv;
 }
