@@ -221,14 +221,18 @@ void gemm_f32(const GemmArgs& a, int64_t r0, int64_t r1) {
                 }
             }
         }
-        // the row block is complete: write it out, transposed, with the bias
-        for (int i = 0; i < rows; i += kGemmMr) {
-            const int mr = static_cast<int>(min_i64(kGemmMr, rows - i));
-            for (int t = 0; t < a.n; ++t) {
+        // the row block is complete: write it out, transposed, with the bias,
+        // token by token (each token's rows are one contiguous run of y;
+        // panel by panel instead, the runs were 6 floats: ~2% slower on F16)
+        for (int t = 0; t < a.n; ++t) {
+            float* y = a.y + t * a.ldy + mb;
+            for (int i = 0; i < rows; i += kGemmMr) {
+                const int mr = static_cast<int>(min_i64(kGemmMr, rows - i));
                 const float* c = cbuf + (static_cast<size_t>(i) * tiles + static_cast<size_t>(t / L) * mr) * L + t % L;
-                float* y = a.y + t * a.ldy + mb + i;
-                for (int r = 0; r < mr; ++r) y[r] = c[r * L] + (a.bias ? a.bias[mb + i + r] : 0.0f);
+                for (int r = 0; r < mr; ++r) y[i + r] = c[r * L];
             }
+            if (a.bias)
+                for (int r = 0; r < rows; ++r) y[r] += a.bias[mb + r];
         }
     }
 }
