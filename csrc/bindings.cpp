@@ -253,23 +253,33 @@ static void with_isa(const std::optional<std::string>& isa, Fn&& fn) {
     cpu::set_isa(prev);
 }
 
+static const char* layout_name(WeightLayout l) { return l == WeightLayout::q4_0_x8 ? "q4_0_x8" : "rows"; }
+
 static WeightLayout parse_layout(const std::string& name) {
-    if (name == "rows") return WeightLayout::rows;
-    if (name == "q4_0_x8") return WeightLayout::q4_0_x8;
+    for (const WeightLayout l : {WeightLayout::rows, WeightLayout::q4_0_x8})
+        if (name == layout_name(l)) return l;
     fail(ErrorKind::invalid_arg, "unknown weight layout '", name, "' (rows, q4_0_x8)");
+}
+
+// A weight's type, shape (rows, K) and layout, without data: what the kernel
+// choices (preferred_layout, gemm_applies) look at.
+static Tensor weight_shape(DType t, std::pair<int64_t, int64_t> shape, WeightLayout layout = WeightLayout::rows) {
+    Tensor W;
+    W.type = t;
+    W.ne0 = shape.second;
+    W.ne1 = shape.first;
+    W.layout = layout;
+    return W;
 }
 
 // A weight of `shape` (rows, K) in the file layout over caller bytes, checked.
 static Tensor weight_of(const void* data, size_t bytes, DType t, std::pair<int64_t, int64_t> shape) {
-    const int64_t M = shape.first, K = shape.second;
-    quant::check_row_length(t, K);
-    if (M <= 0 || bytes != row_bytes(t, K) * static_cast<size_t>(M))
-        fail(ErrorKind::invalid_arg, "weight has ", bytes, " bytes, expected ", row_bytes(t, K) * std::max<int64_t>(M, 0));
-    Tensor W;
+    Tensor W = weight_shape(t, shape);
+    quant::check_row_length(t, W.ne0);
+    if (W.ne1 <= 0 || bytes != W.nbytes())
+        fail(ErrorKind::invalid_arg, "weight has ", bytes, " bytes, expected ",
+             row_bytes(t, W.ne0) * std::max<int64_t>(W.ne1, 0));
     W.data = data;
-    W.type = t;
-    W.ne0 = K;
-    W.ne1 = M;
     return W;
 }
 
@@ -392,13 +402,10 @@ static void bind_quant(py::module_& m) {
 
     m.def("preferred_layout", [parse_type](const std::string& type, std::pair<int64_t, int64_t> shape,
                                            std::optional<std::string> isa) {
-        Tensor W;
-        W.type = parse_type(type);
-        W.ne0 = shape.second;
-        W.ne1 = shape.first;
+        const Tensor W = weight_shape(parse_type(type), shape);
         WeightLayout l = WeightLayout::rows;
         with_isa(isa, [&] { l = cpu::preferred_layout(W); });
-        return std::string(l == WeightLayout::q4_0_x8 ? "q4_0_x8" : "rows");
+        return std::string(layout_name(l));
     }, py::arg("type"), py::arg("shape"), py::arg("isa") = py::none(),
        "The layout the CPU backend gives a matmul weight of this type and shape at load.");
 
@@ -476,11 +483,7 @@ static void bind_quant(py::module_& m) {
 
     m.def("matmul_uses_gemm", [parse_type](const std::string& type, std::pair<int64_t, int64_t> shape, int n,
                                            const std::string& layout, std::optional<std::string> isa) {
-        Tensor W;
-        W.type = parse_type(type);
-        W.ne0 = shape.second;
-        W.ne1 = shape.first;
-        W.layout = parse_layout(layout);
+        const Tensor W = weight_shape(parse_type(type), shape, parse_layout(layout));
         bool r = false;
         with_isa(isa, [&] { r = cpu::gemm_applies(W, n, cpu::current_isa()); });
         return r;
