@@ -8,7 +8,7 @@
 #include "gguf/gguf.h"
 #include "backend/cpu/cpu_features.h"
 #include "backend/cpu/matmul.h"
-#include "backend/cpu/ops.h"
+#include "quant/repack.h"
 #include "quant/quant.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
@@ -226,39 +226,18 @@ static void bind_gguf(py::module_& m) {
 }
 
 // ---------------------------------------------------------------- quant
-// One pool per thread count, kept for the life of the module so kernel
-// benchmarks and tests measure the kernels, not thread start-up.
-static cpu::ThreadPool& shared_pool(int n_threads) {
-    static std::map<int, std::unique_ptr<cpu::ThreadPool>> pools;
-    static std::mutex pools_mu;
-    std::lock_guard<std::mutex> lock(pools_mu);
-    auto& p = pools[std::max(1, n_threads)];
-    if (!p) p = std::make_unique<cpu::ThreadPool>(std::max(1, n_threads));
-    return *p;
-}
-
-// Runs fn without the GIL with the CPU kernels forced to `isa` (if given),
-// restoring the previous ISA afterwards, also when fn throws.
-template <class Fn>
-static void with_isa(const std::optional<std::string>& isa, Fn&& fn) {
-    const std::string prev = cpu::isa_name(cpu::current_isa());
-    if (isa) cpu::set_isa(*isa);
-    try {
-        py::gil_scoped_release nogil;
-        fn();
-    } catch (...) {
-        cpu::set_isa(prev);
-        throw;
+static const char* layout_name(WeightLayout l) {
+    switch (l) {
+        case WeightLayout::q4_0_x8: return "q4_0_x8";
+        case WeightLayout::planar: return "planar";
+        default: return "rows";
     }
-    cpu::set_isa(prev);
 }
-
-static const char* layout_name(WeightLayout l) { return l == WeightLayout::q4_0_x8 ? "q4_0_x8" : "rows"; }
 
 static WeightLayout parse_layout(const std::string& name) {
-    for (const WeightLayout l : {WeightLayout::rows, WeightLayout::q4_0_x8})
+    for (const WeightLayout l : {WeightLayout::rows, WeightLayout::q4_0_x8, WeightLayout::planar})
         if (name == layout_name(l)) return l;
-    fail(ErrorKind::invalid_arg, "unknown weight layout '", name, "' (rows, q4_0_x8)");
+    fail(ErrorKind::invalid_arg, "unknown weight layout '", name, "' (rows, q4_0_x8, planar)");
 }
 
 // A weight's type, shape (rows, K) and layout, without data: what the kernel
@@ -283,24 +262,25 @@ static Tensor weight_of(const void* data, size_t bytes, DType t, std::pair<int64
     return W;
 }
 
-static void bind_quant(py::module_& m) {
-    // Block formats, reference (de)quantizers, kernels by ISA (owned by the quant helper).
-    // Type names are GGML's, case-insensitive ("q4_K", "Q4_K", "f16").
-    auto parse_type = [](const std::string& name) -> DType {
-        auto lower = [](std::string s) {
-            for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-            return s;
-        };
-        const std::string want = lower(name);
-        for (uint32_t id = 0; id < 40; ++id) {
-            const char* n = dtype_traits(id).name;
-            if (n && lower(n) == want) return static_cast<DType>(id);
-        }
-        fail(ErrorKind::invalid_arg, "unknown tensor type '", name, "'");
+// Type names are GGML's, case-insensitive ("q4_K", "Q4_K", "f16").
+static DType parse_type(const std::string& name) {
+    auto lower = [](std::string s) {
+        for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        return s;
     };
-    using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
-    using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+    const std::string want = lower(name);
+    for (uint32_t id = 0; id < 40; ++id) {
+        const char* n = dtype_traits(id).name;
+        if (n && lower(n) == want) return static_cast<DType>(id);
+    }
+    fail(ErrorKind::invalid_arg, "unknown tensor type '", name, "'");
+}
 
+using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+
+static void bind_quant(py::module_& m) {
+    // Block formats, reference (de)quantizers, the CPU's weight layouts.
     m.def("quant_types", [] {
         std::vector<std::string> out;
         for (uint32_t id = 0; id < 40; ++id)
@@ -322,12 +302,12 @@ static void bind_quant(py::module_& m) {
                 out.emplace_back(dtype_traits(id).name);
         return out;
     }, "Weight types matmul() accepts.");
-    m.def("type_info", [parse_type](const std::string& name) {
+    m.def("type_info", [](const std::string& name) {
         const DTypeTraits& t = dtype_traits(parse_type(name));
         return py::make_tuple(t.name, t.block_size, t.type_size);
     }, "(name, block_size, bytes_per_block) of a GGML type.");
 
-    m.def("quantize", [parse_type](F32Array x, const std::string& type, int n_threads) {
+    m.def("quantize", [](F32Array x, const std::string& type, int n_threads) {
         const DType t = parse_type(type);
         if (x.ndim() != 2) fail(ErrorKind::invalid_arg, "quantize expects a 2-D float32 array");
         const int64_t rows = x.shape(0), K = x.shape(1);
@@ -348,7 +328,7 @@ static void bind_quant(py::module_& m) {
     }, py::arg("x"), py::arg("type"), py::arg("n_threads") = 1,
        "Quantize rows of a 2-D float32 array; returns uint8 [rows, row_bytes] of GGML blocks.");
 
-    m.def("dequantize", [parse_type](U8Array data, const std::string& type, std::vector<int64_t> shape) {
+    m.def("dequantize", [](U8Array data, const std::string& type, std::vector<int64_t> shape) {
         const DType t = parse_type(type);
         if (shape.empty()) fail(ErrorKind::invalid_arg, "shape must not be empty");
         const int64_t K = shape.back();
@@ -368,132 +348,296 @@ static void bind_quant(py::module_& m) {
         return out;
     }, py::arg("data"), py::arg("type"), py::arg("shape"), "Dequantize GGML blocks to float32 of `shape`.");
 
-    m.def("matmul", [parse_type](U8Array w, const std::string& type, std::pair<int64_t, int64_t> shape, F32Array x,
-                                 std::optional<F32Array> bias, std::optional<std::string> isa, int n_threads,
-                                 const std::string& layout) {
-        // shape = (rows, K) of the weight; x is [n, K]; returns [n, rows].
-        Tensor W = weight_of(w.data(), static_cast<size_t>(w.size()), parse_type(type), shape);
-        const int64_t M = W.ne1, K = W.ne0;
-        if (x.ndim() != 2 || x.shape(1) != K) fail(ErrorKind::invalid_arg, "x must be [n, ", K, "] float32");
-        if (bias && bias->size() != M) fail(ErrorKind::invalid_arg, "bias must have ", M, " elements");
-        const int n = static_cast<int>(x.shape(0));
-        F32Array y({static_cast<int64_t>(n), M});
-        const float* xp = x.data();
-        const float* bp = bias ? bias->data() : nullptr;
-        float* yp = y.mutable_data();
-        W.layout = parse_layout(layout);
-        if (!cpu::layout_fits(W, W.layout))
-            fail(ErrorKind::invalid_arg, "layout ", layout, " cannot hold a ", type, " weight of ", M, " x ", K);
-        with_isa(isa, [&] { cpu::matmul(W, xp, n, yp, bp, shared_pool(n_threads)); });
-        return y;
-    }, py::arg("w"), py::arg("type"), py::arg("shape"), py::arg("x"), py::arg("bias") = py::none(),
-       py::arg("isa") = py::none(), py::arg("n_threads") = 1, py::arg("layout") = "rows",
-       "y[n, rows] = x[n, K] . W^T (+ bias) with the CPU kernels; isa forces scalar/avx2/avx512 for this call;\n"
-       "layout: how w's bytes are ordered ('rows' as in GGUF, or a layout from repack_weight).");
-
-    m.def("repack_weight", [parse_type](U8Array w, const std::string& type, std::pair<int64_t, int64_t> shape,
-                                        const std::string& layout) {
+    m.def("repack_weight", [](U8Array w, const std::string& type, std::pair<int64_t, int64_t> shape,
+                              const std::string& layout) {
         const Tensor W = weight_of(w.data(), static_cast<size_t>(w.size()), parse_type(type), shape);
+        const WeightLayout l = parse_layout(layout);
         U8Array out(static_cast<py::ssize_t>(W.nbytes()));
-        cpu::repack_weight(W, parse_layout(layout), out.mutable_data(), shared_pool(1));
+        if (l == WeightLayout::planar) {
+            if (!quant::planar_fits(W.type)) fail(ErrorKind::invalid_arg, "no planar layout for ", type);
+            quant::repack_planar(W.data, out.mutable_data(), W.type, W.ne1, W.ne0);
+        } else {
+            cpu::ThreadPool pool(1);
+            cpu::repack_weight(W, l, out.mutable_data(), pool);
+        }
         return out;
     }, py::arg("w"), py::arg("type"), py::arg("shape"), py::arg("layout"),
-       "The bytes of W (file layout) reordered into an interleaved layout (see csrc/quant/repack.h).");
+       "The bytes of W (file layout) reordered into another layout (see csrc/quant/repack.h).");
 
-    m.def("preferred_layout", [parse_type](const std::string& type, std::pair<int64_t, int64_t> shape,
-                                           std::optional<std::string> isa) {
-        const Tensor W = weight_shape(parse_type(type), shape);
-        WeightLayout l = WeightLayout::rows;
-        with_isa(isa, [&] { l = cpu::preferred_layout(W); });
-        return std::string(layout_name(l));
-    }, py::arg("type"), py::arg("shape"), py::arg("isa") = py::none(),
-       "The layout the CPU backend gives a matmul weight of this type and shape at load.");
+    m.def("planar_split", [](const std::string& type) {
+        const quant::PlanarSplit s = quant::planar_split(parse_type(type));
+        return py::make_tuple(s.bits_offset, s.bits_bytes);
+    }, py::arg("type"), "(offset, bytes) of a block's quant bits in the planar layout's first plane.");
 
-    // CPU ops through the same dispatch the model uses (isa="scalar" gives the
-    // reference), for the kernel tests.
-    m.def("cpu_attention", [](F32Array q, py::array k_cache, py::array v_cache, int pos0, int n_head,
-                                      int n_head_kv, float scale, int window, std::optional<std::string> isa,
-                                      int n_threads) {
-        // q [n_tok, n_head * hd]; caches [pos0 + n_tok (or more), n_head_kv * hd] float32 or float16
-        if (q.ndim() != 2 || n_head <= 0 || n_head_kv <= 0 || n_head % n_head_kv != 0 || q.shape(1) % n_head != 0)
-            fail(ErrorKind::invalid_arg, "q must be [n_tok, n_head * head_dim] with n_head a multiple of n_head_kv");
-        const int n_tok = static_cast<int>(q.shape(0));
-        const int hd = static_cast<int>(q.shape(1) / n_head);
-        const bool f16 = k_cache.dtype().is(py::dtype("float16"));
-        if (!f16 && !k_cache.dtype().is(py::dtype::of<float>()))
-            fail(ErrorKind::invalid_arg, "caches must be float32 or float16");
-        if (!k_cache.dtype().is(v_cache.dtype()) || k_cache.ndim() != 2 || v_cache.ndim() != 2 ||
-            k_cache.shape(1) != n_head_kv * hd || v_cache.shape(1) != n_head_kv * hd ||
-            k_cache.shape(0) < pos0 + n_tok || v_cache.shape(0) < pos0 + n_tok ||
-            !(k_cache.flags() & py::array::c_style) || !(v_cache.flags() & py::array::c_style))
-            fail(ErrorKind::invalid_arg, "caches must be C-contiguous [>= pos0 + n_tok, n_head_kv * head_dim] of one dtype");
-        F32Array out({n_tok, n_head * hd});
-        AttentionParams p;
-        p.n_head = n_head;
-        p.n_head_kv = n_head_kv;
-        p.head_dim = hd;
-        p.scale = scale;
-        p.window = window;
-        const float* qp = q.data();
-        const void* kp = k_cache.data();
-        const void* vp = v_cache.data();
-        float* op = out.mutable_data();
-        with_isa(isa, [&] {
-            cpu::attention_auto(qp, q.shape(1), kp, vp, f16 ? DType::F16 : DType::F32, n_tok, pos0, p, op,
-                                shared_pool(n_threads));
-        });
-        return out;
-    }, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("pos0"), py::arg("n_head"),
-       py::arg("n_head_kv"), py::arg("scale"), py::arg("window") = 0, py::arg("isa") = py::none(),
-       py::arg("n_threads") = 1, "Causal attention of n_tok queries at positions pos0.. over a KV cache.");
-
-    m.def("cpu_activation", [](const std::string& name, F32Array x, std::optional<std::string> isa) {
-        // gelu_tanh: elementwise on x; swiglu: x is [rows, 2 * ff] (gate | up), returns [rows, ff]
-        if (name == "gelu_tanh") {
-            F32Array y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
-            std::copy(x.data(), x.data() + x.size(), y.mutable_data());
-            float* yp = y.mutable_data();
-            const size_t n = static_cast<size_t>(y.size());
-            with_isa(isa, [&] { cpu::gelu_tanh_auto(yp, n); });
-            return y;
-        }
-        if (name == "swiglu") {
-            if (x.ndim() != 2 || x.shape(1) % 2 != 0) fail(ErrorKind::invalid_arg, "swiglu wants x [rows, 2 * ff]");
-            const int rows = static_cast<int>(x.shape(0)), ff = static_cast<int>(x.shape(1) / 2);
-            F32Array y({rows, ff});
-            const float* xp = x.data();
-            float* yp = y.mutable_data();
-            with_isa(isa, [&] { cpu::swiglu_auto(xp, rows, ff, yp); });
-            return y;
-        }
-        fail(ErrorKind::invalid_arg, "unknown activation '", name, "' (gelu_tanh, swiglu)");
-    }, py::arg("name"), py::arg("x"), py::arg("isa") = py::none(), "Apply a CPU activation kernel.");
-
-    m.def("cpu_f32_to_f16", [](F32Array x, std::optional<std::string> isa) {
-        py::array_t<uint16_t> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
-        const float* xp = x.data();
-        uint16_t* yp = y.mutable_data();
-        const size_t n = static_cast<size_t>(x.size());
-        with_isa(isa, [&] { cpu::f32_to_f16_auto(xp, yp, n); });
-        return y;
-    }, py::arg("x"), py::arg("isa") = py::none(), "float32 -> float16 bits as the KV cache stores them.");
+    m.def("preferred_layout", [](const std::string& type, std::pair<int64_t, int64_t> shape, const std::string& isa) {
+        return std::string(layout_name(cpu::preferred_layout(weight_shape(parse_type(type), shape),
+                                                             cpu::choose_isa(isa))));
+    }, py::arg("type"), py::arg("shape"), py::arg("isa") = "auto",
+       "The layout a CPU backend of this ISA gives a matmul weight of this type and shape at load.");
 
     m.def("gemm_min_tokens", [] { return cpu::kGemmMinTokens; },
-          "Token count from which quantized matmuls multiply dequantized weights with f32 activations.");
+          "Token count from which CPU matmuls multiply dequantized weights with f32 activations.");
 
-    m.def("matmul_uses_gemm", [parse_type](const std::string& type, std::pair<int64_t, int64_t> shape, int n,
-                                           const std::string& layout, std::optional<std::string> isa) {
+    m.def("matmul_uses_gemm", [](const std::string& type, std::pair<int64_t, int64_t> shape, int n,
+                                 const std::string& layout, const std::string& isa) {
         const Tensor W = weight_shape(parse_type(type), shape, parse_layout(layout));
-        bool r = false;
-        with_isa(isa, [&] { r = cpu::gemm_applies(W, n, cpu::current_isa()); });
-        return r;
-    }, py::arg("type"), py::arg("shape"), py::arg("n"), py::arg("layout") = "rows", py::arg("isa") = py::none(),
-       "Whether matmul() with n tokens takes the GEMM path (f32 activations) on the ISA, not the row kernels.");
+        return cpu::gemm_applies(W, n, cpu::choose_isa(isa));
+    }, py::arg("type"), py::arg("shape"), py::arg("n"), py::arg("layout") = "rows", py::arg("isa") = "auto",
+       "Whether a CPU matmul with n tokens takes the GEMM path (f32 activations) on the ISA, not the row kernels.");
 
-    m.def("cpu_isa", [] { return std::string(cpu::isa_name(cpu::current_isa())); }, "ISA the CPU kernels use now.");
-    m.def("set_isa", [](const std::string& name) { cpu::set_isa(name); },
-          "Force the CPU kernels' ISA: scalar, avx2, avx512 or auto. Raises for an ISA this CPU lacks.");
     m.def("available_isas", &cpu::available_isas, "ISAs this CPU can run, weakest first.");
+    m.def("cuda_available", &cuda_available, "Whether this build has a CUDA backend and a CUDA device to run it.");
+}
+
+// ---------------------------------------------------------------- backends
+// One backend instance (a device, and for the CPU one ISA) with numpy in and
+// out: the op-test harness runs the same cases through every backend there
+// is, and the kernel benchmarks time them. Inputs are copied into the
+// backend's memory, the op runs as a step of its own, the result comes back.
+struct PyBackend {
+    std::unique_ptr<Backend> be;
+    std::vector<void*> owned;  // this call's buffers
+
+    explicit PyBackend(std::unique_ptr<Backend> b) : be(std::move(b)) {}
+    ~PyBackend() { release(); }
+    void release() {
+        if (!be) return;
+        be->synchronize();
+        for (void* p : owned) be->dealloc(p);
+        owned.clear();
+    }
+    template <class T>
+    T* upload(const T* host, size_t count) {
+        void* p = be->alloc(std::max<size_t>(1, count) * sizeof(T));
+        owned.push_back(p);
+        if (count) be->copy_to_device(p, host, count * sizeof(T));
+        return static_cast<T*>(p);
+    }
+    template <class T>
+    T* zeros(size_t count) {
+        void* p = be->alloc(std::max<size_t>(1, count) * sizeof(T));
+        owned.push_back(p);
+        return static_cast<T*>(p);
+    }
+    // Runs fn as one step without the GIL; buffers go when it ends, also on error.
+    template <class Fn>
+    void step(int pos0, int n_tok, Fn&& fn) {
+        py::gil_scoped_release nogil;
+        try {
+            be->begin_step(pos0, n_tok, false);
+            fn();
+            be->end_step();
+            be->synchronize();
+        } catch (...) {
+            release();
+            throw;
+        }
+        release();
+    }
+};
+
+static void bind_backend(py::module_& m) {
+    py::class_<PyBackend>(m, "Backend")
+        .def(py::init([](const std::string& device, const std::string& isa, int n_threads) {
+                 if (device == "auto") fail(ErrorKind::invalid_arg, "name the device: cpu or cuda");
+                 return std::make_unique<PyBackend>(make_backend(BackendOptions{device, n_threads, isa}));
+             }),
+             py::arg("device") = "cpu", py::arg("isa") = "auto", py::arg("n_threads") = 1)
+        .def_property_readonly("name", [](const PyBackend& b) { return b.be->name(); })
+        .def_property_readonly("variant", [](const PyBackend& b) { return b.be->variant(); })
+        .def("__repr__", [](const PyBackend& b) { return "Backend(" + b.be->name() + ": " + b.be->variant() + ")"; })
+        .def("matmul", [](PyBackend& b, U8Array w, const std::string& type, std::pair<int64_t, int64_t> shape,
+                          F32Array x, std::optional<F32Array> bias, const std::string& norm,
+                          std::optional<F32Array> norm_w, std::optional<F32Array> norm_b, float eps,
+                          const std::string& epilogue, std::optional<F32Array> y0, const std::string& layout,
+                          bool rearrange) {
+            Tensor host = weight_of(w.data(), static_cast<size_t>(w.size()), parse_type(type), shape);
+            host.layout = parse_layout(layout);
+            if (!cpu::layout_fits(host, host.layout))
+                fail(ErrorKind::invalid_arg, "layout ", layout, " cannot hold a ", type, " weight of ", host.ne1,
+                     " x ", host.ne0);
+            const int64_t M = host.ne1, K = host.ne0;
+            if (x.ndim() != 2 || x.shape(1) != K) fail(ErrorKind::invalid_arg, "x must be [n, ", K, "] float32");
+            if (bias && bias->size() != M) fail(ErrorKind::invalid_arg, "bias must have ", M, " elements");
+            const int n = static_cast<int>(x.shape(0));
+            Epilogue ep;
+            if (epilogue == "store") ep = Epilogue::store;
+            else if (epilogue == "add") ep = Epilogue::add;
+            else if (epilogue == "gelu") ep = Epilogue::gelu;
+            else if (epilogue == "swiglu") ep = Epilogue::swiglu;
+            else fail(ErrorKind::invalid_arg, "unknown epilogue '", epilogue, "' (store, add, gelu, swiglu)");
+            if (ep == Epilogue::swiglu && M % 2) fail(ErrorKind::invalid_arg, "swiglu needs an even number of rows");
+            const int64_t cols = ep == Epilogue::swiglu ? M / 2 : M;
+            RowNorm rn;
+            if (norm == "layer" || norm == "rms") {
+                rn.kind = norm == "layer" ? NormKind::layer : NormKind::rms;
+                if (!norm_w || norm_w->size() != K) fail(ErrorKind::invalid_arg, "norm_w must have ", K, " elements");
+                if (norm_b && (rn.kind != NormKind::layer || norm_b->size() != K))
+                    fail(ErrorKind::invalid_arg, "norm_b (LayerNorm only) must have ", K, " elements");
+                rn.eps = eps;
+            } else if (norm != "none") {
+                fail(ErrorKind::invalid_arg, "unknown norm '", norm, "' (none, layer, rms)");
+            }
+            if (y0 && (y0->ndim() != 2 || y0->shape(0) != n || y0->shape(1) != cols))
+                fail(ErrorKind::invalid_arg, "y0 must be [", n, ", ", cols, "]");
+            F32Array y({static_cast<int64_t>(n), cols});
+            float* yp = y.mutable_data();
+            const float* xp = x.data();
+            const float* bp = bias ? bias->data() : nullptr;
+            const float* nwp = norm_w ? norm_w->data() : nullptr;
+            const float* nbp = norm_b ? norm_b->data() : nullptr;
+            const float* y0p = y0 ? y0->data() : nullptr;
+            b.step(0, n, [&] {
+                const Tensor W = b.be->weight(host, rearrange ? WeightUse::matmul : WeightUse::rows);
+                try {
+                    RowNorm dn = rn;
+                    if (rn.kind != NormKind::none) {
+                        dn.w = b.upload(nwp, K);
+                        dn.b = nbp ? b.upload(nbp, K) : nullptr;
+                    }
+                    float* yd = y0p ? b.upload(y0p, n * cols) : b.zeros<float>(n * cols);
+                    b.be->matmul(W, b.upload(xp, n * K), n, yd, bp ? b.upload(bp, M) : nullptr, dn, ep);
+                    b.be->copy_to_host(yp, yd, sizeof(float) * n * cols);
+                } catch (...) {
+                    b.be->free_weight(W);
+                    throw;
+                }
+                b.be->free_weight(W);
+            });
+            return y;
+        }, py::arg("w"), py::arg("type"), py::arg("shape"), py::arg("x"), py::arg("bias") = py::none(),
+           py::arg("norm") = "none", py::arg("norm_w") = py::none(), py::arg("norm_b") = py::none(),
+           py::arg("eps") = 1e-5f, py::arg("epilogue") = "store", py::arg("y0") = py::none(),
+           py::arg("layout") = "rows", py::arg("rearrange") = true,
+           "y = epilogue(norm(x) . W^T + bias) for W of `shape` (rows, K) in `layout`; x [n, K]. epilogue:\n"
+           "store, add (y = y0 + P), gelu, swiglu (W rows gate | up; y has rows/2 columns).\n"
+           "rearrange=False: the weight as a table also read by rows (the CPU keeps the file layout).")
+        .def("get_rows", [](PyBackend& b, U8Array w, const std::string& type, std::pair<int64_t, int64_t> shape,
+                            std::vector<int32_t> ids) {
+            const Tensor host = weight_of(w.data(), static_cast<size_t>(w.size()), parse_type(type), shape);
+            const int n = static_cast<int>(ids.size());
+            F32Array out({static_cast<int64_t>(n), host.ne0});
+            float* op = out.mutable_data();
+            b.step(0, std::max(1, n), [&] {
+                const Tensor W = b.be->weight(host, WeightUse::rows);
+                try {
+                    float* od = b.zeros<float>(n * host.ne0);
+                    b.be->get_rows(W, b.upload(ids.data(), ids.size()), n, od);
+                    b.be->copy_to_host(op, od, sizeof(float) * n * host.ne0);
+                } catch (...) {
+                    b.be->free_weight(W);
+                    throw;
+                }
+                b.be->free_weight(W);
+            });
+            return out;
+        }, py::arg("table"), py::arg("type"), py::arg("shape"), py::arg("ids"),
+           "Rows ids of the table (rows, K) as float32 [len(ids), K].")
+        .def("attention_input", [](PyBackend& b, F32Array q, F32Array k, F32Array v, py::array k_cache,
+                                   py::array v_cache, int pos0, int n_head, int n_head_kv, int n_rot,
+                                   F32Array inv_freq, float mscale, std::optional<py::tuple> qk_norm) {
+            // q [n, n_head*hd], k/v [n, n_head_kv*hd]; caches [rows, n_head_kv*hd] float32 or float16
+            if (q.ndim() != 2 || k.ndim() != 2 || v.ndim() != 2 || n_head <= 0 || n_head_kv <= 0 ||
+                q.shape(1) % n_head != 0)
+                fail(ErrorKind::invalid_arg, "q must be [n, n_head * head_dim], k and v [n, n_head_kv * head_dim]");
+            const int n = static_cast<int>(q.shape(0));
+            const int hd = static_cast<int>(q.shape(1) / n_head), kvw = n_head_kv * hd;
+            if (k.shape(0) != n || v.shape(0) != n || k.shape(1) != kvw || v.shape(1) != kvw)
+                fail(ErrorKind::invalid_arg, "k and v must be [", n, ", ", kvw, "]");
+            if (n_rot < 0 || n_rot > hd || n_rot % 2 || inv_freq.size() != n_rot / 2)
+                fail(ErrorKind::invalid_arg, "n_rot must be even and <= head_dim, with n_rot/2 frequencies");
+            const bool f16 = k_cache.dtype().is(py::dtype("float16"));
+            if ((!f16 && !k_cache.dtype().is(py::dtype::of<float>())) || !k_cache.dtype().is(v_cache.dtype()) ||
+                k_cache.ndim() != 2 || v_cache.ndim() != 2 || k_cache.shape(1) != kvw || v_cache.shape(1) != kvw ||
+                k_cache.shape(0) < pos0 + n || v_cache.shape(0) != k_cache.shape(0) ||
+                !(k_cache.flags() & py::array::c_style) || !(v_cache.flags() & py::array::c_style))
+                fail(ErrorKind::invalid_arg, "caches must be C-contiguous [>= pos0 + n, ", kvw,
+                     "] of one dtype, float32 or float16");
+            std::vector<float> norms;  // q_w, q_b, k_w, k_b (hd each), then eps
+            if (qk_norm) {
+                if (qk_norm->size() != 5) fail(ErrorKind::invalid_arg, "qk_norm is (q_w, q_b, k_w, k_b, eps)");
+                for (int i = 0; i < 4; ++i) {
+                    F32Array a = (*qk_norm)[i].cast<F32Array>();
+                    if (a.size() != hd) fail(ErrorKind::invalid_arg, "qk_norm vectors must have ", hd, " elements");
+                    norms.insert(norms.end(), a.data(), a.data() + hd);
+                }
+                norms.push_back((*qk_norm)[4].cast<float>());
+            }
+            F32Array q_out({n, n_head * hd}), k_out({n, kvw});
+            py::array kc_out(k_cache.dtype(), {k_cache.shape(0), k_cache.shape(1)});
+            py::array vc_out(v_cache.dtype(), {v_cache.shape(0), v_cache.shape(1)});
+            const size_t cache_bytes = static_cast<size_t>(k_cache.nbytes());
+            const uint8_t* kcp = static_cast<const uint8_t*>(k_cache.data());
+            const uint8_t* vcp = static_cast<const uint8_t*>(v_cache.data());
+            uint8_t* kco = static_cast<uint8_t*>(kc_out.mutable_data());
+            uint8_t* vco = static_cast<uint8_t*>(vc_out.mutable_data());
+            const float *qp = q.data(), *kp = k.data(), *vp = v.data(), *fp = inv_freq.data();
+            float *qo = q_out.mutable_data(), *ko = k_out.mutable_data();
+            b.step(pos0, n, [&] {
+                QKVRows t{b.upload(qp, q.size()), b.upload(kp, k.size()), b.upload(vp, v.size()), n_head * hd, kvw};
+                AttentionParams p;
+                p.n_head = n_head;
+                p.n_head_kv = n_head_kv;
+                p.head_dim = hd;
+                QKNorm qk;
+                if (!norms.empty()) {
+                    const float* nd = b.upload(norms.data(), norms.size());
+                    qk = QKNorm{nd, nd + hd, nd + 2 * hd, nd + 3 * hd, norms.back()};
+                }
+                const RopeParams rope{n_rot, b.upload(fp, inv_freq.size()), mscale};
+                const KVCache cache{b.upload(kcp, cache_bytes), b.upload(vcp, cache_bytes), f16 ? DType::F16 : DType::F32};
+                b.be->attention_input(t, p, qk, rope, cache);
+                b.be->copy_to_host(qo, t.q, sizeof(float) * q.size());
+                b.be->copy_to_host(ko, t.k, sizeof(float) * k.size());
+                b.be->copy_to_host(kco, cache.k, cache_bytes);
+                b.be->copy_to_host(vco, cache.v, cache_bytes);
+            });
+            return py::make_tuple(q_out, k_out, kc_out, vc_out);
+        }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("k_cache"), py::arg("v_cache"), py::arg("pos0"),
+           py::arg("n_head"), py::arg("n_head_kv"), py::arg("n_rot"), py::arg("inv_freq"), py::arg("mscale") = 1.0f,
+           py::arg("qk_norm") = py::none(),
+           "QK-LayerNorm (qk_norm = (q_w, q_b, k_w, k_b, eps)), rotary and cache write for n tokens at pos0..;\n"
+           "returns (q, k, k_cache, v_cache) after the op.")
+        .def("attention", [](PyBackend& b, F32Array q, py::array k_cache, py::array v_cache, int pos0, int n_tok,
+                             int t0, int n_head, int n_head_kv, float scale, int window) {
+            // q [n_q, n_head * hd] for step tokens t0..t0+n_q-1 of a step of n_tok at pos0
+            if (q.ndim() != 2 || n_head <= 0 || n_head_kv <= 0 || n_head % n_head_kv != 0 || q.shape(1) % n_head != 0)
+                fail(ErrorKind::invalid_arg, "q must be [n_q, n_head * head_dim] with n_head a multiple of n_head_kv");
+            const int n_q = static_cast<int>(q.shape(0));
+            if (t0 < 0 || n_tok < t0 + n_q || pos0 < 0)
+                fail(ErrorKind::invalid_arg, "the queries (t0 ", t0, ", ", n_q, " rows) must lie in the step's ", n_tok,
+                     " tokens");
+            const int hd = static_cast<int>(q.shape(1) / n_head);
+            const bool f16 = k_cache.dtype().is(py::dtype("float16"));
+            if (!f16 && !k_cache.dtype().is(py::dtype::of<float>()))
+                fail(ErrorKind::invalid_arg, "caches must be float32 or float16");
+            if (!k_cache.dtype().is(v_cache.dtype()) || k_cache.ndim() != 2 || v_cache.ndim() != 2 ||
+                k_cache.shape(1) != n_head_kv * hd || v_cache.shape(1) != n_head_kv * hd ||
+                k_cache.shape(0) < pos0 + n_tok || v_cache.shape(0) != k_cache.shape(0) ||
+                !(k_cache.flags() & py::array::c_style) || !(v_cache.flags() & py::array::c_style))
+                fail(ErrorKind::invalid_arg, "caches must be C-contiguous [>= pos0 + n_tok, n_head_kv * head_dim] of one dtype");
+            F32Array out({n_q, n_head * hd});
+            AttentionParams p;
+            p.n_head = n_head;
+            p.n_head_kv = n_head_kv;
+            p.head_dim = hd;
+            p.scale = scale;
+            p.window = window;
+            const size_t cache_bytes = static_cast<size_t>(k_cache.nbytes());
+            const uint8_t* kcp = static_cast<const uint8_t*>(k_cache.data());
+            const uint8_t* vcp = static_cast<const uint8_t*>(v_cache.data());
+            const float* qp = q.data();
+            float* op = out.mutable_data();
+            b.step(pos0, n_tok, [&] {
+                const KVCache cache{b.upload(kcp, cache_bytes), b.upload(vcp, cache_bytes), f16 ? DType::F16 : DType::F32};
+                float* od = b.zeros<float>(out.size());
+                b.be->attention(b.upload(qp, q.size()), q.shape(1), t0, n_q, cache, p, od);
+                b.be->copy_to_host(op, od, sizeof(float) * out.size());
+            });
+            return out;
+        }, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("pos0"), py::arg("n_tok"), py::arg("t0"),
+           py::arg("n_head"), py::arg("n_head_kv"), py::arg("scale"), py::arg("window") = 0,
+           "Causal attention of the queries of step tokens t0.. (a step of n_tok tokens at pos0) over the caches.");
 }
 
 // ---------------------------------------------------------------- tokenizer
@@ -724,18 +868,31 @@ static void bind_sampling(py::module_& m) {
 static void bind_model(py::module_& m) {
     py::class_<Model>(m, "Model")
         .def(py::init([](const std::string& path, int n_ctx, int n_threads, int n_batch, const std::string& device,
-                         const std::string& kv_type) {
+                         const std::string& kv_type, const std::string& isa, py::object progress) {
                  ModelParams p;
                  p.n_ctx = n_ctx;
                  p.n_threads = n_threads;
                  p.n_batch = n_batch;
                  p.device = device;
                  p.kv_type = kv_type;
+                 p.isa = isa;
+                 if (!progress.is_none()) {
+                     // called while loading, without the GIL: take it for the call. The
+                     // callable is held through a shared_ptr so that copies of the
+                     // std::function never touch Python reference counts; the last owner,
+                     // p, goes with the GIL held (after nogil below).
+                     auto cb = std::make_shared<py::object>(progress);
+                     p.progress = [cb](size_t done, size_t total) {
+                         py::gil_scoped_acquire gil;
+                         (*cb)(done, total);
+                     };
+                 }
                  py::gil_scoped_release nogil;
                  return Model::load(path, p);
              }),
              py::arg("path"), py::arg("n_ctx") = 0, py::arg("n_threads") = 0, py::arg("n_batch") = 512,
-             py::arg("device") = "cpu", py::arg("kv_type") = "auto")
+             py::arg("device") = "cpu", py::arg("kv_type") = "auto", py::arg("isa") = "auto",
+             py::arg("progress") = py::none())
         .def(
             "eval",
             [](Model& self, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens, bool all_logits) {
@@ -765,6 +922,7 @@ static void bind_model(py::module_& m) {
         .def_property_readonly("arch", [](const Model& s) { return s.config().arch_name; })
         .def_property_readonly("path", [](const Model& s) { return s.file().path(); })
         .def_property_readonly("device", [](const Model& s) { return s.backend().name(); })
+        .def_property_readonly("device_variant", [](const Model& s) { return s.backend().variant(); })
         .def_property_readonly("kv_type", [](const Model& s) { return std::string(dtype_name(s.kv_type())); })
         .def_property_readonly("kv_cache_bytes", &Model::kv_cache_bytes);
 }
@@ -774,6 +932,7 @@ PYBIND11_MODULE(_core, m) {
     register_errors(m);
     bind_gguf(m);
     bind_quant(m);
+    bind_backend(m);
     bind_tokenizer(m);
     bind_sampling(m);
     bind_model(m);

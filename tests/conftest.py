@@ -40,3 +40,23 @@ def copy_model(tmp_path):
         return dst
 
     return copy
+
+
+def _backend_specs():
+    """(device, isa) of every backend this machine runs: the CPU at each ISA, and CUDA with a GPU."""
+    from phicpp import _core as C
+
+    specs = [("cpu", isa) for isa in C.available_isas()]
+    if C.cuda_available():
+        specs.append(("cuda", "auto"))
+    return specs
+
+
+@pytest.fixture(scope="session", params=_backend_specs(),
+                ids=lambda s: "cuda" if s[0] == "cuda" else f"cpu-{s[1]}")
+def backend(request):
+    """A phicpp._core.Backend: the op-test harness runs each case on every backend there is."""
+    from phicpp import _core as C
+
+    device, isa = request.param
+    return C.Backend(device, isa=isa, n_threads=2)

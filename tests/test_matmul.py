@@ -1,6 +1,11 @@
 """CPU matmul kernels against a float64 numpy reference, on every ISA this
-machine runs, at odd shapes (rows not a multiple of 16 or of the 4-row tile,
-token counts 1..9 around the tile widths, K with a tail after the SIMD width)."""
+machine runs (one CPU backend per ISA), at odd shapes (rows not a multiple
+of 16 or of the 4-row tile, token counts 1..9 around the tile widths, K with
+a tail after the SIMD width), with the CPU's own paths in mind: 8-bit
+activations below gemm_min_tokens, f32 activations in the GEMM above it.
+test_backend_ops.py runs the seam's cases on every backend."""
+import threading
+
 import numpy as np
 import pytest
 
@@ -8,6 +13,20 @@ from phicpp import _core as C
 
 ISAS = C.available_isas()
 FLOAT_TYPES = ["f32", "f16", "bf16"]
+_BACKENDS = {}
+
+
+def cpu(isa="auto", n_threads=1):
+    """One CPU backend per (ISA, threads), kept for the module."""
+    key = (isa, n_threads)
+    if key not in _BACKENDS:
+        _BACKENDS[key] = C.Backend("cpu", isa=isa, n_threads=n_threads)
+    return _BACKENDS[key]
+
+
+def matmul(w, typ, shape, x, bias=None, isa="auto", n_threads=1, layout="rows"):
+    """The kernels of `layout` as given (the backend rearranges nothing)."""
+    return cpu(isa, n_threads).matmul(w, typ, shape, x, bias=bias, layout=layout, rearrange=False)
 
 
 def encode_float(w, typ):
@@ -35,7 +54,7 @@ def test_float_matmul_matches_reference(isa, typ, rows, K, n):
     w = encode_float(rng.standard_normal((rows, K)).astype(np.float32), typ)
     x = rng.standard_normal((n, K)).astype(np.float32)
     bias = rng.standard_normal(rows).astype(np.float32)
-    y = C.matmul(w, typ, (rows, K), x, bias=bias, isa=isa)
+    y = matmul(w, typ, (rows, K), x, bias=bias, isa=isa)
     ref = reference(w, typ, (rows, K), x, bias)
     assert y.shape == (n, rows)
     scale = np.abs(x).astype(np.float64) @ np.abs(C.dequantize(w, typ, [rows, K])).T.astype(np.float64) + 1
@@ -48,7 +67,7 @@ def test_f32_relative_error_at_model_size(isa):
     K, rows = 3072, 67
     w = rng.standard_normal((rows, K)).astype(np.float32)
     x = rng.standard_normal((4, K)).astype(np.float32)
-    y = C.matmul(encode_float(w, "f32"), "f32", (rows, K), x, isa=isa, n_threads=2)
+    y = matmul(encode_float(w, "f32"), "f32", (rows, K), x, isa=isa, n_threads=2)
     ref = x.astype(np.float64) @ w.T.astype(np.float64)
     rel = np.abs(y - ref) / (np.abs(x).astype(np.float64) @ np.abs(w).T.astype(np.float64))
     assert rel.max() < 2e-6
@@ -60,35 +79,50 @@ def test_threads_give_identical_results(typ):
     rows, K = 133, 320
     w = encode_float(rng.standard_normal((rows, K)).astype(np.float32), typ)
     x = rng.standard_normal((6, K)).astype(np.float32)
-    y1 = C.matmul(w, typ, (rows, K), x, n_threads=1)
-    y2 = C.matmul(w, typ, (rows, K), x, n_threads=2)
+    y1 = matmul(w, typ, (rows, K), x, n_threads=1)
+    y2 = matmul(w, typ, (rows, K), x, n_threads=2)
     assert np.array_equal(y1, y2)
 
 
 def test_isa_selection_and_errors():
-    assert C.cpu_isa() in ISAS
     assert ISAS[0] == "scalar"
-    before = C.cpu_isa()
-    with pytest.raises(ValueError):
-        C.set_isa("sse9")
+    assert cpu("auto").variant == ISAS[-1] or cpu("auto").variant in ISAS  # PHICPP_ISA may pick a weaker one
+    assert [C.Backend("cpu", isa=i).variant for i in ISAS] == ISAS
+    with pytest.raises(ValueError, match="unknown ISA 'sse9'"):
+        C.Backend("cpu", isa="sse9")
     if "avx512" not in ISAS:
         with pytest.raises(C.UnsupportedError):
-            C.set_isa("avx512")
-        with pytest.raises(C.UnsupportedError):
-            C.matmul(np.zeros((1, 32), np.uint8), "f32", (1, 8), np.zeros((1, 8), np.float32), isa="avx512")
-    assert C.cpu_isa() == before
-    C.set_isa("scalar")
-    assert C.cpu_isa() == "scalar"
-    C.set_isa("auto")
-    assert C.cpu_isa() == ISAS[-1]
+            C.Backend("cpu", isa="avx512")
+
+
+def test_backends_of_different_isas_run_side_by_side():
+    """Each backend owns its ISA: two threads with different ones never see each other's."""
+    rng = np.random.default_rng(9)
+    w = C.quantize(rng.standard_normal((64, 512)).astype(np.float32), "q4_K")
+    x = rng.standard_normal((3, 512)).astype(np.float32)
+    expect = {isa: C.Backend("cpu", isa=isa).matmul(w, "q4_K", (64, 512), x) for isa in ISAS}
+    got = {isa: [] for isa in ISAS}
+
+    def run(isa):
+        be = C.Backend("cpu", isa=isa)
+        for _ in range(30):
+            got[isa].append(be.matmul(w, "q4_K", (64, 512), x))
+
+    threads = [threading.Thread(target=run, args=(isa,)) for isa in ISAS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for isa in ISAS:
+        assert all(np.array_equal(y, expect[isa]) for y in got[isa]), isa
 
 
 def test_bad_shapes_are_errors():
     # the messages carry the numbers (formatted without iostreams: see core/error.h)
     with pytest.raises(ValueError, match=r"x must be \[n, 8\]"):
-        C.matmul(np.zeros((2, 32), np.uint8), "f32", (2, 8), np.zeros((1, 7), np.float32))
+        matmul(np.zeros((2, 32), np.uint8), "f32", (2, 8), np.zeros((1, 7), np.float32))
     with pytest.raises(ValueError, match="62 bytes, expected 64"):
-        C.matmul(np.zeros((2, 31), np.uint8), "f32", (2, 8), np.zeros((1, 8), np.float32))
+        matmul(np.zeros((2, 31), np.uint8), "f32", (2, 8), np.zeros((1, 8), np.float32))
     with pytest.raises(ValueError, match="row length 33 .* block size 32"):
         C.quantize(np.zeros((1, 33), np.float32), "q4_0")
 
@@ -140,7 +174,7 @@ def test_quant_matmul_matches_reference(isa, typ, rows, blocks, n):
     w = make_quant_weight(typ, rows, K, rng)
     x = rng.standard_normal((n, K)).astype(np.float32)
     bias = rng.standard_normal(rows).astype(np.float32)
-    y = C.matmul(w, typ, (rows, K), x, bias=bias, isa=isa)
+    y = matmul(w, typ, (rows, K), x, bias=bias, isa=isa)
     gemm = uses_gemm(isa, n)
     ref, mag = quant_reference(w, typ, rows, K, x, f32_activations=gemm)
     # the integer dot is exact; only the f32 scale products and sums round
@@ -167,12 +201,12 @@ def test_gemm_path_matches_reference(isa, typ, rows, n):
         w = make_quant_weight(typ, rows, K, rng)
     x = rng.standard_normal((n, K)).astype(np.float32)
     bias = rng.standard_normal(rows).astype(np.float32)
-    y = C.matmul(w, typ, (rows, K), x, bias=bias, isa=isa, n_threads=2)
+    y = matmul(w, typ, (rows, K), x, bias=bias, isa=isa, n_threads=2)
     ref, mag = quant_reference(w, typ, rows, K, x, f32_activations=True)
     assert np.all(np.abs(y - (ref + bias)) <= 2e-6 * (mag + 1)), np.max(np.abs(y - ref - bias) / (mag + 1))
     # one token at a time through the same call gives the decode kernels: same numbers for floats
     if typ in FLOAT_TYPES:
-        y1 = np.concatenate([C.matmul(w, typ, (rows, K), x[t:t + 1], bias=bias, isa=isa) for t in range(n)])
+        y1 = np.concatenate([matmul(w, typ, (rows, K), x[t:t + 1], bias=bias, isa=isa) for t in range(n)])
         assert np.allclose(y, y1, rtol=1e-5, atol=1e-5 * (np.abs(y).max() + 1))
 
 
@@ -182,9 +216,9 @@ def test_quant_simd_paths_agree_with_scalar(typ):
     rows, K = 45, 768
     w = make_quant_weight(typ, rows, K, rng)
     x = rng.standard_normal((7, K)).astype(np.float32) * 3
-    ref = C.matmul(w, typ, (rows, K), x, isa="scalar")
+    ref = matmul(w, typ, (rows, K), x, isa="scalar")
     for isa in ISAS[1:]:
-        y = C.matmul(w, typ, (rows, K), x, isa=isa, n_threads=2)
+        y = matmul(w, typ, (rows, K), x, isa=isa, n_threads=2)
         assert np.allclose(y, ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max()), isa
 
 
@@ -195,8 +229,8 @@ def test_quant_edge_activations(typ):
     w = make_quant_weight(typ, rows, K, rng)
     for x in [np.zeros((3, K), np.float32), np.full((3, K), -2.5, np.float32),
               (rng.standard_normal((3, K)) * 1e4).astype(np.float32)]:
-        ref = C.matmul(w, typ, (rows, K), x, isa="scalar")
+        ref = matmul(w, typ, (rows, K), x, isa="scalar")
         for isa in ISAS:
-            y = C.matmul(w, typ, (rows, K), x, isa=isa)
+            y = matmul(w, typ, (rows, K), x, isa=isa)
             assert np.all(np.isfinite(y))
             assert np.allclose(y, ref, rtol=1e-4, atol=1e-4 * (np.abs(ref).max() + 1))

@@ -1,8 +1,9 @@
-"""The interleaved Q4_0 x8 weight layout (csrc/quant/repack.h) the CPU backend
+"""The repacked weight layouts of csrc/quant/repack.h. The interleaved Q4_0 x8 layout the CPU backend
 gives Q4_0 matmul weights at load: its bytes against a numpy rendering of the
 documented layout, its kernels (decode, few-token and GEMM paths, every ISA)
 against the file-layout kernels and the float64 reference, and a whole model
-repacked against the same model unrepacked."""
+repacked against the same model unrepacked. The planar layout the CUDA backend
+gives every block format: its bytes against a numpy rendering."""
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from phicpp import _core as C
-from test_matmul import ISAS, quant_reference, uses_gemm
+from test_matmul import ISAS, matmul, quant_reference, uses_gemm
 
 BLOCK = 18  # bytes of a Q4_0 block: fp16 d + 16 bytes of nibbles
 
@@ -52,8 +53,8 @@ def test_matmul_matches_file_layout_and_reference(isa, rows, K, n):
     x = rng.standard_normal((n, K)).astype(np.float32)
     bias = rng.standard_normal(rows).astype(np.float32)
     packed = C.repack_weight(w, "q4_0", (rows, K), "q4_0_x8")
-    y = C.matmul(packed, "q4_0", (rows, K), x, bias=bias, isa=isa, n_threads=2, layout="q4_0_x8")
-    y_rows = C.matmul(w, "q4_0", (rows, K), x, bias=bias, isa=isa, n_threads=2)
+    y = matmul(packed, "q4_0", (rows, K), x, bias=bias, isa=isa, n_threads=2, layout="q4_0_x8")
+    y_rows = matmul(w, "q4_0", (rows, K), x, bias=bias, isa=isa, n_threads=2)
     gemm = C.matmul_uses_gemm("q4_0", (rows, K), n, layout="q4_0_x8", isa=isa)
     assert gemm == (uses_gemm(isa, n) and C.matmul_uses_gemm("q4_0", (8, 32), 8, layout="q4_0_x8", isa=isa))
     ref, mag = quant_reference(w, "q4_0", rows, K, x, f32_activations=gemm)
@@ -84,8 +85,8 @@ def test_extreme_weights_and_activations(isa):
     for x in [np.full((1, K), 3.0, np.float32), np.full((1, K), -1e4, np.float32),
               np.where(rng.random((2, K)) < 0.5, -1.0, 1.0).astype(np.float32)]:
         packed = C.repack_weight(w, "q4_0", (rows, K), "q4_0_x8")
-        y = C.matmul(packed, "q4_0", (rows, K), x, isa=isa, layout="q4_0_x8")
-        ref = C.matmul(w, "q4_0", (rows, K), x, isa="scalar")
+        y = matmul(packed, "q4_0", (rows, K), x, isa=isa, layout="q4_0_x8")
+        ref = matmul(w, "q4_0", (rows, K), x, isa="scalar")
         assert np.allclose(y, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
@@ -104,7 +105,7 @@ def test_preferred_layout_and_errors():
     with pytest.raises(ValueError):
         C.repack_weight(np.zeros(12 * 68, np.uint8), "q8_0", (12, 64), "q4_0_x8")
     with pytest.raises(ValueError):
-        C.matmul(w, "q4_0", (12, 64), np.zeros((1, 64), np.float32), layout="q4_0_x8")
+        matmul(w, "q4_0", (12, 64), np.zeros((1, 64), np.float32), layout="q4_0_x8")
 
 
 LOGITS_SCRIPT = """
@@ -143,3 +144,30 @@ def test_model_repacked_equals_file_layout(tmp_path):
     assert np.max(np.abs(a - b)) <= tol * np.max(np.abs(b)), np.max(np.abs(a - b))
     n_vocab = a.size // 2
     assert np.argmax(a[:n_vocab]) == np.argmax(b[:n_vocab]) and np.argmax(a[n_vocab:]) == np.argmax(b[n_vocab:])
+
+
+PLANAR = {"q4_0": (2, 16), "q4_1": (4, 16), "q5_0": (6, 16), "q5_1": (8, 16), "q8_0": (2, 32), "iq4_nl": (2, 16),
+          "q2_K": (16, 64), "q3_K": (0, 96), "q4_K": (16, 128), "q5_K": (16, 160), "q6_K": (0, 192),
+          "iq4_xs": (8, 128)}
+
+
+@pytest.mark.parametrize("typ", sorted(PLANAR))
+@pytest.mark.parametrize("rows", [1, 3, 8])
+def test_planar_layout_bytes(typ, rows):
+    """Every block's quant bits (16-byte multiples) in a first plane, block after
+    block; the rest of each block, in its byte order, in a second plane."""
+    _, bs, ts = C.type_info(typ)
+    off, nbits = PLANAR[typ]
+    assert C.planar_split(typ) == (off, nbits) and nbits % 16 == 0
+    K = bs * 3
+    rng = np.random.default_rng(rows)
+    w = rng.integers(0, 256, (rows, 3 * ts), dtype=np.uint8)
+    blocks = w.reshape(rows * 3, ts)
+    expect = np.concatenate([blocks[:, off:off + nbits].reshape(-1),
+                             np.concatenate([blocks[:, :off], blocks[:, off + nbits:]], axis=1).reshape(-1)])
+    assert np.array_equal(C.repack_weight(w, typ, (rows, K), "planar"), expect)
+
+
+def test_planar_has_no_float_layout():
+    with pytest.raises(ValueError, match="no planar layout"):
+        C.repack_weight(np.zeros((2, 64), np.uint8), "f16", (2, 32), "planar")

@@ -1,6 +1,7 @@
 """Benchmark the CPU matmul kernels at Phi-3-mini shapes.
 
-Decode (n=1) is reported in GB/s of weight streamed (memory-bound), prefill
+Through the op-test harness (a CPU backend of the ISA; Q4_0 weights are
+repacked on every call, as the backend does at load). Decode (n=1) is reported in GB/s of weight streamed (memory-bound), prefill
 (n tokens) in GFLOP/s. Usage:
   PYTHONPATH=$(tools/devbuild.sh quant) python tools/bench_matmul.py [--types f16,q4_K] [--threads 2]
 """
@@ -50,7 +51,8 @@ def main():
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     supported = set(C.matmul_types())
-    print(f"isa={args.isa or C.cpu_isa()} threads={args.threads}")
+    be = C.Backend("cpu", isa=args.isa or "auto", n_threads=args.threads)
+    print(f"isa={be.variant} threads={args.threads}")
     print(f"{'type':6} {'shape':8} {'MB':>7} {'decode ms':>10} {'GB/s':>7} {'prefill ms':>11} {'GFLOP/s':>8}")
     for typ in args.types.split(","):
         if typ not in supported:
@@ -60,11 +62,11 @@ def main():
             rows, K = SHAPES[name]
             w = make_weight(typ, rows, K, rng)
             x1 = rng.standard_normal((1, K)).astype(np.float32)
-            t = bench(lambda: C.matmul(w, typ, (rows, K), x1, isa=args.isa, n_threads=args.threads), args.min_time)
+            t = bench(lambda: be.matmul(w, typ, (rows, K), x1), args.min_time)
             line = f"{typ:6} {name:8} {w.nbytes / 1e6:7.1f} {t * 1e3:10.3f} {w.nbytes / t / 1e9:7.2f}"
             if args.prefill:
                 xn = rng.standard_normal((args.prefill, K)).astype(np.float32)
-                tp = bench(lambda: C.matmul(w, typ, (rows, K), xn, isa=args.isa, n_threads=args.threads),
+                tp = bench(lambda: be.matmul(w, typ, (rows, K), xn),
                            args.min_time)
                 line += f" {tp * 1e3:11.2f} {2 * rows * K * args.prefill / tp / 1e9:8.1f}"
             print(line, flush=True)

@@ -3,27 +3,32 @@
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 
+#ifdef PHICPP_WITH_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
+
 namespace phi {
 
+bool cuda_available() {
 #ifdef PHICPP_WITH_CUDA
-namespace cuda {
-std::unique_ptr<Backend> make_cuda_backend(int device);  // backend/cuda
-bool available();
-}  // namespace cuda
+    return cuda::device_count() > 0;
+#else
+    return false;
 #endif
+}
 
 std::unique_ptr<Backend> make_backend(const BackendOptions& opts) {
-    if (opts.device == "cpu") return cpu::make_cpu_backend(opts.n_threads);
+    if (opts.device == "cpu") return cpu::make_cpu_backend(opts.n_threads, opts.isa);
     if (opts.device == "cuda" || opts.device == "auto") {
 #ifdef PHICPP_WITH_CUDA
-        if (cuda::available()) return cuda::make_cuda_backend(0);
+        if (cuda_available()) return cuda::make_cuda_backend(0);
 #endif
-        if (opts.device == "auto") return cpu::make_cpu_backend(opts.n_threads);
+        if (opts.device == "auto") return cpu::make_cpu_backend(opts.n_threads, opts.isa);
         fail(ErrorKind::unsupported, "device 'cuda' requested, but ",
 #ifdef PHICPP_WITH_CUDA
-             "no CUDA device is available"
+             cuda::why_unavailable()
 #else
-             "phicpp was built without CUDA"
+             "this build of phicpp has no CUDA backend (nvcc was not found when it was built)"
 #endif
         );
     }

@@ -5,6 +5,11 @@
 // the CPU, device memory for CUDA), obtained from alloc() or weight().
 // Ops may run asynchronously: results are visible on the host only after
 // copy_to_host(), which synchronizes. Activations are row-major f32.
+//
+// A forward pass is one *step*: begin_step(pos0, n_tok), the ops, end_step().
+// Inside a step, positions are the step's: token t of the batch sits at
+// position pos0 + t, and the backend keeps pos0 where its kernels read it, so
+// a device backend can record a step once and replay it at any position.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -16,17 +21,18 @@
 namespace phi {
 
 // How a weight's blocks are ordered in memory: as in the file (rows
-// contiguous), or interleaved by a backend at load for its kernels (see
+// contiguous), or rearranged by a backend at load for its kernels (see
 // quant/repack.h). The size in bytes is the same either way.
 enum class WeightLayout : uint8_t {
     rows,
-    q4_0_x8,  // Q4_0, groups of 8 rows interleaved block by block
+    q4_0_x8,  // Q4_0, groups of 8 rows interleaved block by block (CPU)
+    planar,   // every block's quant bits in one 16-byte aligned plane, the rest of the block after it (CUDA)
 };
 
 // What a weight is used for, which decides the layouts a backend may give it.
 enum class WeightUse : uint8_t {
     matmul,  // only ever the W of matmul(): the backend may interleave it
-    rows,    // read by rows as well (get_rows, 1-D vectors): keep the file's layout
+    rows,    // read by rows as well (get_rows, 1-D vectors): keep a layout get_rows reads
 };
 
 // A 2-D tensor: ne1 rows of ne0 elements of `type`, rows contiguous unless
@@ -57,10 +63,56 @@ struct AttentionParams {
     int window = 0;        // >0: a query at p sees keys at positions > p - window
 };
 
+// A layer's KV cache: rows of n_head_kv * head_dim elements of `type`, one
+// per position.
+struct KVCache {
+    void* k = nullptr;
+    void* v = nullptr;
+    DType type = DType::F16;
+};
+
+// The projections of one step's tokens: row t of q (n_head heads) and of k, v
+// (n_head_kv heads) at q + t * q_stride, k + t * kv_stride, v + t * kv_stride.
+struct QKVRows {
+    float* q = nullptr;
+    float* k = nullptr;
+    const float* v = nullptr;
+    int64_t q_stride = 0;
+    int64_t kv_stride = 0;
+};
+
+// Per-head LayerNorm of q and k before the rotary (Phi's qk_layernorm);
+// q_w == nullptr: none.
+struct QKNorm {
+    const float *q_w = nullptr, *q_b = nullptr;  // [head_dim]
+    const float *k_w = nullptr, *k_b = nullptr;
+    float eps = 0.0f;
+};
+
+enum class NormKind : uint8_t { none, layer, rms };
+
+// A normalization of every input row of a matmul, applied before the
+// product (a block's input norm, fused into the matmul that reads it).
+struct RowNorm {
+    NormKind kind = NormKind::none;
+    const float* w = nullptr;  // [K]
+    const float* b = nullptr;  // [K], LayerNorm only; may be null
+    float eps = 0.0f;
+};
+
+// What a matmul does with its product P = norm(x) . W^T (+ bias).
+enum class Epilogue : uint8_t {
+    store,   // y = P
+    add,     // y += P (joins the residual stream)
+    gelu,    // y = gelu_tanh(P)
+    swiglu,  // W's rows are gate | up (2 ff): y[:, i] = silu(P[:, i]) * P[:, ff + i], y has ff columns
+};
+
 class Backend {
 public:
     virtual ~Backend() = default;
-    virtual std::string name() const = 0;
+    virtual std::string name() const = 0;     // "cpu" | "cuda"
+    virtual std::string variant() const = 0;  // the CPU's ISA ("avx2"), the GPU's name and architecture
 
     // ---- memory
     virtual void* alloc(size_t bytes) = 0;  // zero-filled
@@ -68,47 +120,58 @@ public:
     virtual void copy_to_device(void* dst, const void* host_src, size_t bytes) = 0;
     virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;  // synchronizes
     // A weight from the mapped file, usable by this backend's ops: zero-copy on
-    // the CPU (or interleaved into a copy for faster kernels when `use` allows),
+    // the CPU (or rearranged into a copy for faster kernels when `use` allows),
     // uploaded once on a device. The backend owns any copy it makes; a result
     // whose data differs from host.data no longer needs the host bytes.
     virtual Tensor weight(const Tensor& host, WeightUse use) = 0;
+    // Frees the copy weight() made (nothing when it made none); the tensor is
+    // not used again.
+    virtual void free_weight(const Tensor& w) = 0;
     virtual void synchronize() = 0;
+    // Memory free on the device for a model (0: the backend uses host memory
+    // and nothing is checked), and the scratch its ops need at most for n_batch
+    // rows of up to `width` floats, beyond the model's own buffers.
+    virtual size_t device_memory_free() const { return 0; }
+    virtual size_t workspace_bytes(int n_batch, int width) const { return 0; }
 
-    // ---- ops
+    // ---- steps
+    // Opens a step over n_tok tokens at positions pos0..pos0+n_tok-1.
+    // `replayable`: every op of the step reads and writes backend memory only
+    // (no copy to the host in between), so a backend may record it.
+    virtual void begin_step(int pos0, int n_tok, bool replayable) = 0;
+    // Closes it. False: the backend did not run the ops it was given (it only
+    // checked them against a recording, which differed) and needs the same
+    // step issued again, begin_step included.
+    virtual bool end_step() = 0;
+
+    // ---- ops (between begin_step and end_step)
     // out[i] = table row ids[i], converted to f32.
     virtual void get_rows(const Tensor& table, const int32_t* ids, int n, float* out) = 0;
-    // y = LayerNorm(x) * w + b over rows of `dim`; b may be null.
-    virtual void layer_norm(const float* x, const float* w, const float* b, float eps,
-                            int n_rows, int dim, float* y) = 0;
-    // y = x / rms(x) * w over rows of `dim`.
-    virtual void rms_norm(const float* x, const float* w, float eps, int n_rows, int dim, float* y) = 0;
-    // y[n, W.ne1] = x[n, W.ne0] . W^T (+ bias[W.ne1] when not null).
-    virtual void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias) = 0;
-    // In place on n_tok rows (stride `row_stride` floats) of n_heads heads of head_dim,
-    // at positions pos0, pos0+1, ...
-    virtual void rope_neox(float* x, int n_tok, int64_t row_stride, int n_heads, int head_dim,
-                           int pos0, const RopeParams& rope) = 0;
-    // Write n_tok rows of width `width` (source stride src_stride) into a cache of
-    // `type` at rows pos0.. (cache rows are contiguous, `width` elements each).
-    virtual void kv_store(void* cache, DType type, int width, const float* src, int64_t src_stride,
-                          int pos0, int n_tok) = 0;
-    // Causal attention of n_tok queries at positions pos0.. against cache rows
-    // [0, pos0 + n_tok). q rows have stride q_stride; out is [n_tok, n_head*head_dim].
-    virtual void attention(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache,
-                           DType cache_type, int n_tok, int pos0, const AttentionParams& p, float* out) = 0;
-    virtual void gelu_tanh(float* x, size_t n) = 0;                           // in place
-    virtual void swiglu(const float* gate_up, int n_rows, int ff, float* out) = 0;  // silu(gate) * up
-    virtual void add(float* y, const float* x, size_t n) = 0;                   // y += x
-    // Copy rows: dst[r, 0:width] = src[r, 0:width] with the given strides.
-    virtual void copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride,
-                           int n_rows, int width) = 0;
+    // y = epilogue(norm(x[n, W.ne0]) . W^T + bias) with y [n, W.ne1] (ff = W.ne1 / 2
+    // columns for swiglu). bias may be null.
+    virtual void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, const RowNorm& norm,
+                        Epilogue ep) = 0;
+    // For the step's tokens: optional per-head QK-LayerNorm of q and k, rotary
+    // on both (in place), then k and v written into the cache rows of their
+    // positions.
+    virtual void attention_input(const QKVRows& t, const AttentionParams& p, const QKNorm& qk, const RopeParams& rope,
+                                 const KVCache& cache) = 0;
+    // Causal attention for the n_q queries of step tokens t0.. (query i at
+    // position pos0 + t0 + i, its row at q + i * q_stride) against the cache
+    // rows [0, pos0 + n_tok). out is [n_q, n_head * head_dim].
+    virtual void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache,
+                           const AttentionParams& p, float* out) = 0;
 };
 
 struct BackendOptions {
     std::string device = "cpu";  // "cpu" | "cuda" | "auto"
     int n_threads = 0;           // CPU threads; 0 = all cores
+    std::string isa = "auto";    // CPU kernels: scalar | avx2 | avx512 | auto (PHICPP_ISA, else the best)
 };
 
 std::unique_ptr<Backend> make_backend(const BackendOptions& opts);
+
+// Whether a CUDA device can be used by this build on this machine.
+bool cuda_available();
 
 } // namespace phi

@@ -1,5 +1,7 @@
 // What one forward pass over a batch of tokens needs: the backend, the
-// weights, the KV cache and scratch buffers sized for the largest batch.
+// weights, the KV cache and scratch buffers sized for the largest batch; and
+// the table of architectures, each of which owns its loading, its blocks and
+// its output norm.
 #pragma once
 #include <vector>
 
@@ -9,21 +11,13 @@
 
 namespace phi {
 
-struct KVLayer {
-    void* k = nullptr;  // [n_ctx, kv_width] of kv_type
-    void* v = nullptr;
-};
-
 // Activations for up to n_batch tokens, in backend memory.
 struct Scratch {
     float* x = nullptr;       // [B, n_embd] residual stream
-    float* xn = nullptr;      // [B, n_embd] normalized input of the block
     float* qkv = nullptr;     // [B, q + 2 kv] fused projections, or q | k | v side by side
     float* attn = nullptr;    // [B, q] attention output before the projection
-    float* ffn = nullptr;     // [B, n_ff] (phi2) or [B, 2 n_ff] gate|up (phi3)
-    float* ffn_act = nullptr; // [B, n_ff] SwiGLU output (phi3)
-    float* tmp = nullptr;     // [B, n_embd] a block output before it joins the residual
-    float* logits = nullptr;  // [min(B, 32), n_vocab] output rows, projected a slice at a time
+    float* ffn = nullptr;     // [B, n_ff] the MLP's hidden activations
+    float* logits = nullptr;  // [min(B, kLogitRows), n_vocab] output rows, projected a slice at a time
 };
 
 struct ForwardPass {
@@ -31,11 +25,9 @@ struct ForwardPass {
     const ModelConfig& c;
     const Weights& w;
     Scratch& s;
-    std::vector<KVLayer>& kv;
-    DType kv_type;
+    const std::vector<KVCache>& kv;
     RopeParams rope;
-    int n_tok;  // tokens in this batch
-    int pos0;   // position of the first one
+    int n_tok;  // tokens in this batch (the step's)
     int n_out;  // trailing tokens whose last-layer output is used (logits); the
                 // last layer stores every token's K/V but computes only these
 };
@@ -45,14 +37,23 @@ inline int rows_needed(const ForwardPass& fp, int il) {
     return il == fp.c.n_layer - 1 ? fp.n_out : fp.n_tok;
 }
 
-// The residual stream s.x holds the embeddings of the batch on entry and the
-// output of the last block on return.
-void phi2_blocks(const ForwardPass& fp);
-void phi3_blocks(const ForwardPass& fp);
+// Shared by every family: projections into q|k|v of norm(s.x), QK-norm,
+// rotary, cache write and attention for the last `n_q` tokens of the batch,
+// leaving their attention output (before o_proj) in the first n_q rows of s.attn.
+void attention_block(const ForwardPass& fp, const LayerWeights& L, int il, int n_q, const RowNorm& norm);
 
-// Shared by both families: projections into q|k|v, rotary, cache write and
-// attention for the last `n_q` tokens of the batch, leaving their attention
-// output (before o_proj) in the first n_q rows of s.attn.
-void attention_block(const ForwardPass& fp, const LayerWeights& L, int il, int n_q);
+// One architecture family: how its weights load, how its blocks run (the
+// residual stream s.x holds the embeddings of the batch on entry and the
+// output of the last block on return), and the norm before the output.
+struct Architecture {
+    Arch arch;
+    void (*load)(WeightLoader& ld, const ModelConfig& c, Weights& w);
+    void (*blocks)(const ForwardPass& fp);
+    RowNorm (*output_norm)(const ModelConfig& c, const Weights& w);
+};
+
+extern const Architecture kPhi2;  // model/phi2.cpp
+extern const Architecture kPhi3;  // model/phi3.cpp
+const Architecture& architecture(Arch arch);
 
 } // namespace phi

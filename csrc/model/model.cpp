@@ -26,10 +26,10 @@ std::vector<float> rope_inv_freq(const ModelConfig& c, const std::vector<float>&
 // floats) when every token's logits are wanted.
 constexpr int kLogitRows = 32;
 
-DType parse_kv_type(const std::string& s, const Weights& w) {
+DType parse_kv_type(const std::string& s, DType embedding_type) {
     if (s == "f32") return DType::F32;
     if (s == "f16") return DType::F16;
-    if (s == "auto") return w.token_embd.type == DType::F32 ? DType::F32 : DType::F16;
+    if (s == "auto") return embedding_type == DType::F32 ? DType::F32 : DType::F16;
     fail(ErrorKind::invalid_arg, "kv_type must be 'f32', 'f16' or 'auto', not '", s, "'");
 }
 
@@ -45,23 +45,21 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
     const gguf::File& f = *m->file_;
     ModelConfig& c = m->c_;
     c = ModelConfig::from_gguf(f);
+    m->arch_ = &phi::architecture(c.arch);
     const gguf::TensorInfo* emb = f.find_tensor("token_embd.weight");
     if (!emb) fail(ErrorKind::format, path, ": required tensor 'token_embd.weight' is missing");
     c.n_vocab = static_cast<int>(emb->ne[1]);
-
-    m->be_ = make_backend(BackendOptions{params.device, params.n_threads});
-    WeightLoader ld(f, *m->be_, m->owned_);
-    if (c.arch == Arch::phi2) {
-        load_phi2_weights(ld, c, m->w_);
-    } else {
-        load_phi3_weights(ld, c, m->w_);
-    }
     if (c.n_ff < c.kv_width())
         fail(ErrorKind::unsupported, path, ": feed_forward_length smaller than the key/value width is not supported");
 
     m->n_ctx_ = params.n_ctx > 0 ? params.n_ctx : std::min(c.n_ctx_train, 4096);
     m->n_batch_ = std::min(params.n_batch, m->n_ctx_);
-    m->kv_type_ = parse_kv_type(params.kv_type, m->w_);
+    m->kv_type_ = parse_kv_type(params.kv_type, emb->type);
+
+    m->be_ = make_backend(BackendOptions{params.device, params.n_threads, params.isa});
+    m->check_device_memory(path);
+    WeightLoader ld(f, *m->be_, m->owned_, params.progress);
+    m->arch_->load(ld, c, m->w_);
 
     // LongRoPE: long factors when the context reaches past the original
     // training length (as llama.cpp decides), short ones otherwise.
@@ -82,23 +80,42 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
     const size_t F = sizeof(float);
     Scratch& s = m->s_;
     s.x = static_cast<float*>(alloc(B * c.n_embd * F));
-    s.xn = static_cast<float*>(alloc(B * c.n_embd * F));
     s.qkv = static_cast<float*>(alloc(B * (c.q_width() + 2 * c.kv_width()) * F));
     s.attn = static_cast<float*>(alloc(B * c.q_width() * F));
-    s.ffn = static_cast<float*>(alloc(B * 2 * c.n_ff * F));
-    s.ffn_act = static_cast<float*>(alloc(B * c.n_ff * F));
-    s.tmp = static_cast<float*>(alloc(B * c.n_embd * F));
+    s.ffn = static_cast<float*>(alloc(B * c.n_ff * F));
     s.logits = static_cast<float*>(alloc(std::min<size_t>(B, kLogitRows) * c.n_vocab * F));
     m->ids_dev_ = static_cast<int32_t*>(alloc(B * sizeof(int32_t)));
 
     const size_t kv_row = row_bytes(m->kv_type_, c.kv_width());
     m->kv_.resize(c.n_layer);
-    for (KVLayer& l : m->kv_) {
+    for (KVCache& l : m->kv_) {
         l.k = alloc(kv_row * m->n_ctx_);
         l.v = alloc(kv_row * m->n_ctx_);
+        l.type = m->kv_type_;
     }
     be.synchronize();
     return m;
+}
+
+// A device backend holds the whole model: say up front when it cannot, with
+// the numbers, instead of failing half-way through the upload.
+void Model::check_device_memory(const std::string& path) const {
+    const size_t free = be_->device_memory_free();
+    if (free == 0) return;  // host memory: no check
+    size_t weights = 0;
+    for (const gguf::TensorInfo& t : file_->tensors()) weights += t.nbytes;
+    const size_t B = static_cast<size_t>(n_batch_), F = sizeof(float);
+    const size_t buffers = B * F * (c_.n_embd + c_.q_width() * 2 + 2 * c_.kv_width() + c_.n_ff) +
+                           std::min<size_t>(B, kLogitRows) * c_.n_vocab * F +
+                           be_->workspace_bytes(n_batch_, std::max({c_.n_embd, 2 * c_.n_ff, c_.n_vocab}));
+    const size_t need = weights + kv_cache_bytes() + buffers;
+    if (need > free) {
+        constexpr size_t MiB = size_t{1} << 20;
+        fail(ErrorKind::generic, path, " needs ", need / MiB, " MiB of ", be_->variant(), " memory (weights ",
+             weights / MiB, " MiB, KV cache ", kv_cache_bytes() / MiB, " MiB for n_ctx ", n_ctx_, ", buffers ",
+             buffers / MiB, " MiB) but only ", free / MiB, " MiB are free; try a smaller -c/--ctx-size, a smaller "
+             "quantization, or --device cpu");
+    }
 }
 
 Model::~Model() {
@@ -145,31 +162,37 @@ void Model::eval(const int32_t* tokens, int n, float* logits, bool all_logits) {
 void Model::forward(const int32_t* tokens, int n, float* logits_host, bool all_logits) {
     Backend& be = *be_;
     be.copy_to_device(ids_dev_, tokens, sizeof(int32_t) * n);
-    be.get_rows(w_.token_embd, ids_dev_, n, s_.x);
 
     // without logits only the K/V of the last layer matter; with the last token's
     // logits only that row goes through the last layer's attention and MLP
     const int n_out = !logits_host ? 0 : (all_logits ? n : 1);
-    ForwardPass fp{be, c_, w_, s_, kv_, kv_type_, rope_, n, n_past_, n_out};
-    if (c_.arch == Arch::phi2) {
-        phi2_blocks(fp);
-    } else {
-        phi3_blocks(fp);
+    const int first = n - n_out;  // first row with logits
+    const RowNorm out_norm = arch_->output_norm(c_, w_);
+    auto project = [&](int r, int rows) {
+        be.matmul(w_.output, s_.x + static_cast<int64_t>(r) * c_.n_embd, rows, s_.logits, w_.output_b, out_norm,
+                  Epilogue::store);
+    };
+    // The logits of one output pass are copied out after the step, so such a
+    // step never leaves the backend and may be recorded and replayed.
+    const bool one_pass = n_out <= kLogitRows;
+    const ForwardPass fp{be, c_, w_, s_, kv_, rope_, n, n_out};
+    do {
+        be.begin_step(n_past_, n, one_pass);
+        be.get_rows(w_.token_embd, ids_dev_, n, s_.x);
+        arch_->blocks(fp);
+        if (n_out > 0 && one_pass) project(first, n_out);
+    } while (!be.end_step());
+    if (n_out == 0) return;
+    if (one_pass) {
+        be.copy_to_host(logits_host, s_.logits, sizeof(float) * n_out * c_.n_vocab);
+        return;
     }
-    if (!logits_host) return;
-
-    // final norm and output projection only for the rows whose logits are wanted
-    const int first = all_logits ? 0 : n - 1;
-    if (c_.arch == Arch::phi2) {
-        be.layer_norm(s_.x + static_cast<int64_t>(first) * c_.n_embd, w_.out_norm_w, w_.out_norm_b, c_.norm_eps,
-                      n - first, c_.n_embd, s_.xn);
-    } else {
-        be.rms_norm(s_.x + static_cast<int64_t>(first) * c_.n_embd, w_.out_norm_w, c_.norm_eps, n - first, c_.n_embd,
-                    s_.xn);
-    }
+    // every token's logits: the output projection a slice of rows at a time
     for (int r = first; r < n; r += kLogitRows) {
         const int rows = std::min(kLogitRows, n - r);
-        be.matmul(w_.output, s_.xn + static_cast<int64_t>(r - first) * c_.n_embd, rows, s_.logits, w_.output_b);
+        be.begin_step(n_past_, n, false);
+        project(r, rows);
+        be.end_step();
         be.copy_to_host(logits_host + static_cast<int64_t>(r - first) * c_.n_vocab, s_.logits,
                         sizeof(float) * rows * c_.n_vocab);
     }

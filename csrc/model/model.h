@@ -1,6 +1,7 @@
 // A loaded Phi model: the mapped file, its config and weights, a backend and
 // a KV cache. eval() appends tokens at position n_past and returns logits.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,6 +20,9 @@ struct ModelParams {
     int n_threads = 0;           // 0: all cores
     std::string device = "cpu";  // cpu | cuda | auto
     std::string kv_type = "auto";  // f32 | f16 | auto (f32 for F32 models, else f16)
+    std::string isa = "auto";      // CPU kernels (scalar | avx2 | avx512 | auto)
+    // Called as weights load: (bytes done, bytes in all). May be empty.
+    std::function<void(size_t, size_t)> progress;
 };
 
 class Model {
@@ -31,6 +35,7 @@ public:
     const ModelConfig& config() const { return c_; }
     const gguf::File& file() const { return *file_; }
     const Backend& backend() const { return *be_; }
+    const Architecture& architecture() const { return *arch_; }
     int n_ctx() const { return n_ctx_; }
     int n_past() const { return n_past_; }
     int n_vocab() const { return c_.n_vocab; }
@@ -50,15 +55,17 @@ public:
 private:
     Model() = default;
     void forward(const int32_t* tokens, int n, float* logits_host, bool all_logits);
+    void check_device_memory(const std::string& path) const;
 
     std::unique_ptr<gguf::File> file_;
     ModelConfig c_;
+    const Architecture* arch_ = nullptr;
     std::unique_ptr<Backend> be_;
     std::vector<void*> owned_;  // backend allocations to free
     Weights w_;
     Scratch s_;
     int32_t* ids_dev_ = nullptr;
-    std::vector<KVLayer> kv_;
+    std::vector<KVCache> kv_;
     DType kv_type_ = DType::F16;
     float* inv_freq_dev_ = nullptr;
     RopeParams rope_;

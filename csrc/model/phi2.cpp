@@ -6,6 +6,8 @@
 
 namespace phi {
 
+namespace {
+
 void load_phi2_weights(WeightLoader& ld, const ModelConfig& c, Weights& w) {
     const int E = c.n_embd, qw = c.q_width();
     w.token_embd = ld.matrix("token_embd.weight", E, c.n_vocab, WeightUse::rows);
@@ -43,18 +45,24 @@ void phi2_blocks(const ForwardPass& fp) {
     for (int il = 0; il < c.n_layer; ++il) {
         const LayerWeights& L = fp.w.layers[il];
         const int m = rows_needed(fp, il);  // the rows that go on past attention
-        const int64_t off = static_cast<int64_t>(n - m) * E;
-        be.layer_norm(s.x, L.attn_norm_w, L.attn_norm_b, c.norm_eps, n, E, s.xn);
-        attention_block(fp, L, il, m);
+        float* x = s.x + static_cast<int64_t>(n - m) * E;
+        const RowNorm norm{NormKind::layer, L.attn_norm_w, L.attn_norm_b, c.norm_eps};
+        attention_block(fp, L, il, m, norm);
         if (m == 0) continue;
-        be.matmul(L.wo, s.attn, m, s.tmp, L.bo);
-        be.add(s.x + off, s.tmp, static_cast<size_t>(m) * E);
-        // the MLP reads the same normalized input as attention (parallel block)
-        be.matmul(L.ffn_up, s.xn + off, m, s.ffn, L.ffn_up_b);
-        be.gelu_tanh(s.ffn, static_cast<size_t>(m) * c.n_ff);
-        be.matmul(L.ffn_down, s.ffn, m, s.tmp, L.ffn_down_b);
-        be.add(s.x + off, s.tmp, static_cast<size_t>(m) * E);
+        // the MLP reads the same normalized input as attention (parallel block),
+        // so its up projection runs before the attention output joins x
+        be.matmul(L.ffn_up, x, m, s.ffn, L.ffn_up_b, norm, Epilogue::gelu);
+        be.matmul(L.wo, s.attn, m, x, L.bo, RowNorm{}, Epilogue::add);
+        be.matmul(L.ffn_down, s.ffn, m, x, L.ffn_down_b, RowNorm{}, Epilogue::add);
     }
 }
+
+RowNorm phi2_output_norm(const ModelConfig& c, const Weights& w) {
+    return RowNorm{NormKind::layer, w.out_norm_w, w.out_norm_b, c.norm_eps};
+}
+
+} // namespace
+
+const Architecture kPhi2{Arch::phi2, load_phi2_weights, phi2_blocks, phi2_output_norm};
 
 } // namespace phi

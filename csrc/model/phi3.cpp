@@ -6,6 +6,8 @@
 
 namespace phi {
 
+namespace {
+
 void load_phi3_weights(WeightLoader& ld, const ModelConfig& c, Weights& w) {
     const int E = c.n_embd, qw = c.q_width();
     w.token_embd = ld.matrix("token_embd.weight", E, c.n_vocab, WeightUse::rows);
@@ -36,19 +38,22 @@ void phi3_blocks(const ForwardPass& fp) {
     for (int il = 0; il < c.n_layer; ++il) {
         const LayerWeights& L = fp.w.layers[il];
         const int m = rows_needed(fp, il);  // the rows that go on past attention
-        const int64_t off = static_cast<int64_t>(n - m) * E;
-        be.rms_norm(s.x, L.attn_norm_w, c.norm_eps, n, E, s.xn);
-        attention_block(fp, L, il, m);
+        float* x = s.x + static_cast<int64_t>(n - m) * E;
+        attention_block(fp, L, il, m, RowNorm{NormKind::rms, L.attn_norm_w, nullptr, c.norm_eps});
         if (m == 0) continue;
-        be.matmul(L.wo, s.attn, m, s.tmp, L.bo);
-        be.add(s.x + off, s.tmp, static_cast<size_t>(m) * E);
-
-        be.rms_norm(s.x + off, L.ffn_norm_w, c.norm_eps, m, E, s.xn);
-        be.matmul(L.ffn_up, s.xn, m, s.ffn, nullptr);
-        be.swiglu(s.ffn, m, c.n_ff, s.ffn_act);
-        be.matmul(L.ffn_down, s.ffn_act, m, s.tmp, nullptr);
-        be.add(s.x + off, s.tmp, static_cast<size_t>(m) * E);
+        be.matmul(L.wo, s.attn, m, x, L.bo, RowNorm{}, Epilogue::add);
+        be.matmul(L.ffn_up, x, m, s.ffn, nullptr, RowNorm{NormKind::rms, L.ffn_norm_w, nullptr, c.norm_eps},
+                  Epilogue::swiglu);
+        be.matmul(L.ffn_down, s.ffn, m, x, nullptr, RowNorm{}, Epilogue::add);
     }
 }
+
+RowNorm phi3_output_norm(const ModelConfig& c, const Weights& w) {
+    return RowNorm{NormKind::rms, w.out_norm_w, nullptr, c.norm_eps};
+}
+
+} // namespace
+
+const Architecture kPhi3{Arch::phi3, load_phi3_weights, phi3_blocks, phi3_output_norm};
 
 } // namespace phi

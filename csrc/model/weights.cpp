@@ -1,5 +1,7 @@
 #include "model/weights.h"
 
+#include <utility>
+
 #include "quant/quant.h"
 #include "core/error.h"
 
@@ -12,6 +14,12 @@ std::string shape_str(const gguf::TensorInfo& t) {
     return s + "]";
 }
 } // namespace
+
+WeightLoader::WeightLoader(const gguf::File& f, Backend& be, std::vector<void*>& owned,
+                           std::function<void(size_t, size_t)> progress)
+    : f_(f), be_(be), owned_(owned), progress_(std::move(progress)) {
+    for (const gguf::TensorInfo& t : f.tensors()) total_ += t.nbytes;
+}
 
 const gguf::TensorInfo& WeightLoader::lookup(const std::string& name, int n_dims, int64_t ne0, int64_t ne1) {
     const gguf::TensorInfo* t = f_.find_tensor(name);
@@ -31,6 +39,8 @@ Tensor WeightLoader::matrix(const std::string& name, int64_t ne0, int64_t ne1, W
     // a backend copy (repacked, or on a device) leaves the mapped bytes unused:
     // drop them from this process's resident memory
     if (w.data != host.data) f_.release(host.data, host.nbytes());
+    done_ += host.nbytes();
+    if (progress_) progress_(done_, total_);
     return w;
 }
 

@@ -1,6 +1,7 @@
 // Model weights: tensors found by llama.cpp name, shape-checked against the
 // config at load so a wrong file fails there, not mid-forward.
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -44,7 +45,9 @@ struct Weights {
 // Hands tensors of the file to the backend, checking names and shapes.
 class WeightLoader {
 public:
-    WeightLoader(const gguf::File& f, Backend& be, std::vector<void*>& owned) : f_(f), be_(be), owned_(owned) {}
+    // progress (may be empty) is told (bytes loaded, bytes of all tensors) after each matrix.
+    WeightLoader(const gguf::File& f, Backend& be, std::vector<void*>& owned,
+                 std::function<void(size_t, size_t)> progress = {});
 
     bool has(const std::string& name) const { return f_.find_tensor(name) != nullptr; }
     // A 2-D weight of ne0 inputs and ne1 outputs; throws if absent or misshapen.
@@ -62,12 +65,12 @@ private:
     const gguf::File& f_;
     Backend& be_;
     std::vector<void*>& owned_;
+    std::function<void(size_t, size_t)> progress_;
+    size_t total_ = 0, done_ = 0;
 };
 
 // q, k, v projections of layer prefix p ("blk.N."): one fused attn_qkv or
 // three separate tensors, each with an optional bias.
 void load_qkv(WeightLoader& ld, const ModelConfig& c, const std::string& p, LayerWeights& L);
-void load_phi2_weights(WeightLoader& ld, const ModelConfig& c, Weights& w);
-void load_phi3_weights(WeightLoader& ld, const ModelConfig& c, Weights& w);
 
 } // namespace phi

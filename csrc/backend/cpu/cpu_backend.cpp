@@ -45,20 +45,56 @@ public:
         void* p = next_;
         next_ += bytes;
         left_ -= bytes;
+        last_ = p;
+        last_bytes_ = bytes;
         return p;
+    }
+    // Gives back the latest allocation (others stay until the arena goes): a
+    // weight made and freed again, as the op tests do, reuses its memory.
+    void free(const void* p) {
+        if (p != last_ || !last_) return;
+        next_ -= last_bytes_;
+        left_ += last_bytes_;
+        last_ = nullptr;
     }
 
 private:
     std::vector<void*> chunks_;
     uint8_t* next_ = nullptr;
     size_t left_ = 0;
+    const void* last_ = nullptr;
+    size_t last_bytes_ = 0;
+};
+
+// Grow-only f32 scratch for the steps a fused op takes one at a time on the
+// CPU (a normalized input, a product before its epilogue).
+class Scratch {
+public:
+    float* get(size_t n) {
+        if (n > size_) {
+            std::free(p_);
+            p_ = static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64));
+            if (!p_) fail(ErrorKind::generic, "out of memory allocating ", n * sizeof(float), " bytes of scratch");
+            size_ = n;
+        }
+        return p_;
+    }
+    Scratch() = default;
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+    ~Scratch() { std::free(p_); }
+
+private:
+    float* p_ = nullptr;
+    size_t size_ = 0;
 };
 
 class CpuBackend final : public Backend {
 public:
-    explicit CpuBackend(int n_threads) : pool_(n_threads) {}
+    CpuBackend(int n_threads, Isa isa) : pool_(n_threads), isa_(isa) {}
 
     std::string name() const override { return "cpu"; }
+    std::string variant() const override { return isa_name(isa_); }
 
     void* alloc(size_t bytes) override {
         // 64-byte aligned so rows never straddle more cache lines than needed
@@ -77,12 +113,19 @@ public:
     // interleaved layout (Q4_0 on AVX2/AVX-512): those are repacked into memory
     // the backend owns, once, at load.
     Tensor weight(const Tensor& host, WeightUse use) override {
-        if (use != WeightUse::matmul) return host;
-        const WeightLayout layout = preferred_layout(host);
+        if (use != WeightUse::matmul || host.layout != WeightLayout::rows) return host;
+        const WeightLayout layout = preferred_layout(host, isa_);
         if (layout == WeightLayout::rows) return host;
         return repack_weight(host, layout, repacked_.alloc(host.nbytes()), pool_);
     }
+    void free_weight(const Tensor& w) override { repacked_.free(w.data); }
     void synchronize() override {}
+
+    void begin_step(int pos0, int n_tok, bool) override {
+        pos0_ = pos0;
+        n_tok_ = n_tok;
+    }
+    bool end_step() override { return true; }
 
     void get_rows(const Tensor& table, const int32_t* ids, int n, float* out) override {
         for (int i = 0; i < n; ++i) {
@@ -92,73 +135,104 @@ public:
                            out + static_cast<int64_t>(i) * table.ne0, table.ne0);
         }
     }
-    void layer_norm(const float* x, const float* w, const float* b, float eps, int n_rows, int dim,
-                    float* y) override {
-        pool_.parallel_for(n_rows, 1, [&](int64_t r0, int64_t r1) {
-            cpu::layer_norm(x + r0 * dim, w, b, eps, static_cast<int>(r1 - r0), dim, y + r0 * dim);
-        });
-    }
-    void rms_norm(const float* x, const float* w, float eps, int n_rows, int dim, float* y) override {
-        pool_.parallel_for(n_rows, 1, [&](int64_t r0, int64_t r1) {
-            cpu::rms_norm(x + r0 * dim, w, eps, static_cast<int>(r1 - r0), dim, y + r0 * dim);
-        });
-    }
-    void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias) override {
-        cpu::matmul(W, x, n, y, bias, pool_);
-    }
-    void rope_neox(float* x, int n_tok, int64_t row_stride, int n_heads, int head_dim, int pos0,
-                   const RopeParams& rope) override {
-        pool_.parallel_for(n_tok, 1, [&](int64_t t0, int64_t t1) {
-            cpu::rope_neox(x + t0 * row_stride, static_cast<int>(t1 - t0), row_stride, n_heads, head_dim,
-                           pos0 + static_cast<int>(t0), rope);
-        });
-    }
-    void kv_store(void* cache, DType type, int width, const float* src, int64_t src_stride, int pos0,
-                  int n_tok) override {
-        for (int t = 0; t < n_tok; ++t) {
-            const float* s = src + t * src_stride;
-            const int64_t row = static_cast<int64_t>(pos0 + t) * width;
-            if (type == DType::F32) {
-                std::memcpy(static_cast<float*>(cache) + row, s, sizeof(float) * width);
-            } else if (type == DType::F16) {
-                cpu::f32_to_f16_auto(s, static_cast<uint16_t*>(cache) + row, static_cast<size_t>(width));
-            } else {
-                fail(ErrorKind::unsupported, "KV cache type ", dtype_name(type), " is not supported on the CPU");
+
+    // The fused matmul one step at a time: normalize into scratch, multiply
+    // (into y, or into scratch when the epilogue still needs the product),
+    // then the epilogue.
+    void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, const RowNorm& norm,
+                Epilogue ep) override {
+        const int K = static_cast<int>(W.ne0);
+        const int64_t M = W.ne1;
+        if (norm.kind != NormKind::none) {
+            float* xn = norm_scratch_.get(static_cast<size_t>(n) * K);
+            pool_.parallel_for(n, 1, [&](int64_t r0, int64_t r1) {
+                const int rows = static_cast<int>(r1 - r0);
+                if (norm.kind == NormKind::layer)
+                    cpu::layer_norm(x + r0 * K, norm.w, norm.b, norm.eps, rows, K, xn + r0 * K);
+                else
+                    cpu::rms_norm(x + r0 * K, norm.w, norm.eps, rows, K, xn + r0 * K);
+            });
+            x = xn;
+        }
+        switch (ep) {
+            case Epilogue::store: cpu::matmul(W, x, n, y, bias, pool_, isa_); return;
+            case Epilogue::gelu: {
+                cpu::matmul(W, x, n, y, bias, pool_, isa_);
+                const size_t total = static_cast<size_t>(n) * M;
+                pool_.parallel_for(static_cast<int64_t>(total), 1024, [&](int64_t b, int64_t e) {
+                    cpu::gelu_tanh_auto(y + b, static_cast<size_t>(e - b), isa_);
+                });
+                return;
+            }
+            case Epilogue::add: {
+                float* p = product_scratch_.get(static_cast<size_t>(n) * M);
+                cpu::matmul(W, x, n, p, bias, pool_, isa_);
+                const size_t total = static_cast<size_t>(n) * M;
+                for (size_t i = 0; i < total; ++i) y[i] += p[i];
+                return;
+            }
+            case Epilogue::swiglu: {
+                if (M % 2) fail(ErrorKind::invalid_arg, "swiglu needs an even number of rows, got ", M);
+                float* p = product_scratch_.get(static_cast<size_t>(n) * M);
+                cpu::matmul(W, x, n, p, bias, pool_, isa_);
+                const int ff = static_cast<int>(M / 2);
+                pool_.parallel_for(n, 1, [&](int64_t r0, int64_t r1) {
+                    cpu::swiglu_auto(p + r0 * 2 * ff, static_cast<int>(r1 - r0), ff, y + r0 * ff, isa_);
+                });
+                return;
             }
         }
     }
-    void attention(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
-                   int n_tok, int pos0, const AttentionParams& p, float* out) override {
-        cpu::attention_auto(q, q_stride, k_cache, v_cache, cache_type, n_tok, pos0, p, out, pool_);
-    }
-    void gelu_tanh(float* x, size_t n) override {
-        pool_.parallel_for(static_cast<int64_t>(n), 1024,
-                           [&](int64_t b, int64_t e) { cpu::gelu_tanh_auto(x + b, static_cast<size_t>(e - b)); });
-    }
-    void swiglu(const float* gate_up, int n_rows, int ff, float* out) override {
-        pool_.parallel_for(n_rows, 1, [&](int64_t r0, int64_t r1) {
-            cpu::swiglu_auto(gate_up + r0 * 2 * ff, static_cast<int>(r1 - r0), ff, out + r0 * ff);
+
+    void attention_input(const QKVRows& t, const AttentionParams& p, const QKNorm& qk, const RopeParams& rope,
+                         const KVCache& cache) override {
+        const int hd = p.head_dim, kv_width = p.n_head_kv * p.head_dim;
+        pool_.parallel_for(n_tok_, 1, [&](int64_t t0, int64_t t1) {
+            for (int64_t i = t0; i < t1; ++i) {
+                float* q = t.q + i * t.q_stride;
+                float* k = t.k + i * t.kv_stride;
+                if (qk.q_w) {
+                    cpu::layer_norm(q, qk.q_w, qk.q_b, qk.eps, p.n_head, hd, q);
+                    cpu::layer_norm(k, qk.k_w, qk.k_b, qk.eps, p.n_head_kv, hd, k);
+                }
+                const int pos = pos0_ + static_cast<int>(i);
+                cpu::rope_neox(q, 1, t.q_stride, p.n_head, hd, pos, rope);
+                cpu::rope_neox(k, 1, t.kv_stride, p.n_head_kv, hd, pos, rope);
+                store_row(cache.k, cache.type, kv_width, k, pos);
+                store_row(cache.v, cache.type, kv_width, t.v + i * t.kv_stride, pos);
+            }
         });
     }
-    void add(float* y, const float* x, size_t n) override {
-        for (size_t i = 0; i < n; ++i) y[i] += x[i];
-    }
-    void copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int n_rows,
-                   int width) override {
-        for (int r = 0; r < n_rows; ++r)
-            std::memcpy(dst + r * dst_stride, src + r * src_stride, sizeof(float) * width);
+    void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache, const AttentionParams& p,
+                   float* out) override {
+        cpu::attention_auto(q, q_stride, cache.k, cache.v, cache.type, n_q, pos0_ + t0, p, out, pool_, isa_);
     }
 
 private:
+    void store_row(void* cache, DType type, int width, const float* src, int pos) const {
+        const int64_t row = static_cast<int64_t>(pos) * width;
+        if (type == DType::F32) {
+            std::memcpy(static_cast<float*>(cache) + row, src, sizeof(float) * width);
+        } else if (type == DType::F16) {
+            cpu::f32_to_f16_auto(src, static_cast<uint16_t*>(cache) + row, static_cast<size_t>(width), isa_);
+        } else {
+            fail(ErrorKind::unsupported, "KV cache type ", dtype_name(type), " is not supported on the CPU");
+        }
+    }
+
     ThreadPool pool_;
+    const Isa isa_;
     WeightArena repacked_;  // weights this backend copied into another layout
+    Scratch norm_scratch_, product_scratch_;
+    int pos0_ = 0, n_tok_ = 0;
 };
 
 } // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int n_threads) {
+std::unique_ptr<Backend> make_cpu_backend(int n_threads, const std::string& isa) {
+    const Isa chosen = choose_isa(isa);
     if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    return std::make_unique<CpuBackend>(n_threads);
+    return std::make_unique<CpuBackend>(n_threads, chosen);
 }
 
 } // namespace phi::cpu

@@ -2,6 +2,7 @@
 // ops run synchronously on a thread pool.
 #pragma once
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "backend/backend.h"
@@ -9,6 +10,7 @@
 
 namespace phi::cpu {
 
-std::unique_ptr<Backend> make_cpu_backend(int n_threads);
+// n_threads <= 0: all cores. isa: scalar | avx2 | avx512 | auto (see choose_isa).
+std::unique_ptr<Backend> make_cpu_backend(int n_threads, const std::string& isa);
 
 } // namespace phi::cpu

@@ -1,6 +1,5 @@
 #include "backend/cpu/cpu_features.h"
 
-#include <atomic>
 #include <cstdlib>
 
 #include "core/error.h"
@@ -43,7 +42,6 @@ Isa parse_isa(const std::string& name) {
     if (name == "scalar") return Isa::scalar;
     if (name == "avx2") return Isa::avx2;
     if (name == "avx512") return Isa::avx512;
-    if (name == "auto" || name.empty()) return best_isa();
     fail(ErrorKind::invalid_arg, "unknown ISA '", name, "' (expected scalar, avx2, avx512 or auto)");
 }
 
@@ -52,21 +50,16 @@ Isa checked(Isa isa) {
     return isa;
 }
 
-Isa initial_isa() {
+// PHICPP_ISA, when it names an ISA this CPU runs; a bad value must not stop a
+// model from loading, so it falls back to the best ISA.
+Isa env_or_best_isa() {
     const char* env = std::getenv("PHICPP_ISA");
     if (!env || !*env) return best_isa();
-    // A bad variable must not abort the process at load time: fall back to
-    // the best ISA (set_isa() reports errors properly).
     try {
         return checked(parse_isa(env));
     } catch (const Error&) {
         return best_isa();
     }
-}
-
-std::atomic<int>& selected() {
-    static std::atomic<int> isa{static_cast<int>(initial_isa())};
-    return isa;
 }
 
 } // namespace
@@ -92,8 +85,9 @@ std::vector<std::string> available_isas() {
     return out;
 }
 
-Isa current_isa() { return static_cast<Isa>(selected().load(std::memory_order_relaxed)); }
-
-void set_isa(const std::string& name) { selected().store(static_cast<int>(checked(parse_isa(name)))); }
+Isa choose_isa(const std::string& name) {
+    if (name == "auto" || name.empty()) return env_or_best_isa();
+    return checked(parse_isa(name));
+}
 
 } // namespace phi::cpu

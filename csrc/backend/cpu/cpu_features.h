@@ -1,8 +1,8 @@
-// Which x86 instruction set the CPU kernels use. Chosen once at start-up from
-// cpuid (plus the PHICPP_ISA environment variable), and changeable at run
-// time so tests can force every path. The package is built for baseline
-// x86-64; only *_avx2.cpp / *_avx512.cpp contain wider instructions, and they
-// run only when the selected ISA says so.
+// Which x86 instruction set the CPU kernels use. Each CPU backend instance
+// chooses one when it is made (its own choice, never a process-wide one), from
+// cpuid, the PHICPP_ISA environment variable or its caller. The package is
+// built for baseline x86-64; only *_avx2.cpp / *_avx512.cpp contain wider
+// instructions, and they run only when the chosen ISA says so.
 #pragma once
 #include <string>
 #include <vector>
@@ -17,11 +17,10 @@ const char* isa_name(Isa isa);
 Isa best_isa();
 // ISAs this machine can run, weakest first ("scalar", "avx2", ...).
 std::vector<std::string> available_isas();
-// ISA the kernels use now: PHICPP_ISA if set at start-up, else best_isa().
-Isa current_isa();
-// Force an ISA ("scalar" | "avx2" | "avx512" | "auto"). Throws
-// phi::Error(invalid_arg) for an unknown name and (unsupported) for an ISA
-// this CPU lacks, instead of crashing later on an illegal instruction.
-void set_isa(const std::string& name);
+// The ISA named ("scalar" | "avx2" | "avx512"; "auto": PHICPP_ISA if it names
+// one this CPU runs, else best_isa()). Throws phi::Error(invalid_arg) for an
+// unknown name and (unsupported) for an ISA this CPU lacks, instead of
+// crashing later on an illegal instruction.
+Isa choose_isa(const std::string& name);
 
 } // namespace phi::cpu

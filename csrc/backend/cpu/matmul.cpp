@@ -129,11 +129,12 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
 
 bool layout_fits(const Tensor& W, WeightLayout layout) {
     if (layout == WeightLayout::rows) return true;
+    if (layout == WeightLayout::planar) return quant::planar_fits(W.type);
     // q4_0_x8: whole groups of 8 rows of whole blocks
     return W.type == DType::Q4_0 && W.ne1 > 0 && W.ne1 % quant::kQ4_0x8Rows == 0 && W.ne0 > 0 && W.ne0 % quant::QK == 0;
 }
 
-WeightLayout preferred_layout(const Tensor& W) {
+WeightLayout preferred_layout(const Tensor& W, Isa isa) {
     // PHICPP_REPACK=0 keeps every weight in the file's layout (as llama.cpp's
     // --no-repack), for comparisons; read once
     static const bool repack = [] {
@@ -141,7 +142,7 @@ WeightLayout preferred_layout(const Tensor& W) {
         return !(env && std::string(env) == "0");
     }();
     // only where a SIMD kernel exists: the scalar one gathers rows back and is slower
-    const bool simd = repack && current_isa() != Isa::scalar && table_for(current_isa()).rows_q4_0_x8;
+    const bool simd = repack && isa != Isa::scalar && table_for(isa).rows_q4_0_x8;
     if (simd && W.layout == WeightLayout::rows && layout_fits(W, WeightLayout::q4_0_x8)) return WeightLayout::q4_0_x8;
     return WeightLayout::rows;
 }
@@ -162,12 +163,13 @@ Tensor repack_weight(const Tensor& W, WeightLayout layout, void* dst, ThreadPool
     return out;
 }
 
-void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool) {
+void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool, Isa isa) {
     const int64_t K = W.ne0, M = W.ne1;
     if (n <= 0 || M <= 0) return;
-    const Isa isa = current_isa();
     const int id = static_cast<int>(W.type);
     RowsKernel rows = nullptr;
+    if (W.layout == WeightLayout::planar)
+        fail(ErrorKind::unsupported, "the CPU kernels do not read the planar layout");
     if (W.layout == WeightLayout::q4_0_x8)
         rows = pick(isa, [](const KernelTable& t) { return t.rows_q4_0_x8; });
     else if (id < kNumTypes)

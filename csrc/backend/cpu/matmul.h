@@ -18,16 +18,17 @@ constexpr int kGemmMinTokens = 8;
 // stays on its row kernel where that is faster (see kernels_x86_impl.h).
 bool gemm_applies(const Tensor& W, int n, Isa isa);
 
-// y[n, W.ne1] = x[n, W.ne0] . W^T (+ bias). Splits output rows across the pool.
+// y[n, W.ne1] = x[n, W.ne0] . W^T (+ bias) with the kernels of `isa` (or the
+// next weaker one that has a kernel). Splits output rows across the pool.
 // Throws phi::Error(unsupported) for a weight type without a kernel.
-void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool);
+void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool, Isa isa);
 
 // Whether W's type and shape can be held in `layout` (always for rows).
 bool layout_fits(const Tensor& W, WeightLayout layout);
 
 // The layout matmul() is fastest with for a weight of this type and shape on
-// the current ISA (WeightLayout::rows when no interleaved kernel applies).
-WeightLayout preferred_layout(const Tensor& W);
+// `isa` (WeightLayout::rows when no interleaved kernel applies).
+WeightLayout preferred_layout(const Tensor& W, Isa isa);
 
 // W (file layout) reordered into `layout` at dst (W.nbytes() bytes), split
 // over the pool. Returns W with data = dst and the new layout.

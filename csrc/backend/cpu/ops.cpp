@@ -147,9 +147,9 @@ void attention(const float* q, int64_t q_stride, const void* k_cache, const void
 }
 
 namespace {
-bool use_avx2() {
+bool use_avx2(Isa isa) {
 #if defined(PHICPP_X86)
-    return current_isa() != Isa::scalar;
+    return isa != Isa::scalar;
 #else
     return false;
 #endif
@@ -157,31 +157,31 @@ bool use_avx2() {
 } // namespace
 
 void attention_auto(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
-                    int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool) {
+                    int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool, Isa isa) {
 #if defined(PHICPP_X86)
-    if (use_avx2() && (cache_type == DType::F32 || cache_type == DType::F16))
+    if (use_avx2(isa) && (cache_type == DType::F32 || cache_type == DType::F16))
         return attention_avx2(q, q_stride, k_cache, v_cache, cache_type, n_tok, pos0, p, out, pool);
 #endif
     attention(q, q_stride, k_cache, v_cache, cache_type, n_tok, pos0, p, out, pool);
 }
 
-void gelu_tanh_auto(float* x, size_t n) {
+void gelu_tanh_auto(float* x, size_t n, Isa isa) {
 #if defined(PHICPP_X86)
-    if (use_avx2()) return gelu_tanh_avx2(x, n);
+    if (use_avx2(isa)) return gelu_tanh_avx2(x, n);
 #endif
     gelu_tanh(x, n);
 }
 
-void swiglu_auto(const float* gate_up, int n_rows, int ff, float* out) {
+void swiglu_auto(const float* gate_up, int n_rows, int ff, float* out, Isa isa) {
 #if defined(PHICPP_X86)
-    if (use_avx2()) return swiglu_avx2(gate_up, n_rows, ff, out);
+    if (use_avx2(isa)) return swiglu_avx2(gate_up, n_rows, ff, out);
 #endif
     swiglu(gate_up, n_rows, ff, out);
 }
 
-void f32_to_f16_auto(const float* src, uint16_t* dst, size_t n) {
+void f32_to_f16_auto(const float* src, uint16_t* dst, size_t n, Isa isa) {
 #if defined(PHICPP_X86)
-    if (use_avx2()) return f32_to_f16_avx2(src, dst, n);
+    if (use_avx2(isa)) return f32_to_f16_avx2(src, dst, n);
 #endif
     for (size_t i = 0; i < n; ++i) dst[i] = fp32_to_fp16(src[i]);
 }

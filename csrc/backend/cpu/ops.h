@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "backend/backend.h"
+#include "backend/cpu/cpu_features.h"
 #include "backend/cpu/threadpool.h"
 
 namespace phi::cpu {
@@ -30,11 +31,12 @@ void swiglu_avx2(const float* gate_up, int n_rows, int ff, float* out);
 void f32_to_f16_avx2(const float* src, uint16_t* dst, size_t n);
 #endif
 
-// Dispatching entry points (the plain names above are the scalar reference).
+// Dispatching entry points (the plain names above are the scalar reference):
+// the AVX2 versions wherever `isa` is not scalar.
 void attention_auto(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
-                    int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool);
-void gelu_tanh_auto(float* x, size_t n);
-void swiglu_auto(const float* gate_up, int n_rows, int ff, float* out);
-void f32_to_f16_auto(const float* src, uint16_t* dst, size_t n);  // KV cache rows
+                    int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool, Isa isa);
+void gelu_tanh_auto(float* x, size_t n, Isa isa);
+void swiglu_auto(const float* gate_up, int n_rows, int ff, float* out, Isa isa);
+void f32_to_f16_auto(const float* src, uint16_t* dst, size_t n, Isa isa);  // KV cache rows
 
 } // namespace phi::cpu

@@ -1,0 +1,357 @@
+"""Every op of the backend seam, on every backend this machine has (the CPU at
+each ISA it runs, and CUDA where there is a GPU), against float64 numpy
+references: the same cases for each, so a second backend is tested exactly
+like the first (llama.cpp's test-backend-ops, for phicpp's ops).
+
+Bounds are what the seam promises, not what one backend happens to reach:
+- float weights (f32, f16, bf16): products as exact as f32 arithmetic;
+- quantized weights: as exact as activations rounded to 8 bits per block of at
+  most 256 (what decode on every backend does; prefill may do better);
+- norms, activations, rotary, attention: f32 arithmetic.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from phicpp import _core as C
+
+FLOAT_TYPES = ["f32", "f16", "bf16"]
+QUANT_TYPES = [t for t in ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_K", "q3_K", "q4_K", "q5_K", "q6_K",
+                           "iq4_nl", "iq4_xs"] if t in C.matmul_types()]
+EDGE = np.array([0.0, -0.0, 1e-30, -1e-30, 1e-6, -1e-6, 0.5, -0.5, 3.0, -3.0, 10.0, -10.0, 20.0, -20.0,
+                 100.0, -100.0, 1e4, -1e4, 3.4e38, -3.4e38], np.float32)
+
+
+# ---------------------------------------------------------------- helpers
+def block_size(typ):
+    return C.type_info(typ)[1]
+
+
+def make_weight(typ, rows, K, rng, scale=1.0):
+    """Bytes of a weight [rows, K] of `typ` and its float64 values."""
+    w = (rng.standard_normal((rows, K)) * scale).astype(np.float32)
+    if typ == "f32":
+        raw = w.view(np.uint8).reshape(rows, -1)
+    elif typ == "f16":
+        raw = w.astype(np.float16).view(np.uint8).reshape(rows, -1)
+    elif typ in C.quant_types():
+        raw = C.quantize(w, typ)
+    else:  # iq4 formats: random blocks with sane fp16 scales
+        _, bs, ts = C.type_info(typ)
+        raw = rng.integers(0, 256, (rows, K // bs, ts), dtype=np.uint8)
+        d = (rng.standard_normal((rows, K // bs)) * 0.05 * scale).astype(np.float16)
+        raw[:, :, 0:2] = d.view(np.uint8).reshape(rows, K // bs, 2)
+        raw = raw.reshape(rows, -1)
+    return raw, C.dequantize(raw, typ, [rows, K]).astype(np.float64)
+
+
+def act_step(x, typ):
+    """Half the rounding step of 8-bit activations in blocks of 256 (a bound for
+    any block size <= 256): zero for float weights, whose activations stay f32."""
+    if typ in FLOAT_TYPES:
+        return np.zeros_like(x, dtype=np.float64)
+    n, K = x.shape
+    pad = (-K) % 256
+    a = np.abs(np.pad(x.astype(np.float64), ((0, 0), (0, pad)))).reshape(n, -1, 256).max(axis=2)
+    return (np.repeat(a, 256, axis=1)[:, :K] / 127) * 0.5 + 1e-30
+
+
+def layer_norm_ref(x, w, b, eps):
+    x = x.astype(np.float64)
+    mu = x.mean(axis=-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
+    y = (x - mu) / np.sqrt(var + eps) * w
+    return y + b if b is not None else y
+
+
+def rms_norm_ref(x, w, eps):
+    x = x.astype(np.float64)
+    return x / np.sqrt((x ** 2).mean(axis=-1, keepdims=True) + eps) * w
+
+
+def gelu_tanh_ref(x):
+    x = x.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+    return np.where(np.isfinite(y), y, np.where(x > 0, x, 0.0))  # x**3 overflow in float64 is not ours
+
+
+def silu_ref(g):
+    g = g.astype(np.float64)
+    with np.errstate(over="ignore"):
+        return g / (1.0 + np.exp(-g))
+
+
+def attention_reference(q, k, v, pos0, n_head, n_head_kv, scale, window=0):
+    """q [n, n_head*hd] for positions pos0.., caches [>= pos0+n, n_head_kv*hd]."""
+    n_tok = q.shape[0]
+    hd = q.shape[1] // n_head
+    group = n_head // n_head_kv
+    k = k.astype(np.float64)
+    v = v.astype(np.float64)
+    out = np.zeros((n_tok, n_head * hd))
+    for t in range(n_tok):
+        pos = pos0 + t
+        lo = max(0, pos - window + 1) if window > 0 else 0
+        for h in range(n_head):
+            kvh = h // group
+            qh = q[t, h * hd:(h + 1) * hd].astype(np.float64) * scale
+            s = k[lo:pos + 1, kvh * hd:(kvh + 1) * hd] @ qh
+            w = np.exp(s - s.max())
+            w /= w.sum()
+            out[t, h * hd:(h + 1) * hd] = w @ v[lo:pos + 1, kvh * hd:(kvh + 1) * hd]
+    return out
+
+
+def rope_reference(x, n_heads, hd, positions, inv_freq, mscale):
+    """NeoX rotary of the first n_rot dims of each head, angles in f32 like transformers."""
+    y = x.astype(np.float64).copy()
+    half = len(inv_freq)
+    for t, pos in enumerate(positions):
+        theta = (np.float32(pos) * inv_freq.astype(np.float32)).astype(np.float64)
+        c, s = np.cos(theta) * mscale, np.sin(theta) * mscale
+        for h in range(n_heads):
+            a = x[t, h * hd:h * hd + half].astype(np.float64)
+            b = x[t, h * hd + half:h * hd + 2 * half].astype(np.float64)
+            y[t, h * hd:h * hd + half] = a * c - b * s
+            y[t, h * hd + half:h * hd + 2 * half] = b * c + a * s
+    return y
+
+
+# ---------------------------------------------------------------- matmul
+MATMUL_SHAPES = [(1, 1), (3, 2), (17, 1), (37, 3), (70, 2), (130, 1)]  # (rows, blocks of 256 or 160)
+TOKENS = [1, 2, 3, 5, 8, 9, 17, 40]
+
+
+def matmul_case(typ, rows, blocks, n, seed):
+    rng = np.random.default_rng(seed)
+    if typ in FLOAT_TYPES:
+        K = 613 if blocks > 1 else 40 + blocks  # odd K: tails after every vector width
+    else:
+        K = 256 * blocks if block_size(typ) == 256 else 160 * blocks
+    raw, w = make_weight(typ, rows, K, rng)
+    x = rng.standard_normal((n, K)).astype(np.float32)
+    return raw, w, x, rng
+
+
+def check_matmul(y, ref, w, x_used, typ, extra=0.0):
+    """|y - ref| within f32 rounding plus the 8-bit activation bound."""
+    mag = np.abs(x_used) @ np.abs(w).T
+    bound = act_step(x_used, typ) @ np.abs(w).T + 2e-6 * (mag + 1) + extra
+    err = np.abs(y - ref)
+    assert y.shape == ref.shape
+    assert np.all(np.isfinite(y))
+    assert np.all(err <= bound), f"max excess {np.max(err - bound):.3g} (err {err.max():.3g})"
+
+
+@pytest.mark.parametrize("typ", FLOAT_TYPES + QUANT_TYPES)
+@pytest.mark.parametrize("rows,blocks", MATMUL_SHAPES)
+@pytest.mark.parametrize("n", TOKENS)
+def test_matmul(backend, typ, rows, blocks, n):
+    raw, w, x, rng = matmul_case(typ, rows, blocks, n, rows * 1000 + blocks * 10 + n)
+    bias = rng.standard_normal(rows).astype(np.float32)
+    y = backend.matmul(raw, typ, (rows, w.shape[1]), x, bias=bias)
+    check_matmul(y, x.astype(np.float64) @ w.T + bias, w, x, typ)
+
+
+@pytest.mark.parametrize("typ", ["f32", "f16", "q8_0", "q4_0", "q4_K", "q6_K"])
+@pytest.mark.parametrize("norm", ["layer", "rms"])
+@pytest.mark.parametrize("n", [1, 3, 8, 19])
+def test_matmul_with_input_norm(backend, typ, norm, n):
+    raw, w, x, rng = matmul_case(typ, 21, 2, n, n * 7 + len(norm))
+    K = w.shape[1]
+    x = x * 3 + 1.5  # a mean and a scale for the norm to remove
+    nw = (1 + 0.2 * rng.standard_normal(K)).astype(np.float32)
+    nb = (0.1 * rng.standard_normal(K)).astype(np.float32) if norm == "layer" else None
+    y = backend.matmul(raw, typ, (21, K), x, norm=norm, norm_w=nw, norm_b=nb, eps=1e-5)
+    xn = layer_norm_ref(x, nw, nb, 1e-5) if norm == "layer" else rms_norm_ref(x, nw, 1e-5)
+    check_matmul(y, xn @ w.T, w, xn, typ)
+
+
+@pytest.mark.parametrize("typ", ["f32", "f16", "bf16", "q8_0", "q4_0", "q5_1", "q4_K", "q6_K", "iq4_xs"])
+@pytest.mark.parametrize("epilogue", ["add", "gelu", "swiglu"])
+@pytest.mark.parametrize("n", [1, 2, 9, 33])
+def test_matmul_epilogues(backend, typ, epilogue, n):
+    rows = 46
+    raw, w, x, rng = matmul_case(typ, rows, 2, n, n * 13 + len(epilogue))
+    bias = (0.5 * rng.standard_normal(rows)).astype(np.float32)
+    p = x.astype(np.float64) @ w.T + bias
+    mag_bound = act_step(x, typ) @ np.abs(w).T + 2e-6 * (np.abs(x) @ np.abs(w).T + 1)
+    if epilogue == "add":
+        y0 = rng.standard_normal((n, rows)).astype(np.float32) * 10
+        y = backend.matmul(raw, typ, (rows, w.shape[1]), x, bias=bias, epilogue="add", y0=y0)
+        check_matmul(y, p + y0, w, x, typ, extra=1e-6 * np.abs(y0))
+        return
+    y = backend.matmul(raw, typ, (rows, w.shape[1]), x, bias=bias, epilogue=epilogue)
+    if epilogue == "gelu":
+        ref = gelu_tanh_ref(p)
+        bound = 1.2 * mag_bound + 3e-6 * np.abs(ref) + 1e-7
+    else:
+        ff = rows // 2
+        g, u = p[:, :ff], p[:, ff:]
+        ref = silu_ref(g) * u
+        # d(silu(g) u) = silu'(g) u dg + silu(g) du, |silu'| <= 1.1
+        bound = 1.1 * np.abs(u) * mag_bound[:, :ff] + np.abs(silu_ref(g)) * mag_bound[:, ff:] \
+            + 3e-6 * np.abs(ref) + 1e-7
+    assert y.shape == ref.shape
+    err = np.abs(y - ref)
+    assert np.all(err <= bound), f"max excess {np.max(err - bound):.3g}"
+
+
+@pytest.mark.parametrize("n", [1, 3, 20])
+def test_activation_edge_values(backend, n):
+    """gelu and swiglu on exact inputs (an f32 identity weight passes x through):
+    huge, tiny and signed-zero values stay finite and accurate."""
+    K = 40
+    eye = np.eye(K, dtype=np.float32)
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal((n, K)) * 4).astype(np.float32)
+    x[0, :len(EDGE)] = EDGE
+    g = backend.matmul(eye.view(np.uint8).reshape(K, -1), "f32", (K, K), x, epilogue="gelu")
+    ref = gelu_tanh_ref(x)
+    assert np.all(np.isfinite(g))
+    # torch's formula cancels in 1 + tanh(u) for x < 0: allow that (~1e-7 |x|)
+    assert np.all(np.abs(g - ref) <= 2e-6 * np.abs(ref) + 1e-7 * np.minimum(np.abs(x), 1e3) + 1e-30)
+    x[0, :K // 2] = EDGE[:K // 2]  # the gate's edges, short of values whose silu(g) * u overflows
+    x[0, 16:K // 2] = rng.standard_normal(K // 2 - 16)
+    s = backend.matmul(eye.view(np.uint8).reshape(K, -1), "f32", (K, K), x, epilogue="swiglu")
+    gate, up = x[:, :K // 2].astype(np.float64), x[:, K // 2:].astype(np.float64)
+    ref = silu_ref(gate) * up
+    assert np.all(np.isfinite(s))
+    assert np.all(np.abs(s - ref) <= 2e-6 * np.abs(ref) + 1e-30 + 1e-7 * np.abs(up) * (np.abs(gate) > 80))
+
+
+@pytest.mark.parametrize("typ", ["f16", "q8_0", "q4_K"])
+def test_matmul_edge_activations(backend, typ):
+    rng = np.random.default_rng(2)
+    raw, w = make_weight(typ, 20, 512, rng)
+    for x in [np.zeros((3, 512), np.float32), np.full((3, 512), -2.5, np.float32),
+              (rng.standard_normal((3, 512)) * 1e4).astype(np.float32),
+              (rng.standard_normal((11, 512)) * 1e4).astype(np.float32)]:
+        y = backend.matmul(raw, typ, (20, 512), x)
+        check_matmul(y, x.astype(np.float64) @ w.T, w, x, typ)
+
+
+def test_matmul_model_sized(backend):
+    """Phi-3-mini's down projection shape (K = 8192), one token and a prompt."""
+    rng = np.random.default_rng(5)
+    for typ in ["f16", "q4_0", "q6_K"]:
+        raw, w = make_weight(typ, 96, 8192, rng, scale=0.02)
+        for n in (1, 24):
+            x = rng.standard_normal((n, 8192)).astype(np.float32)
+            check_matmul(backend.matmul(raw, typ, (96, 8192), x), x.astype(np.float64) @ w.T, w, x, typ)
+
+
+def test_matmul_errors(backend):
+    with pytest.raises(ValueError, match=r"x must be \[n, 8\]"):
+        backend.matmul(np.zeros((2, 32), np.uint8), "f32", (2, 8), np.zeros((1, 7), np.float32))
+    with pytest.raises(ValueError, match="62 bytes, expected 64"):
+        backend.matmul(np.zeros((2, 31), np.uint8), "f32", (2, 8), np.zeros((1, 8), np.float32))
+    with pytest.raises(ValueError, match="unknown epilogue"):
+        backend.matmul(np.zeros((2, 32), np.uint8), "f32", (2, 8), np.zeros((1, 8), np.float32), epilogue="relu6")
+
+
+# ---------------------------------------------------------------- get_rows
+@pytest.mark.parametrize("typ", FLOAT_TYPES + QUANT_TYPES)
+def test_get_rows(backend, typ):
+    rng = np.random.default_rng(len(typ))
+    K = 613 if typ in FLOAT_TYPES else 2 * block_size(typ) * (1 if block_size(typ) == 256 else 5)
+    raw, w = make_weight(typ, 29, K, rng)
+    ids = [0, 28, 5, 5, 17]
+    y = backend.get_rows(raw, typ, (29, K), ids)
+    assert np.allclose(y, w[ids], rtol=1e-6, atol=1e-7 * np.abs(w).max())
+
+
+# ---------------------------------------------------------------- attention input (qk norm, rotary, cache)
+@pytest.mark.parametrize("cache", ["f32", "f16"])
+@pytest.mark.parametrize("n_head,n_head_kv,hd,n_rot", [(4, 4, 16, 16), (4, 4, 20, 8), (6, 2, 96, 96),
+                                                       (3, 1, 128, 96), (2, 2, 80, 32)])
+@pytest.mark.parametrize("pos0,n", [(0, 1), (0, 7), (13, 1), (5, 33)])
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_attention_input(backend, cache, n_head, n_head_kv, hd, n_rot, pos0, n, qk_norm):
+    rng = np.random.default_rng(pos0 * 100 + n + hd)
+    dt = np.float32 if cache == "f32" else np.float16
+    q = rng.standard_normal((n, n_head * hd)).astype(np.float32)
+    k = rng.standard_normal((n, n_head_kv * hd)).astype(np.float32)
+    v = rng.standard_normal((n, n_head_kv * hd)).astype(np.float32)
+    rows = pos0 + n + 3
+    kc = rng.standard_normal((rows, n_head_kv * hd)).astype(dt)
+    vc = rng.standard_normal((rows, n_head_kv * hd)).astype(dt)
+    inv_freq = (1.0 / (10000.0 ** (np.arange(0, n_rot, 2) / n_rot))).astype(np.float32)
+    norms = None
+    if qk_norm:
+        norms = tuple((1 + 0.3 * rng.standard_normal(hd)).astype(np.float32) if i % 2 == 0 else
+                      (0.1 * rng.standard_normal(hd)).astype(np.float32) for i in range(4)) + (1e-5,)
+    q2, k2, kc2, vc2 = backend.attention_input(q, k, v, kc, vc, pos0, n_head, n_head_kv, n_rot, inv_freq,
+                                               mscale=1.25, qk_norm=norms)
+    qr, kr = q.astype(np.float64), k.astype(np.float64)
+    if qk_norm:
+        qr = layer_norm_ref(q.reshape(n, n_head, hd), norms[0], norms[1], 1e-5).reshape(n, -1)
+        kr = layer_norm_ref(k.reshape(n, n_head_kv, hd), norms[2], norms[3], 1e-5).reshape(n, -1)
+    positions = range(pos0, pos0 + n)
+    qr = rope_reference(qr, n_head, hd, positions, inv_freq, 1.25)
+    kr = rope_reference(kr, n_head_kv, hd, positions, inv_freq, 1.25)
+    # angles reach ~pos: sin/cos of them are good to a few f32 ulps of the angle
+    tol = 2e-6 * (pos0 + n + 1) + 1e-6
+    assert np.allclose(q2, qr, rtol=0, atol=tol * np.abs(qr).max())
+    assert np.allclose(k2, kr, rtol=0, atol=tol * np.abs(kr).max())
+    # the cache holds k and v at their positions (rounded as the cache type rounds) and nothing else moved
+    assert np.array_equal(kc2[pos0:pos0 + n], k2.astype(dt))
+    assert np.array_equal(vc2[pos0:pos0 + n], v.astype(dt))
+    untouched = np.r_[0:pos0, pos0 + n:rows]
+    assert np.array_equal(kc2[untouched], kc[untouched]) and np.array_equal(vc2[untouched], vc[untouched])
+
+
+def test_kv_cache_f16_rounding(backend):
+    """The cache write rounds to f16 exactly as numpy does, special values included."""
+    rng = np.random.default_rng(4)
+    special = np.array([0.0, -0.0, 65504.0, 65520.0, -65520.0, 1e-8, -6e-8, 6.1e-5, 5.96e-8, 2.98e-8,
+                        np.inf, -np.inf, 1.0009765625, 1.00048828125, 1.00146484375, 7.0], np.float32)
+    x = np.concatenate([special, (rng.standard_normal(1024 - 16) * 100).astype(np.float32)]).reshape(4, 256)
+    nan = np.full((4, 256), np.nan, np.float32)
+    kc = np.zeros((4, 256), np.float16)
+    _, _, k2, v2 = backend.attention_input(nan[:, :128].copy(), x, nan, kc, kc.copy(), 0, 1, 2, 0,
+                                           np.zeros(0, np.float32))
+    assert np.array_equal(k2.view(np.uint16), x.astype(np.float16).view(np.uint16))
+    assert np.all(np.isnan(v2))
+
+
+# ---------------------------------------------------------------- attention
+@pytest.mark.parametrize("cache", ["f32", "f16"])
+@pytest.mark.parametrize("n_head,n_head_kv,hd", [(4, 4, 16), (8, 2, 20), (6, 3, 96), (4, 1, 128), (2, 2, 200)])
+@pytest.mark.parametrize("pos0,n_tok,t0", [(0, 1, 0), (0, 9, 0), (7, 1, 0), (3, 40, 0), (300, 1, 0), (20, 12, 11),
+                                           (0, 70, 30)])
+@pytest.mark.parametrize("window", [0, 5])
+def test_attention(backend, cache, n_head, n_head_kv, hd, pos0, n_tok, t0, window):
+    rng = np.random.default_rng(pos0 * 31 + n_tok + hd + window)
+    dt = np.float32 if cache == "f32" else np.float16
+    rows = pos0 + n_tok + 2
+    k = rng.standard_normal((rows, n_head_kv * hd)).astype(dt)
+    v = rng.standard_normal((rows, n_head_kv * hd)).astype(dt)
+    n_q = n_tok - t0
+    q = (rng.standard_normal((n_q, n_head * hd)) * 2).astype(np.float32)
+    scale = 1 / np.sqrt(hd)
+    y = backend.attention(q, k, v, pos0, n_tok, t0, n_head, n_head_kv, scale, window)
+    ref = attention_reference(q, k, v, pos0 + t0, n_head, n_head_kv, scale, window)
+    assert np.allclose(y, ref, rtol=1e-5, atol=2e-5), np.max(np.abs(y - ref))
+
+
+def test_attention_extreme_scores_stay_finite(backend):
+    q = np.full((1, 16), 1e3, np.float32)
+    k = np.concatenate([np.full((1, 16), 1e3), np.full((1, 16), -1e3), np.full((1, 16), 1e3)]).astype(np.float32)
+    v = np.array([[1.0] * 16, [2.0] * 16, [3.0] * 16], np.float32)
+    y = backend.attention(q, k, v, 2, 1, 0, 1, 1, 1.0)
+    assert np.all(np.isfinite(y))
+    assert np.allclose(y, 2.0)  # the two 1e3 keys tie, the -1e3 one vanishes
+
+
+def test_attention_errors(backend):
+    q = np.zeros((1, 8), np.float32)
+    kv = np.zeros((1, 8), np.float32)
+    with pytest.raises(ValueError):
+        backend.attention(q, kv, kv, 1, 1, 0, 1, 1, 1.0)  # cache shorter than pos0 + n_tok
+    with pytest.raises(ValueError):
+        backend.attention(q, kv.astype(np.float64), kv, 0, 1, 0, 1, 1, 1.0)
+    with pytest.raises(ValueError):
+        backend.attention(q, kv, kv, 0, 1, 0, 3, 2, 1.0)
