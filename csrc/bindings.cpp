@@ -9,6 +9,9 @@
 #include "backend/cpu/cpu_features.h"
 #include "backend/cpu/matmul.h"
 #include "quant/repack.h"
+#ifdef PHICPP_WITH_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 #include "quant/quant.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
@@ -387,6 +390,13 @@ static void bind_quant(py::module_& m) {
 
     m.def("available_isas", &cpu::available_isas, "ISAs this CPU can run, weakest first.");
     m.def("cuda_available", &cuda_available, "Whether this build has a CUDA backend and a CUDA device to run it.");
+    m.def("cuda_memory", []() -> py::object {
+#ifdef PHICPP_WITH_CUDA
+        size_t free = 0, total = 0;
+        if (cuda::memory_info(free, total)) return py::make_tuple(free, total);
+#endif
+        return py::none();
+    }, "(free, total) bytes of the CUDA device's memory, or None without one.");
 }
 
 // ---------------------------------------------------------------- backends
@@ -516,6 +526,9 @@ static void bind_backend(py::module_& m) {
                             std::vector<int32_t> ids) {
             const Tensor host = weight_of(w.data(), static_cast<size_t>(w.size()), parse_type(type), shape);
             const int n = static_cast<int>(ids.size());
+            for (int32_t id : ids)
+                if (id < 0 || id >= host.ne1)
+                    fail(ErrorKind::invalid_arg, "row id ", id, " is out of range [0, ", host.ne1, ")");
             F32Array out({static_cast<int64_t>(n), host.ne0});
             float* op = out.mutable_data();
             b.step(0, std::max(1, n), [&] {

@@ -34,9 +34,13 @@ from typing import Any
 
 import gguf
 
-FIXTURES = Path(os.environ.get("PHICPP_FIXTURES", "/work/shared/fixtures"))
-VOCAB_DIR = FIXTURES / "vocab"
-PHI35_TEMPLATE = FIXTURES / "templates" / "microsoft-Phi-3.5-mini-instruct.jinja"
+# The fixtures this module reads are copied into tests/data (with their provenance
+# in its README.md), so the tests need nothing outside the repository;
+# PHICPP_FIXTURES may point at a shared fixtures folder (vocab/, templates/) instead.
+DATA = Path(__file__).parent / "data"
+FIXTURES = Path(os.environ["PHICPP_FIXTURES"]) if os.environ.get("PHICPP_FIXTURES") else None
+VOCAB_DIR = FIXTURES / "vocab" if FIXTURES else DATA
+PHI35_TEMPLATE = (FIXTURES / "templates" if FIXTURES else DATA) / "microsoft-Phi-3.5-mini-instruct.jinja"
 
 # Bump when a builder changes so stale caches are not reused.
 _CACHE_VERSION = "3"

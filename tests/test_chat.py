@@ -12,7 +12,7 @@ from phicpp.generate import Generator
 from phicpp.sampling import Sampler
 from phicpp.tokenizer import Tokenizer
 
-FIXTURE = Path("/work/shared/fixtures/templates/microsoft-Phi-3.5-mini-instruct.jinja")
+FIXTURE = Path(__file__).parent / "data" / "microsoft-Phi-3.5-mini-instruct.jinja"  # see data/README.md
 CONVO = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": "Hi there"},

@@ -15,8 +15,10 @@ import torch
 
 import hfmodels
 import phicpp
+from phicpp import _core
 from phicpp.convert import convert_hf_to_gguf
 
+DEVICES = ["cpu"] + (["cuda"] if _core.cuda_available() else [])
 PROMPT = 40
 STEPS = 20
 TOL = {"f32": 1e-4, "f16": 2e-3}
@@ -61,15 +63,16 @@ def n_ctx_for(tiny, n_tokens: int) -> int:
     return orig if orig and n_tokens <= orig else max(128, n_tokens)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("outtype", ["f32", "f16"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_prefill_then_decode_matches_transformers(gguf_of, kind, outtype):
+def test_prefill_then_decode_matches_transformers(gguf_of, kind, outtype, device):
     tiny, path = gguf_of(kind, outtype)
     rng = np.random.default_rng(1234)
     tokens = rng.integers(0, tiny.tokenizer.n_tokens, PROMPT + STEPS).astype(np.int32)
     ref = hf_logits(tiny, tokens, outtype)
 
-    m = phicpp.Model(path, n_ctx=n_ctx_for(tiny, PROMPT + STEPS), n_threads=2, kv_type=outtype)
+    m = phicpp.Model(path, n_ctx=n_ctx_for(tiny, PROMPT + STEPS), n_threads=2, kv_type=outtype, device=device)
     errs = [rel_err(m.eval(tokens[:PROMPT]), ref[PROMPT - 1])]
     for i in range(PROMPT, PROMPT + STEPS):
         errs.append(rel_err(m.eval(tokens[i:i + 1]), ref[i]))
@@ -83,19 +86,21 @@ def test_prefill_then_decode_matches_transformers(gguf_of, kind, outtype):
     assert rel_err(all_logits, ref) <= TOL[outtype]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", ["phi3_128k", "phi4_mini"])
-def test_longrope_long_factors(gguf_of, kind):
+def test_longrope_long_factors(gguf_of, kind, device):
     """A sequence longer than the original context: transformers switches to
     the long factors, and so does phicpp when n_ctx exceeds that length."""
     tiny, path = gguf_of(kind, "f32")
     rng = np.random.default_rng(7)
     tokens = rng.integers(0, tiny.tokenizer.n_tokens, 90).astype(np.int32)
     ref = hf_logits(tiny, tokens, "f32")
-    m = phicpp.Model(path, n_ctx=256, n_threads=2)
+    m = phicpp.Model(path, n_ctx=256, n_threads=2, device=device)
     assert rel_err(m.eval(tokens, all_logits=True), ref) <= TOL["f32"]
 
 
-def test_sliding_window_is_applied(gguf_of):
+@pytest.mark.parametrize("device", DEVICES)
+def test_sliding_window_is_applied(gguf_of, device):
     """phi3_swa's window (16) is shorter than the prompt: dropping the window
     must change the logits, so a match above means the window was used."""
     tiny, path = gguf_of("phi3_swa", "f32")
@@ -103,7 +108,7 @@ def test_sliding_window_is_applied(gguf_of):
     rng = np.random.default_rng(3)
     tokens = rng.integers(0, tiny.tokenizer.n_tokens, PROMPT).astype(np.int32)
     ref = hf_logits(tiny, tokens, "f32")
-    m = phicpp.Model(path, n_ctx=128, n_threads=1)
+    m = phicpp.Model(path, n_ctx=128, n_threads=1, device=device)
     ours = m.eval(tokens)
     assert rel_err(ours, ref[-1]) <= TOL["f32"]
     # without the window transformers gives visibly different logits
@@ -122,9 +127,10 @@ def test_thread_counts_agree(gguf_of):
         assert rel_err(o, outs[0]) < 1e-6
 
 
-def test_batch_size_does_not_change_logits(gguf_of):
+@pytest.mark.parametrize("device", DEVICES)
+def test_batch_size_does_not_change_logits(gguf_of, device):
     tiny, path = gguf_of("phi2", "f32")
     tokens = np.arange(3, 50, dtype=np.int32)
-    a = phicpp.Model(path, n_ctx=64, n_batch=512).eval(tokens, all_logits=True)
-    b = phicpp.Model(path, n_ctx=64, n_batch=7).eval(tokens, all_logits=True)
+    a = phicpp.Model(path, n_ctx=64, n_batch=512, device=device).eval(tokens, all_logits=True)
+    b = phicpp.Model(path, n_ctx=64, n_batch=7, device=device).eval(tokens, all_logits=True)
     assert rel_err(b, a) < 1e-5

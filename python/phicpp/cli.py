@@ -93,13 +93,38 @@ def _model_path(model: Path | None) -> Path:
     return path
 
 
-def _load(model: Path | None, ctx_size: int, threads: int, batch_size: int = 512, device: str = "cpu"):
+def _device(device: str | None, n_gpu_layers: int | None) -> str:
+    """--device, else -ngl as llama.cpp spells it (0: CPU, more: the GPU), else auto."""
+    if device is not None:
+        if device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"--device must be cpu, cuda or auto, got {device!r}")
+        return device
+    if n_gpu_layers is not None:
+        return "cpu" if n_gpu_layers == 0 else "cuda"
+    return "auto"
+
+
+def _load(model: Path | None, ctx_size: int, threads: int, batch_size: int = 512, device: str = "auto"):
     from .model import Model
+    from .progress import progress_bar
     for name, v, lo in (("-c/--ctx-size", ctx_size, 0), ("-t/--threads", threads, 0), ("-b/--batch-size", batch_size, 1)):
         if v < lo:
             raise ValueError(f"{name} must be >= {lo}, got {v}")
     path = _model_path(model)
-    return Model(str(path), n_ctx=ctx_size, n_threads=threads, n_batch=batch_size, device=device)
+    if device == "cpu":
+        return Model(str(path), n_ctx=ctx_size, n_threads=threads, n_batch=batch_size, device=device)
+    # uploading to a GPU takes a while: show it (MiB of weights)
+    total = max(1, path.stat().st_size >> 20) if path.exists() else 1
+    with progress_bar("loading", total) as step:
+        seen = [0]
+
+        def progress(done: int, _total: int) -> None:
+            mib = done >> 20
+            if mib > seen[0]:
+                step(advance=mib - seen[0])
+                seen[0] = mib
+        return Model(str(path), n_ctx=ctx_size, n_threads=threads, n_batch=batch_size, device=device,
+                     progress=progress)
 
 
 def _model_option(f):
@@ -113,7 +138,16 @@ def _runtime_options(f):
     f = click.option("-t", "--threads", type=int, default=0, help="CPU threads (0: all cores).")(f)
     f = click.option("-b", "--batch-size", type=int, default=512, show_default=True,
                      help="Tokens per prefill batch.")(f)
-    f = click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")(f)
+    f = _device_options(f)
+    return f
+
+
+def _device_options(f):
+    f = click.option("--device", default=None,
+                     help="cpu, cuda or auto (default: auto, the GPU when there is one).")(f)
+    f = click.option("-ngl", "--n-gpu-layers", "n_gpu_layers", type=int, default=None,
+                     help="As llama.cpp: 0 runs on the CPU, more (e.g. 99) on the GPU; phicpp puts the "
+                          "whole model on one device.")(f)
     return f
 
 
@@ -158,7 +192,7 @@ def _sampler(kw: dict):
 @_sampling_options
 @_runtime_options
 def generate(model, prompt, prompt_file, n_predict, stop, no_display_prompt, no_timing, ignore_eos,
-             ctx_size, threads, batch_size, device, **sampling):
+             ctx_size, threads, batch_size, device, n_gpu_layers, **sampling):
     """Continue a prompt, streaming the text (llama.cpp's llama-completion flags)."""
     from .generate import generator_for, prompt_ids
 
@@ -170,7 +204,7 @@ def generate(model, prompt, prompt_file, n_predict, stop, no_display_prompt, no_
         if prompt is None:
             raise ValueError("no prompt: use -p TEXT or -f FILE")
         sampler = _sampler(sampling)
-        m = _load(model, ctx_size, threads, batch_size, device)
+        m = _load(model, ctx_size, threads, batch_size, _device(device, n_gpu_layers))
         ids = prompt_ids(m, prompt)
         run = generator_for(m).run(ids, sampler, n_predict, list(stop), ignore_eos)
         out = sys.stdout
@@ -200,7 +234,7 @@ def generate(model, prompt, prompt_file, n_predict, stop, no_display_prompt, no_
 @_sampling_options
 @_runtime_options
 def chat(model, system_prompt, n_predict, template_name, ignore_eos, ctx_size, threads, batch_size, device,
-         **sampling):
+         n_gpu_layers, **sampling):
     """Chat with a model: multi-turn, streaming, KV cache kept across turns.
 
     The prompt is the whole conversation rendered with the model's chat template;
@@ -212,7 +246,7 @@ def chat(model, system_prompt, n_predict, template_name, ignore_eos, ctx_size, t
 
     with run_errors():
         sampler = _sampler(sampling)
-        m = _load(model, ctx_size, threads, batch_size, device)
+        m = _load(model, ctx_size, threads, batch_size, _device(device, n_gpu_layers))
         if template_name == "auto":
             template = ChatTemplate.for_model(m.metadata, m.tokenizer)
         else:
@@ -252,9 +286,9 @@ def _int_list(text: str, flag: str) -> list[int]:
 @click.option("-t", "--threads", type=int, default=0, help="CPU threads (0: all cores).")
 @click.option("-b", "--batch-size", type=int, default=512, show_default=True)
 @click.option("-o", "--output", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@_device_options
 @click.option("--no-warmup", is_flag=True)
-def bench(model, n_prompt, n_gen, repetitions, threads, batch_size, fmt, device, no_warmup):
+def bench(model, n_prompt, n_gen, repetitions, threads, batch_size, fmt, device, n_gpu_layers, no_warmup):
     """Measure prefill (ppN) and decode (tgN) speed as llama-bench does."""
     import os
 
@@ -265,7 +299,7 @@ def bench(model, n_prompt, n_gen, repetitions, threads, batch_size, fmt, device,
         if repetitions < 1:
             raise ValueError(f"-r must be >= 1, got {repetitions}")
         n_threads = threads or os.cpu_count() or 1
-        m = _load(model, max(pp + tg + [16]), threads, batch_size, device)
+        m = _load(model, max(pp + tg + [16]), threads, batch_size, _device(device, n_gpu_layers))
         if fmt == "md":
             click.echo(B.markdown_header())
         results = B.bench(m, pp, tg, repetitions, n_threads, batch_size, warmup=not no_warmup)
@@ -283,8 +317,8 @@ def bench(model, n_prompt, n_gen, repetitions, threads, batch_size, fmt, device,
 @click.option("-b", "--batch-size", type=int, default=512, show_default=True)
 @click.option("-t", "--threads", type=int, default=0)
 @click.option("--chunks", type=int, default=-1, help="Score at most this many chunks (-1: all).")
-@click.option("--device", default="cpu", show_default=True)
-def perplexity(model, text_file, ctx_size, batch_size, threads, chunks, device):
+@_device_options
+def perplexity(model, text_file, ctx_size, batch_size, threads, chunks, device, n_gpu_layers):
     """Perplexity of a text, computed exactly as llama.cpp's llama-perplexity."""
     from .perplexity import perplexity as ppl
 
@@ -292,7 +326,7 @@ def perplexity(model, text_file, ctx_size, batch_size, threads, chunks, device):
         text = text_file.read_text(encoding="utf-8", errors="replace")
         if ctx_size < 2:
             raise ValueError(f"-c must be at least 2, got {ctx_size}")
-        m = _load(model, ctx_size, threads, batch_size, device)
+        m = _load(model, ctx_size, threads, batch_size, _device(device, n_gpu_layers))
 
         def show(i, v):
             click.echo(f"[{i}]{v:.4f},", nl=False)

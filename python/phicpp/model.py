@@ -13,12 +13,21 @@ class Model:
 
     >>> m = Model("phi-3-mini.gguf", n_ctx=4096, n_threads=2)
     >>> logits = m.eval([1, 450, 4996])   # logits of the last token, shape [n_vocab]
+    >>> g = Model("phi-3-mini.gguf", device="cuda")   # or "auto": the GPU when there is one
+
+    device: "cpu", "cuda" or "auto". n_gpu_layers (llama-cpp-python's spelling), when
+    given, chooses instead: 0 the CPU, anything else the GPU (phicpp puts the whole
+    model on one device). progress: called as progress(bytes_loaded, bytes_total)
+    while the weights load (uploads to a GPU take a while).
     """
 
     def __init__(self, path: str, n_ctx: int = 0, n_threads: int = 0, n_batch: int = 512,
-                 device: str = "cpu", kv_type: str = "auto"):
+                 device: str = "cpu", kv_type: str = "auto", n_gpu_layers: int | None = None,
+                 progress=None):
+        if n_gpu_layers is not None:
+            device = "cpu" if n_gpu_layers == 0 else "cuda"
         self._m = _core.Model(str(path), n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
-                              device=device, kv_type=kv_type)
+                              device=device, kv_type=kv_type, progress=progress)
         self.path = str(path)
         self._metadata = None
         self._tokenizer = None
@@ -44,6 +53,7 @@ class Model:
     n_ctx_train = property(lambda self: self._m.n_ctx_train)
     arch = property(lambda self: self._m.arch)
     device = property(lambda self: self._m.device)
+    device_name = property(lambda self: self._m.device_variant)  # the CPU's ISA, or the GPU's name
     kv_type = property(lambda self: self._m.kv_type)
     kv_cache_bytes = property(lambda self: self._m.kv_cache_bytes)
 

@@ -1,0 +1,416 @@
+// Attention on the GPU: the input step (QK-LayerNorm, rotary, cache write)
+// and causal attention over the KV cache (GQA, sliding window).
+//
+// Attention runs one warp per (KV head, tile of 8 query rows, key split),
+// where the rows of a tile are the (token, query head) pairs that share the
+// KV head, so GQA reads each key once for the whole group. A 32-key chunk's
+// key and value rows are copied into shared memory together (cp.async, all in
+// flight at once); then each lane owns a key for the scores and a slice of the
+// head for the weighted sum of values (online softmax, f32). Decode splits the keys over
+// enough warps to fill the GPU; the last warp of a tile to finish combines
+// the splits, so there is no second launch. Positions come from device
+// memory (*pos0), so a recorded step replays at any position.
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cuda/formats.cuh"
+#include "backend/cuda/kernels.h"
+
+namespace phi::cuda {
+namespace {
+
+constexpr int kRows = 8;      // query rows per warp
+constexpr int kMaxHead = 256;  // head_dim limit (acc registers, shared q)
+
+struct InputParams {
+    float* q = nullptr;
+    float* k = nullptr;
+    const float* v = nullptr;
+    int64_t q_stride = 0, kv_stride = 0;
+    int n_head = 0, n_head_kv = 0, hd = 0;
+    QKNorm qk;
+    int n_rot = 0;
+    const float* inv_freq = nullptr;
+    float mscale = 1.0f;
+    void* kc = nullptr;
+    void* vc = nullptr;
+    bool f16 = true;
+    const int* pos0 = nullptr;
+};
+
+// One warp per (head slot, token): slots [0, n_head) are q heads, the rest k heads
+// (which also carry their v head into the cache).
+__global__ void attention_input_kernel(InputParams p) {
+    __shared__ float buf[kMaxHead];
+    pdl_wait();
+    pdl_launch_dependents();
+    const int lane = threadIdx.x, slot = blockIdx.x, t = blockIdx.y;
+    const int pos = *p.pos0 + t;
+    const bool is_q = slot < p.n_head;
+    const int h = is_q ? slot : slot - p.n_head;
+    float* vec = is_q ? p.q + t * p.q_stride + h * p.hd : p.k + t * p.kv_stride + h * p.hd;
+    for (int i = lane; i < p.hd; i += kWarp) buf[i] = vec[i];
+    __syncwarp();
+    if (p.qk.q_w) {
+        const float* w = is_q ? p.qk.q_w : p.qk.k_w;
+        const float* b = is_q ? p.qk.q_b : p.qk.k_b;
+        float s = 0.0f;
+        for (int i = lane; i < p.hd; i += kWarp) s += buf[i];
+        const float mean = warp_sum(s) / static_cast<float>(p.hd);
+        s = 0.0f;
+        for (int i = lane; i < p.hd; i += kWarp) s += (buf[i] - mean) * (buf[i] - mean);
+        const float inv = 1.0f / sqrtf(warp_sum(s) / static_cast<float>(p.hd) + p.qk.eps);
+        __syncwarp();
+        for (int i = lane; i < p.hd; i += kWarp) buf[i] = (buf[i] - mean) * inv * w[i] + (b ? b[i] : 0.0f);
+        __syncwarp();
+    }
+    const int half = p.n_rot / 2;
+    for (int i = lane; i < half; i += kWarp) {
+        float s, c;
+        sincosf(static_cast<float>(pos) * p.inv_freq[i], &s, &c);
+        c *= p.mscale;
+        s *= p.mscale;
+        const float a = buf[i], b = buf[i + half];
+        buf[i] = a * c - b * s;
+        buf[i + half] = b * c + a * s;
+    }
+    __syncwarp();
+    const int64_t kvw = static_cast<int64_t>(p.n_head_kv) * p.hd;
+    const int64_t at = pos * kvw + h * p.hd;
+    const float* v = p.v + t * p.kv_stride + h * p.hd;
+    for (int i = lane; i < p.hd; i += kWarp) {
+        vec[i] = buf[i];
+        if (is_q) continue;
+        if (p.f16) {
+            static_cast<__half*>(p.kc)[at + i] = __float2half_rn(buf[i]);
+            static_cast<__half*>(p.vc)[at + i] = __float2half_rn(v[i]);
+        } else {
+            static_cast<float*>(p.kc)[at + i] = buf[i];
+            static_cast<float*>(p.vc)[at + i] = v[i];
+        }
+    }
+}
+
+struct AttnParams {
+    const float* q = nullptr;
+    int64_t q_stride = 0;
+    int t0 = 0, n_q = 0, n_tok = 0;
+    const void* kc = nullptr;
+    const void* vc = nullptr;
+    int n_head = 0, n_head_kv = 0, hd = 0;
+    float scale = 1.0f;
+    int window = 0;
+    const int* pos0 = nullptr;
+    float* out = nullptr;
+    int tiles = 0, splits = 1;  // tiles: of all KV heads together
+    float* partial = nullptr;
+    int* counters = nullptr;
+};
+
+template <class T>
+__device__ __forceinline__ float ld_elem(const T* p, int64_t i);
+template <>
+__device__ __forceinline__ float ld_elem<float>(const float* p, int64_t i) { return p[i]; }
+template <>
+__device__ __forceinline__ float ld_elem<__half>(const __half* p, int64_t i) { return __half2float(p[i]); }
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+    const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem));
+}
+
+// Shared memory of one warp: the chunk's key and value rows (32 keys, padded
+// rows of ld elements) and the queries.
+template <class T>
+size_t attention_smem(int hd) {
+    const int ld = hd + 16 / static_cast<int>(sizeof(T));
+    return 2 * kWarp * ld * sizeof(T) + kRows * hd * sizeof(float);
+}
+
+// q . k for the warp's rows against one key row kr (in shared memory); kVec
+// elements per 16-byte read when rows are 16-byte multiples.
+template <class T, int kVec>
+__device__ __forceinline__ void scores(const T* kr, const float* qs, int hd, int nrows, float (&s)[kRows]) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) s[r] = 0.0f;
+#pragma unroll 4
+    for (int d = 0; d < hd; d += kVec) {
+        float kv[kVec];
+        if constexpr (kVec > 1) {
+            const uint4 raw = *reinterpret_cast<const uint4*>(kr + d);
+            const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+            for (int i = 0; i < kVec; ++i) kv[i] = ld_elem<T>(e, i);
+        } else {
+            kv[0] = ld_elem<T>(kr, d);
+        }
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+            if (r >= nrows) break;
+#pragma unroll
+            for (int i = 0; i < kVec; ++i) s[r] += qs[r * hd + d + i] * kv[i];
+        }
+    }
+}
+
+template <class T, int kVec>
+__global__ void attention_kernel(AttnParams p) {
+    extern __shared__ __align__(16) uint8_t smem[];
+    const int ld = p.hd + 16 / static_cast<int>(sizeof(T));  // padding keeps 16-byte rows apart in the banks
+    T* ks = reinterpret_cast<T*>(smem);                          // [32][ld] key rows of the chunk
+    T* vs = ks + kWarp * ld;                                     // [32][ld] value rows
+    float* qs = reinterpret_cast<float*>(vs + kWarp * ld);       // [kRows][hd] the queries, pre-scaled
+    pdl_wait();
+    pdl_launch_dependents();
+    const int lane = threadIdx.x;
+    const int tiles_per_head = p.tiles / p.n_head_kv;
+    const int kvh = blockIdx.x / tiles_per_head, tile = blockIdx.x % tiles_per_head, split = blockIdx.y;
+    const int group = p.n_head / p.n_head_kv;
+    const int rows_total = p.n_q * group;
+    const int rho0 = tile * kRows;
+    const int nrows = min(kRows, rows_total - rho0);
+    const int pos_base = *p.pos0 + p.t0;
+    const int64_t kvw = static_cast<int64_t>(p.n_head_kv) * p.hd;
+    const int nd = (p.hd + kWarp - 1) / kWarp;  // head slice per lane
+
+    for (int r = 0; r < nrows; ++r) {
+        const int rho = rho0 + r, t = rho / group, h = kvh * group + rho % group;
+        const float* qr = p.q + t * p.q_stride + h * p.hd;
+        for (int d = lane; d < p.hd; d += kWarp) qs[r * p.hd + d] = qr[d] * p.scale;
+    }
+    __syncwarp();
+
+    const int min_pos = pos_base + rho0 / group, max_pos = pos_base + (rho0 + nrows - 1) / group;
+    const int lo = p.window > 0 ? max(0, min_pos - p.window + 1) : 0, hi = max_pos + 1;
+    const int chunk = ((hi - lo + p.splits - 1) / p.splits + kWarp - 1) / kWarp * kWarp;
+    const int k_begin = lo + split * chunk, k_end = min(hi, k_begin + chunk);
+
+    float m[kRows], l[kRows], acc[kRows][kMaxHead / kWarp];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kMaxHead / kWarp; ++i) acc[r][i] = 0.0f;
+    }
+    const T* K = static_cast<const T*>(p.kc) + kvh * p.hd;
+    const T* V = static_cast<const T*>(p.vc) + kvh * p.hd;
+    for (int kb = k_begin; kb < k_end; kb += kWarp) {
+        const int nk = min(kWarp, k_end - kb);
+        // the chunk's key and value rows into shared memory, every load in flight at once
+        if constexpr (kVec > 1) {
+            const int per_row = p.hd / kVec;  // 16-byte pieces
+            for (int c = lane; c < nk * per_row; c += kWarp) {
+                const int j = c / per_row, d = (c % per_row) * kVec;
+                cp_async16(ks + j * ld + d, K + (kb + j) * kvw + d);
+                cp_async16(vs + j * ld + d, V + (kb + j) * kvw + d);
+            }
+            asm volatile("cp.async.wait_all;" ::: "memory");
+        } else {
+            for (int c = lane; c < nk * p.hd; c += kWarp) {
+                const int j = c / p.hd, d = c % p.hd;
+                ks[j * ld + d] = K[(kb + j) * kvw + d];
+                vs[j * ld + d] = V[(kb + j) * kvw + d];
+            }
+        }
+        __syncwarp();
+        const int key = kb + lane;
+        float s[kRows];
+        if (lane < nk) scores<T, kVec>(ks + lane * ld, qs, p.hd, nrows, s);
+        float pr[kRows];
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+            pr[r] = 0.0f;
+            if (r >= nrows) break;
+            const int pos = pos_base + (rho0 + r) / group;
+            const bool ok = lane < nk && key <= pos && (p.window <= 0 || key > pos - p.window);
+            const float sc = ok ? s[r] : -INFINITY;
+            const float m_new = fmaxf(m[r], warp_max(sc));
+            if (m_new == -INFINITY) continue;  // no key of this row yet
+            const float corr = expf(m[r] - m_new);
+            pr[r] = ok ? expf(sc - m_new) : 0.0f;
+            l[r] = l[r] * corr + warp_sum(pr[r]);
+            m[r] = m_new;
+#pragma unroll
+            for (int i = 0; i < kMaxHead / kWarp; ++i) acc[r][i] *= corr;
+        }
+        // the weighted sum of the values, read back by head slice
+        for (int j = 0; j < nk; ++j) {
+            float vv[kMaxHead / kWarp];
+#pragma unroll
+            for (int i = 0; i < kMaxHead / kWarp; ++i) {
+                const int d = lane + kWarp * i;
+                vv[i] = i < nd && d < p.hd ? ld_elem<T>(vs + j * ld, d) : 0.0f;
+            }
+#pragma unroll
+            for (int r = 0; r < kRows; ++r) {
+                if (r >= nrows) break;
+                const float pj = __shfl_sync(0xffffffffu, pr[r], j);
+#pragma unroll
+                for (int i = 0; i < kMaxHead / kWarp; ++i) acc[r][i] += pj * vv[i];
+            }
+        }
+        __syncwarp();  // before the next chunk's rows overwrite ks, vs
+    }
+
+    auto out_row = [&](int r) {
+        const int rho = rho0 + r, t = rho / group, h = kvh * group + rho % group;
+        return p.out + static_cast<int64_t>(t) * p.n_head * p.hd + h * p.hd;
+    };
+    if (p.splits == 1) {
+        for (int r = 0; r < nrows; ++r) {
+            const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+            float* o = out_row(r);
+#pragma unroll
+            for (int i = 0; i < kMaxHead / kWarp; ++i) {
+                const int d = lane + kWarp * i;
+                if (i < nd && d < p.hd) o[d] = acc[r][i] * inv;
+            }
+        }
+        return;
+    }
+    // this split's (m, l, acc) per row, then the last split of the tile combines
+    const int stride = p.hd + 2;
+    float* part = p.partial + (static_cast<int64_t>(blockIdx.x) * p.splits + split) * kRows * stride;
+    for (int r = 0; r < nrows; ++r) {
+        if (lane == 0) {
+            part[r * stride] = m[r];
+            part[r * stride + 1] = l[r];
+        }
+#pragma unroll
+        for (int i = 0; i < kMaxHead / kWarp; ++i) {
+            const int d = lane + kWarp * i;
+            if (i < nd && d < p.hd) part[r * stride + 2 + d] = acc[r][i];
+        }
+    }
+    __threadfence();
+    __syncwarp();  // every lane's partial is out before the ticket is drawn
+    int ticket = 0;
+    if (lane == 0) ticket = atomicAdd(&p.counters[blockIdx.x], 1);
+    ticket = __shfl_sync(0xffffffffu, ticket, 0);
+    if (ticket != p.splits - 1) return;
+    __threadfence();
+    const float* base = p.partial + static_cast<int64_t>(blockIdx.x) * p.splits * kRows * stride;
+    for (int r = 0; r < nrows; ++r) {
+        float mx = -INFINITY;
+        for (int s = 0; s < p.splits; ++s) mx = fmaxf(mx, __ldcg(base + (s * kRows + r) * stride));
+        float L = 0.0f;
+        float o[kMaxHead / kWarp];
+#pragma unroll
+        for (int i = 0; i < kMaxHead / kWarp; ++i) o[i] = 0.0f;
+        for (int s = 0; s < p.splits; ++s) {
+            const float* ps = base + (s * kRows + r) * stride;
+            const float ms = __ldcg(ps);
+            if (ms == -INFINITY) continue;
+            const float w = expf(ms - mx);
+            L += w * __ldcg(ps + 1);
+#pragma unroll
+            for (int i = 0; i < kMaxHead / kWarp; ++i) {
+                const int d = lane + kWarp * i;
+                if (i < nd && d < p.hd) o[i] += w * __ldcg(ps + 2 + d);
+            }
+        }
+        const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+        float* dst = out_row(r);
+#pragma unroll
+        for (int i = 0; i < kMaxHead / kWarp; ++i) {
+            const int d = lane + kWarp * i;
+            if (i < nd && d < p.hd) dst[d] = o[i] * inv;
+        }
+    }
+    if (lane == 0) p.counters[blockIdx.x] = 0;  // ready for the next launch
+}
+
+template <class T, int kVec>
+void launch_attention(const AttnParams& p, dim3 grid, const Launch& l) {
+    auto kernel = attention_kernel<T, kVec>;
+    const size_t smem = attention_smem<T>(p.hd);
+    if (smem > 48 * 1024)
+        PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    launch(kernel, grid, dim3(kWarp), smem, l, p);
+}
+
+} // namespace
+
+void attention_input(const QKVRows& t, int n_tok, const AttentionParams& a, const QKNorm& qk, const RopeParams& rope,
+                     const KVCache& cache, const int* pos0, const Launch& l) {
+    if (a.head_dim > kMaxHead) fail(ErrorKind::unsupported, "head_dim ", a.head_dim, " > ", kMaxHead, " on CUDA");
+    if (cache.type != DType::F16 && cache.type != DType::F32)
+        fail(ErrorKind::unsupported, "KV cache type ", dtype_name(cache.type), " is not supported on CUDA");
+    InputParams p;
+    p.q = t.q;
+    p.k = t.k;
+    p.v = t.v;
+    p.q_stride = t.q_stride;
+    p.kv_stride = t.kv_stride;
+    p.n_head = a.n_head;
+    p.n_head_kv = a.n_head_kv;
+    p.hd = a.head_dim;
+    p.qk = qk;
+    p.n_rot = rope.n_rot;
+    p.inv_freq = rope.inv_freq;
+    p.mscale = rope.mscale;
+    p.kc = cache.k;
+    p.vc = cache.v;
+    p.f16 = cache.type == DType::F16;
+    p.pos0 = pos0;
+    launch(attention_input_kernel, dim3(a.n_head + a.n_head_kv, n_tok), dim3(kWarp), 0, l, p);
+}
+
+size_t AttentionPlan::partial_floats() const {
+    return splits > 1 ? static_cast<size_t>(tiles) * splits * rows_per_tile : 0;
+}
+
+AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, int sm_count) {
+    AttentionPlan plan;
+    const int group = p.n_head / p.n_head_kv;
+    plan.tiles = p.n_head_kv * ((n_q * group + kRows - 1) / kRows);
+    plan.rows_per_tile = kRows * (p.head_dim + 2);
+    // keys split so a warp takes one 32-key chunk where the GPU has room for
+    // that many warps (several per SM); powers of two, so that a recorded
+    // decode step stays valid while the context grows within a bucket
+    const int want = std::max(1, 4 * sm_count / std::max(1, plan.tiles));
+    const int useful = std::max(1, (kv_len + 31) / 32);
+    int cap = 1, s = 1;
+    while (cap * 2 <= std::min(want, 64)) cap *= 2;
+    while (s < useful && s < cap) s *= 2;
+    plan.splits = s;
+    return plan;
+}
+
+void attention(const float* q, int64_t q_stride, int t0, int n_q, int n_tok, const KVCache& cache,
+               const AttentionParams& a, const AttentionPlan& plan, const AttentionWorkspace& ws, const int* pos0,
+               float* out, const Launch& l) {
+    if (a.head_dim > kMaxHead) fail(ErrorKind::unsupported, "head_dim ", a.head_dim, " > ", kMaxHead, " on CUDA");
+    AttnParams p;
+    p.q = q;
+    p.q_stride = q_stride;
+    p.t0 = t0;
+    p.n_q = n_q;
+    p.n_tok = n_tok;
+    p.kc = cache.k;
+    p.vc = cache.v;
+    p.n_head = a.n_head;
+    p.n_head_kv = a.n_head_kv;
+    p.hd = a.head_dim;
+    p.scale = a.scale;
+    p.window = a.window;
+    p.pos0 = pos0;
+    p.out = out;
+    p.tiles = plan.tiles;
+    p.splits = plan.splits;
+    p.partial = ws.partial;
+    p.counters = ws.counters;
+    const dim3 grid(plan.tiles, plan.splits);
+    if (cache.type == DType::F16) {
+        if (a.head_dim % 8 == 0) launch_attention<__half, 8>(p, grid, l);
+        else launch_attention<__half, 1>(p, grid, l);
+    } else if (cache.type == DType::F32) {
+        if (a.head_dim % 4 == 0) launch_attention<float, 4>(p, grid, l);
+        else launch_attention<float, 1>(p, grid, l);
+    } else {
+        fail(ErrorKind::unsupported, "KV cache type ", dtype_name(cache.type), " is not supported on CUDA");
+    }
+}
+
+} // namespace phi::cuda

@@ -1,0 +1,423 @@
+// The CUDA backend: device memory, weights uploaded once (quantized ones in
+// the planar layout), one stream, and steps recorded as CUDA graphs.
+//
+// A replayable step (decode: a few tokens, no copy to the host inside) is
+// first *checked*: its ops are hashed, not run. If a graph recorded from the
+// same ops exists it is launched (after the position is written where the
+// kernels read it); otherwise end_step() asks for the step again and the ops
+// are captured into a new graph, then launched. Every op's arguments go into
+// the hash, so a graph only ever replays exactly the launches it recorded.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/kernels.h"
+#include "quant/repack.h"
+
+namespace phi::cuda {
+
+int device_count() {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();  // no driver or no device: not an error for a CPU user
+        return 0;
+    }
+    return n;
+}
+
+std::string why_unavailable() {
+    int n = 0;
+    const cudaError_t e = cudaGetDeviceCount(&n);
+    cudaGetLastError();
+    if (e == cudaErrorInsufficientDriver || e == cudaErrorNoDevice)
+        return std::string("no usable CUDA device (") + cudaGetErrorString(e) + ")";
+    if (e != cudaSuccess) return std::string("CUDA failed to start: ") + cudaGetErrorString(e);
+    return "no CUDA device was found";
+}
+
+namespace {
+
+int env_int(const char* name, int fallback) {
+    const char* v = std::getenv(name);
+    return v && *v ? std::atoi(v) : fallback;
+}
+
+// FNV-1a over the fields of a step's ops.
+struct StepHash {
+    uint64_t h = 1469598103934665603ull;
+    template <class T>
+    void add(const T& v) {
+        unsigned char b[sizeof(T)];
+        std::memcpy(b, &v, sizeof(T));
+        for (unsigned char c : b) {
+            h ^= c;
+            h *= 1099511628211ull;
+        }
+    }
+    template <class... T>
+    void all(const T&... v) {
+        (add(v), ...);
+    }
+};
+
+// A grow-only device buffer.
+class DeviceBuffer {
+public:
+    // True when it had to grow (the old memory is gone). Zero-filled on `s`.
+    bool ensure(size_t bytes, cudaStream_t s) {
+        if (bytes <= size_) return false;
+        if (p_) PHI_CUDA_CHECK(cudaFree(p_));
+        p_ = nullptr;
+        size_ = 0;
+        PHI_CUDA_CHECK(cudaMalloc(&p_, bytes));
+        PHI_CUDA_CHECK(cudaMemsetAsync(p_, 0, bytes, s));
+        size_ = bytes;
+        return true;
+    }
+    void* get() const { return p_; }
+    void release() {
+        if (p_) cudaFree(p_);
+        p_ = nullptr;
+        size_ = 0;
+    }
+
+private:
+    void* p_ = nullptr;
+    size_t size_ = 0;
+};
+
+constexpr size_t kStageBytes = size_t{16} << 20;  // pinned staging buffer (two of them)
+constexpr size_t kMaxGraphs = 16;
+
+class CudaBackend final : public Backend {
+public:
+    explicit CudaBackend(int device) : device_(device) {
+        PHI_CUDA_CHECK(cudaSetDevice(device));
+        PHI_CUDA_CHECK(cudaGetDeviceProperties(&props_, device));
+        PHI_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        PHI_CUDA_CHECK(cudaMalloc(&d_pos_, sizeof(int)));
+        PHI_CUDA_CHECK(cudaMemsetAsync(d_pos_, 0, sizeof(int), stream_));
+        graphs_ = env_int("PHICPP_CUDA_GRAPHS", 1) != 0;
+        pdl_ = props_.major >= 9 && env_int("PHICPP_CUDA_PDL", 1) != 0;
+        mv_warps_ = std::max(1, std::min(32, env_int("PHICPP_CUDA_MV_WARPS", 8)));
+        mv_ctas_ = std::max(1, env_int("PHICPP_CUDA_MV_CTAS", 4));
+    }
+    ~CudaBackend() override {
+        cudaStreamSynchronize(stream_);
+        for (auto& g : recorded_) cudaGraphExecDestroy(g.exec);
+        for (auto& w : weights_) cudaFree(const_cast<void*>(w));
+        for (void* p : allocs_) cudaFree(p);
+        for (DeviceBuffer* b : {&norm_ws_, &prod_ws_, &gemm_ws_, &attn_partial_, &attn_counters_}) b->release();
+        for (int i = 0; i < 2; ++i) {
+            if (stage_[i]) cudaFreeHost(stage_[i]);
+            if (staged_[i]) cudaEventDestroy(staged_[i]);
+        }
+        cudaFree(d_pos_);
+        cudaStreamDestroy(stream_);
+    }
+
+    std::string name() const override { return "cuda"; }
+    std::string variant() const override {
+        return std::string(props_.name) + " (sm_" + std::to_string(props_.major) + std::to_string(props_.minor) + ")";
+    }
+
+    // ---- memory
+    void* alloc(size_t bytes) override {
+        void* p = nullptr;
+        const cudaError_t e = cudaMalloc(&p, std::max<size_t>(bytes, 256));
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            fail(ErrorKind::generic, "out of GPU memory allocating ", bytes, " bytes (", free_mib(), " MiB free)");
+        }
+        PHI_CUDA_CHECK(cudaMemsetAsync(p, 0, std::max<size_t>(bytes, 256), stream_));
+        allocs_.insert(p);
+        return p;
+    }
+    void dealloc(void* p) override {
+        if (!p) return;
+        cudaStreamSynchronize(stream_);
+        allocs_.erase(p);
+        PHI_CUDA_CHECK(cudaFree(p));
+    }
+    void copy_to_device(void* dst, const void* src, size_t n) override {
+        if (n) PHI_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, stream_));
+    }
+    void copy_to_host(void* dst, const void* src, size_t n) override {
+        if (n) PHI_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream_));
+        synchronize();
+    }
+    void synchronize() override {
+        PHI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+        PHI_CUDA_CHECK(cudaGetLastError());
+    }
+    size_t device_memory_free() const override {
+        size_t free = 0, total = 0;
+        if (cudaMemGetInfo(&free, &total) != cudaSuccess) {
+            cudaGetLastError();
+            return 0;
+        }
+        return std::max<size_t>(free, 1);
+    }
+    size_t workspace_bytes(int n_batch, int width) const override {
+        return 2 * static_cast<size_t>(n_batch) * width * sizeof(float) + (size_t{32} << 20);
+    }
+
+    Tensor weight(const Tensor& host, WeightUse) override {
+        if (host.layout != WeightLayout::rows)
+            fail(ErrorKind::invalid_arg, "the CUDA backend takes weights in the file's layout");
+        const bool is_float = host.type == DType::F32 || host.type == DType::F16 || host.type == DType::BF16;
+        const quant::PlanarSplit split = quant::planar_split(host.type);
+        if (!is_float && split.bits_bytes == 0)
+            fail(ErrorKind::unsupported, "tensor type ", dtype_name(host.type), " is not supported by the CUDA backend");
+        const size_t bytes = host.nbytes();
+        void* d = nullptr;
+        if (cudaMalloc(&d, std::max<size_t>(bytes, 256)) != cudaSuccess) {
+            cudaGetLastError();
+            fail(ErrorKind::generic, "out of GPU memory uploading a ", dtype_name(host.type), " weight of ",
+                 bytes >> 20, " MiB (", free_mib(), " MiB free)");
+        }
+        weights_.insert(d);
+        try {
+            upload(host, split, static_cast<uint8_t*>(d));
+        } catch (...) {
+            weights_.erase(d);
+            cudaFree(d);
+            throw;
+        }
+        Tensor t = host;
+        t.data = d;
+        t.layout = is_float ? WeightLayout::rows : WeightLayout::planar;
+        return t;
+    }
+    void free_weight(const Tensor& w) override {
+        auto it = weights_.find(w.data);
+        if (it == weights_.end()) return;
+        cudaStreamSynchronize(stream_);
+        weights_.erase(it);
+        PHI_CUDA_CHECK(cudaFree(const_cast<void*>(w.data)));
+    }
+
+    // ---- steps
+    void begin_step(int pos0, int n_tok, bool replayable) override {
+        end_dangling_capture();
+        pos0_ = pos0;
+        n_tok_ = n_tok;
+        hash_ = StepHash{};
+        hash_.add(n_tok);
+        if (replayable && graphs_ && n_tok <= kMatvecMaxTokens) {
+            if (capture_next_) {
+                set_int(d_pos_, pos0, launch_cfg());
+                PHI_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+                mode_ = Mode::capture;
+            } else {
+                mode_ = Mode::check;
+            }
+        } else {
+            set_int(d_pos_, pos0, launch_cfg());
+            mode_ = Mode::direct;
+        }
+    }
+    bool end_step() override {
+        const Mode mode = mode_;
+        mode_ = Mode::direct;
+        if (mode == Mode::direct) return true;
+        if (mode == Mode::check) {
+            for (size_t i = 0; i < recorded_.size(); ++i) {
+                if (recorded_[i].key != hash_.h) continue;
+                std::rotate(recorded_.begin() + i, recorded_.begin() + i + 1, recorded_.end());  // most recent last
+                set_int(d_pos_, pos0_, launch_cfg());
+                PHI_CUDA_CHECK(cudaGraphLaunch(recorded_.back().exec, stream_));
+                return true;
+            }
+            capture_next_ = true;
+            return false;
+        }
+        capture_next_ = false;
+        cudaGraph_t g = nullptr;
+        const cudaError_t e = cudaStreamEndCapture(stream_, &g);
+        cudaGraphExec_t exec = nullptr;
+        if (e != cudaSuccess || !g || cudaGraphInstantiate(&exec, g, 0) != cudaSuccess) {
+            // not recordable here: run steps directly from now on
+            cudaGetLastError();
+            if (g) cudaGraphDestroy(g);
+            graphs_ = false;
+            return false;
+        }
+        cudaGraphDestroy(g);
+        if (recorded_.size() >= kMaxGraphs) {
+            cudaGraphExecDestroy(recorded_.front().exec);
+            recorded_.erase(recorded_.begin());
+        }
+        recorded_.push_back({hash_.h, exec});
+        PHI_CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+        return true;
+    }
+
+    // ---- ops
+    void get_rows(const Tensor& table, const int32_t* ids, int n, float* out) override {
+        hash_.all(1, table.data, table.type, table.ne0, table.ne1, ids, n, out);
+        if (!running()) return;
+        cuda::get_rows(table, ids, n, out, launch_cfg());
+    }
+
+    void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, const RowNorm& norm,
+                Epilogue ep) override {
+        hash_.all(2, W.data, W.type, W.ne0, W.ne1, x, n, y, bias, norm.kind, norm.w, norm.b, norm.eps, ep);
+        const MatmulJob j{W, x, n, y, bias, norm, ep};
+        const bool mv = matvec_takes(j);
+        if (!mv) {
+            if (norm.kind != NormKind::none) grow(norm_ws_, sizeof(float) * n * W.ne0);
+            if (ep == Epilogue::swiglu) grow(prod_ws_, sizeof(float) * n * W.ne1);
+            grow(gemm_ws_, gemm_workspace(n, W.ne0));
+        }
+        if (!running()) return;
+        const Launch l = launch_cfg();
+        if (mv) {
+            matvec(j, l, props_.multiProcessorCount, mv_warps_, mv_ctas_);
+            return;
+        }
+        void* gws = gemm_ws_.get();
+        const float* xin = x;
+        if (norm.kind != NormKind::none) {
+            float* xn = static_cast<float*>(norm_ws_.get());
+            norm_rows(x, n, static_cast<int>(W.ne0), norm, xn, l);
+            xin = xn;
+        }
+        if (ep == Epilogue::swiglu) {
+            float* p = static_cast<float*>(prod_ws_.get());
+            gemm(W, xin, n, p, W.ne1, bias, Epilogue::store, gws, l);
+            swiglu_rows(p, n, static_cast<int>(W.ne1 / 2), y, l);
+        } else {
+            gemm(W, xin, n, y, W.ne1, bias, ep, gws, l);
+        }
+    }
+
+    void attention_input(const QKVRows& t, const AttentionParams& p, const QKNorm& qk, const RopeParams& rope,
+                         const KVCache& cache) override {
+        hash_.all(3, t.q, t.k, t.v, t.q_stride, t.kv_stride, p.n_head, p.n_head_kv, p.head_dim, qk.q_w, qk.q_b,
+                  qk.k_w, qk.k_b, qk.eps, rope.n_rot, rope.inv_freq, rope.mscale, cache.k, cache.v, cache.type);
+        if (!running()) return;
+        cuda::attention_input(t, n_tok_, p, qk, rope, cache, d_pos_, launch_cfg());
+    }
+
+    void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache, const AttentionParams& p,
+                   float* out) override {
+        const AttentionPlan plan = attention_plan(n_q, p, pos0_ + n_tok_, props_.multiProcessorCount);
+        hash_.all(4, q, q_stride, t0, n_q, cache.k, cache.v, cache.type, p.n_head, p.n_head_kv, p.head_dim, p.scale,
+                  p.window, out, plan.tiles, plan.splits);
+        if (plan.splits > 1) {
+            grow(attn_partial_, sizeof(float) * plan.partial_floats());
+            grow(attn_counters_, sizeof(int) * plan.tiles);
+        }
+        if (!running()) return;
+        const AttentionWorkspace ws{static_cast<float*>(attn_partial_.get()), static_cast<int*>(attn_counters_.get())};
+        cuda::attention(q, q_stride, t0, n_q, n_tok_, cache, p, plan, ws, d_pos_, out, launch_cfg());
+    }
+
+private:
+    enum class Mode { direct, check, capture };
+    struct Recorded {
+        uint64_t key;
+        cudaGraphExec_t exec;
+    };
+
+    Launch launch_cfg() const { return Launch{stream_, pdl_}; }
+    bool running() const { return mode_ != Mode::check; }
+    size_t free_mib() const { return device_memory_free() >> 20; }
+
+    // A workspace that grows takes new memory: recorded steps that used the old
+    // one can no longer replay.
+    // (A capture never grows one: the check before it ran the same ops.)
+    void grow(DeviceBuffer& b, size_t bytes) {
+        if (b.ensure(bytes, stream_)) drop_recorded();
+    }
+    void drop_recorded() {
+        cudaStreamSynchronize(stream_);
+        for (auto& g : recorded_) cudaGraphExecDestroy(g.exec);
+        recorded_.clear();
+    }
+    // An op that threw during a capture leaves the stream capturing: end it.
+    void end_dangling_capture() {
+        cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+        if (cudaStreamIsCapturing(stream_, &st) == cudaSuccess && st != cudaStreamCaptureStatusNone) {
+            cudaGraph_t g = nullptr;
+            cudaStreamEndCapture(stream_, &g);
+            if (g) cudaGraphDestroy(g);
+            cudaGetLastError();
+            capture_next_ = false;
+        }
+    }
+
+    void upload(const Tensor& host, const quant::PlanarSplit& split, uint8_t* dst) {
+        for (int i = 0; i < 2; ++i) {
+            if (!stage_[i]) {
+                PHI_CUDA_CHECK(cudaHostAlloc(&stage_[i], kStageBytes, cudaHostAllocDefault));
+                PHI_CUDA_CHECK(cudaEventCreateWithFlags(&staged_[i], cudaEventDisableTiming));
+            }
+        }
+        const size_t row = host.row_bytes();
+        if (row > kStageBytes) fail(ErrorKind::unsupported, "a weight row of ", row, " bytes is too long for CUDA");
+        const int64_t rows_per_chunk = std::max<int64_t>(1, static_cast<int64_t>(kStageBytes / row));
+        const auto* src = static_cast<const uint8_t*>(host.data);
+        const int64_t nb = split.bits_bytes ? host.ne0 / dtype_traits(host.type).block_size : 0;
+        const size_t bits = split.bits_bytes, rest = split.bits_bytes ? dtype_traits(host.type).type_size - bits : 0;
+        uint8_t* dst_rest = dst + static_cast<size_t>(host.ne1) * nb * bits;
+        int buf = 0;
+        for (int64_t r0 = 0; r0 < host.ne1; r0 += rows_per_chunk, buf ^= 1) {
+            const int64_t nr = std::min(rows_per_chunk, host.ne1 - r0);
+            PHI_CUDA_CHECK(cudaEventSynchronize(staged_[buf]));  // its previous copy is done
+            uint8_t* st = static_cast<uint8_t*>(stage_[buf]);
+            if (split.bits_bytes) {
+                const size_t nbits = static_cast<size_t>(nr) * nb * bits;
+                quant::repack_planar_rows(src + r0 * row, st, st + nbits, host.type, nr, host.ne0);
+                PHI_CUDA_CHECK(cudaMemcpyAsync(dst + r0 * nb * bits, st, nbits, cudaMemcpyHostToDevice, stream_));
+                PHI_CUDA_CHECK(cudaMemcpyAsync(dst_rest + r0 * nb * rest, st + nbits, nr * nb * rest,
+                                               cudaMemcpyHostToDevice, stream_));
+            } else {
+                std::memcpy(st, src + r0 * row, nr * row);
+                PHI_CUDA_CHECK(cudaMemcpyAsync(dst + r0 * row, st, nr * row, cudaMemcpyHostToDevice, stream_));
+            }
+            PHI_CUDA_CHECK(cudaEventRecord(staged_[buf], stream_));
+        }
+    }
+
+    int device_;
+    cudaDeviceProp props_{};
+    cudaStream_t stream_ = nullptr;
+    int* d_pos_ = nullptr;  // the step's pos0, where the kernels read it
+    bool graphs_ = true, pdl_ = true;
+    int mv_warps_ = 8, mv_ctas_ = 4;  // matvec CTA size and CTAs per SM at most
+    std::unordered_set<const void*> weights_;
+    std::unordered_set<void*> allocs_;
+    DeviceBuffer norm_ws_, prod_ws_, gemm_ws_, attn_partial_, attn_counters_;
+    void* stage_[2] = {nullptr, nullptr};
+    cudaEvent_t staged_[2] = {nullptr, nullptr};
+    // the step being issued
+    Mode mode_ = Mode::direct;
+    bool capture_next_ = false;
+    int pos0_ = 0, n_tok_ = 0;
+    StepHash hash_;
+    std::vector<Recorded> recorded_;
+};
+
+} // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(int device) { return std::make_unique<CudaBackend>(device); }
+
+bool memory_info(size_t& free, size_t& total) {
+    if (device_count() == 0) return false;
+    if (cudaSetDevice(0) != cudaSuccess || cudaMemGetInfo(&free, &total) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    return true;
+}
+
+} // namespace phi::cuda

@@ -1,0 +1,345 @@
+// The weight formats as the CUDA kernels read them. Quantized tensors sit in
+// the planar layout (quant/repack.h): plane 1 holds each block's quant bits in
+// 16-byte runs, plane 2 the rest of the block. Every format is read in *units*
+// of 32 consecutive elements: a unit becomes 8 ints of four signed bytes q
+// (element 4i + j in byte j of q[i]) and, for each 16-element half h, a scale
+// d[h] and offset m[h], so that element e of half h is d[h] * q_e + m[h].
+// One description serves the integer dot products of decode (dp4a against
+// 8-bit activations), dequantization for the prefill GEMM, and get_rows.
+#pragma once
+#include <cstdint>
+
+#include "backend/cuda/common.cuh"
+
+namespace phi::cuda {
+
+// A planar tensor: bits(r, b) and rest(r, b) of block b of row r.
+struct PlanarView {
+    const uint8_t* bits = nullptr;
+    const uint8_t* rest = nullptr;
+    int64_t nb = 0;  // blocks per row
+};
+
+struct Unit {
+    int q[8];
+    float d[2], m[2];
+};
+
+__device__ __forceinline__ uint32_t ld_u32(const uint8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
+__device__ __forceinline__ uint16_t ld_u16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
+__device__ __forceinline__ uint4 ld_u4(const uint8_t* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
+    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+// Bit k of the low 4 bits of b into bit 0 of byte k.
+__device__ __forceinline__ uint32_t spread4(uint32_t b) { return ((b & 0xF) * 0x00204081u) & 0x01010101u; }
+
+// The 16 IQ4_NL levels as bytes, looked up four nibbles at a time with byte
+// permutes (idx: four bytes, each 0..15).
+__device__ __forceinline__ uint32_t lut_iq4nl(uint32_t idx) {
+    constexpr uint32_t t0 = 0xBFAD9881u, t1 = 0xF6EADDCFu, t2 = 0x26190D01u, t3 = 0x71594535u;  // -127..113
+    const uint32_t sel = (idx & 0x7u) | ((idx >> 4) & 0x70u) | ((idx >> 8) & 0x700u) | ((idx >> 12) & 0x7000u);
+    const uint32_t lo = __byte_perm(t0, t1, sel), hi = __byte_perm(t2, t3, sel);
+    const uint32_t mask = ((idx >> 3) & 0x01010101u) * 0xFFu;
+    return (lo & ~mask) | (hi & mask);
+}
+
+// Byte k of 12 held in three words, by selects rather than a run-time index
+// (which would put the words in local memory).
+__device__ __forceinline__ int byte_of12(const uint32_t (&s)[3], int k) {
+    const uint32_t w = k < 4 ? s[0] : k < 8 ? s[1] : s[2];
+    return static_cast<int>((w >> (8 * (k % 4))) & 0xFF);
+}
+
+// Each format: block size (elements), units per block, plane-1 and plane-2
+// bytes per block, the raw bytes of one unit (Raw, load) and their decoding.
+struct FmtQ4_0 {
+    static constexpr int kBlock = 32, kUnits = 1, kBits = 16, kRest = 2;
+    struct Raw { uint4 v; uint16_t d; };
+    __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int) { return {ld_u4(bits), ld_u16(rest)}; }
+    __device__ static void unpack(const Raw& r, int, Unit& u) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            u.q[i] = static_cast<int>(__vsub4(word(r.v, i) & 0x0F0F0F0Fu, 0x08080808u));
+            u.q[4 + i] = static_cast<int>(__vsub4((word(r.v, i) >> 4) & 0x0F0F0F0Fu, 0x08080808u));
+        }
+        u.d[0] = u.d[1] = h2f(r.d);
+        u.m[0] = u.m[1] = 0.0f;
+    }
+};
+
+struct FmtQ4_1 {
+    static constexpr int kBlock = 32, kUnits = 1, kBits = 16, kRest = 4;
+    struct Raw { uint4 v; uint32_t dm; };
+    __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int) { return {ld_u4(bits), ld_u32(rest)}; }
+    __device__ static void unpack(const Raw& r, int, Unit& u) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            u.q[i] = static_cast<int>(word(r.v, i) & 0x0F0F0F0Fu);
+            u.q[4 + i] = static_cast<int>((word(r.v, i) >> 4) & 0x0F0F0F0Fu);
+        }
+        u.d[0] = u.d[1] = h2f(r.dm & 0xFFFF);
+        u.m[0] = u.m[1] = h2f(r.dm >> 16);
+    }
+};
+
+struct FmtQ5_0 {
+    static constexpr int kBlock = 32, kUnits = 1, kBits = 16, kRest = 6;
+    struct Raw { uint4 v; uint16_t d; uint32_t qh; };
+    __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int) {
+        return {ld_u4(bits), ld_u16(rest), ld_u16(rest + 2) | (static_cast<uint32_t>(ld_u16(rest + 4)) << 16)};
+    }
+    __device__ static void unpack(const Raw& r, int, Unit& u) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const uint32_t lo = word(r.v, i) & 0x0F0F0F0Fu, hi = (word(r.v, i) >> 4) & 0x0F0F0F0Fu;
+            u.q[i] = static_cast<int>(__vsub4(lo | (spread4(r.qh >> (4 * i)) << 4), 0x10101010u));
+            u.q[4 + i] = static_cast<int>(__vsub4(hi | (spread4(r.qh >> (16 + 4 * i)) << 4), 0x10101010u));
+        }
+        u.d[0] = u.d[1] = h2f(r.d);
+        u.m[0] = u.m[1] = 0.0f;
+    }
+};
+
+struct FmtQ5_1 {
+    static constexpr int kBlock = 32, kUnits = 1, kBits = 16, kRest = 8;
+    struct Raw { uint4 v; uint32_t dm, qh; };
+    __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int) {
+        return {ld_u4(bits), ld_u32(rest), ld_u32(rest + 4)};
+    }
+    __device__ static void unpack(const Raw& r, int, Unit& u) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const uint32_t lo = word(r.v, i) & 0x0F0F0F0Fu, hi = (word(r.v, i) >> 4) & 0x0F0F0F0Fu;
+            u.q[i] = static_cast<int>(lo | (spread4(r.qh >> (4 * i)) << 4));
+            u.q[4 + i] = static_cast<int>(hi | (spread4(r.qh >> (16 + 4 * i)) << 4));
+        }
+        u.d[0] = u.d[1] = h2f(r.dm & 0xFFFF);
+        u.m[0] = u.m[1] = h2f(r.dm >> 16);
+    }
+};
+
+struct FmtQ8_0 {
+    static constexpr int kBlock = 32, kUnits = 1, kBits = 32, kRest = 2;
+    struct Raw { uint4 a, b; uint16_t d; };
+    __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int) {
+        return {ld_u4(bits), ld_u4(bits + 16), ld_u16(rest)};
+    }
+    __device__ static void unpack(const Raw& r, int, Unit& u) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            u.q[i] = static_cast<int>(word(r.a, i));
+            u.q[4 + i] = static_cast<int>(word(r.b, i));
+        }
+        u.d[0] = u.d[1] = h2f(r.d);
+        u.m[0] = u.m[1] = 0.0f;
+    }
+};
+
+struct FmtIQ4_NL {
+    static constexpr int kBlock = 32, kUnits = 1, kBits = 16, kRest = 2;
+    struct Raw { uint4 v; uint16_t d; };
+    __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int) { return {ld_u4(bits), ld_u16(rest)}; }
+    __device__ static void unpack(const Raw& r, int, Unit& u) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            u.q[i] = static_cast<int>(lut_iq4nl(word(r.v, i) & 0x0F0F0F0Fu));
+            u.q[4 + i] = static_cast<int>(lut_iq4nl((word(r.v, i) >> 4) & 0x0F0F0F0Fu));
+        }
+        u.d[0] = u.d[1] = h2f(r.d);
+        u.m[0] = u.m[1] = 0.0f;
+    }
+};
+
+// Q2_K: unit u of 8 takes bits 2(u%4).. of qs[32(u/4) ..+32]; 16-element
+// sub-blocks 2u, 2u+1 with 4-bit scale | 4-bit min bytes; x = d sc q - dmin mn.
+struct FmtQ2_K {
+    static constexpr int kBlock = 256, kUnits = 8, kBits = 64, kRest = 20;
+    struct Raw { uint4 a, b; uint16_t sc; uint32_t dd; };
+    __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int u) {
+        const uint8_t* q = bits + 32 * (u / 4);
+        return {ld_u4(q), ld_u4(q + 16), ld_u16(rest + 2 * u), ld_u32(rest + 16)};
+    }
+    __device__ static void unpack(const Raw& r, int u, Unit& out) {
+        const int shift = 2 * (u % 4);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            out.q[i] = static_cast<int>((word(r.a, i) >> shift) & 0x03030303u);
+            out.q[4 + i] = static_cast<int>((word(r.b, i) >> shift) & 0x03030303u);
+        }
+        const float d = h2f(r.dd & 0xFFFF), dmin = h2f(r.dd >> 16);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const uint32_t s = (r.sc >> (8 * h)) & 0xFF;
+            out.d[h] = d * static_cast<float>(s & 0xF);
+            out.m[h] = -dmin * static_cast<float>(s >> 4);
+        }
+    }
+};
+
+// Q3_K: low 2 bits as Q2_K, the high bit from hmask (bit u of hmask[i]; clear
+// means -4); 16 6-bit scales packed in 12 bytes, stored +32.
+struct FmtQ3_K {
+    static constexpr int kBlock = 256, kUnits = 8, kBits = 96, kRest = 14;
+    struct Raw { uint4 ha, hb, a, b; uint32_t s[3]; uint16_t d; };
+    // plane 2 runs of 14 bytes are only 2-byte aligned: read in halves
+    __device__ static uint32_t ld_u32_2(const uint8_t* p) {
+        return ld_u16(p) | (static_cast<uint32_t>(ld_u16(p + 2)) << 16);
+    }
+    __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int u) {
+        const uint8_t* q = bits + 32 + 32 * (u / 4);
+        return {ld_u4(bits), ld_u4(bits + 16), ld_u4(q), ld_u4(q + 16),
+                {ld_u32_2(rest), ld_u32_2(rest + 4), ld_u32_2(rest + 8)}, ld_u16(rest + 12)};
+    }
+    // quant::q3k_scale: low nibble from byte j (j < 8) or the high one of byte
+    // j - 8, two high bits from byte 8 + j % 4 at 2 (j / 4)
+    __device__ static int scale(const Raw& r, int j) {
+        auto byte = [&](int k) { return byte_of12(r.s, k); };
+        const int lo = j < 8 ? byte(j) & 0xF : byte(j - 8) >> 4;
+        const int hi = (byte(8 + j % 4) >> (2 * (j / 4))) & 3;
+        return (lo | (hi << 4)) - 32;
+    }
+    __device__ static void unpack(const Raw& r, int u, Unit& out) {
+        const int shift = 2 * (u % 4);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const uint32_t la = (word(r.a, i) >> shift) & 0x03030303u, lb = (word(r.b, i) >> shift) & 0x03030303u;
+            const uint32_t ha = (word(r.ha, i) >> u) & 0x01010101u, hb = (word(r.hb, i) >> u) & 0x01010101u;
+            out.q[i] = static_cast<int>(__vsub4(la | (ha << 2), 0x04040404u));
+            out.q[4 + i] = static_cast<int>(__vsub4(lb | (hb << 2), 0x04040404u));
+        }
+        const float d = h2f(r.d);
+        out.d[0] = d * static_cast<float>(scale(r, 2 * u));
+        out.d[1] = d * static_cast<float>(scale(r, 2 * u + 1));
+        out.m[0] = out.m[1] = 0.0f;
+    }
+};
+
+// Q4_K / Q5_K: sub-block (= unit) u's 6-bit scale and min from the 12 packed
+// bytes (quant::get_scale_min_k4); nibbles of qs[32(u/2) ..+32], low for even u.
+__device__ __forceinline__ void scale_min_k4(int j, const uint32_t (&s)[3], int& sc, int& mn) {
+    auto byte = [&](int k) { return byte_of12(s, k); };
+    if (j < 4) {
+        sc = byte(j) & 63;
+        mn = byte(j + 4) & 63;
+    } else {
+        sc = (byte(j + 4) & 0xF) | ((byte(j - 4) >> 6) << 4);
+        mn = (byte(j + 4) >> 4) | ((byte(j) >> 6) << 4);
+    }
+}
+
+struct FmtQ4_K {
+    static constexpr int kBlock = 256, kUnits = 8, kBits = 128, kRest = 16;
+    struct Raw { uint4 a, b; uint32_t dd; uint32_t s[3]; };
+    __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int u) {
+        const uint8_t* q = bits + 32 * (u / 2);
+        return {ld_u4(q), ld_u4(q + 16), ld_u32(rest), {ld_u32(rest + 4), ld_u32(rest + 8), ld_u32(rest + 12)}};
+    }
+    __device__ static void unpack(const Raw& r, int u, Unit& out) {
+        const int shift = 4 * (u % 2);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            out.q[i] = static_cast<int>((word(r.a, i) >> shift) & 0x0F0F0F0Fu);
+            out.q[4 + i] = static_cast<int>((word(r.b, i) >> shift) & 0x0F0F0F0Fu);
+        }
+        int sc, mn;
+        scale_min_k4(u, r.s, sc, mn);
+        out.d[0] = out.d[1] = h2f(r.dd & 0xFFFF) * static_cast<float>(sc);
+        out.m[0] = out.m[1] = -h2f(r.dd >> 16) * static_cast<float>(mn);
+    }
+};
+
+struct FmtQ5_K {
+    static constexpr int kBlock = 256, kUnits = 8, kBits = 160, kRest = 16;
+    struct Raw { uint4 ha, hb, a, b; uint32_t dd; uint32_t s[3]; };
+    __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int u) {
+        const uint8_t* q = bits + 32 + 32 * (u / 2);
+        return {ld_u4(bits), ld_u4(bits + 16), ld_u4(q), ld_u4(q + 16), ld_u32(rest),
+                {ld_u32(rest + 4), ld_u32(rest + 8), ld_u32(rest + 12)}};
+    }
+    __device__ static void unpack(const Raw& r, int u, Unit& out) {
+        const int shift = 4 * (u % 2);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const uint32_t ha = (word(r.ha, i) >> u) & 0x01010101u, hb = (word(r.hb, i) >> u) & 0x01010101u;
+            out.q[i] = static_cast<int>(((word(r.a, i) >> shift) & 0x0F0F0F0Fu) | (ha << 4));
+            out.q[4 + i] = static_cast<int>(((word(r.b, i) >> shift) & 0x0F0F0F0Fu) | (hb << 4));
+        }
+        int sc, mn;
+        scale_min_k4(u, r.s, sc, mn);
+        out.d[0] = out.d[1] = h2f(r.dd & 0xFFFF) * static_cast<float>(sc);
+        out.m[0] = out.m[1] = -h2f(r.dd >> 16) * static_cast<float>(mn);
+    }
+};
+
+// Q6_K: unit u lies in 128-element half u/4 at offset r0 = 32(u%4): low 4 bits
+// from ql[64(u/4) + r0%64 + i] (high nibble when r0 >= 64), 2 high bits
+// (r0/32)*2.. of qh[32(u/4) + i]; q - 32; int8 scales per 16 elements.
+struct FmtQ6_K {
+    static constexpr int kBlock = 256, kUnits = 8, kBits = 192, kRest = 18;
+    struct Raw { uint4 la, lb, ha, hb; uint16_t sc; uint16_t d; };
+    __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int u) {
+        const uint8_t* ql = bits + 64 * (u / 4) + 32 * (u % 2);
+        const uint8_t* qh = bits + 128 + 32 * (u / 4);
+        return {ld_u4(ql), ld_u4(ql + 16), ld_u4(qh), ld_u4(qh + 16), ld_u16(rest + 2 * u), ld_u16(rest + 16)};
+    }
+    __device__ static void unpack(const Raw& r, int u, Unit& out) {
+        const int lshift = 4 * ((u % 4) / 2), hshift = 2 * (u % 4);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const uint32_t la = (word(r.la, i) >> lshift) & 0x0F0F0F0Fu, lb = (word(r.lb, i) >> lshift) & 0x0F0F0F0Fu;
+            const uint32_t ha = (word(r.ha, i) >> hshift) & 0x03030303u, hb = (word(r.hb, i) >> hshift) & 0x03030303u;
+            out.q[i] = static_cast<int>(__vsub4(la | (ha << 4), 0x20202020u));
+            out.q[4 + i] = static_cast<int>(__vsub4(lb | (hb << 4), 0x20202020u));
+        }
+        const float d = h2f(r.d);
+        out.d[0] = d * static_cast<float>(static_cast<int8_t>(r.sc & 0xFF));
+        out.d[1] = d * static_cast<float>(static_cast<int8_t>(r.sc >> 8));
+        out.m[0] = out.m[1] = 0.0f;
+    }
+};
+
+// IQ4_XS: unit u = sub-block u: IQ4_NL levels of qs[16u ..+16] (low nibbles
+// first), scale from 4 low bits in scales_l and 2 high bits in scales_h, +32.
+struct FmtIQ4_XS {
+    static constexpr int kBlock = 256, kUnits = 8, kBits = 128, kRest = 8;
+    struct Raw { uint4 v; uint32_t dsh; uint32_t sl; };
+    __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int u) {
+        return {ld_u4(bits + 16 * u), ld_u32(rest), ld_u32(rest + 4)};
+    }
+    __device__ static void unpack(const Raw& r, int u, Unit& out) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            out.q[i] = static_cast<int>(lut_iq4nl(word(r.v, i) & 0x0F0F0F0Fu));
+            out.q[4 + i] = static_cast<int>(lut_iq4nl((word(r.v, i) >> 4) & 0x0F0F0F0Fu));
+        }
+        const int lo = (r.sl >> (4 * u)) & 0xF, hi = (r.dsh >> (16 + 2 * u)) & 3;
+        out.d[0] = out.d[1] = h2f(r.dsh & 0xFFFF) * static_cast<float>((lo | (hi << 4)) - 32);
+        out.m[0] = out.m[1] = 0.0f;
+    }
+};
+
+// Unit `unit` (of nb * kUnits) of row `row` of a planar tensor.
+template <class F>
+__device__ __forceinline__ typename F::Raw load_unit(const PlanarView& w, int64_t row, int unit) {
+    const int64_t b = row * w.nb + unit / F::kUnits;
+    return F::load(w.bits + b * F::kBits, w.rest + b * F::kRest, unit % F::kUnits);
+}
+
+// Plain float weights: elements [k, k + kVec) of a row of T.
+template <class T>
+struct FloatFmt;
+template <>
+struct FloatFmt<float> {
+    __device__ static float get(const uint8_t* row, int64_t k) { return reinterpret_cast<const float*>(row)[k]; }
+};
+template <>
+struct FloatFmt<__half> {
+    __device__ static float get(const uint8_t* row, int64_t k) { return h2f(reinterpret_cast<const uint16_t*>(row)[k]); }
+};
+template <>
+struct FloatFmt<__nv_bfloat16> {
+    __device__ static float get(const uint8_t* row, int64_t k) { return bf2f(reinterpret_cast<const uint16_t*>(row)[k]); }
+};
+
+} // namespace phi::cuda

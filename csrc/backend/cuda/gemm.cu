@@ -1,0 +1,454 @@
+// Prefill matmuls on tensor cores: y[n, M] = x[n, K] . W^T with mma.sync
+// m16n8k16 (f16 operands, f32 accumulation), plus the row-wise helpers of the
+// prefill path (per-token scales, norm, SwiGLU).
+//
+// A CTA computes a 128-row x 64-token tile in k-steps of 64, double-buffered:
+// the next step's tiles are in flight while the tensor cores work on this one.
+//
+// Precision: weights meet the MMA as f16 (exact for F16 and BF16 weights; for
+// quantized ones the rounding is far below the quantization). Activations are
+// converted once per matmul (convert_rows_kernel): scaled per token by a power
+// of two that puts the row's largest magnitude near 2^14 (so no value
+// overflows f16, whatever the row's range) and rounded to f16, as llama.cpp's
+// cuBLAS path does for F16 weights. F32 weights split both operands into f16
+// high and low parts (three MMAs), which makes the product as exact as f32
+// arithmetic.
+//
+// Tiles move by cp.async where no conversion is needed (activations, F16
+// weights); other weights are dequantized through registers, one 32-element
+// unit per thread.
+#include <algorithm>
+#include <type_traits>
+
+#include "backend/cuda/formats.cuh"
+#include "backend/cuda/kernels.h"
+
+namespace phi::cuda {
+namespace {
+
+constexpr int BM = 128, BN = 64, BK = 64, LDS = BK + 8;  // LDS: padded row (144 bytes: conflict-free ldmatrix)
+
+struct GemmParams {
+    PlanarView w;
+    const uint8_t* wf = nullptr;
+    int64_t row_bytes = 0;
+    int K = 0, M = 0, n = 0;
+    int Kp = 0;                     // row length of the f16 activations (K rounded up to BK)
+    int64_t ldy = 0;
+    const __half* xh = nullptr;     // [n][Kp] activations as f16, scaled per token
+    const __half* xl = nullptr;     // [n][Kp] their low parts (split only)
+    const float* scale = nullptr;   // [n] per-token scales (powers of two)
+    const float* bias = nullptr;
+    float* y = nullptr;
+    int ep = 0;
+};
+
+__device__ __forceinline__ uint32_t pack_half2(float a, float b) {
+    const __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+// 16 bytes global -> shared without registers; src_bytes < 16 zero-fills the rest.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
+    const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+
+// 8 values to 8 halves (and the low parts when split) as 16-byte stores.
+template <bool kSplit>
+__device__ __forceinline__ void store8(const float* v, __half* hi, __half* lo) {
+    uint32_t h[4], l[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const __half2 hh = __floats2half2_rn(v[2 * j], v[2 * j + 1]);
+        h[j] = *reinterpret_cast<const uint32_t*>(&hh);
+        if constexpr (kSplit) l[j] = pack_half2(v[2 * j] - __low2float(hh), v[2 * j + 1] - __high2float(hh));
+    }
+    *reinterpret_cast<uint4*>(hi) = make_uint4(h[0], h[1], h[2], h[3]);
+    if constexpr (kSplit) *reinterpret_cast<uint4*>(lo) = make_uint4(l[0], l[1], l[2], l[3]);
+}
+
+// ---- weight tile loaders: a BM x BK tile, all 256 threads taking part.
+// Registers: load() the next step's raw data early, store() it into shared
+// memory after the current step's MMAs. Async: issue() copies straight into
+// shared memory.
+
+// Quantized weights: thread t dequantizes unit 2 kt + t % 2 of row t / 2.
+template <class F>
+struct QuantA {
+    static constexpr bool kSplit = false, kAsync = false;
+    typename F::Raw raw;
+    int unit = 0;
+    bool valid = false;
+    __device__ void load(const GemmParams& p, int m0, int kt) {
+        const int row = m0 + threadIdx.x / 2;
+        unit = 2 * kt + threadIdx.x % 2;
+        valid = row < p.M && unit * 32 < p.K;
+        if (valid) raw = load_unit<F>(p.w, row, unit);
+    }
+    __device__ void store(__half (*hi)[LDS], __half (*)[LDS]) const {
+        __half* dst = &hi[threadIdx.x / 2][32 * (threadIdx.x % 2)];
+        float v[32];
+        if (valid) {
+            Unit u;
+            F::unpack(raw, unit % F::kUnits, u);
+#pragma unroll
+            for (int e = 0; e < 32; ++e) {
+                const int half = e / 16;
+                v[e] = u.d[half] * static_cast<float>(static_cast<int8_t>((u.q[e / 4] >> (8 * (e % 4))) & 0xFF)) +
+                       u.m[half];
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < 32; ++e) v[e] = 0.0f;
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) store8<false>(v + 8 * i, dst + 8 * i, nullptr);
+    }
+};
+
+// BF16 and F32 weights (and F16 rows that are not 16-byte multiples): thread t
+// converts 32 elements of row t / 2, zero past K; F32 is split in hi and lo.
+template <class T>
+struct FloatA {
+    static constexpr bool kSplit = std::is_same<T, float>::value, kAsync = false;
+    float v[32];
+    __device__ void load(const GemmParams& p, int m0, int kt) {
+        const int row = m0 + threadIdx.x / 2, k0 = kt * BK + 32 * (threadIdx.x % 2);
+        const uint8_t* r = p.wf + static_cast<int64_t>(row) * p.row_bytes;
+        if (row < p.M && k0 + 32 <= p.K && p.row_bytes % 16 == 0) {
+            constexpr int per = 16 / sizeof(T);
+#pragma unroll
+            for (int c = 0; c < 32 / per; ++c) {
+                const uint4 raw = ld_u4(r + (k0 + c * per) * sizeof(T));
+                const uint8_t* b = reinterpret_cast<const uint8_t*>(&raw);
+#pragma unroll
+                for (int e = 0; e < per; ++e) v[c * per + e] = FloatFmt<T>::get(b, e);
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < 32; ++e) v[e] = row < p.M && k0 + e < p.K ? FloatFmt<T>::get(r, k0 + e) : 0.0f;
+        }
+    }
+    __device__ void store(__half (*hi)[LDS], __half (*lo)[LDS]) const {
+        const int r = threadIdx.x / 2, c = 32 * (threadIdx.x % 2);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) store8<kSplit>(v + 8 * i, &hi[r][c + 8 * i], kSplit ? &lo[r][c + 8 * i] : nullptr);
+    }
+};
+
+// F16 weights with 16-byte rows: copied as they are (cp.async), 4 chunks per thread.
+struct F16AsyncA {
+    static constexpr bool kSplit = false, kAsync = true;
+    __device__ static void issue(const GemmParams& p, int m0, int kt, __half (*dst)[LDS]) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int c = threadIdx.x + 256 * i, r = c / 8, kc = c % 8, k = kt * BK + 8 * kc;
+            const bool in = m0 + r < p.M && k < p.K;  // K % 8 == 0: a chunk is all in or all out
+            const uint8_t* src = in ? p.wf + static_cast<int64_t>(m0 + r) * p.row_bytes + 2 * k : p.wf;
+            cp_async16(&dst[r][8 * kc], src, in ? 16 : 0);
+        }
+    }
+};
+
+// Activation tile: BN tokens x BK of the f16 rows (zero for tokens past n).
+__device__ __forceinline__ void issue_b(const GemmParams& p, const __half* x, int n0, int kt, __half (*dst)[LDS]) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const int c = threadIdx.x + 256 * i, t = c / 8, k = kt * BK + 8 * (c % 8);
+        const bool in = n0 + t < p.n;
+        cp_async16(&dst[t][8 * (c % 8)], x + static_cast<int64_t>(in ? n0 + t : 0) * p.Kp + k, in ? 16 : 0);
+    }
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const __half* p) {
+    const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ float gelu_tanh(float v) {
+    const float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+    return v / (1.0f + expf(-2.0f * u));
+}
+
+template <bool kSplit>
+constexpr size_t smem_bytes() {  // double-buffered weight and activation tiles (hi, and lo when split)
+    return 2 * sizeof(__half) * LDS * (BM + BN) * (kSplit ? 2 : 1);
+}
+
+template <class ALoader>
+__global__ void __launch_bounds__(256) gemm_kernel(GemmParams p) {
+    constexpr bool kSplit = ALoader::kSplit;
+    extern __shared__ __align__(16) uint8_t smem[];
+    using TileA = __half[BM][LDS];
+    using TileB = __half[BN][LDS];
+    TileA* As = reinterpret_cast<TileA*>(smem);  // [2]
+    TileA* Al = As + 2;                           // [2], split only
+    TileB* Bh = reinterpret_cast<TileB*>(smem + 2 * sizeof(TileA) * (kSplit ? 2 : 1));
+    TileB* Bl = Bh + 2;                           // [2], split only
+    pdl_wait();
+    pdl_launch_dependents();
+
+    const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+    const int KT = (p.K + BK - 1) / BK;
+
+    ALoader a;
+    auto issue = [&](int kt, int buf) {  // the async copies of step kt into buffer buf
+        issue_b(p, p.xh, n0, kt, Bh[buf]);
+        if constexpr (kSplit) issue_b(p, p.xl, n0, kt, Bl[buf]);
+        if constexpr (ALoader::kAsync) ALoader::issue(p, m0, kt, As[buf]);
+        cp_async_commit();
+    };
+
+    const int wm = warp % 4, wn = warp / 4;  // warp tile: rows 32 wm.., tokens 32 wn..
+    float acc[2][4][4];
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) acc[i][j][c] = 0.0f;
+
+    issue(0, 0);
+    if constexpr (!ALoader::kAsync) {
+        a.load(p, m0, 0);
+        a.store(As[0], kSplit ? Al[0] : nullptr);
+    }
+    cp_async_wait_all();
+    __syncthreads();
+    for (int kt = 0; kt < KT; ++kt) {
+        const int buf = kt % 2;
+        if (kt + 1 < KT) {
+            issue(kt + 1, buf ^ 1);
+            if constexpr (!ALoader::kAsync) a.load(p, m0, kt + 1);
+        }
+#pragma unroll
+        for (int ks = 0; ks < BK / 16; ++ks) {
+            uint32_t af[2][4], alf[2][4], bh[4][2], bl[4][2];
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                const int r = 32 * wm + 16 * i + lane % 16, c = ks * 16 + (lane / 16) * 8;
+                ldmatrix_x4(af[i], &As[buf][r][c]);
+                if constexpr (kSplit) ldmatrix_x4(alf[i], &Al[buf][r][c]);
+            }
+#pragma unroll
+            for (int jj = 0; jj < 2; ++jj) {
+                const int mi = lane / 8;
+                const int r = 32 * wn + 16 * jj + (mi / 2) * 8 + lane % 8, c = ks * 16 + (mi % 2) * 8;
+                uint32_t t4[4];
+                ldmatrix_x4(t4, &Bh[buf][r][c]);
+                bh[2 * jj][0] = t4[0];
+                bh[2 * jj][1] = t4[1];
+                bh[2 * jj + 1][0] = t4[2];
+                bh[2 * jj + 1][1] = t4[3];
+                if constexpr (kSplit) {
+                    ldmatrix_x4(t4, &Bl[buf][r][c]);
+                    bl[2 * jj][0] = t4[0];
+                    bl[2 * jj][1] = t4[1];
+                    bl[2 * jj + 1][0] = t4[2];
+                    bl[2 * jj + 1][1] = t4[3];
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    mma16816(acc[i][j], af[i], bh[j][0], bh[j][1]);
+                    if constexpr (kSplit) {
+                        mma16816(acc[i][j], af[i], bl[j][0], bl[j][1]);
+                        mma16816(acc[i][j], alf[i], bh[j][0], bh[j][1]);
+                    }
+                }
+        }
+        if constexpr (!ALoader::kAsync)
+            if (kt + 1 < KT) a.store(As[buf ^ 1], kSplit ? Al[buf ^ 1] : nullptr);
+        cp_async_wait_all();
+        __syncthreads();
+    }
+
+    // c0, c1: row g, tokens 2(lane%4) + {0, 1}; c2, c3: row g + 8
+    const int g = lane / 4, tc = 2 * (lane % 4);
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int c01 = 0; c01 < 2; ++c01) {
+            const int t = n0 + 32 * wn + 8 * j + tc + c01;
+            if (t >= p.n) continue;
+            const float unscale = 1.0f / p.scale[t];  // exact: a power of two
+            float* yt = p.y + static_cast<int64_t>(t) * p.ldy;
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const int m = m0 + 32 * wm + 16 * i + g + 8 * h;
+                    if (m >= p.M) continue;
+                    const float v = acc[i][j][2 * h + c01] * unscale + (p.bias ? p.bias[m] : 0.0f);
+                    if (p.ep == static_cast<int>(Epilogue::add)) yt[m] += v;
+                    else yt[m] = p.ep == static_cast<int>(Epilogue::gelu) ? gelu_tanh(v) : v;
+                }
+        }
+}
+
+template <class ALoader>
+void run(const GemmParams& p, const Launch& l) {
+    constexpr size_t smem = smem_bytes<ALoader::kSplit>();
+    auto kernel = gemm_kernel<ALoader>;
+    if (smem > 48 * 1024)
+        PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    launch(kernel, dim3(ceil_div(p.M, BM), ceil_div(p.n, BN)), dim3(256), smem, l, p);
+}
+
+template <class F>
+void run_quant(GemmParams p, const Tensor& W, const Launch& l) {
+    p.w.nb = W.ne0 / F::kBlock;
+    p.w.bits = static_cast<const uint8_t*>(W.data);
+    p.w.rest = p.w.bits + W.ne1 * p.w.nb * F::kBits;
+    run<QuantA<F>>(p, l);
+}
+
+// ---- row helpers
+// The GEMM's activations: each row scaled by a power of two that puts its
+// largest magnitude in [2^14, 2^15) (1 for a row of zeros, or with a
+// non-finite value, which then shows in the result), as f16 (high part, and
+// low part when split), zero-padded to Kp.
+__global__ void convert_rows_kernel(const float* x, int K, int Kp, bool split, __half* xh, __half* xl, float* scale) {
+    __shared__ float red[32];
+    __shared__ float row_scale;
+    pdl_wait();
+    pdl_launch_dependents();
+    const float* xr = x + static_cast<int64_t>(blockIdx.x) * K;
+    float m = 0.0f;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) m = fmaxf(m, fabsf(xr[k]));
+    m = warp_max(m);
+    const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+    if (lane == 0) red[warp] = m;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 0; w < static_cast<int>(blockDim.x / kWarp); ++w) m = fmaxf(m, red[w]);
+        row_scale = m > 0.0f && m <= 3.4e38f ? ldexpf(1.0f, min(14 - ilogbf(m), 126)) : 1.0f;
+        scale[blockIdx.x] = row_scale;
+    }
+    __syncthreads();
+    const float s = row_scale;
+    __half* hr = xh + static_cast<int64_t>(blockIdx.x) * Kp;
+    __half* lr = split ? xl + static_cast<int64_t>(blockIdx.x) * Kp : nullptr;
+    for (int k = threadIdx.x; k < Kp; k += blockDim.x) {
+        const float v = k < K ? xr[k] * s : 0.0f;
+        const __half h = __float2half_rn(v);
+        hr[k] = h;
+        if (split) lr[k] = __float2half_rn(v - __half2float(h));
+    }
+}
+
+__global__ void norm_rows_kernel(const float* x, int dim, int kind, const float* w, const float* b, float eps,
+                                 float* y) {
+    __shared__ float red[32];
+    pdl_wait();
+    pdl_launch_dependents();
+    const float* xr = x + static_cast<int64_t>(blockIdx.x) * dim;
+    float* yr = y + static_cast<int64_t>(blockIdx.x) * dim;
+    float s = 0.0f, mean = 0.0f;
+    if (kind == static_cast<int>(NormKind::layer)) {
+        for (int k = threadIdx.x; k < dim; k += blockDim.x) s += xr[k];
+        mean = block_sum(s, red) / static_cast<float>(dim);
+        s = 0.0f;
+        for (int k = threadIdx.x; k < dim; k += blockDim.x) s += (xr[k] - mean) * (xr[k] - mean);
+    } else {
+        for (int k = threadIdx.x; k < dim; k += blockDim.x) s += xr[k] * xr[k];
+    }
+    const float inv = 1.0f / sqrtf(block_sum(s, red) / static_cast<float>(dim) + eps);
+    for (int k = threadIdx.x; k < dim; k += blockDim.x) {
+        const float v = (xr[k] - mean) * inv * w[k];
+        yr[k] = kind == static_cast<int>(NormKind::layer) && b ? v + b[k] : v;
+    }
+}
+
+__global__ void swiglu_kernel(const float* gu, int n_rows, int ff, float* y) {
+    pdl_wait();
+    pdl_launch_dependents();
+    const int64_t total = static_cast<int64_t>(n_rows) * ff;
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        const int64_t r = i / ff, c = i % ff;
+        const float g = gu[r * 2 * ff + c], u = gu[r * 2 * ff + ff + c];
+        y[i] = g / (1.0f + expf(-g)) * u;
+    }
+}
+
+} // namespace
+
+size_t gemm_workspace(int n, int64_t K) {
+    const size_t Kp = static_cast<size_t>((K + BK - 1) / BK * BK);
+    return 2 * n * Kp * sizeof(__half) + n * sizeof(float) + 256;
+}
+
+void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep, void* ws,
+          const Launch& l) {
+    GemmParams p;
+    p.K = static_cast<int>(W.ne0);
+    p.Kp = (p.K + BK - 1) / BK * BK;
+    p.M = static_cast<int>(W.ne1);
+    p.n = n;
+    p.ldy = ldy;
+    p.bias = bias;
+    p.y = y;
+    p.ep = static_cast<int>(ep);
+    auto* xh = static_cast<__half*>(ws);
+    __half* xl = xh + static_cast<size_t>(n) * p.Kp;
+    auto* scale = reinterpret_cast<float*>(xl + static_cast<size_t>(n) * p.Kp);
+    const bool split = W.type == DType::F32;
+    launch(convert_rows_kernel, dim3(n), dim3(256), 0, l, x, p.K, p.Kp, split, xh, xl, scale);
+    p.xh = xh;
+    p.xl = xl;
+    p.scale = scale;
+    if (W.type == DType::F32 || W.type == DType::F16 || W.type == DType::BF16) {
+        p.wf = static_cast<const uint8_t*>(W.data);
+        p.row_bytes = static_cast<int64_t>(W.row_bytes());
+    }
+    switch (W.type) {
+        case DType::F32: return run<FloatA<float>>(p, l);
+        case DType::F16:
+            if (p.K % 8 == 0) return run<F16AsyncA>(p, l);
+            return run<FloatA<__half>>(p, l);
+        case DType::BF16: return run<FloatA<__nv_bfloat16>>(p, l);
+        case DType::Q4_0: return run_quant<FmtQ4_0>(p, W, l);
+        case DType::Q4_1: return run_quant<FmtQ4_1>(p, W, l);
+        case DType::Q5_0: return run_quant<FmtQ5_0>(p, W, l);
+        case DType::Q5_1: return run_quant<FmtQ5_1>(p, W, l);
+        case DType::Q8_0: return run_quant<FmtQ8_0>(p, W, l);
+        case DType::IQ4_NL: return run_quant<FmtIQ4_NL>(p, W, l);
+        case DType::Q2_K: return run_quant<FmtQ2_K>(p, W, l);
+        case DType::Q3_K: return run_quant<FmtQ3_K>(p, W, l);
+        case DType::Q4_K: return run_quant<FmtQ4_K>(p, W, l);
+        case DType::Q5_K: return run_quant<FmtQ5_K>(p, W, l);
+        case DType::Q6_K: return run_quant<FmtQ6_K>(p, W, l);
+        case DType::IQ4_XS: return run_quant<FmtIQ4_XS>(p, W, l);
+        default: fail(ErrorKind::unsupported, "no CUDA kernel for tensor type ", dtype_name(W.type));
+    }
+}
+
+void norm_rows(const float* x, int n_rows, int dim, const RowNorm& norm, float* y, const Launch& l) {
+    launch(norm_rows_kernel, dim3(n_rows), dim3(256), 0, l, x, dim, static_cast<int>(norm.kind), norm.w, norm.b,
+           norm.eps, y);
+}
+
+void swiglu_rows(const float* gate_up, int n_rows, int ff, float* y, const Launch& l) {
+    const int64_t total = static_cast<int64_t>(n_rows) * ff;
+    const int blocks = static_cast<int>(std::min<int64_t>((total + 255) / 256, 65535));
+    launch(swiglu_kernel, dim3(blocks), dim3(256), 0, l, gate_up, n_rows, ff, y);
+}
+
+} // namespace phi::cuda

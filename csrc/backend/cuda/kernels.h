@@ -1,0 +1,69 @@
+// Launchers of the CUDA kernels, one .cu per op family; the backend
+// (cuda_backend.cu) decides which to call.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backend/backend.h"
+#include "backend/cuda/common.cuh"
+
+namespace phi::cuda {
+
+// A matmul as the kernels see it: W in the backend's layout (planar for
+// quantized types, rows for float ones), activations x [n, K] (f32), output
+// y [n, ldy] (ldy = W.ne1, or W.ne1 / 2 for swiglu).
+struct MatmulJob {
+    Tensor W;
+    const float* x = nullptr;
+    int n = 0;
+    float* y = nullptr;
+    const float* bias = nullptr;
+    RowNorm norm;
+    Epilogue ep = Epilogue::store;
+};
+
+// Decode: up to kMatvecMaxTokens tokens, norm and epilogue fused. Takes the
+// job when the activations fit in shared memory and the vectors are 16-byte
+// aligned; matvec() returns false (launching nothing) otherwise.
+constexpr int kMatvecMaxTokens = 8;
+bool matvec_takes(const MatmulJob& j);
+bool matvec(const MatmulJob& j, const Launch& l, int sm_count, int warps_per_cta, int ctas_per_sm);
+
+// Prefill on tensor cores: y[n, ldy] (columns [0, W.ne1)) = epilogue(x . W^T + bias)
+// for Epilogue::store, add or gelu (x already normalized). ws: gemm_workspace(n, K)
+// bytes of scratch for the activations in f16.
+size_t gemm_workspace(int n, int64_t K);
+void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep, void* ws,
+          const Launch& l);
+
+// Row-wise helpers of the prefill path.
+void norm_rows(const float* x, int n_rows, int dim, const RowNorm& norm, float* y, const Launch& l);
+void swiglu_rows(const float* gate_up, int n_rows, int ff, float* y, const Launch& l);
+
+// out[i] = table row ids[i] as f32.
+void get_rows(const Tensor& table, const int32_t* ids, int n, float* out, const Launch& l);
+
+// QK-norm, rotary and cache write for the step's n_tok tokens at positions *pos0...
+void attention_input(const QKVRows& t, int n_tok, const AttentionParams& p, const QKNorm& qk,
+                     const RopeParams& rope, const KVCache& cache, const int* pos0, const Launch& l);
+
+// Attention scratch: partial results of key splits and a counter per tile.
+struct AttentionWorkspace {
+    float* partial = nullptr;  // [tiles * splits * rows_per_tile * (head_dim + 2)]
+    int* counters = nullptr;   // [tiles], zero between launches
+};
+// Tiles (of query rows) and splits (of keys) a launch will use, to size the workspace.
+struct AttentionPlan {
+    int tiles = 0, splits = 1, rows_per_tile = 0;
+    size_t partial_floats() const;
+};
+AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, int sm_count);
+void attention(const float* q, int64_t q_stride, int t0, int n_q, int n_tok, const KVCache& cache,
+               const AttentionParams& p, const AttentionPlan& plan, const AttentionWorkspace& ws, const int* pos0,
+               float* out, const Launch& l);
+
+// *p = v (the step's position, where the kernels read it).
+void set_int(int* p, int v, const Launch& l);
+
+} // namespace phi::cuda

@@ -1,0 +1,497 @@
+// Decode matmuls: y = epilogue(norm(x) . W^T + bias) for up to
+// kMatvecMaxTokens tokens, in one kernel per matmul.
+//
+// Each CTA first stages the activations in shared memory (normalized when the
+// block's input norm is fused here; for quantized weights also rounded to
+// 8 bits per 32 elements, as llama.cpp and our CPU decode do), then its warps
+// stream weight rows: a warp owns two rows (for SwiGLU, a gate row and its up
+// row), each lane a strided set of 32-element units, so a warp's loads of a
+// row are contiguous. Quantized units are dotted with dp4a against the 8-bit
+// activations; float weights with f32 FMAs. Weights of a CTA's first rows are
+// prefetched into L2 before it waits for the kernel before it (PDL).
+#include <algorithm>
+
+#include "backend/cuda/formats.cuh"
+#include "backend/cuda/kernels.h"
+
+namespace phi::cuda {
+namespace {
+
+
+struct MatvecParams {
+    PlanarView w;                 // quantized weights
+    const uint8_t* wf = nullptr;  // float weights, rows of row_bytes
+    int64_t row_bytes = 0;
+    int K = 0, M = 0, n = 0, ldy = 0;
+    const float* x = nullptr;
+    const float* bias = nullptr;
+    float* y = nullptr;
+    int norm = 0;  // NormKind
+    const float* nw = nullptr;
+    const float* nb = nullptr;
+    float eps = 0.0f;
+    int ep = 0;  // Epilogue
+    int tasks = 0;
+};
+
+__device__ __forceinline__ float gelu_tanh(float v) {
+    // 0.5 v (1 + tanh(u)) = v * sigmoid(2u): no cancellation for v < 0
+    const float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+    return v / (1.0f + expf(-2.0f * u));
+}
+__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+
+// Sums of two values over the block; every thread gets both.
+__device__ __forceinline__ float2 block_sum2(float a, float b, float2* red) {
+    const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, nw = blockDim.x / kWarp;
+    a = warp_sum(a);
+    b = warp_sum(b);
+    __syncthreads();  // red may still be read from the previous call
+    if (lane == 0) red[warp] = make_float2(a, b);
+    __syncthreads();
+    const float2 v = lane < nw ? red[lane] : make_float2(0.0f, 0.0f);
+    return make_float2(warp_sum(v.x), warp_sum(v.y));
+}
+
+// The activation row's norm as y = (x - mean) * inv * w (+ b): mean and inv
+// from one pass over x (sums of x - x[0] and of its square, so a large mean
+// does not cancel). The loads of a pass are issued together, several per thread.
+struct NormStats {
+    float mean = 0.0f, inv = 1.0f;
+};
+
+__device__ NormStats row_stats(const float* x, int K, int kind, float eps, float2* red) {
+    NormStats st;
+    if (kind == static_cast<int>(NormKind::none)) return st;
+    const float x0 = kind == static_cast<int>(NormKind::layer) ? x[0] : 0.0f;
+    float s1 = 0.0f, s2 = 0.0f;
+    if (K % 4 == 0) {
+        const float4* x4 = reinterpret_cast<const float4*>(x);
+#pragma unroll 4
+        for (int c = threadIdx.x; c < K / 4; c += blockDim.x) {
+            const float4 v = x4[c];
+            const float a = v.x - x0, b = v.y - x0, d = v.z - x0, e = v.w - x0;
+            s1 += (a + b) + (d + e);
+            s2 += (a * a + b * b) + (d * d + e * e);
+        }
+    } else {
+        for (int k = threadIdx.x; k < K; k += blockDim.x) {
+            const float a = x[k] - x0;
+            s1 += a;
+            s2 += a * a;
+        }
+    }
+    const float2 t = block_sum2(s1, s2, red);
+    const float m1 = t.x / static_cast<float>(K);
+    if (kind == static_cast<int>(NormKind::layer)) {
+        st.mean = x0 + m1;
+        st.inv = 1.0f / sqrtf(fmaxf(t.y / static_cast<float>(K) - m1 * m1, 0.0f) + eps);
+    } else {
+        st.inv = 1.0f / sqrtf(t.y / static_cast<float>(K) + eps);
+    }
+    return st;
+}
+
+// Elements k..k+3 of the row, normalized.
+__device__ __forceinline__ float4 normed4(const MatvecParams& p, float4 v, int k, const NormStats& st) {
+    if (p.norm == static_cast<int>(NormKind::none)) return v;
+    const float4 w = *reinterpret_cast<const float4*>(p.nw + k);
+    float4 b = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (p.norm == static_cast<int>(NormKind::layer) && p.nb) b = *reinterpret_cast<const float4*>(p.nb + k);
+    return make_float4((v.x - st.mean) * st.inv * w.x + b.x, (v.y - st.mean) * st.inv * w.y + b.y,
+                       (v.z - st.mean) * st.inv * w.z + b.z, (v.w - st.mean) * st.inv * w.w + b.w);
+}
+__device__ __forceinline__ float normed1(const MatvecParams& p, float v, int k, const NormStats& st) {
+    if (p.norm == static_cast<int>(NormKind::none)) return v;
+    const float b = p.norm == static_cast<int>(NormKind::layer) && p.nb ? p.nb[k] : 0.0f;
+    return (v - st.mean) * st.inv * p.nw[k] + b;
+}
+
+// Token t's activations as 8-bit codes per 32 elements (K % 32 == 0): each
+// thread takes 4 elements at a time, the 8 threads of a 32-element block find
+// its scale together (quant::Q8_0 arithmetic: d = amax / 127, q = round(x / d)),
+// and threads 0 and 4 of the block store the code sums of its two halves.
+__device__ void stage_q8(const MatvecParams& p, int t, int8_t* xq, int* xs, float* xd, float2* red) {
+    const float* xt = p.x + static_cast<int64_t>(t) * p.K;
+    const NormStats st = row_stats(xt, p.K, p.norm, p.eps, red);
+    const float4* x4 = reinterpret_cast<const float4*>(xt);
+    const int lane = threadIdx.x % kWarp;
+    const int nblk = p.K / 32;
+    // warp-uniform trip count (the shuffles need the whole warp); the 8 lanes
+    // of a block are all in range or all out (K / 4 is a multiple of 8)
+    for (int base = threadIdx.x - lane; base < p.K / 4; base += blockDim.x) {
+        const int c = base + lane;
+        const bool in = c < p.K / 4;
+        const float4 v = in ? normed4(p, x4[c], 4 * c, st) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+#pragma unroll
+        for (int o = 4; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        const float d = amax / 127.0f;
+        const float id = d > 0.0f ? 1.0f / d : 0.0f;
+        const int q0 = __float2int_rn(v.x * id), q1 = __float2int_rn(v.y * id);
+        const int q2 = __float2int_rn(v.z * id), q3 = __float2int_rn(v.w * id);
+        int s = q0 + q1 + q2 + q3;
+        s += __shfl_xor_sync(0xffffffffu, s, 2);
+        s += __shfl_xor_sync(0xffffffffu, s, 1);
+        if (!in) continue;
+        reinterpret_cast<int*>(xq + t * p.K)[c] =
+            (q0 & 0xFF) | ((q1 & 0xFF) << 8) | ((q2 & 0xFF) << 16) | (static_cast<int>(q3 & 0xFF) << 24);
+        const int b = c / 8;
+        if (lane % 8 == 0) xd[t * nblk + b] = d;
+        if (lane % 4 == 0) xs[(t * nblk + b) * 2 + (lane % 8) / 4] = s;
+    }
+}
+
+// Token t's activations as f32, normalized.
+__device__ void stage_f32(const MatvecParams& p, int t, float* xf, float2* red) {
+    const float* xt = p.x + static_cast<int64_t>(t) * p.K;
+    const NormStats st = row_stats(xt, p.K, p.norm, p.eps, red);
+    float* dst = xf + static_cast<int64_t>(t) * p.K;
+    if (p.K % 4 == 0) {
+        const float4* x4 = reinterpret_cast<const float4*>(xt);
+#pragma unroll 4
+        for (int c = threadIdx.x; c < p.K / 4; c += blockDim.x)
+            reinterpret_cast<float4*>(dst)[c] = normed4(p, x4[c], 4 * c, st);
+    } else {
+        for (int k = threadIdx.x; k < p.K; k += blockDim.x) dst[k] = normed1(p, xt[k], k, st);
+    }
+}
+
+// The rows of task `task`: two consecutive rows, or gate row o and up row o + M/2.
+__device__ __forceinline__ void task_rows(const MatvecParams& p, int task, int& r0, int& r1, bool& has1) {
+    if (p.ep == static_cast<int>(Epilogue::swiglu)) {
+        r0 = task;
+        r1 = task + p.M / 2;
+        has1 = true;
+    } else {
+        r0 = 2 * task;
+        has1 = r0 + 1 < p.M;
+        r1 = has1 ? r0 + 1 : r0;
+    }
+}
+
+__device__ __forceinline__ void write_out(const MatvecParams& p, int task, int t, float v0, float v1) {
+    int r0, r1;
+    bool has1;
+    task_rows(p, task, r0, r1, has1);
+    if (p.bias) {
+        v0 += p.bias[r0];
+        v1 += p.bias[r1];
+    }
+    float* y = p.y + static_cast<int64_t>(t) * p.ldy;
+    switch (p.ep) {
+        case static_cast<int>(Epilogue::swiglu): y[task] = silu(v0) * v1; return;
+        case static_cast<int>(Epilogue::add):
+            y[r0] += v0;
+            if (has1) y[r1] += v1;
+            return;
+        case static_cast<int>(Epilogue::gelu):
+            y[r0] = gelu_tanh(v0);
+            if (has1) y[r1] = gelu_tanh(v1);
+            return;
+        default:
+            y[r0] = v0;
+            if (has1) y[r1] = v1;
+    }
+}
+
+// L2 prefetch of this warp's first task's weight bytes (runs before pdl_wait).
+__device__ __forceinline__ void prefetch_rows(const uint8_t* a, const uint8_t* b, int64_t bytes) {
+    for (int64_t o = static_cast<int64_t>(threadIdx.x % kWarp) * 128; o < bytes; o += kWarp * 128) {
+        prefetch_l2(a + o);
+        prefetch_l2(b + o);
+    }
+}
+
+// kMaxTok: tokens the accumulators are sized for (1: decode's own build, lean in registers)
+template <class F, int kMaxTok>
+__global__ void matvec_quant(MatvecParams p) {
+    extern __shared__ __align__(16) uint8_t smem[];
+    __shared__ float2 red[32];
+    const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, nw = blockDim.x / kWarp;
+    const int nblk = p.K / 32;
+    const int units = static_cast<int>(p.w.nb) * F::kUnits;  // per row (= 32-element blocks)
+    constexpr int U = F::kBits <= 32 ? 4 : 2;                 // units in flight per row and lane
+    int task = blockIdx.x * nw + warp;
+    int r[2];
+    bool has1;
+    // Weights never change: this warp's first units go into registers (and the
+    // rest of its first rows into L2) before waiting for the kernel before.
+    typename F::Raw raw[U][2];
+    bool preloaded = task < p.tasks;
+    if (preloaded) {
+        task_rows(p, task, r[0], r[1], has1);
+#pragma unroll
+        for (int j = 0; j < U; ++j) {
+            const int uu = lane + j * kWarp;
+            if (uu < units) {
+                raw[j][0] = load_unit<F>(p.w, r[0], uu);
+                raw[j][1] = load_unit<F>(p.w, r[1], uu);
+            }
+        }
+        prefetch_rows(p.w.bits + r[0] * p.w.nb * F::kBits, p.w.bits + r[1] * p.w.nb * F::kBits, p.w.nb * F::kBits);
+    }
+    pdl_wait();
+    pdl_launch_dependents();
+
+    int8_t* xq = reinterpret_cast<int8_t*>(smem);                   // [n][K] 8-bit codes
+    int* xs = reinterpret_cast<int*>(smem + p.n * p.K);             // [n][nblk][2] their sums per 16
+    float* xd = reinterpret_cast<float*>(xs + 2 * p.n * nblk);      // [n][nblk] scales
+    for (int t = 0; t < p.n; ++t) stage_q8(p, t, xq, xs, xd, red);
+    __syncthreads();
+
+    for (; task < p.tasks; task += gridDim.x * nw) {
+        task_rows(p, task, r[0], r[1], has1);
+        float acc[2][kMaxTok];
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int t = 0; t < kMaxTok; ++t) acc[i][t] = 0.0f;
+        for (int u0 = lane; u0 < units; u0 += kWarp * U) {
+            if (!preloaded) {
+#pragma unroll
+                for (int j = 0; j < U; ++j) {
+                    const int uu = u0 + j * kWarp;
+                    if (uu < units) {
+                        raw[j][0] = load_unit<F>(p.w, r[0], uu);
+                        raw[j][1] = load_unit<F>(p.w, r[1], uu);
+                    }
+                }
+            }
+            preloaded = false;
+#pragma unroll
+            for (int j = 0; j < U; ++j) {
+                const int uu = u0 + j * kWarp;
+                if (uu >= units) break;
+#pragma unroll
+                for (int i = 0; i < 2; ++i) {
+                    Unit un;
+                    F::unpack(raw[j][i], uu % F::kUnits, un);
+#pragma unroll
+                    for (int t = 0; t < kMaxTok; ++t) {
+                        if (t >= p.n) break;
+                        const int4* a = reinterpret_cast<const int4*>(xq + t * p.K + uu * 32);
+                        const int4 a0 = a[0], a1 = a[1];
+                        int s0 = __dp4a(un.q[0], a0.x, 0);
+                        s0 = __dp4a(un.q[1], a0.y, s0);
+                        s0 = __dp4a(un.q[2], a0.z, s0);
+                        s0 = __dp4a(un.q[3], a0.w, s0);
+                        int s1 = __dp4a(un.q[4], a1.x, 0);
+                        s1 = __dp4a(un.q[5], a1.y, s1);
+                        s1 = __dp4a(un.q[6], a1.z, s1);
+                        s1 = __dp4a(un.q[7], a1.w, s1);
+                        const int2 hs = reinterpret_cast<const int2*>(xs)[t * nblk + uu];
+                        acc[i][t] += xd[t * nblk + uu] *
+                                     (un.d[0] * static_cast<float>(s0) + un.d[1] * static_cast<float>(s1) +
+                                      un.m[0] * static_cast<float>(hs.x) + un.m[1] * static_cast<float>(hs.y));
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < kMaxTok; ++t) {
+            if (t >= p.n) break;
+            const float v0 = warp_sum(acc[0][t]), v1 = warp_sum(acc[1][t]);
+            if (lane == t % kWarp) write_out(p, task, t, v0, v1);
+        }
+    }
+}
+
+// Float weights: f32 activations in shared memory, kVec elements per load
+// (16 bytes) when rows are 16-byte multiples, else one at a time.
+template <class T, int kVec, int kMaxTok>
+__global__ void matvec_float(MatvecParams p) {
+    extern __shared__ __align__(16) uint8_t smem[];
+    __shared__ float2 red[32];
+    const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, nw = blockDim.x / kWarp;
+    constexpr int U = kVec > 1 ? 4 : 1;  // 16-byte loads in flight per row and lane
+    int task = blockIdx.x * nw + warp;
+    int r[2];
+    bool has1;
+    const uint8_t* row[2] = {nullptr, nullptr};
+    // the first loads of this warp's first rows before waiting for the kernel before
+    uint4 raw[U][2];
+    bool preloaded = kVec > 1 && task < p.tasks;
+    if (task < p.tasks) {
+        task_rows(p, task, r[0], r[1], has1);
+        row[0] = p.wf + r[0] * p.row_bytes;
+        row[1] = p.wf + r[1] * p.row_bytes;
+        if constexpr (kVec > 1) {
+#pragma unroll
+            for (int j = 0; j < U; ++j) {
+                const int k = (lane + j * kWarp) * kVec;
+                if (k < p.K) {
+                    raw[j][0] = ld_u4(row[0] + k * sizeof(T));
+                    raw[j][1] = ld_u4(row[1] + k * sizeof(T));
+                }
+            }
+        }
+        prefetch_rows(row[0], row[1], p.row_bytes);
+    }
+    pdl_wait();
+    pdl_launch_dependents();
+
+    float* xf = reinterpret_cast<float*>(smem);  // [n][K]
+    for (int t = 0; t < p.n; ++t) stage_f32(p, t, xf, red);
+    __syncthreads();
+
+    for (; task < p.tasks; task += gridDim.x * nw) {
+        task_rows(p, task, r[0], r[1], has1);
+        row[0] = p.wf + r[0] * p.row_bytes;
+        row[1] = p.wf + r[1] * p.row_bytes;
+        float acc[2][kMaxTok];
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int t = 0; t < kMaxTok; ++t) acc[i][t] = 0.0f;
+        if constexpr (kVec > 1) {
+            for (int k0 = lane * kVec; k0 < p.K; k0 += kWarp * kVec * U) {
+                if (!preloaded) {
+#pragma unroll
+                    for (int j = 0; j < U; ++j) {
+                        const int k = k0 + j * kWarp * kVec;
+                        if (k < p.K) {
+                            raw[j][0] = ld_u4(row[0] + k * sizeof(T));
+                            raw[j][1] = ld_u4(row[1] + k * sizeof(T));
+                        }
+                    }
+                }
+                preloaded = false;
+#pragma unroll
+                for (int j = 0; j < U; ++j) {
+                    const int k = k0 + j * kWarp * kVec;
+                    if (k >= p.K) break;
+#pragma unroll
+                    for (int i = 0; i < 2; ++i) {
+                        float w[kVec];
+                        const uint8_t* rb = reinterpret_cast<const uint8_t*>(&raw[j][i]);
+#pragma unroll
+                        for (int e = 0; e < kVec; ++e) w[e] = FloatFmt<T>::get(rb, e);
+#pragma unroll
+                        for (int t = 0; t < kMaxTok; ++t) {
+                            if (t >= p.n) break;
+                            const float* xv = xf + t * p.K + k;
+                            float s = 0.0f;
+#pragma unroll
+                            for (int e = 0; e < kVec; e += 4) {
+                                const float4 x4 = *reinterpret_cast<const float4*>(xv + e);
+                                s += w[e] * x4.x + w[e + 1] * x4.y + w[e + 2] * x4.z + w[e + 3] * x4.w;
+                            }
+                            acc[i][t] += s;
+                        }
+                    }
+                }
+            }
+        } else {
+            for (int k = lane; k < p.K; k += kWarp) {
+                const float w0 = FloatFmt<T>::get(row[0], k), w1 = FloatFmt<T>::get(row[1], k);
+#pragma unroll
+                for (int t = 0; t < kMaxTok; ++t) {
+                    if (t >= p.n) break;
+                    acc[0][t] += w0 * xf[t * p.K + k];
+                    acc[1][t] += w1 * xf[t * p.K + k];
+                }
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < kMaxTok; ++t) {
+            if (t >= p.n) break;
+            const float v0 = warp_sum(acc[0][t]), v1 = warp_sum(acc[1][t]);
+            if (lane == t % kWarp) write_out(p, task, t, v0, v1);
+        }
+    }
+}
+
+constexpr size_t kSmemLimit = 200 * 1024;
+
+// Shared memory for the staged activations of n tokens.
+size_t matvec_smem(const Tensor& W, int n) {
+    const bool is_float = W.type == DType::F32 || W.type == DType::F16 || W.type == DType::BF16;
+    return is_float ? static_cast<size_t>(n) * W.ne0 * sizeof(float)
+                    : static_cast<size_t>(n) * (W.ne0 + W.ne0 / 32 * 12);
+}
+
+template <class Kernel>
+bool run(Kernel kernel, const MatvecParams& p, size_t smem, const Launch& l, int sm_count, int warps,
+         int ctas_per_sm) {
+    if (smem > kSmemLimit) return false;
+    if (smem > 48 * 1024)
+        PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    // one wave: as many CTAs as fit on the GPU at once (each stages the activations once), or fewer
+    int fit = 0;
+    PHI_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kernel, warps * kWarp, smem));
+    const int ctas = std::max(1, std::min(ceil_div(p.tasks, warps), sm_count * std::max(1, std::min(fit, ctas_per_sm))));
+    launch(kernel, dim3(ctas), dim3(warps * kWarp), smem, l, p);
+    return true;
+}
+
+template <class F>
+bool run_quant(MatvecParams p, const Tensor& W, const Launch& l, int sm, int warps, int cps) {
+    p.w.nb = W.ne0 / F::kBlock;
+    p.w.bits = static_cast<const uint8_t*>(W.data);
+    p.w.rest = p.w.bits + W.ne1 * p.w.nb * F::kBits;
+    if (p.n == 1) return run(matvec_quant<F, 1>, p, matvec_smem(W, p.n), l, sm, warps, cps);
+    return run(matvec_quant<F, kMatvecMaxTokens>, p, matvec_smem(W, p.n), l, sm, warps, cps);
+}
+
+template <class T>
+bool run_float(MatvecParams p, const Tensor& W, const Launch& l, int sm, int warps, int cps) {
+    p.wf = static_cast<const uint8_t*>(W.data);
+    p.row_bytes = static_cast<int64_t>(W.row_bytes());
+    const size_t smem = matvec_smem(W, p.n);
+    constexpr int kVec = 16 / sizeof(T);
+    if (p.row_bytes % 16 == 0) {
+        if (p.n == 1) return run(matvec_float<T, kVec, 1>, p, smem, l, sm, warps, cps);
+        return run(matvec_float<T, kVec, kMatvecMaxTokens>, p, smem, l, sm, warps, cps);
+    }
+    return run(matvec_float<T, 1, kMatvecMaxTokens>, p, smem, l, sm, warps, cps);
+}
+
+} // namespace
+
+bool aligned16(const void* a, const void* b, const void* c) {
+    return ((reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(b) | reinterpret_cast<uintptr_t>(c)) & 15) == 0;
+}
+
+bool matvec_takes(const MatmulJob& j) {
+    return j.n <= kMatvecMaxTokens && matvec_smem(j.W, j.n) <= kSmemLimit && aligned16(j.x, j.norm.w, j.norm.b);
+}
+
+bool matvec(const MatmulJob& j, const Launch& l, int sm_count, int warps_per_cta, int ctas_per_sm) {
+    if (!matvec_takes(j)) return false;
+    MatvecParams p;
+    p.K = static_cast<int>(j.W.ne0);
+    p.M = static_cast<int>(j.W.ne1);
+    p.n = j.n;
+    p.x = j.x;
+    p.y = j.y;
+    p.bias = j.bias;
+    p.norm = static_cast<int>(j.norm.kind);
+    p.nw = j.norm.w;
+    p.nb = j.norm.b;
+    p.eps = j.norm.eps;
+    p.ep = static_cast<int>(j.ep);
+    p.ldy = j.ep == Epilogue::swiglu ? p.M / 2 : p.M;
+    p.tasks = j.ep == Epilogue::swiglu ? p.M / 2 : (p.M + 1) / 2;
+    const int sm = sm_count, w = warps_per_cta, c = ctas_per_sm;
+    switch (j.W.type) {
+        case DType::F32: return run_float<float>(p, j.W, l, sm, w, c);
+        case DType::F16: return run_float<__half>(p, j.W, l, sm, w, c);
+        case DType::BF16: return run_float<__nv_bfloat16>(p, j.W, l, sm, w, c);
+        case DType::Q4_0: return run_quant<FmtQ4_0>(p, j.W, l, sm, w, c);
+        case DType::Q4_1: return run_quant<FmtQ4_1>(p, j.W, l, sm, w, c);
+        case DType::Q5_0: return run_quant<FmtQ5_0>(p, j.W, l, sm, w, c);
+        case DType::Q5_1: return run_quant<FmtQ5_1>(p, j.W, l, sm, w, c);
+        case DType::Q8_0: return run_quant<FmtQ8_0>(p, j.W, l, sm, w, c);
+        case DType::IQ4_NL: return run_quant<FmtIQ4_NL>(p, j.W, l, sm, w, c);
+        case DType::Q2_K: return run_quant<FmtQ2_K>(p, j.W, l, sm, w, c);
+        case DType::Q3_K: return run_quant<FmtQ3_K>(p, j.W, l, sm, w, c);
+        case DType::Q4_K: return run_quant<FmtQ4_K>(p, j.W, l, sm, w, c);
+        case DType::Q5_K: return run_quant<FmtQ5_K>(p, j.W, l, sm, w, c);
+        case DType::Q6_K: return run_quant<FmtQ6_K>(p, j.W, l, sm, w, c);
+        case DType::IQ4_XS: return run_quant<FmtIQ4_XS>(p, j.W, l, sm, w, c);
+        default: fail(ErrorKind::unsupported, "no CUDA kernel for tensor type ", dtype_name(j.W.type));
+    }
+}
+
+} // namespace phi::cuda

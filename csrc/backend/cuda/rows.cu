@@ -1,0 +1,88 @@
+// Row reads: embedding rows of any weight type as f32 (get_rows), and the
+// step position the other kernels read.
+#include <algorithm>
+
+#include "backend/cuda/formats.cuh"
+#include "backend/cuda/kernels.h"
+
+namespace phi::cuda {
+namespace {
+
+template <class F>
+__global__ void get_rows_quant(PlanarView w, const int32_t* ids, int units, int64_t K, float* out) {
+    pdl_wait();
+    pdl_launch_dependents();
+    const int unit = blockIdx.x * blockDim.x + threadIdx.x;
+    if (unit >= units) return;
+    const int i = blockIdx.y;
+    Unit u;
+    F::unpack(load_unit<F>(w, ids[i], unit), unit % F::kUnits, u);
+    float* o = out + i * K + static_cast<int64_t>(unit) * 32;
+#pragma unroll
+    for (int e = 0; e < 32; ++e) {
+        const int h = e / 16;
+        o[e] = u.d[h] * static_cast<float>(static_cast<int8_t>((u.q[e / 4] >> (8 * (e % 4))) & 0xFF)) + u.m[h];
+    }
+}
+
+template <class T>
+__global__ void get_rows_float(const uint8_t* w, int64_t row_bytes, const int32_t* ids, int64_t K, float* out) {
+    pdl_wait();
+    pdl_launch_dependents();
+    const int i = blockIdx.y;
+    const uint8_t* row = w + ids[i] * row_bytes;
+    for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < K;
+         k += static_cast<int64_t>(gridDim.x) * blockDim.x)
+        out[i * K + k] = FloatFmt<T>::get(row, k);
+}
+
+__global__ void set_int_kernel(int* p, int v) {
+    pdl_wait();
+    pdl_launch_dependents();
+    *p = v;
+}
+
+template <class F>
+void run_quant(const Tensor& t, const int32_t* ids, int n, float* out, const Launch& l) {
+    PlanarView w;
+    w.nb = t.ne0 / F::kBlock;
+    w.bits = static_cast<const uint8_t*>(t.data);
+    w.rest = w.bits + t.ne1 * w.nb * F::kBits;
+    const int units = static_cast<int>(w.nb) * F::kUnits;
+    launch(get_rows_quant<F>, dim3(ceil_div(units, 128), n), dim3(128), 0, l, w, ids, units, t.ne0, out);
+}
+
+template <class T>
+void run_float(const Tensor& t, const int32_t* ids, int n, float* out, const Launch& l) {
+    const int blocks = std::max(1, std::min(ceil_div(t.ne0, 256), 64));
+    launch(get_rows_float<T>, dim3(blocks, n), dim3(256), 0, l, static_cast<const uint8_t*>(t.data),
+           static_cast<int64_t>(t.row_bytes()), ids, t.ne0, out);
+}
+
+} // namespace
+
+void get_rows(const Tensor& t, const int32_t* ids, int n, float* out, const Launch& l) {
+    if (n <= 0) return;
+    switch (t.type) {
+        case DType::F32: return run_float<float>(t, ids, n, out, l);
+        case DType::F16: return run_float<__half>(t, ids, n, out, l);
+        case DType::BF16: return run_float<__nv_bfloat16>(t, ids, n, out, l);
+        case DType::Q4_0: return run_quant<FmtQ4_0>(t, ids, n, out, l);
+        case DType::Q4_1: return run_quant<FmtQ4_1>(t, ids, n, out, l);
+        case DType::Q5_0: return run_quant<FmtQ5_0>(t, ids, n, out, l);
+        case DType::Q5_1: return run_quant<FmtQ5_1>(t, ids, n, out, l);
+        case DType::Q8_0: return run_quant<FmtQ8_0>(t, ids, n, out, l);
+        case DType::IQ4_NL: return run_quant<FmtIQ4_NL>(t, ids, n, out, l);
+        case DType::Q2_K: return run_quant<FmtQ2_K>(t, ids, n, out, l);
+        case DType::Q3_K: return run_quant<FmtQ3_K>(t, ids, n, out, l);
+        case DType::Q4_K: return run_quant<FmtQ4_K>(t, ids, n, out, l);
+        case DType::Q5_K: return run_quant<FmtQ5_K>(t, ids, n, out, l);
+        case DType::Q6_K: return run_quant<FmtQ6_K>(t, ids, n, out, l);
+        case DType::IQ4_XS: return run_quant<FmtIQ4_XS>(t, ids, n, out, l);
+        default: fail(ErrorKind::unsupported, "no CUDA kernel for tensor type ", dtype_name(t.type));
+    }
+}
+
+void set_int(int* p, int v, const Launch& l) { launch(set_int_kernel, dim3(1), dim3(1), 0, l, p, v); }
+
+} // namespace phi::cuda
