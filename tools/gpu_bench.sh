@@ -21,6 +21,8 @@ cd "$(dirname "$0")/.."
 WHAT=${1:-all}
 OUT=${OUT:-/tmp/gpu_bench}
 ROUNDS=${ROUNDS:-2}
+FILES=${FILES:-phi3-f16 phi3-q8_0 phi3-q4_k_m phi3-q4_0 phi2-f16 phi2-q8_0 phi2-q4_k_m phi2-q4_0}
+want() { case " $FILES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 M=${MODELS:-/tmp/m}
 L=/tmp/gpu_logs
 mkdir -p "$OUT" "$M" "$L"
@@ -48,14 +50,17 @@ gen() {  # shape vocab
   [ -f $M/$1-f16.gguf ] || python3 .bench/mkrand_gguf.py $1 .bench/vocab/$2 $M/$1-f16.tmp --dtype f16 > "$L/gen-$1.log" 2>&1 \
     && mv $M/$1-f16.tmp $M/$1-f16.gguf
 }
-gen phi3 ggml-vocab-phi-3.gguf & G1=$!
-gen phi2 ggml-vocab-gpt-2.gguf & G2=$!
+G1=; G2=
+case " $FILES" in *" phi3-"*) gen phi3 ggml-vocab-phi-3.gguf & G1=$! ;; esac
+case " $FILES" in *" phi2-"*) gen phi2 ggml-vocab-gpt-2.gguf & G2=$! ;; esac
 
 prepare() {
-  wait $G1 $G2
+  wait $G1 $G2 2>/dev/null
   for a in phi3 phi2; do
+    want $a-f16 || want $a-q8_0 || want $a-q4_k_m || want $a-q4_0 || continue
     [ -f $M/$a-f16.gguf ] || { log "no $a-f16.gguf: $(tail -2 "$L/gen-$a.log")"; continue; }
     for q in Q8_0 Q4_K_M Q4_0; do
+      want $a-$(echo $q | tr A-Z a-z) || continue
       f=$M/$a-$(echo $q | tr A-Z a-z).gguf
       [ -f $f ] || { python3 -m phicpp quantize $M/$a-f16.gguf $f.tmp $q -t "$(nproc)" > "$L/quant.log" 2>&1 \
         && mv $f.tmp $f; } || log "quantize $a $q failed: $(tail -2 "$L/quant.log")"
@@ -90,7 +95,7 @@ prepare
 : > "$OUT/bench.jsonl"
 for r in $(seq 1 "$ROUNDS"); do
   for a in phi3 phi2; do for q in f16 q8_0 q4_k_m q4_0; do
-    f=$M/$a-$q.gguf; [ -f $f ] || continue
+    f=$M/$a-$q.gguf; [ -f $f ] && want $a-$q || continue
     python3 -m phicpp bench -m $f -ngl 99 -p 512 -n 128 -r 3 -o json 2> "$L/phicpp-bench.err" \
       | python3 -c "import json,sys; [print(json.dumps(dict(x, engine='phicpp', file='$a-$q', round=$r))) for x in json.load(sys.stdin)]" \
       >> "$OUT/bench.jsonl" || log "phicpp bench $a-$q failed: $(tail -2 "$L/phicpp-bench.err")"
@@ -115,5 +120,15 @@ if command -v ncu > /dev/null && [ "${PROFILE:-1}" = 1 ]; then
     python3 tools/gpu_profile.py --summarize "$L/ncu-$f.csv" --steps 1 ${wall:+--wall-ms $wall} > "$OUT/profile-$f.txt"
     cat "$OUT/profile-$f.txt"
   done
+  if [ "${DETAIL:-0}" = 1 ]; then  # the matvec kernels up close: bandwidth, occupancy, stalls
+    for f in phi3-f16 phi3-q4_0; do
+      [ -f $M/$f.gguf ] || continue
+      timeout 120 ncu --clock-control none --profile-from-start off -k regex:matvec --launch-count 4 \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats \
+        --section LaunchStats python3 tools/gpu_profile.py $M/$f.gguf --profile --steps 1 > "$L/detail-$f.txt" 2>&1
+      grep -E "matvec|Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Stall|Warp Cycles Per Issued|Grid Size|Waves Per SM|Dynamic Shared" \
+        "$L/detail-$f.txt" | head -80 > "$OUT/detail-$f.txt"
+    done
+  fi
 fi
 log "done"

@@ -173,13 +173,6 @@ __global__ void attention_kernel(AttnParams p) {
     const int64_t kvw = static_cast<int64_t>(p.n_head_kv) * p.hd;
     const int nd = (p.hd + kWarp - 1) / kWarp;  // head slice per lane
 
-    for (int r = 0; r < nrows; ++r) {
-        const int rho = rho0 + r, t = rho / group, h = kvh * group + rho % group;
-        const float* qr = p.q + t * p.q_stride + h * p.hd;
-        for (int d = lane; d < p.hd; d += kWarp) qs[r * p.hd + d] = qr[d] * p.scale;
-    }
-    __syncwarp();
-
     const int min_pos = pos_base + rho0 / group, max_pos = pos_base + (rho0 + nrows - 1) / group;
     const int lo = p.window > 0 ? max(0, min_pos - p.window + 1) : 0, hi = max_pos + 1;
     const int chunk = ((hi - lo + p.splits - 1) / p.splits + kWarp - 1) / kWarp * kWarp;
@@ -195,16 +188,28 @@ __global__ void attention_kernel(AttnParams p) {
     }
     const T* K = static_cast<const T*>(p.kc) + kvh * p.hd;
     const T* V = static_cast<const T*>(p.vc) + kvh * p.hd;
+    // the chunk's key and value rows into shared memory, every load in flight at once
+    auto issue_chunk = [&](int kb, int nk) {
+        const int per_row = p.hd / kVec;  // 16-byte pieces
+        for (int c = lane; c < nk * per_row; c += kWarp) {
+            const int j = c / per_row, d = (c % per_row) * kVec;
+            cp_async16(ks + j * ld + d, K + (kb + j) * kvw + d);
+            cp_async16(vs + j * ld + d, V + (kb + j) * kvw + d);
+        }
+    };
+    if constexpr (kVec > 1)
+        if (k_begin < k_end) issue_chunk(k_begin, min(kWarp, k_end - k_begin));
+    // the queries, pre-scaled, while the first chunk is in flight
+    for (int r = 0; r < nrows; ++r) {
+        const int rho = rho0 + r, t = rho / group, h = kvh * group + rho % group;
+        const float* qr = p.q + t * p.q_stride + h * p.hd;
+        for (int d = lane; d < p.hd; d += kWarp) qs[r * p.hd + d] = qr[d] * p.scale;
+    }
+    __syncwarp();
     for (int kb = k_begin; kb < k_end; kb += kWarp) {
         const int nk = min(kWarp, k_end - kb);
-        // the chunk's key and value rows into shared memory, every load in flight at once
         if constexpr (kVec > 1) {
-            const int per_row = p.hd / kVec;  // 16-byte pieces
-            for (int c = lane; c < nk * per_row; c += kWarp) {
-                const int j = c / per_row, d = (c % per_row) * kVec;
-                cp_async16(ks + j * ld + d, K + (kb + j) * kvw + d);
-                cp_async16(vs + j * ld + d, V + (kb + j) * kvw + d);
-            }
+            if (kb != k_begin) issue_chunk(kb, nk);
             asm volatile("cp.async.wait_all;" ::: "memory");
         } else {
             for (int c = lane; c < nk * p.hd; c += kWarp) {
@@ -290,24 +295,25 @@ __global__ void attention_kernel(AttnParams p) {
     ticket = __shfl_sync(0xffffffffu, ticket, 0);
     if (ticket != p.splits - 1) return;
     __threadfence();
+    // lane s reads split s's (m, l); every partial sum is loaded before any is used
     const float* base = p.partial + static_cast<int64_t>(blockIdx.x) * p.splits * kRows * stride;
     for (int r = 0; r < nrows; ++r) {
-        float mx = -INFINITY;
-        for (int s = 0; s < p.splits; ++s) mx = fmaxf(mx, __ldcg(base + (s * kRows + r) * stride));
-        float L = 0.0f;
+        const float ms = lane < p.splits ? __ldcg(base + (lane * kRows + r) * stride) : -INFINITY;
+        const float ls = lane < p.splits ? __ldcg(base + (lane * kRows + r) * stride + 1) : 0.0f;
+        const float mx = warp_max(ms);
+        const float w = ms == -INFINITY ? 0.0f : expf(ms - mx);
+        const float L = warp_sum(w * ls);
         float o[kMaxHead / kWarp];
 #pragma unroll
         for (int i = 0; i < kMaxHead / kWarp; ++i) o[i] = 0.0f;
-        for (int s = 0; s < p.splits; ++s) {
-            const float* ps = base + (s * kRows + r) * stride;
-            const float ms = __ldcg(ps);
-            if (ms == -INFINITY) continue;
-            const float w = expf(ms - mx);
-            L += w * __ldcg(ps + 1);
+#pragma unroll 4
+        for (int sp = 0; sp < p.splits; ++sp) {
+            const float ws = __shfl_sync(0xffffffffu, w, sp);
+            const float* ps = base + (sp * kRows + r) * stride + 2;
 #pragma unroll
             for (int i = 0; i < kMaxHead / kWarp; ++i) {
                 const int d = lane + kWarp * i;
-                if (i < nd && d < p.hd) o[i] += w * __ldcg(ps + 2 + d);
+                if (i < nd && d < p.hd) o[i] += ws * __ldcg(ps + d);
             }
         }
         const float inv = L > 0.0f ? 1.0f / L : 0.0f;
@@ -372,7 +378,7 @@ AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, int 
     const int want = std::max(1, 4 * sm_count / std::max(1, plan.tiles));
     const int useful = std::max(1, (kv_len + 31) / 32);
     int cap = 1, s = 1;
-    while (cap * 2 <= std::min(want, 64)) cap *= 2;
+    while (cap * 2 <= std::min(want, kWarp)) cap *= 2;  // the combine gives each split a lane
     while (s < useful && s < cap) s *= 2;
     plan.splits = s;
     return plan;
