@@ -44,6 +44,17 @@ __device__ __forceinline__ uint32_t lut_iq4nl(uint32_t idx) {
     return (lo & ~mask) | (hi & mask);
 }
 
+// The 32 nibbles of 16 bytes as codes: low nibbles are elements 0..15 (q[0..3]),
+// high ones 16..31 (q[4..7]); map turns four nibbles (one per byte) into four codes.
+template <class Map>
+__device__ __forceinline__ void nibbles(const uint4& v, Map map, int (&q)[8]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        q[i] = static_cast<int>(map(word(v, i) & 0x0F0F0F0Fu));
+        q[4 + i] = static_cast<int>(map((word(v, i) >> 4) & 0x0F0F0F0Fu));
+    }
+}
+
 // Byte k of 12 held in three words, by selects rather than a run-time index
 // (which would put the words in local memory).
 __device__ __forceinline__ int byte_of12(const uint32_t (&s)[3], int k) {
@@ -58,11 +69,7 @@ struct FmtQ4_0 {
     struct Raw { uint4 v; uint16_t d; };
     __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int) { return {ld_u4(bits), ld_u16(rest)}; }
     __device__ static void unpack(const Raw& r, int, Unit& u) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            u.q[i] = static_cast<int>(__vsub4(word(r.v, i) & 0x0F0F0F0Fu, 0x08080808u));
-            u.q[4 + i] = static_cast<int>(__vsub4((word(r.v, i) >> 4) & 0x0F0F0F0Fu, 0x08080808u));
-        }
+        nibbles(r.v, [](uint32_t x) { return __vsub4(x, 0x08080808u); }, u.q);
         u.d[0] = u.d[1] = h2f(r.d);
         u.m[0] = u.m[1] = 0.0f;
     }
@@ -73,11 +80,7 @@ struct FmtQ4_1 {
     struct Raw { uint4 v; uint32_t dm; };
     __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int) { return {ld_u4(bits), ld_u32(rest)}; }
     __device__ static void unpack(const Raw& r, int, Unit& u) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            u.q[i] = static_cast<int>(word(r.v, i) & 0x0F0F0F0Fu);
-            u.q[4 + i] = static_cast<int>((word(r.v, i) >> 4) & 0x0F0F0F0Fu);
-        }
+        nibbles(r.v, [](uint32_t x) { return x; }, u.q);
         u.d[0] = u.d[1] = h2f(r.dm & 0xFFFF);
         u.m[0] = u.m[1] = h2f(r.dm >> 16);
     }
@@ -141,11 +144,7 @@ struct FmtIQ4_NL {
     struct Raw { uint4 v; uint16_t d; };
     __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int) { return {ld_u4(bits), ld_u16(rest)}; }
     __device__ static void unpack(const Raw& r, int, Unit& u) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            u.q[i] = static_cast<int>(lut_iq4nl(word(r.v, i) & 0x0F0F0F0Fu));
-            u.q[4 + i] = static_cast<int>(lut_iq4nl((word(r.v, i) >> 4) & 0x0F0F0F0Fu));
-        }
+        nibbles(r.v, [](uint32_t x) { return lut_iq4nl(x); }, u.q);
         u.d[0] = u.d[1] = h2f(r.d);
         u.m[0] = u.m[1] = 0.0f;
     }
@@ -308,11 +307,7 @@ struct FmtIQ4_XS {
         return {ld_u4(bits + 16 * u), ld_u32(rest), ld_u32(rest + 4)};
     }
     __device__ static void unpack(const Raw& r, int u, Unit& out) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            out.q[i] = static_cast<int>(lut_iq4nl(word(r.v, i) & 0x0F0F0F0Fu));
-            out.q[4 + i] = static_cast<int>(lut_iq4nl((word(r.v, i) >> 4) & 0x0F0F0F0Fu));
-        }
+        nibbles(r.v, [](uint32_t x) { return lut_iq4nl(x); }, out.q);
         const int lo = (r.sl >> (4 * u)) & 0xF, hi = (r.dsh >> (16 + 2 * u)) & 3;
         out.d[0] = out.d[1] = h2f(r.dsh & 0xFFFF) * static_cast<float>((lo | (hi << 4)) - 32);
         out.m[0] = out.m[1] = 0.0f;
