@@ -11,4 +11,4 @@ grep -o -w 'avx512f\|avx512_vnni\|avx512_bf16' /proc/cpuinfo | sort -u | tr '\n'
 py=$(tools/devbuild.sh avx512)
 [ -d .devdeps ] && py="$py:$PWD/.devdeps"
 PYTHONPATH=$py python3 -c "from phicpp import _core as C; print('isas:', C.available_isas())"
-PYTHONPATH=$py python3 -m pytest -q -p no:cacheprovider tests/test_matmul.py tests/test_cpu_ops.py tests/test_quant.py "$@"
+PYTHONPATH=$py python3 -m pytest -q -p no:cacheprovider tests/test_matmul.py tests/test_backend_ops.py tests/test_repack.py tests/test_quant.py -k "not cuda" "$@"
