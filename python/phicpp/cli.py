@@ -113,7 +113,7 @@ def _load(model: Path | None, ctx_size: int, threads: int, batch_size: int = 512
     path = _model_path(model)
     if device == "cpu":
         return Model(str(path), n_ctx=ctx_size, n_threads=threads, n_batch=batch_size, device=device)
-    # uploading to a GPU takes a while: show it (MiB of weights)
+    # uploading to a GPU takes a while: show it (MiB of the file's weights)
     total = max(1, path.stat().st_size >> 20) if path.exists() else 1
     with progress_bar("loading", total) as step:
         seen = [0]
@@ -123,8 +123,10 @@ def _load(model: Path | None, ctx_size: int, threads: int, batch_size: int = 512
             if mib > seen[0]:
                 step(advance=mib - seen[0])
                 seen[0] = mib
-        return Model(str(path), n_ctx=ctx_size, n_threads=threads, n_batch=batch_size, device=device,
-                     progress=progress)
+        m = Model(str(path), n_ctx=ctx_size, n_threads=threads, n_batch=batch_size, device=device,
+                  progress=progress)
+        step(advance=total - seen[0])  # the header and metadata bytes the weights do not count
+        return m
 
 
 def _model_option(f):
