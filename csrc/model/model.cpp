@@ -26,6 +26,23 @@ std::vector<float> rope_inv_freq(const ModelConfig& c, const std::vector<float>&
 // floats) when every token's logits are wanted.
 constexpr int kLogitRows = 32;
 
+// The activation buffers for up to B tokens, carved from one allocation at
+// base (256-byte aligned each); with base == nullptr only the size is wanted.
+size_t carve_scratch(const ModelConfig& c, size_t B, char* base, Scratch& s) {
+    size_t off = 0;
+    auto take = [&](size_t floats) {
+        float* p = base ? reinterpret_cast<float*>(base + off) : nullptr;
+        off += (floats * sizeof(float) + 255) / 256 * 256;
+        return p;
+    };
+    s.x = take(B * c.n_embd);
+    s.qkv = take(B * (c.q_width() + 2 * c.kv_width()));
+    s.attn = take(B * c.q_width());
+    s.ffn = take(B * c.n_ff);
+    s.logits = take(std::min<size_t>(B, kLogitRows) * c.n_vocab);
+    return off;
+}
+
 DType parse_kv_type(const std::string& s, DType embedding_type) {
     if (s == "f32") return DType::F32;
     if (s == "f16") return DType::F16;
@@ -77,13 +94,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
     m->rope_ = RopeParams{c.n_rot, m->inv_freq_dev_, c.rope_attn_factor};
 
     const size_t B = static_cast<size_t>(m->n_batch_);
-    const size_t F = sizeof(float);
-    Scratch& s = m->s_;
-    s.x = static_cast<float*>(alloc(B * c.n_embd * F));
-    s.qkv = static_cast<float*>(alloc(B * (c.q_width() + 2 * c.kv_width()) * F));
-    s.attn = static_cast<float*>(alloc(B * c.q_width() * F));
-    s.ffn = static_cast<float*>(alloc(B * c.n_ff * F));
-    s.logits = static_cast<float*>(alloc(std::min<size_t>(B, kLogitRows) * c.n_vocab * F));
+    carve_scratch(c, B, static_cast<char*>(alloc(carve_scratch(c, B, nullptr, m->s_))), m->s_);
     m->ids_dev_ = static_cast<int32_t*>(alloc(B * sizeof(int32_t)));
 
     const size_t kv_row = row_bytes(m->kv_type_, c.kv_width());
@@ -104,9 +115,8 @@ void Model::check_device_memory(const std::string& path) const {
     if (free == 0) return;  // host memory: no check
     size_t weights = 0;
     for (const gguf::TensorInfo& t : file_->tensors()) weights += t.nbytes;
-    const size_t B = static_cast<size_t>(n_batch_), F = sizeof(float);
-    const size_t buffers = B * F * (c_.n_embd + c_.q_width() * 2 + 2 * c_.kv_width() + c_.n_ff) +
-                           std::min<size_t>(B, kLogitRows) * c_.n_vocab * F +
+    Scratch sizes;
+    const size_t buffers = carve_scratch(c_, static_cast<size_t>(n_batch_), nullptr, sizes) +
                            be_->workspace_bytes(n_batch_, std::max({c_.n_embd, 2 * c_.n_ff, c_.n_vocab}));
     const size_t need = weights + kv_cache_bytes() + buffers;
     if (need > free) {

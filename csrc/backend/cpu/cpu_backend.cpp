@@ -68,7 +68,7 @@ private:
 
 // Grow-only f32 scratch for the steps a fused op takes one at a time on the
 // CPU (a normalized input, a product before its epilogue).
-class Scratch {
+class GrowBuffer {
 public:
     float* get(size_t n) {
         if (n > size_) {
@@ -79,10 +79,10 @@ public:
         }
         return p_;
     }
-    Scratch() = default;
-    Scratch(const Scratch&) = delete;
-    Scratch& operator=(const Scratch&) = delete;
-    ~Scratch() { std::free(p_); }
+    GrowBuffer() = default;
+    GrowBuffer(const GrowBuffer&) = delete;
+    GrowBuffer& operator=(const GrowBuffer&) = delete;
+    ~GrowBuffer() { std::free(p_); }
 
 private:
     float* p_ = nullptr;
@@ -223,7 +223,7 @@ private:
     ThreadPool pool_;
     const Isa isa_;
     WeightArena repacked_;  // weights this backend copied into another layout
-    Scratch norm_scratch_, product_scratch_;
+    GrowBuffer norm_scratch_, product_scratch_;
     int pos0_ = 0, n_tok_ = 0;
 };
 
