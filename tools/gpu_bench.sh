@@ -11,6 +11,10 @@
 #   LLAMA_BENCH=/path/to/llama-bench   a prebuilt one (libcublas, libcudart found on the machine), or
 #   LLAMA_SRC=.bench/llama.cpp         its source (../shared/tools/prep_llamacpp_bench.sh lays it out), built here:
 #   bash tools/gpu_bench.sh
+# The 2026-12-01 run used a llama-bench built on the dev machine by
+# tools/llamacpp_cuda_build.sh (41 MB compressed, carried in two calls of one
+# warm machine: the first copied one part to /tmp); the LLAMA_SRC path
+# follows ../shared/tools/llamacpp_cuda_bench.sh and has not been run.
 # The files are made with `phicpp quantize`, whose output is byte-identical to
 # llama-quantize's for these mixes (tests/test_llamacpp_quant.py). Results:
 # $OUT/bench.md (table), $OUT/bench.json (every sample), $OUT/profile-*.txt.
@@ -74,9 +78,19 @@ if [ "$WHAT" = prep ]; then prepare; exit 0; fi
 LB=${LLAMA_BENCH:-}
 if [ -z "$LB" ] && [ -n "${LLAMA_SRC:-}" ]; then
   log "building llama.cpp"
+  # cuBLAS and the driver library where the image keeps them, when the toolkit has no copy
+  hints=()
+  if ! ls /usr/local/cuda/lib64/libcublas.so > /dev/null 2>&1; then
+    cb=$(find /usr /opt $(python3 -c 'import site; print(" ".join(site.getsitepackages()))') -name 'libcublas.so*' 2>/dev/null | head -1)
+    inc=$(find /usr /opt $(python3 -c 'import site; print(" ".join(site.getsitepackages()))') -name cublas_v2.h 2>/dev/null | head -1)
+    [ -n "$cb" ] && hints+=(-DCUDA_cublas_LIBRARY=$cb -DCUDA_cublasLt_LIBRARY=$(ls $(dirname $cb)/libcublasLt.so* | head -1)
+      -DCMAKE_CUDA_FLAGS=-I$(dirname $inc) -DCMAKE_CXX_FLAGS=-I$(dirname $inc))
+  fi
+  drv=$(find /usr/local/nvidia /usr/lib /usr/lib64 /usr/local -name 'libcuda.so.1' 2>/dev/null | head -1)
+  [ -n "$drv" ] && hints+=(-DCUDA_cuda_driver_LIBRARY=$drv)
   cmake -S "$LLAMA_SRC" -B /tmp/llb -G Ninja -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a -DLLAMA_CURL=OFF \
     -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-    -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_COMMIT=0c1e57098 > "$L/llama-cmake.log" 2>&1 \
+    -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_COMMIT=0c1e57098 "${hints[@]}" > "$L/llama-cmake.log" 2>&1 \
     && ninja -C /tmp/llb -j"$(nproc)" llama-bench > "$L/llama-build.log" 2>&1 && LB=/tmp/llb/bin/llama-bench \
     || { tail -20 "$L/llama-cmake.log" "$L/llama-build.log"; log "llama.cpp build failed"; }
 fi
