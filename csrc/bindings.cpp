@@ -446,6 +446,18 @@ struct PyBackend {
     }
 };
 
+// K and V caches given as numpy arrays: C-contiguous [>= rows, width] of one
+// dtype, float32 or float16. Returns the cache type.
+static DType check_caches(const py::array& k, const py::array& v, int64_t rows, int64_t width) {
+    const bool f16 = k.dtype().is(py::dtype("float16"));
+    if ((!f16 && !k.dtype().is(py::dtype::of<float>())) || !k.dtype().is(v.dtype()) || k.ndim() != 2 ||
+        v.ndim() != 2 || k.shape(1) != width || v.shape(1) != width || k.shape(0) < rows ||
+        v.shape(0) != k.shape(0) || !(k.flags() & py::array::c_style) || !(v.flags() & py::array::c_style))
+        fail(ErrorKind::invalid_arg, "caches must be C-contiguous [>= ", rows, ", ", width,
+             "] of one dtype, float32 or float16");
+    return f16 ? DType::F16 : DType::F32;
+}
+
 static void bind_backend(py::module_& m) {
     py::class_<PyBackend>(m, "Backend")
         .def(py::init([](const std::string& device, const std::string& isa, int n_threads) {
@@ -559,13 +571,7 @@ static void bind_backend(py::module_& m) {
                 fail(ErrorKind::invalid_arg, "k and v must be [", n, ", ", kvw, "]");
             if (n_rot < 0 || n_rot > hd || n_rot % 2 || inv_freq.size() != n_rot / 2)
                 fail(ErrorKind::invalid_arg, "n_rot must be even and <= head_dim, with n_rot/2 frequencies");
-            const bool f16 = k_cache.dtype().is(py::dtype("float16"));
-            if ((!f16 && !k_cache.dtype().is(py::dtype::of<float>())) || !k_cache.dtype().is(v_cache.dtype()) ||
-                k_cache.ndim() != 2 || v_cache.ndim() != 2 || k_cache.shape(1) != kvw || v_cache.shape(1) != kvw ||
-                k_cache.shape(0) < pos0 + n || v_cache.shape(0) != k_cache.shape(0) ||
-                !(k_cache.flags() & py::array::c_style) || !(v_cache.flags() & py::array::c_style))
-                fail(ErrorKind::invalid_arg, "caches must be C-contiguous [>= pos0 + n, ", kvw,
-                     "] of one dtype, float32 or float16");
+            const DType cache_type = check_caches(k_cache, v_cache, pos0 + n, kvw);
             std::vector<float> norms;  // q_w, q_b, k_w, k_b (hd each), then eps
             if (qk_norm) {
                 if (qk_norm->size() != 5) fail(ErrorKind::invalid_arg, "qk_norm is (q_w, q_b, k_w, k_b, eps)");
@@ -598,7 +604,7 @@ static void bind_backend(py::module_& m) {
                     qk = QKNorm{nd, nd + hd, nd + 2 * hd, nd + 3 * hd, norms.back()};
                 }
                 const RopeParams rope{n_rot, b.upload(fp, inv_freq.size()), mscale};
-                const KVCache cache{b.upload(kcp, cache_bytes), b.upload(vcp, cache_bytes), f16 ? DType::F16 : DType::F32};
+                const KVCache cache{b.upload(kcp, cache_bytes), b.upload(vcp, cache_bytes), cache_type};
                 b.be->attention_input(t, p, qk, rope, cache);
                 b.be->copy_to_host(qo, t.q, sizeof(float) * q.size());
                 b.be->copy_to_host(ko, t.k, sizeof(float) * k.size());
@@ -621,14 +627,7 @@ static void bind_backend(py::module_& m) {
                 fail(ErrorKind::invalid_arg, "the queries (t0 ", t0, ", ", n_q, " rows) must lie in the step's ", n_tok,
                      " tokens");
             const int hd = static_cast<int>(q.shape(1) / n_head);
-            const bool f16 = k_cache.dtype().is(py::dtype("float16"));
-            if (!f16 && !k_cache.dtype().is(py::dtype::of<float>()))
-                fail(ErrorKind::invalid_arg, "caches must be float32 or float16");
-            if (!k_cache.dtype().is(v_cache.dtype()) || k_cache.ndim() != 2 || v_cache.ndim() != 2 ||
-                k_cache.shape(1) != n_head_kv * hd || v_cache.shape(1) != n_head_kv * hd ||
-                k_cache.shape(0) < pos0 + n_tok || v_cache.shape(0) != k_cache.shape(0) ||
-                !(k_cache.flags() & py::array::c_style) || !(v_cache.flags() & py::array::c_style))
-                fail(ErrorKind::invalid_arg, "caches must be C-contiguous [>= pos0 + n_tok, n_head_kv * head_dim] of one dtype");
+            const DType cache_type = check_caches(k_cache, v_cache, pos0 + n_tok, static_cast<int64_t>(n_head_kv) * hd);
             F32Array out({n_q, n_head * hd});
             AttentionParams p;
             p.n_head = n_head;
@@ -642,7 +641,7 @@ static void bind_backend(py::module_& m) {
             const float* qp = q.data();
             float* op = out.mutable_data();
             b.step(pos0, n_tok, [&] {
-                const KVCache cache{b.upload(kcp, cache_bytes), b.upload(vcp, cache_bytes), f16 ? DType::F16 : DType::F32};
+                const KVCache cache{b.upload(kcp, cache_bytes), b.upload(vcp, cache_bytes), cache_type};
                 float* od = b.zeros<float>(out.size());
                 b.be->attention(b.upload(qp, q.size()), q.shape(1), t0, n_q, cache, p, od);
                 b.be->copy_to_host(op, od, sizeof(float) * out.size());
