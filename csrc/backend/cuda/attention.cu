@@ -94,7 +94,7 @@ __global__ void attention_input_kernel(InputParams p) {
 struct AttnParams {
     const float* q = nullptr;
     int64_t q_stride = 0;
-    int t0 = 0, n_q = 0, n_tok = 0;
+    int t0 = 0, n_q = 0;
     const void* kc = nullptr;
     const void* vc = nullptr;
     int n_head = 0, n_head_kv = 0, hd = 0;
@@ -384,7 +384,7 @@ AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, int 
     return plan;
 }
 
-void attention(const float* q, int64_t q_stride, int t0, int n_q, int n_tok, const KVCache& cache,
+void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache,
                const AttentionParams& a, const AttentionPlan& plan, const AttentionWorkspace& ws, const int* pos0,
                float* out, const Launch& l) {
     if (a.head_dim > kMaxHead) fail(ErrorKind::unsupported, "head_dim ", a.head_dim, " > ", kMaxHead, " on CUDA");
@@ -393,7 +393,6 @@ void attention(const float* q, int64_t q_stride, int t0, int n_q, int n_tok, con
     p.q_stride = q_stride;
     p.t0 = t0;
     p.n_q = n_q;
-    p.n_tok = n_tok;
     p.kc = cache.k;
     p.vc = cache.v;
     p.n_head = a.n_head;

@@ -98,7 +98,7 @@ constexpr size_t kMaxGraphs = 16;
 
 class CudaBackend final : public Backend {
 public:
-    explicit CudaBackend(int device) : device_(device) {
+    explicit CudaBackend(int device) {
         PHI_CUDA_CHECK(cudaSetDevice(device));
         PHI_CUDA_CHECK(cudaGetDeviceProperties(&props_, device));
         PHI_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -318,7 +318,7 @@ public:
         }
         if (!running()) return;
         const AttentionWorkspace ws{static_cast<float*>(attn_partial_.get()), static_cast<int*>(attn_counters_.get())};
-        cuda::attention(q, q_stride, t0, n_q, n_tok_, cache, p, plan, ws, d_pos_, out, launch_cfg());
+        cuda::attention(q, q_stride, t0, n_q, cache, p, plan, ws, d_pos_, out, launch_cfg());
     }
 
 private:
@@ -388,7 +388,6 @@ private:
         }
     }
 
-    int device_;
     cudaDeviceProp props_{};
     cudaStream_t stream_ = nullptr;
     int* d_pos_ = nullptr;  // the step's pos0, where the kernels read it

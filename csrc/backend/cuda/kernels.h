@@ -59,7 +59,7 @@ struct AttentionPlan {
     size_t partial_floats() const;
 };
 AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, int sm_count);
-void attention(const float* q, int64_t q_stride, int t0, int n_q, int n_tok, const KVCache& cache,
+void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache,
                const AttentionParams& p, const AttentionPlan& plan, const AttentionWorkspace& ws, const int* pos0,
                float* out, const Launch& l);
 
