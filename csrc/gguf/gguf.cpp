@@ -489,6 +489,12 @@ const Value* File::find(std::string_view key) const {
     return it == kv_index_.end() ? nullptr : &kv_[it->second].second;
 }
 
+size_t File::tensor_bytes() const {
+    size_t n = 0;
+    for (const TensorInfo& t : tensors_) n += t.nbytes;
+    return n;
+}
+
 const TensorInfo* File::find_tensor(std::string_view name) const {
     auto it = tensor_index_.find(std::string(name));
     return it == tensor_index_.end() ? nullptr : &tensors_[it->second];

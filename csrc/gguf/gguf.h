@@ -93,6 +93,7 @@ public:
     std::vector<int64_t> get_int_array(std::string_view key) const;
 
     const std::vector<TensorInfo>& tensors() const { return tensors_; }
+    size_t tensor_bytes() const;  // of every tensor's data together
     const TensorInfo* find_tensor(std::string_view name) const;
 
     // Drops the mapped pages wholly inside [p, p + n) from this process's

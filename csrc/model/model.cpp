@@ -113,8 +113,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
 void Model::check_device_memory(const std::string& path) const {
     const size_t free = be_->device_memory_free();
     if (free == 0) return;  // host memory: no check
-    size_t weights = 0;
-    for (const gguf::TensorInfo& t : file_->tensors()) weights += t.nbytes;
+    const size_t weights = file_->tensor_bytes();
     Scratch sizes;
     const size_t buffers = carve_scratch(c_, static_cast<size_t>(n_batch_), nullptr, sizes) +
                            be_->workspace_bytes(n_batch_, std::max({c_.n_embd, 2 * c_.n_ff, c_.n_vocab}));

@@ -17,9 +17,7 @@ std::string shape_str(const gguf::TensorInfo& t) {
 
 WeightLoader::WeightLoader(const gguf::File& f, Backend& be, std::vector<void*>& owned,
                            std::function<void(size_t, size_t)> progress)
-    : f_(f), be_(be), owned_(owned), progress_(std::move(progress)) {
-    for (const gguf::TensorInfo& t : f.tensors()) total_ += t.nbytes;
-}
+    : f_(f), be_(be), owned_(owned), progress_(std::move(progress)), total_(f.tensor_bytes()) {}
 
 const gguf::TensorInfo& WeightLoader::lookup(const std::string& name, int n_dims, int64_t ne0, int64_t ne1) {
     const gguf::TensorInfo* t = f_.find_tensor(name);
