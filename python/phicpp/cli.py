@@ -104,15 +104,18 @@ def _device(device: str | None, n_gpu_layers: int | None) -> str:
     return "auto"
 
 
-def _load(model: Path | None, ctx_size: int, threads: int, batch_size: int = 512, device: str = "auto"):
+def _load(model: Path | None, ctx_size: int, threads: int, batch_size: int = 512, device: str | None = None,
+          n_gpu_layers: int | None = None):
     from .model import Model
     from .progress import progress_bar
     for name, v, lo in (("-c/--ctx-size", ctx_size, 0), ("-t/--threads", threads, 0), ("-b/--batch-size", batch_size, 1)):
         if v < lo:
             raise ValueError(f"{name} must be >= {lo}, got {v}")
+    device = _device(device, n_gpu_layers)
     path = _model_path(model)
+    kw = dict(n_ctx=ctx_size, n_threads=threads, n_batch=batch_size, device=device)
     if device == "cpu":
-        return Model(str(path), n_ctx=ctx_size, n_threads=threads, n_batch=batch_size, device=device)
+        return Model(str(path), **kw)
     # uploading to a GPU takes a while: show it (MiB of the file's weights)
     total = max(1, path.stat().st_size >> 20) if path.exists() else 1
     with progress_bar("loading", total) as step:
@@ -123,8 +126,7 @@ def _load(model: Path | None, ctx_size: int, threads: int, batch_size: int = 512
             if mib > seen[0]:
                 step(advance=mib - seen[0])
                 seen[0] = mib
-        m = Model(str(path), n_ctx=ctx_size, n_threads=threads, n_batch=batch_size, device=device,
-                  progress=progress)
+        m = Model(str(path), progress=progress, **kw)
         step(advance=total - seen[0])  # the header and metadata bytes the weights do not count
         return m
 
@@ -206,7 +208,7 @@ def generate(model, prompt, prompt_file, n_predict, stop, no_display_prompt, no_
         if prompt is None:
             raise ValueError("no prompt: use -p TEXT or -f FILE")
         sampler = _sampler(sampling)
-        m = _load(model, ctx_size, threads, batch_size, _device(device, n_gpu_layers))
+        m = _load(model, ctx_size, threads, batch_size, device, n_gpu_layers)
         ids = prompt_ids(m, prompt)
         run = generator_for(m).run(ids, sampler, n_predict, list(stop), ignore_eos)
         out = sys.stdout
@@ -248,7 +250,7 @@ def chat(model, system_prompt, n_predict, template_name, ignore_eos, ctx_size, t
 
     with run_errors():
         sampler = _sampler(sampling)
-        m = _load(model, ctx_size, threads, batch_size, _device(device, n_gpu_layers))
+        m = _load(model, ctx_size, threads, batch_size, device, n_gpu_layers)
         if template_name == "auto":
             template = ChatTemplate.for_model(m.metadata, m.tokenizer)
         else:
@@ -301,7 +303,7 @@ def bench(model, n_prompt, n_gen, repetitions, threads, batch_size, fmt, device,
         if repetitions < 1:
             raise ValueError(f"-r must be >= 1, got {repetitions}")
         n_threads = threads or os.cpu_count() or 1
-        m = _load(model, max(pp + tg + [16]), threads, batch_size, _device(device, n_gpu_layers))
+        m = _load(model, max(pp + tg + [16]), threads, batch_size, device, n_gpu_layers)
         if fmt == "md":
             click.echo(B.markdown_header())
         results = B.bench(m, pp, tg, repetitions, n_threads, batch_size, warmup=not no_warmup)
@@ -328,7 +330,7 @@ def perplexity(model, text_file, ctx_size, batch_size, threads, chunks, device, 
         text = text_file.read_text(encoding="utf-8", errors="replace")
         if ctx_size < 2:
             raise ValueError(f"-c must be at least 2, got {ctx_size}")
-        m = _load(model, ctx_size, threads, batch_size, _device(device, n_gpu_layers))
+        m = _load(model, ctx_size, threads, batch_size, device, n_gpu_layers)
 
         def show(i, v):
             click.echo(f"[{i}]{v:.4f},", nl=False)
