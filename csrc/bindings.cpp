@@ -560,7 +560,8 @@ static void bind_backend(py::module_& m) {
            "Rows ids of the table (rows, K) as float32 [len(ids), K].")
         .def("attention_input", [](PyBackend& b, F32Array q, F32Array k, F32Array v, py::array k_cache,
                                    py::array v_cache, int pos0, int n_head, int n_head_kv, int n_rot,
-                                   F32Array inv_freq, float mscale, std::optional<py::tuple> qk_norm) {
+                                   F32Array inv_freq, float mscale, std::optional<py::tuple> qk_norm,
+                                   std::optional<py::tuple> attend) -> py::tuple {
             // q [n, n_head*hd], k/v [n, n_head_kv*hd]; caches [rows, n_head_kv*hd] float32 or float16
             if (q.ndim() != 2 || k.ndim() != 2 || v.ndim() != 2 || n_head <= 0 || n_head_kv <= 0 ||
                 q.shape(1) % n_head != 0)
@@ -571,6 +572,8 @@ static void bind_backend(py::module_& m) {
                 fail(ErrorKind::invalid_arg, "k and v must be [", n, ", ", kvw, "]");
             if (n_rot < 0 || n_rot > hd || n_rot % 2 || inv_freq.size() != n_rot / 2)
                 fail(ErrorKind::invalid_arg, "n_rot must be even and <= head_dim, with n_rot/2 frequencies");
+            if (attend && (attend->size() != 2 || n_head % n_head_kv != 0))
+                fail(ErrorKind::invalid_arg, "attend is (scale, window), with n_head a multiple of n_head_kv");
             const DType cache_type = check_caches(k_cache, v_cache, pos0 + n, kvw);
             std::vector<float> norms;  // q_w, q_b, k_w, k_b (hd each), then eps
             if (qk_norm) {
@@ -592,12 +595,16 @@ static void bind_backend(py::module_& m) {
             uint8_t* vco = static_cast<uint8_t*>(vc_out.mutable_data());
             const float *qp = q.data(), *kp = k.data(), *vp = v.data(), *fp = inv_freq.data();
             float *qo = q_out.mutable_data(), *ko = k_out.mutable_data();
+            AttentionParams p;
+            p.n_head = n_head;
+            p.n_head_kv = n_head_kv;
+            p.head_dim = hd;
+            if (attend) {
+                p.scale = (*attend)[0].cast<float>();
+                p.window = (*attend)[1].cast<int>();
+            }
             b.step(pos0, n, [&] {
                 QKVRows t{b.upload(qp, q.size()), b.upload(kp, k.size()), b.upload(vp, v.size()), n_head * hd, kvw};
-                AttentionParams p;
-                p.n_head = n_head;
-                p.n_head_kv = n_head_kv;
-                p.head_dim = hd;
                 QKNorm qk;
                 if (!norms.empty()) {
                     const float* nd = b.upload(norms.data(), norms.size());
@@ -606,17 +613,25 @@ static void bind_backend(py::module_& m) {
                 const RopeParams rope{n_rot, b.upload(fp, inv_freq.size()), mscale};
                 const KVCache cache{b.upload(kcp, cache_bytes), b.upload(vcp, cache_bytes), cache_type};
                 b.be->attention_input(t, p, qk, rope, cache);
-                b.be->copy_to_host(qo, t.q, sizeof(float) * q.size());
-                b.be->copy_to_host(ko, t.k, sizeof(float) * k.size());
+                if (attend) {  // as a layer does it (a backend may do both in one launch): the output replaces q
+                    float* od = b.zeros<float>(q.size());
+                    b.be->attention(t.q, t.q_stride, 0, n, cache, p, od);
+                    b.be->copy_to_host(qo, od, sizeof(float) * q.size());
+                } else {
+                    b.be->copy_to_host(qo, t.q, sizeof(float) * q.size());
+                    b.be->copy_to_host(ko, t.k, sizeof(float) * k.size());
+                }
                 b.be->copy_to_host(kco, cache.k, cache_bytes);
                 b.be->copy_to_host(vco, cache.v, cache_bytes);
             });
+            if (attend) return py::make_tuple(q_out, kc_out, vc_out);
             return py::make_tuple(q_out, k_out, kc_out, vc_out);
         }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("k_cache"), py::arg("v_cache"), py::arg("pos0"),
            py::arg("n_head"), py::arg("n_head_kv"), py::arg("n_rot"), py::arg("inv_freq"), py::arg("mscale") = 1.0f,
-           py::arg("qk_norm") = py::none(),
+           py::arg("qk_norm") = py::none(), py::arg("attend") = py::none(),
            "QK-LayerNorm (qk_norm = (q_w, q_b, k_w, k_b, eps)), rotary and cache write for n tokens at pos0..;\n"
-           "returns (q, k, k_cache, v_cache) after the op.")
+           "returns (q, k, k_cache, v_cache) after the op. With attend = (scale, window) the step's attention\n"
+           "follows in the same step and the result is (attention output, k_cache, v_cache).")
         .def("attention", [](PyBackend& b, F32Array q, py::array k_cache, py::array v_cache, int pos0, int n_tok,
                              int t0, int n_head, int n_head_kv, float scale, int window) {
             // q [n_q, n_head * hd] for step tokens t0..t0+n_q-1 of a step of n_tok at pos0

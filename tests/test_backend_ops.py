@@ -342,6 +342,48 @@ def test_kv_cache_f16_rounding(backend):
     assert np.all(np.isnan(v2))
 
 
+@pytest.mark.parametrize("cache", ["f32", "f16"])
+@pytest.mark.parametrize("n_head,n_head_kv,hd,n_rot", [(4, 4, 16, 16), (6, 2, 96, 96), (3, 1, 128, 96),
+                                                       (2, 2, 80, 32), (5, 5, 20, 8), (2, 1, 200, 100)])
+@pytest.mark.parametrize("pos0,n", [(0, 1), (13, 1), (40, 1), (300, 1), (5, 6)])
+@pytest.mark.parametrize("qk_norm,window", [(False, 0), (True, 0), (False, 7)])
+def test_attention_after_input(backend, cache, n_head, n_head_kv, hd, n_rot, pos0, n, qk_norm, window):
+    """The input step and the attention of one step, as a layer issues them (the CUDA backend runs a
+    one-token step's pair as one launch): the output, and the cache holding the new keys."""
+    rng = np.random.default_rng(pos0 * 7 + n + hd + window)
+    dt = np.float32 if cache == "f32" else np.float16
+    q = rng.standard_normal((n, n_head * hd)).astype(np.float32)
+    k = rng.standard_normal((n, n_head_kv * hd)).astype(np.float32)
+    v = rng.standard_normal((n, n_head_kv * hd)).astype(np.float32)
+    rows = pos0 + n + 2
+    kc = rng.standard_normal((rows, n_head_kv * hd)).astype(dt)
+    vc = rng.standard_normal((rows, n_head_kv * hd)).astype(dt)
+    inv_freq = (1.0 / (10000.0 ** (np.arange(0, n_rot, 2) / n_rot))).astype(np.float32)
+    norms = None
+    if qk_norm:
+        norms = tuple((1 + 0.3 * rng.standard_normal(hd)).astype(np.float32) if i % 2 == 0 else
+                      (0.1 * rng.standard_normal(hd)).astype(np.float32) for i in range(4)) + (1e-5,)
+    scale = 1 / np.sqrt(hd)
+    y, kc2, vc2 = backend.attention_input(q, k, v, kc, vc, pos0, n_head, n_head_kv, n_rot, inv_freq, mscale=1.1,
+                                          qk_norm=norms, attend=(scale, window))
+    qr, kr = q.astype(np.float64), k.astype(np.float64)
+    if qk_norm:
+        qr = layer_norm_ref(q.reshape(n, n_head, hd), norms[0], norms[1], 1e-5).reshape(n, -1)
+        kr = layer_norm_ref(k.reshape(n, n_head_kv, hd), norms[2], norms[3], 1e-5).reshape(n, -1)
+    positions = range(pos0, pos0 + n)
+    qr = rope_reference(qr, n_head, hd, positions, inv_freq, 1.1)
+    kr = rope_reference(kr, n_head_kv, hd, positions, inv_freq, 1.1)
+    tol = 2e-6 * (pos0 + n + 1) + 1e-6
+    new_k = kc2[pos0:pos0 + n].astype(np.float64)
+    assert np.allclose(new_k, kr, rtol=0, atol=(tol + (2e-3 if dt == np.float16 else 0)) * np.abs(kr).max())
+    assert np.array_equal(vc2[pos0:pos0 + n], v.astype(dt))
+    untouched = np.r_[0:pos0, pos0 + n:rows]
+    assert np.array_equal(kc2[untouched], kc[untouched]) and np.array_equal(vc2[untouched], vc[untouched])
+    # the attention over the cache as written, with the rotated queries
+    ref = attention_reference(qr.astype(np.float32), kc2, vc2, pos0, n_head, n_head_kv, scale, window)
+    assert np.allclose(y, ref, rtol=1e-4, atol=1e-4), np.max(np.abs(y - ref))
+
+
 # ---------------------------------------------------------------- attention
 @pytest.mark.parametrize("cache", ["f32", "f16"])
 @pytest.mark.parametrize("n_head,n_head_kv,hd", [(4, 4, 16), (8, 2, 20), (6, 3, 96), (4, 1, 128), (2, 2, 200)])

@@ -87,7 +87,7 @@ if [ "$WHAT" != tests ]; then
     log "files: $(ls -la $M | tail -n +2 | awk '{print $NF, $5}' | tr '\n' ' ')"
     for f in $(ls $M/*.gguf | xargs -n1 basename | sed 's/.gguf//'); do
       for cfg in ${CONFIGS:-default PHICPP_CUDA_PDL=0 PHICPP_CUDA_MV_CTAS=8}; do
-        env $( [ $cfg = default ] || echo $cfg ) python3 -m phicpp bench -m $M/$f.gguf -ngl 99 -p 512 -n 128 -r 3 \
+        env $( [ $cfg = default ] || echo $cfg | tr , " " ) python3 -m phicpp bench -m $M/$f.gguf -ngl 99 -p 512 -n 128 -r 3 \
           > "$L/bench.log" 2>&1
         log "$f $cfg: $(grep -E 'pp512|tg128' "$L/bench.log" | awk -F'|' '{print $7 $8}' | tr -s ' ' | tr '\n' ';')"
       done

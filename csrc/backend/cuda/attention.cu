@@ -38,6 +38,35 @@ struct InputParams {
     const int* pos0 = nullptr;
 };
 
+// Per-head LayerNorm of buf[0, hd) (one warp; buf in shared memory).
+__device__ __forceinline__ void head_layernorm(float* buf, int hd, const float* w, const float* b, float eps) {
+    const int lane = threadIdx.x % kWarp;
+    float s = 0.0f;
+    for (int i = lane; i < hd; i += kWarp) s += buf[i];
+    const float mean = warp_sum(s) / static_cast<float>(hd);
+    s = 0.0f;
+    for (int i = lane; i < hd; i += kWarp) s += (buf[i] - mean) * (buf[i] - mean);
+    const float inv = 1.0f / sqrtf(warp_sum(s) / static_cast<float>(hd) + eps);
+    __syncwarp();
+    for (int i = lane; i < hd; i += kWarp) buf[i] = (buf[i] - mean) * inv * w[i] + (b ? b[i] : 0.0f);
+    __syncwarp();
+}
+
+// NeoX rotary of the first n_rot dimensions of buf at position pos (one warp).
+__device__ __forceinline__ void head_rotary(float* buf, const InputParams& p, int pos) {
+    const int half = p.n_rot / 2;
+    for (int i = threadIdx.x % kWarp; i < half; i += kWarp) {
+        float s, c;
+        sincosf(static_cast<float>(pos) * p.inv_freq[i], &s, &c);
+        c *= p.mscale;
+        s *= p.mscale;
+        const float a = buf[i], b = buf[i + half];
+        buf[i] = a * c - b * s;
+        buf[i + half] = b * c + a * s;
+    }
+    __syncwarp();
+}
+
 // One warp per (head slot, token): slots [0, n_head) are q heads, the rest k heads
 // (which also carry their v head into the cache).
 __global__ void attention_input_kernel(InputParams p) {
@@ -51,30 +80,8 @@ __global__ void attention_input_kernel(InputParams p) {
     float* vec = is_q ? p.q + t * p.q_stride + h * p.hd : p.k + t * p.kv_stride + h * p.hd;
     for (int i = lane; i < p.hd; i += kWarp) buf[i] = vec[i];
     __syncwarp();
-    if (p.qk.q_w) {
-        const float* w = is_q ? p.qk.q_w : p.qk.k_w;
-        const float* b = is_q ? p.qk.q_b : p.qk.k_b;
-        float s = 0.0f;
-        for (int i = lane; i < p.hd; i += kWarp) s += buf[i];
-        const float mean = warp_sum(s) / static_cast<float>(p.hd);
-        s = 0.0f;
-        for (int i = lane; i < p.hd; i += kWarp) s += (buf[i] - mean) * (buf[i] - mean);
-        const float inv = 1.0f / sqrtf(warp_sum(s) / static_cast<float>(p.hd) + p.qk.eps);
-        __syncwarp();
-        for (int i = lane; i < p.hd; i += kWarp) buf[i] = (buf[i] - mean) * inv * w[i] + (b ? b[i] : 0.0f);
-        __syncwarp();
-    }
-    const int half = p.n_rot / 2;
-    for (int i = lane; i < half; i += kWarp) {
-        float s, c;
-        sincosf(static_cast<float>(pos) * p.inv_freq[i], &s, &c);
-        c *= p.mscale;
-        s *= p.mscale;
-        const float a = buf[i], b = buf[i + half];
-        buf[i] = a * c - b * s;
-        buf[i + half] = b * c + a * s;
-    }
-    __syncwarp();
+    if (p.qk.q_w) head_layernorm(buf, p.hd, is_q ? p.qk.q_w : p.qk.k_w, is_q ? p.qk.q_b : p.qk.k_b, p.qk.eps);
+    head_rotary(buf, p, pos);
     const int64_t kvw = static_cast<int64_t>(p.n_head_kv) * p.hd;
     const int64_t at = pos * kvw + h * p.hd;
     const float* v = p.v + t * p.kv_stride + h * p.hd;
@@ -105,6 +112,7 @@ struct AttnParams {
     int tiles = 0, splits = 1;  // tiles: of all KV heads together
     float* partial = nullptr;
     int* counters = nullptr;
+    InputParams in;  // kFused: the input step of the step's one token, done here
 };
 
 template <class T>
@@ -114,18 +122,20 @@ __device__ __forceinline__ float ld_elem<float>(const float* p, int64_t i) { ret
 template <>
 __device__ __forceinline__ float ld_elem<__half>(const __half* p, int64_t i) { return __half2float(p[i]); }
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-    const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem));
-}
-
 // Shared memory of one warp: the chunk's key and value rows (32 keys, padded
-// rows of ld elements) and the queries.
+// rows of ld elements), the queries, and (fused input step) the new key and value.
 template <class T>
 size_t attention_smem(int hd) {
     const int ld = hd + 16 / static_cast<int>(sizeof(T));
-    return 2 * kWarp * ld * sizeof(T) + kRows * hd * sizeof(float);
+    return 2 * kWarp * ld * sizeof(T) + (kRows + 2) * hd * sizeof(float);
 }
+
+template <class T>
+__device__ __forceinline__ T from_f32(float v);
+template <>
+__device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
 
 // q . k for the warp's rows against one key row kr (in shared memory); kVec
 // elements per 16-byte read when rows are 16-byte multiples.
@@ -153,13 +163,19 @@ __device__ __forceinline__ void scores(const T* kr, const float* qs, int hd, int
     }
 }
 
-template <class T, int kVec>
+// kFused (one token): the input step too. Each warp normalizes and rotates
+// its own copies of the token's q heads and of its key; the warp whose keys
+// include the token's position writes the key and value into the cache (and
+// takes them from shared memory rather than reading them back).
+template <class T, int kVec, bool kFused>
 __global__ void attention_kernel(AttnParams p) {
     extern __shared__ __align__(16) uint8_t smem[];
     const int ld = p.hd + 16 / static_cast<int>(sizeof(T));  // padding keeps 16-byte rows apart in the banks
     T* ks = reinterpret_cast<T*>(smem);                          // [32][ld] key rows of the chunk
     T* vs = ks + kWarp * ld;                                     // [32][ld] value rows
     float* qs = reinterpret_cast<float*>(vs + kWarp * ld);       // [kRows][hd] the queries, pre-scaled
+    float* cur_k = qs + kRows * p.hd;                            // [hd] fused: the token's key
+    float* cur_v = cur_k + p.hd;                                 // [hd] and value
     pdl_wait();
     pdl_launch_dependents();
     const int lane = threadIdx.x;
@@ -189,31 +205,75 @@ __global__ void attention_kernel(AttnParams p) {
     const T* K = static_cast<const T*>(p.kc) + kvh * p.hd;
     const T* V = static_cast<const T*>(p.vc) + kvh * p.hd;
     // the chunk's key and value rows into shared memory, every load in flight at once
+    const int cur_pos = pos_base;  // kFused: the token's position
+    T* Kw = static_cast<T*>(const_cast<void*>(p.kc)) + kvh * p.hd;
+    T* Vw = static_cast<T*>(const_cast<void*>(p.vc)) + kvh * p.hd;
+    // kFused: elements [d, d + n) of the token's key and value, into shared row j and the cache
+    auto put_current = [&](int j, int d, int n) {
+        for (int e = 0; e < n; ++e) {
+            const T kk = from_f32<T>(cur_k[d + e]), vv = from_f32<T>(cur_v[d + e]);
+            ks[j * ld + d + e] = kk;
+            vs[j * ld + d + e] = vv;
+            Kw[cur_pos * kvw + d + e] = kk;
+            Vw[cur_pos * kvw + d + e] = vv;
+        }
+    };
     auto issue_chunk = [&](int kb, int nk) {
         const int per_row = p.hd / kVec;  // 16-byte pieces
         for (int c = lane; c < nk * per_row; c += kWarp) {
             const int j = c / per_row, d = (c % per_row) * kVec;
+            if (kFused && kb + j == cur_pos) {
+                put_current(j, d, kVec);
+                continue;
+            }
             cp_async16(ks + j * ld + d, K + (kb + j) * kvw + d);
             cp_async16(vs + j * ld + d, V + (kb + j) * kvw + d);
         }
     };
-    if constexpr (kVec > 1)
+    // (fused: the token's own key row comes from the prologue below, so its chunk waits for it)
+    if constexpr (kVec > 1 && !kFused)
         if (k_begin < k_end) issue_chunk(k_begin, min(kWarp, k_end - k_begin));
     // the queries, pre-scaled, while the first chunk is in flight
-    for (int r = 0; r < nrows; ++r) {
-        const int rho = rho0 + r, t = rho / group, h = kvh * group + rho % group;
-        const float* qr = p.q + t * p.q_stride + h * p.hd;
-        for (int d = lane; d < p.hd; d += kWarp) qs[r * p.hd + d] = qr[d] * p.scale;
+    if constexpr (kFused) {
+        const InputParams& in = p.in;
+        for (int r = 0; r < nrows; ++r) {
+            const float* qr = in.q + (kvh * group + rho0 + r) * p.hd;
+            for (int d = lane; d < p.hd; d += kWarp) qs[r * p.hd + d] = qr[d];
+        }
+        for (int d = lane; d < p.hd; d += kWarp) {
+            cur_k[d] = in.k[kvh * p.hd + d];
+            cur_v[d] = in.v[kvh * p.hd + d];
+        }
+        __syncwarp();
+        for (int r = -1; r < nrows; ++r) {
+            float* vec = r < 0 ? cur_k : qs + r * p.hd;
+            if (in.qk.q_w)
+                head_layernorm(vec, p.hd, r < 0 ? in.qk.k_w : in.qk.q_w, r < 0 ? in.qk.k_b : in.qk.q_b, in.qk.eps);
+            head_rotary(vec, in, cur_pos);
+        }
+        for (int r = 0; r < nrows; ++r)
+            for (int d = lane; d < p.hd; d += kWarp) qs[r * p.hd + d] *= p.scale;
+    } else {
+        for (int r = 0; r < nrows; ++r) {
+            const int rho = rho0 + r, t = rho / group, h = kvh * group + rho % group;
+            const float* qr = p.q + t * p.q_stride + h * p.hd;
+            for (int d = lane; d < p.hd; d += kWarp) qs[r * p.hd + d] = qr[d] * p.scale;
+        }
     }
     __syncwarp();
     for (int kb = k_begin; kb < k_end; kb += kWarp) {
         const int nk = min(kWarp, k_end - kb);
         if constexpr (kVec > 1) {
-            if (kb != k_begin) issue_chunk(kb, nk);
-            asm volatile("cp.async.wait_all;" ::: "memory");
+            if (kb != k_begin || kFused) issue_chunk(kb, nk);
+            cp_async_commit();  // wait_group counts committed groups only
+            cp_async_wait<0>();
         } else {
             for (int c = lane; c < nk * p.hd; c += kWarp) {
                 const int j = c / p.hd, d = c % p.hd;
+                if (kFused && kb + j == cur_pos) {
+                    put_current(j, d, 1);
+                    continue;
+                }
                 ks[j * ld + d] = K[(kb + j) * kvw + d];
                 vs[j * ld + d] = V[(kb + j) * kvw + d];
             }
@@ -328,18 +388,16 @@ __global__ void attention_kernel(AttnParams p) {
 }
 
 template <class T, int kVec>
-void launch_attention(const AttnParams& p, dim3 grid, const Launch& l) {
-    auto kernel = attention_kernel<T, kVec>;
+void launch_attention(const AttnParams& p, dim3 grid, const Launch& l, bool fused) {
+    auto kernel = fused ? attention_kernel<T, kVec, true> : attention_kernel<T, kVec, false>;
     const size_t smem = attention_smem<T>(p.hd);
     if (smem > 48 * 1024)
         PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     launch(kernel, grid, dim3(kWarp), smem, l, p);
 }
 
-} // namespace
-
-void attention_input(const QKVRows& t, int n_tok, const AttentionParams& a, const QKNorm& qk, const RopeParams& rope,
-                     const KVCache& cache, const int* pos0, const Launch& l) {
+InputParams input_params(const QKVRows& t, const AttentionParams& a, const QKNorm& qk, const RopeParams& rope,
+                         const KVCache& cache, const int* pos0) {
     if (a.head_dim > kMaxHead) fail(ErrorKind::unsupported, "head_dim ", a.head_dim, " > ", kMaxHead, " on CUDA");
     if (cache.type != DType::F16 && cache.type != DType::F32)
         fail(ErrorKind::unsupported, "KV cache type ", dtype_name(cache.type), " is not supported on CUDA");
@@ -360,6 +418,14 @@ void attention_input(const QKVRows& t, int n_tok, const AttentionParams& a, cons
     p.vc = cache.v;
     p.f16 = cache.type == DType::F16;
     p.pos0 = pos0;
+    return p;
+}
+
+} // namespace
+
+void attention_input(const QKVRows& t, int n_tok, const AttentionParams& a, const QKNorm& qk, const RopeParams& rope,
+                     const KVCache& cache, const int* pos0, const Launch& l) {
+    const InputParams p = input_params(t, a, qk, rope, cache, pos0);
     launch(attention_input_kernel, dim3(a.n_head + a.n_head_kv, n_tok), dim3(kWarp), 0, l, p);
 }
 
@@ -386,9 +452,13 @@ AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, int 
 
 void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache,
                const AttentionParams& a, const AttentionPlan& plan, const AttentionWorkspace& ws, const int* pos0,
-               float* out, const Launch& l) {
+               float* out, const Launch& l, const FusedInput* fuse) {
     if (a.head_dim > kMaxHead) fail(ErrorKind::unsupported, "head_dim ", a.head_dim, " > ", kMaxHead, " on CUDA");
+    const bool fused = fuse != nullptr;
+    if (fused && (n_q != 1 || t0 != 0 || fuse->rows.q != q || fuse->cache.k != cache.k))
+        fail(ErrorKind::invalid_arg, "fused attention input: not this attention's token");
     AttnParams p;
+    if (fused) p.in = input_params(fuse->rows, a, fuse->qk, fuse->rope, cache, pos0);
     p.q = q;
     p.q_stride = q_stride;
     p.t0 = t0;
@@ -408,11 +478,11 @@ void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache&
     p.counters = ws.counters;
     const dim3 grid(plan.tiles, plan.splits);
     if (cache.type == DType::F16) {
-        if (a.head_dim % 8 == 0) launch_attention<__half, 8>(p, grid, l);
-        else launch_attention<__half, 1>(p, grid, l);
+        if (a.head_dim % 8 == 0) launch_attention<__half, 8>(p, grid, l, fused);
+        else launch_attention<__half, 1>(p, grid, l, fused);
     } else if (cache.type == DType::F32) {
-        if (a.head_dim % 4 == 0) launch_attention<float, 4>(p, grid, l);
-        else launch_attention<float, 1>(p, grid, l);
+        if (a.head_dim % 4 == 0) launch_attention<float, 4>(p, grid, l, fused);
+        else launch_attention<float, 1>(p, grid, l, fused);
     } else {
         fail(ErrorKind::unsupported, "KV cache type ", dtype_name(cache.type), " is not supported on CUDA");
     }

@@ -106,8 +106,9 @@ public:
         PHI_CUDA_CHECK(cudaMemsetAsync(d_pos_, 0, sizeof(int), stream_));
         graphs_ = env_int("PHICPP_CUDA_GRAPHS", 1) != 0;
         pdl_ = props_.major >= 9 && env_int("PHICPP_CUDA_PDL", 1) != 0;
-        mv_warps_ = std::max(1, std::min(32, env_int("PHICPP_CUDA_MV_WARPS", 8)));
-        mv_ctas_ = std::max(1, env_int("PHICPP_CUDA_MV_CTAS", 4));
+        mv_.warps = std::max(1, std::min(16, env_int("PHICPP_CUDA_MV_WARPS", mv_.warps)));
+        mv_.ctas_per_sm = std::max(1, env_int("PHICPP_CUDA_MV_CTAS", mv_.ctas_per_sm));
+        fuse_input_ = env_int("PHICPP_CUDA_FUSE_ATTN", 1) != 0;
     }
     ~CudaBackend() override {
         cudaStreamSynchronize(stream_);
@@ -147,13 +148,16 @@ public:
         PHI_CUDA_CHECK(cudaFree(p));
     }
     void copy_to_device(void* dst, const void* src, size_t n) override {
+        flush_input();
         if (n) PHI_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, stream_));
     }
     void copy_to_host(void* dst, const void* src, size_t n) override {
+        flush_input();
         if (n) PHI_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream_));
         synchronize();
     }
     void synchronize() override {
+        flush_input();
         PHI_CUDA_CHECK(cudaStreamSynchronize(stream_));
         PHI_CUDA_CHECK(cudaGetLastError());
     }
@@ -207,6 +211,7 @@ public:
     // ---- steps
     void begin_step(int pos0, int n_tok, bool replayable) override {
         end_dangling_capture();
+        has_pending_input_ = false;  // left by a step that threw
         pos0_ = pos0;
         n_tok_ = n_tok;
         hash_ = StepHash{};
@@ -225,6 +230,7 @@ public:
         }
     }
     bool end_step() override {
+        if (running()) flush_input();
         const Mode mode = mode_;
         mode_ = Mode::direct;
         if (mode == Mode::direct) return true;
@@ -264,6 +270,7 @@ public:
     void get_rows(const Tensor& table, const int32_t* ids, int n, float* out) override {
         hash_.all(1, table.data, table.type, table.ne0, table.ne1, ids, n, out);
         if (!running()) return;
+        flush_input();
         cuda::get_rows(table, ids, n, out, launch_cfg());
     }
 
@@ -278,9 +285,10 @@ public:
             grow(gemm_ws_, gemm_workspace(n, W.ne0));
         }
         if (!running()) return;
+        flush_input();
         const Launch l = launch_cfg();
         if (mv) {
-            matvec(j, l, props_.multiProcessorCount, mv_warps_, mv_ctas_);
+            matvec(j, l, props_.multiProcessorCount, mv_);
             return;
         }
         void* gws = gemm_ws_.get();
@@ -304,6 +312,13 @@ public:
         hash_.all(3, t.q, t.k, t.v, t.q_stride, t.kv_stride, p.n_head, p.n_head_kv, p.head_dim, qk.q_w, qk.q_b,
                   qk.k_w, qk.k_b, qk.eps, rope.n_rot, rope.inv_freq, rope.mscale, cache.k, cache.v, cache.type);
         if (!running()) return;
+        flush_input();
+        if (n_tok_ == 1 && fuse_input_) {  // done by the attention launch that follows
+            pending_input_ = FusedInput{t, qk, rope, cache};
+            pending_params_ = p;
+            has_pending_input_ = true;
+            return;
+        }
         cuda::attention_input(t, n_tok_, p, qk, rope, cache, d_pos_, launch_cfg());
     }
 
@@ -318,7 +333,13 @@ public:
         }
         if (!running()) return;
         const AttentionWorkspace ws{static_cast<float*>(attn_partial_.get()), static_cast<int*>(attn_counters_.get())};
-        cuda::attention(q, q_stride, t0, n_q, cache, p, plan, ws, d_pos_, out, launch_cfg());
+        const bool fuse = has_pending_input_ && n_q == 1 && t0 == 0 && pending_input_.rows.q == q &&
+                          pending_input_.cache.k == cache.k && pending_params_.n_head == p.n_head &&
+                          pending_params_.n_head_kv == p.n_head_kv && pending_params_.head_dim == p.head_dim;
+        if (!fuse) flush_input();
+        has_pending_input_ = false;
+        cuda::attention(q, q_stride, t0, n_q, cache, p, plan, ws, d_pos_, out, launch_cfg(),
+                        fuse ? &pending_input_ : nullptr);
     }
 
 private:
@@ -329,6 +350,13 @@ private:
     };
 
     Launch launch_cfg() const { return Launch{stream_, pdl_}; }
+    // A deferred input step that no attention took: run it on its own.
+    void flush_input() {
+        if (!has_pending_input_) return;
+        has_pending_input_ = false;
+        cuda::attention_input(pending_input_.rows, 1, pending_params_, pending_input_.qk, pending_input_.rope,
+                              pending_input_.cache, d_pos_, launch_cfg());
+    }
     bool running() const { return mode_ != Mode::check; }
     size_t free_mib() const { return device_memory_free() >> 20; }
 
@@ -392,7 +420,11 @@ private:
     cudaStream_t stream_ = nullptr;
     int* d_pos_ = nullptr;  // the step's pos0, where the kernels read it
     bool graphs_ = true, pdl_ = true;
-    int mv_warps_ = 8, mv_ctas_ = 4;  // matvec CTA size and CTAs per SM at most
+    MatvecConfig mv_;  // how decode matmuls are launched
+    bool fuse_input_ = true;  // a one-token step's input step runs inside its attention
+    bool has_pending_input_ = false;
+    FusedInput pending_input_;
+    AttentionParams pending_params_;
     std::unordered_set<const void*> weights_;
     std::unordered_set<void*> allocs_;
     DeviceBuffer norm_ws_, prod_ws_, gemm_ws_, attn_partial_, attn_counters_;

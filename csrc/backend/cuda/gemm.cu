@@ -48,14 +48,6 @@ __device__ __forceinline__ uint32_t pack_half2(float a, float b) {
     return *reinterpret_cast<const uint32_t*>(&h);
 }
 
-// 16 bytes global -> shared without registers; src_bytes < 16 zero-fills the rest.
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
-    const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
-
 // 8 values to 8 halves (and the low parts when split) as 16-byte stores.
 template <bool kSplit>
 __device__ __forceinline__ void store8(const float* v, __half* hi, __half* lo) {
@@ -227,7 +219,7 @@ __global__ void __launch_bounds__(256) gemm_kernel(GemmParams p) {
         a.load(p, m0, 0);
         a.store(As[0], kSplit ? Al[0] : nullptr);
     }
-    cp_async_wait_all();
+    cp_async_wait<0>();
     __syncthreads();
     for (int kt = 0; kt < KT; ++kt) {
         const int buf = kt % 2;
@@ -275,7 +267,7 @@ __global__ void __launch_bounds__(256) gemm_kernel(GemmParams p) {
         }
         if constexpr (!ALoader::kAsync)
             if (kt + 1 < KT) a.store(As[buf ^ 1], kSplit ? Al[buf ^ 1] : nullptr);
-        cp_async_wait_all();
+        cp_async_wait<0>();
         __syncthreads();
     }
 

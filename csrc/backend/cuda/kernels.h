@@ -28,7 +28,12 @@ struct MatmulJob {
 // aligned; matvec() returns false (launching nothing) otherwise.
 constexpr int kMatvecMaxTokens = 8;
 bool matvec_takes(const MatmulJob& j);
-bool matvec(const MatmulJob& j, const Launch& l, int sm_count, int warps_per_cta, int ctas_per_sm);
+// How the decode matmuls are launched (the backend's choice; knobs for measuring).
+struct MatvecConfig {
+    int warps = 8;        // per CTA
+    int ctas_per_sm = 4;  // at most
+};
+bool matvec(const MatmulJob& j, const Launch& l, int sm_count, const MatvecConfig& cfg);
 
 // Prefill on tensor cores: y[n, ldy] (columns [0, W.ne1)) = epilogue(x . W^T + bias)
 // for Epilogue::store, add or gelu (x already normalized). ws: gemm_workspace(n, K)
@@ -59,9 +64,18 @@ struct AttentionPlan {
     size_t partial_floats() const;
 };
 AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, int sm_count);
+// The input step of a one-token step, done inside its attention launch (decode).
+struct FusedInput {
+    QKVRows rows;
+    QKNorm qk;
+    RopeParams rope;
+    KVCache cache;
+};
+// fuse: the input step of the step's one token (n_q == 1, t0 == 0), or null
+// when attention_input() ran before.
 void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache,
                const AttentionParams& p, const AttentionPlan& plan, const AttentionWorkspace& ws, const int* pos0,
-               float* out, const Launch& l);
+               float* out, const Launch& l, const FusedInput* fuse = nullptr);
 
 // *p = v (the step's position, where the kernels read it).
 void set_int(int* p, int v, const Launch& l);

@@ -111,46 +111,115 @@ __device__ __forceinline__ float normed1(const MatvecParams& p, float v, int k, 
 // thread takes 4 elements at a time, the 8 threads of a 32-element block find
 // its scale together (quant::Q8_0 arithmetic: d = amax / 127, q = round(x / d)),
 // and threads 0 and 4 of the block store the code sums of its two halves.
+__device__ __forceinline__ void quantize4(const MatvecParams& p, int t, int c, bool in, float4 v, int8_t* xq, int* xs,
+                                          float* xd) {
+    const int lane = threadIdx.x % kWarp, nblk = p.K / 32;
+    float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+#pragma unroll
+    for (int o = 4; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const float d = amax / 127.0f;
+    const float id = d > 0.0f ? 1.0f / d : 0.0f;
+    const int q0 = __float2int_rn(v.x * id), q1 = __float2int_rn(v.y * id);
+    const int q2 = __float2int_rn(v.z * id), q3 = __float2int_rn(v.w * id);
+    int s = q0 + q1 + q2 + q3;
+    s += __shfl_xor_sync(0xffffffffu, s, 2);
+    s += __shfl_xor_sync(0xffffffffu, s, 1);
+    if (!in) return;
+    reinterpret_cast<int*>(xq + t * p.K)[c] =
+        (q0 & 0xFF) | ((q1 & 0xFF) << 8) | ((q2 & 0xFF) << 16) | (static_cast<int>(q3 & 0xFF) << 24);
+    const int b = c / 8;
+    if (lane % 8 == 0) xd[t * nblk + b] = d;
+    if (lane % 4 == 0) xs[(t * nblk + b) * 2 + (lane % 8) / 4] = s;
+}
+
+// float4s of the row a thread holds in registers when staging in one pass
+constexpr int kHeld = 8;
+
+// The statistics of a row held in registers (v, kHeld float4s per thread,
+// padded with x0), summed relative to x0 as row_stats does.
+__device__ __forceinline__ NormStats held_stats(const MatvecParams& p, const float4 (&v)[kHeld], float x0, float2* red) {
+    NormStats st;
+    if (p.norm == static_cast<int>(NormKind::none)) return st;
+    float s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kHeld; ++i) {
+        const float a = v[i].x - x0, b = v[i].y - x0, d = v[i].z - x0, e = v[i].w - x0;
+        s1 += (a + b) + (d + e);
+        s2 += (a * a + b * b) + (d * d + e * e);
+    }
+    const float2 tot = block_sum2(s1, s2, red);
+    const float m1 = tot.x / static_cast<float>(p.K);
+    if (p.norm == static_cast<int>(NormKind::layer)) {
+        st.mean = x0 + m1;
+        st.inv = 1.0f / sqrtf(fmaxf(tot.y / static_cast<float>(p.K) - m1 * m1, 0.0f) + p.eps);
+    } else {
+        st.inv = 1.0f / sqrtf(tot.y / static_cast<float>(p.K) + p.eps);
+    }
+    return st;
+}
+
+
 __device__ void stage_q8(const MatvecParams& p, int t, int8_t* xq, int* xs, float* xd, float2* red) {
     const float* xt = p.x + static_cast<int64_t>(t) * p.K;
-    const NormStats st = row_stats(xt, p.K, p.norm, p.eps, red);
     const float4* x4 = reinterpret_cast<const float4*>(xt);
-    const int lane = threadIdx.x % kWarp;
-    const int nblk = p.K / 32;
-    // warp-uniform trip count (the shuffles need the whole warp); the 8 lanes
+    const int n4 = p.K / 4;
+    // warp-uniform trip counts (the shuffles need the whole warp); the 8 lanes
     // of a block are all in range or all out (K / 4 is a multiple of 8)
-    for (int base = threadIdx.x - lane; base < p.K / 4; base += blockDim.x) {
-        const int c = base + lane;
-        const bool in = c < p.K / 4;
-        const float4 v = in ? normed4(p, x4[c], 4 * c, st) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+    const int base0 = threadIdx.x - threadIdx.x % kWarp;
+    if (n4 <= kHeld * static_cast<int>(blockDim.x)) {
+        // one pass over x: held in registers while the statistics are summed
+        const float x0 = p.norm == static_cast<int>(NormKind::layer) ? xt[0] : 0.0f;
+        float4 v[kHeld];
 #pragma unroll
-        for (int o = 4; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-        const float d = amax / 127.0f;
-        const float id = d > 0.0f ? 1.0f / d : 0.0f;
-        const int q0 = __float2int_rn(v.x * id), q1 = __float2int_rn(v.y * id);
-        const int q2 = __float2int_rn(v.z * id), q3 = __float2int_rn(v.w * id);
-        int s = q0 + q1 + q2 + q3;
-        s += __shfl_xor_sync(0xffffffffu, s, 2);
-        s += __shfl_xor_sync(0xffffffffu, s, 1);
-        if (!in) continue;
-        reinterpret_cast<int*>(xq + t * p.K)[c] =
-            (q0 & 0xFF) | ((q1 & 0xFF) << 8) | ((q2 & 0xFF) << 16) | (static_cast<int>(q3 & 0xFF) << 24);
-        const int b = c / 8;
-        if (lane % 8 == 0) xd[t * nblk + b] = d;
-        if (lane % 4 == 0) xs[(t * nblk + b) * 2 + (lane % 8) / 4] = s;
+        for (int i = 0; i < kHeld; ++i) {
+            const int c = threadIdx.x + i * blockDim.x;
+            v[i] = c < n4 ? x4[c] : make_float4(x0, x0, x0, x0);
+        }
+        const NormStats st = held_stats(p, v, x0, red);
+#pragma unroll
+        for (int i = 0; i < kHeld; ++i) {
+            if (base0 + i * static_cast<int>(blockDim.x) >= n4) break;
+            const int c = threadIdx.x + i * blockDim.x;
+            const bool in = c < n4;
+            quantize4(p, t, c, in, in ? normed4(p, v[i], 4 * c, st) : make_float4(0.0f, 0.0f, 0.0f, 0.0f), xq, xs, xd);
+        }
+        return;
+    }
+    const NormStats st = row_stats(xt, p.K, p.norm, p.eps, red);
+    for (int base = base0; base < n4; base += blockDim.x) {
+        const int c = base + threadIdx.x % kWarp;
+        const bool in = c < n4;
+        quantize4(p, t, c, in, in ? normed4(p, x4[c], 4 * c, st) : make_float4(0.0f, 0.0f, 0.0f, 0.0f), xq, xs, xd);
     }
 }
 
 // Token t's activations as f32, normalized.
 __device__ void stage_f32(const MatvecParams& p, int t, float* xf, float2* red) {
     const float* xt = p.x + static_cast<int64_t>(t) * p.K;
-    const NormStats st = row_stats(xt, p.K, p.norm, p.eps, red);
     float* dst = xf + static_cast<int64_t>(t) * p.K;
+    const int n4 = p.K / 4;
+    if (p.K % 4 == 0 && n4 <= kHeld * static_cast<int>(blockDim.x)) {
+        const float4* x4 = reinterpret_cast<const float4*>(xt);
+        const float x0 = p.norm == static_cast<int>(NormKind::layer) ? xt[0] : 0.0f;
+        float4 v[kHeld];
+#pragma unroll
+        for (int i = 0; i < kHeld; ++i) {
+            const int c = threadIdx.x + i * blockDim.x;
+            v[i] = c < n4 ? x4[c] : make_float4(x0, x0, x0, x0);
+        }
+        const NormStats st = held_stats(p, v, x0, red);
+#pragma unroll
+        for (int i = 0; i < kHeld; ++i) {
+            const int c = threadIdx.x + i * blockDim.x;
+            if (c < n4) reinterpret_cast<float4*>(dst)[c] = normed4(p, v[i], 4 * c, st);
+        }
+        return;
+    }
+    const NormStats st = row_stats(xt, p.K, p.norm, p.eps, red);
     if (p.K % 4 == 0) {
         const float4* x4 = reinterpret_cast<const float4*>(xt);
 #pragma unroll 4
-        for (int c = threadIdx.x; c < p.K / 4; c += blockDim.x)
+        for (int c = threadIdx.x; c < n4; c += blockDim.x)
             reinterpret_cast<float4*>(dst)[c] = normed4(p, x4[c], 4 * c, st);
     } else {
         for (int k = threadIdx.x; k < p.K; k += blockDim.x) dst[k] = normed1(p, xt[k], k, st);
@@ -426,25 +495,27 @@ bool run(Kernel kernel, const MatvecParams& p, size_t smem, const Launch& l, int
 }
 
 template <class F>
-bool run_quant(MatvecParams p, const Tensor& W, const Launch& l, int sm, int warps, int cps) {
+bool run_quant(MatvecParams p, const Tensor& W, const Launch& l, int sm, const MatvecConfig& cfg) {
     p.w.nb = W.ne0 / F::kBlock;
     p.w.bits = static_cast<const uint8_t*>(W.data);
     p.w.rest = p.w.bits + W.ne1 * p.w.nb * F::kBits;
-    if (p.n == 1) return run(matvec_quant<F, 1>, p, matvec_smem(W, p.n), l, sm, warps, cps);
-    return run(matvec_quant<F, kMatvecMaxTokens>, p, matvec_smem(W, p.n), l, sm, warps, cps);
+    const int w = cfg.warps, c = cfg.ctas_per_sm;
+    if (p.n == 1) return run(matvec_quant<F, 1>, p, matvec_smem(W, p.n), l, sm, w, c);
+    return run(matvec_quant<F, kMatvecMaxTokens>, p, matvec_smem(W, p.n), l, sm, w, c);
 }
 
 template <class T>
-bool run_float(MatvecParams p, const Tensor& W, const Launch& l, int sm, int warps, int cps) {
+bool run_float(MatvecParams p, const Tensor& W, const Launch& l, int sm, const MatvecConfig& cfg) {
     p.wf = static_cast<const uint8_t*>(W.data);
     p.row_bytes = static_cast<int64_t>(W.row_bytes());
     const size_t smem = matvec_smem(W, p.n);
     constexpr int kVec = 16 / sizeof(T);
+    const int w = cfg.warps, c = cfg.ctas_per_sm;
     if (p.row_bytes % 16 == 0) {
-        if (p.n == 1) return run(matvec_float<T, kVec, 1>, p, smem, l, sm, warps, cps);
-        return run(matvec_float<T, kVec, kMatvecMaxTokens>, p, smem, l, sm, warps, cps);
+        if (p.n == 1) return run(matvec_float<T, kVec, 1>, p, smem, l, sm, w, c);
+        return run(matvec_float<T, kVec, kMatvecMaxTokens>, p, smem, l, sm, w, c);
     }
-    return run(matvec_float<T, 1, kMatvecMaxTokens>, p, smem, l, sm, warps, cps);
+    return run(matvec_float<T, 1, kMatvecMaxTokens>, p, smem, l, sm, w, c);
 }
 
 } // namespace
@@ -457,7 +528,7 @@ bool matvec_takes(const MatmulJob& j) {
     return j.n <= kMatvecMaxTokens && matvec_smem(j.W, j.n) <= kSmemLimit && aligned16(j.x, j.norm.w, j.norm.b);
 }
 
-bool matvec(const MatmulJob& j, const Launch& l, int sm_count, int warps_per_cta, int ctas_per_sm) {
+bool matvec(const MatmulJob& j, const Launch& l, int sm_count, const MatvecConfig& cfg) {
     if (!matvec_takes(j)) return false;
     MatvecParams p;
     p.K = static_cast<int>(j.W.ne0);
@@ -473,23 +544,24 @@ bool matvec(const MatmulJob& j, const Launch& l, int sm_count, int warps_per_cta
     p.ep = static_cast<int>(j.ep);
     p.ldy = j.ep == Epilogue::swiglu ? p.M / 2 : p.M;
     p.tasks = j.ep == Epilogue::swiglu ? p.M / 2 : (p.M + 1) / 2;
-    const int sm = sm_count, w = warps_per_cta, c = ctas_per_sm;
+    const int sm = sm_count;
+    const MatvecConfig& c = cfg;
     switch (j.W.type) {
-        case DType::F32: return run_float<float>(p, j.W, l, sm, w, c);
-        case DType::F16: return run_float<__half>(p, j.W, l, sm, w, c);
-        case DType::BF16: return run_float<__nv_bfloat16>(p, j.W, l, sm, w, c);
-        case DType::Q4_0: return run_quant<FmtQ4_0>(p, j.W, l, sm, w, c);
-        case DType::Q4_1: return run_quant<FmtQ4_1>(p, j.W, l, sm, w, c);
-        case DType::Q5_0: return run_quant<FmtQ5_0>(p, j.W, l, sm, w, c);
-        case DType::Q5_1: return run_quant<FmtQ5_1>(p, j.W, l, sm, w, c);
-        case DType::Q8_0: return run_quant<FmtQ8_0>(p, j.W, l, sm, w, c);
-        case DType::IQ4_NL: return run_quant<FmtIQ4_NL>(p, j.W, l, sm, w, c);
-        case DType::Q2_K: return run_quant<FmtQ2_K>(p, j.W, l, sm, w, c);
-        case DType::Q3_K: return run_quant<FmtQ3_K>(p, j.W, l, sm, w, c);
-        case DType::Q4_K: return run_quant<FmtQ4_K>(p, j.W, l, sm, w, c);
-        case DType::Q5_K: return run_quant<FmtQ5_K>(p, j.W, l, sm, w, c);
-        case DType::Q6_K: return run_quant<FmtQ6_K>(p, j.W, l, sm, w, c);
-        case DType::IQ4_XS: return run_quant<FmtIQ4_XS>(p, j.W, l, sm, w, c);
+        case DType::F32: return run_float<float>(p, j.W, l, sm, c);
+        case DType::F16: return run_float<__half>(p, j.W, l, sm, c);
+        case DType::BF16: return run_float<__nv_bfloat16>(p, j.W, l, sm, c);
+        case DType::Q4_0: return run_quant<FmtQ4_0>(p, j.W, l, sm, c);
+        case DType::Q4_1: return run_quant<FmtQ4_1>(p, j.W, l, sm, c);
+        case DType::Q5_0: return run_quant<FmtQ5_0>(p, j.W, l, sm, c);
+        case DType::Q5_1: return run_quant<FmtQ5_1>(p, j.W, l, sm, c);
+        case DType::Q8_0: return run_quant<FmtQ8_0>(p, j.W, l, sm, c);
+        case DType::IQ4_NL: return run_quant<FmtIQ4_NL>(p, j.W, l, sm, c);
+        case DType::Q2_K: return run_quant<FmtQ2_K>(p, j.W, l, sm, c);
+        case DType::Q3_K: return run_quant<FmtQ3_K>(p, j.W, l, sm, c);
+        case DType::Q4_K: return run_quant<FmtQ4_K>(p, j.W, l, sm, c);
+        case DType::Q5_K: return run_quant<FmtQ5_K>(p, j.W, l, sm, c);
+        case DType::Q6_K: return run_quant<FmtQ6_K>(p, j.W, l, sm, c);
+        case DType::IQ4_XS: return run_quant<FmtIQ4_XS>(p, j.W, l, sm, c);
         default: fail(ErrorKind::unsupported, "no CUDA kernel for tensor type ", dtype_name(j.W.type));
     }
 }
