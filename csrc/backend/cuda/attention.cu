@@ -21,6 +21,7 @@ namespace {
 
 constexpr int kRows = 8;      // query rows per warp
 constexpr int kMaxHead = 256;  // head_dim limit (acc registers, shared q)
+constexpr size_t kAttnSmemLimit = 160 * 1024;
 
 struct InputParams {
     float* q = nullptr;
@@ -124,10 +125,13 @@ __device__ __forceinline__ float ld_elem<__half>(const __half* p, int64_t i) { r
 
 // Shared memory of one warp: the chunk's key and value rows (32 keys, padded
 // rows of ld elements), the queries, and (fused input step) the new key and value.
+__host__ __device__ inline size_t attention_smem(int hd, int elem_bytes) {
+    const int ld = hd + 16 / elem_bytes;
+    return (2 * kWarp * ld * elem_bytes + (kRows + 2) * hd * sizeof(float) + 15) / 16 * 16;
+}
 template <class T>
-size_t attention_smem(int hd) {
-    const int ld = hd + 16 / static_cast<int>(sizeof(T));
-    return 2 * kWarp * ld * sizeof(T) + (kRows + 2) * hd * sizeof(float);
+__host__ __device__ inline size_t attention_smem(int hd) {
+    return attention_smem(hd, static_cast<int>(sizeof(T)));
 }
 
 template <class T>
@@ -169,7 +173,9 @@ __device__ __forceinline__ void scores(const T* kr, const float* qs, int hd, int
 // takes them from shared memory rather than reading them back).
 template <class T, int kVec, bool kFused>
 __global__ void attention_kernel(AttnParams p) {
-    extern __shared__ __align__(16) uint8_t smem[];
+    extern __shared__ __align__(16) uint8_t smem_all[];
+    const int warp = threadIdx.x / kWarp, n_warps = blockDim.x / kWarp;
+    uint8_t* smem = smem_all + warp * attention_smem<T>(p.hd);  // this warp's part
     const int ld = p.hd + 16 / static_cast<int>(sizeof(T));  // padding keeps 16-byte rows apart in the banks
     T* ks = reinterpret_cast<T*>(smem);                          // [32][ld] key rows of the chunk
     T* vs = ks + kWarp * ld;                                     // [32][ld] value rows
@@ -178,7 +184,7 @@ __global__ void attention_kernel(AttnParams p) {
     float* cur_v = cur_k + p.hd;                                 // [hd] and value
     pdl_wait();
     pdl_launch_dependents();
-    const int lane = threadIdx.x;
+    const int lane = threadIdx.x % kWarp;
     const int tiles_per_head = p.tiles / p.n_head_kv;
     const int kvh = blockIdx.x / tiles_per_head, tile = blockIdx.x % tiles_per_head, split = blockIdx.y;
     const int group = p.n_head / p.n_head_kv;
@@ -192,7 +198,11 @@ __global__ void attention_kernel(AttnParams p) {
     const int min_pos = pos_base + rho0 / group, max_pos = pos_base + (rho0 + nrows - 1) / group;
     const int lo = p.window > 0 ? max(0, min_pos - p.window + 1) : 0, hi = max_pos + 1;
     const int chunk = ((hi - lo + p.splits - 1) / p.splits + kWarp - 1) / kWarp * kWarp;
-    const int k_begin = lo + split * chunk, k_end = min(hi, k_begin + chunk);
+    // the CTA's keys (its split), then this warp's 32-key chunks of them
+    const int c_begin = lo + split * chunk, c_end = min(hi, c_begin + chunk);
+    const int n_chunks = max(0, (c_end - c_begin + kWarp - 1) / kWarp);
+    const int k_begin = c_begin + kWarp * (n_chunks * warp / n_warps);
+    const int k_end = min(c_end, c_begin + kWarp * (n_chunks * (warp + 1) / n_warps));
 
     float m[kRows], l[kRows], acc[kRows][kMaxHead / kWarp];
 #pragma unroll
@@ -318,6 +328,49 @@ __global__ void attention_kernel(AttnParams p) {
         __syncwarp();  // before the next chunk's rows overwrite ks, vs
     }
 
+    if (n_warps > 1) {
+        // the CTA's warps combine in shared memory: each puts (m, l, acc) of its
+        // rows where its key rows were, warp 0 takes the sum
+        __syncwarp();
+        const int stride = p.hd + 2;
+        float* mine = reinterpret_cast<float*>(ks);
+        for (int r = 0; r < nrows; ++r) {
+            if (lane == 0) {
+                mine[r * stride] = m[r];
+                mine[r * stride + 1] = l[r];
+            }
+#pragma unroll
+            for (int i = 0; i < kMaxHead / kWarp; ++i) {
+                const int d = lane + kWarp * i;
+                if (i < nd && d < p.hd) mine[r * stride + 2 + d] = acc[r][i];
+            }
+        }
+        __syncthreads();
+        if (warp != 0) return;
+        for (int r = 0; r < nrows; ++r) {
+            float mx = -INFINITY;
+            for (int w = 0; w < n_warps; ++w)
+                mx = fmaxf(mx, reinterpret_cast<const float*>(smem_all + w * attention_smem<T>(p.hd))[r * stride]);
+            float L = 0.0f, o[kMaxHead / kWarp];
+#pragma unroll
+            for (int i = 0; i < kMaxHead / kWarp; ++i) o[i] = 0.0f;
+            for (int w = 0; w < n_warps; ++w) {
+                const float* part = reinterpret_cast<const float*>(smem_all + w * attention_smem<T>(p.hd)) + r * stride;
+                const float wt = part[0] == -INFINITY ? 0.0f : expf(part[0] - mx);
+                L += wt * part[1];
+#pragma unroll
+                for (int i = 0; i < kMaxHead / kWarp; ++i) {
+                    const int d = lane + kWarp * i;
+                    if (i < nd && d < p.hd) o[i] += wt * part[2 + d];
+                }
+            }
+            m[r] = mx;
+            l[r] = L;
+#pragma unroll
+            for (int i = 0; i < kMaxHead / kWarp; ++i) acc[r][i] = o[i];
+        }
+    }
+
     auto out_row = [&](int r) {
         const int rho = rho0 + r, t = rho / group, h = kvh * group + rho % group;
         return p.out + static_cast<int64_t>(t) * p.n_head * p.hd + h * p.hd;
@@ -388,12 +441,12 @@ __global__ void attention_kernel(AttnParams p) {
 }
 
 template <class T, int kVec>
-void launch_attention(const AttnParams& p, dim3 grid, const Launch& l, bool fused) {
+void launch_attention(const AttnParams& p, dim3 grid, int warps, const Launch& l, bool fused) {
     auto kernel = fused ? attention_kernel<T, kVec, true> : attention_kernel<T, kVec, false>;
-    const size_t smem = attention_smem<T>(p.hd);
+    const size_t smem = warps * attention_smem<T>(p.hd);
     if (smem > 48 * 1024)
         PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    launch(kernel, grid, dim3(kWarp), smem, l, p);
+    launch(kernel, grid, dim3(warps * kWarp), smem, l, p);
 }
 
 InputParams input_params(const QKVRows& t, const AttentionParams& a, const QKNorm& qk, const RopeParams& rope,
@@ -433,7 +486,7 @@ size_t AttentionPlan::partial_floats() const {
     return splits > 1 ? static_cast<size_t>(tiles) * splits * rows_per_tile : 0;
 }
 
-AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, int sm_count) {
+AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DType cache_type, int sm_count) {
     AttentionPlan plan;
     const int group = p.n_head / p.n_head_kv;
     plan.tiles = p.n_head_kv * ((n_q * group + kRows - 1) / kRows);
@@ -446,7 +499,12 @@ AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, int 
     int cap = 1, s = 1;
     while (cap * 2 <= std::min(want, kWarp)) cap *= 2;  // the combine gives each split a lane
     while (s < useful && s < cap) s *= 2;
-    plan.splits = s;
+    // up to 8 of them as the warps of one CTA, combined in shared memory
+    const size_t per_warp = attention_smem(p.head_dim, cache_type == DType::F16 ? 2 : 4);
+    int w = 1;
+    while (w * 2 <= std::min(s, 8) && (w * 2) * per_warp <= kAttnSmemLimit) w *= 2;
+    plan.warps = w;
+    plan.splits = s / w;
     return plan;
 }
 
@@ -478,11 +536,11 @@ void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache&
     p.counters = ws.counters;
     const dim3 grid(plan.tiles, plan.splits);
     if (cache.type == DType::F16) {
-        if (a.head_dim % 8 == 0) launch_attention<__half, 8>(p, grid, l, fused);
-        else launch_attention<__half, 1>(p, grid, l, fused);
+        if (a.head_dim % 8 == 0) launch_attention<__half, 8>(p, grid, plan.warps, l, fused);
+        else launch_attention<__half, 1>(p, grid, plan.warps, l, fused);
     } else if (cache.type == DType::F32) {
-        if (a.head_dim % 4 == 0) launch_attention<float, 4>(p, grid, l, fused);
-        else launch_attention<float, 1>(p, grid, l, fused);
+        if (a.head_dim % 4 == 0) launch_attention<float, 4>(p, grid, plan.warps, l, fused);
+        else launch_attention<float, 1>(p, grid, plan.warps, l, fused);
     } else {
         fail(ErrorKind::unsupported, "KV cache type ", dtype_name(cache.type), " is not supported on CUDA");
     }

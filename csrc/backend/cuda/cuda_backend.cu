@@ -324,9 +324,9 @@ public:
 
     void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache, const AttentionParams& p,
                    float* out) override {
-        const AttentionPlan plan = attention_plan(n_q, p, pos0_ + n_tok_, props_.multiProcessorCount);
+        const AttentionPlan plan = attention_plan(n_q, p, pos0_ + n_tok_, cache.type, props_.multiProcessorCount);
         hash_.all(4, q, q_stride, t0, n_q, cache.k, cache.v, cache.type, p.n_head, p.n_head_kv, p.head_dim, p.scale,
-                  p.window, out, plan.tiles, plan.splits);
+                  p.window, out, plan.tiles, plan.splits, plan.warps);
         if (plan.splits > 1) {
             grow(attn_partial_, sizeof(float) * plan.partial_floats());
             grow(attn_counters_, sizeof(int) * plan.tiles);

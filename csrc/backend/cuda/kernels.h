@@ -58,12 +58,13 @@ struct AttentionWorkspace {
     float* partial = nullptr;  // [tiles * splits * rows_per_tile * (head_dim + 2)]
     int* counters = nullptr;   // [tiles], zero between launches
 };
-// Tiles (of query rows) and splits (of keys) a launch will use, to size the workspace.
+// Tiles (of query rows), CTAs per tile (splits of the keys), warps per CTA
+// (splits of a CTA's keys, combined in shared memory).
 struct AttentionPlan {
-    int tiles = 0, splits = 1, rows_per_tile = 0;
+    int tiles = 0, splits = 1, warps = 1, rows_per_tile = 0;
     size_t partial_floats() const;
 };
-AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, int sm_count);
+AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DType cache_type, int sm_count);
 // The input step of a one-token step, done inside its attention launch (decode).
 struct FusedInput {
     QKVRows rows;
