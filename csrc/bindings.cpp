@@ -895,8 +895,9 @@ static void bind_sampling(py::module_& m) {
 static void bind_model(py::module_& m) {
     py::class_<Model>(m, "Model")
         .def(py::init([](const std::string& path, int n_ctx, int n_threads, int n_batch, const std::string& device,
-                         const std::string& kv_type, const std::string& isa, py::object progress) {
+                         const std::string& kv_type, const std::string& isa, py::object progress, int n_seq) {
                  ModelParams p;
+                 p.n_seq = n_seq;
                  p.n_ctx = n_ctx;
                  p.n_threads = n_threads;
                  p.n_batch = n_batch;
@@ -919,10 +920,11 @@ static void bind_model(py::module_& m) {
              }),
              py::arg("path"), py::arg("n_ctx") = 0, py::arg("n_threads") = 0, py::arg("n_batch") = 512,
              py::arg("device") = "cpu", py::arg("kv_type") = "auto", py::arg("isa") = "auto",
-             py::arg("progress") = py::none())
+             py::arg("progress") = py::none(), py::arg("n_seq") = 1)
         .def(
             "eval",
-            [](Model& self, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens, bool all_logits) {
+            [](Model& self, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens, bool all_logits,
+               int seq) {
                 if (tokens.ndim() != 1) throw Error(ErrorKind::invalid_arg, "tokens must be a 1-D sequence of ids");
                 const int n = static_cast<int>(tokens.shape(0));
                 const int V = self.n_vocab();
@@ -931,16 +933,38 @@ static void bind_model(py::module_& m) {
                 float* dst = out.mutable_data();
                 {
                     py::gil_scoped_release nogil;
-                    self.eval(ids, n, dst, all_logits);
+                    self.eval(ids, n, dst, all_logits, seq);
                 }
                 return out;
             },
-            py::arg("tokens"), py::arg("all_logits") = false,
-            "Evaluate tokens after the cached ones; returns the last token's logits [n_vocab], "
+            py::arg("tokens"), py::arg("all_logits") = false, py::arg("seq") = 0,
+            "Evaluate tokens after the cached ones (of sequence seq); returns the last token's logits [n_vocab], "
             "or every token's [n, n_vocab] with all_logits=True.")
-        .def("reset", &Model::reset, "Forget the KV cache.")
-        .def("truncate", &Model::truncate, py::arg("n"), "Keep only the first n cached tokens.")
-        .def_property_readonly("n_past", &Model::n_past)
+        .def(
+            "decode_batch",
+            [](Model& self, py::array_t<int32_t, py::array::c_style | py::array::forcecast> seqs,
+               py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens) {
+                if (seqs.ndim() != 1 || tokens.ndim() != 1 || seqs.shape(0) != tokens.shape(0))
+                    throw Error(ErrorKind::invalid_arg, "seqs and tokens must be 1-D sequences of one length");
+                const int n = static_cast<int>(tokens.shape(0));
+                py::array_t<float> out({n, self.n_vocab()});
+                const int32_t *sp = seqs.data(), *tp = tokens.data();
+                float* dst = out.mutable_data();
+                {
+                    py::gil_scoped_release nogil;
+                    self.decode_batch(sp, tp, n, dst);
+                }
+                return out;
+            },
+            py::arg("seqs"), py::arg("tokens"),
+            "One token for each of several sequences in one forward pass: token i continues sequence seqs[i]; "
+            "returns [n, n_vocab] logits, each row as that sequence alone would get it.")
+        .def("reset", &Model::reset, py::arg("seq") = 0, "Forget the KV cache (of sequence seq).")
+        .def("truncate", &Model::truncate, py::arg("n"), py::arg("seq") = 0,
+             "Keep only the first n cached tokens (of sequence seq).")
+        .def("n_past_of", &Model::n_past, py::arg("seq"), "Tokens cached for sequence seq.")
+        .def_property_readonly("n_seq", &Model::n_seq)
+        .def_property_readonly("n_past", [](const Model& s) { return s.n_past(0); })
         .def_property_readonly("n_ctx", &Model::n_ctx)
         .def_property_readonly("n_vocab", &Model::n_vocab)
         .def_property_readonly("n_ctx_train", [](const Model& s) { return s.config().n_ctx_train; })

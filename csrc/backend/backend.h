@@ -61,6 +61,11 @@ struct AttentionParams {
     int head_dim = 0;
     float scale = 1.0f;    // applied to q.k
     int window = 0;        // >0: a query at p sees keys at positions > p - window
+    // A step over several sequences (one cache each) issues the attention ops
+    // once per sequence: its tokens sit at positions pos0 + pos.., and
+    // attention_input takes n_tok of them (0: all of the step's tokens).
+    int pos = 0;
+    int n_tok = 0;
 };
 
 // A layer's KV cache: rows of n_head_kv * head_dim elements of `type`, one
@@ -144,6 +149,11 @@ public:
     // step issued again, begin_step included.
     virtual bool end_step() = 0;
 
+    // On: every matmul gives each row of x exactly the arithmetic that row gets
+    // alone (no kernel choice that depends on the number of rows), so a
+    // sequence decoded beside others gives the tokens it gives alone.
+    virtual void set_row_invariant(bool on) = 0;
+
     // ---- ops (between begin_step and end_step)
     // out[i] = table row ids[i], converted to f32.
     virtual void get_rows(const Tensor& table, const int32_t* ids, int n, float* out) = 0;
@@ -151,14 +161,14 @@ public:
     // columns for swiglu). bias may be null.
     virtual void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, const RowNorm& norm,
                         Epilogue ep) = 0;
-    // For the step's tokens: optional per-head QK-LayerNorm of q and k, rotary
-    // on both (in place), then k and v written into the cache rows of their
-    // positions.
+    // For the step's tokens (or p.n_tok of them, at pos0 + p.pos..): optional
+    // per-head QK-LayerNorm of q and k, rotary on both (in place), then k and v
+    // written into the cache rows of their positions.
     virtual void attention_input(const QKVRows& t, const AttentionParams& p, const QKNorm& qk, const RopeParams& rope,
                                  const KVCache& cache) = 0;
     // Causal attention for the n_q queries of step tokens t0.. (query i at
-    // position pos0 + t0 + i, its row at q + i * q_stride) against the cache
-    // rows [0, pos0 + n_tok). out is [n_q, n_head * head_dim].
+    // position pos0 + p.pos + t0 + i, its row at q + i * q_stride) against the
+    // cache rows up to its own. out is [n_q, n_head * head_dim].
     virtual void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache,
                            const AttentionParams& p, float* out) = 0;
 };

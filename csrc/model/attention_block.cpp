@@ -41,12 +41,26 @@ void attention_block(const ForwardPass& fp, const LayerWeights& L, int il, int n
     ap.window = c.sliding_window;
     QKNorm qk;
     if (L.qk_norm()) qk = QKNorm{L.q_norm_w, L.q_norm_b, L.k_norm_w, L.k_norm_b, c.norm_eps};
-    const KVCache& cache = fp.kv[il];
-    be.attention_input(t, ap, qk, fp.rope, cache);
-
-    if (n_q == 0) return;
-    const int skip = n - n_q;
-    be.attention(t.q + static_cast<int64_t>(skip) * t.q_stride, t.q_stride, skip, n_q, cache, ap, s.attn);
+    if (fp.seqs.size() == 1) {
+        const KVCache& cache = (*fp.seqs[0].kv)[il];
+        ap.pos = fp.seqs[0].pos;
+        be.attention_input(t, ap, qk, fp.rope, cache);
+        if (n_q == 0) return;
+        const int skip = n - n_q;
+        be.attention(t.q + static_cast<int64_t>(skip) * t.q_stride, t.q_stride, skip, n_q, cache, ap, s.attn);
+        return;
+    }
+    // several sequences: each one's rows against its own cache, at its own positions
+    if (n_q != n) fail(ErrorKind::invalid_arg, "a batch of several sequences carries every row");
+    for (const SeqRows& q : fp.seqs) {
+        const KVCache& cache = (*q.kv)[il];
+        ap.pos = q.pos;
+        ap.n_tok = q.n;
+        const QKVRows tq{t.q + static_cast<int64_t>(q.row0) * t.q_stride, t.k + static_cast<int64_t>(q.row0) * t.kv_stride,
+                         t.v + static_cast<int64_t>(q.row0) * t.kv_stride, t.q_stride, t.kv_stride};
+        be.attention_input(tq, ap, qk, fp.rope, cache);
+        be.attention(tq.q, tq.q_stride, 0, q.n, cache, ap, s.attn + static_cast<int64_t>(q.row0) * qw);
+    }
 }
 
 } // namespace phi

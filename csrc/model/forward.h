@@ -20,12 +20,21 @@ struct Scratch {
     float* logits = nullptr;  // [min(B, kLogitRows), n_vocab] output rows, projected a slice at a time
 };
 
+// The rows of one sequence in a batch: rows [row0, row0 + n) at positions
+// pos.. (relative to the step's pos0), with that sequence's cache per layer.
+struct SeqRows {
+    const std::vector<KVCache>* kv;
+    int row0 = 0, n = 0, pos = 0;
+};
+
 struct ForwardPass {
     Backend& be;
     const ModelConfig& c;
     const Weights& w;
     Scratch& s;
-    const std::vector<KVCache>& kv;
+    // one entry: the batch is one sequence's tokens; several: one token of each
+    // of several sequences (then every row goes through every layer, n_out == n_tok)
+    const std::vector<SeqRows>& seqs;
     RopeParams rope;
     int n_tok;  // tokens in this batch (the step's)
     int n_out;  // trailing tokens whose last-layer output is used (logits); the

@@ -56,6 +56,8 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
     if (params.n_ctx < 0) fail(ErrorKind::invalid_arg, "n_ctx must be >= 0, got ", params.n_ctx);
     if (params.n_batch <= 0) fail(ErrorKind::invalid_arg, "n_batch must be > 0, got ", params.n_batch);
     if (params.n_threads < 0) fail(ErrorKind::invalid_arg, "n_threads must be >= 0, got ", params.n_threads);
+    if (params.n_seq < 1 || params.n_seq > 256)
+        fail(ErrorKind::invalid_arg, "n_seq must be within [1, 256], got ", params.n_seq);
 
     std::unique_ptr<Model> m(new Model());
     m->file_ = gguf::File::open(path);
@@ -72,6 +74,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
     m->n_ctx_ = params.n_ctx > 0 ? params.n_ctx : std::min(c.n_ctx_train, 4096);
     m->n_batch_ = std::min(params.n_batch, m->n_ctx_);
     m->kv_type_ = parse_kv_type(params.kv_type, emb->type);
+    m->n_past_.assign(params.n_seq, 0);
 
     m->be_ = make_backend(BackendOptions{params.device, params.n_threads, params.isa});
     m->check_device_memory(path);
@@ -98,11 +101,13 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
     m->ids_dev_ = static_cast<int32_t*>(alloc(B * sizeof(int32_t)));
 
     const size_t kv_row = row_bytes(m->kv_type_, c.kv_width());
-    m->kv_.resize(c.n_layer);
-    for (KVCache& l : m->kv_) {
-        l.k = alloc(kv_row * m->n_ctx_);
-        l.v = alloc(kv_row * m->n_ctx_);
-        l.type = m->kv_type_;
+    m->kv_.assign(params.n_seq, std::vector<KVCache>(c.n_layer));
+    for (auto& seq : m->kv_) {
+        for (KVCache& l : seq) {
+            l.k = alloc(kv_row * m->n_ctx_);
+            l.v = alloc(kv_row * m->n_ctx_);
+            l.type = m->kv_type_;
+        }
     }
     be.synchronize();
     return m;
@@ -135,40 +140,75 @@ Model::~Model() {
 }
 
 size_t Model::kv_cache_bytes() const {
-    return 2 * row_bytes(kv_type_, c_.kv_width()) * static_cast<size_t>(n_ctx_) * c_.n_layer;
+    return 2 * row_bytes(kv_type_, c_.kv_width()) * static_cast<size_t>(n_ctx_) * c_.n_layer * n_past_.size();
 }
 
-void Model::truncate(int n) {
-    if (n < 0 || n > n_past_) fail(ErrorKind::invalid_arg, "truncate(", n, "): must be within [0, ", n_past_, "]");
-    n_past_ = n;
+int Model::check_seq(int seq) const {
+    if (seq < 0 || seq >= static_cast<int>(n_past_.size()))
+        fail(ErrorKind::invalid_arg, "sequence ", seq, " is out of range [0, ", n_past_.size(), ")");
+    return seq;
 }
 
-void Model::eval(const int32_t* tokens, int n, float* logits, bool all_logits) {
+void Model::truncate(int n, int seq) {
+    int& past = n_past_.at(check_seq(seq));
+    if (n < 0 || n > past) fail(ErrorKind::invalid_arg, "truncate(", n, "): must be within [0, ", past, "]");
+    past = n;
+}
+
+void Model::eval(const int32_t* tokens, int n, float* logits, bool all_logits, int seq) {
+    int& past = n_past_.at(check_seq(seq));
     if (n <= 0) fail(ErrorKind::invalid_arg, "eval needs at least one token");
-    if (static_cast<int64_t>(n_past_) + n > n_ctx_) {
-        fail(ErrorKind::context, "context overflow: ", n, " new tokens after ", n_past_, " cached ones exceed n_ctx = ",
+    if (static_cast<int64_t>(past) + n > n_ctx_) {
+        fail(ErrorKind::context, "context overflow: ", n, " new tokens after ", past, " cached ones exceed n_ctx = ",
              n_ctx_);
     }
     for (int i = 0; i < n; ++i) {
         if (tokens[i] < 0 || tokens[i] >= c_.n_vocab)
             fail(ErrorKind::invalid_arg, "token id ", tokens[i], " at index ", i, " is out of range [0, ", c_.n_vocab, ")");
     }
-    const int start = n_past_;
+    const int start = past;
     try {
         for (int b = 0; b < n; b += n_batch_) {
             const int nb = std::min(n_batch_, n - b);
             const bool last = b + nb == n;
             float* out = all_logits ? logits + static_cast<int64_t>(b) * c_.n_vocab : (last ? logits : nullptr);
-            forward(tokens + b, nb, out, all_logits);
-            n_past_ += nb;
+            forward(tokens + b, nb, out, all_logits, {SeqRows{&kv_[seq], 0, nb, 0}}, past);
+            past += nb;
         }
     } catch (...) {
-        n_past_ = start;
+        past = start;
         throw;
     }
 }
 
-void Model::forward(const int32_t* tokens, int n, float* logits_host, bool all_logits) {
+void Model::decode_batch(const int32_t* seqs, const int32_t* tokens, int n, float* logits) {
+    if (n <= 0) fail(ErrorKind::invalid_arg, "decode_batch needs at least one token");
+    if (n > n_batch_) fail(ErrorKind::invalid_arg, "decode_batch of ", n, " tokens exceeds n_batch = ", n_batch_);
+    std::vector<SeqRows> rows(n);
+    std::vector<char> seen(n_past_.size(), 0);
+    for (int i = 0; i < n; ++i) {
+        const int q = check_seq(seqs[i]);
+        if (seen[q]) fail(ErrorKind::invalid_arg, "sequence ", q, " appears twice in one decode_batch");
+        seen[q] = 1;
+        if (n_past_[q] + 1 > n_ctx_)
+            fail(ErrorKind::context, "context overflow: sequence ", q, " holds ", n_past_[q], " tokens, n_ctx = ", n_ctx_);
+        if (tokens[i] < 0 || tokens[i] >= c_.n_vocab)
+            fail(ErrorKind::invalid_arg, "token id ", tokens[i], " at index ", i, " is out of range [0, ", c_.n_vocab, ")");
+        rows[i] = SeqRows{&kv_[q], i, 1, n_past_[q]};
+    }
+    be_->set_row_invariant(true);
+    try {
+        forward(tokens, n, logits, true, rows, 0);
+    } catch (...) {
+        be_->set_row_invariant(false);
+        throw;
+    }
+    be_->set_row_invariant(false);
+    for (int i = 0; i < n; ++i) ++n_past_[seqs[i]];
+}
+
+void Model::forward(const int32_t* tokens, int n, float* logits_host, bool all_logits,
+                    const std::vector<SeqRows>& seqs, int pos0) {
     Backend& be = *be_;
     be.copy_to_device(ids_dev_, tokens, sizeof(int32_t) * n);
 
@@ -183,10 +223,11 @@ void Model::forward(const int32_t* tokens, int n, float* logits_host, bool all_l
     };
     // The logits of one output pass are copied out after the step, so such a
     // step never leaves the backend and may be recorded and replayed.
+    // (a batch of several sequences is not recorded: its positions change every step)
     const bool one_pass = n_out <= kLogitRows;
-    const ForwardPass fp{be, c_, w_, s_, kv_, rope_, n, n_out};
+    const ForwardPass fp{be, c_, w_, s_, seqs, rope_, n, n_out};
     do {
-        be.begin_step(n_past_, n, one_pass);
+        be.begin_step(pos0, n, one_pass && seqs.size() == 1);
         be.get_rows(w_.token_embd, ids_dev_, n, s_.x);
         arch_->blocks(fp);
         if (n_out > 0 && one_pass) project(first, n_out);
@@ -199,7 +240,7 @@ void Model::forward(const int32_t* tokens, int n, float* logits_host, bool all_l
     // every token's logits: the output projection a slice of rows at a time
     for (int r = first; r < n; r += kLogitRows) {
         const int rows = std::min(kLogitRows, n - r);
-        be.begin_step(n_past_, n, false);
+        be.begin_step(pos0, n, false);
         project(r, rows);
         be.end_step();
         be.copy_to_host(logits_host + static_cast<int64_t>(r - first) * c_.n_vocab, s_.logits,

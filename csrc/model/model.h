@@ -21,6 +21,7 @@ struct ModelParams {
     std::string device = "cpu";  // cpu | cuda | auto
     std::string kv_type = "auto";  // f32 | f16 | auto (f32 for F32 models, else f16)
     std::string isa = "auto";      // CPU kernels (scalar | avx2 | avx512 | auto)
+    int n_seq = 1;                 // sequences held at once, n_ctx tokens of cache each
     // Called as weights load: (bytes done, bytes in all). May be empty.
     std::function<void(size_t, size_t)> progress;
 };
@@ -37,7 +38,8 @@ public:
     const Backend& backend() const { return *be_; }
     const Architecture& architecture() const { return *arch_; }
     int n_ctx() const { return n_ctx_; }
-    int n_past() const { return n_past_; }
+    int n_past(int seq = 0) const { return n_past_.at(check_seq(seq)); }
+    int n_seq() const { return static_cast<int>(n_past_.size()); }
     int n_vocab() const { return c_.n_vocab; }
     DType kv_type() const { return kv_type_; }
     size_t kv_cache_bytes() const;
@@ -47,14 +49,23 @@ public:
     // (n * n_vocab) when all_logits, to host memory. Throws (context) when
     // the tokens do not fit and (invalid_arg) for an out-of-range id; on any
     // error the cache is left as it was.
-    void eval(const int32_t* tokens, int n, float* logits, bool all_logits);
-    void reset() { n_past_ = 0; }
-    // Forget everything after the first n cached tokens (n <= n_past).
-    void truncate(int n);
+    // seq: which of the n_seq sequences (caches) the tokens continue.
+    void eval(const int32_t* tokens, int n, float* logits, bool all_logits, int seq = 0);
+    void reset(int seq = 0) { n_past_.at(check_seq(seq)) = 0; }
+    // Forget everything after the first n cached tokens of seq (n <= n_past).
+    void truncate(int n, int seq = 0);
+    // One token for each of n different sequences in one forward pass (the
+    // rows share the matmuls; each attends to its own cache): token i
+    // continues sequence seqs[i]. Writes n rows of logits. Each row's
+    // arithmetic is what it gets alone (eval of one token), so the batch
+    // changes no result. On error no sequence advances.
+    void decode_batch(const int32_t* seqs, const int32_t* tokens, int n, float* logits);
 
 private:
     Model() = default;
-    void forward(const int32_t* tokens, int n, float* logits_host, bool all_logits);
+    int check_seq(int seq) const;
+    void forward(const int32_t* tokens, int n, float* logits_host, bool all_logits, const std::vector<SeqRows>& seqs,
+                 int pos0);
     void check_device_memory(const std::string& path) const;
 
     std::unique_ptr<gguf::File> file_;
@@ -65,13 +76,13 @@ private:
     Weights w_;
     Scratch s_;
     int32_t* ids_dev_ = nullptr;
-    std::vector<KVCache> kv_;
+    std::vector<std::vector<KVCache>> kv_;  // [seq][layer]
     DType kv_type_ = DType::F16;
     float* inv_freq_dev_ = nullptr;
     RopeParams rope_;
     int n_ctx_ = 0;
     int n_batch_ = 0;
-    int n_past_ = 0;
+    std::vector<int> n_past_;  // per sequence
 };
 
 } // namespace phi

@@ -1,6 +1,7 @@
 """The Python face of a loaded model: a thin layer over the C++ core."""
 from __future__ import annotations
 
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -18,36 +19,58 @@ class Model:
     device: "cpu", "cuda" or "auto". n_gpu_layers (llama-cpp-python's spelling), when
     given, chooses instead: 0 the CPU, anything else the GPU (phicpp puts the whole
     model on one device). progress: called as progress(bytes_loaded, bytes_total)
-    while the weights load (uploads to a GPU take a while).
+    while the weights load (uploads to a GPU take a while). n_seq: how many sequences
+    (KV caches of n_ctx tokens each) the model holds at once; eval(seq=...) continues one,
+    decode_batch() one token of several in one forward pass (as a server does).
+
+    Threads: every call into the model takes the model's lock, so several Python threads
+    may share one Model; each call's tokens go in whole, but calls of different threads
+    interleave, so threads that generate at the same time use different sequences.
     """
 
     def __init__(self, path: str, n_ctx: int = 0, n_threads: int = 0, n_batch: int = 512,
                  device: str = "cpu", kv_type: str = "auto", n_gpu_layers: int | None = None,
-                 progress=None):
+                 progress=None, n_seq: int = 1):
         if n_gpu_layers is not None:
             device = "cpu" if n_gpu_layers == 0 else "cuda"
+        self._lock = threading.RLock()
         self._m = _core.Model(str(path), n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
-                              device=device, kv_type=kv_type, progress=progress)
+                              device=device, kv_type=kv_type, progress=progress, n_seq=n_seq)
         self.path = str(path)
         self._metadata = None
         self._tokenizer = None
 
     # ---- evaluation
-    def eval(self, tokens: Sequence[int], all_logits: bool = False) -> np.ndarray:
-        """Evaluate tokens after those already cached. Returns the logits of the
-        last token ([n_vocab]) or of every token ([n, n_vocab]) with all_logits."""
-        return self._m.eval(np.asarray(tokens, dtype=np.int32), all_logits)
+    def eval(self, tokens: Sequence[int], all_logits: bool = False, seq: int = 0) -> np.ndarray:
+        """Evaluate tokens after those already cached (in sequence seq). Returns the logits
+        of the last token ([n_vocab]) or of every token ([n, n_vocab]) with all_logits."""
+        with self._lock:
+            return self._m.eval(np.asarray(tokens, dtype=np.int32), all_logits, seq)
 
-    def reset(self) -> None:
-        """Empty the KV cache."""
-        self._m.reset()
+    def decode_batch(self, seqs: Sequence[int], tokens: Sequence[int]) -> np.ndarray:
+        """One token for each of several different sequences in one forward pass (token i
+        continues sequence seqs[i]); logits [n, n_vocab], each row exactly as eval([token],
+        seq=...) alone would give it."""
+        with self._lock:
+            return self._m.decode_batch(np.asarray(seqs, dtype=np.int32), np.asarray(tokens, dtype=np.int32))
 
-    def truncate(self, n: int) -> None:
-        """Keep only the first n cached tokens."""
-        self._m.truncate(n)
+    def reset(self, seq: int = 0) -> None:
+        """Empty the KV cache (of sequence seq)."""
+        with self._lock:
+            self._m.reset(seq)
+
+    def truncate(self, n: int, seq: int = 0) -> None:
+        """Keep only the first n cached tokens (of sequence seq)."""
+        with self._lock:
+            self._m.truncate(n, seq)
+
+    def n_past_of(self, seq: int) -> int:
+        """Tokens cached for sequence seq."""
+        return self._m.n_past_of(seq)
 
     # ---- properties
     n_past = property(lambda self: self._m.n_past)
+    n_seq = property(lambda self: self._m.n_seq)
     n_ctx = property(lambda self: self._m.n_ctx)
     n_vocab = property(lambda self: self._m.n_vocab)
     n_ctx_train = property(lambda self: self._m.n_ctx_train)

@@ -126,6 +126,7 @@ public:
         n_tok_ = n_tok;
     }
     bool end_step() override { return true; }
+    void set_row_invariant(bool on) override { row_invariant_ = on; }
 
     void get_rows(const Tensor& table, const int32_t* ids, int n, float* out) override {
         for (int i = 0; i < n; ++i) {
@@ -155,9 +156,9 @@ public:
             x = xn;
         }
         switch (ep) {
-            case Epilogue::store: cpu::matmul(W, x, n, y, bias, pool_, isa_); return;
+            case Epilogue::store: cpu::matmul(W, x, n, y, bias, pool_, isa_, !row_invariant_); return;
             case Epilogue::gelu: {
-                cpu::matmul(W, x, n, y, bias, pool_, isa_);
+                cpu::matmul(W, x, n, y, bias, pool_, isa_, !row_invariant_);
                 const size_t total = static_cast<size_t>(n) * M;
                 pool_.parallel_for(static_cast<int64_t>(total), 1024, [&](int64_t b, int64_t e) {
                     cpu::gelu_tanh_auto(y + b, static_cast<size_t>(e - b), isa_);
@@ -166,7 +167,7 @@ public:
             }
             case Epilogue::add: {
                 float* p = product_scratch_.get(static_cast<size_t>(n) * M);
-                cpu::matmul(W, x, n, p, bias, pool_, isa_);
+                cpu::matmul(W, x, n, p, bias, pool_, isa_, !row_invariant_);
                 const size_t total = static_cast<size_t>(n) * M;
                 for (size_t i = 0; i < total; ++i) y[i] += p[i];
                 return;
@@ -174,7 +175,7 @@ public:
             case Epilogue::swiglu: {
                 if (M % 2) fail(ErrorKind::invalid_arg, "swiglu needs an even number of rows, got ", M);
                 float* p = product_scratch_.get(static_cast<size_t>(n) * M);
-                cpu::matmul(W, x, n, p, bias, pool_, isa_);
+                cpu::matmul(W, x, n, p, bias, pool_, isa_, !row_invariant_);
                 const int ff = static_cast<int>(M / 2);
                 pool_.parallel_for(n, 1, [&](int64_t r0, int64_t r1) {
                     cpu::swiglu_auto(p + r0 * 2 * ff, static_cast<int>(r1 - r0), ff, y + r0 * ff, isa_);
@@ -187,7 +188,7 @@ public:
     void attention_input(const QKVRows& t, const AttentionParams& p, const QKNorm& qk, const RopeParams& rope,
                          const KVCache& cache) override {
         const int hd = p.head_dim, kv_width = p.n_head_kv * p.head_dim;
-        pool_.parallel_for(n_tok_, 1, [&](int64_t t0, int64_t t1) {
+        pool_.parallel_for(p.n_tok > 0 ? p.n_tok : n_tok_, 1, [&](int64_t t0, int64_t t1) {
             for (int64_t i = t0; i < t1; ++i) {
                 float* q = t.q + i * t.q_stride;
                 float* k = t.k + i * t.kv_stride;
@@ -195,7 +196,7 @@ public:
                     cpu::layer_norm(q, qk.q_w, qk.q_b, qk.eps, p.n_head, hd, q);
                     cpu::layer_norm(k, qk.k_w, qk.k_b, qk.eps, p.n_head_kv, hd, k);
                 }
-                const int pos = pos0_ + static_cast<int>(i);
+                const int pos = pos0_ + p.pos + static_cast<int>(i);
                 cpu::rope_neox(q, 1, t.q_stride, p.n_head, hd, pos, rope);
                 cpu::rope_neox(k, 1, t.kv_stride, p.n_head_kv, hd, pos, rope);
                 store_row(cache.k, cache.type, kv_width, k, pos);
@@ -205,7 +206,7 @@ public:
     }
     void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache, const AttentionParams& p,
                    float* out) override {
-        cpu::attention_auto(q, q_stride, cache.k, cache.v, cache.type, n_q, pos0_ + t0, p, out, pool_, isa_);
+        cpu::attention_auto(q, q_stride, cache.k, cache.v, cache.type, n_q, pos0_ + p.pos + t0, p, out, pool_, isa_);
     }
 
 private:
@@ -225,6 +226,7 @@ private:
     WeightArena repacked_;  // weights this backend copied into another layout
     GrowBuffer norm_scratch_, product_scratch_;
     int pos0_ = 0, n_tok_ = 0;
+    bool row_invariant_ = false;  // no GEMM path: rows keep their one-row arithmetic
 };
 
 } // namespace

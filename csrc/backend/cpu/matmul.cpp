@@ -163,7 +163,8 @@ Tensor repack_weight(const Tensor& W, WeightLayout layout, void* dst, ThreadPool
     return out;
 }
 
-void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool, Isa isa) {
+void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool, Isa isa,
+            bool allow_gemm) {
     const int64_t K = W.ne0, M = W.ne1;
     if (n <= 0 || M <= 0) return;
     const int id = static_cast<int>(W.type);
@@ -176,7 +177,7 @@ void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias,
         rows = pick(isa, [id](const KernelTable& t) { return t.rows[id]; });
     if (!rows) fail(ErrorKind::unsupported, "no CPU kernel for tensor type ", dtype_name(W.type));
     quant::check_row_length(W.type, K);
-    if (matmul_gemm(W, x, n, y, bias, pool, isa)) return;
+    if (allow_gemm && matmul_gemm(W, x, n, y, bias, pool, isa)) return;
 
     Job job{rows, MatmulArgs{}};
     MatmulArgs& a = job.args;
@@ -216,7 +217,29 @@ void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias,
     // other's output cache lines.
     const Job* jp = &job;
     const int64_t chunk = std::max<int64_t>(16, (M / (16 * pool.size()) + 15) / 16 * 16);
-    pool.parallel_for_dynamic(M, chunk, [jp](int64_t r0, int64_t r1) { jp->rows(jp->args, r0, r1); });
+    if (allow_gemm || n == 1) {
+        pool.parallel_for_dynamic(M, chunk, [jp](int64_t r0, int64_t r1) { jp->rows(jp->args, r0, r1); });
+        return;
+    }
+    // Row-invariant: every token through the one-token kernel over the same
+    // chunks (whose arithmetic for a row depends on where the row sits in its
+    // chunk, never on other tokens), a block of rows at a time so the other
+    // tokens find the block's weights in cache. Blocks start at multiples of
+    // kInvariantBlock from the chunk's start, so the kernels' row groups (4 or
+    // 8 rows) and the chunk's tail rows fall as they do for one token.
+    constexpr int64_t kInvariantBlock = 32;
+    pool.parallel_for_dynamic(M, chunk, [jp](int64_t r0, int64_t r1) {
+        for (int64_t b0 = r0; b0 < r1; b0 += kInvariantBlock) {
+            const int64_t b1 = std::min(r1, b0 + kInvariantBlock);
+            for (int t = 0; t < jp->args.n; ++t) {
+                MatmulArgs one = jp->args;
+                one.x += t * one.x_stride;
+                one.y += t * one.ldy;
+                one.n = 1;
+                jp->rows(one, b0, b1);
+            }
+        }
+    });
 }
 
 } // namespace phi::cpu

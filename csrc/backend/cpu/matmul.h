@@ -20,8 +20,11 @@ bool gemm_applies(const Tensor& W, int n, Isa isa);
 
 // y[n, W.ne1] = x[n, W.ne0] . W^T (+ bias) with the kernels of `isa` (or the
 // next weaker one that has a kernel). Splits output rows across the pool.
-// Throws phi::Error(unsupported) for a weight type without a kernel.
-void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool, Isa isa);
+// allow_gemm = false keeps the row kernels at any n, whose arithmetic for a
+// row of x does not depend on the others. Throws phi::Error(unsupported) for
+// a weight type without a kernel.
+void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool, Isa isa,
+            bool allow_gemm = true);
 
 // Whether W's type and shape can be held in `layout` (always for rows).
 bool layout_fits(const Tensor& W, WeightLayout layout);

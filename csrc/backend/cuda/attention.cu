@@ -37,6 +37,7 @@ struct InputParams {
     void* vc = nullptr;
     bool f16 = true;
     const int* pos0 = nullptr;
+    int pos = 0;  // added to *pos0
 };
 
 // Per-head LayerNorm of buf[0, hd) (one warp; buf in shared memory).
@@ -75,7 +76,7 @@ __global__ void attention_input_kernel(InputParams p) {
     pdl_wait();
     pdl_launch_dependents();
     const int lane = threadIdx.x, slot = blockIdx.x, t = blockIdx.y;
-    const int pos = *p.pos0 + t;
+    const int pos = *p.pos0 + p.pos + t;
     const bool is_q = slot < p.n_head;
     const int h = is_q ? slot : slot - p.n_head;
     float* vec = is_q ? p.q + t * p.q_stride + h * p.hd : p.k + t * p.kv_stride + h * p.hd;
@@ -109,6 +110,7 @@ struct AttnParams {
     float scale = 1.0f;
     int window = 0;
     const int* pos0 = nullptr;
+    int pos = 0;  // added to *pos0
     float* out = nullptr;
     int tiles = 0, splits = 1;  // tiles: of all KV heads together
     float* partial = nullptr;
@@ -191,7 +193,7 @@ __global__ void attention_kernel(AttnParams p) {
     const int rows_total = p.n_q * group;
     const int rho0 = tile * kRows;
     const int nrows = min(kRows, rows_total - rho0);
-    const int pos_base = *p.pos0 + p.t0;
+    const int pos_base = *p.pos0 + p.pos + p.t0;
     const int64_t kvw = static_cast<int64_t>(p.n_head_kv) * p.hd;
     const int nd = (p.hd + kWarp - 1) / kWarp;  // head slice per lane
 
@@ -471,6 +473,7 @@ InputParams input_params(const QKVRows& t, const AttentionParams& a, const QKNor
     p.vc = cache.v;
     p.f16 = cache.type == DType::F16;
     p.pos0 = pos0;
+    p.pos = a.pos;
     return p;
 }
 
@@ -529,6 +532,7 @@ void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache&
     p.scale = a.scale;
     p.window = a.window;
     p.pos0 = pos0;
+    p.pos = a.pos;
     p.out = out;
     p.tiles = plan.tiles;
     p.splits = plan.splits;

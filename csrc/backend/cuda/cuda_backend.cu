@@ -229,6 +229,7 @@ public:
             mode_ = Mode::direct;
         }
     }
+    void set_row_invariant(bool on) override { row_invariant_ = on; }
     bool end_step() override {
         if (running()) flush_input();
         const Mode mode = mode_;
@@ -276,7 +277,7 @@ public:
 
     void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, const RowNorm& norm,
                 Epilogue ep) override {
-        hash_.all(2, W.data, W.type, W.ne0, W.ne1, x, n, y, bias, norm.kind, norm.w, norm.b, norm.eps, ep);
+        hash_.all(2, W.data, W.type, W.ne0, W.ne1, x, n, y, bias, norm.kind, norm.w, norm.b, norm.eps, ep, row_invariant_);
         const MatmulJob j{W, x, n, y, bias, norm, ep};
         const bool mv = matvec_takes(j);
         if (!mv) {
@@ -287,6 +288,21 @@ public:
         if (!running()) return;
         flush_input();
         const Launch l = launch_cfg();
+        if (!mv && row_invariant_ && n > kMatvecMaxTokens) {
+            // the rows a few at a time through the decode kernels, whose arithmetic
+            // for a row does not depend on the others
+            const int64_t ldy = ep == Epilogue::swiglu ? W.ne1 / 2 : W.ne1;
+            bool all = true;
+            for (int r = 0; r < n && all; r += kMatvecMaxTokens)
+                all = matvec_takes(MatmulJob{W, x + r * W.ne0, std::min(kMatvecMaxTokens, n - r), y + r * ldy, bias,
+                                             norm, ep});
+            if (all) {
+                for (int r = 0; r < n; r += kMatvecMaxTokens)
+                    matvec(MatmulJob{W, x + r * W.ne0, std::min(kMatvecMaxTokens, n - r), y + r * ldy, bias, norm, ep},
+                           l, props_.multiProcessorCount, mv_);
+                return;
+            }
+        }
         if (mv) {
             matvec(j, l, props_.multiProcessorCount, mv_);
             return;
@@ -310,23 +326,26 @@ public:
     void attention_input(const QKVRows& t, const AttentionParams& p, const QKNorm& qk, const RopeParams& rope,
                          const KVCache& cache) override {
         hash_.all(3, t.q, t.k, t.v, t.q_stride, t.kv_stride, p.n_head, p.n_head_kv, p.head_dim, qk.q_w, qk.q_b,
-                  qk.k_w, qk.k_b, qk.eps, rope.n_rot, rope.inv_freq, rope.mscale, cache.k, cache.v, cache.type);
+                  qk.k_w, qk.k_b, qk.eps, rope.n_rot, rope.inv_freq, rope.mscale, cache.k, cache.v, cache.type,
+                  p.pos, p.n_tok);
         if (!running()) return;
         flush_input();
-        if (n_tok_ == 1 && fuse_input_) {  // done by the attention launch that follows
+        const int n = p.n_tok > 0 ? p.n_tok : n_tok_;
+        if (n == 1 && fuse_input_) {  // done by the attention launch that follows
             pending_input_ = FusedInput{t, qk, rope, cache};
             pending_params_ = p;
             has_pending_input_ = true;
             return;
         }
-        cuda::attention_input(t, n_tok_, p, qk, rope, cache, d_pos_, launch_cfg());
+        cuda::attention_input(t, n, p, qk, rope, cache, d_pos_, launch_cfg());
     }
 
     void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache, const AttentionParams& p,
                    float* out) override {
-        const AttentionPlan plan = attention_plan(n_q, p, pos0_ + n_tok_, cache.type, props_.multiProcessorCount);
+        const AttentionPlan plan =
+            attention_plan(n_q, p, pos0_ + p.pos + t0 + n_q, cache.type, props_.multiProcessorCount);
         hash_.all(4, q, q_stride, t0, n_q, cache.k, cache.v, cache.type, p.n_head, p.n_head_kv, p.head_dim, p.scale,
-                  p.window, out, plan.tiles, plan.splits, plan.warps);
+                  p.window, p.pos, out, plan.tiles, plan.splits, plan.warps);
         if (plan.splits > 1) {
             grow(attn_partial_, sizeof(float) * plan.partial_floats());
             grow(attn_counters_, sizeof(int) * plan.tiles);
@@ -335,7 +354,8 @@ public:
         const AttentionWorkspace ws{static_cast<float*>(attn_partial_.get()), static_cast<int*>(attn_counters_.get())};
         const bool fuse = has_pending_input_ && n_q == 1 && t0 == 0 && pending_input_.rows.q == q &&
                           pending_input_.cache.k == cache.k && pending_params_.n_head == p.n_head &&
-                          pending_params_.n_head_kv == p.n_head_kv && pending_params_.head_dim == p.head_dim;
+                          pending_params_.n_head_kv == p.n_head_kv && pending_params_.head_dim == p.head_dim &&
+                          pending_params_.pos == p.pos;
         if (!fuse) flush_input();
         has_pending_input_ = false;
         cuda::attention(q, q_stride, t0, n_q, cache, p, plan, ws, d_pos_, out, launch_cfg(),
@@ -421,6 +441,7 @@ private:
     int* d_pos_ = nullptr;  // the step's pos0, where the kernels read it
     bool graphs_ = true, pdl_ = true;
     MatvecConfig mv_;  // how decode matmuls are launched
+    bool row_invariant_ = false;  // batches of rows through the decode kernels, 8 at a time
     bool fuse_input_ = true;  // a one-token step's input step runs inside its attention
     bool has_pending_input_ = false;
     FusedInput pending_input_;
