@@ -105,7 +105,7 @@ def _device(device: str | None, n_gpu_layers: int | None) -> str:
 
 
 def _load(model: Path | None, ctx_size: int, threads: int, batch_size: int = 512, device: str | None = None,
-          n_gpu_layers: int | None = None):
+          n_gpu_layers: int | None = None, n_seq: int = 1):
     from .model import Model
     from .progress import progress_bar
     for name, v, lo in (("-c/--ctx-size", ctx_size, 0), ("-t/--threads", threads, 0), ("-b/--batch-size", batch_size, 1)):
@@ -113,7 +113,7 @@ def _load(model: Path | None, ctx_size: int, threads: int, batch_size: int = 512
             raise ValueError(f"{name} must be >= {lo}, got {v}")
     device = _device(device, n_gpu_layers)
     path = _model_path(model)
-    kw = dict(n_ctx=ctx_size, n_threads=threads, n_batch=batch_size, device=device)
+    kw = dict(n_ctx=ctx_size, n_threads=threads, n_batch=batch_size, device=device, n_seq=n_seq)
     if device == "cpu":
         return Model(str(path), **kw)
     # uploading to a GPU takes a while: show it (MiB of the file's weights)
@@ -181,6 +181,38 @@ def _sampler(kw: dict):
     names = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n", "presence_penalty",
              "frequency_penalty", "seed")
     return Sampler(**{k: kw.pop(k) for k in names})
+
+
+@main.command(cls=_OneLineErrors)
+@_model_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8080, show_default=True, help="Port to listen on.")
+@click.option("-np", "--parallel", type=int, default=4, show_default=True,
+              help="Requests decoded together (sequences in the KV cache).")
+@click.option("--alias", default=None, help="The model's name in the API (default: the file name).")
+@_runtime_options
+def serve(model, host, port, parallel, alias, ctx_size, threads, batch_size, device, n_gpu_layers):
+    """An OpenAI-compatible server: /v1/chat/completions, /v1/completions, /v1/models, /health.
+
+    -c/--ctx-size is the whole context, shared by the --parallel sequences as llama-server
+    shares it (0: each sequence gets the model's context, at most 4096)."""
+    with run_errors():
+        if parallel < 1 or parallel > 256:
+            raise ValueError(f"--parallel must be within [1, 256], got {parallel}")
+        if not 0 < port < 65536:
+            raise ValueError(f"--port must be within [1, 65535], got {port}")
+        try:
+            import starlette  # noqa: F401
+            import uvicorn  # noqa: F401
+        except ImportError:
+            raise ValueError("phicpp serve needs starlette and uvicorn: pip install 'phicpp[serve]'") from None
+        from .server import serve as run_server
+        per_seq = max(1, ctx_size // parallel) if ctx_size > 0 else 0
+        m = _load(model, per_seq, threads, batch_size, device, n_gpu_layers, n_seq=parallel)
+        click.echo(f"phicpp serve: {m.path} ({m.device}), {parallel} sequences of {m.n_ctx} tokens, "
+                   f"listening on http://{host}:{port}/v1", err=True)
+        run_server(m, host=host, port=port, parallel=parallel, model_name=alias, log_level="warning")
+        click.echo("phicpp serve: stopped", err=True)
 
 
 @main.command(cls=_OneLineErrors)

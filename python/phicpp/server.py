@@ -1,0 +1,464 @@
+"""`phicpp serve`: an OpenAI-compatible HTTP server with continuous batching.
+
+The HTTP side is Starlette on uvicorn; the token loop is one engine thread that
+owns the model (n_seq = --parallel sequences). Between decode steps it admits
+waiting requests into free sequences, prefills one chunk of one new prompt, then
+decodes one token for every running request in a single forward pass
+(Model.decode_batch, whose rows get exactly the arithmetic they get alone, so a
+request's greedy tokens do not depend on what else runs). Events go back to the
+request's asyncio queue; a client that goes away frees its sequence at the next
+step.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .chat import _check_messages, chat_tokens, template_for
+from .generate import StopStrings, stop_token_ids
+from .sampling import Sampler
+
+
+class RequestError(Exception):
+    """A request the server refuses: becomes {"error": {...}} with `status`."""
+
+    def __init__(self, message: str, status: int = 400, code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.param = status, code, param
+
+
+def error_body(message: str, kind: str = "invalid_request_error", code=None, param=None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+# ---------------------------------------------------------------- requests
+@dataclass
+class Request:
+    prompt: list[int]
+    sampler: Sampler
+    max_tokens: int
+    stop: list[str]
+    emit: callable                     # emit(event) from the engine thread, thread-safe
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    # engine state
+    seq: int = -1
+    done_prompt: int = 0               # prompt tokens evaluated so far
+    next_token: int | None = None      # sampled, not yet evaluated
+    tokens: list[int] = field(default_factory=list)
+    history: np.ndarray | None = None
+    decoder: object = None
+    stops: StopStrings | None = None
+    t_start: float = field(default_factory=time.perf_counter)
+
+
+def _event(kind: str, **kw) -> dict:
+    return {"kind": kind, **kw}
+
+
+class Engine:
+    """The token loop: one thread, one model with `parallel` sequences."""
+
+    def __init__(self, model, parallel: int, chunk: int = 64):
+        self.model, self.parallel, self.chunk = model, parallel, chunk
+        self.tok = model.tokenizer
+        self.stop_ids = stop_token_ids(self.tok)
+        self.n_ctx = model.n_ctx
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.free = list(range(parallel))
+        self.cv = threading.Condition()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._loop, name="phicpp-engine", daemon=True)
+        self.steps = 0
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def request_stop(self) -> None:
+        """Asks the thread to end every request (finish_reason "stop") and itself; returns at once."""
+        with self.cv:
+            self.stopping = True
+            self.cv.notify()
+
+    def stop(self) -> None:
+        """request_stop(), then waits for the thread."""
+        self.request_stop()
+        if self.thread.is_alive():
+            self.thread.join(timeout=30)
+
+    def submit(self, r: Request) -> None:
+        if len(r.prompt) >= self.n_ctx:
+            raise RequestError(f"the prompt has {len(r.prompt)} tokens; the context holds {self.n_ctx} "
+                               "(prompt and completion)", code="context_length_exceeded", param="messages")
+        with self.cv:
+            if self.stopping:
+                raise RequestError("the server is shutting down", status=503)
+            self.waiting.append(r)
+            self.cv.notify()
+
+    # ---- the loop
+    def _loop(self) -> None:
+        while True:
+            with self.cv:
+                while not self.stopping and not self.waiting and not self.running:
+                    self.cv.wait()
+                if self.stopping:
+                    for r in self.running + list(self.waiting):
+                        self._finish(r, "stop")
+                    self.running, self.waiting = [], deque()
+                    return
+                while self.waiting and self.free:
+                    self._admit(self.waiting.popleft())
+            try:
+                self._step()
+            except Exception as e:  # a model error ends the requests involved, not the server
+                for r in list(self.running):
+                    self._fail(r, str(e))
+
+    def _admit(self, r: Request) -> None:
+        if r.cancelled.is_set():
+            return
+        r.seq = self.free.pop(0)
+        self.model.reset(r.seq)
+        r.history = np.zeros(self.n_ctx + 1, dtype=np.int32)
+        r.history[: len(r.prompt)] = r.prompt
+        r.decoder = self.tok.stream_decoder(special=False)
+        r.stops = StopStrings(r.stop)
+        self.running.append(r)
+
+    def _release(self, r: Request) -> None:
+        if r in self.running:
+            self.running.remove(r)
+        if r.seq >= 0:
+            self.free.append(r.seq)
+            r.seq = -1
+
+    def _finish(self, r: Request, reason: str) -> None:
+        tail = ""
+        if reason != "stop_string" and r.decoder is not None:
+            tail, stopped = r.stops.push(r.decoder.flush())
+            if not stopped:
+                tail += r.stops.flush()
+        if tail:
+            r.emit(_event("text", text=tail))
+        r.emit(_event("done", finish_reason="stop" if reason == "stop_string" else reason,
+                      prompt_tokens=len(r.prompt), completion_tokens=len(r.tokens)))
+        self._release(r)
+
+    def _fail(self, r: Request, message: str) -> None:
+        r.emit(_event("error", message=message))
+        self._release(r)
+
+    def _step(self) -> None:
+        for r in list(self.running):
+            if r.cancelled.is_set():
+                self._release(r)
+        # one chunk of one prompt (the oldest still prefilling), so running streams keep flowing
+        pre = next((r for r in self.running if r.done_prompt < len(r.prompt)), None)
+        if pre is not None:
+            a, b = pre.done_prompt, min(len(pre.prompt), pre.done_prompt + self.chunk)
+            logits = self.model.eval(pre.prompt[a:b], seq=pre.seq)
+            pre.done_prompt = b
+            if b == len(pre.prompt):
+                self._take(pre, logits)
+        batch = [r for r in self.running if r.done_prompt == len(r.prompt) and r.next_token is not None]
+        if batch:
+            out = self.model.decode_batch([r.seq for r in batch], [r.next_token for r in batch])
+            for r, logits in zip(batch, out):
+                r.next_token = None
+                self._take(r, logits)
+        self.steps += 1
+
+    def _take(self, r: Request, logits: np.ndarray) -> None:
+        """Sample the next token of r from logits; emit its text; end r or queue the token."""
+        n = len(r.prompt) + len(r.tokens)
+        tok = r.sampler.sample(logits, r.history[:n])
+        if tok in self.stop_ids:
+            self._finish(r, "stop")
+            return
+        r.tokens.append(tok)
+        r.history[n] = tok
+        text, stopped = r.stops.push(r.decoder.push(tok))
+        if text:
+            r.emit(_event("text", text=text))
+        if stopped:
+            self._finish(r, "stop_string")
+        elif len(r.tokens) >= r.max_tokens or n + 1 >= self.n_ctx:
+            self._finish(r, "length")
+        else:
+            r.next_token = tok
+
+
+# ---------------------------------------------------------------- parsing the OpenAI bodies
+_NUM = (int, float)
+
+
+def _get(body: dict, name: str, types, default=None):
+    v = body.get(name, default)
+    if v is None:
+        return default
+    if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise RequestError(f"'{name}' must be {_type_name(types)}, got a boolean", param=name)
+    if not isinstance(v, types):
+        raise RequestError(f"'{name}' must be {_type_name(types)}, got {type(v).__name__}", param=name)
+    return v
+
+
+def _type_name(types) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "a boolean", list: "a list",
+             dict: "an object"}
+    ts = types if isinstance(types, tuple) else (types,)
+    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in ts))
+
+
+def _sampling(body: dict, default_temperature: float) -> Sampler:
+    temperature = float(_get(body, "temperature", _NUM, default_temperature))
+    top_p = float(_get(body, "top_p", _NUM, 1.0))
+    seed = _get(body, "seed", int)
+    presence = float(_get(body, "presence_penalty", _NUM, 0.0))
+    frequency = float(_get(body, "frequency_penalty", _NUM, 0.0))
+    if not 0.0 <= temperature <= 2.0:
+        raise RequestError(f"'temperature' must be in [0, 2], got {temperature}", param="temperature")
+    if not -2.0 <= presence <= 2.0 or not -2.0 <= frequency <= 2.0:
+        raise RequestError("'presence_penalty' and 'frequency_penalty' must be in [-2, 2]", param="presence_penalty")
+    n = _get(body, "n", int, 1)
+    if n != 1:
+        raise RequestError("only n=1 is supported", param="n")
+    try:  # OpenAI's penalties; no top-k/min-p unless asked (llama-server's defaults)
+        return Sampler(temperature=temperature, top_k=int(_get(body, "top_k", int, 0)), top_p=top_p,
+                       min_p=float(_get(body, "min_p", _NUM, 0.0)), presence_penalty=presence,
+                       frequency_penalty=frequency, repeat_last_n=-1 if presence or frequency else 64, seed=seed)
+    except ValueError as e:
+        raise RequestError(str(e)) from None
+
+
+def _stops(body: dict) -> list[str]:
+    stop = body.get("stop")
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= 4:
+        return list(stop)
+    raise RequestError("'stop' must be a string or a list of up to 4 strings", param="stop")
+
+
+def _max_tokens(body: dict, room: int) -> int:
+    v = _get(body, "max_completion_tokens", int) or _get(body, "max_tokens", int)
+    if v is None:
+        return room
+    if v < 1:
+        raise RequestError(f"'max_tokens' must be >= 1, got {v}", param="max_tokens")
+    return v
+
+
+# ---------------------------------------------------------------- the app
+def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: int = 64):
+    """The Starlette app serving `model` (a phicpp.Model made with n_seq >= parallel)."""
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request as HttpRequest
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
+
+    engine = Engine(model, parallel, chunk)
+    name = model_name or model.path.rsplit("/", 1)[-1]
+    created = int(time.time())
+    template = template_for(model)
+
+    def fail(e: RequestError) -> JSONResponse:
+        kind = "invalid_request_error" if e.status < 500 else "server_error"
+        return JSONResponse(error_body(str(e), kind, e.code, e.param), status_code=e.status)
+
+    async def read_json(req: HttpRequest) -> dict:
+        raw = await req.body()
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RequestError(f"the body is not valid JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise RequestError("the body must be a JSON object")
+        return body
+
+    async def run(req: HttpRequest, prompt: list[int], body: dict, shape) -> object:
+        """Submit; stream SSE chunks or wait for the whole answer. shape(kind, text, finish, usage) -> dict."""
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue = asyncio.Queue()
+        sampler = _sampling(body, 1.0)
+        stops = _stops(body)
+        if shape.chat:
+            stops = template.stop + stops
+        r = Request(prompt, sampler, _max_tokens(body, engine.n_ctx - len(prompt)), stops,
+                    emit=lambda ev: loop.call_soon_threadsafe(q.put_nowait, ev))
+        stream = bool(_get(body, "stream", bool, False))
+        include_usage = bool((_get(body, "stream_options", dict, {}) or {}).get("include_usage", False))
+        engine.submit(r)
+
+        if not stream:
+            parts = []
+            try:
+                while True:
+                    ev = await q.get()
+                    if ev["kind"] == "text":
+                        parts.append(ev["text"])
+                    elif ev["kind"] == "error":
+                        return fail(RequestError(ev["message"], status=500))
+                    else:
+                        return JSONResponse(shape.whole("".join(parts), ev["finish_reason"], _usage(ev)))
+            finally:
+                r.cancelled.set()
+
+        async def events():
+            try:
+                if shape.chat:
+                    yield _sse(shape.chunk({"role": "assistant", "content": ""}, None))
+                while True:
+                    ev = await q.get()
+                    if ev["kind"] == "text":
+                        yield _sse(shape.chunk(ev["text"], None))
+                    elif ev["kind"] == "error":
+                        yield _sse(error_body(ev["message"], "server_error"))
+                        break
+                    else:
+                        last = shape.chunk(None, ev["finish_reason"])
+                        if not include_usage:
+                            last["usage"] = _usage(ev)
+                        yield _sse(last)
+                        if include_usage:
+                            u = shape.chunk(None, None)
+                            u["choices"], u["usage"] = [], _usage(ev)
+                            yield _sse(u)
+                        break
+                yield "data: [DONE]\n\n"
+            finally:  # the client went away, or the answer is complete
+                r.cancelled.set()
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    class Shape:
+        def __init__(self, chat: bool):
+            self.chat = chat
+            self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+            self.created = int(time.time())
+
+        def chunk(self, piece, finish) -> dict:
+            if self.chat:
+                delta = piece if isinstance(piece, dict) else ({"content": piece} if piece is not None else {})
+                choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                obj = "chat.completion.chunk"
+            else:
+                choice = {"index": 0, "text": piece or "", "logprobs": None, "finish_reason": finish}
+                obj = "text_completion"
+            return {"id": self.id, "object": obj, "created": self.created, "model": name, "choices": [choice]}
+
+        def whole(self, text: str, finish: str, usage: dict) -> dict:
+            if self.chat:
+                choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                          "finish_reason": finish}
+                obj = "chat.completion"
+            else:
+                choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+                obj = "text_completion"
+            return {"id": self.id, "object": obj, "created": self.created, "model": name, "choices": [choice],
+                    "usage": usage}
+
+    async def chat_completions(req: HttpRequest):
+        try:
+            body = await read_json(req)
+            messages = body.get("messages")
+            if not isinstance(messages, list):
+                raise RequestError("'messages' is required and must be a list", param="messages")
+            try:
+                msgs = _check_messages(messages)
+                for m in msgs:
+                    if not isinstance(m["content"], str):
+                        raise ValueError("message content must be a string")
+                prompt = chat_tokens(template, engine.tok, msgs)
+            except ValueError as e:
+                raise RequestError(str(e), param="messages") from None
+            return await run(req, prompt, body, Shape(chat=True))
+        except RequestError as e:
+            return fail(e)
+
+    async def completions(req: HttpRequest):
+        try:
+            body = await read_json(req)
+            p = body.get("prompt")
+            if isinstance(p, list) and len(p) == 1 and isinstance(p[0], str):
+                p = p[0]
+            if isinstance(p, str):
+                prompt = engine.tok.tokenize(p, add_special=True, parse_special=True)
+            elif isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
+                if any(t < 0 or t >= model.n_vocab for t in p):
+                    raise RequestError("a prompt token id is out of the vocabulary", param="prompt")
+                prompt = list(p)
+            else:
+                raise RequestError("'prompt' is required: a string (or a list of token ids)", param="prompt")
+            if not prompt:
+                raise RequestError("the prompt is empty", param="prompt")
+            return await run(req, prompt, body, Shape(chat=False))
+        except RequestError as e:
+            return fail(e)
+
+    async def models(_req):
+        return JSONResponse({"object": "list", "data": [{"id": name, "object": "model", "created": created,
+                                                          "owned_by": "phicpp"}]})
+
+    async def health(_req):
+        return JSONResponse({"status": "ok"})
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        engine.start()
+        yield
+        engine.stop()
+
+    app = Starlette(routes=[
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+    ], lifespan=lifespan)
+    app.state.engine = engine
+    return app
+
+
+def _sse(obj: dict) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+def _usage(ev: dict) -> dict:
+    return {"prompt_tokens": ev["prompt_tokens"], "completion_tokens": ev["completion_tokens"],
+            "total_tokens": ev["prompt_tokens"] + ev["completion_tokens"]}
+
+
+def serve(model, host: str = "127.0.0.1", port: int = 8080, parallel: int = 4, model_name: str | None = None,
+          log_level: str = "warning", ready=None) -> None:
+    """Serve until Ctrl-C / SIGTERM; then running requests end (finish_reason "stop") and it returns."""
+    import uvicorn
+
+    app = create_app(model, parallel, model_name)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            # end the streams first, so their connections can close; then a normal exit
+            # (uvicorn would raise the signal again once it has shut down)
+            app.state.engine.request_stop()
+            super().handle_exit(sig, frame)
+            getattr(self, "_captured_signals", []).clear()
+
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            if ready is not None:
+                ready(self)
+
+    Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)).run()
