@@ -468,6 +468,8 @@ static void bind_backend(py::module_& m) {
         .def_property_readonly("name", [](const PyBackend& b) { return b.be->name(); })
         .def_property_readonly("variant", [](const PyBackend& b) { return b.be->variant(); })
         .def("__repr__", [](const PyBackend& b) { return "Backend(" + b.be->name() + ": " + b.be->variant() + ")"; })
+        .def("set_row_invariant", [](PyBackend& b, bool on) { b.be->set_row_invariant(on); }, py::arg("on"),
+             "Matmuls give every row of x the arithmetic it gets alone (as a batch of sequences needs).")
         .def("matmul", [](PyBackend& b, U8Array w, const std::string& type, std::pair<int64_t, int64_t> shape,
                           F32Array x, std::optional<F32Array> bias, const std::string& norm,
                           std::optional<F32Array> norm_w, std::optional<F32Array> norm_b, float eps,
@@ -959,6 +961,27 @@ static void bind_model(py::module_& m) {
             py::arg("seqs"), py::arg("tokens"),
             "One token for each of several sequences in one forward pass: token i continues sequence seqs[i]; "
             "returns [n, n_vocab] logits, each row as that sequence alone would get it.")
+        .def(
+            "batch",
+            [](Model& self, py::array_t<int32_t, py::array::c_style | py::array::forcecast> seqs, int first_count,
+               py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens) {
+                if (seqs.ndim() != 1 || tokens.ndim() != 1 || seqs.shape(0) < 1 ||
+                    tokens.shape(0) != first_count + seqs.shape(0) - 1)
+                    throw Error(ErrorKind::invalid_arg, "tokens must hold first_count tokens of seqs[0], then one per "
+                                                        "other sequence");
+                const int n = static_cast<int>(seqs.shape(0));
+                py::array_t<float> out({n, self.n_vocab()});
+                const int32_t *sp = seqs.data(), *tp = tokens.data();
+                float* dst = out.mutable_data();
+                {
+                    py::gil_scoped_release nogil;
+                    self.batch(sp, n, first_count, tp, dst);
+                }
+                return out;
+            },
+            py::arg("seqs"), py::arg("first_count"), py::arg("tokens"),
+            "first_count tokens of sequence seqs[0] (a prompt chunk), then one token of each other sequence, in "
+            "one forward pass; returns the logits of each sequence's last token [len(seqs), n_vocab].")
         .def("reset", &Model::reset, py::arg("seq") = 0, "Forget the KV cache (of sequence seq).")
         .def("truncate", &Model::truncate, py::arg("n"), py::arg("seq") = 0,
              "Keep only the first n cached tokens (of sequence seq).")

@@ -161,6 +161,25 @@ def test_matmul(backend, typ, rows, blocks, n):
     check_matmul(y, x.astype(np.float64) @ w.T + bias, w, x, typ)
 
 
+@pytest.mark.parametrize("typ", FLOAT_TYPES + QUANT_TYPES)
+@pytest.mark.parametrize("layout", ["rows", "preferred"])
+def test_matmul_row_invariant(backend, typ, layout):
+    """With row invariance on, every row of a matmul of n rows equals the same row alone,
+    bit for bit, whatever n (a sequence decoded beside others gets the tokens it gets alone)."""
+    raw, w, x, rng = matmul_case(typ, 70, 3, 13, len(typ) * 31 + len(layout))
+    bias = rng.standard_normal(70).astype(np.float32)
+    rearrange = layout == "preferred"
+    backend.set_row_invariant(True)
+    try:
+        alone = np.concatenate([backend.matmul(raw, typ, (70, w.shape[1]), x[t:t + 1], bias=bias,
+                                               rearrange=rearrange) for t in range(13)])
+        for n in (2, 5, 8, 9, 13):
+            y = backend.matmul(raw, typ, (70, w.shape[1]), x[:n], bias=bias, rearrange=rearrange)
+            assert np.array_equal(y, alone[:n]), f"n={n}: rows differ from alone"
+    finally:
+        backend.set_row_invariant(False)
+
+
 @pytest.mark.parametrize("typ", ["f32", "f16", "q8_0", "q4_0", "q4_K", "q6_K"])
 @pytest.mark.parametrize("norm", ["layer", "rms"])
 @pytest.mark.parametrize("n", [1, 3, 8, 19])
@@ -289,6 +308,33 @@ def test_get_rows(backend, typ):
 
 
 # ---------------------------------------------------------------- attention input (qk norm, rotary, cache)
+def input_case(rng, n, n_head, n_head_kv, hd, n_rot, rows, dt, qk_norm):
+    """q, k, v of n tokens, caches of `rows` rows, rotary frequencies and optional QK-norm vectors."""
+    q = rng.standard_normal((n, n_head * hd)).astype(np.float32)
+    k = rng.standard_normal((n, n_head_kv * hd)).astype(np.float32)
+    v = rng.standard_normal((n, n_head_kv * hd)).astype(np.float32)
+    kc = rng.standard_normal((rows, n_head_kv * hd)).astype(dt)
+    vc = rng.standard_normal((rows, n_head_kv * hd)).astype(dt)
+    inv_freq = (1.0 / (10000.0 ** (np.arange(0, n_rot, 2) / n_rot))).astype(np.float32)
+    norms = None
+    if qk_norm:
+        norms = tuple((1 + 0.3 * rng.standard_normal(hd)).astype(np.float32) if i % 2 == 0 else
+                      (0.1 * rng.standard_normal(hd)).astype(np.float32) for i in range(4)) + (1e-5,)
+    return q, k, v, kc, vc, inv_freq, norms
+
+
+def input_reference(q, k, n_head, n_head_kv, hd, pos0, inv_freq, mscale, norms):
+    """q and k after the QK-norm (when norms) and the rotary, in float64."""
+    n = q.shape[0]
+    qr, kr = q.astype(np.float64), k.astype(np.float64)
+    if norms is not None:
+        qr = layer_norm_ref(q.reshape(n, n_head, hd), norms[0], norms[1], norms[4]).reshape(n, -1)
+        kr = layer_norm_ref(k.reshape(n, n_head_kv, hd), norms[2], norms[3], norms[4]).reshape(n, -1)
+    positions = range(pos0, pos0 + n)
+    return (rope_reference(qr, n_head, hd, positions, inv_freq, mscale),
+            rope_reference(kr, n_head_kv, hd, positions, inv_freq, mscale))
+
+
 @pytest.mark.parametrize("cache", ["f32", "f16"])
 @pytest.mark.parametrize("n_head,n_head_kv,hd,n_rot", [(4, 4, 16, 16), (4, 4, 20, 8), (6, 2, 96, 96),
                                                        (3, 1, 128, 96), (2, 2, 80, 32)])
@@ -297,26 +343,11 @@ def test_get_rows(backend, typ):
 def test_attention_input(backend, cache, n_head, n_head_kv, hd, n_rot, pos0, n, qk_norm):
     rng = np.random.default_rng(pos0 * 100 + n + hd)
     dt = np.float32 if cache == "f32" else np.float16
-    q = rng.standard_normal((n, n_head * hd)).astype(np.float32)
-    k = rng.standard_normal((n, n_head_kv * hd)).astype(np.float32)
-    v = rng.standard_normal((n, n_head_kv * hd)).astype(np.float32)
-    rows = pos0 + n + 3
-    kc = rng.standard_normal((rows, n_head_kv * hd)).astype(dt)
-    vc = rng.standard_normal((rows, n_head_kv * hd)).astype(dt)
-    inv_freq = (1.0 / (10000.0 ** (np.arange(0, n_rot, 2) / n_rot))).astype(np.float32)
-    norms = None
-    if qk_norm:
-        norms = tuple((1 + 0.3 * rng.standard_normal(hd)).astype(np.float32) if i % 2 == 0 else
-                      (0.1 * rng.standard_normal(hd)).astype(np.float32) for i in range(4)) + (1e-5,)
+    q, k, v, kc, vc, inv_freq, norms = input_case(rng, n, n_head, n_head_kv, hd, n_rot, pos0 + n + 3, dt, qk_norm)
     q2, k2, kc2, vc2 = backend.attention_input(q, k, v, kc, vc, pos0, n_head, n_head_kv, n_rot, inv_freq,
                                                mscale=1.25, qk_norm=norms)
-    qr, kr = q.astype(np.float64), k.astype(np.float64)
-    if qk_norm:
-        qr = layer_norm_ref(q.reshape(n, n_head, hd), norms[0], norms[1], 1e-5).reshape(n, -1)
-        kr = layer_norm_ref(k.reshape(n, n_head_kv, hd), norms[2], norms[3], 1e-5).reshape(n, -1)
-    positions = range(pos0, pos0 + n)
-    qr = rope_reference(qr, n_head, hd, positions, inv_freq, 1.25)
-    kr = rope_reference(kr, n_head_kv, hd, positions, inv_freq, 1.25)
+    qr, kr = input_reference(q, k, n_head, n_head_kv, hd, pos0, inv_freq, 1.25, norms)
+    rows = kc.shape[0]
     # angles reach ~pos: sin/cos of them are good to a few f32 ulps of the angle
     tol = 2e-6 * (pos0 + n + 1) + 1e-6
     assert np.allclose(q2, qr, rtol=0, atol=tol * np.abs(qr).max())
@@ -352,27 +383,12 @@ def test_attention_after_input(backend, cache, n_head, n_head_kv, hd, n_rot, pos
     one-token step's pair as one launch): the output, and the cache holding the new keys."""
     rng = np.random.default_rng(pos0 * 7 + n + hd + window)
     dt = np.float32 if cache == "f32" else np.float16
-    q = rng.standard_normal((n, n_head * hd)).astype(np.float32)
-    k = rng.standard_normal((n, n_head_kv * hd)).astype(np.float32)
-    v = rng.standard_normal((n, n_head_kv * hd)).astype(np.float32)
-    rows = pos0 + n + 2
-    kc = rng.standard_normal((rows, n_head_kv * hd)).astype(dt)
-    vc = rng.standard_normal((rows, n_head_kv * hd)).astype(dt)
-    inv_freq = (1.0 / (10000.0 ** (np.arange(0, n_rot, 2) / n_rot))).astype(np.float32)
-    norms = None
-    if qk_norm:
-        norms = tuple((1 + 0.3 * rng.standard_normal(hd)).astype(np.float32) if i % 2 == 0 else
-                      (0.1 * rng.standard_normal(hd)).astype(np.float32) for i in range(4)) + (1e-5,)
+    q, k, v, kc, vc, inv_freq, norms = input_case(rng, n, n_head, n_head_kv, hd, n_rot, pos0 + n + 2, dt, qk_norm)
+    rows = kc.shape[0]
     scale = 1 / np.sqrt(hd)
     y, kc2, vc2 = backend.attention_input(q, k, v, kc, vc, pos0, n_head, n_head_kv, n_rot, inv_freq, mscale=1.1,
                                           qk_norm=norms, attend=(scale, window))
-    qr, kr = q.astype(np.float64), k.astype(np.float64)
-    if qk_norm:
-        qr = layer_norm_ref(q.reshape(n, n_head, hd), norms[0], norms[1], 1e-5).reshape(n, -1)
-        kr = layer_norm_ref(k.reshape(n, n_head_kv, hd), norms[2], norms[3], 1e-5).reshape(n, -1)
-    positions = range(pos0, pos0 + n)
-    qr = rope_reference(qr, n_head, hd, positions, inv_freq, 1.1)
-    kr = rope_reference(kr, n_head_kv, hd, positions, inv_freq, 1.1)
+    qr, kr = input_reference(q, k, n_head, n_head_kv, hd, pos0, inv_freq, 1.1, norms)
     tol = 2e-6 * (pos0 + n + 1) + 1e-6
     new_k = kc2[pos0:pos0 + n].astype(np.float64)
     assert np.allclose(new_k, kr, rtol=0, atol=(tol + (2e-3 if dt == np.float16 else 0)) * np.abs(kr).max())

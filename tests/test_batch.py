@@ -130,3 +130,25 @@ def test_model_shared_by_threads(ggufs):
     for t in threads:
         t.join()
     assert got == want
+
+
+@pytest.mark.parametrize("device,isa", _devices(), ids=lambda v: str(v))
+@pytest.mark.parametrize("kind", ["phi3_mini", "phi2", "phi3_mini-q4_0", "phi3_mini-q4_k_m"])
+def test_prompt_chunks_beside_decodes_equal_one_token_at_a_time(ggufs, kind, device, isa):
+    """batch(): a prompt in chunks of any size next to other sequences' decode tokens gives
+    exactly the logits of feeding it one token at a time alone."""
+    rng = np.random.default_rng(3)
+    m = _core.Model(str(ggufs[kind]), n_ctx=96, n_threads=2, device=device, isa=isa, n_seq=3)
+    ref = _core.Model(str(ggufs[kind]), n_ctx=96, n_threads=2, device=device, isa=isa)
+    prompt = rng.integers(1, m.n_vocab, size=23).astype(np.int32)
+    want = [ref.eval(prompt[i:i + 1], False, 0) for i in range(len(prompt))]
+    for s in (1, 2):
+        m.eval(np.array([5, 6, 7], np.int32), False, s)
+    i = 0
+    for chunk in (1, 9, 4, 9):
+        others = [1, 2] if chunk != 4 else [2]
+        out = m.batch(np.array([0] + others, np.int32), chunk,
+                      np.concatenate([prompt[i:i + chunk], np.array([8] * len(others), np.int32)]))
+        i += chunk
+        assert np.array_equal(out[0], want[i - 1]), f"after {i} prompt tokens"
+    assert m.n_past_of(0) == len(prompt) and m.n_past_of(1) == 3 + 3 and m.n_past_of(2) == 3 + 4

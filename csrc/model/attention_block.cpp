@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -50,8 +51,9 @@ void attention_block(const ForwardPass& fp, const LayerWeights& L, int il, int n
         be.attention(t.q + static_cast<int64_t>(skip) * t.q_stride, t.q_stride, skip, n_q, cache, ap, s.attn);
         return;
     }
-    // several sequences: each one's rows against its own cache, at its own positions
-    if (n_q != n) fail(ErrorKind::invalid_arg, "a batch of several sequences carries every row");
+    // several sequences: each one's rows against its own cache, at its own
+    // positions; attention for those of its rows among the batch's last n_q
+    const int first_out = n - n_q;
     for (const SeqRows& q : fp.seqs) {
         const KVCache& cache = (*q.kv)[il];
         ap.pos = q.pos;
@@ -59,7 +61,10 @@ void attention_block(const ForwardPass& fp, const LayerWeights& L, int il, int n
         const QKVRows tq{t.q + static_cast<int64_t>(q.row0) * t.q_stride, t.k + static_cast<int64_t>(q.row0) * t.kv_stride,
                          t.v + static_cast<int64_t>(q.row0) * t.kv_stride, t.q_stride, t.kv_stride};
         be.attention_input(tq, ap, qk, fp.rope, cache);
-        be.attention(tq.q, tq.q_stride, 0, q.n, cache, ap, s.attn + static_cast<int64_t>(q.row0) * qw);
+        const int from = std::max(q.row0, first_out), to = q.row0 + q.n;
+        if (from >= to) continue;
+        be.attention(tq.q + static_cast<int64_t>(from - q.row0) * tq.q_stride, tq.q_stride, from - q.row0, to - from,
+                     cache, ap, s.attn + static_cast<int64_t>(from - first_out) * qw);
     }
 }
 

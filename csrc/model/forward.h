@@ -32,8 +32,8 @@ struct ForwardPass {
     const ModelConfig& c;
     const Weights& w;
     Scratch& s;
-    // one entry: the batch is one sequence's tokens; several: one token of each
-    // of several sequences (then every row goes through every layer, n_out == n_tok)
+    // one entry: the batch is one sequence's tokens; several: the tokens of
+    // several sequences, one after the other
     const std::vector<SeqRows>& seqs;
     RopeParams rope;
     int n_tok;  // tokens in this batch (the step's)

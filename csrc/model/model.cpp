@@ -172,7 +172,7 @@ void Model::eval(const int32_t* tokens, int n, float* logits, bool all_logits, i
             const int nb = std::min(n_batch_, n - b);
             const bool last = b + nb == n;
             float* out = all_logits ? logits + static_cast<int64_t>(b) * c_.n_vocab : (last ? logits : nullptr);
-            forward(tokens + b, nb, out, all_logits, {SeqRows{&kv_[seq], 0, nb, 0}}, past);
+            forward(tokens + b, nb, out, all_logits ? nb : 1, {SeqRows{&kv_[seq], 0, nb, 0}}, past);
             past += nb;
         }
     } catch (...) {
@@ -183,38 +183,51 @@ void Model::eval(const int32_t* tokens, int n, float* logits, bool all_logits, i
 
 void Model::decode_batch(const int32_t* seqs, const int32_t* tokens, int n, float* logits) {
     if (n <= 0) fail(ErrorKind::invalid_arg, "decode_batch needs at least one token");
-    if (n > n_batch_) fail(ErrorKind::invalid_arg, "decode_batch of ", n, " tokens exceeds n_batch = ", n_batch_);
-    std::vector<SeqRows> rows(n);
+    batch(seqs, n, 1, tokens, logits);
+}
+
+void Model::batch(const int32_t* seqs, int n_seqs, int first_count, const int32_t* tokens, float* logits) {
+    if (n_seqs <= 0) fail(ErrorKind::invalid_arg, "a batch needs at least one sequence");
+    if (first_count <= 0) fail(ErrorKind::invalid_arg, "a batch's first sequence needs at least one token");
+    const int n = first_count + n_seqs - 1;
+    if (n > n_batch_) fail(ErrorKind::invalid_arg, "a batch of ", n, " tokens exceeds n_batch = ", n_batch_);
+    std::vector<SeqRows> rows(n_seqs);
     std::vector<char> seen(n_past_.size(), 0);
-    for (int i = 0; i < n; ++i) {
+    for (int i = 0, row = 0; i < n_seqs; ++i) {
         const int q = check_seq(seqs[i]);
-        if (seen[q]) fail(ErrorKind::invalid_arg, "sequence ", q, " appears twice in one decode_batch");
+        if (seen[q]) fail(ErrorKind::invalid_arg, "sequence ", q, " appears twice in one batch");
         seen[q] = 1;
-        if (n_past_[q] + 1 > n_ctx_)
-            fail(ErrorKind::context, "context overflow: sequence ", q, " holds ", n_past_[q], " tokens, n_ctx = ", n_ctx_);
+        const int count = i == 0 ? first_count : 1;
+        if (n_past_[q] + count > n_ctx_)
+            fail(ErrorKind::context, "context overflow: sequence ", q, " holds ", n_past_[q], " tokens, ", count,
+                 " more exceed n_ctx = ", n_ctx_);
+        rows[i] = SeqRows{&kv_[q], row, count, n_past_[q]};
+        row += count;
+    }
+    for (int i = 0; i < n; ++i) {
         if (tokens[i] < 0 || tokens[i] >= c_.n_vocab)
             fail(ErrorKind::invalid_arg, "token id ", tokens[i], " at index ", i, " is out of range [0, ", c_.n_vocab, ")");
-        rows[i] = SeqRows{&kv_[q], i, 1, n_past_[q]};
     }
+    // the rows with logits (each sequence's last) are the batch's last n_seqs
     be_->set_row_invariant(true);
     try {
-        forward(tokens, n, logits, true, rows, 0);
+        forward(tokens, n, logits, n_seqs, rows, 0);
     } catch (...) {
         be_->set_row_invariant(false);
         throw;
     }
     be_->set_row_invariant(false);
-    for (int i = 0; i < n; ++i) ++n_past_[seqs[i]];
+    for (int i = 0; i < n_seqs; ++i) n_past_[seqs[i]] += rows[i].n;
 }
 
-void Model::forward(const int32_t* tokens, int n, float* logits_host, bool all_logits,
-                    const std::vector<SeqRows>& seqs, int pos0) {
+void Model::forward(const int32_t* tokens, int n, float* logits_host, int n_out, const std::vector<SeqRows>& seqs,
+                    int pos0) {
     Backend& be = *be_;
     be.copy_to_device(ids_dev_, tokens, sizeof(int32_t) * n);
 
-    // without logits only the K/V of the last layer matter; with the last token's
-    // logits only that row goes through the last layer's attention and MLP
-    const int n_out = !logits_host ? 0 : (all_logits ? n : 1);
+    // the last n_out rows get logits: only they go through the last layer's
+    // attention and MLP (without logits only the K/V of the last layer matter)
+    if (!logits_host) n_out = 0;
     const int first = n - n_out;  // first row with logits
     const RowNorm out_norm = arch_->output_norm(c_, w_);
     auto project = [&](int r, int rows) {

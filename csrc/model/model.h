@@ -60,11 +60,16 @@ public:
     // arithmetic is what it gets alone (eval of one token), so the batch
     // changes no result. On error no sequence advances.
     void decode_batch(const int32_t* seqs, const int32_t* tokens, int n, float* logits);
+    // The same with a prompt chunk in front: counts[0] tokens of sequence
+    // seqs[0], then one token of each of seqs[1..n_seq). Writes the logits of
+    // each sequence's last token (n_seq rows). Row-invariant too, so a prompt
+    // fed this way, in any chunks, gives what eval of it token by token gives.
+    void batch(const int32_t* seqs, int n_seq, int first_count, const int32_t* tokens, float* logits);
 
 private:
     Model() = default;
     int check_seq(int seq) const;
-    void forward(const int32_t* tokens, int n, float* logits_host, bool all_logits, const std::vector<SeqRows>& seqs,
+    void forward(const int32_t* tokens, int n, float* logits_host, int n_out, const std::vector<SeqRows>& seqs,
                  int pos0);
     void check_device_memory(const std::string& path) const;
 

@@ -54,6 +54,14 @@ class Model:
         with self._lock:
             return self._m.decode_batch(np.asarray(seqs, dtype=np.int32), np.asarray(tokens, dtype=np.int32))
 
+    def batch(self, seqs: Sequence[int], first_count: int, tokens: Sequence[int]) -> np.ndarray:
+        """first_count tokens of sequence seqs[0] (a prompt chunk), then one token of each
+        other sequence, in one forward pass; logits of each sequence's last token
+        [len(seqs), n_vocab]. Row-invariant like decode_batch: a prompt fed this way, in
+        any chunks, gives what eval of it one token at a time gives."""
+        with self._lock:
+            return self._m.batch(np.asarray(seqs, dtype=np.int32), first_count, np.asarray(tokens, dtype=np.int32))
+
     def reset(self, seq: int = 0) -> None:
         """Empty the KV cache (of sequence seq)."""
         with self._lock:

@@ -2,10 +2,11 @@
 
 The HTTP side is Starlette on uvicorn; the token loop is one engine thread that
 owns the model (n_seq = --parallel sequences). Between decode steps it admits
-waiting requests into free sequences, prefills one chunk of one new prompt, then
-decodes one token for every running request in a single forward pass
-(Model.decode_batch, whose rows get exactly the arithmetic they get alone, so a
-request's greedy tokens do not depend on what else runs). Events go back to the
+waiting requests into free sequences, then runs one chunk of one new prompt and
+one token of every running request in a single forward pass
+(Model.batch, a chunk of one new prompt in front: every row gets exactly the
+arithmetic it gets alone, so a request's tokens do not depend on what else runs
+or on how its prompt was chunked). Events go back to the
 request's asyncio queue; a client that goes away frees its sequence at the next
 step.
 """
@@ -46,6 +47,7 @@ class Request:
     max_tokens: int
     stop: list[str]
     emit: callable                     # emit(event) from the engine thread, thread-safe
+    ignore_eos: bool = False           # llama-server's extension: never stop at an end token
     cancelled: threading.Event = field(default_factory=threading.Event)
     # engine state
     seq: int = -1
@@ -65,10 +67,11 @@ def _event(kind: str, **kw) -> dict:
 class Engine:
     """The token loop: one thread, one model with `parallel` sequences."""
 
-    def __init__(self, model, parallel: int, chunk: int = 64):
+    def __init__(self, model, parallel: int, chunk: int = 32):
         self.model, self.parallel, self.chunk = model, parallel, chunk
         self.tok = model.tokenizer
         self.stop_ids = stop_token_ids(self.tok)
+        self.eog = np.array(sorted(t for t in self.stop_ids if t < model.n_vocab), dtype=np.int64)
         self.n_ctx = model.n_ctx
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -160,25 +163,34 @@ class Engine:
         for r in list(self.running):
             if r.cancelled.is_set():
                 self._release(r)
-        # one chunk of one prompt (the oldest still prefilling), so running streams keep flowing
+        # one chunk of one prompt (the oldest still prefilling) in front of one token
+        # of every running request, all in one forward pass, so running streams keep flowing
         pre = next((r for r in self.running if r.done_prompt < len(r.prompt)), None)
+        ready = [r for r in self.running if r.done_prompt == len(r.prompt) and r.next_token is not None]
+        if pre is None and not ready:
+            return
+        chunk = []
         if pre is not None:
             a, b = pre.done_prompt, min(len(pre.prompt), pre.done_prompt + self.chunk)
-            logits = self.model.eval(pre.prompt[a:b], seq=pre.seq)
+            chunk = pre.prompt[a:b]
+        seqs = ([pre.seq] if pre is not None else []) + [r.seq for r in ready]
+        tokens = chunk + [r.next_token for r in ready]
+        out = self.model.batch(seqs, len(chunk) if chunk else 1, tokens)
+        if pre is not None:
             pre.done_prompt = b
             if b == len(pre.prompt):
-                self._take(pre, logits)
-        batch = [r for r in self.running if r.done_prompt == len(r.prompt) and r.next_token is not None]
-        if batch:
-            out = self.model.decode_batch([r.seq for r in batch], [r.next_token for r in batch])
-            for r, logits in zip(batch, out):
-                r.next_token = None
-                self._take(r, logits)
+                self._take(pre, out[0])
+            out = out[1:]
+        for r, logits in zip(ready, out):
+            r.next_token = None
+            self._take(r, logits)
         self.steps += 1
 
     def _take(self, r: Request, logits: np.ndarray) -> None:
         """Sample the next token of r from logits; emit its text; end r or queue the token."""
         n = len(r.prompt) + len(r.tokens)
+        if r.ignore_eos:
+            logits[self.eog] = -np.inf
         tok = r.sampler.sample(logits, r.history[:n])
         if tok in self.stop_ids:
             self._finish(r, "stop")
@@ -260,7 +272,7 @@ def _max_tokens(body: dict, room: int) -> int:
 
 
 # ---------------------------------------------------------------- the app
-def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: int = 64):
+def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: int = 32):
     """The Starlette app serving `model` (a phicpp.Model made with n_seq >= parallel)."""
     from contextlib import asynccontextmanager
 
@@ -297,7 +309,8 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
         if shape.chat:
             stops = template.stop + stops
         r = Request(prompt, sampler, _max_tokens(body, engine.n_ctx - len(prompt)), stops,
-                    emit=lambda ev: loop.call_soon_threadsafe(q.put_nowait, ev))
+                    emit=lambda ev: loop.call_soon_threadsafe(q.put_nowait, ev),
+                    ignore_eos=bool(_get(body, "ignore_eos", bool, False)))
         stream = bool(_get(body, "stream", bool, False))
         include_usage = bool((_get(body, "stream_options", dict, {}) or {}).get("include_usage", False))
         engine.submit(r)

@@ -67,6 +67,11 @@ struct KernelTable {
     GemmKernel gemm;                        // null: prefill uses `rows` too
     int gemm_row_block;                     // rows a gemm call should get at a time
     int gemm_tile_tokens;                   // tokens per packed activation tile (the vector width)
+    // Kernels whose arithmetic for one token does not depend on the other tokens
+    // of the call (bit = type id; the other kernels have a dedicated one-token
+    // path or accumulate differently for several tokens); tests/test_matmul.py checks it.
+    uint64_t rows_token_invariant;
+    bool q4_0_x8_token_invariant;
 };
 
 const KernelTable& kernels_scalar();

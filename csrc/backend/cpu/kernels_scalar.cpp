@@ -91,6 +91,8 @@ KernelTable make_table() {
             t.rows[id] = rows_quant;
     }
     t.rows_q4_0_x8 = rows_q4_0_x8;
+    t.rows_token_invariant = ~uint64_t{0};  // one loop per token, the same for any n
+    t.q4_0_x8_token_invariant = true;
     t.quantize_act[static_cast<int>(DType::Q8_0)] = quantize_q8_0;
     t.quantize_act[static_cast<int>(DType::Q8_1)] = quantize_q8_1;
     t.quantize_act[static_cast<int>(DType::Q8_K)] = quantize_q8_K;

@@ -812,6 +812,8 @@ struct KQuantTile {
 } // namespace
 } // namespace phi::cpu
 
+#include <initializer_list>
+
 #include "backend/cpu/gemm_x86_impl.h"
 #include "backend/cpu/q4_0_x8_x86_impl.h"
 
@@ -835,6 +837,12 @@ void fill_x86_table(KernelTable* t) {
     t->rows[static_cast<int>(DType::F16)] = rows_float<DType::F16>;
     t->rows[static_cast<int>(DType::BF16)] = rows_float<DType::BF16>;
     t->rows_q4_0_x8 = rows_q4_0_x8;
+    // the same tiles for one token and for several (no dedicated decode kernel, or
+    // one with the tiles' arithmetic)
+    t->rows_token_invariant = 0;
+    for (DType d : {DType::Q4_1, DType::Q5_1, DType::Q2_K, DType::Q3_K, DType::Q5_K, DType::Q6_K})
+        t->rows_token_invariant |= uint64_t{1} << static_cast<int>(d);
+    t->q4_0_x8_token_invariant = true;
 #if defined(__AVX512F__)
     t->dequant_q4_0_x8 = dequant_q4_0_x8;
 #else

@@ -169,12 +169,15 @@ void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias,
     if (n <= 0 || M <= 0) return;
     const int id = static_cast<int>(W.type);
     RowsKernel rows = nullptr;
+    bool token_invariant = false;  // the kernel gives a token the same arithmetic at any n
     if (W.layout == WeightLayout::planar)
         fail(ErrorKind::unsupported, "the CPU kernels do not read the planar layout");
-    if (W.layout == WeightLayout::q4_0_x8)
-        rows = pick(isa, [](const KernelTable& t) { return t.rows_q4_0_x8; });
-    else if (id < kNumTypes)
-        rows = pick(isa, [id](const KernelTable& t) { return t.rows[id]; });
+    const bool x8 = W.layout == WeightLayout::q4_0_x8;
+    for (int i = static_cast<int>(isa); i >= 0 && !rows && (x8 || id < kNumTypes); --i) {
+        const KernelTable& t = table_for(static_cast<Isa>(i));
+        rows = x8 ? t.rows_q4_0_x8 : t.rows[id];
+        token_invariant = x8 ? t.q4_0_x8_token_invariant : (t.rows_token_invariant >> id) & 1;
+    }
     if (!rows) fail(ErrorKind::unsupported, "no CPU kernel for tensor type ", dtype_name(W.type));
     quant::check_row_length(W.type, K);
     if (allow_gemm && matmul_gemm(W, x, n, y, bias, pool, isa)) return;
@@ -217,12 +220,12 @@ void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias,
     // other's output cache lines.
     const Job* jp = &job;
     const int64_t chunk = std::max<int64_t>(16, (M / (16 * pool.size()) + 15) / 16 * 16);
-    if (allow_gemm || n == 1) {
+    if (allow_gemm || n == 1 || token_invariant) {
         pool.parallel_for_dynamic(M, chunk, [jp](int64_t r0, int64_t r1) { jp->rows(jp->args, r0, r1); });
         return;
     }
-    // Row-invariant: every token through the one-token kernel over the same
-    // chunks (whose arithmetic for a row depends on where the row sits in its
+    // Row-invariant with a kernel that treats tokens differently by count: every
+    // token through the one-token kernel over the same chunks (whose arithmetic for a row depends on where the row sits in its
     // chunk, never on other tokens), a block of rows at a time so the other
     // tokens find the block's weights in cache. Blocks start at multiples of
     // kInvariantBlock from the chunk's start, so the kernels' row groups (4 or

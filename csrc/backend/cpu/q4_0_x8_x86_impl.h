@@ -18,13 +18,26 @@ namespace {
 using quant::BlockQ4_0x8;
 using quant::kQ4_0x8Rows;
 
-// Sum over one block of 8 rows: lane r = sum_i u[r][i] * y[i], u = q + 8 in 0..15.
-inline __m256i q4_0_x8_block_sums(const BlockQ4_0x8& b, const int8_t* yq) {
+// One block of 8 rows as unsigned nibbles u = q + 8 in 0..15: quad j of the
+// low nibbles (elements 4j..4j+3 of every row) in lo[j], of the high ones in hi[j].
+struct Q4x8Nibbles {
+    __m256i lo[4], hi[4];
+};
+inline Q4x8Nibbles q4_0_x8_unpack(const BlockQ4_0x8& b) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    auto quad = [&](int j, __m256i* lo, __m256i* hi, __m256i* ya, __m256i* yb) {
+    Q4x8Nibbles u;
+    for (int j = 0; j < 4; ++j) {
         const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs[j]));
-        *lo = _mm256_and_si256(v, m4);
-        *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        u.lo[j] = _mm256_and_si256(v, m4);
+        u.hi[j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    }
+    return u;
+}
+
+// Sum over one block of 8 rows: lane r = sum_i u[r][i] * y[i] (exact integers,
+// so any token's sums are the same however the tokens are grouped).
+inline __m256i q4_0_x8_block_sums(const Q4x8Nibbles& u, const int8_t* yq) {
+    auto acts = [&](int j, __m256i* ya, __m256i* yb) {
         int32_t a, c;  // activations of quad j (low nibbles) and of quad j + 4 (high nibbles), to every lane
         std::memcpy(&a, yq + 4 * j, 4);
         std::memcpy(&c, yq + 16 + 4 * j, 4);
@@ -34,18 +47,18 @@ inline __m256i q4_0_x8_block_sums(const BlockQ4_0x8& b, const int8_t* yq) {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
     __m256i s = _mm256_setzero_si256();
     for (int j = 0; j < 4; ++j) {
-        __m256i lo, hi, ya, yb;
-        quad(j, &lo, &hi, &ya, &yb);
-        s = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(s, lo, ya), hi, yb);
+        __m256i ya, yb;
+        acts(j, &ya, &yb);
+        s = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(s, u.lo[j], ya), u.hi[j], yb);
     }
     return s;
 #else
     // int16 lanes hold 16 products of |u * y| <= 15 * 128: at most 30720, no overflow
     __m256i s16 = _mm256_setzero_si256();
     for (int j = 0; j < 4; ++j) {
-        __m256i lo, hi, ya, yb;
-        quad(j, &lo, &hi, &ya, &yb);
-        s16 = _mm256_add_epi16(s16, _mm256_add_epi16(_mm256_maddubs_epi16(lo, ya), _mm256_maddubs_epi16(hi, yb)));
+        __m256i ya, yb;
+        acts(j, &ya, &yb);
+        s16 = _mm256_add_epi16(s16, _mm256_add_epi16(_mm256_maddubs_epi16(u.lo[j], ya), _mm256_maddubs_epi16(u.hi[j], yb)));
     }
     return _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
 #endif
@@ -70,8 +83,41 @@ inline void prep_q4_0_x8_act(const BlockQ8_0* y, int64_t nb, Q4x8Act* out) {
     }
 }
 
-// Rows [r0, r1) (multiples of 8) for every token. Tokens loop inside a group,
-// so a batch of a few tokens reads each group's 8 rows from memory once.
+// N tokens (from t) against one group of 8 rows: each block's nibbles are
+// unpacked once for all of them; a token's arithmetic is the same for any N.
+template <int N>
+inline void q4_0_x8_tile(const MatmulArgs& a, const BlockQ4_0x8* w, int64_t nb, const Q4x8Act* act, int64_t r, int t) {
+    const __m256 bias = a.bias ? _mm256_loadu_ps(a.bias + r) : _mm256_setzero_ps();
+    __m256 acc[N];
+    const BlockQ8_0* y[N];
+    for (int i = 0; i < N; ++i) {
+        acc[i] = bias;
+        y[i] = reinterpret_cast<const BlockQ8_0*>(a.x + (t + i) * a.x_stride);
+    }
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        // One sequential stream per thread, so a fixed distance works (2-32 KiB
+        // all within noise). One core, 226 MB matrix: one prefetch per record
+        // (every third line missed) 5.7-6.1 GB/s, all three lines 9.4-12.2 GB/s.
+        if (t == 0) {  // the 144-byte record spans three cache lines
+            const char* pb = reinterpret_cast<const char*>(w + ib) + kQ4x8PrefetchAhead;
+            _mm_prefetch(pb, _MM_HINT_T0);
+            _mm_prefetch(pb + 64, _MM_HINT_T0);
+            _mm_prefetch(pb + 128, _MM_HINT_T0);
+        }
+        const Q4x8Nibbles u = q4_0_x8_unpack(w[ib]);
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[ib].d)));
+        for (int i = 0; i < N; ++i) {
+            const Q4x8Act& p = act[(t + i) * nb + ib];
+            const __m256i s = _mm256_sub_epi32(q4_0_x8_block_sums(u, y[i][ib].qs), _mm256_set1_epi32(p.m8));
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(p.d)), acc[i]);
+        }
+    }
+    for (int i = 0; i < N; ++i) _mm256_storeu_ps(a.y + (t + i) * a.ldy + r, acc[i]);
+}
+
+// Rows [r0, r1) (multiples of 8) for every token. Tokens go in tiles inside a
+// group, so a batch of a few tokens reads each group's 8 rows from memory once
+// and unpacks each block once per tile.
 void rows_q4_0_x8(const MatmulArgs& a, int64_t r0, int64_t r1) {
     const int64_t nb = a.K / QK;
     thread_local AlignedBytes buf;
@@ -79,31 +125,16 @@ void rows_q4_0_x8(const MatmulArgs& a, int64_t r0, int64_t r1) {
     for (int t = 0; t < a.n; ++t)
         prep_q4_0_x8_act(reinterpret_cast<const BlockQ8_0*>(a.x + t * a.x_stride), nb, act + t * nb);
     const size_t group_bytes = kQ4_0x8Rows * a.w_stride;
+#if defined(__AVX512F__)
+    constexpr int kTile = 4;  // 32 vector registers: the nibbles, 4 accumulators and temporaries
+#else
+    constexpr int kTile = 2;
+#endif
     for (int64_t r = r0; r < r1; r += kQ4_0x8Rows) {
         const auto* w = reinterpret_cast<const BlockQ4_0x8*>(a.w + r / kQ4_0x8Rows * group_bytes);
-        const __m256 bias = a.bias ? _mm256_loadu_ps(a.bias + r) : _mm256_setzero_ps();
-        for (int t = 0; t < a.n; ++t) {
-            const auto* y = reinterpret_cast<const BlockQ8_0*>(a.x + t * a.x_stride);
-            const Q4x8Act* p = act + t * nb;
-            __m256 acc = bias;
-            for (int64_t ib = 0; ib < nb; ++ib) {
-                // One sequential stream per thread, so a fixed distance works
-                // (2-32 KiB all within noise). One core, 226 MB matrix: one
-                // prefetch per record (every third line missed) 5.7-6.1 GB/s,
-                // all three lines 9.4-12.2 GB/s.
-                if (t == 0) {  // the 144-byte record spans three cache lines
-                    const char* pb = reinterpret_cast<const char*>(w + ib) + kQ4x8PrefetchAhead;
-                    _mm_prefetch(pb, _MM_HINT_T0);
-                    _mm_prefetch(pb + 64, _MM_HINT_T0);
-                    _mm_prefetch(pb + 128, _MM_HINT_T0);
-                }
-                const __m256i s = _mm256_sub_epi32(q4_0_x8_block_sums(w[ib], y[ib].qs), _mm256_set1_epi32(p[ib].m8));
-                const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[ib].d))),
-                                               _mm256_set1_ps(p[ib].d));
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
-            }
-            _mm256_storeu_ps(a.y + t * a.ldy + r, acc);
-        }
+        int t = 0;
+        for (; t + kTile <= a.n; t += kTile) q4_0_x8_tile<kTile>(a, w, nb, act, r, t);
+        for (; t < a.n; ++t) q4_0_x8_tile<1>(a, w, nb, act, r, t);
     }
 }
 

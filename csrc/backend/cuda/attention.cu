@@ -169,6 +169,24 @@ __device__ __forceinline__ void scores(const T* kr, const float* qs, int hd, int
     }
 }
 
+// A warp's online-softmax state (m, l, acc) of its rows, row r at dst + r * stride:
+// m, l, then the head's hd sums.
+__device__ __forceinline__ void put_partial(float* dst, int stride, int nrows, int hd, const float (&m)[kRows],
+                                            const float (&l)[kRows], const float (&acc)[kRows][kMaxHead / kWarp]) {
+    const int lane = threadIdx.x % kWarp, nd = (hd + kWarp - 1) / kWarp;
+    for (int r = 0; r < nrows; ++r) {
+        if (lane == 0) {
+            dst[r * stride] = m[r];
+            dst[r * stride + 1] = l[r];
+        }
+#pragma unroll
+        for (int i = 0; i < kMaxHead / kWarp; ++i) {
+            const int d = lane + kWarp * i;
+            if (i < nd && d < hd) dst[r * stride + 2 + d] = acc[r][i];
+        }
+    }
+}
+
 // kFused (one token): the input step too. Each warp normalizes and rotates
 // its own copies of the token's q heads and of its key; the warp whose keys
 // include the token's position writes the key and value into the cache (and
@@ -335,18 +353,7 @@ __global__ void attention_kernel(AttnParams p) {
         // rows where its key rows were, warp 0 takes the sum
         __syncwarp();
         const int stride = p.hd + 2;
-        float* mine = reinterpret_cast<float*>(ks);
-        for (int r = 0; r < nrows; ++r) {
-            if (lane == 0) {
-                mine[r * stride] = m[r];
-                mine[r * stride + 1] = l[r];
-            }
-#pragma unroll
-            for (int i = 0; i < kMaxHead / kWarp; ++i) {
-                const int d = lane + kWarp * i;
-                if (i < nd && d < p.hd) mine[r * stride + 2 + d] = acc[r][i];
-            }
-        }
+        put_partial(reinterpret_cast<float*>(ks), stride, nrows, p.hd, m, l, acc);
         __syncthreads();
         if (warp != 0) return;
         for (int r = 0; r < nrows; ++r) {
@@ -391,18 +398,8 @@ __global__ void attention_kernel(AttnParams p) {
     }
     // this split's (m, l, acc) per row, then the last split of the tile combines
     const int stride = p.hd + 2;
-    float* part = p.partial + (static_cast<int64_t>(blockIdx.x) * p.splits + split) * kRows * stride;
-    for (int r = 0; r < nrows; ++r) {
-        if (lane == 0) {
-            part[r * stride] = m[r];
-            part[r * stride + 1] = l[r];
-        }
-#pragma unroll
-        for (int i = 0; i < kMaxHead / kWarp; ++i) {
-            const int d = lane + kWarp * i;
-            if (i < nd && d < p.hd) part[r * stride + 2 + d] = acc[r][i];
-        }
-    }
+    put_partial(p.partial + (static_cast<int64_t>(blockIdx.x) * p.splits + split) * kRows * stride, stride, nrows,
+                p.hd, m, l, acc);
     __threadfence();
     __syncwarp();  // every lane's partial is out before the ticket is drawn
     int ticket = 0;

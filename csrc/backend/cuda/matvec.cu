@@ -159,6 +159,20 @@ __device__ __forceinline__ NormStats held_stats(const MatvecParams& p, const flo
 }
 
 
+// Row xt (K % 4 == 0, K / 4 <= kHeld * blockDim.x) into registers, padded with
+// its first element for LayerNorm (which then adds nothing), and its statistics.
+__device__ __forceinline__ NormStats held_row(const MatvecParams& p, const float* xt, float4 (&v)[kHeld], float2* red) {
+    const float4* x4 = reinterpret_cast<const float4*>(xt);
+    const int n4 = p.K / 4;
+    const float x0 = p.norm == static_cast<int>(NormKind::layer) ? xt[0] : 0.0f;
+#pragma unroll
+    for (int i = 0; i < kHeld; ++i) {
+        const int c = threadIdx.x + i * blockDim.x;
+        v[i] = c < n4 ? x4[c] : make_float4(x0, x0, x0, x0);
+    }
+    return held_stats(p, v, x0, red);
+}
+
 __device__ void stage_q8(const MatvecParams& p, int t, int8_t* xq, int* xs, float* xd, float2* red) {
     const float* xt = p.x + static_cast<int64_t>(t) * p.K;
     const float4* x4 = reinterpret_cast<const float4*>(xt);
@@ -168,14 +182,8 @@ __device__ void stage_q8(const MatvecParams& p, int t, int8_t* xq, int* xs, floa
     const int base0 = threadIdx.x - threadIdx.x % kWarp;
     if (n4 <= kHeld * static_cast<int>(blockDim.x)) {
         // one pass over x: held in registers while the statistics are summed
-        const float x0 = p.norm == static_cast<int>(NormKind::layer) ? xt[0] : 0.0f;
         float4 v[kHeld];
-#pragma unroll
-        for (int i = 0; i < kHeld; ++i) {
-            const int c = threadIdx.x + i * blockDim.x;
-            v[i] = c < n4 ? x4[c] : make_float4(x0, x0, x0, x0);
-        }
-        const NormStats st = held_stats(p, v, x0, red);
+        const NormStats st = held_row(p, xt, v, red);
 #pragma unroll
         for (int i = 0; i < kHeld; ++i) {
             if (base0 + i * static_cast<int>(blockDim.x) >= n4) break;
@@ -199,15 +207,8 @@ __device__ void stage_f32(const MatvecParams& p, int t, float* xf, float2* red) 
     float* dst = xf + static_cast<int64_t>(t) * p.K;
     const int n4 = p.K / 4;
     if (p.K % 4 == 0 && n4 <= kHeld * static_cast<int>(blockDim.x)) {
-        const float4* x4 = reinterpret_cast<const float4*>(xt);
-        const float x0 = p.norm == static_cast<int>(NormKind::layer) ? xt[0] : 0.0f;
         float4 v[kHeld];
-#pragma unroll
-        for (int i = 0; i < kHeld; ++i) {
-            const int c = threadIdx.x + i * blockDim.x;
-            v[i] = c < n4 ? x4[c] : make_float4(x0, x0, x0, x0);
-        }
-        const NormStats st = held_stats(p, v, x0, red);
+        const NormStats st = held_row(p, xt, v, red);
 #pragma unroll
         for (int i = 0; i < kHeld; ++i) {
             const int c = threadIdx.x + i * blockDim.x;
