@@ -46,7 +46,8 @@ class Request:
     sampler: Sampler
     max_tokens: int
     stop: list[str]
-    emit: callable                     # emit(event) from the engine thread, thread-safe
+    loop: asyncio.AbstractEventLoop    # where the request's handler waits
+    queue: asyncio.Queue               # its events, put there on that loop
     ignore_eos: bool = False           # llama-server's extension: never stop at an end token
     cancelled: threading.Event = field(default_factory=threading.Event)
     # engine state
@@ -79,6 +80,7 @@ class Engine:
         self.cv = threading.Condition()
         self.stopping = False
         self.thread = threading.Thread(target=self._loop, name="phicpp-engine", daemon=True)
+        self.outbox: list[tuple[Request, dict]] = []  # a step's events, handed over together
         self.steps = 0
 
     def start(self) -> None:
@@ -116,6 +118,7 @@ class Engine:
                     for r in self.running + list(self.waiting):
                         self._finish(r, "stop")
                     self.running, self.waiting = [], deque()
+                    self._flush()
                     return
                 while self.waiting and self.free:
                     self._admit(self.waiting.popleft())
@@ -124,6 +127,24 @@ class Engine:
             except Exception as e:  # a model error ends the requests involved, not the server
                 for r in list(self.running):
                     self._fail(r, str(e))
+            self._flush()
+
+    def _emit(self, r: Request, ev: dict) -> None:
+        self.outbox.append((r, ev))
+
+    def _flush(self) -> None:
+        """One wake-up of each event loop per step for all its events (not one per token)."""
+        if not self.outbox:
+            return
+        by_loop: dict = {}
+        for r, ev in self.outbox:
+            by_loop.setdefault(r.loop, []).append((r.queue, ev))
+        self.outbox = []
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # the loop is closed: nobody waits for these
+                pass
 
     def _admit(self, r: Request) -> None:
         if r.cancelled.is_set():
@@ -150,13 +171,13 @@ class Engine:
             if not stopped:
                 tail += r.stops.flush()
         if tail:
-            r.emit(_event("text", text=tail))
-        r.emit(_event("done", finish_reason="stop" if reason == "stop_string" else reason,
+            self._emit(r, _event("text", text=tail))
+        self._emit(r, _event("done", finish_reason="stop" if reason == "stop_string" else reason,
                       prompt_tokens=len(r.prompt), completion_tokens=len(r.tokens)))
         self._release(r)
 
     def _fail(self, r: Request, message: str) -> None:
-        r.emit(_event("error", message=message))
+        self._emit(r, _event("error", message=message))
         self._release(r)
 
     def _step(self) -> None:
@@ -199,7 +220,7 @@ class Engine:
         r.history[n] = tok
         text, stopped = r.stops.push(r.decoder.push(tok))
         if text:
-            r.emit(_event("text", text=text))
+            self._emit(r, _event("text", text=text))
         if stopped:
             self._finish(r, "stop_string")
         elif len(r.tokens) >= r.max_tokens or n + 1 >= self.n_ctx:
@@ -309,7 +330,7 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
         if shape.chat:
             stops = template.stop + stops
         r = Request(prompt, sampler, _max_tokens(body, engine.n_ctx - len(prompt)), stops,
-                    emit=lambda ev: loop.call_soon_threadsafe(q.put_nowait, ev),
+                    loop=loop, queue=q,
                     ignore_eos=bool(_get(body, "ignore_eos", bool, False)))
         stream = bool(_get(body, "stream", bool, False))
         include_usage = bool((_get(body, "stream_options", dict, {}) or {}).get("include_usage", False))
@@ -443,6 +464,11 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
     ], lifespan=lifespan)
     app.state.engine = engine
     return app
+
+
+def _deliver(items) -> None:
+    for q, ev in items:
+        q.put_nowait(ev)
 
 
 def _sse(obj: dict) -> str:
