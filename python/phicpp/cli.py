@@ -93,6 +93,14 @@ def _model_path(model: Path | None) -> Path:
     return path
 
 
+def _context_length(path: Path) -> int:
+    """The training context the GGUF declares (4096 when it says nothing)."""
+    from ._core import GGUFFile
+    md = GGUFFile(str(path)).metadata
+    n = md.get(f"{md.get('general.architecture', '')}.context_length")
+    return int(n) if isinstance(n, int) and n > 0 else 4096
+
+
 def _device(device: str | None, n_gpu_layers: int | None) -> str:
     """--device, else -ngl as llama.cpp spells it (0: CPU, more: the GPU), else auto."""
     if device is not None:
@@ -194,8 +202,8 @@ def _sampler(kw: dict):
 def serve(model, host, port, parallel, alias, ctx_size, threads, batch_size, device, n_gpu_layers):
     """An OpenAI-compatible server: /v1/chat/completions, /v1/completions, /v1/models, /health.
 
-    -c/--ctx-size is the whole context, shared by the --parallel sequences as llama-server
-    shares it (0: each sequence gets the model's context, at most 4096)."""
+    -c/--ctx-size is the whole context, split between the --parallel sequences as
+    llama-server splits it (0: the model's training context, at most 4096)."""
     with run_errors():
         if parallel < 1 or parallel > 256:
             raise ValueError(f"--parallel must be within [1, 256], got {parallel}")
@@ -207,8 +215,11 @@ def serve(model, host, port, parallel, alias, ctx_size, threads, batch_size, dev
         except ImportError:
             raise ValueError("phicpp serve needs starlette and uvicorn: pip install 'phicpp[serve]'") from None
         from .server import serve as run_server
-        per_seq = max(1, ctx_size // parallel) if ctx_size > 0 else 0
-        m = _load(model, per_seq, threads, batch_size, device, n_gpu_layers, n_seq=parallel)
+        path = _model_path(model)
+        total = ctx_size or min(_context_length(path), 4096)
+        if total < parallel * 8:
+            raise ValueError(f"a context of {total} tokens is too small for {parallel} sequences (-c / -np)")
+        m = _load(path, total // parallel, threads, batch_size, device, n_gpu_layers, n_seq=parallel)
         click.echo(f"phicpp serve: {m.path} ({m.device}), {parallel} sequences of {m.n_ctx} tokens, "
                    f"listening on http://{host}:{port}/v1", err=True)
         run_server(m, host=host, port=port, parallel=parallel, model_name=alias, log_level="warning")
