@@ -389,6 +389,27 @@ static void bind_quant(py::module_& m) {
        "Whether a CPU matmul with n tokens takes the GEMM path (f32 activations) on the ISA, not the row kernels.");
 
     m.def("available_isas", &cpu::available_isas, "ISAs this CPU can run, weakest first.");
+    m.def("_threadpool_throw", [](int n_threads, int thrower, int runs) {
+        py::gil_scoped_release nogil;
+        cpu::ThreadPool pool(n_threads);
+        int done = 0;
+        for (int r = 0; r < runs; ++r) {
+            try {
+                auto job = [&](int ti, int) {
+                    if (ti == thrower) fail(ErrorKind::invalid_arg, "thread ", ti, " failed");
+                };
+                pool.run(cpu::JobRef(job));
+            } catch (const Error&) {
+                ++done;
+            }
+        }
+        std::atomic<int> ran{0};
+        auto ok = [&](int, int) { ran.fetch_add(1); };
+        pool.run(cpu::JobRef(ok));  // the pool still works
+        return std::make_pair(done, ran.load());
+    }, py::arg("n_threads"), py::arg("thrower"), py::arg("runs") = 1,
+       "Test hook: thread `thrower` of a pool throws in each of `runs` runs; returns (errors the caller caught, "
+       "threads that ran the job after them).");
     m.def("cuda_available", &cuda_available, "Whether this build has a CUDA backend and a CUDA device to run it.");
     m.def("cuda_memory", []() -> py::object {
 #ifdef PHICPP_WITH_CUDA

@@ -152,3 +152,12 @@ def test_prompt_chunks_beside_decodes_equal_one_token_at_a_time(ggufs, kind, dev
         i += chunk
         assert np.array_equal(out[0], want[i - 1]), f"after {i} prompt tokens"
     assert m.n_past_of(0) == len(prompt) and m.n_past_of(1) == 3 + 3 and m.n_past_of(2) == 3 + 4
+
+
+@pytest.mark.parametrize("n_threads", [2, 3, 4])
+def test_worker_thread_exception_reaches_the_caller(n_threads):
+    """An error on any thread of the CPU pool (the caller's share or a worker's) is raised to
+    the caller once every thread has finished; the process lives and the pool keeps working."""
+    for thrower in range(n_threads):
+        caught, ran = _core._threadpool_throw(n_threads, thrower, 5)
+        assert caught == 5 and ran == n_threads

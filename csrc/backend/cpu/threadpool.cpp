@@ -52,7 +52,12 @@ void ThreadPool::worker(int index) {
         }
         if (stop_.load()) return;
         seen = generation_.load(std::memory_order_acquire);
-        (*job_)(index, n_threads_);
+        try {
+            (*job_)(index, n_threads_);
+        } catch (...) {  // to the caller of run(), not std::terminate
+            std::lock_guard<std::mutex> lock(err_mu_);
+            if (!worker_err_) worker_err_ = std::current_exception();
+        }
         pending_.fetch_sub(1, std::memory_order_acq_rel);
     }
 }
@@ -87,6 +92,11 @@ void ThreadPool::run(JobRef fn) {
         }
     }
     job_ = nullptr;
+    if (!err) {
+        std::lock_guard<std::mutex> lock(err_mu_);
+        err = worker_err_;
+    }
+    worker_err_ = nullptr;
     if (err) std::rethrow_exception(err);
 }
 

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <type_traits>
@@ -41,6 +42,8 @@ public:
     int size() const { return n_threads_; }
 
     // Runs fn(thread_index, n_threads) once on every thread and waits for all.
+    // An exception from any thread's share is rethrown here (the caller's own
+    // first), after every thread has finished.
     void run(JobRef fn);
 
     // Splits [0, n) into contiguous chunks, one per thread (in multiples of
@@ -96,6 +99,8 @@ private:
     std::atomic<uint64_t> generation_{0};
     std::atomic<int> pending_{0};
     std::atomic<bool> stop_{false};
+    std::mutex err_mu_;
+    std::exception_ptr worker_err_;  // the first exception a worker's share threw in this run()
 };
 
 } // namespace phi::cpu
