@@ -220,6 +220,7 @@ def test_shutdown_ends_running_streams(gguf):
         assert events[-1] == "[DONE]"
         last = json.loads(events[-2])
         assert last["choices"][0]["finish_reason"] in ("stop", "length")
+        r.app.state.engine.thread.join(timeout=10)  # it returns right after handing over the last events
         assert not r.app.state.engine.thread.is_alive()
     finally:
         r.stop()

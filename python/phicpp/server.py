@@ -355,23 +355,33 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
                 if shape.chat:
                     yield _sse(shape.chunk({"role": "assistant", "content": ""}, None))
                 while True:
-                    ev = await q.get()
-                    if ev["kind"] == "text":
-                        yield _sse(shape.chunk(ev["text"], None))
-                    elif ev["kind"] == "error":
-                        yield _sse(error_body(ev["message"], "server_error"))
+                    evs = [await q.get()]
+                    while not q.empty():  # what else waits goes out in the same write
+                        evs.append(q.get_nowait())
+                    out, end = [], None
+                    for ev in evs:
+                        if ev["kind"] == "text":
+                            out.append(shape.text_sse(ev["text"]))
+                        elif ev["kind"] == "error":
+                            out.append(_sse(error_body(ev["message"], "server_error")))
+                            end = ev
+                            break
+                        else:
+                            last = shape.chunk(None, ev["finish_reason"])
+                            if not include_usage:
+                                last["usage"] = _usage(ev)
+                            out.append(_sse(last))
+                            if include_usage:
+                                u = shape.chunk(None, None)
+                                u["choices"], u["usage"] = [], _usage(ev)
+                                out.append(_sse(u))
+                            end = ev
+                            break
+                    if end is not None:
+                        out.append("data: [DONE]\n\n")
+                    yield "".join(out)
+                    if end is not None:
                         break
-                    else:
-                        last = shape.chunk(None, ev["finish_reason"])
-                        if not include_usage:
-                            last["usage"] = _usage(ev)
-                        yield _sse(last)
-                        if include_usage:
-                            u = shape.chunk(None, None)
-                            u["choices"], u["usage"] = [], _usage(ev)
-                            yield _sse(u)
-                        break
-                yield "data: [DONE]\n\n"
             finally:  # the client went away, or the answer is complete
                 r.cancelled.set()
 
@@ -383,6 +393,15 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
             self.chat = chat
             self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
             self.created = int(time.time())
+            self._text_parts = None
+
+        def text_sse(self, text: str) -> str:
+            """_sse(chunk(text, None)), without building the dict: a text chunk is most of a stream."""
+            if self._text_parts is None:
+                marker = "\u0000"
+                whole = _sse(self.chunk(marker, None))
+                self._text_parts = whole.split(json.dumps(marker), 1)
+            return self._text_parts[0] + json.dumps(text, ensure_ascii=False) + self._text_parts[1]
 
         def chunk(self, piece, finish) -> dict:
             if self.chat:
