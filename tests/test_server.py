@@ -261,3 +261,21 @@ def test_cli_serve_bad_arguments(gguf):
         p = subprocess.run([sys.executable, "-m", "phicpp", "serve", *(["-m", str(gguf)] if args[0] != "-m" else []),
                             *args], capture_output=True, text=True, timeout=60)
         assert p.returncode != 0 and msg in p.stderr and "Traceback" not in p.stderr
+
+
+def test_dropped_whole_request_frees_its_sequence(gguf):
+    """A non-streaming request whose client disconnects stops generating too."""
+    m = phicpp.Model(gguf, n_ctx=16384, n_threads=1, n_seq=1)  # room for seconds of generation
+    r = Running(m, parallel=1)
+    try:
+        engine = r.app.state.engine
+        body = {"model": "tiny", "prompt": "a long text", "max_tokens": 16000, "ignore_eos": True}
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(r.url + "/v1/completions", json=body, timeout=0.3)
+        t0 = time.time()
+        while engine.running or engine.cancelled == 0:
+            assert time.time() - t0 < 10, "the abandoned request kept its sequence"
+            time.sleep(0.05)
+        assert engine.free == [0] and engine.cancelled == 1
+    finally:
+        r.stop()

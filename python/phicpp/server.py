@@ -82,6 +82,7 @@ class Engine:
         self.thread = threading.Thread(target=self._loop, name="phicpp-engine", daemon=True)
         self.outbox: list[tuple[Request, dict]] = []  # a step's events, handed over together
         self.steps = 0
+        self.cancelled = 0  # requests dropped by their clients before the end
 
     def start(self) -> None:
         self.thread.start()
@@ -183,6 +184,7 @@ class Engine:
     def _step(self) -> None:
         for r in list(self.running):
             if r.cancelled.is_set():
+                self.cancelled += 1
                 self._release(r)
         # one chunk of one prompt (the oldest still prefilling) in front of one token
         # of every running request, all in one forward pass, so running streams keep flowing
@@ -339,8 +341,18 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
         if not stream:
             parts = []
             try:
+                checked = time.monotonic()
                 while True:
-                    ev = await q.get()
+                    try:
+                        ev = await asyncio.wait_for(q.get(), timeout=0.25)
+                    except asyncio.TimeoutError:
+                        ev = None
+                    if time.monotonic() - checked >= 0.25:
+                        checked = time.monotonic()
+                        if await req.is_disconnected():  # nobody waits for the answer: free the sequence
+                            return JSONResponse(error_body("the client went away", "server_error"), status_code=499)
+                    if ev is None:
+                        continue
                     if ev["kind"] == "text":
                         parts.append(ev["text"])
                     elif ev["kind"] == "error":
