@@ -13,6 +13,8 @@
 #include <new>
 #include <type_traits>
 
+#include <cmath>
+
 #include "backend/cpu/kernels.h"
 #include "quant/blocks.h"
 
@@ -137,9 +139,11 @@ inline void float_tile(const uint8_t* w, size_t ws, const float* x, int64_t xs, 
             for (int u = 1; u < U; ++u) s = _mm256_add_ps(s, acc[u][r][t]);
             out[r][t] = hsum(s);
         }
+    // an explicit fma: the compiler may not contract a * b + c one way here and
+    // another in a tile of another shape (a token's result must not depend on N)
     for (; k < K; ++k)
         for (int r = 0; r < R; ++r)
-            for (int t = 0; t < N; ++t) out[r][t] += load_w1<T>(w + r * ws, k) * x[t * xs + k];
+            for (int t = 0; t < N; ++t) out[r][t] = std::fma(load_w1<T>(w + r * ws, k), x[t * xs + k], out[r][t]);
 }
 
 template <DType T, int R, int N, int U>
@@ -161,6 +165,16 @@ inline int token_block(int64_t row_bytes_x, int n, int tile_toks = kTileToks) {
     return static_cast<int>(min_i64(tb, n));
 }
 
+// Several tokens share each weight load, with the one-token kernels'
+// accumulation (U = 2 for a group of 4 rows, 4 for the rows after the last
+// group), so a token's result does not depend on the other tokens of the call
+// (batches of sequences rely on it); n >= 8 normally goes to the GEMM.
+#if defined(__AVX512F__)
+constexpr int kFloatRowToks = 2;  // 4 rows x 2 tokens x U 2 = 16 of 32 registers accumulate
+#else
+constexpr int kFloatRowToks = 1;  // 16 registers: one token at a time, the weights from L1
+#endif
+
 template <DType T>
 void rows_float(const MatmulArgs& a, int64_t r0, int64_t r1) {
     if (a.n == 1) {
@@ -169,19 +183,20 @@ void rows_float(const MatmulArgs& a, int64_t r0, int64_t r1) {
         for (; r < r1; ++r) float_tile_store<T, 1, 1, 4>(a, r, 0);
         return;
     }
-    const int tb = token_block(static_cast<int64_t>(a.x_stride), a.n);
+    constexpr int N = kFloatRowToks;
+    const int tb = token_block(static_cast<int64_t>(a.x_stride), a.n, N);
     for (int t0 = 0; t0 < a.n; t0 += tb) {
         const int t1 = static_cast<int>(min_i64(a.n, t0 + tb));
         int64_t r = r0;
-        for (; r + kTileRows <= r1; r += kTileRows) {
+        for (; r + 4 <= r1; r += 4) {
             int t = t0;
-            for (; t + kTileToks <= t1; t += kTileToks) float_tile_store<T, kTileRows, kTileToks, 1>(a, r, t);
-            for (; t < t1; ++t) float_tile_store<T, kTileRows, 1, 1>(a, r, t);
+            for (; t + N <= t1; t += N) float_tile_store<T, 4, N, 2>(a, r, t);
+            for (; t < t1; ++t) float_tile_store<T, 4, 1, 2>(a, r, t);
         }
         for (; r < r1; ++r) {
             int t = t0;
-            for (; t + kTileToks <= t1; t += kTileToks) float_tile_store<T, 1, kTileToks, 1>(a, r, t);
-            for (; t < t1; ++t) float_tile_store<T, 1, 1, 2>(a, r, t);
+            for (; t + N <= t1; t += N) float_tile_store<T, 1, N, 4>(a, r, t);
+            for (; t < t1; ++t) float_tile_store<T, 1, 1, 4>(a, r, t);
         }
     }
 }
@@ -840,7 +855,8 @@ void fill_x86_table(KernelTable* t) {
     // the same tiles for one token and for several (no dedicated decode kernel, or
     // one with the tiles' arithmetic)
     t->rows_token_invariant = 0;
-    for (DType d : {DType::Q4_1, DType::Q5_1, DType::Q2_K, DType::Q3_K, DType::Q5_K, DType::Q6_K})
+    for (DType d : {DType::F32, DType::F16, DType::BF16, DType::Q4_1, DType::Q5_1, DType::Q2_K, DType::Q3_K,
+                    DType::Q5_K, DType::Q6_K})
         t->rows_token_invariant |= uint64_t{1} << static_cast<int>(d);
     t->q4_0_x8_token_invariant = true;
 #if defined(__AVX512F__)
