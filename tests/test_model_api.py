@@ -1,0 +1,65 @@
+"""phicpp.Model's contract on bad input: typed errors, and a cache left exactly as it was."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import phicpp
+
+
+@pytest.fixture(scope="module")
+def gguf(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("api") / "phi3_mini-f16.gguf"
+    phicpp.convert_hf_to_gguf(tiny_model("phi3_mini").path, out, "f16")
+    return out
+
+
+@pytest.fixture
+def model(gguf):
+    return phicpp.Model(gguf, n_ctx=32, n_threads=1)
+
+
+def test_errors_leave_the_cache_as_it_was(gguf, model):
+    ref = phicpp.Model(gguf, n_ctx=32, n_threads=1)
+    model.eval([1, 2, 3])
+    ref.eval([1, 2, 3])
+    bad = [
+        ([4, model.n_vocab], ValueError),      # an id past the vocabulary
+        ([4, -1], ValueError),                  # a negative id
+        ([5] * 30, phicpp.ContextOverflowError),  # more than the context holds
+        ([], ValueError),                       # nothing to evaluate
+    ]
+    for tokens, err in bad:
+        with pytest.raises(err):
+            model.eval(tokens)
+        assert model.n_past == 3
+    # the next evaluation sees exactly the three cached tokens
+    assert np.array_equal(model.eval([4]), ref.eval([4]))
+
+
+def test_bad_construction_values(gguf):
+    for kw in ({"device": "tpu"}, {"kv_type": "q3"}, {"n_ctx": -1}, {"n_threads": -2}, {"n_batch": 0},
+               {"n_seq": 0}, {"n_seq": 100000}):
+        with pytest.raises(ValueError):
+            phicpp.Model(gguf, **kw)
+
+
+def test_truncate_and_sequence_bounds(model):
+    model.eval([1, 2, 3, 4])
+    with pytest.raises(ValueError):
+        model.truncate(5)
+    with pytest.raises(ValueError):
+        model.truncate(-1)
+    with pytest.raises(ValueError):
+        model.eval([1], seq=1)  # one sequence only
+    model.truncate(2)
+    assert model.n_past == 2
+
+
+def test_missing_and_broken_files(tmp_path, gguf):
+    with pytest.raises(FileNotFoundError):
+        phicpp.Model(tmp_path / "nope.gguf")
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(gguf.read_bytes()[: gguf.stat().st_size // 2])
+    with pytest.raises(phicpp.GGUFError):
+        phicpp.Model(cut)
