@@ -62,8 +62,7 @@ struct KernelTable {
     RowsKernel rows[kNumTypes];             // indexed by weight type id; null: none
     QuantizeRowFn quantize_act[kNumTypes];  // indexed by activation type id
     DequantRangeFn dequant[kNumTypes];      // indexed by weight type id; null: use quant::dequantize_row
-    RowsKernel rows_q4_0_x8;                // Q4_0 in WeightLayout::q4_0_x8 (any n); null: none
-    DequantRangeFn dequant_q4_0_x8;         // its GEMM dequantizer; null: prefill uses rows_q4_0_x8
+    RowsKernel rows_q4_0_x8;                // Q4_0 in WeightLayout::q4_0_x8 (any n, prefill too); null: none
     GemmKernel gemm;                        // null: prefill uses `rows` too
     int gemm_row_block;                     // rows a gemm call should get at a time
     int gemm_tile_tokens;                   // tokens per packed activation tile (the vector width)

@@ -859,17 +859,6 @@ void fill_x86_table(KernelTable* t) {
                     DType::Q5_K, DType::Q6_K})
         t->rows_token_invariant |= uint64_t{1} << static_cast<int>(d);
     t->q4_0_x8_token_invariant = true;
-#if defined(__AVX512F__)
-    t->dequant_q4_0_x8 = dequant_q4_0_x8;
-#else
-    // AVX2 prefill stays on the interleaved row kernel: its 8-bit products
-    // (32 per maddubs, 8 rows per load, each group's weights reused from L1
-    // by every token) beat dequantizing to f32 panels. Phi-3-mini shapes x 128
-    // tokens, 2 threads: 179 vs 135 GFLOP/s on the dev machine (Zen 3), 139 vs
-    // 106 on the device host's Xeon; model pp128 22.9 vs 19.5 t/s. With
-    // AVX-512 the GEMM's 16-wide FMAs win there (195 vs 126): it keeps it.
-    t->dequant_q4_0_x8 = nullptr;
-#endif
 }
 
 } // namespace
