@@ -134,6 +134,16 @@ inline void q4_0_x8_tile(const MatmulArgs& a, const BlockQ4_0x8* w, int64_t nb, 
     for (int i = 0; i < N; ++i) _mm256_storeu_ps(a.y + (t + i) * a.ldy + r, acc[i]);
 }
 
+// The last n < kTile tokens as one tile of n.
+template <int kMax>
+inline void q4_0_x8_rest(int n, const MatmulArgs& a, const BlockQ4_0x8* w, int64_t nb, const Q4x8Act* act, int64_t r,
+                         int t) {
+    if constexpr (kMax >= 1) {
+        if (n == kMax) return q4_0_x8_tile<kMax>(a, w, nb, act, r, t);
+        q4_0_x8_rest<kMax - 1>(n, a, w, nb, act, r, t);
+    }
+}
+
 // Rows [r0, r1) (multiples of 8) for every token. Tokens go in tiles inside a
 // group, so a batch of a few tokens reads each group's 8 rows from memory once
 // and unpacks each block once per tile.
@@ -146,8 +156,8 @@ void rows_q4_0_x8(const MatmulArgs& a, int64_t r0, int64_t r1) {
     const size_t group_bytes = kQ4_0x8Rows * a.w_stride;
     // Prefill too goes through here, not through the f32 GEMM: with each block
     // unpacked once per tile, the 8-bit products win (1B Phi-3 shape, 2 threads,
-    // Zen 5: pp64 / pp256 380 / 350 t/s against the GEMM's 237 / 270 with
-    // AVX-512, 258 / 253 against 227 / 221 with AVX2 and tiles of 2)
+    // Zen 5: pp64 / pp256 378 / 357 t/s against the GEMM's 237 / 270 with
+    // AVX-512, 275 / 262 against 227 / 221 with AVX2 and tiles of 2)
 #if defined(__AVX512F__)
     constexpr int kTile = 8;  // 32 vector registers: 8 of nibbles, 8 accumulators, temporaries
 #else
@@ -155,9 +165,9 @@ void rows_q4_0_x8(const MatmulArgs& a, int64_t r0, int64_t r1) {
 #endif
     for (int64_t r = r0; r < r1; r += kQ4_0x8Rows) {
         const auto* w = reinterpret_cast<const BlockQ4_0x8*>(a.w + r / kQ4_0x8Rows * group_bytes);
-        int t = 0;
+        int t = 0;  // full tiles, then the rest in one (a token's arithmetic is the same in any)
         for (; t + kTile <= a.n; t += kTile) q4_0_x8_tile<kTile>(a, w, nb, act, r, t);
-        for (; t < a.n; ++t) q4_0_x8_tile<1>(a, w, nb, act, r, t);
+        if (t < a.n) q4_0_x8_rest<kTile - 1>(a.n - t, a, w, nb, act, r, t);
     }
 }
 
