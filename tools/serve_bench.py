@@ -43,26 +43,6 @@ def wait_up(url: str, proc, timeout: float = 120) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-def one_request(url: str, prompt: str, max_tokens: int) -> dict:
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True, "ignore_eos": True,
-            "cache_prompt": False}
-    t0 = time.perf_counter()
-    stamps, tokens = [], 0
-    with httpx.stream("POST", url + "/v1/completions", json=body, timeout=600) as r:
-        r.raise_for_status()
-        for line in r.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            ev = json.loads(line[6:])
-            if ev.get("choices") and ev["choices"][0].get("text"):
-                stamps.append(time.perf_counter())
-            if ev.get("usage"):
-                tokens = ev["usage"]["completion_tokens"]
-    tokens = tokens or len(stamps)
-    return {"ttft": stamps[0] - t0 if stamps else float("nan"),
-            "itl": [b - a for a, b in zip(stamps, stamps[1:])], "tokens": tokens, "t": time.perf_counter() - t0}
-
-
 async def one_request_async(client, url: str, prompt: str, max_tokens: int) -> dict:
     body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True, "ignore_eos": True,
             "cache_prompt": False}
@@ -152,7 +132,7 @@ def main() -> None:
             servers.append(("llama-server", f"http://127.0.0.1:{port}", p))
         for _, url, p in servers:
             wait_up(url, p)
-            one_request(url, a.prompt, 8)  # warm up
+            run_level_async(url, 1, 1, a.prompt, 8)  # warm up
         rows = []
         for conc in (int(x) for x in a.levels.split(",")):
             for name, url, _ in servers:

@@ -64,17 +64,9 @@ inline __m256i q4_0_x8_block_sums(const Q4x8Nibbles& u, const int8_t* yq) {
 #endif
 }
 
-// The same sums straight from the block, each quad unpacked as it is used (exact
-// integers: equal to the sums from q4_0_x8_unpack).
+// The same sums straight from the block (decode's one-token loop).
 inline __m256i q4_0_x8_block_sums(const BlockQ4_0x8& b, const int8_t* yq) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    Q4x8Nibbles u;
-    for (int j = 0; j < 4; ++j) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs[j]));
-        u.lo[j] = _mm256_and_si256(v, m4);
-        u.hi[j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-    }
-    return q4_0_x8_block_sums(u, yq);
+    return q4_0_x8_block_sums(q4_0_x8_unpack(b), yq);
 }
 
 // One token's activations, prepared once per call: the block scale, and
@@ -118,7 +110,7 @@ inline void q4_0_x8_tile(const MatmulArgs& a, const BlockQ4_0x8* w, int64_t nb, 
             _mm_prefetch(pb + 128, _MM_HINT_T0);
         }
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[ib].d)));
-        if constexpr (N == 1) {  // decode: unpack each quad as it is used (fewer live registers)
+        if constexpr (N == 1) {  // decode
             const Q4x8Act& p = act[t * nb + ib];
             const __m256i s = _mm256_sub_epi32(q4_0_x8_block_sums(w[ib], y[0][ib].qs), _mm256_set1_epi32(p.m8));
             acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(p.d)), acc[0]);
