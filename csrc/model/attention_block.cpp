@@ -45,7 +45,7 @@ void attention_block(const ForwardPass& fp, const LayerWeights& L, int il, int n
     if (fp.seqs.size() == 1) {
         const KVCache& cache = (*fp.seqs[0].kv)[il];
         ap.pos = fp.seqs[0].pos;
-        be.attention_input(t, ap, qk, fp.rope, cache);
+        be.attention_input(t, ap, qk, fp.seqs[0].rope, cache);
         if (n_q == 0) return;
         const int skip = n - n_q;
         be.attention(t.q + static_cast<int64_t>(skip) * t.q_stride, t.q_stride, skip, n_q, cache, ap, s.attn);
@@ -60,7 +60,7 @@ void attention_block(const ForwardPass& fp, const LayerWeights& L, int il, int n
         ap.n_tok = q.n;
         const QKVRows tq{t.q + static_cast<int64_t>(q.row0) * t.q_stride, t.k + static_cast<int64_t>(q.row0) * t.kv_stride,
                          t.v + static_cast<int64_t>(q.row0) * t.kv_stride, t.q_stride, t.kv_stride};
-        be.attention_input(tq, ap, qk, fp.rope, cache);
+        be.attention_input(tq, ap, qk, q.rope, cache);
         const int from = std::max(q.row0, first_out), to = q.row0 + q.n;
         if (from >= to) continue;
         be.attention(tq.q + static_cast<int64_t>(from - q.row0) * tq.q_stride, tq.q_stride, from - q.row0, to - from,

@@ -21,10 +21,12 @@ struct Scratch {
 };
 
 // The rows of one sequence in a batch: rows [row0, row0 + n) at positions
-// pos.. (relative to the step's pos0), with that sequence's cache per layer.
+// pos.. (relative to the step's pos0), with that sequence's cache per layer
+// and its rotary (LongRoPE's factor set depends on the sequence's length).
 struct SeqRows {
     const std::vector<KVCache>* kv;
     int row0 = 0, n = 0, pos = 0;
+    RopeParams rope;
 };
 
 struct ForwardPass {
@@ -35,7 +37,6 @@ struct ForwardPass {
     // one entry: the batch is one sequence's tokens; several: the tokens of
     // several sequences, one after the other
     const std::vector<SeqRows>& seqs;
-    RopeParams rope;
     int n_tok;  // tokens in this batch (the step's)
     int n_out;  // trailing tokens whose last-layer output is used (logits); the
                 // last layer stores every token's K/V but computes only these

@@ -81,20 +81,23 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
     WeightLoader ld(f, *m->be_, m->owned_, params.progress);
     m->arch_->load(ld, c, m->w_);
 
-    // LongRoPE: long factors when the context reaches past the original
-    // training length (as llama.cpp decides), short ones otherwise.
-    const bool use_long = m->n_ctx_ > c.n_ctx_orig && !m->w_.rope_long.empty();
-    const std::vector<float>& factors = use_long ? m->w_.rope_long : m->w_.rope_short;
-    std::vector<float> inv = rope_inv_freq(c, factors);
     Backend& be = *m->be_;
     auto alloc = [&](size_t bytes) {
         void* p = be.alloc(bytes);
         m->owned_.push_back(p);
         return p;
     };
-    m->inv_freq_dev_ = static_cast<float*>(alloc(sizeof(float) * std::max<size_t>(1, inv.size())));
-    be.copy_to_device(m->inv_freq_dev_, inv.data(), sizeof(float) * inv.size());
-    m->rope_ = RopeParams{c.n_rot, m->inv_freq_dev_, c.rope_attn_factor};
+    // rotary frequencies: the short (or only) set, and LongRoPE's long one
+    auto upload_freqs = [&](const std::vector<float>& factors) {
+        const std::vector<float> inv = rope_inv_freq(c, factors);
+        float* d = static_cast<float*>(alloc(sizeof(float) * std::max<size_t>(1, inv.size())));
+        be.copy_to_device(d, inv.data(), sizeof(float) * inv.size());
+        return RopeParams{c.n_rot, d, c.rope_attn_factor};
+    };
+    m->rope_short_ = upload_freqs(m->w_.rope_short);
+    m->rope_long_ = m->w_.rope_long.empty() ? m->rope_short_ : upload_freqs(m->w_.rope_long);
+    m->long_rope_.assign(params.n_seq, 0);
+    m->history_.assign(params.n_seq, {});
 
     const size_t B = static_cast<size_t>(m->n_batch_);
     carve_scratch(c, B, static_cast<char*>(alloc(carve_scratch(c, B, nullptr, m->s_))), m->s_);
@@ -143,6 +146,32 @@ size_t Model::kv_cache_bytes() const {
     return 2 * row_bytes(kv_type_, c_.kv_width()) * static_cast<size_t>(n_ctx_) * c_.n_layer * n_past_.size();
 }
 
+// The rotary for sequence seq once it holds len tokens; when that changes the
+// factor set, its cached tokens are evaluated again with the new one first.
+const RopeParams& Model::rope_for_length(int seq, int len) {
+    const bool want = rope_long_.inv_freq != rope_short_.inv_freq && len > c_.n_ctx_orig;
+    const RopeParams& rope = want ? rope_long_ : rope_short_;
+    if (want == static_cast<bool>(long_rope_[seq])) return rope;
+    long_rope_[seq] = want;
+    const std::vector<int32_t>& h = history_[seq];
+    try {
+        for (int b = 0; b < n_past_[seq]; b += n_batch_) {
+            const int nb = std::min(n_batch_, n_past_[seq] - b);
+            forward(h.data() + b, nb, nullptr, 0, {SeqRows{&kv_[seq], 0, nb, 0, rope}}, b);
+        }
+    } catch (...) {  // a cache half made again holds nothing usable
+        n_past_[seq] = 0;
+        history_[seq].clear();
+        throw;
+    }
+    return rope;
+}
+
+void Model::reset(int seq) {
+    n_past_.at(check_seq(seq)) = 0;
+    history_[seq].clear();
+}
+
 int Model::check_seq(int seq) const {
     if (seq < 0 || seq >= static_cast<int>(n_past_.size()))
         fail(ErrorKind::invalid_arg, "sequence ", seq, " is out of range [0, ", n_past_.size(), ")");
@@ -153,6 +182,7 @@ void Model::truncate(int n, int seq) {
     int& past = n_past_.at(check_seq(seq));
     if (n < 0 || n > past) fail(ErrorKind::invalid_arg, "truncate(", n, "): must be within [0, ", past, "]");
     past = n;
+    history_[seq].resize(n);
 }
 
 void Model::eval(const int32_t* tokens, int n, float* logits, bool all_logits, int seq) {
@@ -167,18 +197,20 @@ void Model::eval(const int32_t* tokens, int n, float* logits, bool all_logits, i
             fail(ErrorKind::invalid_arg, "token id ", tokens[i], " at index ", i, " is out of range [0, ", c_.n_vocab, ")");
     }
     const int start = past;
+    const RopeParams rope = rope_for_length(seq, past + n);  // the whole sequence's factor set, as transformers
     try {
         for (int b = 0; b < n; b += n_batch_) {
             const int nb = std::min(n_batch_, n - b);
             const bool last = b + nb == n;
             float* out = all_logits ? logits + static_cast<int64_t>(b) * c_.n_vocab : (last ? logits : nullptr);
-            forward(tokens + b, nb, out, all_logits ? nb : 1, {SeqRows{&kv_[seq], 0, nb, 0}}, past);
+            forward(tokens + b, nb, out, all_logits ? nb : 1, {SeqRows{&kv_[seq], 0, nb, 0, rope}}, past);
             past += nb;
         }
     } catch (...) {
         past = start;
         throw;
     }
+    history_[seq].insert(history_[seq].end(), tokens, tokens + n);
 }
 
 void Model::decode_batch(const int32_t* seqs, const int32_t* tokens, int n, float* logits) {
@@ -201,7 +233,7 @@ void Model::batch(const int32_t* seqs, int n_seqs, int first_count, const int32_
         if (n_past_[q] + count > n_ctx_)
             fail(ErrorKind::context, "context overflow: sequence ", q, " holds ", n_past_[q], " tokens, ", count,
                  " more exceed n_ctx = ", n_ctx_);
-        rows[i] = SeqRows{&kv_[q], row, count, n_past_[q]};
+        rows[i] = SeqRows{&kv_[q], row, count, n_past_[q], RopeParams{}};
         row += count;
     }
     for (int i = 0; i < n; ++i) {
@@ -211,13 +243,17 @@ void Model::batch(const int32_t* seqs, int n_seqs, int first_count, const int32_
     // the rows with logits (each sequence's last) are the batch's last n_seqs
     be_->set_row_invariant(true);
     try {
+        for (int i = 0; i < n_seqs; ++i) rows[i].rope = rope_for_length(seqs[i], n_past_[seqs[i]] + rows[i].n);
         forward(tokens, n, logits, n_seqs, rows, 0);
     } catch (...) {
         be_->set_row_invariant(false);
         throw;
     }
     be_->set_row_invariant(false);
-    for (int i = 0; i < n_seqs; ++i) n_past_[seqs[i]] += rows[i].n;
+    for (int i = 0; i < n_seqs; ++i) {
+        n_past_[seqs[i]] += rows[i].n;
+        history_[seqs[i]].insert(history_[seqs[i]].end(), tokens + rows[i].row0, tokens + rows[i].row0 + rows[i].n);
+    }
 }
 
 void Model::forward(const int32_t* tokens, int n, float* logits_host, int n_out, const std::vector<SeqRows>& seqs,
@@ -238,7 +274,7 @@ void Model::forward(const int32_t* tokens, int n, float* logits_host, int n_out,
     // step never leaves the backend and may be recorded and replayed.
     // (a batch of several sequences is not recorded: its positions change every step)
     const bool one_pass = n_out <= kLogitRows;
-    const ForwardPass fp{be, c_, w_, s_, seqs, rope_, n, n_out};
+    const ForwardPass fp{be, c_, w_, s_, seqs, n, n_out};
     do {
         be.begin_step(pos0, n, one_pass && seqs.size() == 1);
         be.get_rows(w_.token_embd, ids_dev_, n, s_.x);

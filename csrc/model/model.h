@@ -51,7 +51,7 @@ public:
     // error the cache is left as it was.
     // seq: which of the n_seq sequences (caches) the tokens continue.
     void eval(const int32_t* tokens, int n, float* logits, bool all_logits, int seq = 0);
-    void reset(int seq = 0) { n_past_.at(check_seq(seq)) = 0; }
+    void reset(int seq = 0);
     // Forget everything after the first n cached tokens of seq (n <= n_past).
     void truncate(int n, int seq = 0);
     // One token for each of n different sequences in one forward pass (the
@@ -83,8 +83,16 @@ private:
     int32_t* ids_dev_ = nullptr;
     std::vector<std::vector<KVCache>> kv_;  // [seq][layer]
     DType kv_type_ = DType::F16;
-    float* inv_freq_dev_ = nullptr;
-    RopeParams rope_;
+    // LongRoPE: the short factors while a sequence fits in the original
+    // context, the long ones for all of it once it does not (as transformers
+    // decides for a forward pass over the whole sequence); rope_long_ ==
+    // rope_short_ without long factors. Crossing the boundary (either way)
+    // evaluates the sequence's cached tokens again with the other set: every
+    // layer's cached keys and values depend on it, not only the rotation.
+    RopeParams rope_short_, rope_long_;
+    std::vector<char> long_rope_;                 // per sequence: its cache was made with the long factors
+    std::vector<std::vector<int32_t>> history_;  // per sequence: the cached tokens
+    const RopeParams& rope_for_length(int seq, int len);
     int n_ctx_ = 0;
     int n_batch_ = 0;
     std::vector<int> n_past_;  // per sequence
