@@ -81,7 +81,6 @@ class Engine:
         self.stopping = False
         self.thread = threading.Thread(target=self._loop, name="phicpp-engine", daemon=True)
         self.outbox: list[tuple[Request, dict]] = []  # a step's events, handed over together
-        self.steps = 0
         self.cancelled = 0  # requests dropped by their clients before the end
 
     def start(self) -> None:
@@ -207,7 +206,6 @@ class Engine:
         for r, logits in zip(ready, out):
             r.next_token = None
             self._take(r, logits)
-        self.steps += 1
 
     def _take(self, r: Request, logits: np.ndarray) -> None:
         """Sample the next token of r from logits; emit its text; end r or queue the token."""

@@ -21,13 +21,10 @@
 namespace phi::cpu {
 namespace {
 
-#if defined(__AVX512F__)
 constexpr int kTileRows = 4;  // weight rows per tile
-constexpr int kTileToks = 5;  // tokens per tile (float prefill): 20 of 32 registers accumulate
+#if defined(__AVX512F__)
 constexpr int kQuantToks = 3; // tokens per tile (quantized prefill)
 #else
-constexpr int kTileRows = 4;
-constexpr int kTileToks = 2;
 constexpr int kQuantToks = 2;
 #endif
 
@@ -159,7 +156,7 @@ inline void float_tile_store(const MatmulArgs& a, int64_t r, int t) {
 
 // Tokens are taken in blocks whose activations fit in L2 next to the weight
 // tile, so each weight tile streams from memory once per block.
-inline int token_block(int64_t row_bytes_x, int n, int tile_toks = kTileToks) {
+inline int token_block(int64_t row_bytes_x, int n, int tile_toks) {
     int64_t tb = (512 * 1024) / (row_bytes_x > 0 ? row_bytes_x : 1);
     tb = tb < tile_toks ? tile_toks : tb - tb % tile_toks;
     return static_cast<int>(min_i64(tb, n));
