@@ -964,25 +964,6 @@ static void bind_model(py::module_& m) {
             "Evaluate tokens after the cached ones (of sequence seq); returns the last token's logits [n_vocab], "
             "or every token's [n, n_vocab] with all_logits=True.")
         .def(
-            "decode_batch",
-            [](Model& self, py::array_t<int32_t, py::array::c_style | py::array::forcecast> seqs,
-               py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens) {
-                if (seqs.ndim() != 1 || tokens.ndim() != 1 || seqs.shape(0) != tokens.shape(0))
-                    throw Error(ErrorKind::invalid_arg, "seqs and tokens must be 1-D sequences of one length");
-                const int n = static_cast<int>(tokens.shape(0));
-                py::array_t<float> out({n, self.n_vocab()});
-                const int32_t *sp = seqs.data(), *tp = tokens.data();
-                float* dst = out.mutable_data();
-                {
-                    py::gil_scoped_release nogil;
-                    self.decode_batch(sp, tp, n, dst);
-                }
-                return out;
-            },
-            py::arg("seqs"), py::arg("tokens"),
-            "One token for each of several sequences in one forward pass: token i continues sequence seqs[i]; "
-            "returns [n, n_vocab] logits, each row as that sequence alone would get it.")
-        .def(
             "batch",
             [](Model& self, py::array_t<int32_t, py::array::c_style | py::array::forcecast> seqs, int first_count,
                py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens) {
@@ -1002,7 +983,8 @@ static void bind_model(py::module_& m) {
             },
             py::arg("seqs"), py::arg("first_count"), py::arg("tokens"),
             "first_count tokens of sequence seqs[0] (a prompt chunk), then one token of each other sequence, in "
-            "one forward pass; returns the logits of each sequence's last token [len(seqs), n_vocab].")
+            "one forward pass; returns the logits of each sequence's last token [len(seqs), n_vocab], each row as "
+            "that sequence alone would get it.")
         .def("reset", &Model::reset, py::arg("seq") = 0, "Forget the KV cache (of sequence seq).")
         .def("truncate", &Model::truncate, py::arg("n"), py::arg("seq") = 0,
              "Keep only the first n cached tokens (of sequence seq).")

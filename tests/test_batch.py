@@ -71,7 +71,7 @@ def test_decode_batch_equals_alone(ggufs, kind, device, isa):
         active = [s for s in range(n_seq) if pos[s] < 6 and (step + s) % 3 != 0]
         if not active:
             continue
-        out = batched.decode_batch(np.array(active, np.int32), np.array([toks[s] for s in active], np.int32))
+        out = batched.batch(np.array(active, np.int32), 1, np.array([toks[s] for s in active], np.int32))
         for i, s in enumerate(active):
             assert toks[s] == ref_tokens[s][pos[s]], (s, step)
             pos[s] += 1

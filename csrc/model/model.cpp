@@ -213,11 +213,6 @@ void Model::eval(const int32_t* tokens, int n, float* logits, bool all_logits, i
     history_[seq].insert(history_[seq].end(), tokens, tokens + n);
 }
 
-void Model::decode_batch(const int32_t* seqs, const int32_t* tokens, int n, float* logits) {
-    if (n <= 0) fail(ErrorKind::invalid_arg, "decode_batch needs at least one token");
-    batch(seqs, n, 1, tokens, logits);
-}
-
 void Model::batch(const int32_t* seqs, int n_seqs, int first_count, const int32_t* tokens, float* logits) {
     if (n_seqs <= 0) fail(ErrorKind::invalid_arg, "a batch needs at least one sequence");
     if (first_count <= 0) fail(ErrorKind::invalid_arg, "a batch's first sequence needs at least one token");

@@ -54,16 +54,13 @@ public:
     void reset(int seq = 0);
     // Forget everything after the first n cached tokens of seq (n <= n_past).
     void truncate(int n, int seq = 0);
-    // One token for each of n different sequences in one forward pass (the
-    // rows share the matmuls; each attends to its own cache): token i
-    // continues sequence seqs[i]. Writes n rows of logits. Each row's
-    // arithmetic is what it gets alone (eval of one token), so the batch
-    // changes no result. On error no sequence advances.
-    void decode_batch(const int32_t* seqs, const int32_t* tokens, int n, float* logits);
-    // The same with a prompt chunk in front: counts[0] tokens of sequence
-    // seqs[0], then one token of each of seqs[1..n_seq). Writes the logits of
-    // each sequence's last token (n_seq rows). Row-invariant too, so a prompt
-    // fed this way, in any chunks, gives what eval of it token by token gives.
+    // Tokens of n_seq different sequences in one forward pass (the rows share
+    // the matmuls; each attends to its own cache): first_count tokens of
+    // seqs[0] (a prompt chunk, or one token), then one token of each of
+    // seqs[1..n_seq). Writes the logits of each sequence's last token (n_seq
+    // rows). Each row's arithmetic is what it gets alone, so the batch changes
+    // no result, and a prompt fed this way, in any chunks, gives what eval of
+    // it token by token gives. On error no sequence advances.
     void batch(const int32_t* seqs, int n_seq, int first_count, const int32_t* tokens, float* logits);
 
 private:

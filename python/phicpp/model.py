@@ -52,7 +52,7 @@ class Model:
         continues sequence seqs[i]); logits [n, n_vocab], each row exactly as eval([token],
         seq=...) alone would give it."""
         with self._lock:
-            return self._m.decode_batch(np.asarray(seqs, dtype=np.int32), np.asarray(tokens, dtype=np.int32))
+            return self._m.batch(np.asarray(seqs, dtype=np.int32), 1, np.asarray(tokens, dtype=np.int32))
 
     def batch(self, seqs: Sequence[int], first_count: int, tokens: Sequence[int]) -> np.ndarray:
         """first_count tokens of sequence seqs[0] (a prompt chunk), then one token of each
