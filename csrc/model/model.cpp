@@ -74,7 +74,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
     m->n_ctx_ = params.n_ctx > 0 ? params.n_ctx : std::min(c.n_ctx_train, 4096);
     m->n_batch_ = std::min(params.n_batch, m->n_ctx_);
     m->kv_type_ = parse_kv_type(params.kv_type, emb->type);
-    m->n_past_.assign(params.n_seq, 0);
+    m->history_.assign(params.n_seq, {});
 
     m->be_ = make_backend(BackendOptions{params.device, params.n_threads, params.isa});
     m->check_device_memory(path);
@@ -97,7 +97,6 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
     m->rope_short_ = upload_freqs(m->w_.rope_short);
     m->rope_long_ = m->w_.rope_long.empty() ? m->rope_short_ : upload_freqs(m->w_.rope_long);
     m->long_rope_.assign(params.n_seq, 0);
-    m->history_.assign(params.n_seq, {});
 
     const size_t B = static_cast<size_t>(m->n_batch_);
     carve_scratch(c, B, static_cast<char*>(alloc(carve_scratch(c, B, nullptr, m->s_))), m->s_);
@@ -143,7 +142,7 @@ Model::~Model() {
 }
 
 size_t Model::kv_cache_bytes() const {
-    return 2 * row_bytes(kv_type_, c_.kv_width()) * static_cast<size_t>(n_ctx_) * c_.n_layer * n_past_.size();
+    return 2 * row_bytes(kv_type_, c_.kv_width()) * static_cast<size_t>(n_ctx_) * c_.n_layer * history_.size();
 }
 
 // The rotary for sequence seq once it holds len tokens; when that changes the
@@ -153,40 +152,44 @@ const RopeParams& Model::rope_for_length(int seq, int len) {
     const RopeParams& rope = want ? rope_long_ : rope_short_;
     if (want == static_cast<bool>(long_rope_[seq])) return rope;
     long_rope_[seq] = want;
-    const std::vector<int32_t>& h = history_[seq];
+    std::vector<int32_t>& h = history_[seq];
     try {
-        for (int b = 0; b < n_past_[seq]; b += n_batch_) {
-            const int nb = std::min(n_batch_, n_past_[seq] - b);
-            forward(h.data() + b, nb, nullptr, 0, {SeqRows{&kv_[seq], 0, nb, 0, rope}}, b);
-        }
+        run_chunks(seq, h.data(), static_cast<int>(h.size()), 0, rope, nullptr, false);
     } catch (...) {  // a cache half made again holds nothing usable
-        n_past_[seq] = 0;
-        history_[seq].clear();
+        h.clear();
         throw;
     }
     return rope;
 }
 
-void Model::reset(int seq) {
-    n_past_.at(check_seq(seq)) = 0;
-    history_[seq].clear();
+void Model::run_chunks(int seq, const int32_t* tokens, int n, int past, const RopeParams& rope, float* logits,
+                       bool all_logits) {
+    for (int b = 0; b < n; b += n_batch_) {
+        const int nb = std::min(n_batch_, n - b);
+        float* out = !logits ? nullptr
+                     : all_logits ? logits + static_cast<int64_t>(b) * c_.n_vocab
+                                  : (b + nb == n ? logits : nullptr);
+        forward(tokens + b, nb, out, all_logits ? nb : 1, {SeqRows{&kv_[seq], 0, nb, 0, rope}}, past + b);
+    }
 }
 
+void Model::reset(int seq) { history_.at(check_seq(seq)).clear(); }
+
 int Model::check_seq(int seq) const {
-    if (seq < 0 || seq >= static_cast<int>(n_past_.size()))
-        fail(ErrorKind::invalid_arg, "sequence ", seq, " is out of range [0, ", n_past_.size(), ")");
+    if (seq < 0 || seq >= static_cast<int>(history_.size()))
+        fail(ErrorKind::invalid_arg, "sequence ", seq, " is out of range [0, ", history_.size(), ")");
     return seq;
 }
 
 void Model::truncate(int n, int seq) {
-    int& past = n_past_.at(check_seq(seq));
-    if (n < 0 || n > past) fail(ErrorKind::invalid_arg, "truncate(", n, "): must be within [0, ", past, "]");
-    past = n;
-    history_[seq].resize(n);
+    std::vector<int32_t>& h = history_.at(check_seq(seq));
+    if (n < 0 || n > static_cast<int>(h.size()))
+        fail(ErrorKind::invalid_arg, "truncate(", n, "): must be within [0, ", h.size(), "]");
+    h.resize(n);
 }
 
 void Model::eval(const int32_t* tokens, int n, float* logits, bool all_logits, int seq) {
-    int& past = n_past_.at(check_seq(seq));
+    const int past = n_past(seq);
     if (n <= 0) fail(ErrorKind::invalid_arg, "eval needs at least one token");
     if (static_cast<int64_t>(past) + n > n_ctx_) {
         fail(ErrorKind::context, "context overflow: ", n, " new tokens after ", past, " cached ones exceed n_ctx = ",
@@ -196,21 +199,9 @@ void Model::eval(const int32_t* tokens, int n, float* logits, bool all_logits, i
         if (tokens[i] < 0 || tokens[i] >= c_.n_vocab)
             fail(ErrorKind::invalid_arg, "token id ", tokens[i], " at index ", i, " is out of range [0, ", c_.n_vocab, ")");
     }
-    const int start = past;
     const RopeParams rope = rope_for_length(seq, past + n);  // the whole sequence's factor set, as transformers
-    try {
-        for (int b = 0; b < n; b += n_batch_) {
-            const int nb = std::min(n_batch_, n - b);
-            const bool last = b + nb == n;
-            float* out = all_logits ? logits + static_cast<int64_t>(b) * c_.n_vocab : (last ? logits : nullptr);
-            forward(tokens + b, nb, out, all_logits ? nb : 1, {SeqRows{&kv_[seq], 0, nb, 0, rope}}, past);
-            past += nb;
-        }
-    } catch (...) {
-        past = start;
-        throw;
-    }
-    history_[seq].insert(history_[seq].end(), tokens, tokens + n);
+    run_chunks(seq, tokens, n, past, rope, logits, all_logits);
+    history_[seq].insert(history_[seq].end(), tokens, tokens + n);  // (on error the sequence stays as it was)
 }
 
 void Model::batch(const int32_t* seqs, int n_seqs, int first_count, const int32_t* tokens, float* logits) {
@@ -219,16 +210,16 @@ void Model::batch(const int32_t* seqs, int n_seqs, int first_count, const int32_
     const int n = first_count + n_seqs - 1;
     if (n > n_batch_) fail(ErrorKind::invalid_arg, "a batch of ", n, " tokens exceeds n_batch = ", n_batch_);
     std::vector<SeqRows> rows(n_seqs);
-    std::vector<char> seen(n_past_.size(), 0);
+    std::vector<char> seen(history_.size(), 0);
     for (int i = 0, row = 0; i < n_seqs; ++i) {
         const int q = check_seq(seqs[i]);
         if (seen[q]) fail(ErrorKind::invalid_arg, "sequence ", q, " appears twice in one batch");
         seen[q] = 1;
         const int count = i == 0 ? first_count : 1;
-        if (n_past_[q] + count > n_ctx_)
-            fail(ErrorKind::context, "context overflow: sequence ", q, " holds ", n_past_[q], " tokens, ", count,
+        if (n_past(q) + count > n_ctx_)
+            fail(ErrorKind::context, "context overflow: sequence ", q, " holds ", n_past(q), " tokens, ", count,
                  " more exceed n_ctx = ", n_ctx_);
-        rows[i] = SeqRows{&kv_[q], row, count, n_past_[q], RopeParams{}};
+        rows[i] = SeqRows{&kv_[q], row, count, n_past(q), RopeParams{}};
         row += count;
     }
     for (int i = 0; i < n; ++i) {
@@ -238,17 +229,15 @@ void Model::batch(const int32_t* seqs, int n_seqs, int first_count, const int32_
     // the rows with logits (each sequence's last) are the batch's last n_seqs
     be_->set_row_invariant(true);
     try {
-        for (int i = 0; i < n_seqs; ++i) rows[i].rope = rope_for_length(seqs[i], n_past_[seqs[i]] + rows[i].n);
+        for (int i = 0; i < n_seqs; ++i) rows[i].rope = rope_for_length(seqs[i], rows[i].pos + rows[i].n);
         forward(tokens, n, logits, n_seqs, rows, 0);
     } catch (...) {
         be_->set_row_invariant(false);
         throw;
     }
     be_->set_row_invariant(false);
-    for (int i = 0; i < n_seqs; ++i) {
-        n_past_[seqs[i]] += rows[i].n;
+    for (int i = 0; i < n_seqs; ++i)
         history_[seqs[i]].insert(history_[seqs[i]].end(), tokens + rows[i].row0, tokens + rows[i].row0 + rows[i].n);
-    }
 }
 
 void Model::forward(const int32_t* tokens, int n, float* logits_host, int n_out, const std::vector<SeqRows>& seqs,

@@ -38,8 +38,8 @@ public:
     const Backend& backend() const { return *be_; }
     const Architecture& architecture() const { return *arch_; }
     int n_ctx() const { return n_ctx_; }
-    int n_past(int seq = 0) const { return n_past_.at(check_seq(seq)); }
-    int n_seq() const { return static_cast<int>(n_past_.size()); }
+    int n_past(int seq = 0) const { return static_cast<int>(history_.at(check_seq(seq)).size()); }
+    int n_seq() const { return static_cast<int>(history_.size()); }
     int n_vocab() const { return c_.n_vocab; }
     DType kv_type() const { return kv_type_; }
     size_t kv_cache_bytes() const;
@@ -66,6 +66,9 @@ public:
 private:
     Model() = default;
     int check_seq(int seq) const;
+    // tokens [0, n) of seq at positions past.. in n_batch chunks; logits as eval (null: none)
+    void run_chunks(int seq, const int32_t* tokens, int n, int past, const RopeParams& rope, float* logits,
+                    bool all_logits);
     void forward(const int32_t* tokens, int n, float* logits_host, int n_out, const std::vector<SeqRows>& seqs,
                  int pos0);
     void check_device_memory(const std::string& path) const;
@@ -88,11 +91,10 @@ private:
     // layer's cached keys and values depend on it, not only the rotation.
     RopeParams rope_short_, rope_long_;
     std::vector<char> long_rope_;                 // per sequence: its cache was made with the long factors
-    std::vector<std::vector<int32_t>> history_;  // per sequence: the cached tokens
+    std::vector<std::vector<int32_t>> history_;  // per sequence: the cached tokens (their count is n_past)
     const RopeParams& rope_for_length(int seq, int len);
     int n_ctx_ = 0;
     int n_batch_ = 0;
-    std::vector<int> n_past_;  // per sequence
 };
 
 } // namespace phi
