@@ -3,6 +3,8 @@
 tiny_model(kind, dtype=torch.float32) -> hfmodels.TinyModel
     a tiny random HF checkpoint folder (see tests/hfmodels.py), built once and cached on
     disk across sessions; read-only, copy it (copy_model) before editing its files.
+tiny_gguf(kind, outtype="f16") -> Path
+    that checkpoint converted by phicpp, once a session; read-only.
 """
 from __future__ import annotations
 
@@ -27,6 +29,21 @@ def tiny_model():
         if (kind, dtype) not in built:
             built[(kind, dtype)] = hfmodels.cached_tiny(kind, dtype)
         return built[(kind, dtype)]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_model, tmp_path_factory):
+    import phicpp
+
+    made: dict = {}
+
+    def get(kind: str, outtype: str = "f16") -> Path:
+        if (kind, outtype) not in made:
+            out = tmp_path_factory.mktemp("gguf") / f"{kind}-{outtype}.gguf"
+            made[(kind, outtype)] = phicpp.convert_hf_to_gguf(tiny_model(kind).path, out, outtype)
+        return made[(kind, outtype)]
 
     return get
 

@@ -23,12 +23,9 @@ def _devices():
 
 
 @pytest.fixture(scope="module")
-def ggufs(tiny_model, tmp_path_factory):
+def ggufs(tiny_gguf, tmp_path_factory):
     d = tmp_path_factory.mktemp("batch")
-    out = {}
-    for kind in KINDS:
-        out[kind] = d / f"{kind}-f16.gguf"
-        phicpp.convert_hf_to_gguf(tiny_model(kind).path, out[kind], "f16")
+    out = {kind: tiny_gguf(kind) for kind in KINDS}
     for mix in ("Q4_0", "Q8_0", "Q4_K_M"):
         q = d / f"phi3_mini-{mix.lower()}.gguf"
         quantize_gguf(out["phi3_mini"], q, mix, n_threads=2)

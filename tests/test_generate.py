@@ -12,10 +12,8 @@ from phicpp.sampling import Sampler
 
 
 @pytest.fixture(scope="module")
-def phi3_gguf(tiny_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("gen") / "phi3_mini-f16.gguf"
-    phicpp.convert_hf_to_gguf(tiny_model("phi3_mini").path, out, "f16")
-    return out
+def phi3_gguf(tiny_gguf):
+    return tiny_gguf("phi3_mini")
 
 
 @pytest.fixture(scope="module")

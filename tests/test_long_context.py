@@ -15,13 +15,8 @@ ORIG = 64  # original_max_position_embeddings of the tiny phi3_128k
 
 
 @pytest.fixture(scope="module")
-def longrope(tiny_model, tmp_path_factory):
-    tiny = tiny_model("phi3_128k")
-    out = {}
-    for outtype in ("f32", "f16"):
-        path = tmp_path_factory.mktemp("long") / f"phi3_128k-{outtype}.gguf"
-        out[outtype] = phicpp.convert_hf_to_gguf(tiny.path, path, outtype)
-    return tiny, out
+def longrope(tiny_model, tiny_gguf):
+    return tiny_model("phi3_128k"), {outtype: tiny_gguf("phi3_128k", outtype) for outtype in ("f32", "f16")}
 
 
 def prefix_refs(tiny, tokens, outtype, lengths):

@@ -16,7 +16,6 @@ import torch
 import hfmodels
 import phicpp
 from phicpp import _core
-from phicpp.convert import convert_hf_to_gguf
 
 DEVICES = ["cpu"] + (["cuda"] if _core.cuda_available() else [])
 PROMPT = 40
@@ -42,17 +41,9 @@ def hf_logits(tiny, tokens: np.ndarray, outtype: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def gguf_of(tiny_model, tmp_path_factory):
-    made = {}
-
-    def get(kind: str, outtype: str):
-        if (kind, outtype) not in made:
-            tiny = tiny_model(kind)
-            out = tmp_path_factory.mktemp("gguf") / f"{kind}-{outtype}.gguf"
-            made[(kind, outtype)] = (tiny, convert_hf_to_gguf(tiny.path, out, outtype))
-        return made[(kind, outtype)]
-
-    return get
+def gguf_of(tiny_model, tiny_gguf):
+    """gguf_of(kind, outtype) -> (the tiny checkpoint, its converted GGUF)."""
+    return lambda kind, outtype: (tiny_model(kind), tiny_gguf(kind, outtype))
 
 
 def n_ctx_for(tiny, n_tokens: int) -> int:

@@ -54,10 +54,8 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-def gguf(tiny_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("serve") / "phi3_mini-f16.gguf"
-    phicpp.convert_hf_to_gguf(tiny_model("phi3_mini").path, out, "f16")
-    return out
+def gguf(tiny_gguf):
+    return tiny_gguf("phi3_mini")
 
 
 @pytest.fixture(scope="module")
