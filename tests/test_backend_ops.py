@@ -162,20 +162,33 @@ def test_matmul(backend, typ, rows, blocks, n):
 
 
 @pytest.mark.parametrize("typ", FLOAT_TYPES + QUANT_TYPES)
-@pytest.mark.parametrize("layout", ["rows", "preferred"])
-def test_matmul_row_invariant(backend, typ, layout):
+@pytest.mark.parametrize("layout,shape", [("rows", "short"), ("preferred", "short"), ("preferred", "long")])
+def test_matmul_row_invariant(backend, typ, layout, shape):
     """With row invariance on, every row of a matmul of n rows equals the same row alone,
-    bit for bit, whatever n (a sequence decoded beside others gets the tokens it gets alone)."""
-    raw, w, x, rng = matmul_case(typ, 70, 3, 13, len(typ) * 31 + len(layout))
-    bias = rng.standard_normal(70).astype(np.float32)
+    bit for bit, whatever n (a sequence decoded beside others gets the tokens it gets alone).
+    Long rows (several KB, as in the models) are summed in segments; one token and a few
+    go through different GPU kernels, which must agree to the bit."""
+    seed = len(typ) * 31 + len(layout) + len(shape)
+    if shape == "short":
+        rows = 70
+        raw, w, x, rng = matmul_case(typ, rows, 3, 13, seed)
+    else:
+        rows = 300
+        rng = np.random.default_rng(seed)
+        K = 4096 if typ in FLOAT_TYPES else (6144 if block_size(typ) == 256 else 7680)
+        raw, w = make_weight(typ, rows, K, rng)
+        x = rng.standard_normal((13, K)).astype(np.float32)
+    bias = rng.standard_normal(rows).astype(np.float32)
     rearrange = layout == "preferred"
     backend.set_row_invariant(True)
     try:
-        alone = np.concatenate([backend.matmul(raw, typ, (70, w.shape[1]), x[t:t + 1], bias=bias,
+        alone = np.concatenate([backend.matmul(raw, typ, (rows, w.shape[1]), x[t:t + 1], bias=bias,
                                                rearrange=rearrange) for t in range(13)])
         for n in (2, 5, 8, 9, 13):
-            y = backend.matmul(raw, typ, (70, w.shape[1]), x[:n], bias=bias, rearrange=rearrange)
+            y = backend.matmul(raw, typ, (rows, w.shape[1]), x[:n], bias=bias, rearrange=rearrange)
             assert np.array_equal(y, alone[:n]), f"n={n}: rows differ from alone"
+        if shape == "long":
+            check_matmul(alone, x.astype(np.float64) @ w.T + bias, w, x, typ)
     finally:
         backend.set_row_invariant(False)
 

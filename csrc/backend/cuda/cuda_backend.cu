@@ -106,7 +106,7 @@ public:
         PHI_CUDA_CHECK(cudaMemsetAsync(d_pos_, 0, sizeof(int), stream_));
         graphs_ = env_int("PHICPP_CUDA_GRAPHS", 1) != 0;
         pdl_ = props_.major >= 9 && env_int("PHICPP_CUDA_PDL", 1) != 0;
-        mv_.warps = std::max(1, std::min(16, env_int("PHICPP_CUDA_MV_WARPS", mv_.warps)));
+        mv_.warps = std::max(1, std::min(8, env_int("PHICPP_CUDA_MV_WARPS", mv_.warps)));
         mv_.ctas_per_sm = std::max(1, env_int("PHICPP_CUDA_MV_CTAS", mv_.ctas_per_sm));
         fuse_input_ = env_int("PHICPP_CUDA_FUSE_ATTN", 1) != 0;
     }

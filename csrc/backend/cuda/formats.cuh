@@ -31,6 +31,14 @@ __device__ __forceinline__ uint4 ld_u4(const uint8_t* p) { return __ldg(reinterp
 __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
+// Each byte of x (all in [0, 2c), c <= 64) minus c, as signed bytes: one
+// add that cannot carry between bytes and one xor (__vsub4 is several
+// instructions on current GPUs).
+template <uint32_t c>
+__device__ __forceinline__ uint32_t sub_bytes(uint32_t x) {
+    static_assert(c >= 1 && c <= 64, "bytes in [0, 2c) with c <= 64");
+    return (x + (0x80u - c) * 0x01010101u) ^ 0x80808080u;
+}
 // Bit k of the low 4 bits of b into bit 0 of byte k.
 __device__ __forceinline__ uint32_t spread4(uint32_t b) { return ((b & 0xF) * 0x00204081u) & 0x01010101u; }
 
@@ -64,12 +72,23 @@ __device__ __forceinline__ int byte_of12(const uint32_t (&s)[3], int k) {
 
 // Each format: block size (elements), units per block, plane-1 and plane-2
 // bytes per block, the raw bytes of one unit (Raw, load) and their decoding.
+// For dot products: kOneScale when both halves of a unit share d and m,
+// kOffset when m can be nonzero, and kZero > 0 when unpack_codes gives the
+// codes before unpack subtracts kZero from each.
 struct FmtQ4_0 {
     static constexpr int kBlock = 32, kUnits = 1, kBits = 16, kRest = 2;
+    static constexpr bool kOneScale = true, kOffset = false;
+    static constexpr int kZero = 8;
     struct Raw { uint4 v; uint16_t d; };
     __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int) { return {ld_u4(bits), ld_u16(rest)}; }
     __device__ static void unpack(const Raw& r, int, Unit& u) {
-        nibbles(r.v, [](uint32_t x) { return __vsub4(x, 0x08080808u); }, u.q);
+        nibbles(r.v, [](uint32_t x) { return sub_bytes<8>(x); }, u.q);
+        u.d[0] = u.d[1] = h2f(r.d);
+        u.m[0] = u.m[1] = 0.0f;
+    }
+    // the codes without the -kZero (a dot product subtracts it once from its sum)
+    __device__ static void unpack_codes(const Raw& r, int, Unit& u) {
+        nibbles(r.v, [](uint32_t x) { return x; }, u.q);
         u.d[0] = u.d[1] = h2f(r.d);
         u.m[0] = u.m[1] = 0.0f;
     }
@@ -77,6 +96,8 @@ struct FmtQ4_0 {
 
 struct FmtQ4_1 {
     static constexpr int kBlock = 32, kUnits = 1, kBits = 16, kRest = 4;
+    static constexpr bool kOneScale = true, kOffset = true;
+    static constexpr int kZero = 0;
     struct Raw { uint4 v; uint32_t dm; };
     __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int) { return {ld_u4(bits), ld_u32(rest)}; }
     __device__ static void unpack(const Raw& r, int, Unit& u) {
@@ -88,24 +109,33 @@ struct FmtQ4_1 {
 
 struct FmtQ5_0 {
     static constexpr int kBlock = 32, kUnits = 1, kBits = 16, kRest = 6;
+    static constexpr bool kOneScale = true, kOffset = false;
+    static constexpr int kZero = 16;
     struct Raw { uint4 v; uint16_t d; uint32_t qh; };
     __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int) {
         return {ld_u4(bits), ld_u16(rest), ld_u16(rest + 2) | (static_cast<uint32_t>(ld_u16(rest + 4)) << 16)};
     }
-    __device__ static void unpack(const Raw& r, int, Unit& u) {
+    __device__ static void unpack_codes(const Raw& r, int, Unit& u) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             const uint32_t lo = word(r.v, i) & 0x0F0F0F0Fu, hi = (word(r.v, i) >> 4) & 0x0F0F0F0Fu;
-            u.q[i] = static_cast<int>(__vsub4(lo | (spread4(r.qh >> (4 * i)) << 4), 0x10101010u));
-            u.q[4 + i] = static_cast<int>(__vsub4(hi | (spread4(r.qh >> (16 + 4 * i)) << 4), 0x10101010u));
+            u.q[i] = static_cast<int>(lo | (spread4(r.qh >> (4 * i)) << 4));
+            u.q[4 + i] = static_cast<int>(hi | (spread4(r.qh >> (16 + 4 * i)) << 4));
         }
         u.d[0] = u.d[1] = h2f(r.d);
         u.m[0] = u.m[1] = 0.0f;
+    }
+    __device__ static void unpack(const Raw& r, int sub, Unit& u) {
+        unpack_codes(r, sub, u);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) u.q[i] = static_cast<int>(sub_bytes<16>(static_cast<uint32_t>(u.q[i])));
     }
 };
 
 struct FmtQ5_1 {
     static constexpr int kBlock = 32, kUnits = 1, kBits = 16, kRest = 8;
+    static constexpr bool kOneScale = true, kOffset = true;
+    static constexpr int kZero = 0;
     struct Raw { uint4 v; uint32_t dm, qh; };
     __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int) {
         return {ld_u4(bits), ld_u32(rest), ld_u32(rest + 4)};
@@ -124,6 +154,8 @@ struct FmtQ5_1 {
 
 struct FmtQ8_0 {
     static constexpr int kBlock = 32, kUnits = 1, kBits = 32, kRest = 2;
+    static constexpr bool kOneScale = true, kOffset = false;
+    static constexpr int kZero = 0;
     struct Raw { uint4 a, b; uint16_t d; };
     __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int) {
         return {ld_u4(bits), ld_u4(bits + 16), ld_u16(rest)};
@@ -141,6 +173,8 @@ struct FmtQ8_0 {
 
 struct FmtIQ4_NL {
     static constexpr int kBlock = 32, kUnits = 1, kBits = 16, kRest = 2;
+    static constexpr bool kOneScale = true, kOffset = false;
+    static constexpr int kZero = 0;
     struct Raw { uint4 v; uint16_t d; };
     __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int) { return {ld_u4(bits), ld_u16(rest)}; }
     __device__ static void unpack(const Raw& r, int, Unit& u) {
@@ -154,6 +188,8 @@ struct FmtIQ4_NL {
 // sub-blocks 2u, 2u+1 with 4-bit scale | 4-bit min bytes; x = d sc q - dmin mn.
 struct FmtQ2_K {
     static constexpr int kBlock = 256, kUnits = 8, kBits = 64, kRest = 20;
+    static constexpr bool kOneScale = false, kOffset = true;
+    static constexpr int kZero = 0;
     struct Raw { uint4 a, b; uint16_t sc; uint32_t dd; };
     __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int u) {
         const uint8_t* q = bits + 32 * (u / 4);
@@ -180,6 +216,8 @@ struct FmtQ2_K {
 // means -4); 16 6-bit scales packed in 12 bytes, stored +32.
 struct FmtQ3_K {
     static constexpr int kBlock = 256, kUnits = 8, kBits = 96, kRest = 14;
+    static constexpr bool kOneScale = false, kOffset = true;
+    static constexpr int kZero = 0;
     struct Raw { uint4 ha, hb, a, b; uint32_t s[3]; uint16_t d; };
     // plane 2 runs of 14 bytes are only 2-byte aligned: read in halves
     __device__ static uint32_t ld_u32_2(const uint8_t* p) {
@@ -204,8 +242,8 @@ struct FmtQ3_K {
         for (int i = 0; i < 4; ++i) {
             const uint32_t la = (word(r.a, i) >> shift) & 0x03030303u, lb = (word(r.b, i) >> shift) & 0x03030303u;
             const uint32_t ha = (word(r.ha, i) >> u) & 0x01010101u, hb = (word(r.hb, i) >> u) & 0x01010101u;
-            out.q[i] = static_cast<int>(__vsub4(la | (ha << 2), 0x04040404u));
-            out.q[4 + i] = static_cast<int>(__vsub4(lb | (hb << 2), 0x04040404u));
+            out.q[i] = static_cast<int>(sub_bytes<4>(la | (ha << 2)));
+            out.q[4 + i] = static_cast<int>(sub_bytes<4>(lb | (hb << 2)));
         }
         const float d = h2f(r.d);
         out.d[0] = d * static_cast<float>(scale(r, 2 * u));
@@ -229,6 +267,8 @@ __device__ __forceinline__ void scale_min_k4(int j, const uint32_t (&s)[3], int&
 
 struct FmtQ4_K {
     static constexpr int kBlock = 256, kUnits = 8, kBits = 128, kRest = 16;
+    static constexpr bool kOneScale = true, kOffset = true;
+    static constexpr int kZero = 0;
     struct Raw { uint4 a, b; uint32_t dd; uint32_t s[3]; };
     __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int u) {
         const uint8_t* q = bits + 32 * (u / 2);
@@ -250,6 +290,8 @@ struct FmtQ4_K {
 
 struct FmtQ5_K {
     static constexpr int kBlock = 256, kUnits = 8, kBits = 160, kRest = 16;
+    static constexpr bool kOneScale = true, kOffset = true;
+    static constexpr int kZero = 0;
     struct Raw { uint4 ha, hb, a, b; uint32_t dd; uint32_t s[3]; };
     __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int u) {
         const uint8_t* q = bits + 32 + 32 * (u / 2);
@@ -276,6 +318,8 @@ struct FmtQ5_K {
 // (r0/32)*2.. of qh[32(u/4) + i]; q - 32; int8 scales per 16 elements.
 struct FmtQ6_K {
     static constexpr int kBlock = 256, kUnits = 8, kBits = 192, kRest = 18;
+    static constexpr bool kOneScale = false, kOffset = true;
+    static constexpr int kZero = 0;
     struct Raw { uint4 la, lb, ha, hb; uint16_t sc; uint16_t d; };
     __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int u) {
         const uint8_t* ql = bits + 64 * (u / 4) + 32 * (u % 2);
@@ -288,8 +332,8 @@ struct FmtQ6_K {
         for (int i = 0; i < 4; ++i) {
             const uint32_t la = (word(r.la, i) >> lshift) & 0x0F0F0F0Fu, lb = (word(r.lb, i) >> lshift) & 0x0F0F0F0Fu;
             const uint32_t ha = (word(r.ha, i) >> hshift) & 0x03030303u, hb = (word(r.hb, i) >> hshift) & 0x03030303u;
-            out.q[i] = static_cast<int>(__vsub4(la | (ha << 4), 0x20202020u));
-            out.q[4 + i] = static_cast<int>(__vsub4(lb | (hb << 4), 0x20202020u));
+            out.q[i] = static_cast<int>(sub_bytes<32>(la | (ha << 4)));
+            out.q[4 + i] = static_cast<int>(sub_bytes<32>(lb | (hb << 4)));
         }
         const float d = h2f(r.d);
         out.d[0] = d * static_cast<float>(static_cast<int8_t>(r.sc & 0xFF));
@@ -302,6 +346,8 @@ struct FmtQ6_K {
 // first), scale from 4 low bits in scales_l and 2 high bits in scales_h, +32.
 struct FmtIQ4_XS {
     static constexpr int kBlock = 256, kUnits = 8, kBits = 128, kRest = 8;
+    static constexpr bool kOneScale = true, kOffset = false;
+    static constexpr int kZero = 0;
     struct Raw { uint4 v; uint32_t dsh; uint32_t sl; };
     __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int u) {
         return {ld_u4(bits + 16 * u), ld_u32(rest), ld_u32(rest + 4)};

@@ -17,6 +17,10 @@
 namespace phi::cuda {
 namespace {
 
+// 256 threads and at most 128 registers each, so two CTAs fit an SM whatever
+// the format: Q8_0 and the K-quants took up to 165 registers, one CTA per SM,
+// and ran up to 30% slower (tools/matvec_bench.cu)
+constexpr int kMatvecThreads = 256, kMatvecMinBlocks = 2;
 
 struct MatvecParams {
     PlanarView w;                 // quantized weights
@@ -227,6 +231,106 @@ __device__ void stage_f32(const MatvecParams& p, int t, float* xf, float2* red) 
     }
 }
 
+// A unit decoded for dot products (codes without kZero where the format has one).
+template <class F>
+__device__ __forceinline__ void unpack_for_dot(const typename F::Raw& r, int sub, Unit& un) {
+    if constexpr (F::kZero != 0) {
+        F::unpack_codes(r, sub, un);
+    } else {
+        F::unpack(r, sub, un);
+    }
+}
+
+// acc plus the dot of a unit (from unpack_for_dot) with token t's 8-bit
+// activations of unit uu (scales xd, code sums per half xs): exact integer
+// sums, then the unit's scales and offsets.
+template <class F>
+__device__ __forceinline__ float acc_unit_q8(float acc, const Unit& un, const int8_t* xq, const int* xs,
+                                             const float* xd, int K, int nblk, int t, int uu) {
+    const int4* a = reinterpret_cast<const int4*>(xq + t * K + uu * 32);
+    const int4 a0 = a[0], a1 = a[1];
+    int s0 = __dp4a(un.q[0], a0.x, 0);
+    s0 = __dp4a(un.q[1], a0.y, s0);
+    s0 = __dp4a(un.q[2], a0.z, s0);
+    s0 = __dp4a(un.q[3], a0.w, s0);
+    int s1 = __dp4a(un.q[4], a1.x, 0);
+    s1 = __dp4a(un.q[5], a1.y, s1);
+    s1 = __dp4a(un.q[6], a1.z, s1);
+    s1 = __dp4a(un.q[7], a1.w, s1);
+    const int2 hs = reinterpret_cast<const int2*>(xs)[t * nblk + uu];
+    if constexpr (F::kOneScale) {
+        // one scale and offset for the unit: one product each
+        const int sa = hs.x + hs.y;
+        int s = s0 + s1;
+        if constexpr (F::kZero != 0) s -= F::kZero * sa;
+        float v = un.d[0] * static_cast<float>(s);
+        if constexpr (F::kOffset) v += un.m[0] * static_cast<float>(sa);
+        return acc + xd[t * nblk + uu] * v;
+    } else {
+        return acc + xd[t * nblk + uu] * (un.d[0] * static_cast<float>(s0) + un.d[1] * static_cast<float>(s1) +
+                                          un.m[0] * static_cast<float>(hs.x) + un.m[1] * static_cast<float>(hs.y));
+    }
+}
+
+// acc plus the dot of 16 bytes of float weights (16 / sizeof(T) elements) with xv.
+template <class T>
+__device__ __forceinline__ float acc_vec(float acc, const uint4& raw, const float* xv) {
+    constexpr int kVec = 16 / sizeof(T);
+    float w[kVec];
+    const uint8_t* rb = reinterpret_cast<const uint8_t*>(&raw);
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) w[e] = FloatFmt<T>::get(rb, e);
+    float s = 0.0f;
+#pragma unroll
+    for (int e = 0; e < kVec; e += 4) {
+        const float4 x4 = *reinterpret_cast<const float4*>(xv + e);
+        s += w[e] * x4.x + w[e + 1] * x4.y + w[e + 2] * x4.z + w[e + 3] * x4.w;
+    }
+    return acc + s;
+}
+
+// The epilogue of one output row r (value v before the bias), and of SwiGLU's
+// output o from its gate and up values.
+__device__ __forceinline__ void store_row(const MatvecParams& p, float* y, int r, float v) {
+    if (p.bias) v += p.bias[r];
+    switch (p.ep) {
+        case static_cast<int>(Epilogue::add): y[r] += v; return;
+        case static_cast<int>(Epilogue::gelu): y[r] = gelu_tanh(v); return;
+        default: y[r] = v;
+    }
+}
+__device__ __forceinline__ void store_swiglu(const MatvecParams& p, float* y, int o, float g, float u) {
+    if (p.bias) {
+        g += p.bias[o];
+        u += p.bias[o + p.M / 2];
+    }
+    y[o] = silu(g) * u;
+}
+
+// Shared memory for the staged activations of n tokens.
+size_t staged_bytes(DType type, int64_t K, int n) {
+    const bool is_float = type == DType::F32 || type == DType::F16 || type == DType::BF16;
+    return is_float ? static_cast<size_t>(n) * K * sizeof(float) : static_cast<size_t>(n) * (K + K / 32 * 12);
+}
+
+MatvecParams matvec_params(const MatmulJob& j) {
+    MatvecParams p;
+    p.K = static_cast<int>(j.W.ne0);
+    p.M = static_cast<int>(j.W.ne1);
+    p.n = j.n;
+    p.x = j.x;
+    p.y = j.y;
+    p.bias = j.bias;
+    p.norm = static_cast<int>(j.norm.kind);
+    p.nw = j.norm.w;
+    p.nb = j.norm.b;
+    p.eps = j.norm.eps;
+    p.ep = static_cast<int>(j.ep);
+    p.ldy = j.ep == Epilogue::swiglu ? p.M / 2 : p.M;
+    p.tasks = j.ep == Epilogue::swiglu ? p.M / 2 : (p.M + 1) / 2;
+    return p;
+}
+
 // The rows of task `task`: two consecutive rows, or gate row o and up row o + M/2.
 __device__ __forceinline__ void task_rows(const MatvecParams& p, int task, int& r0, int& r1, bool& has1) {
     if (p.ep == static_cast<int>(Epilogue::swiglu)) {
@@ -244,25 +348,10 @@ __device__ __forceinline__ void write_out(const MatvecParams& p, int task, int t
     int r0, r1;
     bool has1;
     task_rows(p, task, r0, r1, has1);
-    if (p.bias) {
-        v0 += p.bias[r0];
-        v1 += p.bias[r1];
-    }
     float* y = p.y + static_cast<int64_t>(t) * p.ldy;
-    switch (p.ep) {
-        case static_cast<int>(Epilogue::swiglu): y[task] = silu(v0) * v1; return;
-        case static_cast<int>(Epilogue::add):
-            y[r0] += v0;
-            if (has1) y[r1] += v1;
-            return;
-        case static_cast<int>(Epilogue::gelu):
-            y[r0] = gelu_tanh(v0);
-            if (has1) y[r1] = gelu_tanh(v1);
-            return;
-        default:
-            y[r0] = v0;
-            if (has1) y[r1] = v1;
-    }
+    if (p.ep == static_cast<int>(Epilogue::swiglu)) return store_swiglu(p, y, task, v0, v1);
+    store_row(p, y, r0, v0);
+    if (has1) store_row(p, y, r1, v1);
 }
 
 // L2 prefetch of this warp's first task's weight bytes (runs before pdl_wait).
@@ -275,13 +364,13 @@ __device__ __forceinline__ void prefetch_rows(const uint8_t* a, const uint8_t* b
 
 // kMaxTok: tokens the accumulators are sized for (1: decode's own build, lean in registers)
 template <class F, int kMaxTok>
-__global__ void matvec_quant(MatvecParams p) {
+__global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_quant(MatvecParams p) {
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ float2 red[32];
     const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, nw = blockDim.x / kWarp;
     const int nblk = p.K / 32;
     const int units = static_cast<int>(p.w.nb) * F::kUnits;  // per row (= 32-element blocks)
-    constexpr int U = F::kBits <= 32 ? 4 : 2;                 // units in flight per row and lane
+    constexpr int U = F::kBits <= 32 ? 4 : 2;  // units in flight per row and lane
     int task = blockIdx.x * nw + warp;
     int r[2];
     bool has1;
@@ -289,7 +378,7 @@ __global__ void matvec_quant(MatvecParams p) {
     // rest of its first rows into L2) before waiting for the kernel before.
     typename F::Raw raw[U][2];
     bool preloaded = task < p.tasks;
-    if (preloaded) {
+    if (task < p.tasks) {
         task_rows(p, task, r[0], r[1], has1);
 #pragma unroll
         for (int j = 0; j < U; ++j) {
@@ -336,28 +425,16 @@ __global__ void matvec_quant(MatvecParams p) {
 #pragma unroll
                 for (int i = 0; i < 2; ++i) {
                     Unit un;
-                    F::unpack(raw[j][i], uu % F::kUnits, un);
+                    unpack_for_dot<F>(raw[j][i], uu % F::kUnits, un);
 #pragma unroll
                     for (int t = 0; t < kMaxTok; ++t) {
                         if (t >= p.n) break;
-                        const int4* a = reinterpret_cast<const int4*>(xq + t * p.K + uu * 32);
-                        const int4 a0 = a[0], a1 = a[1];
-                        int s0 = __dp4a(un.q[0], a0.x, 0);
-                        s0 = __dp4a(un.q[1], a0.y, s0);
-                        s0 = __dp4a(un.q[2], a0.z, s0);
-                        s0 = __dp4a(un.q[3], a0.w, s0);
-                        int s1 = __dp4a(un.q[4], a1.x, 0);
-                        s1 = __dp4a(un.q[5], a1.y, s1);
-                        s1 = __dp4a(un.q[6], a1.z, s1);
-                        s1 = __dp4a(un.q[7], a1.w, s1);
-                        const int2 hs = reinterpret_cast<const int2*>(xs)[t * nblk + uu];
-                        acc[i][t] += xd[t * nblk + uu] *
-                                     (un.d[0] * static_cast<float>(s0) + un.d[1] * static_cast<float>(s1) +
-                                      un.m[0] * static_cast<float>(hs.x) + un.m[1] * static_cast<float>(hs.y));
+                        acc[i][t] = acc_unit_q8<F>(acc[i][t], un, xq, xs, xd, p.K, nblk, t, uu);
                     }
                 }
             }
         }
+        preloaded = false;  // (a lane past the row's units loaded nothing)
 #pragma unroll
         for (int t = 0; t < kMaxTok; ++t) {
             if (t >= p.n) break;
@@ -370,11 +447,12 @@ __global__ void matvec_quant(MatvecParams p) {
 // Float weights: f32 activations in shared memory, kVec elements per load
 // (16 bytes) when rows are 16-byte multiples, else one at a time.
 template <class T, int kVec, int kMaxTok>
-__global__ void matvec_float(MatvecParams p) {
+__global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_float(MatvecParams p) {
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ float2 red[32];
     const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, nw = blockDim.x / kWarp;
     constexpr int U = kVec > 1 ? 4 : 1;  // 16-byte loads in flight per row and lane
+    const int nvec = p.K / kVec;
     int task = blockIdx.x * nw + warp;
     int r[2];
     bool has1;
@@ -389,10 +467,10 @@ __global__ void matvec_float(MatvecParams p) {
         if constexpr (kVec > 1) {
 #pragma unroll
             for (int j = 0; j < U; ++j) {
-                const int k = (lane + j * kWarp) * kVec;
-                if (k < p.K) {
-                    raw[j][0] = ld_u4(row[0] + k * sizeof(T));
-                    raw[j][1] = ld_u4(row[1] + k * sizeof(T));
+                const int v = lane + j * kWarp;
+                if (v < nvec) {
+                    raw[j][0] = ld_u4(row[0] + v * 16);
+                    raw[j][1] = ld_u4(row[1] + v * 16);
                 }
             }
         }
@@ -415,44 +493,33 @@ __global__ void matvec_float(MatvecParams p) {
 #pragma unroll
             for (int t = 0; t < kMaxTok; ++t) acc[i][t] = 0.0f;
         if constexpr (kVec > 1) {
-            for (int k0 = lane * kVec; k0 < p.K; k0 += kWarp * kVec * U) {
+            for (int v0 = lane; v0 < nvec; v0 += kWarp * U) {
                 if (!preloaded) {
 #pragma unroll
                     for (int j = 0; j < U; ++j) {
-                        const int k = k0 + j * kWarp * kVec;
-                        if (k < p.K) {
-                            raw[j][0] = ld_u4(row[0] + k * sizeof(T));
-                            raw[j][1] = ld_u4(row[1] + k * sizeof(T));
+                        const int v = v0 + j * kWarp;
+                        if (v < nvec) {
+                            raw[j][0] = ld_u4(row[0] + v * 16);
+                            raw[j][1] = ld_u4(row[1] + v * 16);
                         }
                     }
                 }
                 preloaded = false;
 #pragma unroll
                 for (int j = 0; j < U; ++j) {
-                    const int k = k0 + j * kWarp * kVec;
-                    if (k >= p.K) break;
+                    const int v = v0 + j * kWarp;
+                    if (v >= nvec) break;
 #pragma unroll
-                    for (int i = 0; i < 2; ++i) {
-                        float w[kVec];
-                        const uint8_t* rb = reinterpret_cast<const uint8_t*>(&raw[j][i]);
-#pragma unroll
-                        for (int e = 0; e < kVec; ++e) w[e] = FloatFmt<T>::get(rb, e);
+                    for (int i = 0; i < 2; ++i)
 #pragma unroll
                         for (int t = 0; t < kMaxTok; ++t) {
                             if (t >= p.n) break;
-                            const float* xv = xf + t * p.K + k;
-                            float s = 0.0f;
-#pragma unroll
-                            for (int e = 0; e < kVec; e += 4) {
-                                const float4 x4 = *reinterpret_cast<const float4*>(xv + e);
-                                s += w[e] * x4.x + w[e + 1] * x4.y + w[e + 2] * x4.z + w[e + 3] * x4.w;
-                            }
-                            acc[i][t] += s;
+                            acc[i][t] = acc_vec<T>(acc[i][t], raw[j][i], xf + t * p.K + v * kVec);
                         }
-                    }
                 }
             }
-        } else {
+            preloaded = false;
+        } else {  // rows not 16-byte multiples: one element at a time
             for (int k = lane; k < p.K; k += kWarp) {
                 const float w0 = FloatFmt<T>::get(row[0], k), w1 = FloatFmt<T>::get(row[1], k);
 #pragma unroll
@@ -474,18 +541,12 @@ __global__ void matvec_float(MatvecParams p) {
 
 constexpr size_t kSmemLimit = 200 * 1024;
 
-// Shared memory for the staged activations of n tokens.
-size_t matvec_smem(const Tensor& W, int n) {
-    const bool is_float = W.type == DType::F32 || W.type == DType::F16 || W.type == DType::BF16;
-    return is_float ? static_cast<size_t>(n) * W.ne0 * sizeof(float)
-                    : static_cast<size_t>(n) * (W.ne0 + W.ne0 / 32 * 12);
-}
 
 template <class Kernel>
 bool run(Kernel kernel, const MatvecParams& p, size_t smem, const Launch& l, int sm_count, int warps,
          int ctas_per_sm) {
     if (smem > kSmemLimit) return false;
-    if (smem > 48 * 1024)
+    if (smem > 40 * 1024)  // (the static shared memory counts against the default 48 KB too)
         PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     // one wave: as many CTAs as fit on the GPU at once (each stages the activations once), or fewer
     int fit = 0;
@@ -501,15 +562,15 @@ bool run_quant(MatvecParams p, const Tensor& W, const Launch& l, int sm, const M
     p.w.bits = static_cast<const uint8_t*>(W.data);
     p.w.rest = p.w.bits + W.ne1 * p.w.nb * F::kBits;
     const int w = cfg.warps, c = cfg.ctas_per_sm;
-    if (p.n == 1) return run(matvec_quant<F, 1>, p, matvec_smem(W, p.n), l, sm, w, c);
-    return run(matvec_quant<F, kMatvecMaxTokens>, p, matvec_smem(W, p.n), l, sm, w, c);
+    if (p.n == 1) return run(matvec_quant<F, 1>, p, staged_bytes(W.type, W.ne0, p.n), l, sm, w, c);
+    return run(matvec_quant<F, kMatvecMaxTokens>, p, staged_bytes(W.type, W.ne0, p.n), l, sm, w, c);
 }
 
 template <class T>
 bool run_float(MatvecParams p, const Tensor& W, const Launch& l, int sm, const MatvecConfig& cfg) {
     p.wf = static_cast<const uint8_t*>(W.data);
     p.row_bytes = static_cast<int64_t>(W.row_bytes());
-    const size_t smem = matvec_smem(W, p.n);
+    const size_t smem = staged_bytes(W.type, W.ne0, p.n);
     constexpr int kVec = 16 / sizeof(T);
     const int w = cfg.warps, c = cfg.ctas_per_sm;
     if (p.row_bytes % 16 == 0) {
@@ -526,25 +587,12 @@ bool aligned16(const void* a, const void* b, const void* c) {
 }
 
 bool matvec_takes(const MatmulJob& j) {
-    return j.n <= kMatvecMaxTokens && matvec_smem(j.W, j.n) <= kSmemLimit && aligned16(j.x, j.norm.w, j.norm.b);
+    return j.n <= kMatvecMaxTokens && staged_bytes(j.W.type, j.W.ne0, j.n) <= kSmemLimit && aligned16(j.x, j.norm.w, j.norm.b);
 }
 
 bool matvec(const MatmulJob& j, const Launch& l, int sm_count, const MatvecConfig& cfg) {
     if (!matvec_takes(j)) return false;
-    MatvecParams p;
-    p.K = static_cast<int>(j.W.ne0);
-    p.M = static_cast<int>(j.W.ne1);
-    p.n = j.n;
-    p.x = j.x;
-    p.y = j.y;
-    p.bias = j.bias;
-    p.norm = static_cast<int>(j.norm.kind);
-    p.nw = j.norm.w;
-    p.nb = j.norm.b;
-    p.eps = j.norm.eps;
-    p.ep = static_cast<int>(j.ep);
-    p.ldy = j.ep == Epilogue::swiglu ? p.M / 2 : p.M;
-    p.tasks = j.ep == Epilogue::swiglu ? p.M / 2 : (p.M + 1) / 2;
+    const MatvecParams p = matvec_params(j);
     const int sm = sm_count;
     const MatvecConfig& c = cfg;
     switch (j.W.type) {
