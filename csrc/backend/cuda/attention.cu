@@ -54,17 +54,36 @@ __device__ __forceinline__ void head_layernorm(float* buf, int hd, const float* 
     __syncwarp();
 }
 
-// NeoX rotary of the first n_rot dimensions of buf at position pos (one warp).
-__device__ __forceinline__ void head_rotary(float* buf, const InputParams& p, int pos) {
-    const int half = p.n_rot / 2;
-    for (int i = threadIdx.x % kWarp; i < half; i += kWarp) {
-        float s, c;
-        sincosf(static_cast<float>(pos) * p.inv_freq[i], &s, &c);
-        c *= p.mscale;
-        s *= p.mscale;
-        const float a = buf[i], b = buf[i + half];
-        buf[i] = a * c - b * s;
-        buf[i + half] = b * c + a * s;
+// The rotary cos and sin (times mscale) of this lane's dimensions i = lane + 32 k
+// of the rotated half at position pos: they depend on nothing the step computes.
+constexpr int kRotPerLane = kMaxHead / 2 / kWarp;
+struct RotaryAngles {
+    float c[kRotPerLane], s[kRotPerLane];
+};
+__device__ __forceinline__ RotaryAngles rotary_angles(const InputParams& p, int pos) {
+    RotaryAngles a;
+#pragma unroll
+    for (int k = 0; k < kRotPerLane; ++k) {
+        const int i = threadIdx.x % kWarp + k * kWarp;
+        a.c[k] = a.s[k] = 0.0f;
+        if (i >= p.n_rot / 2) continue;
+        sincosf(static_cast<float>(pos) * p.inv_freq[i], &a.s[k], &a.c[k]);
+        a.c[k] *= p.mscale;
+        a.s[k] *= p.mscale;
+    }
+    return a;
+}
+
+// NeoX rotary of the first n_rot dimensions of buf (one warp).
+__device__ __forceinline__ void head_rotary(float* buf, int n_rot, const RotaryAngles& a) {
+    const int half = n_rot / 2;
+#pragma unroll
+    for (int k = 0; k < kRotPerLane; ++k) {
+        const int i = threadIdx.x % kWarp + k * kWarp;
+        if (i >= half) break;
+        const float x = buf[i], y = buf[i + half];
+        buf[i] = x * a.c[k] - y * a.s[k];
+        buf[i + half] = y * a.c[k] + x * a.s[k];
     }
     __syncwarp();
 }
@@ -83,7 +102,7 @@ __global__ void attention_input_kernel(InputParams p) {
     for (int i = lane; i < p.hd; i += kWarp) buf[i] = vec[i];
     __syncwarp();
     if (p.qk.q_w) head_layernorm(buf, p.hd, is_q ? p.qk.q_w : p.qk.k_w, is_q ? p.qk.q_b : p.qk.k_b, p.qk.eps);
-    head_rotary(buf, p, pos);
+    head_rotary(buf, p.n_rot, rotary_angles(p, pos));
     const int64_t kvw = static_cast<int64_t>(p.n_head_kv) * p.hd;
     const int64_t at = pos * kvw + h * p.hd;
     const float* v = p.v + t * p.kv_stride + h * p.hd;
@@ -145,10 +164,10 @@ __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2hal
 
 // q . k for the warp's rows against one key row kr (in shared memory); kVec
 // elements per 16-byte read when rows are 16-byte multiples.
-template <class T, int kVec>
-__device__ __forceinline__ void scores(const T* kr, const float* qs, int hd, int nrows, float (&s)[kRows]) {
+template <class T, int kVec, int kR>
+__device__ __forceinline__ void scores(const T* kr, const float* qs, int hd, int nrows, float (&s)[kR]) {
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) s[r] = 0.0f;
+    for (int r = 0; r < kR; ++r) s[r] = 0.0f;
 #pragma unroll 4
     for (int d = 0; d < hd; d += kVec) {
         float kv[kVec];
@@ -161,7 +180,7 @@ __device__ __forceinline__ void scores(const T* kr, const float* qs, int hd, int
             kv[0] = ld_elem<T>(kr, d);
         }
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) {
+        for (int r = 0; r < kR; ++r) {
             if (r >= nrows) break;
 #pragma unroll
             for (int i = 0; i < kVec; ++i) s[r] += qs[r * hd + d + i] * kv[i];
@@ -171,8 +190,9 @@ __device__ __forceinline__ void scores(const T* kr, const float* qs, int hd, int
 
 // A warp's online-softmax state (m, l, acc) of its rows, row r at dst + r * stride:
 // m, l, then the head's hd sums.
-__device__ __forceinline__ void put_partial(float* dst, int stride, int nrows, int hd, const float (&m)[kRows],
-                                            const float (&l)[kRows], const float (&acc)[kRows][kMaxHead / kWarp]) {
+template <int kR>
+__device__ __forceinline__ void put_partial(float* dst, int stride, int nrows, int hd, const float (&m)[kR],
+                                            const float (&l)[kR], const float (&acc)[kR][kMaxHead / kWarp]) {
     const int lane = threadIdx.x % kWarp, nd = (hd + kWarp - 1) / kWarp;
     for (int r = 0; r < nrows; ++r) {
         if (lane == 0) {
@@ -187,11 +207,13 @@ __device__ __forceinline__ void put_partial(float* dst, int stride, int nrows, i
     }
 }
 
+// kR: the rows a warp holds in registers (kRows, or 1 where a tile has one
+// row: a one-token step without GQA).
 // kFused (one token): the input step too. Each warp normalizes and rotates
 // its own copies of the token's q heads and of its key; the warp whose keys
 // include the token's position writes the key and value into the cache (and
 // takes them from shared memory rather than reading them back).
-template <class T, int kVec, bool kFused>
+template <class T, int kVec, bool kFused, int kR>
 __global__ void attention_kernel(AttnParams p) {
     extern __shared__ __align__(16) uint8_t smem_all[];
     const int warp = threadIdx.x / kWarp, n_warps = blockDim.x / kWarp;
@@ -202,8 +224,13 @@ __global__ void attention_kernel(AttnParams p) {
     float* qs = reinterpret_cast<float*>(vs + kWarp * ld);       // [kRows][hd] the queries, pre-scaled
     float* cur_k = qs + kRows * p.hd;                            // [hd] fused: the token's key
     float* cur_v = cur_k + p.hd;                                 // [hd] and value
-    pdl_wait();
-    pdl_launch_dependents();
+    if constexpr (!kFused) {
+        pdl_wait();
+        pdl_launch_dependents();
+    }
+    // kFused: until pdl_wait below, only what the kernel before (the qkv
+    // projection) does not write: the step's position (set before the step's
+    // first kernel), the cache rows of earlier tokens, the rotary angles
     const int lane = threadIdx.x % kWarp;
     const int tiles_per_head = p.tiles / p.n_head_kv;
     const int kvh = blockIdx.x / tiles_per_head, tile = blockIdx.x % tiles_per_head, split = blockIdx.y;
@@ -224,9 +251,9 @@ __global__ void attention_kernel(AttnParams p) {
     const int k_begin = c_begin + kWarp * (n_chunks * warp / n_warps);
     const int k_end = min(c_end, c_begin + kWarp * (n_chunks * (warp + 1) / n_warps));
 
-    float m[kRows], l[kRows], acc[kRows][kMaxHead / kWarp];
+    float m[kR], l[kR], acc[kR][kMaxHead / kWarp];
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) {
+    for (int r = 0; r < kR; ++r) {
         m[r] = -INFINITY;
         l[r] = 0.0f;
 #pragma unroll
@@ -248,24 +275,28 @@ __global__ void attention_kernel(AttnParams p) {
             Vw[cur_pos * kvw + d + e] = vv;
         }
     };
-    auto issue_chunk = [&](int kb, int nk) {
+    // (fused: the token's own row is put by put_current once it is computed;
+    // `current` says whether it is yet)
+    auto issue_chunk = [&](int kb, int nk, bool current) {
         const int per_row = p.hd / kVec;  // 16-byte pieces
         for (int c = lane; c < nk * per_row; c += kWarp) {
             const int j = c / per_row, d = (c % per_row) * kVec;
             if (kFused && kb + j == cur_pos) {
-                put_current(j, d, kVec);
+                if (current) put_current(j, d, kVec);
                 continue;
             }
             cp_async16(ks + j * ld + d, K + (kb + j) * kvw + d);
             cp_async16(vs + j * ld + d, V + (kb + j) * kvw + d);
         }
     };
-    // (fused: the token's own key row comes from the prologue below, so its chunk waits for it)
-    if constexpr (kVec > 1 && !kFused)
-        if (k_begin < k_end) issue_chunk(k_begin, min(kWarp, k_end - k_begin));
+    if constexpr (kVec > 1)
+        if (k_begin < k_end) issue_chunk(k_begin, min(kWarp, k_end - k_begin), false);
     // the queries, pre-scaled, while the first chunk is in flight
     if constexpr (kFused) {
         const InputParams& in = p.in;
+        const RotaryAngles angles = rotary_angles(in, cur_pos);
+        pdl_wait();
+        pdl_launch_dependents();
         for (int r = 0; r < nrows; ++r) {
             const float* qr = in.q + (kvh * group + rho0 + r) * p.hd;
             for (int d = lane; d < p.hd; d += kWarp) qs[r * p.hd + d] = qr[d];
@@ -279,10 +310,13 @@ __global__ void attention_kernel(AttnParams p) {
             float* vec = r < 0 ? cur_k : qs + r * p.hd;
             if (in.qk.q_w)
                 head_layernorm(vec, p.hd, r < 0 ? in.qk.k_w : in.qk.q_w, r < 0 ? in.qk.k_b : in.qk.q_b, in.qk.eps);
-            head_rotary(vec, in, cur_pos);
+            head_rotary(vec, in.n_rot, angles);
         }
         for (int r = 0; r < nrows; ++r)
             for (int d = lane; d < p.hd; d += kWarp) qs[r * p.hd + d] *= p.scale;
+        // the token's own row, if the first chunk (issued before) holds it
+        if (kVec > 1 && cur_pos >= k_begin && cur_pos < min(k_end, k_begin + kWarp))
+            for (int d = lane * kVec; d < p.hd; d += kWarp * kVec) put_current(cur_pos - k_begin, d, kVec);
     } else {
         for (int r = 0; r < nrows; ++r) {
             const int rho = rho0 + r, t = rho / group, h = kvh * group + rho % group;
@@ -294,7 +328,7 @@ __global__ void attention_kernel(AttnParams p) {
     for (int kb = k_begin; kb < k_end; kb += kWarp) {
         const int nk = min(kWarp, k_end - kb);
         if constexpr (kVec > 1) {
-            if (kb != k_begin || kFused) issue_chunk(kb, nk);
+            if (kb != k_begin) issue_chunk(kb, nk, true);
             cp_async_commit();  // wait_group counts committed groups only
             cp_async_wait<0>();
         } else {
@@ -310,11 +344,11 @@ __global__ void attention_kernel(AttnParams p) {
         }
         __syncwarp();
         const int key = kb + lane;
-        float s[kRows];
-        if (lane < nk) scores<T, kVec>(ks + lane * ld, qs, p.hd, nrows, s);
-        float pr[kRows];
+        float s[kR];
+        if (lane < nk) scores<T, kVec, kR>(ks + lane * ld, qs, p.hd, nrows, s);
+        float pr[kR];
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) {
+        for (int r = 0; r < kR; ++r) {
             pr[r] = 0.0f;
             if (r >= nrows) break;
             const int pos = pos_base + (rho0 + r) / group;
@@ -338,7 +372,7 @@ __global__ void attention_kernel(AttnParams p) {
                 vv[i] = i < nd && d < p.hd ? ld_elem<T>(vs + j * ld, d) : 0.0f;
             }
 #pragma unroll
-            for (int r = 0; r < kRows; ++r) {
+            for (int r = 0; r < kR; ++r) {
                 if (r >= nrows) break;
                 const float pj = __shfl_sync(0xffffffffu, pr[r], j);
 #pragma unroll
@@ -441,7 +475,10 @@ __global__ void attention_kernel(AttnParams p) {
 
 template <class T, int kVec>
 void launch_attention(const AttnParams& p, dim3 grid, int warps, const Launch& l, bool fused) {
-    auto kernel = fused ? attention_kernel<T, kVec, true> : attention_kernel<T, kVec, false>;
+    const bool one_row = p.n_q * (p.n_head / p.n_head_kv) == 1;
+    auto kernel = !fused   ? attention_kernel<T, kVec, false, kRows>
+                  : one_row ? attention_kernel<T, kVec, true, 1>
+                            : attention_kernel<T, kVec, true, kRows>;
     const size_t smem = warps * attention_smem<T>(p.hd);
     if (smem > 48 * 1024)
         PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));

@@ -36,10 +36,14 @@ __global__ void get_rows_float(const uint8_t* w, int64_t row_bytes, const int32_
         out[i * K + k] = FloatFmt<T>::get(row, k);
 }
 
+// The kernels after it may read *p before they wait for the kernel before
+// them (attention reads the step's position early): the store is made
+// visible before they may start.
 __global__ void set_int_kernel(int* p, int v) {
     pdl_wait();
-    pdl_launch_dependents();
     *p = v;
+    __threadfence();
+    pdl_launch_dependents();
 }
 
 template <class F>
