@@ -64,13 +64,14 @@ if [ "$WHAT" != bench ]; then
   run_tests ops tests/test_backend_ops.py -k cuda --maxfail=40
   run_tests cuda tests/test_cuda.py --maxfail=20
   run_tests parity tests/test_model_parity.py -k cuda --maxfail=40
+  run_tests batch tests/test_batch.py -k cuda --maxfail=10
   if [ "${DIAG:-0}" = 1 ]; then
     timeout 300 python3 tools/gpu_diag.py > "$OUT/diag.txt" 2> "$L/diag.err"
     log "diag: $(wc -l < "$OUT/diag.txt") lines"; grep -v "^$" "$OUT/diag.txt" | tail -20 >> "$OUT/summary.txt"
   fi
   if command -v compute-sanitizer > /dev/null && [ "${SANITIZE:-1}" = 1 ]; then
     timeout 240 compute-sanitizer --tool memcheck --print-limit 20 python3 -m pytest -q -p no:cacheprovider -o addopts="" \
-      tests/test_backend_ops.py -k "cuda and (epilogues or test_attention or get_rows or model_sized)" -x \
+      tests/test_backend_ops.py -k "cuda and (epilogues or test_attention or get_rows or model_sized or long)" -x \
       > "$L/memcheck.log" 2>&1
     log "memcheck: $(grep -E 'ERROR SUMMARY|passed|failed' "$L/memcheck.log" | tail -2 | tr '\n' ' ')"
   fi

@@ -24,7 +24,7 @@ def run(path: str, profile: bool, steps: int, ctx: int) -> None:
 
     import phicpp
 
-    m = phicpp.Model(path, n_ctx=ctx + 64, device="cuda")
+    m = phicpp.Model(path, n_ctx=ctx + 128, device="cuda")
     rng = np.random.default_rng(0)
     m.eval(rng.integers(0, m.n_vocab, ctx).astype(np.int32))
     for _ in range(4):  # record the step (CUDA graph) before measuring
