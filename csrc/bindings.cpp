@@ -997,6 +997,18 @@ static void bind_model(py::module_& m) {
         .def_property_readonly("n_embd", [](const Model& s) { return s.config().n_embd; })
         .def_property_readonly("n_layer", [](const Model& s) { return s.config().n_layer; })
         .def_property_readonly("arch", [](const Model& s) { return s.config().arch_name; })
+        .def_property_readonly("n_expert", [](const Model& s) { return s.config().n_expert; })
+        .def_property_readonly("router_jitter", [](const Model& s) { return s.config().router_jitter; })
+        .def_property_readonly(
+            "load_notes",
+            [](const Model& s) {
+                std::vector<std::string> notes;
+                if (s.config().router_jitter_default)
+                    notes.push_back(s.file().path() + ": no router jitter in the file (llama.cpp's converter keeps none); "
+                                    "routing with Phi-3.5-MoE's published 0.01");
+                return notes;
+            },
+            "What the load assumed that the file did not say.")
         .def_property_readonly("path", [](const Model& s) { return s.file().path(); })
         .def_property_readonly("device", [](const Model& s) { return s.backend().name(); })
         .def_property_readonly("device_variant", [](const Model& s) { return s.backend().variant(); })

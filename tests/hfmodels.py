@@ -17,6 +17,9 @@ the logits visibly. Kinds (see SPECS):
     phi3_swa    sliding_window 16 (smaller than a 40-token prompt)
     phi4        GQA, rope_theta 250000, no sliding window, cl100k-style BPE vocab
     phi4_mini   GQA, partial_rotary_factor 0.75, LongRoPE, tied embeddings, o200k-style BPE vocab
+    phimoe      PhimoeConfig: 4 experts, router jitter 0.01, GQA, biases (MOE_KINDS, not in KINDS)
+    phimoe_wide 6 experts, jitter 0.3 (wider SparseMixer windows: more experts share the weight)
+    phimoe_128k LongRoPE with short/long mscale, max_position 256 vs original 64
 """
 from __future__ import annotations
 
@@ -43,8 +46,16 @@ SPECS: dict[str, dict] = {
     "phi4": dict(arch="phi3", tok="phi4", hidden=128, heads=8, kv=2, layers=2, ff=256, ctx=16384, theta=250000.0),
     "phi4_mini": dict(arch="phi3", tok="phi4_mini", hidden=128, heads=8, kv=2, layers=2, ff=256, ctx=256, orig_ctx=64,
                       rot=0.75, longrope=True, tied=True, sliding_window=262144),
+    "phimoe": dict(arch="phimoe", tok="phi3", hidden=64, heads=4, kv=2, layers=2, ff=96, ctx=4096, experts=4,
+                   jitter=0.01),
+    "phimoe_wide": dict(arch="phimoe", tok="phi3", hidden=64, heads=4, kv=4, layers=2, ff=64, ctx=4096, experts=6,
+                        jitter=0.3),
+    "phimoe_128k": dict(arch="phimoe", tok="phi3", hidden=64, heads=4, kv=2, layers=2, ff=96, ctx=256, orig_ctx=64,
+                        experts=4, jitter=0.01, longrope=True),
 }
-KINDS = tuple(SPECS)
+# the dense kinds (every test of the dense families runs over these); MoE kinds apart
+KINDS = tuple(k for k in SPECS if SPECS[k]["arch"] != "phimoe")
+MOE_KINDS = tuple(k for k in SPECS if SPECS[k]["arch"] == "phimoe")
 
 
 @dataclass
@@ -56,7 +67,7 @@ class TinyModel:
 
 
 def _config(kind: str, tok: reftok.TokenizerInfo, seed: int):
-    from transformers import Phi3Config, PhiConfig
+    from transformers import Phi3Config, PhiConfig, PhimoeConfig
 
     s = SPECS[kind]
     common = dict(vocab_size=tok.vocab_size, hidden_size=s["hidden"], intermediate_size=s["ff"],
@@ -77,6 +88,13 @@ def _config(kind: str, tok: reftok.TokenizerInfo, seed: int):
         long = (1.0 + torch.linspace(0, 3, rot_dims // 2) + 0.1 * torch.rand(rot_dims // 2, generator=g)).tolist()
         short = (1.0 + 0.2 * torch.rand(rot_dims // 2, generator=g)).tolist()
         rope.update(rope_type="longrope", long_factor=long, short_factor=short, original_max_position_embeddings=orig)
+    if s["arch"] == "phimoe":
+        if s.get("longrope"):
+            rope.update(short_mscale=1.1, long_mscale=1.3)
+        return PhimoeConfig(**common, num_key_value_heads=s["kv"], max_position_embeddings=s["ctx"],
+                            rope_parameters=rope, rms_norm_eps=1e-5, num_local_experts=s["experts"],
+                            num_experts_per_tok=2, router_jitter_noise=s["jitter"], attention_bias=True,
+                            lm_head_bias=True, sliding_window=None, hidden_act="silu")
     return Phi3Config(**common, num_key_value_heads=s["kv"], max_position_embeddings=s["ctx"],
                       original_max_position_embeddings=orig, rope_parameters=rope, rms_norm_eps=1e-5,
                       sliding_window=s.get("sliding_window"), hidden_act="silu")
@@ -100,7 +118,7 @@ def make_tiny(kind: str, dir: str | Path, dtype: torch.dtype = torch.float32, se
               max_shard_size: str | None = None) -> TinyModel:
     """Build, randomize and save tiny model `kind` (see KINDS) with its tokenizer into `dir`.
     `max_shard_size` (e.g. "200KB") makes save_pretrained write a sharded checkpoint + index."""
-    from transformers import Phi3ForCausalLM, PhiForCausalLM
+    from transformers import Phi3ForCausalLM, PhiForCausalLM, PhimoeForCausalLM
 
     if kind not in SPECS:
         raise ValueError(f"unknown tiny model kind {kind!r}; known: {', '.join(KINDS)}")
@@ -110,7 +128,7 @@ def make_tiny(kind: str, dir: str | Path, dtype: torch.dtype = torch.float32, se
     cfg = _config(kind, tok, seed)
     cfg._attn_implementation = "eager"
     torch.manual_seed(seed)
-    cls = PhiForCausalLM if SPECS[kind]["arch"] == "phi" else Phi3ForCausalLM
+    cls = {"phi": PhiForCausalLM, "phi3": Phi3ForCausalLM, "phimoe": PhimoeForCausalLM}[SPECS[kind]["arch"]]
     model = cls(cfg)
     _randomize(model, seed)
     if cfg.tie_word_embeddings:

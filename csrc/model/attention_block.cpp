@@ -7,7 +7,7 @@
 namespace phi {
 
 const Architecture& architecture(Arch arch) {
-    for (const Architecture* a : {&kPhi2, &kPhi3})
+    for (const Architecture* a : {&kPhi2, &kPhi3, &kPhimoe})
         if (a->arch == arch) return *a;
     fail(ErrorKind::unsupported, "no architecture file for this model");
 }

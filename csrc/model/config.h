@@ -7,7 +7,7 @@
 
 namespace phi {
 
-enum class Arch { phi2, phi3 };
+enum class Arch { phi2, phi3, phimoe };
 
 struct ModelConfig {
     Arch arch = Arch::phi3;
@@ -27,6 +27,16 @@ struct ModelConfig {
     // LongRoPE (Phi-3 128K): factors chosen by context, cos/sin scaled by attn_factor
     int n_ctx_orig = 0;
     float rope_attn_factor = 1.0f;
+    // phimoe: transformers rotates with the short factors at every length and
+    // scales cos/sin by short_mscale up to n_ctx_orig, long_mscale past it
+    bool rope_long_factors = true;  // whether past n_ctx_orig uses the long factors
+    float rope_short_mscale = 1.0f, rope_long_mscale = 1.0f;
+    // mixture of experts (phimoe): experts per layer and per token, and the
+    // router's jitter (SparseMixer's masks depend on it)
+    int n_expert = 0;
+    int n_expert_used = 0;
+    float router_jitter = 0.0f;
+    bool router_jitter_default = false;  // the file had none: the published default
 
     int q_width() const { return n_head * head_dim; }
     int kv_width() const { return n_head_kv * head_dim; }

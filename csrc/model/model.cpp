@@ -40,6 +40,12 @@ size_t carve_scratch(const ModelConfig& c, size_t B, char* base, Scratch& s) {
     s.attn = take(B * c.q_width());
     s.ffn = take(B * c.n_ff);
     s.logits = take(std::min<size_t>(B, kLogitRows) * c.n_vocab);
+    if (c.n_expert > 0) {
+        s.router = take(B * c.n_expert);
+        s.expert_in = take(B * c.n_embd);
+        s.expert_up = take(B * c.n_ff);
+        s.expert_out = take(B * c.n_embd);
+    }
     return off;
 }
 
@@ -88,14 +94,16 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
         return p;
     };
     // rotary frequencies: the short (or only) set, and LongRoPE's long one
-    auto upload_freqs = [&](const std::vector<float>& factors) {
+    auto upload_freqs = [&](const std::vector<float>& factors, float mscale) {
         const std::vector<float> inv = rope_inv_freq(c, factors);
         float* d = static_cast<float*>(alloc(sizeof(float) * std::max<size_t>(1, inv.size())));
         be.copy_to_device(d, inv.data(), sizeof(float) * inv.size());
-        return RopeParams{c.n_rot, d, c.rope_attn_factor};
+        return RopeParams{c.n_rot, d, mscale};
     };
-    m->rope_short_ = upload_freqs(m->w_.rope_short);
-    m->rope_long_ = m->w_.rope_long.empty() ? m->rope_short_ : upload_freqs(m->w_.rope_long);
+    m->rope_short_ = upload_freqs(m->w_.rope_short, c.rope_short_mscale);
+    m->rope_long_ = m->rope_short_;
+    if (!m->w_.rope_long.empty() && c.rope_long_factors) m->rope_long_ = upload_freqs(m->w_.rope_long, c.rope_long_mscale);
+    m->rope_long_.mscale = c.rope_long_mscale;
     m->long_rope_.assign(params.n_seq, 0);
 
     const size_t B = static_cast<size_t>(m->n_batch_);
@@ -148,7 +156,8 @@ size_t Model::kv_cache_bytes() const {
 // The rotary for sequence seq once it holds len tokens; when that changes the
 // factor set, its cached tokens are evaluated again with the new one first.
 const RopeParams& Model::rope_for_length(int seq, int len) {
-    const bool want = rope_long_.inv_freq != rope_short_.inv_freq && len > c_.n_ctx_orig;
+    const bool differ = rope_long_.inv_freq != rope_short_.inv_freq || rope_long_.mscale != rope_short_.mscale;
+    const bool want = differ && len > c_.n_ctx_orig;
     const RopeParams& rope = want ? rope_long_ : rope_short_;
     if (want == static_cast<bool>(long_rope_[seq])) return rope;
     long_rope_[seq] = want;
@@ -260,7 +269,7 @@ void Model::forward(const int32_t* tokens, int n, float* logits_host, int n_out,
     const bool one_pass = n_out <= kLogitRows;
     const ForwardPass fp{be, c_, w_, s_, seqs, n, n_out};
     do {
-        be.begin_step(pos0, n, one_pass && seqs.size() == 1);
+        be.begin_step(pos0, n, one_pass && seqs.size() == 1 && arch_->replayable);
         be.get_rows(w_.token_embd, ids_dev_, n, s_.x);
         arch_->blocks(fp);
         if (n_out > 0 && one_pass) project(first, n_out);

@@ -42,6 +42,24 @@ Tensor WeightLoader::matrix(const std::string& name, int64_t ne0, int64_t ne1, W
     return w;
 }
 
+std::vector<Tensor> WeightLoader::matrices(const std::string& name, int64_t ne0, int64_t ne1, int64_t n) {
+    const gguf::TensorInfo* t = f_.find_tensor(name);
+    if (!t) fail(ErrorKind::format, f_.path(), ": required tensor '", name, "' is missing");
+    if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != n || t->ne[3] != 1)
+        fail(ErrorKind::format, f_.path(), ": tensor '", name, "' has shape ", shape_str(*t), ", expected [", ne0, ", ",
+             ne1, ", ", n, "] for this model's hyperparameters");
+    std::vector<Tensor> out;
+    const size_t bytes = row_bytes(t->type, ne0) * static_cast<size_t>(ne1);
+    for (int64_t i = 0; i < n; ++i) {
+        const Tensor host{static_cast<const uint8_t*>(t->data) + i * bytes, t->type, WeightLayout::rows, ne0, ne1};
+        out.push_back(be_.weight(host, WeightUse::matmul));
+        if (out.back().data != host.data) f_.release(host.data, bytes);
+        done_ += bytes;
+        if (progress_) progress_(done_, total_);
+    }
+    return out;
+}
+
 Tensor WeightLoader::opt_matrix(const std::string& name, int64_t ne0, int64_t ne1) {
     return has(name) ? matrix(name, ne0, ne1) : Tensor{};
 }

@@ -27,6 +27,11 @@ struct LayerWeights {
     const float* ffn_up_b = nullptr;
     Tensor ffn_down;                      // [n_ff -> n_embd]
     const float* ffn_down_b = nullptr;
+    // mixture of experts (phimoe): the norm's bias, the router [n_embd -> n_expert],
+    // and each expert's gate and up [n_embd -> n_ff] and down [n_ff -> n_embd]
+    const float* ffn_norm_b = nullptr;
+    Tensor ffn_gate_inp;
+    std::vector<Tensor> exp_gate, exp_up, exp_down;
 
     bool fused_qkv() const { return wqkv.data != nullptr; }
     bool qk_norm() const { return q_norm_w != nullptr; }
@@ -54,6 +59,9 @@ public:
     // `use`: WeightUse::rows for tables also read by rows (token embeddings).
     Tensor matrix(const std::string& name, int64_t ne0, int64_t ne1, WeightUse use = WeightUse::matmul);
     Tensor opt_matrix(const std::string& name, int64_t ne0, int64_t ne1);  // data == nullptr if absent
+    // The n matrices [ne0 inputs, ne1 outputs] of a 3-D tensor (experts stacked
+    // as llama.cpp writes them), each handed to the backend on its own.
+    std::vector<Tensor> matrices(const std::string& name, int64_t ne0, int64_t ne1, int64_t n);
     // A 1-D vector as f32 in backend memory (converted when stored otherwise).
     const float* vector(const std::string& name, int64_t n);
     const float* opt_vector(const std::string& name, int64_t n);  // nullptr if absent

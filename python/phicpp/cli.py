@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, NoReturn
@@ -60,6 +61,8 @@ def user_errors() -> Iterator[None]:
 @click.version_option(package_name="phicpp", message="%(prog)s %(version)s")
 def main() -> None:
     """phicpp: run Microsoft's Phi models from GGUF files."""
+    # what a load assumed (Model's warnings) as one plain line, not Python's warning format
+    warnings.showwarning = lambda message, *_a, **_k: click.echo(f"warning: {message}", err=True)
 
 
 # ================================================================ run commands: generate, chat, info,

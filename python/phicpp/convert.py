@@ -2,11 +2,13 @@
 
     convert_hf_to_gguf(hf_dir, out_path=None, outtype="f16", progress=None) -> Path
 
-Supported: PhiForCausalLM (Phi-1, 1.5, 2; GGUF arch "phi2") and Phi3ForCausalLM
-(Phi-3/3.5 mini & medium, 4K and 128K LongRoPE, Phi-4, Phi-4-mini; arch "phi3").
+Supported: PhiForCausalLM (Phi-1, 1.5, 2; GGUF arch "phi2"), Phi3ForCausalLM
+(Phi-3/3.5 mini & medium, 4K and 128K LongRoPE, Phi-4, Phi-4-mini; arch "phi3") and
+PhimoeForCausalLM (Phi-3.5-MoE; arch "phimoe").
 Tensor names, metadata keys and tokenizer layout follow llama.cpp's
-convert_hf_to_gguf.py (classes Phi2Model and Phi3MiniModel), so files load in both
-engines. Where we deliberately differ it is to stay correct on configs llama.cpp's
+convert_hf_to_gguf.py (classes Phi2Model, Phi3MiniModel and PhiMoeModel), so files
+load in both engines. What transformers' Phimoe uses and llama.cpp's converter drops
+(the router's jitter, LongRoPE's short/long mscale) travels in phicpp.* keys. Where we deliberately differ it is to stay correct on configs llama.cpp's
 converter mishandles, and every such place says so (search "llama.cpp writes").
 
 The file is written through gguf.GGUFWriter into a temporary name next to the
@@ -181,7 +183,7 @@ def _load_json(path: Path, what: str) -> dict:
 @dataclass
 class HParams:
     """What the GGUF needs from config.json, across transformers 4.x and 5.x layouts."""
-    arch: str                    # "phi2" | "phi3"
+    arch: str                    # "phi2" | "phi3" | "phimoe"
     n_vocab: int
     n_embd: int
     n_ff: int
@@ -197,6 +199,11 @@ class HParams:
     qk_layernorm: bool
     tied: bool
     sliding_window: int
+    n_expert: int = 0            # phimoe: experts per layer, experts per token, router jitter
+    n_expert_used: int = 0
+    router_jitter: float = 0.0
+    attn_bias: bool = False      # phimoe: q/k/v/o biases, lm_head bias
+    lm_head_bias: bool = False
 
     @property
     def head_dim(self) -> int:
@@ -224,8 +231,9 @@ def _need(cfg: dict, *keys: str) -> Any:
     raise ConvertError(f"config.json lacks {' / '.join(keys)}")
 
 
-ARCHITECTURES = {"PhiForCausalLM": "phi2", "Phi3ForCausalLM": "phi3"}
-_MODEL_TYPES = {"phi": "PhiForCausalLM", "phi3": "Phi3ForCausalLM"}
+ARCHITECTURES = {"PhiForCausalLM": "phi2", "Phi3ForCausalLM": "phi3", "PhimoeForCausalLM": "phimoe",
+                 "PhiMoEForCausalLM": "phimoe"}  # (the published checkpoint's own spelling)
+_MODEL_TYPES = {"phi": "PhiForCausalLM", "phi3": "Phi3ForCausalLM", "phimoe": "PhimoeForCausalLM"}
 
 
 def read_hparams(cfg: dict) -> HParams:
@@ -262,7 +270,15 @@ def read_hparams(cfg: dict) -> HParams:
     n_head_kv = int(cfg.get("num_key_value_heads") or n_head)
     if n_head % n_head_kv:
         raise ConvertError(f"num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_head_kv}")
-    return HParams(
+    moe = {}
+    if arch == "phimoe":
+        moe = dict(n_expert=int(_need(cfg, "num_local_experts")), n_expert_used=int(_need(cfg, "num_experts_per_tok")),
+                   router_jitter=float(cfg.get("router_jitter_noise") or 0.0),
+                   attn_bias=bool(cfg.get("attention_bias", False)), lm_head_bias=bool(cfg.get("lm_head_bias", False)))
+        if moe["n_expert_used"] != 2 or moe["n_expert"] < 2:
+            raise ConvertError(f"Phi-MoE routes each token to 2 experts (SparseMixer); this config has "
+                               f"num_experts_per_tok={moe['n_expert_used']} of num_local_experts={moe['n_expert']}")
+    return HParams(**moe,
         arch=arch, n_vocab=int(_need(cfg, "vocab_size")), n_embd=n_embd, n_ff=n_ff,
         n_layer=int(_need(cfg, "num_hidden_layers", "n_layer")), n_head=n_head, n_head_kv=n_head_kv,
         n_ctx=n_ctx, n_ctx_orig=int(rp.get("original_max_position_embeddings") or n_ctx),
@@ -305,6 +321,25 @@ PHI3_LAYER = {
     "mlp.gate_up_proj": "ffn_up",          # gate and up stacked, as llama.cpp's phi3 expects
     "mlp.down_proj": "ffn_down",
 }
+PHIMOE_GLOBAL = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "model.norm.bias": "output_norm.bias",
+    "lm_head.weight": "output.weight",
+    "lm_head.bias": "output.bias",
+}
+PHIMOE_LAYER = {
+    "input_layernorm": "attn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "post_attention_layernorm": "ffn_norm",
+    "block_sparse_moe.gate": "ffn_gate_inp",
+}
+# expert N's w1 (gate), w3 (up), w2 (down), stacked over N into one 3-D tensor each
+PHIMOE_EXPERTS = {"w1": "ffn_gate_exps", "w3": "ffn_up_exps", "w2": "ffn_down_exps"}
+_EXPERT_RE = re.compile(r"^model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.(w[123])\.weight$")
 # buffers some checkpoints carry that are recomputed at load time
 SKIPPED = re.compile(r"(\.rotary_emb\.inv_freq|\.attention\.masked_bias|\.attention\.bias)$")
 _LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)\.(weight|bias)$")
@@ -312,7 +347,8 @@ _LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)\.(weight|bias)$")
 
 def gguf_name(hp: HParams, hf_name: str) -> str | None:
     """GGUF name for a HF tensor name, or None when the name is not part of the architecture."""
-    glob, layer = (PHI2_GLOBAL, PHI2_LAYER) if hp.arch == "phi2" else (PHI3_GLOBAL, PHI3_LAYER)
+    glob, layer = {"phi2": (PHI2_GLOBAL, PHI2_LAYER), "phi3": (PHI3_GLOBAL, PHI3_LAYER),
+                   "phimoe": (PHIMOE_GLOBAL, PHIMOE_LAYER)}[hp.arch]
     if hf_name in glob:
         return glob[hf_name]
     m = _LAYER_RE.match(hf_name)
@@ -340,6 +376,19 @@ def expected_shapes(hp: HParams) -> dict[str, tuple[int, ...]]:
             if hp.qk_layernorm:
                 for n in ("attn_q_norm", "attn_k_norm"):
                     s.update({b + n + ".weight": (hd,), b + n + ".bias": (hd,)})
+    elif hp.arch == "phimoe":
+        X = hp.n_expert
+        for i in range(hp.n_layer):
+            b = f"blk.{i}."
+            s.update({b + "attn_norm.weight": (E,), b + "attn_norm.bias": (E,),
+                      b + "attn_q.weight": (E, E), b + "attn_k.weight": (kv, E), b + "attn_v.weight": (kv, E),
+                      b + "attn_output.weight": (E, E)})
+            if hp.attn_bias:
+                s.update({b + "attn_q.bias": (E,), b + "attn_k.bias": (kv,), b + "attn_v.bias": (kv,),
+                          b + "attn_output.bias": (E,)})
+            s.update({b + "ffn_norm.weight": (E,), b + "ffn_norm.bias": (E,), b + "ffn_gate_inp.weight": (X, E),
+                      b + "ffn_gate_exps.weight": (X, F, E), b + "ffn_up_exps.weight": (X, F, E),
+                      b + "ffn_down_exps.weight": (X, E, F)})
     else:
         for i in range(hp.n_layer):
             b = f"blk.{i}."
@@ -347,10 +396,10 @@ def expected_shapes(hp: HParams) -> dict[str, tuple[int, ...]]:
                       b + "attn_output.weight": (E, E), b + "ffn_norm.weight": (E,),
                       b + "ffn_up.weight": (2 * F, E), b + "ffn_down.weight": (E, F)})
     s["output_norm.weight"] = (E,)
-    if hp.arch == "phi2":
+    if hp.arch in ("phi2", "phimoe"):
         s["output_norm.bias"] = (E,)
     s["output.weight"] = (V, E)
-    if hp.arch == "phi2":
+    if hp.arch == "phi2" or hp.lm_head_bias:
         s["output.bias"] = (V,)
     return s
 
@@ -362,6 +411,10 @@ def optional_tensors(hp: HParams) -> set[str]:
 
 
 # =============================================================================== metadata
+
+PHIMOE_JITTER_KEY = "phicpp.phimoe.router_jitter_noise"
+PHIMOE_SHORT_MSCALE_KEY = "phicpp.phimoe.rope.short_mscale"
+PHIMOE_LONG_MSCALE_KEY = "phicpp.phimoe.rope.long_mscale"
 
 def _rope_factors(hp: HParams) -> tuple[list[tuple[str, np.ndarray]], float | None]:
     """LongRoPE: the (long, short) factor tensors and rope.scaling.attn_factor, as llama.cpp
@@ -385,7 +438,7 @@ def _rope_factors(hp: HParams) -> tuple[list[tuple[str, np.ndarray]], float | No
 
 def _write_hparams(w: gguf.GGUFWriter, hp: HParams, file_type: gguf.LlamaFileType, attn_factor: float | None) -> None:
     w.add_context_length(hp.n_ctx)
-    if hp.arch == "phi3":
+    if hp.arch in ("phi3", "phimoe"):
         w.add_rope_scaling_orig_ctx_len(hp.n_ctx_orig)
     w.add_embedding_length(hp.n_embd)
     w.add_feed_forward_length(hp.n_ff)
@@ -399,14 +452,27 @@ def _write_hparams(w: gguf.GGUFWriter, hp: HParams, file_type: gguf.LlamaFileTyp
     w.add_rope_dimension_count(hp.rope_dims)
     # llama.cpp's Phi2Model writes no freq_base (its loader defaults to 10000); we add it only
     # when a checkpoint uses another theta, so that such files stay correct.
-    if hp.arch == "phi3" or hp.rope_theta != 10000.0:
+    if hp.arch in ("phi3", "phimoe") or hp.rope_theta != 10000.0:
         w.add_rope_freq_base(hp.rope_theta)
     w.add_file_type(file_type)
-    if hp.arch == "phi3":
+    if hp.arch in ("phi3", "phimoe"):
         # 0 marks "no sliding window" (Phi-4), as llama.cpp writes it
         w.add_sliding_window(hp.sliding_window)
         if attn_factor is not None:
             w.add_rope_scaling_attn_factors(attn_factor)
+    if hp.arch == "phimoe":
+        w.add_expert_count(hp.n_expert)
+        w.add_expert_used_count(hp.n_expert_used)
+        # transformers routes with SparseMixer, whose masks depend on the jitter
+        # (llama.cpp keeps no such key: its phimoe routes by plain softmax top-2)
+        w.add_float32(PHIMOE_JITTER_KEY, hp.router_jitter)
+        rp = hp.rope
+        if str(rp.get("rope_type", "")).lower() in ("longrope", "su") and rp.get("short_mscale") is not None:
+            # transformers' Phimoe scales cos/sin by short_mscale up to the original
+            # context and by long_mscale past it (and rotates with the short factors
+            # throughout); llama.cpp applies rope.scaling.attn_factor instead
+            w.add_float32(PHIMOE_SHORT_MSCALE_KEY, float(rp["short_mscale"]))
+            w.add_float32(PHIMOE_LONG_MSCALE_KEY, float(rp.get("long_mscale", rp["short_mscale"])))
 
 
 def _write_general(w: gguf.GGUFWriter, hf_dir: Path, name: str | None) -> None:
@@ -627,6 +693,21 @@ def _write_vocab(w: gguf.GGUFWriter, hf_dir: Path, hp: HParams) -> None:
 
 # =============================================================================== conversion
 
+class _Stacked:
+    """Experts' matrices stacked into one [n_expert, rows, cols] tensor, loaded one at a time."""
+
+    def __init__(self, name: str, refs: list[TensorRef]):
+        self.name, self.refs = name, refs
+        self.shape = (len(refs), *refs[0].shape)
+        self.file = refs[0].file
+
+    def load(self) -> np.ndarray:
+        out = np.empty(self.shape, dtype=np.float32)
+        for i, r in enumerate(self.refs):
+            out[i] = r.load()
+        return out
+
+
 @dataclass
 class _Planned:
     name: str                      # GGUF name
@@ -638,8 +719,18 @@ class _Planned:
 def _plan_tensors(hp: HParams, refs: dict[str, TensorRef], weight_type: gguf.GGMLQuantizationType) -> list[_Planned]:
     want = expected_shapes(hp)
     got: dict[str, TensorRef] = {}
+    experts: dict[str, dict[int, TensorRef]] = {}  # GGUF name -> expert index -> its matrix
     for hf_name, ref in refs.items():
         if SKIPPED.search(hf_name):
+            continue
+        m = _EXPERT_RE.match(hf_name) if hp.arch == "phimoe" else None
+        if m:
+            layer, xid, w_name = int(m.group(1)), int(m.group(2)), m.group(3)
+            name = f"blk.{layer}.{PHIMOE_EXPERTS[w_name]}.weight"
+            if name not in want or xid >= hp.n_expert or tuple(ref.shape) != want[name][1:]:
+                raise ConvertError(f"unexpected tensor {hf_name!r} (shape {list(ref.shape)}) in {ref.file} "
+                                   f"for {hp.n_expert} experts of shape {list(want.get(name, (0,))[1:])}")
+            experts.setdefault(name, {})[xid] = ref
             continue
         name = gguf_name(hp, hf_name)
         if name is None or name not in want:
@@ -649,6 +740,11 @@ def _plan_tensors(hp: HParams, refs: dict[str, TensorRef], weight_type: gguf.GGM
             raise ConvertError(f"tensor {hf_name!r} in {ref.file} has shape {list(ref.shape)}, "
                                f"expected {list(want[name])} from config.json")
         got[name] = ref
+    for name, by_id in experts.items():
+        if len(by_id) != hp.n_expert:
+            lost = sorted(set(range(hp.n_expert)) - set(by_id))
+            raise ConvertError(f"checkpoint lacks expert(s) {lost[:4]} of {name}")
+        got[name] = _Stacked(name, [by_id[i] for i in range(hp.n_expert)])
     missing = [n for n in want if n not in got and n not in optional_tensors(hp)]
     if missing:
         raise ConvertError(f"checkpoint lacks {len(missing)} tensor(s) for {hp.arch}: {', '.join(missing[:4])}"
@@ -658,7 +754,8 @@ def _plan_tensors(hp: HParams, refs: dict[str, TensorRef], weight_type: gguf.GGM
     for name in want:  # fixed order: embeddings, blocks by layer, output
         if name in got:
             # like llama.cpp: 1-D tensors (norms, biases) and *_norm.weight stay F32
-            f32 = len(want[name]) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight")
+            f32 = len(want[name]) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight") \
+                or name.endswith("ffn_gate_inp.weight")  # the router, as llama.cpp keeps it
             plan.append(_Planned(name, want[name], gguf.GGMLQuantizationType.F32 if f32 else weight_type,
                                  got[name].load))
     return plan

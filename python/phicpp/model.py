@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -39,6 +40,8 @@ class Model:
         self.path = str(path)
         self._metadata = None
         self._tokenizer = None
+        for note in self._m.load_notes:
+            warnings.warn(note, stacklevel=2)
 
     # ---- evaluation
     def eval(self, tokens: Sequence[int], all_logits: bool = False, seq: int = 0) -> np.ndarray:
@@ -83,6 +86,8 @@ class Model:
     n_vocab = property(lambda self: self._m.n_vocab)
     n_ctx_train = property(lambda self: self._m.n_ctx_train)
     arch = property(lambda self: self._m.arch)
+    n_expert = property(lambda self: self._m.n_expert)            # phimoe: experts per layer (else 0)
+    router_jitter = property(lambda self: self._m.router_jitter)  # phimoe: SparseMixer's jitter
     device = property(lambda self: self._m.device)
     device_name = property(lambda self: self._m.device_variant)  # the CPU's ISA, or the GPU's name
     kv_type = property(lambda self: self._m.kv_type)
