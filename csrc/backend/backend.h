@@ -33,6 +33,8 @@ enum class WeightLayout : uint8_t {
 enum class WeightUse : uint8_t {
     matmul,  // only ever the W of matmul(): the backend may interleave it
     rows,    // read by rows as well (get_rows, 1-D vectors): keep a layout get_rows reads
+    sparse,  // a matmul's W that most steps skip (a MoE expert): a host backend keeps the
+             // file's mapping, so that only the experts in use become resident
 };
 
 // A 2-D tensor: ne1 rows of ne0 elements of `type`, rows contiguous unless

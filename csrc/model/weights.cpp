@@ -52,7 +52,7 @@ std::vector<Tensor> WeightLoader::matrices(const std::string& name, int64_t ne0,
     const size_t bytes = row_bytes(t->type, ne0) * static_cast<size_t>(ne1);
     for (int64_t i = 0; i < n; ++i) {
         const Tensor host{static_cast<const uint8_t*>(t->data) + i * bytes, t->type, WeightLayout::rows, ne0, ne1};
-        out.push_back(be_.weight(host, WeightUse::matmul));
+        out.push_back(be_.weight(host, WeightUse::sparse));
         if (out.back().data != host.data) f_.release(host.data, bytes);
         done_ += bytes;
         if (progress_) progress_(done_, total_);

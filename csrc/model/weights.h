@@ -60,7 +60,8 @@ public:
     Tensor matrix(const std::string& name, int64_t ne0, int64_t ne1, WeightUse use = WeightUse::matmul);
     Tensor opt_matrix(const std::string& name, int64_t ne0, int64_t ne1);  // data == nullptr if absent
     // The n matrices [ne0 inputs, ne1 outputs] of a 3-D tensor (experts stacked
-    // as llama.cpp writes them), each handed to the backend on its own.
+    // as llama.cpp writes them), each handed to the backend on its own as a
+    // sparse weight (the CPU reads them where the file is mapped).
     std::vector<Tensor> matrices(const std::string& name, int64_t ne0, int64_t ne1, int64_t n);
     // A 1-D vector as f32 in backend memory (converted when stored otherwise).
     const float* vector(const std::string& name, int64_t n);
