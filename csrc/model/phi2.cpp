@@ -10,11 +10,7 @@ namespace {
 
 void load_phi2_weights(WeightLoader& ld, const ModelConfig& c, Weights& w) {
     const int E = c.n_embd, qw = c.q_width();
-    w.token_embd = ld.matrix("token_embd.weight", E, c.n_vocab, WeightUse::rows);
-    w.out_norm_w = ld.vector("output_norm.weight", E);
-    w.out_norm_b = ld.vector("output_norm.bias", E);
-    w.output = ld.has("output.weight") ? ld.matrix("output.weight", E, c.n_vocab) : w.token_embd;
-    w.output_b = ld.opt_vector("output.bias", c.n_vocab);
+    load_globals(ld, c, w, true);
     w.layers.resize(c.n_layer);
     for (int i = 0; i < c.n_layer; ++i) {
         LayerWeights& L = w.layers[i];

@@ -21,13 +21,7 @@ namespace {
 
 void load_phimoe_weights(WeightLoader& ld, const ModelConfig& c, Weights& w) {
     const int E = c.n_embd, qw = c.q_width(), F = c.n_ff, X = c.n_expert;
-    w.token_embd = ld.matrix("token_embd.weight", E, c.n_vocab, WeightUse::rows);
-    w.out_norm_w = ld.vector("output_norm.weight", E);
-    w.out_norm_b = ld.vector("output_norm.bias", E);
-    w.output = ld.has("output.weight") ? ld.matrix("output.weight", E, c.n_vocab) : w.token_embd;
-    w.output_b = ld.opt_vector("output.bias", c.n_vocab);
-    w.rope_long = ld.host_vector("rope_factors_long.weight", c.n_rot / 2);
-    w.rope_short = ld.host_vector("rope_factors_short.weight", c.n_rot / 2);
+    load_globals(ld, c, w, true);
     w.layers.resize(c.n_layer);
     for (int i = 0; i < c.n_layer; ++i) {
         LayerWeights& L = w.layers[i];

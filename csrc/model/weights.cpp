@@ -90,6 +90,17 @@ const float* WeightLoader::opt_vector(const std::string& name, int64_t n) {
     return has(name) ? vector(name, n) : nullptr;
 }
 
+void load_globals(WeightLoader& ld, const ModelConfig& c, Weights& w, bool norm_bias) {
+    const int E = c.n_embd;
+    w.token_embd = ld.matrix("token_embd.weight", E, c.n_vocab, WeightUse::rows);
+    w.out_norm_w = ld.vector("output_norm.weight", E);
+    if (norm_bias) w.out_norm_b = ld.vector("output_norm.bias", E);
+    w.output = ld.has("output.weight") ? ld.matrix("output.weight", E, c.n_vocab) : w.token_embd;  // tied
+    w.output_b = ld.opt_vector("output.bias", c.n_vocab);
+    w.rope_long = ld.host_vector("rope_factors_long.weight", c.n_rot / 2);
+    w.rope_short = ld.host_vector("rope_factors_short.weight", c.n_rot / 2);
+}
+
 void load_qkv(WeightLoader& ld, const ModelConfig& c, const std::string& p, LayerWeights& L) {
     const int E = c.n_embd, qw = c.q_width(), kvw = c.kv_width();
     if (ld.has(p + "attn_qkv.weight")) {

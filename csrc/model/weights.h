@@ -78,6 +78,11 @@ private:
     size_t total_ = 0, done_ = 0;
 };
 
+// What every family has outside its blocks: token embeddings, the output norm
+// (with a bias where `norm_bias`), the output projection (token_embd when tied)
+// with its optional bias, and LongRoPE's factors when the file has them.
+void load_globals(WeightLoader& ld, const ModelConfig& c, Weights& w, bool norm_bias);
+
 // q, k, v projections of layer prefix p ("blk.N."): one fused attn_qkv or
 // three separate tensors, each with an optional bias.
 void load_qkv(WeightLoader& ld, const ModelConfig& c, const std::string& p, LayerWeights& L);
