@@ -79,6 +79,31 @@ def test_chat_two_turns_then_exit(gguf):
     assert child.exitstatus == 0
 
 
+def test_chat_past_the_context_keeps_going_with_the_system_prompt(gguf):
+    """A chat longer than n_ctx goes on: the oldest exchanges are dropped (said on
+    stderr), the system prompt stays first, every turn gets its reply."""
+    import pexpect
+    child = spawn_chat(gguf, "-n", "24", "--ignore-eos", "-s", "3", "-c", "160", "-sys", "You are a test.")
+    dropped = 0
+    for turn in range(10):
+        child.sendline(f"question number {turn} with a few more words to fill the context")
+        i = child.expect([r"\(context full: dropped the (\d+) oldest", r"\n> "])
+        if i == 0:
+            dropped += int(child.match.group(1))
+            child.expect_exact("> ")
+    assert dropped >= 2
+    child.sendline("/info")
+    child.expect(r"\((\d+) messages, (\d+) tokens cached of n_ctx=(\d+), (\d+) exchanges trimmed")
+    n_msg, cached, n_ctx, trimmed = map(int, child.match.groups())
+    assert n_msg % 2 == 1 and n_msg >= 3  # the system prompt and whole exchanges
+    assert cached <= n_ctx == 160 and trimmed == dropped
+    child.expect_exact("> ")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
 def test_chat_ctrl_c_stops_reply_and_keeps_session(gguf):
     import pexpect
     child = spawn_chat(gguf, "-n", "-1", "--ignore-eos", "-s", "2", "-c", "2048")
