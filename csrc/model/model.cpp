@@ -52,8 +52,10 @@ size_t carve_scratch(const ModelConfig& c, size_t B, char* base, Scratch& s) {
 DType parse_kv_type(const std::string& s, DType embedding_type) {
     if (s == "f32") return DType::F32;
     if (s == "f16") return DType::F16;
+    if (s == "q8_0") return DType::Q8_0;
+    if (s == "q4_0") return DType::Q4_0;
     if (s == "auto") return embedding_type == DType::F32 ? DType::F32 : DType::F16;
-    fail(ErrorKind::invalid_arg, "kv_type must be 'f32', 'f16' or 'auto', not '", s, "'");
+    fail(ErrorKind::invalid_arg, "kv_type must be 'f32', 'f16', 'q8_0', 'q4_0' or 'auto', not '", s, "'");
 }
 
 } // namespace
@@ -83,6 +85,15 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
     m->history_.assign(params.n_seq, {});
 
     m->be_ = make_backend(BackendOptions{params.device, params.n_threads, params.isa});
+    if (m->kv_type_ == DType::Q8_0 || m->kv_type_ == DType::Q4_0) {
+        // a head's keys are whole 32-element blocks, read one head at a time
+        if (c.head_dim % 32 != 0)
+            fail(ErrorKind::invalid_arg, "a ", dtype_name(m->kv_type_), " KV cache needs a head size that is a multiple "
+                 "of 32; this model's is ", c.head_dim, " (use kv_type f16)");
+        if (m->be_->name() != "cpu")
+            fail(ErrorKind::unsupported, "a ", dtype_name(m->kv_type_), " KV cache runs on the CPU only so far "
+                 "(use kv_type f16 on ", m->be_->name(), ")");
+    }
     m->check_device_memory(path);
     WeightLoader ld(f, *m->be_, m->owned_, params.progress);
     m->arch_->load(ld, c, m->w_);

@@ -124,7 +124,9 @@ def _load(model: Path | None, ctx_size: int, threads: int, batch_size: int = 512
             raise ValueError(f"{name} must be >= {lo}, got {v}")
     device = _device(device, n_gpu_layers)
     path = _model_path(model)
-    kw = dict(n_ctx=ctx_size, n_threads=threads, n_batch=batch_size, device=device, n_seq=n_seq)
+    ctx = click.get_current_context(silent=True)
+    kv_type = (ctx.meta.get("phicpp.kv_type") if ctx else None) or "auto"
+    kw = dict(n_ctx=ctx_size, n_threads=threads, n_batch=batch_size, device=device, n_seq=n_seq, kv_type=kv_type)
     if device == "cpu":
         return Model(str(path), **kw)
     # uploading to a GPU takes a while: show it (MiB of the file's weights)
@@ -147,7 +149,29 @@ def _model_option(f):
                         help="GGUF model file (default: the tiny model shipped with phicpp).")(f)
 
 
+_KV_TYPES = ["f32", "f16", "q8_0", "q4_0"]
+
+
+def _kv_type(ctx, param, value):
+    """-ctk / -ctv, as llama.cpp spells them; phicpp keeps one type for keys and values."""
+    if value is not None:
+        other = ctx.meta.get("phicpp.kv_type")
+        if other is not None and other != value:
+            raise click.BadParameter(f"phicpp stores keys and values in one type; got {other} and {value}")
+        ctx.meta["phicpp.kv_type"] = value
+    return value
+
+
+def _kv_options(f):
+    for flag, name in (("-ctv", "--cache-type-v"), ("-ctk", "--cache-type-k")):
+        f = click.option(flag, name, type=click.Choice(_KV_TYPES), default=None, expose_value=False,
+                         callback=_kv_type, help="KV cache type (default f16; f32 for F32 models). "
+                         "q8_0/q4_0: CPU only, heads of a multiple of 32.")(f)
+    return f
+
+
 def _runtime_options(f):
+    f = _kv_options(f)
     f = click.option("-c", "--ctx-size", type=int, default=0, show_default=True,
                      help="Context size in tokens (0: the model's, at most 4096).")(f)
     f = click.option("-t", "--threads", type=int, default=0, help="CPU threads (0: all cores).")(f)
@@ -337,6 +361,7 @@ def _int_list(text: str, flag: str) -> list[int]:
 @click.option("-b", "--batch-size", type=int, default=512, show_default=True)
 @click.option("-o", "--output", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
 @_device_options
+@_kv_options
 @click.option("--no-warmup", is_flag=True)
 def bench(model, n_prompt, n_gen, repetitions, threads, batch_size, fmt, device, n_gpu_layers, no_warmup):
     """Measure prefill (ppN) and decode (tgN) speed as llama-bench does."""
@@ -368,6 +393,7 @@ def bench(model, n_prompt, n_gen, repetitions, threads, batch_size, fmt, device,
 @click.option("-t", "--threads", type=int, default=0)
 @click.option("--chunks", type=int, default=-1, help="Score at most this many chunks (-1: all).")
 @_device_options
+@_kv_options
 def perplexity(model, text_file, ctx_size, batch_size, threads, chunks, device, n_gpu_layers):
     """Perplexity of a text, computed exactly as llama.cpp's llama-perplexity."""
     from .perplexity import perplexity as ppl

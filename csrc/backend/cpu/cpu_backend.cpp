@@ -11,6 +11,7 @@
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/ops.h"
 #include "core/error.h"
+#include "quant/quant.h"
 
 namespace phi::cpu {
 namespace {
@@ -206,7 +207,24 @@ public:
     }
     void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache, const AttentionParams& p,
                    float* out) override {
-        cpu::attention_auto(q, q_stride, cache.k, cache.v, cache.type, n_q, pos0_ + p.pos + t0, p, out, pool_, isa_);
+        const int pos0 = pos0_ + p.pos + t0;
+        if ((cache.type == DType::Q8_0 || cache.type == DType::Q4_0) && n_q >= kDequantizeCacheRows) {
+            // many queries read every key: the cache rows in f32 once, then the f32 kernels
+            // (one query reads each key once: dequantized on the way, no copy)
+            const int rows = pos0 + n_q, width = p.n_head_kv * p.head_dim;
+            float* k = kv_scratch_.get(2 * static_cast<size_t>(rows) * width);
+            float* v = k + static_cast<size_t>(rows) * width;
+            const size_t row_b = row_bytes(cache.type, width);
+            pool_.parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
+                for (int64_t r = r0; r < r1; ++r) {
+                    quant::dequantize_row(cache.type, static_cast<const char*>(cache.k) + r * row_b, k + r * width, width);
+                    quant::dequantize_row(cache.type, static_cast<const char*>(cache.v) + r * row_b, v + r * width, width);
+                }
+            });
+            cpu::attention_auto(q, q_stride, k, v, DType::F32, n_q, pos0, p, out, pool_, isa_);
+            return;
+        }
+        cpu::attention_auto(q, q_stride, cache.k, cache.v, cache.type, n_q, pos0, p, out, pool_, isa_);
     }
 
 private:
@@ -216,6 +234,9 @@ private:
             std::memcpy(static_cast<float*>(cache) + row, src, sizeof(float) * width);
         } else if (type == DType::F16) {
             cpu::f32_to_f16_auto(src, static_cast<uint16_t*>(cache) + row, static_cast<size_t>(width), isa_);
+        } else if (type == DType::Q8_0 || type == DType::Q4_0) {
+            // whole blocks per head (Model checks head_dim % 32): a head's slice dequantizes alone
+            quant::quantize_row(type, src, static_cast<char*>(cache) + pos * row_bytes(type, width), width);
         } else {
             fail(ErrorKind::unsupported, "KV cache type ", dtype_name(type), " is not supported on the CPU");
         }
@@ -225,6 +246,8 @@ private:
     const Isa isa_;
     WeightArena repacked_;  // weights this backend copied into another layout
     GrowBuffer norm_scratch_, product_scratch_;
+    GrowBuffer kv_scratch_;  // a quantized cache's rows in f32, for a step of many queries
+    static constexpr int kDequantizeCacheRows = 8;
     int pos0_ = 0, n_tok_ = 0;
     bool row_invariant_ = false;  // no GEMM path: rows keep their one-row arithmetic
 };

@@ -6,6 +6,7 @@
 
 #include "backend/cpu/cpu_features.h"
 #include "core/error.h"
+#include "quant/quant.h"
 
 namespace phi::cpu {
 
@@ -93,11 +94,13 @@ inline float load_elem(const void* row, DType t, int i) {
 
 void attention(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
                int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool) {
-    if (cache_type != DType::F32 && cache_type != DType::F16)
+    const bool quantized = cache_type == DType::Q8_0 || cache_type == DType::Q4_0;
+    if (cache_type != DType::F32 && cache_type != DType::F16 && !quantized)
         fail(ErrorKind::unsupported, "KV cache type ", dtype_name(cache_type), " is not supported on the CPU");
     const int hd = p.head_dim;
     const int kv_width = p.n_head_kv * hd;
-    const size_t elem = cache_type == DType::F32 ? 4 : 2;
+    // bytes of a cache row and of a head's slice of it (whole blocks when quantized)
+    const size_t row_b = row_bytes(cache_type, kv_width), head_b = row_bytes(cache_type, hd);
     const int group = p.n_head / p.n_head_kv;
     const int64_t n_items = static_cast<int64_t>(n_tok) * p.n_head;
     pool.parallel_for(n_items, 1, [&](int64_t b, int64_t e) {
@@ -112,11 +115,14 @@ void attention(const float* q, int64_t q_stride, const void* k_cache, const void
             for (int i = 0; i < hd; ++i) qf[i] = qh[i] * p.scale;
             float mx = -INFINITY;
             for (int j = lo; j <= pos; ++j) {
-                const char* kr = static_cast<const char*>(k_cache) + (static_cast<int64_t>(j) * kv_width + kvh * hd) * elem;
+                const char* kr = static_cast<const char*>(k_cache) + j * row_b + kvh * head_b;
                 float s = 0;
                 if (cache_type == DType::F32) {
                     const float* k = reinterpret_cast<const float*>(kr);
                     for (int i = 0; i < hd; ++i) s += qf[i] * k[i];
+                } else if (quantized) {
+                    quant::dequantize_row(cache_type, kr, row.data(), hd);
+                    for (int i = 0; i < hd; ++i) s += qf[i] * row[i];
                 } else {
                     for (int i = 0; i < hd; ++i) s += qf[i] * load_elem(kr, cache_type, i);
                 }
@@ -130,11 +136,14 @@ void attention(const float* q, int64_t q_stride, const void* k_cache, const void
             }
             std::fill(acc.begin(), acc.end(), 0.0f);
             for (int j = lo; j <= pos; ++j) {
-                const char* vr = static_cast<const char*>(v_cache) + (static_cast<int64_t>(j) * kv_width + kvh * hd) * elem;
+                const char* vr = static_cast<const char*>(v_cache) + j * row_b + kvh * head_b;
                 const float w = scores[j];
                 if (cache_type == DType::F32) {
                     const float* v = reinterpret_cast<const float*>(vr);
                     for (int i = 0; i < hd; ++i) acc[i] += w * v[i];
+                } else if (quantized) {
+                    quant::dequantize_row(cache_type, vr, row.data(), hd);
+                    for (int i = 0; i < hd; ++i) acc[i] += w * row[i];
                 } else {
                     for (int i = 0; i < hd; ++i) acc[i] += w * load_elem(vr, cache_type, i);
                 }
