@@ -76,6 +76,10 @@ struct KVCache {
     void* k = nullptr;
     void* v = nullptr;
     DType type = DType::F16;
+    // 0: row p holds position p. > 0 (a sliding-window model on the CPU): a ring
+    // of `slots` rows, position p in row p % slots; slots >= window + the
+    // largest step, so a step never overwrites a key it still reads
+    int slots = 0;
 };
 
 // The projections of one step's tokens: row t of q (n_head heads) and of k, v

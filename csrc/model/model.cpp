@@ -80,6 +80,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
         fail(ErrorKind::unsupported, path, ": feed_forward_length smaller than the key/value width is not supported");
 
     m->n_ctx_ = params.n_ctx > 0 ? params.n_ctx : std::min(c.n_ctx_train, 4096);
+    m->kv_rows_ = m->n_ctx_;
     m->n_batch_ = std::min(params.n_batch, m->n_ctx_);
     m->kv_type_ = parse_kv_type(params.kv_type, emb->type);
     m->history_.assign(params.n_seq, {});
@@ -116,18 +117,26 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
     if (!m->w_.rope_long.empty() && c.rope_long_factors) m->rope_long_ = upload_freqs(m->w_.rope_long, c.rope_long_mscale);
     m->rope_long_.mscale = c.rope_long_mscale;
     m->long_rope_.assign(params.n_seq, 0);
+    m->written_.assign(params.n_seq, 0);
 
     const size_t B = static_cast<size_t>(m->n_batch_);
     carve_scratch(c, B, static_cast<char*>(alloc(carve_scratch(c, B, nullptr, m->s_))), m->s_);
     m->ids_dev_ = static_cast<int32_t*>(alloc(B * sizeof(int32_t)));
 
+    // a sliding-window model reads at most window + one step of keys: on the CPU
+    // each layer keeps just those, as a ring (the GPU kernels keep every position)
+    int slots = 0;
+    if (c.sliding_window > 0 && be.name() == "cpu" && static_cast<int64_t>(c.sliding_window) + m->n_batch_ < m->n_ctx_)
+        slots = c.sliding_window + m->n_batch_;
+    m->kv_rows_ = slots ? slots : m->n_ctx_;
     const size_t kv_row = row_bytes(m->kv_type_, c.kv_width());
     m->kv_.assign(params.n_seq, std::vector<KVCache>(c.n_layer));
     for (auto& seq : m->kv_) {
         for (KVCache& l : seq) {
-            l.k = alloc(kv_row * m->n_ctx_);
-            l.v = alloc(kv_row * m->n_ctx_);
+            l.k = alloc(kv_row * m->kv_rows_);
+            l.v = alloc(kv_row * m->kv_rows_);
             l.type = m->kv_type_;
+            l.slots = slots;
         }
     }
     be.synchronize();
@@ -161,7 +170,7 @@ Model::~Model() {
 }
 
 size_t Model::kv_cache_bytes() const {
-    return 2 * row_bytes(kv_type_, c_.kv_width()) * static_cast<size_t>(n_ctx_) * c_.n_layer * history_.size();
+    return 2 * row_bytes(kv_type_, c_.kv_width()) * static_cast<size_t>(kv_rows_) * c_.n_layer * history_.size();
 }
 
 // The rotary for sequence seq once it holds len tokens; when that changes the
@@ -173,6 +182,7 @@ const RopeParams& Model::rope_for_length(int seq, int len) {
     if (want == static_cast<bool>(long_rope_[seq])) return rope;
     long_rope_[seq] = want;
     std::vector<int32_t>& h = history_[seq];
+    written_[seq] = 0;
     try {
         run_chunks(seq, h.data(), static_cast<int>(h.size()), 0, rope, nullptr, false);
     } catch (...) {  // a cache half made again holds nothing usable
@@ -189,11 +199,32 @@ void Model::run_chunks(int seq, const int32_t* tokens, int n, int past, const Ro
         float* out = !logits ? nullptr
                      : all_logits ? logits + static_cast<int64_t>(b) * c_.n_vocab
                                   : (b + nb == n ? logits : nullptr);
+        written_[seq] = std::max(written_[seq], past + b + nb);  // (before: a step that fails may have written)
         forward(tokens + b, nb, out, all_logits ? nb : 1, {SeqRows{&kv_[seq], 0, nb, 0, rope}}, past + b);
     }
 }
 
-void Model::reset(int seq) { history_.at(check_seq(seq)).clear(); }
+void Model::reset(int seq) {
+    history_.at(check_seq(seq)).clear();
+    written_[seq] = 0;
+}
+
+void Model::keep_ring(int seq) {
+    if (kv_rows_ == n_ctx_) return;  // no ring: every position keeps its row
+    std::vector<int32_t>& h = history_[seq];
+    const int past = static_cast<int>(h.size());
+    // rows hold positions [written - rows, written); the next query (at past) reads
+    // [past - window + 1, past]: intact while past >= written - rows + window - 1
+    if (past >= written_[seq] - kv_rows_ + c_.sliding_window - 1) return;
+    written_[seq] = 0;
+    try {
+        run_chunks(seq, h.data(), past, 0, long_rope_[seq] ? rope_long_ : rope_short_, nullptr, false);
+    } catch (...) {  // a cache half made again holds nothing usable
+        h.clear();
+        written_[seq] = 0;
+        throw;
+    }
+}
 
 int Model::check_seq(int seq) const {
     if (seq < 0 || seq >= static_cast<int>(history_.size()))
@@ -219,6 +250,7 @@ void Model::eval(const int32_t* tokens, int n, float* logits, bool all_logits, i
         if (tokens[i] < 0 || tokens[i] >= c_.n_vocab)
             fail(ErrorKind::invalid_arg, "token id ", tokens[i], " at index ", i, " is out of range [0, ", c_.n_vocab, ")");
     }
+    keep_ring(seq);
     const RopeParams rope = rope_for_length(seq, past + n);  // the whole sequence's factor set, as transformers
     run_chunks(seq, tokens, n, past, rope, logits, all_logits);
     history_[seq].insert(history_[seq].end(), tokens, tokens + n);  // (on error the sequence stays as it was)
@@ -245,6 +277,10 @@ void Model::batch(const int32_t* seqs, int n_seqs, int first_count, const int32_
     for (int i = 0; i < n; ++i) {
         if (tokens[i] < 0 || tokens[i] >= c_.n_vocab)
             fail(ErrorKind::invalid_arg, "token id ", tokens[i], " at index ", i, " is out of range [0, ", c_.n_vocab, ")");
+    }
+    for (int i = 0; i < n_seqs; ++i) {
+        keep_ring(seqs[i]);  // (as eval would, before the batch's arithmetic)
+        written_[seqs[i]] = std::max(written_[seqs[i]], rows[i].pos + rows[i].n);  // (before: it may fail half-way)
     }
     // the rows with logits (each sequence's last) are the batch's last n_seqs
     be_->set_row_invariant(true);

@@ -92,9 +92,16 @@ private:
     RopeParams rope_short_, rope_long_;
     std::vector<char> long_rope_;                 // per sequence: its cache was made with the long factors
     std::vector<std::vector<int32_t>> history_;  // per sequence: the cached tokens (their count is n_past)
+    // A sliding window's ring evicts old rows: per sequence, one past the highest
+    // position written since its rows last matched the history. A truncate (or a
+    // failed eval) can leave the next query needing rows the ring has reused;
+    // keep_ring() then evaluates the history again.
+    std::vector<int> written_;
+    void keep_ring(int seq);
     const RopeParams& rope_for_length(int seq, int len);
     int n_ctx_ = 0;
     int n_batch_ = 0;
+    int kv_rows_ = 0;  // rows of each layer's cache: n_ctx, or a sliding window's ring
 };
 
 } // namespace phi

@@ -200,8 +200,9 @@ public:
                 const int pos = pos0_ + p.pos + static_cast<int>(i);
                 cpu::rope_neox(q, 1, t.q_stride, p.n_head, hd, pos, rope);
                 cpu::rope_neox(k, 1, t.kv_stride, p.n_head_kv, hd, pos, rope);
-                store_row(cache.k, cache.type, kv_width, k, pos);
-                store_row(cache.v, cache.type, kv_width, t.v + i * t.kv_stride, pos);
+                const int row = cache.slots ? pos % cache.slots : pos;
+                store_row(cache.k, cache.type, kv_width, k, row);
+                store_row(cache.v, cache.type, kv_width, t.v + i * t.kv_stride, row);
             }
         });
     }
@@ -211,7 +212,8 @@ public:
         if ((cache.type == DType::Q8_0 || cache.type == DType::Q4_0) && n_q >= kDequantizeCacheRows) {
             // many queries read every key: the cache rows in f32 once, then the f32 kernels
             // (one query reads each key once: dequantized on the way, no copy)
-            const int rows = pos0 + n_q, width = p.n_head_kv * p.head_dim;
+            const int rows = cache.slots ? std::min(cache.slots, pos0 + n_q) : pos0 + n_q;
+            const int width = p.n_head_kv * p.head_dim;
             float* k = kv_scratch_.get(2 * static_cast<size_t>(rows) * width);
             float* v = k + static_cast<size_t>(rows) * width;
             const size_t row_b = row_bytes(cache.type, width);
@@ -221,22 +223,22 @@ public:
                     quant::dequantize_row(cache.type, static_cast<const char*>(cache.v) + r * row_b, v + r * width, width);
                 }
             });
-            cpu::attention_auto(q, q_stride, k, v, DType::F32, n_q, pos0, p, out, pool_, isa_);
+            cpu::attention_auto(q, q_stride, k, v, DType::F32, cache.slots, n_q, pos0, p, out, pool_, isa_);
             return;
         }
-        cpu::attention_auto(q, q_stride, cache.k, cache.v, cache.type, n_q, pos0, p, out, pool_, isa_);
+        cpu::attention_auto(q, q_stride, cache.k, cache.v, cache.type, cache.slots, n_q, pos0, p, out, pool_, isa_);
     }
 
 private:
-    void store_row(void* cache, DType type, int width, const float* src, int pos) const {
-        const int64_t row = static_cast<int64_t>(pos) * width;
+    void store_row(void* cache, DType type, int width, const float* src, int slot) const {
+        const int64_t row = static_cast<int64_t>(slot) * width;
         if (type == DType::F32) {
             std::memcpy(static_cast<float*>(cache) + row, src, sizeof(float) * width);
         } else if (type == DType::F16) {
             cpu::f32_to_f16_auto(src, static_cast<uint16_t*>(cache) + row, static_cast<size_t>(width), isa_);
         } else if (type == DType::Q8_0 || type == DType::Q4_0) {
             // whole blocks per head (Model checks head_dim % 32): a head's slice dequantizes alone
-            quant::quantize_row(type, src, static_cast<char*>(cache) + pos * row_bytes(type, width), width);
+            quant::quantize_row(type, src, static_cast<char*>(cache) + slot * row_bytes(type, width), width);
         } else {
             fail(ErrorKind::unsupported, "KV cache type ", dtype_name(type), " is not supported on the CPU");
         }

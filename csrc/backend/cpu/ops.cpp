@@ -93,7 +93,7 @@ inline float load_elem(const void* row, DType t, int i) {
 } // namespace
 
 void attention(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
-               int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool) {
+               int slots, int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool) {
     const bool quantized = cache_type == DType::Q8_0 || cache_type == DType::Q4_0;
     if (cache_type != DType::F32 && cache_type != DType::F16 && !quantized)
         fail(ErrorKind::unsupported, "KV cache type ", dtype_name(cache_type), " is not supported on the CPU");
@@ -115,7 +115,7 @@ void attention(const float* q, int64_t q_stride, const void* k_cache, const void
             for (int i = 0; i < hd; ++i) qf[i] = qh[i] * p.scale;
             float mx = -INFINITY;
             for (int j = lo; j <= pos; ++j) {
-                const char* kr = static_cast<const char*>(k_cache) + j * row_b + kvh * head_b;
+                const char* kr = static_cast<const char*>(k_cache) + (slots ? j % slots : j) * row_b + kvh * head_b;
                 float s = 0;
                 if (cache_type == DType::F32) {
                     const float* k = reinterpret_cast<const float*>(kr);
@@ -136,7 +136,7 @@ void attention(const float* q, int64_t q_stride, const void* k_cache, const void
             }
             std::fill(acc.begin(), acc.end(), 0.0f);
             for (int j = lo; j <= pos; ++j) {
-                const char* vr = static_cast<const char*>(v_cache) + j * row_b + kvh * head_b;
+                const char* vr = static_cast<const char*>(v_cache) + (slots ? j % slots : j) * row_b + kvh * head_b;
                 const float w = scores[j];
                 if (cache_type == DType::F32) {
                     const float* v = reinterpret_cast<const float*>(vr);
@@ -166,12 +166,12 @@ bool use_avx2(Isa isa) {
 } // namespace
 
 void attention_auto(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
-                    int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool, Isa isa) {
+                    int slots, int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool, Isa isa) {
 #if defined(PHICPP_X86)
     if (use_avx2(isa) && (cache_type == DType::F32 || cache_type == DType::F16))
-        return attention_avx2(q, q_stride, k_cache, v_cache, cache_type, n_tok, pos0, p, out, pool);
+        return attention_avx2(q, q_stride, k_cache, v_cache, cache_type, slots, n_tok, pos0, p, out, pool);
 #endif
-    attention(q, q_stride, k_cache, v_cache, cache_type, n_tok, pos0, p, out, pool);
+    attention(q, q_stride, k_cache, v_cache, cache_type, slots, n_tok, pos0, p, out, pool);
 }
 
 void gelu_tanh_auto(float* x, size_t n, Isa isa) {

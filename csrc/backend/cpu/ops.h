@@ -19,13 +19,14 @@ void rope_neox(float* x, int n_tok, int64_t row_stride, int n_heads, int head_di
 void gelu_tanh(float* x, size_t n);
 void swiglu(const float* gate_up, int n_rows, int ff, float* out);
 
-// Causal attention over a KV cache of f32 or f16 rows; parallel over (token, head).
+// Causal attention over a KV cache of f32, f16, q8_0 or q4_0 rows (slots: as
+// KVCache::slots); parallel over (token, head).
 void attention(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
-               int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool);
+               int slots, int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool);
 
 #if defined(PHICPP_X86)
 void attention_avx2(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
-                    int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool);
+                    int slots, int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool);
 void gelu_tanh_avx2(float* x, size_t n);
 void swiglu_avx2(const float* gate_up, int n_rows, int ff, float* out);
 void f32_to_f16_avx2(const float* src, uint16_t* dst, size_t n);
@@ -34,7 +35,7 @@ void f32_to_f16_avx2(const float* src, uint16_t* dst, size_t n);
 // Dispatching entry points (the plain names above are the scalar reference):
 // the AVX2 versions wherever `isa` is not scalar.
 void attention_auto(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
-                    int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool, Isa isa);
+                    int slots, int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool, Isa isa);
 void gelu_tanh_auto(float* x, size_t n, Isa isa);
 void swiglu_auto(const float* gate_up, int n_rows, int ff, float* out, Isa isa);
 void f32_to_f16_auto(const float* src, uint16_t* dst, size_t n, Isa isa);  // KV cache rows

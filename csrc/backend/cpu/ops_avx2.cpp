@@ -76,21 +76,31 @@ struct AttnScratch {
 inline float max_f(float a, float b) { return a > b ? a : b; }
 inline int max_i(int a, int b) { return a > b ? a : b; }
 
+// Rows of one head in a KV cache: position j's row (the ring's row j % slots when slots > 0).
+struct HeadRows {
+    const char* base;
+    int64_t row_bytes;
+    int64_t slots;
+    const char* row(int64_t j) const { return base + (slots ? j % slots : j) * row_bytes; }
+};
+
 // The dot products of q with keys [j0, j0 + NK): one accumulator chain per key
 // (NK independent FMA chains, so the FMA latency is hidden), then one
 // horizontal sum each.
 template <int NK>
-inline void scores_block(const float* q, const char* kbase, int64_t row_bytes, bool f16, int hd, int j0, float* sc) {
+inline void scores_block(const float* q, const HeadRows& K, bool f16, int hd, int j0, float* sc) {
     const int hd8 = hd - hd % 8;
+    const char* kr[NK];
+    for (int u = 0; u < NK; ++u) kr[u] = K.row(j0 + u);
     __m256 a[NK];
     for (int u = 0; u < NK; ++u) a[u] = _mm256_setzero_ps();
     for (int i = 0; i < hd8; i += 8) {
         const __m256 qv = _mm256_loadu_ps(q + i);
-        for (int u = 0; u < NK; ++u) a[u] = _mm256_fmadd_ps(qv, load8(kbase + (j0 + u) * row_bytes, f16, i), a[u]);
+        for (int u = 0; u < NK; ++u) a[u] = _mm256_fmadd_ps(qv, load8(kr[u], f16, i), a[u]);
     }
     for (int u = 0; u < NK; ++u) {
         float d = hsum8(a[u]);
-        for (int i = hd8; i < hd; ++i) d += q[i] * load1(kbase + (j0 + u) * row_bytes, f16, i);
+        for (int i = hd8; i < hd; ++i) d += q[i] * load1(kr[u], f16, i);
         sc[j0 + u] = d;
     }
 }
@@ -99,12 +109,11 @@ inline void scores_block(const float* q, const char* kbase, int64_t row_bytes, b
 // NV column vectors of a key in one pass (each V row read once per pass, NV
 // independent FMA chains).
 template <int NV>
-inline void values_pass(const float* w, const char* vbase, int64_t row_bytes, bool f16, int lo, int hi, int c0,
-                        float* acc) {
+inline void values_pass(const float* w, const HeadRows& V, bool f16, int lo, int hi, int c0, float* acc) {
     __m256 a[NV];
     for (int u = 0; u < NV; ++u) a[u] = _mm256_setzero_ps();
     for (int j = lo; j <= hi; ++j) {
-        const char* v = vbase + j * row_bytes;
+        const char* v = V.row(j);
         const __m256 wj = _mm256_broadcast_ss(w + j);
         for (int u = 0; u < NV; ++u) a[u] = _mm256_fmadd_ps(wj, load8(v, f16, c0 + 8 * u), a[u]);
     }
@@ -112,29 +121,28 @@ inline void values_pass(const float* w, const char* vbase, int64_t row_bytes, bo
 }
 
 // Columns [c0, c0 + 8 nv) with nv <= 8 (GCC keeps more accumulators of this loop in memory).
-inline void values_cols(int nv, const float* w, const char* vbase, int64_t row_bytes, bool f16, int lo, int hi,
-                        int c0, float* acc) {
+inline void values_cols(int nv, const float* w, const HeadRows& V, bool f16, int lo, int hi, int c0, float* acc) {
     switch (nv) {
-        case 8: values_pass<8>(w, vbase, row_bytes, f16, lo, hi, c0, acc); break;
-        case 7: values_pass<7>(w, vbase, row_bytes, f16, lo, hi, c0, acc); break;
-        case 6: values_pass<6>(w, vbase, row_bytes, f16, lo, hi, c0, acc); break;
-        case 5: values_pass<5>(w, vbase, row_bytes, f16, lo, hi, c0, acc); break;
-        case 4: values_pass<4>(w, vbase, row_bytes, f16, lo, hi, c0, acc); break;
-        case 3: values_pass<3>(w, vbase, row_bytes, f16, lo, hi, c0, acc); break;
-        case 2: values_pass<2>(w, vbase, row_bytes, f16, lo, hi, c0, acc); break;
-        default: values_pass<1>(w, vbase, row_bytes, f16, lo, hi, c0, acc); break;
+        case 8: values_pass<8>(w, V, f16, lo, hi, c0, acc); break;
+        case 7: values_pass<7>(w, V, f16, lo, hi, c0, acc); break;
+        case 6: values_pass<6>(w, V, f16, lo, hi, c0, acc); break;
+        case 5: values_pass<5>(w, V, f16, lo, hi, c0, acc); break;
+        case 4: values_pass<4>(w, V, f16, lo, hi, c0, acc); break;
+        case 3: values_pass<3>(w, V, f16, lo, hi, c0, acc); break;
+        case 2: values_pass<2>(w, V, f16, lo, hi, c0, acc); break;
+        default: values_pass<1>(w, V, f16, lo, hi, c0, acc); break;
     }
 }
 
-void attend_one(const float* qh, const char* kbase, const char* vbase, int64_t row_bytes, bool f16, int lo,
-                int pos, int hd, float scale, AttnScratch& s, float* o) {
+void attend_one(const float* qh, const HeadRows& K, const HeadRows& V, bool f16, int lo, int pos, int hd,
+                float scale, AttnScratch& s, float* o) {
     float* q = s.q.p;
     for (int i = 0; i < hd; ++i) q[i] = qh[i] * scale;
     const int hd8 = hd - hd % 8;
     float* sc = s.scores.p;
     int j = lo;
-    for (; j + 4 <= pos + 1; j += 4) scores_block<4>(q, kbase, row_bytes, f16, hd, j, sc);
-    for (; j <= pos; ++j) scores_block<1>(q, kbase, row_bytes, f16, hd, j, sc);
+    for (; j + 4 <= pos + 1; j += 4) scores_block<4>(q, K, f16, hd, j, sc);
+    for (; j <= pos; ++j) scores_block<1>(q, K, f16, hd, j, sc);
     float mx = -INFINITY;
     for (j = lo; j <= pos; ++j) mx = max_f(mx, sc[j]);
     // softmax weights, 8 at a time
@@ -157,12 +165,12 @@ void attend_one(const float* qh, const char* kbase, const char* vbase, int64_t r
     const int nvec = hd8 / 8, passes = (nvec + 7) / 8;
     for (int p = 0, c0 = 0; p < passes; ++p) {
         const int nv = (nvec - c0 / 8 + (passes - p) - 1) / (passes - p);
-        values_cols(nv, sc, vbase, row_bytes, f16, lo, pos, c0, acc);
+        values_cols(nv, sc, V, f16, lo, pos, c0, acc);
         c0 += 8 * nv;
     }
     for (int c = hd8; c < hd; ++c) {
         float a = 0.0f;
-        for (int jj = lo; jj <= pos; ++jj) a += sc[jj] * load1(vbase + jj * row_bytes, f16, c);
+        for (int jj = lo; jj <= pos; ++jj) a += sc[jj] * load1(V.row(jj), f16, c);
         acc[c] = a;
     }
     const float inv = static_cast<float>(1.0 / sum);
@@ -172,7 +180,7 @@ void attend_one(const float* qh, const char* kbase, const char* vbase, int64_t r
 } // namespace
 
 void attention_avx2(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
-                    int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool) {
+                    int slots, int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool) {
     const int hd = p.head_dim;
     const bool f16 = cache_type == DType::F16;
     const int64_t row_bytes = static_cast<int64_t>(p.n_head_kv) * hd * (f16 ? 2 : 4);
@@ -189,8 +197,9 @@ void attention_avx2(const float* q, int64_t q_stride, const void* k_cache, const
             const int pos = pos0 + t;
             const int lo = p.window > 0 ? max_i(0, pos - p.window + 1) : 0;
             const int64_t off = static_cast<int64_t>(kvh) * hd * (f16 ? 2 : 4);
-            attend_one(q + t * q_stride + static_cast<int64_t>(h) * hd, static_cast<const char*>(k_cache) + off,
-                       static_cast<const char*>(v_cache) + off, row_bytes, f16, lo, pos, hd, p.scale, s,
+            const HeadRows K{static_cast<const char*>(k_cache) + off, row_bytes, slots};
+            const HeadRows V{static_cast<const char*>(v_cache) + off, row_bytes, slots};
+            attend_one(q + t * q_stride + static_cast<int64_t>(h) * hd, K, V, f16, lo, pos, hd, p.scale, s,
                        out + t * static_cast<int64_t>(p.n_head) * hd + static_cast<int64_t>(h) * hd);
         }
     };
