@@ -69,8 +69,9 @@ def test_batched_sequences_cross_on_their_own(longrope, device):
 
 
 # ---------------------------------------------------------------- sliding window
+@pytest.mark.parametrize("isa", ["scalar", "auto"])
 @pytest.mark.parametrize("kv", ["f32", "f16"])
-def test_sliding_window_cache_is_a_ring_of_the_window(tiny_model, tiny_gguf, kv):
+def test_sliding_window_cache_is_a_ring_of_the_window(tiny_model, tiny_gguf, kv, isa):
     """A windowed model (window 16 here) keeps only window + one step of keys per
     layer on the CPU, as a ring: its cache is that size whatever n_ctx, and its
     logits past several windows (prompt chunks of 8, then single tokens, then a
@@ -80,14 +81,14 @@ def test_sliding_window_cache_is_a_ring_of_the_window(tiny_model, tiny_gguf, kv)
     tokens = np.random.default_rng(9).integers(0, tiny.tokenizer.n_tokens, 100).astype(np.int32)
     ref = hf_logits(tiny, tokens, "f32")
     n_batch = 8
-    m = phicpp.Model(path, n_ctx=512, n_batch=n_batch, n_threads=2, kv_type=kv)
+    m = _core.Model(str(path), n_ctx=512, n_batch=n_batch, n_threads=2, kv_type=kv, isa=isa)
     full = phicpp.Model(path, n_ctx=512, n_threads=2, kv_type=kv, device="cpu")
     row = m.kv_cache_bytes // (window + n_batch)
     assert m.kv_cache_bytes == row * (window + n_batch) and full.kv_cache_bytes == row * 512
     tol = TOL["f32"] if kv == "f32" else TOL["f16"]
-    logits = m.eval(tokens[:40], all_logits=True)
+    logits = m.eval(tokens[:40], True, 0)
     assert rel_err(logits, ref[:40]) <= tol
-    errs = [rel_err(m.eval(tokens[i:i + 1]), ref[i]) for i in range(40, 80)]
+    errs = [rel_err(m.eval(tokens[i:i + 1], False, 0), ref[i]) for i in range(40, 80)]
     m.truncate(70)  # back into ring rows already reused: positions 70.. are written again
-    errs += [rel_err(m.eval(tokens[i:i + 1]), ref[i]) for i in range(70, 100)]
+    errs += [rel_err(m.eval(tokens[i:i + 1], False, 0), ref[i]) for i in range(70, 100)]
     assert max(errs) <= tol, np.round(errs, 7)

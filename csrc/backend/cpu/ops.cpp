@@ -113,9 +113,12 @@ void attention(const float* q, int64_t q_stride, const void* k_cache, const void
             const int lo = p.window > 0 ? std::max(0, pos - p.window + 1) : 0;
             const float* qh = q + t * q_stride + static_cast<int64_t>(h) * hd;
             for (int i = 0; i < hd; ++i) qf[i] = qh[i] * p.scale;
+            // the row of position j: j, or in a ring j % slots (kept incrementally)
+            const int r0 = slots ? lo % slots : lo;
+            auto next = [&](int r) { return slots && r + 1 == slots ? 0 : r + 1; };
             float mx = -INFINITY;
-            for (int j = lo; j <= pos; ++j) {
-                const char* kr = static_cast<const char*>(k_cache) + (slots ? j % slots : j) * row_b + kvh * head_b;
+            for (int j = lo, r = r0; j <= pos; ++j, r = next(r)) {
+                const char* kr = static_cast<const char*>(k_cache) + r * row_b + kvh * head_b;
                 float s = 0;
                 if (cache_type == DType::F32) {
                     const float* k = reinterpret_cast<const float*>(kr);
@@ -135,8 +138,8 @@ void attention(const float* q, int64_t q_stride, const void* k_cache, const void
                 sum += scores[j];
             }
             std::fill(acc.begin(), acc.end(), 0.0f);
-            for (int j = lo; j <= pos; ++j) {
-                const char* vr = static_cast<const char*>(v_cache) + (slots ? j % slots : j) * row_b + kvh * head_b;
+            for (int j = lo, r = r0; j <= pos; ++j, r = next(r)) {
+                const char* vr = static_cast<const char*>(v_cache) + r * row_b + kvh * head_b;
                 const float w = scores[j];
                 if (cache_type == DType::F32) {
                     const float* v = reinterpret_cast<const float*>(vr);

@@ -76,12 +76,23 @@ struct AttnScratch {
 inline float max_f(float a, float b) { return a > b ? a : b; }
 inline int max_i(int a, int b) { return a > b ? a : b; }
 
-// Rows of one head in a KV cache: position j's row (the ring's row j % slots when slots > 0).
+// Rows of one head in a KV cache: position j's row, or in a ring of `slots`
+// rows, row j % slots. A query reads positions [lo, pos] with pos - lo < slots:
+// with b0 the multiple of slots at or below lo, j - b0 < 2 slots, so the ring's
+// row is one compare away (no division per key).
 struct HeadRows {
     const char* base;
     int64_t row_bytes;
     int64_t slots;
-    const char* row(int64_t j) const { return base + (slots ? j % slots : j) * row_bytes; }
+    int64_t b0;
+    const char* row(int64_t j) const {
+        int64_t r = j;
+        if (slots) {
+            r -= b0;
+            if (r >= slots) r -= slots;
+        }
+        return base + r * row_bytes;
+    }
 };
 
 // The dot products of q with keys [j0, j0 + NK): one accumulator chain per key
@@ -197,8 +208,9 @@ void attention_avx2(const float* q, int64_t q_stride, const void* k_cache, const
             const int pos = pos0 + t;
             const int lo = p.window > 0 ? max_i(0, pos - p.window + 1) : 0;
             const int64_t off = static_cast<int64_t>(kvh) * hd * (f16 ? 2 : 4);
-            const HeadRows K{static_cast<const char*>(k_cache) + off, row_bytes, slots};
-            const HeadRows V{static_cast<const char*>(v_cache) + off, row_bytes, slots};
+            const int64_t b0 = slots ? lo - lo % slots : 0;
+            const HeadRows K{static_cast<const char*>(k_cache) + off, row_bytes, slots, b0};
+            const HeadRows V{static_cast<const char*>(v_cache) + off, row_bytes, slots, b0};
             attend_one(q + t * q_stride + static_cast<int64_t>(h) * hd, K, V, f16, lo, pos, hd, p.scale, s,
                        out + t * static_cast<int64_t>(p.n_head) * hd + static_cast<int64_t>(h) * hd);
         }
