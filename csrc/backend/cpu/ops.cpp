@@ -83,19 +83,9 @@ void swiglu(const float* gate_up, int n_rows, int ff, float* out) {
     }
 }
 
-namespace {
-
-inline float load_elem(const void* row, DType t, int i) {
-    return t == DType::F32 ? static_cast<const float*>(row)[i]
-                           : fp16_to_fp32(static_cast<const uint16_t*>(row)[i]);
-}
-
-} // namespace
-
 void attention(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
                int slots, int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool) {
-    const bool quantized = cache_type == DType::Q8_0 || cache_type == DType::Q4_0;
-    if (cache_type != DType::F32 && cache_type != DType::F16 && !quantized)
+    if (cache_type != DType::F32 && cache_type != DType::F16 && cache_type != DType::Q8_0 && cache_type != DType::Q4_0)
         fail(ErrorKind::unsupported, "KV cache type ", dtype_name(cache_type), " is not supported on the CPU");
     const int hd = p.head_dim;
     const int kv_width = p.n_head_kv * hd;
@@ -106,6 +96,12 @@ void attention(const float* q, int64_t q_stride, const void* k_cache, const void
     pool.parallel_for(n_items, 1, [&](int64_t b, int64_t e) {
         std::vector<float> scores(static_cast<size_t>(pos0 + n_tok));
         std::vector<float> acc(hd), qf(hd), row(hd);
+        // a head's slice of a cache row in f32: the row itself, or converted into `row`
+        auto head = [&](const char* slice) -> const float* {
+            if (cache_type == DType::F32) return reinterpret_cast<const float*>(slice);
+            quant::dequantize_row(cache_type, slice, row.data(), hd);
+            return row.data();
+        };
         for (int64_t it = b; it < e; ++it) {
             const int t = static_cast<int>(it / p.n_head), h = static_cast<int>(it % p.n_head);
             const int kvh = h / group;
@@ -118,17 +114,9 @@ void attention(const float* q, int64_t q_stride, const void* k_cache, const void
             auto next = [&](int r) { return slots && r + 1 == slots ? 0 : r + 1; };
             float mx = -INFINITY;
             for (int j = lo, r = r0; j <= pos; ++j, r = next(r)) {
-                const char* kr = static_cast<const char*>(k_cache) + r * row_b + kvh * head_b;
+                const float* k = head(static_cast<const char*>(k_cache) + r * row_b + kvh * head_b);
                 float s = 0;
-                if (cache_type == DType::F32) {
-                    const float* k = reinterpret_cast<const float*>(kr);
-                    for (int i = 0; i < hd; ++i) s += qf[i] * k[i];
-                } else if (quantized) {
-                    quant::dequantize_row(cache_type, kr, row.data(), hd);
-                    for (int i = 0; i < hd; ++i) s += qf[i] * row[i];
-                } else {
-                    for (int i = 0; i < hd; ++i) s += qf[i] * load_elem(kr, cache_type, i);
-                }
+                for (int i = 0; i < hd; ++i) s += qf[i] * k[i];
                 scores[j] = s;
                 mx = std::max(mx, s);
             }
@@ -139,17 +127,9 @@ void attention(const float* q, int64_t q_stride, const void* k_cache, const void
             }
             std::fill(acc.begin(), acc.end(), 0.0f);
             for (int j = lo, r = r0; j <= pos; ++j, r = next(r)) {
-                const char* vr = static_cast<const char*>(v_cache) + r * row_b + kvh * head_b;
+                const float* v = head(static_cast<const char*>(v_cache) + r * row_b + kvh * head_b);
                 const float w = scores[j];
-                if (cache_type == DType::F32) {
-                    const float* v = reinterpret_cast<const float*>(vr);
-                    for (int i = 0; i < hd; ++i) acc[i] += w * v[i];
-                } else if (quantized) {
-                    quant::dequantize_row(cache_type, vr, row.data(), hd);
-                    for (int i = 0; i < hd; ++i) acc[i] += w * row[i];
-                } else {
-                    for (int i = 0; i < hd; ++i) acc[i] += w * load_elem(vr, cache_type, i);
-                }
+                for (int i = 0; i < hd; ++i) acc[i] += w * v[i];
             }
             const float inv = static_cast<float>(1.0 / sum);
             float* o = out + t * static_cast<int64_t>(p.n_head) * hd + static_cast<int64_t>(h) * hd;
