@@ -113,9 +113,9 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
         return RopeParams{c.n_rot, d, mscale};
     };
     m->rope_short_ = upload_freqs(m->w_.rope_short, c.rope_short_mscale);
-    m->rope_long_ = m->rope_short_;
-    if (!m->w_.rope_long.empty() && c.rope_long_factors) m->rope_long_ = upload_freqs(m->w_.rope_long, c.rope_long_mscale);
-    m->rope_long_.mscale = c.rope_long_mscale;
+    m->rope_long_ = !m->w_.rope_long.empty() && c.rope_long_factors
+                        ? upload_freqs(m->w_.rope_long, c.rope_long_mscale)
+                        : RopeParams{c.n_rot, m->rope_short_.inv_freq, c.rope_long_mscale};
     m->long_rope_.assign(params.n_seq, 0);
     m->written_.assign(params.n_seq, 0);
 
@@ -181,15 +181,21 @@ const RopeParams& Model::rope_for_length(int seq, int len) {
     const RopeParams& rope = want ? rope_long_ : rope_short_;
     if (want == static_cast<bool>(long_rope_[seq])) return rope;
     long_rope_[seq] = want;
+    reevaluate(seq);
+    return rope;
+}
+
+void Model::reevaluate(int seq) {
     std::vector<int32_t>& h = history_[seq];
     written_[seq] = 0;
     try {
-        run_chunks(seq, h.data(), static_cast<int>(h.size()), 0, rope, nullptr, false);
+        run_chunks(seq, h.data(), static_cast<int>(h.size()), 0, long_rope_[seq] ? rope_long_ : rope_short_, nullptr,
+                   false);
     } catch (...) {  // a cache half made again holds nothing usable
         h.clear();
+        written_[seq] = 0;
         throw;
     }
-    return rope;
 }
 
 void Model::run_chunks(int seq, const int32_t* tokens, int n, int past, const RopeParams& rope, float* logits,
@@ -211,19 +217,9 @@ void Model::reset(int seq) {
 
 void Model::keep_ring(int seq) {
     if (kv_rows_ == n_ctx_) return;  // no ring: every position keeps its row
-    std::vector<int32_t>& h = history_[seq];
-    const int past = static_cast<int>(h.size());
     // rows hold positions [written - rows, written); the next query (at past) reads
     // [past - window + 1, past]: intact while past >= written - rows + window - 1
-    if (past >= written_[seq] - kv_rows_ + c_.sliding_window - 1) return;
-    written_[seq] = 0;
-    try {
-        run_chunks(seq, h.data(), past, 0, long_rope_[seq] ? rope_long_ : rope_short_, nullptr, false);
-    } catch (...) {  // a cache half made again holds nothing usable
-        h.clear();
-        written_[seq] = 0;
-        throw;
-    }
+    if (n_past(seq) < written_[seq] - kv_rows_ + c_.sliding_window - 1) reevaluate(seq);
 }
 
 int Model::check_seq(int seq) const {

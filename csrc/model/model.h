@@ -98,6 +98,10 @@ private:
     // keep_ring() then evaluates the history again.
     std::vector<int> written_;
     void keep_ring(int seq);
+    // The sequence's cached tokens evaluated again from position 0 with its
+    // current rotary (a LongRoPE crossing, a ring that lost rows); on failure
+    // the sequence is emptied.
+    void reevaluate(int seq);
     const RopeParams& rope_for_length(int seq, int len);
     int n_ctx_ = 0;
     int n_batch_ = 0;
