@@ -30,9 +30,7 @@ const gguf::TensorInfo& WeightLoader::lookup(const std::string& name, int n_dims
     return *t;
 }
 
-Tensor WeightLoader::matrix(const std::string& name, int64_t ne0, int64_t ne1, WeightUse use) {
-    const gguf::TensorInfo& t = lookup(name, 2, ne0, ne1);
-    Tensor host{t.data, t.type, WeightLayout::rows, ne0, ne1};
+Tensor WeightLoader::hand_over(const Tensor& host, WeightUse use) {
     Tensor w = be_.weight(host, use);
     // a backend copy (repacked, or on a device) leaves the mapped bytes unused:
     // drop them from this process's resident memory
@@ -40,6 +38,11 @@ Tensor WeightLoader::matrix(const std::string& name, int64_t ne0, int64_t ne1, W
     done_ += host.nbytes();
     if (progress_) progress_(done_, total_);
     return w;
+}
+
+Tensor WeightLoader::matrix(const std::string& name, int64_t ne0, int64_t ne1, WeightUse use) {
+    const gguf::TensorInfo& t = lookup(name, 2, ne0, ne1);
+    return hand_over(Tensor{t.data, t.type, WeightLayout::rows, ne0, ne1}, use);
 }
 
 std::vector<Tensor> WeightLoader::matrices(const std::string& name, int64_t ne0, int64_t ne1, int64_t n) {
@@ -50,13 +53,10 @@ std::vector<Tensor> WeightLoader::matrices(const std::string& name, int64_t ne0,
              ne1, ", ", n, "] for this model's hyperparameters");
     std::vector<Tensor> out;
     const size_t bytes = row_bytes(t->type, ne0) * static_cast<size_t>(ne1);
-    for (int64_t i = 0; i < n; ++i) {
-        const Tensor host{static_cast<const uint8_t*>(t->data) + i * bytes, t->type, WeightLayout::rows, ne0, ne1};
-        out.push_back(be_.weight(host, WeightUse::sparse));
-        if (out.back().data != host.data) f_.release(host.data, bytes);
-        done_ += bytes;
-        if (progress_) progress_(done_, total_);
-    }
+    for (int64_t i = 0; i < n; ++i)
+        out.push_back(hand_over(Tensor{static_cast<const uint8_t*>(t->data) + i * bytes, t->type, WeightLayout::rows,
+                                       ne0, ne1},
+                                WeightUse::sparse));
     return out;
 }
 

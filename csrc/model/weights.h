@@ -70,6 +70,8 @@ public:
 
 private:
     const gguf::TensorInfo& lookup(const std::string& name, int n_dims, int64_t ne0, int64_t ne1);
+    // host (a view of the mapped file) to the backend; counts it for progress
+    Tensor hand_over(const Tensor& host, WeightUse use);
 
     const gguf::File& f_;
     Backend& be_;
