@@ -93,7 +93,7 @@ if [ "$WHAT" != tests ]; then
         log "$f $cfg: $(grep -E 'pp512|tg128' "$L/bench.log" | awk -F'|' '{print $7 $8}' | tr -s ' ' | tr '\n' ';')"
       done
     done
-    if command -v ncu > /dev/null; then
+    if command -v ncu > /dev/null && [ "${PROFILE:-}" != none ]; then
       for f in ${PROFILE:-phi3-q4_0 phi3-f16}; do
         wall=$(python3 tools/gpu_profile.py $M/$f.gguf 2>&1 | tee -a "$OUT/summary.txt" | grep -o "wall [0-9.]*" | cut -d' ' -f2)
         timeout 240 ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --csv \

@@ -14,6 +14,7 @@
 //     -o .bench/matvec_bench -lpthread && strip .bench/matvec_bench
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -91,7 +92,7 @@ int main(int argc, char** argv) {
     const DType t = ts == "f16" ? DType::F16 : ts == "q8_0" ? DType::Q8_0 : ts == "q4_k" ? DType::Q4_K
                   : ts == "q6_k" ? DType::Q6_K : DType::Q4_0;
     int a = 2, layers = 32;
-    if (std::atoi(argv[2]) > 0) layers = std::atoi(argv[a++]);
+    if (!std::strchr(argv[2], ':')) layers = std::atoi(argv[a++]);
     cudaDeviceProp props;
     CHECK(cudaGetDeviceProperties(&props, 0));
     const int sm = props.multiProcessorCount;
@@ -104,7 +105,10 @@ int main(int argc, char** argv) {
     std::vector<Layer> L(layers);
     double bytes = 0;
     for (int i = 0; i < layers; ++i) {
-        L[i] = {make(t, D, 3 * D, 4 * i), make(t, D, D, 4 * i + 1), make(t, D, 2 * FF, 4 * i + 2), make(t, FF, D, 4 * i + 3)};
+        // BENCH_M_DIV=d: every matrix with 1/d of its rows (the fixed cost of a launch shows)
+        const int64_t d = std::getenv("BENCH_M_DIV") ? std::max(1, std::atoi(std::getenv("BENCH_M_DIV"))) : 1;
+        L[i] = {make(t, D, 3 * D / d, 4 * i), make(t, D, D / d, 4 * i + 1), make(t, D, 2 * FF / d, 4 * i + 2),
+                make(t, FF, D / d, 4 * i + 3)};
         bytes += L[i].qkv.bytes + L[i].wo.bytes + L[i].gu.bytes + L[i].down.bytes;
     }
     float *x, *h, *qkv, *ff, *nw;
@@ -120,7 +124,8 @@ int main(int argc, char** argv) {
     CHECK(cudaMemcpy(h, xs.data(), D * 4, cudaMemcpyHostToDevice));
     CHECK(cudaDeviceSynchronize());
     RowNorm rms;
-    rms.kind = NormKind::rms;
+    // BENCH_NORM=0: no input norm fused into qkv and gate_up
+    rms.kind = std::getenv("BENCH_NORM") && std::atoi(std::getenv("BENCH_NORM")) == 0 ? NormKind::none : NormKind::rms;
     rms.w = nw;
     rms.eps = 1e-5f;
     const cuda::Launch l{st, props.major >= 9 && !(std::getenv("BENCH_PDL") && std::atoi(std::getenv("BENCH_PDL")) == 0)};

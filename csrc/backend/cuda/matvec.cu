@@ -10,6 +10,7 @@
 // activations; float weights with f32 FMAs. Weights of a CTA's first rows are
 // prefetched into L2 before it waits for the kernel before it (PDL).
 #include <algorithm>
+#include <type_traits>
 
 #include "backend/cuda/formats.cuh"
 #include "backend/cuda/kernels.h"
@@ -289,28 +290,17 @@ __device__ __forceinline__ float acc_vec(float acc, const uint4& raw, const floa
     return acc + s;
 }
 
-// The epilogue of one output row r (value v before the bias), and of SwiGLU's
-// output o from its gate and up values.
-__device__ __forceinline__ void store_row(const MatvecParams& p, float* y, int r, float v) {
-    if (p.bias) v += p.bias[r];
-    switch (p.ep) {
-        case static_cast<int>(Epilogue::add): y[r] += v; return;
-        case static_cast<int>(Epilogue::gelu): y[r] = gelu_tanh(v); return;
-        default: y[r] = v;
-    }
+// Shared memory of a matvec: the norm's weights (norm_into_smem), then the
+// staged activations of n tokens.
+size_t norm_bytes(const MatmulJob& j) {
+    return j.norm.kind == NormKind::none || j.W.ne0 % 4 != 0 ? 0 : j.W.ne0 * sizeof(float) * (j.norm.b ? 2 : 1);
 }
-__device__ __forceinline__ void store_swiglu(const MatvecParams& p, float* y, int o, float g, float u) {
-    if (p.bias) {
-        g += p.bias[o];
-        u += p.bias[o + p.M / 2];
-    }
-    y[o] = silu(g) * u;
-}
-
-// Shared memory for the staged activations of n tokens.
-size_t staged_bytes(DType type, int64_t K, int n) {
+size_t staged_bytes(const MatmulJob& j) {
+    const DType type = j.W.type;
+    const int64_t K = j.W.ne0;
     const bool is_float = type == DType::F32 || type == DType::F16 || type == DType::BF16;
-    return is_float ? static_cast<size_t>(n) * K * sizeof(float) : static_cast<size_t>(n) * (K + K / 32 * 12);
+    return norm_bytes(j) +
+           (is_float ? static_cast<size_t>(j.n) * K * sizeof(float) : static_cast<size_t>(j.n) * (K + K / 32 * 12));
 }
 
 MatvecParams matvec_params(const MatmulJob& j) {
@@ -344,14 +334,77 @@ __device__ __forceinline__ void task_rows(const MatvecParams& p, int task, int& 
     }
 }
 
-__device__ __forceinline__ void write_out(const MatvecParams& p, int task, int t, float v0, float v1) {
+// What a task's epilogue reads besides its sums: the bias of its rows
+// (constant: loadable before the PDL wait) and, for Epilogue::add, the values
+// of y it adds to (token `lane`'s). Loaded when the task starts, so that these
+// round trips to memory overlap its dot products instead of following them.
+struct TaskIn {
+    float b[2] = {0.0f, 0.0f};
+    float y[2] = {0.0f, 0.0f};
+};
+__device__ __forceinline__ void load_bias(const MatvecParams& p, int task, TaskIn& in) {
+    if (!p.bias) return;
+    int r0, r1;
+    bool has1;
+    task_rows(p, task, r0, r1, has1);
+    in.b[0] = __ldg(p.bias + r0);
+    in.b[1] = __ldg(p.bias + r1);
+}
+// (after the PDL wait: earlier kernels write y)
+__device__ __forceinline__ void load_added(const MatvecParams& p, int task, TaskIn& in) {
+    const int lane = threadIdx.x % kWarp;
+    if (p.ep != static_cast<int>(Epilogue::add) || lane >= p.n) return;
+    int r0, r1;
+    bool has1;
+    task_rows(p, task, r0, r1, has1);
+    const float* y = p.y + static_cast<int64_t>(lane) * p.ldy;
+    in.y[0] = y[r0];
+    in.y[1] = y[r1];
+}
+
+// The outputs of task `task` for token t = lane (v0, v1: its rows' sums).
+__device__ __forceinline__ void write_out(const MatvecParams& p, int task, int t, float v0, float v1, const TaskIn& in) {
     int r0, r1;
     bool has1;
     task_rows(p, task, r0, r1, has1);
     float* y = p.y + static_cast<int64_t>(t) * p.ldy;
-    if (p.ep == static_cast<int>(Epilogue::swiglu)) return store_swiglu(p, y, task, v0, v1);
-    store_row(p, y, r0, v0);
-    if (has1) store_row(p, y, r1, v1);
+    v0 += in.b[0];
+    v1 += in.b[1];
+    switch (p.ep) {
+        case static_cast<int>(Epilogue::swiglu): y[task] = silu(v0) * v1; return;
+        case static_cast<int>(Epilogue::add):
+            y[r0] = in.y[0] + v0;
+            if (has1) y[r1] = in.y[1] + v1;
+            return;
+        case static_cast<int>(Epilogue::gelu):
+            y[r0] = gelu_tanh(v0);
+            if (has1) y[r1] = gelu_tanh(v1);
+            return;
+        default:
+            y[r0] = v0;
+            if (has1) y[r1] = v1;
+    }
+}
+
+// The norm's weights (and LayerNorm's bias) into shared memory at dst, copies
+// issued before the PDL wait: they never change, and read after the row's
+// statistics they would cost one more round trip to memory after the wait.
+// Returns p with the norm reading them there (once cp_async_wait and a
+// barrier have passed: staging has one before it normalizes).
+__device__ __forceinline__ MatvecParams norm_into_smem(const MatvecParams& p, float* dst) {
+    if (p.norm == static_cast<int>(NormKind::none) || p.K % 4 != 0) return p;
+    for (int c = threadIdx.x; c < p.K / 4; c += blockDim.x) {
+        cp_async16(dst + 4 * c, p.nw + 4 * c);
+        if (p.nb) cp_async16(dst + p.K + 4 * c, p.nb + 4 * c);
+    }
+    cp_async_commit();
+    MatvecParams q = p;
+    q.nw = dst;
+    if (p.nb) q.nb = dst + p.K;
+    return q;
+}
+__device__ __forceinline__ int norm_smem_floats(const MatvecParams& p) {
+    return p.norm == static_cast<int>(NormKind::none) || p.K % 4 != 0 ? 0 : p.K * (p.nb ? 2 : 1);
 }
 
 // L2 prefetch of this warp's first task's weight bytes (runs before pdl_wait).
@@ -362,7 +415,8 @@ __device__ __forceinline__ void prefetch_rows(const uint8_t* a, const uint8_t* b
     }
 }
 
-// kMaxTok: tokens the accumulators are sized for (1: decode's own build, lean in registers)
+// Quantized weights: a warp per task. kMaxTok: tokens the accumulators are
+// sized for (1: decode's own build, lean in registers).
 template <class F, int kMaxTok>
 __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_quant(MatvecParams p) {
     extern __shared__ __align__(16) uint8_t smem[];
@@ -375,8 +429,10 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_quant
     int r[2];
     bool has1;
     // Weights never change: this warp's first units go into registers (and the
-    // rest of its first rows into L2) before waiting for the kernel before.
+    // rest of its first rows into L2), its rows' bias and the norm's weights
+    // load, all before waiting for the kernel before.
     typename F::Raw raw[U][2];
+    TaskIn in;
     bool preloaded = task < p.tasks;
     if (task < p.tasks) {
         task_rows(p, task, r[0], r[1], has1);
@@ -388,19 +444,29 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_quant
                 raw[j][1] = load_unit<F>(p.w, r[1], uu);
             }
         }
+        load_bias(p, task, in);
         prefetch_rows(p.w.bits + r[0] * p.w.nb * F::kBits, p.w.bits + r[1] * p.w.nb * F::kBits, p.w.nb * F::kBits);
     }
+    const MatvecParams q = norm_into_smem(p, reinterpret_cast<float*>(smem));
     pdl_wait();
     pdl_launch_dependents();
+    if (task < p.tasks) load_added(p, task, in);
 
-    int8_t* xq = reinterpret_cast<int8_t*>(smem);                   // [n][K] 8-bit codes
-    int* xs = reinterpret_cast<int*>(smem + p.n * p.K);             // [n][nblk][2] their sums per 16
-    float* xd = reinterpret_cast<float*>(xs + 2 * p.n * nblk);      // [n][nblk] scales
-    for (int t = 0; t < p.n; ++t) stage_q8(p, t, xq, xs, xd, red);
+    uint8_t* xs0 = smem + norm_smem_floats(p) * sizeof(float);
+    int8_t* xq = reinterpret_cast<int8_t*>(xs0);                 // [n][K] 8-bit codes
+    int* xs = reinterpret_cast<int*>(xs0 + p.n * p.K);           // [n][nblk][2] their sums per 16
+    float* xd = reinterpret_cast<float*>(xs + 2 * p.n * nblk);   // [n][nblk] scales
+    cp_async_wait<0>();
+    for (int t = 0; t < p.n; ++t) stage_q8(q, t, xq, xs, xd, red);
     __syncthreads();
 
-    for (; task < p.tasks; task += gridDim.x * nw) {
+    for (bool first = true; task < p.tasks; task += gridDim.x * nw, first = false) {
         task_rows(p, task, r[0], r[1], has1);
+        if (!first) {
+            in = TaskIn{};
+            load_bias(p, task, in);
+            load_added(p, task, in);
+        }
         float acc[2][kMaxTok];
 #pragma unroll
         for (int i = 0; i < 2; ++i)
@@ -439,145 +505,232 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_quant
         for (int t = 0; t < kMaxTok; ++t) {
             if (t >= p.n) break;
             const float v0 = warp_sum(acc[0][t]), v1 = warp_sum(acc[1][t]);
-            if (lane == t % kWarp) write_out(p, task, t, v0, v1);
+            if (lane == t) write_out(p, task, t, v0, v1, in);
         }
     }
 }
 
-// Float weights: f32 activations in shared memory, kVec elements per load
-// (16 bytes) when rows are 16-byte multiples, else one at a time.
-template <class T, int kVec, int kMaxTok>
-__global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_float(MatvecParams p) {
-    extern __shared__ __align__(16) uint8_t smem[];
-    __shared__ float2 red[32];
-    const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, nw = blockDim.x / kWarp;
-    constexpr int U = kVec > 1 ? 4 : 1;  // 16-byte loads in flight per row and lane
-    const int nvec = p.K / kVec;
-    int task = blockIdx.x * nw + warp;
-    int r[2];
-    bool has1;
-    const uint8_t* row[2] = {nullptr, nullptr};
-    // the first loads of this warp's first rows before waiting for the kernel before
-    uint4 raw[U][2];
-    bool preloaded = kVec > 1 && task < p.tasks;
-    if (task < p.tasks) {
-        task_rows(p, task, r[0], r[1], has1);
-        row[0] = p.wf + r[0] * p.row_bytes;
-        row[1] = p.wf + r[1] * p.row_bytes;
-        if constexpr (kVec > 1) {
-#pragma unroll
-            for (int j = 0; j < U; ++j) {
-                const int v = lane + j * kWarp;
-                if (v < nvec) {
-                    raw[j][0] = ld_u4(row[0] + v * 16);
-                    raw[j][1] = ld_u4(row[1] + v * 16);
-                }
-            }
+// ---- Float weights: even streams of steps
+//
+// A task's rows (two rows, or a gate row and its up row) are cut into *steps*
+// of 32 16-byte vectors (single elements where rows are not 16-byte
+// multiples), one per lane. CTA c takes the tasks [tb, te) of an even split
+// of all tasks over the grid, and its warps split the CTA's steps evenly,
+// each warp a contiguous run that may begin or end inside a task, so every SM
+// streams the same number of bytes however few rows the matrix has (the
+// 3072-row matrices of Phi-3-mini left part of the GPU idle as a warp per
+// task). A warp keeps kDepth steps' loads in flight (a step is consumed, then
+// its registers load the step kDepth ahead); its first kDepth steps are
+// loaded before the PDL wait. A task split between warps is summed in shared
+// memory, in warp order, by the warp that holds its first segment: the sums
+// depend on the grid, which does not depend on the number of tokens.
+// Quantized weights stay with matvec_quant: for them this kernel measured
+// slower (its per-step bookkeeping costs more than the balance gains when
+// each 32-unit step is dense arithmetic).
+
+constexpr int kMaxWarps = 16;
+
+template <class T, int kVec>
+struct FloatSteps {
+    using Raw = typename std::conditional<kVec == 1, float, uint4>::type;
+    __device__ static int units(const MatvecParams& p) { return p.K / kVec; }
+    __device__ static Raw load(const MatvecParams& p, int row, int u) {
+        const uint8_t* r = p.wf + static_cast<int64_t>(row) * p.row_bytes;
+        if constexpr (kVec == 1) {
+            return FloatFmt<T>::get(r, u);
+        } else {
+            return ld_u4(r + static_cast<int64_t>(u) * 16);
         }
-        prefetch_rows(row[0], row[1], p.row_bytes);
     }
-    pdl_wait();
-    pdl_launch_dependents();
-
-    float* xf = reinterpret_cast<float*>(smem);  // [n][K]
-    for (int t = 0; t < p.n; ++t) stage_f32(p, t, xf, red);
-    __syncthreads();
-
-    for (; task < p.tasks; task += gridDim.x * nw) {
-        task_rows(p, task, r[0], r[1], has1);
-        row[0] = p.wf + r[0] * p.row_bytes;
-        row[1] = p.wf + r[1] * p.row_bytes;
-        float acc[2][kMaxTok];
-#pragma unroll
-        for (int i = 0; i < 2; ++i)
-#pragma unroll
-            for (int t = 0; t < kMaxTok; ++t) acc[i][t] = 0.0f;
-        if constexpr (kVec > 1) {
-            for (int v0 = lane; v0 < nvec; v0 += kWarp * U) {
-                if (!preloaded) {
-#pragma unroll
-                    for (int j = 0; j < U; ++j) {
-                        const int v = v0 + j * kWarp;
-                        if (v < nvec) {
-                            raw[j][0] = ld_u4(row[0] + v * 16);
-                            raw[j][1] = ld_u4(row[1] + v * 16);
-                        }
-                    }
-                }
-                preloaded = false;
-#pragma unroll
-                for (int j = 0; j < U; ++j) {
-                    const int v = v0 + j * kWarp;
-                    if (v >= nvec) break;
-#pragma unroll
-                    for (int i = 0; i < 2; ++i)
-#pragma unroll
-                        for (int t = 0; t < kMaxTok; ++t) {
-                            if (t >= p.n) break;
-                            acc[i][t] = acc_vec<T>(acc[i][t], raw[j][i], xf + t * p.K + v * kVec);
-                        }
-                }
-            }
-            preloaded = false;
-        } else {  // rows not 16-byte multiples: one element at a time
-            for (int k = lane; k < p.K; k += kWarp) {
-                const float w0 = FloatFmt<T>::get(row[0], k), w1 = FloatFmt<T>::get(row[1], k);
-#pragma unroll
-                for (int t = 0; t < kMaxTok; ++t) {
-                    if (t >= p.n) break;
-                    acc[0][t] += w0 * xf[t * p.K + k];
-                    acc[1][t] += w1 * xf[t * p.K + k];
-                }
-            }
-        }
+    template <int kMaxTok>
+    __device__ static void accumulate(const MatvecParams& p, const float* xf, const Raw& r, int u, float (&acc)[kMaxTok]) {
 #pragma unroll
         for (int t = 0; t < kMaxTok; ++t) {
             if (t >= p.n) break;
-            const float v0 = warp_sum(acc[0][t]), v1 = warp_sum(acc[1][t]);
-            if (lane == t % kWarp) write_out(p, task, t, v0, v1);
+            if constexpr (kVec == 1) {
+                acc[t] += r * xf[t * p.K + u];
+            } else {
+                acc[t] = acc_vec<T>(acc[t], r, xf + t * p.K + u * kVec);
+            }
         }
     }
+};
+
+// This CTA's first task, and this warp's steps [sb, se) counted from it.
+struct StepSplit {
+    int tb = 0, sb = 0, se = 0, n = 0;  // n: the CTA's steps
+};
+__device__ __forceinline__ int split_at(int n, int i, int parts) {
+    return static_cast<int>(static_cast<int64_t>(n) * i / parts);
+}
+__device__ __forceinline__ StepSplit split_steps(int tasks, int G, int warp, int nw) {
+    StepSplit s;
+    s.tb = split_at(tasks, blockIdx.x, gridDim.x);
+    s.n = (split_at(tasks, blockIdx.x + 1, gridDim.x) - s.tb) * G;
+    s.sb = split_at(s.n, warp, nw);
+    s.se = split_at(s.n, warp + 1, nw);
+    return s;
+}
+
+template <class S, int kMaxTok, int kDepth>
+__global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_steps(MatvecParams p) {
+    extern __shared__ __align__(16) uint8_t smem[];
+    __shared__ float2 red[32];
+    __shared__ float part[kMaxWarps][2][2][kMaxTok];  // [warp][first, last task][row][token]: split tasks
+    const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, nw = blockDim.x / kWarp;
+    const int units = S::units(p), G = (units + kWarp - 1) / kWarp;
+    const StepSplit sp = split_steps(p.tasks, G, warp, nw);
+    const int nsteps = sp.se - sp.sb;
+    typename S::Raw raw[kDepth][2];
+    int lt = sp.sb / G, lg = sp.sb % G;  // the next step to load: task (from tb), step in it
+    auto load_step = [&](typename S::Raw(&r)[2]) {
+        const int u = lg * kWarp + lane;
+        if (u < units) {
+            int r0, r1;
+            bool has1;
+            task_rows(p, sp.tb + lt, r0, r1, has1);
+            r[0] = S::load(p, r0, u);
+            r[1] = S::load(p, r1, u);
+        }
+        if (++lg == G) {
+            lg = 0;
+            ++lt;
+        }
+    };
+    // weights never change: the first steps, the first task's bias and the
+    // norm's weights load before waiting for the kernel before
+#pragma unroll
+    for (int j = 0; j < kDepth; ++j)
+        if (j < nsteps) load_step(raw[j]);
+    const int first_task = sp.sb / G;
+    int ct = first_task, cg = sp.sb % G;  // the step being consumed
+    TaskIn in;  // of the task this warp writes (whole, or as the one that combines it)
+    if (nsteps > 0 && cg == 0) load_bias(p, sp.tb + ct, in);
+    const MatvecParams q = norm_into_smem(p, reinterpret_cast<float*>(smem));
+    pdl_wait();
+    pdl_launch_dependents();
+    if (nsteps > 0 && cg == 0) load_added(p, sp.tb + ct, in);
+    float* xf = reinterpret_cast<float*>(smem) + norm_smem_floats(p);  // [n][K]
+    cp_async_wait<0>();
+    for (int t = 0; t < p.n; ++t) stage_f32(q, t, xf, red);
+    __syncthreads();
+
+    bool from_start = cg == 0;  // the current segment began at its task's first step
+    float acc[2][kMaxTok];
+#pragma unroll
+    for (int t = 0; t < kMaxTok; ++t) acc[0][t] = acc[1][t] = 0.0f;
+    for (int s0 = 0; s0 < nsteps; s0 += kDepth) {
+#pragma unroll
+        for (int j = 0; j < kDepth; ++j) {
+            const int s = s0 + j;
+            if (s >= nsteps) break;
+            if (cg == 0 && s > 0) {
+                in = TaskIn{};
+                load_bias(p, sp.tb + ct, in);
+                load_added(p, sp.tb + ct, in);
+            }
+            const int u = cg * kWarp + lane;
+            if (u < units) {
+                S::template accumulate<kMaxTok>(p, xf, raw[j][0], u, acc[0]);
+                S::template accumulate<kMaxTok>(p, xf, raw[j][1], u, acc[1]);
+            }
+            if (s + kDepth < nsteps) load_step(raw[j]);
+            if (cg == G - 1 || s == nsteps - 1) {
+                // a segment ends: a whole task is stored, part of one kept for the combine
+                const bool whole = from_start && cg == G - 1;
+                const int slot = ct == first_task ? 0 : 1;
+#pragma unroll
+                for (int t = 0; t < kMaxTok; ++t) {
+                    if (t >= p.n) break;
+                    const float v0 = warp_sum(acc[0][t]), v1 = warp_sum(acc[1][t]);
+                    acc[0][t] = acc[1][t] = 0.0f;
+                    if (lane != t) continue;
+                    if (whole) {
+                        write_out(p, sp.tb + ct, t, v0, v1, in);
+                    } else {
+                        part[warp][slot][0][t] = v0;
+                        part[warp][slot][1][t] = v1;
+                    }
+                }
+                from_start = true;
+            }
+            if (++cg == G) {
+                cg = 0;
+                ++ct;
+            }
+        }
+    }
+    __syncthreads();
+    // a task split between warps: the warp with its first segment adds the others in order
+    if (nsteps == 0) return;
+    const int last_task = (sp.se - 1) / G, end = (last_task + 1) * G;
+    if (max(sp.sb, last_task * G) != last_task * G || sp.se == end) return;
+    const int t = lane;
+    if (t >= p.n) return;
+    const int slot = last_task == first_task ? 0 : 1;
+    float v0 = part[warp][slot][0][t], v1 = part[warp][slot][1][t];
+    for (int w = warp + 1; w < nw; ++w) {
+        const int wb = split_at(sp.n, w, nw);
+        if (wb >= end) break;
+        if (wb == split_at(sp.n, w + 1, nw)) continue;  // a warp without steps
+        v0 += part[w][0][0][t];
+        v1 += part[w][0][1][t];
+    }
+    write_out(p, sp.tb + last_task, t, v0, v1, in);
 }
 
 constexpr size_t kSmemLimit = 200 * 1024;
 
-
+// matvec_quant: one wave (as many CTAs as fit, each stages the activations once), or fewer
 template <class Kernel>
-bool run(Kernel kernel, const MatvecParams& p, size_t smem, const Launch& l, int sm_count, int warps,
-         int ctas_per_sm) {
+bool run_wave(Kernel kernel, const MatvecParams& p, size_t smem, const Launch& l, int sm_count,
+              const MatvecConfig& cfg) {
     if (smem > kSmemLimit) return false;
     if (smem > 40 * 1024)  // (the static shared memory counts against the default 48 KB too)
         PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    // one wave: as many CTAs as fit on the GPU at once (each stages the activations once), or fewer
+    const int warps = std::max(1, std::min(kMaxWarps, cfg.warps));
     int fit = 0;
     PHI_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kernel, warps * kWarp, smem));
-    const int ctas = std::max(1, std::min(ceil_div(p.tasks, warps), sm_count * std::max(1, std::min(fit, ctas_per_sm))));
+    const int ctas = std::max(1, std::min(ceil_div(p.tasks, warps), sm_count * std::max(1, std::min(fit, cfg.ctas_per_sm))));
+    launch(kernel, dim3(ctas), dim3(warps * kWarp), smem, l, p);
+    return true;
+}
+
+// matvec_steps: a grid that does not depend on the number of tokens (nor on
+// what fits at once), so a task's sums do not either
+template <class Kernel>
+bool run_fixed(Kernel kernel, const MatvecParams& p, size_t smem, const Launch& l, int sm_count,
+               const MatvecConfig& cfg) {
+    if (smem > kSmemLimit) return false;
+    if (smem > 40 * 1024)
+        PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    const int warps = std::max(1, std::min(kMaxWarps, cfg.warps));
+    const int ctas = std::max(1, std::min(p.tasks, sm_count * std::max(1, std::min(kMatvecMinBlocks, cfg.ctas_per_sm))));
     launch(kernel, dim3(ctas), dim3(warps * kWarp), smem, l, p);
     return true;
 }
 
 template <class F>
-bool run_quant(MatvecParams p, const Tensor& W, const Launch& l, int sm, const MatvecConfig& cfg) {
-    p.w.nb = W.ne0 / F::kBlock;
-    p.w.bits = static_cast<const uint8_t*>(W.data);
-    p.w.rest = p.w.bits + W.ne1 * p.w.nb * F::kBits;
-    const int w = cfg.warps, c = cfg.ctas_per_sm;
-    if (p.n == 1) return run(matvec_quant<F, 1>, p, staged_bytes(W.type, W.ne0, p.n), l, sm, w, c);
-    return run(matvec_quant<F, kMatvecMaxTokens>, p, staged_bytes(W.type, W.ne0, p.n), l, sm, w, c);
+bool run_quant(MatvecParams p, const MatmulJob& j, const Launch& l, int sm, const MatvecConfig& cfg) {
+    p.w.nb = j.W.ne0 / F::kBlock;
+    p.w.bits = static_cast<const uint8_t*>(j.W.data);
+    p.w.rest = p.w.bits + j.W.ne1 * p.w.nb * F::kBits;
+    if (p.n == 1) return run_wave(matvec_quant<F, 1>, p, staged_bytes(j), l, sm, cfg);
+    return run_wave(matvec_quant<F, kMatvecMaxTokens>, p, staged_bytes(j), l, sm, cfg);
 }
 
 template <class T>
-bool run_float(MatvecParams p, const Tensor& W, const Launch& l, int sm, const MatvecConfig& cfg) {
-    p.wf = static_cast<const uint8_t*>(W.data);
-    p.row_bytes = static_cast<int64_t>(W.row_bytes());
-    const size_t smem = staged_bytes(W.type, W.ne0, p.n);
+bool run_float(MatvecParams p, const MatmulJob& j, const Launch& l, int sm, const MatvecConfig& cfg) {
+    p.wf = static_cast<const uint8_t*>(j.W.data);
+    p.row_bytes = static_cast<int64_t>(j.W.row_bytes());
+    const size_t smem = staged_bytes(j);
     constexpr int kVec = 16 / sizeof(T);
-    const int w = cfg.warps, c = cfg.ctas_per_sm;
-    if (p.row_bytes % 16 == 0) {
-        if (p.n == 1) return run(matvec_float<T, kVec, 1>, p, smem, l, sm, w, c);
-        return run(matvec_float<T, kVec, kMatvecMaxTokens>, p, smem, l, sm, w, c);
+    if (p.row_bytes % 16 == 0 && p.K % kVec == 0) {
+        using S = FloatSteps<T, kVec>;
+        if (p.n == 1) return run_fixed(matvec_steps<S, 1, 4>, p, smem, l, sm, cfg);
+        return run_fixed(matvec_steps<S, kMatvecMaxTokens, 4>, p, smem, l, sm, cfg);
     }
-    return run(matvec_float<T, 1, kMatvecMaxTokens>, p, smem, l, sm, w, c);
+    return run_fixed(matvec_steps<FloatSteps<T, 1>, kMatvecMaxTokens, 4>, p, smem, l, sm, cfg);
 }
 
 } // namespace
@@ -587,7 +740,7 @@ bool aligned16(const void* a, const void* b, const void* c) {
 }
 
 bool matvec_takes(const MatmulJob& j) {
-    return j.n <= kMatvecMaxTokens && staged_bytes(j.W.type, j.W.ne0, j.n) <= kSmemLimit && aligned16(j.x, j.norm.w, j.norm.b);
+    return j.n <= kMatvecMaxTokens && staged_bytes(j) <= kSmemLimit && aligned16(j.x, j.norm.w, j.norm.b);
 }
 
 bool matvec(const MatmulJob& j, const Launch& l, int sm_count, const MatvecConfig& cfg) {
@@ -596,21 +749,21 @@ bool matvec(const MatmulJob& j, const Launch& l, int sm_count, const MatvecConfi
     const int sm = sm_count;
     const MatvecConfig& c = cfg;
     switch (j.W.type) {
-        case DType::F32: return run_float<float>(p, j.W, l, sm, c);
-        case DType::F16: return run_float<__half>(p, j.W, l, sm, c);
-        case DType::BF16: return run_float<__nv_bfloat16>(p, j.W, l, sm, c);
-        case DType::Q4_0: return run_quant<FmtQ4_0>(p, j.W, l, sm, c);
-        case DType::Q4_1: return run_quant<FmtQ4_1>(p, j.W, l, sm, c);
-        case DType::Q5_0: return run_quant<FmtQ5_0>(p, j.W, l, sm, c);
-        case DType::Q5_1: return run_quant<FmtQ5_1>(p, j.W, l, sm, c);
-        case DType::Q8_0: return run_quant<FmtQ8_0>(p, j.W, l, sm, c);
-        case DType::IQ4_NL: return run_quant<FmtIQ4_NL>(p, j.W, l, sm, c);
-        case DType::Q2_K: return run_quant<FmtQ2_K>(p, j.W, l, sm, c);
-        case DType::Q3_K: return run_quant<FmtQ3_K>(p, j.W, l, sm, c);
-        case DType::Q4_K: return run_quant<FmtQ4_K>(p, j.W, l, sm, c);
-        case DType::Q5_K: return run_quant<FmtQ5_K>(p, j.W, l, sm, c);
-        case DType::Q6_K: return run_quant<FmtQ6_K>(p, j.W, l, sm, c);
-        case DType::IQ4_XS: return run_quant<FmtIQ4_XS>(p, j.W, l, sm, c);
+        case DType::F32: return run_float<float>(p, j, l, sm, c);
+        case DType::F16: return run_float<__half>(p, j, l, sm, c);
+        case DType::BF16: return run_float<__nv_bfloat16>(p, j, l, sm, c);
+        case DType::Q4_0: return run_quant<FmtQ4_0>(p, j, l, sm, c);
+        case DType::Q4_1: return run_quant<FmtQ4_1>(p, j, l, sm, c);
+        case DType::Q5_0: return run_quant<FmtQ5_0>(p, j, l, sm, c);
+        case DType::Q5_1: return run_quant<FmtQ5_1>(p, j, l, sm, c);
+        case DType::Q8_0: return run_quant<FmtQ8_0>(p, j, l, sm, c);
+        case DType::IQ4_NL: return run_quant<FmtIQ4_NL>(p, j, l, sm, c);
+        case DType::Q2_K: return run_quant<FmtQ2_K>(p, j, l, sm, c);
+        case DType::Q3_K: return run_quant<FmtQ3_K>(p, j, l, sm, c);
+        case DType::Q4_K: return run_quant<FmtQ4_K>(p, j, l, sm, c);
+        case DType::Q5_K: return run_quant<FmtQ5_K>(p, j, l, sm, c);
+        case DType::Q6_K: return run_quant<FmtQ6_K>(p, j, l, sm, c);
+        case DType::IQ4_XS: return run_quant<FmtIQ4_XS>(p, j, l, sm, c);
         default: fail(ErrorKind::unsupported, "no CUDA kernel for tensor type ", dtype_name(j.W.type));
     }
 }
