@@ -60,14 +60,28 @@ constexpr int kRotPerLane = kMaxHead / 2 / kWarp;
 struct RotaryAngles {
     float c[kRotPerLane], s[kRotPerLane];
 };
-__device__ __forceinline__ RotaryAngles rotary_angles(const InputParams& p, int pos) {
+// This lane's inverse frequencies (constant: a kernel may load them before it
+// reads the step's position, so the two round trips to memory overlap).
+struct RotaryFreqs {
+    float f[kRotPerLane];
+};
+__device__ __forceinline__ RotaryFreqs rotary_freqs(const InputParams& p) {
+    RotaryFreqs r;
+#pragma unroll
+    for (int k = 0; k < kRotPerLane; ++k) {
+        const int i = threadIdx.x % kWarp + k * kWarp;
+        r.f[k] = i < p.n_rot / 2 ? __ldg(p.inv_freq + i) : 0.0f;
+    }
+    return r;
+}
+__device__ __forceinline__ RotaryAngles rotary_angles(const InputParams& p, const RotaryFreqs& fr, int pos) {
     RotaryAngles a;
 #pragma unroll
     for (int k = 0; k < kRotPerLane; ++k) {
         const int i = threadIdx.x % kWarp + k * kWarp;
         a.c[k] = a.s[k] = 0.0f;
         if (i >= p.n_rot / 2) continue;
-        sincosf(static_cast<float>(pos) * p.inv_freq[i], &a.s[k], &a.c[k]);
+        sincosf(static_cast<float>(pos) * fr.f[k], &a.s[k], &a.c[k]);
         a.c[k] *= p.mscale;
         a.s[k] *= p.mscale;
     }
@@ -102,7 +116,7 @@ __global__ void attention_input_kernel(InputParams p) {
     for (int i = lane; i < p.hd; i += kWarp) buf[i] = vec[i];
     __syncwarp();
     if (p.qk.q_w) head_layernorm(buf, p.hd, is_q ? p.qk.q_w : p.qk.k_w, is_q ? p.qk.q_b : p.qk.k_b, p.qk.eps);
-    head_rotary(buf, p.n_rot, rotary_angles(p, pos));
+    head_rotary(buf, p.n_rot, rotary_angles(p, rotary_freqs(p), pos));
     const int64_t kvw = static_cast<int64_t>(p.n_head_kv) * p.hd;
     const int64_t at = pos * kvw + h * p.hd;
     const float* v = p.v + t * p.kv_stride + h * p.hd;
@@ -182,8 +196,14 @@ __device__ __forceinline__ void scores(const T* kr, const float* qs, int hd, int
 #pragma unroll
         for (int r = 0; r < kR; ++r) {
             if (r >= nrows) break;
+            // two chains of products, not one of hd: the row's sum is latency-bound
+            float a = 0.0f, b = 0.0f;
 #pragma unroll
-            for (int i = 0; i < kVec; ++i) s[r] += qs[r * hd + d + i] * kv[i];
+            for (int i = 0; i < kVec; i += 2) {
+                a += qs[r * hd + d + i] * kv[i];
+                if (i + 1 < kVec) b += qs[r * hd + d + i + 1] * kv[i + 1];
+            }
+            s[r] += a + b;
         }
     }
 }
@@ -232,6 +252,8 @@ __global__ void attention_kernel(AttnParams p) {
     // projection) does not write: the step's position (set before the step's
     // first kernel), the cache rows of earlier tokens, the rotary angles
     const int lane = threadIdx.x % kWarp;
+    RotaryFreqs freqs;
+    if constexpr (kFused) freqs = rotary_freqs(p.in);  // in flight with the position's load below
     const int tiles_per_head = p.tiles / p.n_head_kv;
     const int kvh = blockIdx.x / tiles_per_head, tile = blockIdx.x % tiles_per_head, split = blockIdx.y;
     const int group = p.n_head / p.n_head_kv;
@@ -294,7 +316,7 @@ __global__ void attention_kernel(AttnParams p) {
     // the queries, pre-scaled, while the first chunk is in flight
     if constexpr (kFused) {
         const InputParams& in = p.in;
-        const RotaryAngles angles = rotary_angles(in, cur_pos);
+        const RotaryAngles angles = rotary_angles(in, freqs, cur_pos);
         pdl_wait();
         pdl_launch_dependents();
         for (int r = 0; r < nrows; ++r) {
