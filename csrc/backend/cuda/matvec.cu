@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "backend/cuda/attention_tile.cuh"
 #include "backend/cuda/formats.cuh"
 #include "backend/cuda/kernels.h"
 
@@ -37,6 +38,11 @@ struct MatvecParams {
     float eps = 0.0f;
     int ep = 0;  // Epilogue
     int tasks = 0;
+    // kAttnR > 0 (decode qkv): the CTA that completes a KV head's q, k and v
+    // rows runs that head's attention (attend_completed_heads)
+    AttnParams attn;
+    int* head_rows = nullptr;  // per KV head, rows written so far in this launch (zero between launches)
+    int attn_warps = 0;
 };
 
 __device__ __forceinline__ float gelu_tanh(float v) {
@@ -98,18 +104,27 @@ __device__ NormStats row_stats(const float* x, int K, int kind, float eps, float
 }
 
 // Elements k..k+3 of the row, normalized.
-__device__ __forceinline__ float4 normed4(const MatvecParams& p, float4 v, int k, const NormStats& st) {
+// The norm's weights and bias where staging reads them: shared memory
+// (norm_into_smem) or global. Passed on their own rather than as fields of a
+// MatvecParams copy: pointers in a copy of the kernel's parameters were
+// compiled as global addresses (a shared one there faulted).
+struct NormVecs {
+    const float* w = nullptr;
+    const float* b = nullptr;
+};
+
+__device__ __forceinline__ float4 normed4(const MatvecParams& p, const NormVecs& nv, float4 v, int k, const NormStats& st) {
     if (p.norm == static_cast<int>(NormKind::none)) return v;
-    const float4 w = *reinterpret_cast<const float4*>(p.nw + k);
+    const float4 w = *reinterpret_cast<const float4*>(nv.w + k);
     float4 b = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (p.norm == static_cast<int>(NormKind::layer) && p.nb) b = *reinterpret_cast<const float4*>(p.nb + k);
+    if (p.norm == static_cast<int>(NormKind::layer) && nv.b) b = *reinterpret_cast<const float4*>(nv.b + k);
     return make_float4((v.x - st.mean) * st.inv * w.x + b.x, (v.y - st.mean) * st.inv * w.y + b.y,
                        (v.z - st.mean) * st.inv * w.z + b.z, (v.w - st.mean) * st.inv * w.w + b.w);
 }
-__device__ __forceinline__ float normed1(const MatvecParams& p, float v, int k, const NormStats& st) {
+__device__ __forceinline__ float normed1(const MatvecParams& p, const NormVecs& nv, float v, int k, const NormStats& st) {
     if (p.norm == static_cast<int>(NormKind::none)) return v;
-    const float b = p.norm == static_cast<int>(NormKind::layer) && p.nb ? p.nb[k] : 0.0f;
-    return (v - st.mean) * st.inv * p.nw[k] + b;
+    const float b = p.norm == static_cast<int>(NormKind::layer) && nv.b ? nv.b[k] : 0.0f;
+    return (v - st.mean) * st.inv * nv.w[k] + b;
 }
 
 // Token t's activations as 8-bit codes per 32 elements (K % 32 == 0): each
@@ -178,7 +193,7 @@ __device__ __forceinline__ NormStats held_row(const MatvecParams& p, const float
     return held_stats(p, v, x0, red);
 }
 
-__device__ void stage_q8(const MatvecParams& p, int t, int8_t* xq, int* xs, float* xd, float2* red) {
+__device__ void stage_q8(const MatvecParams& p, const NormVecs& nv, int t, int8_t* xq, int* xs, float* xd, float2* red) {
     const float* xt = p.x + static_cast<int64_t>(t) * p.K;
     const float4* x4 = reinterpret_cast<const float4*>(xt);
     const int n4 = p.K / 4;
@@ -194,7 +209,7 @@ __device__ void stage_q8(const MatvecParams& p, int t, int8_t* xq, int* xs, floa
             if (base0 + i * static_cast<int>(blockDim.x) >= n4) break;
             const int c = threadIdx.x + i * blockDim.x;
             const bool in = c < n4;
-            quantize4(p, t, c, in, in ? normed4(p, v[i], 4 * c, st) : make_float4(0.0f, 0.0f, 0.0f, 0.0f), xq, xs, xd);
+            quantize4(p, t, c, in, in ? normed4(p, nv, v[i], 4 * c, st) : make_float4(0.0f, 0.0f, 0.0f, 0.0f), xq, xs, xd);
         }
         return;
     }
@@ -202,12 +217,12 @@ __device__ void stage_q8(const MatvecParams& p, int t, int8_t* xq, int* xs, floa
     for (int base = base0; base < n4; base += blockDim.x) {
         const int c = base + threadIdx.x % kWarp;
         const bool in = c < n4;
-        quantize4(p, t, c, in, in ? normed4(p, x4[c], 4 * c, st) : make_float4(0.0f, 0.0f, 0.0f, 0.0f), xq, xs, xd);
+        quantize4(p, t, c, in, in ? normed4(p, nv, x4[c], 4 * c, st) : make_float4(0.0f, 0.0f, 0.0f, 0.0f), xq, xs, xd);
     }
 }
 
 // Token t's activations as f32, normalized.
-__device__ void stage_f32(const MatvecParams& p, int t, float* xf, float2* red) {
+__device__ void stage_f32(const MatvecParams& p, const NormVecs& nv, int t, float* xf, float2* red) {
     const float* xt = p.x + static_cast<int64_t>(t) * p.K;
     float* dst = xf + static_cast<int64_t>(t) * p.K;
     const int n4 = p.K / 4;
@@ -217,7 +232,7 @@ __device__ void stage_f32(const MatvecParams& p, int t, float* xf, float2* red) 
 #pragma unroll
         for (int i = 0; i < kHeld; ++i) {
             const int c = threadIdx.x + i * blockDim.x;
-            if (c < n4) reinterpret_cast<float4*>(dst)[c] = normed4(p, v[i], 4 * c, st);
+            if (c < n4) reinterpret_cast<float4*>(dst)[c] = normed4(p, nv, v[i], 4 * c, st);
         }
         return;
     }
@@ -226,9 +241,9 @@ __device__ void stage_f32(const MatvecParams& p, int t, float* xf, float2* red) 
         const float4* x4 = reinterpret_cast<const float4*>(xt);
 #pragma unroll 4
         for (int c = threadIdx.x; c < n4; c += blockDim.x)
-            reinterpret_cast<float4*>(dst)[c] = normed4(p, x4[c], 4 * c, st);
+            reinterpret_cast<float4*>(dst)[c] = normed4(p, nv, x4[c], 4 * c, st);
     } else {
-        for (int k = threadIdx.x; k < p.K; k += blockDim.x) dst[k] = normed1(p, xt[k], k, st);
+        for (int k = threadIdx.x; k < p.K; k += blockDim.x) dst[k] = normed1(p, nv, xt[k], k, st);
     }
 }
 
@@ -389,19 +404,16 @@ __device__ __forceinline__ void write_out(const MatvecParams& p, int task, int t
 // The norm's weights (and LayerNorm's bias) into shared memory at dst, copies
 // issued before the PDL wait: they never change, and read after the row's
 // statistics they would cost one more round trip to memory after the wait.
-// Returns p with the norm reading them there (once cp_async_wait and a
-// barrier have passed: staging has one before it normalizes).
-__device__ __forceinline__ MatvecParams norm_into_smem(const MatvecParams& p, float* dst) {
-    if (p.norm == static_cast<int>(NormKind::none) || p.K % 4 != 0) return p;
+// Returns where staging reads them (there, once cp_async_wait and a barrier
+// have passed: staging has one before it normalizes).
+__device__ __forceinline__ NormVecs norm_into_smem(const MatvecParams& p, float* dst) {
+    if (p.norm == static_cast<int>(NormKind::none) || p.K % 4 != 0) return {p.nw, p.nb};
     for (int c = threadIdx.x; c < p.K / 4; c += blockDim.x) {
         cp_async16(dst + 4 * c, p.nw + 4 * c);
         if (p.nb) cp_async16(dst + p.K + 4 * c, p.nb + 4 * c);
     }
     cp_async_commit();
-    MatvecParams q = p;
-    q.nw = dst;
-    if (p.nb) q.nb = dst + p.K;
-    return q;
+    return {dst, p.nb ? dst + p.K : nullptr};
 }
 __device__ __forceinline__ int norm_smem_floats(const MatvecParams& p) {
     return p.norm == static_cast<int>(NormKind::none) || p.K % 4 != 0 ? 0 : p.K * (p.nb ? 2 : 1);
@@ -415,12 +427,69 @@ __device__ __forceinline__ void prefetch_rows(const uint8_t* a, const uint8_t* b
     }
 }
 
+// ---- Decode qkv with its attention
+//
+// A one-token step's qkv projection writes [q heads | k heads | v heads]; the
+// attention of KV head g needs only its rows (its group's q heads, its k and
+// v). Each CTA counts the rows it wrote per KV head; once all its stores are
+// out (fence, barrier), it adds the counts to the launch's per-head totals,
+// and the CTA whose addition completes a head runs that head's attention
+// (the input step included) with its first attn_warps warps, in the shared
+// memory staging used. No attention launch, no kernel boundary between the
+// projection and attention, and a head starts as soon as its rows are done.
+
+constexpr int kMaxKvHeads = 64;
+
+__device__ __forceinline__ int kv_head_of_row(const AttnParams& a, int r) {
+    const int nq = a.n_head * a.hd, nk = a.n_head_kv * a.hd;
+    if (r < nq) return r / a.hd / (a.n_head / a.n_head_kv);
+    return (r < nq + nk ? r - nq : r - nq - nk) / a.hd;
+}
+// The rows of task `task` this CTA wrote, counted per KV head (lane 0 of the writer).
+__device__ __forceinline__ void count_rows(const MatvecParams& p, int task, int* rows) {
+    int r0, r1;
+    bool has1;
+    task_rows(p, task, r0, r1, has1);
+    atomicAdd(&rows[kv_head_of_row(p.attn, r0)], 1);
+    if (has1) atomicAdd(&rows[kv_head_of_row(p.attn, r1)], 1);
+}
+// Every thread of the CTA, after its last store of the projection.
+template <int kAttnR>
+__device__ void attend_completed_heads(const MatvecParams& p, uint8_t* smem, int* rows, int* done) {
+    const AttnParams& a = p.attn;
+    __threadfence();  // this thread's q/k/v stores, before the counts that publish them
+    __syncthreads();
+    const int g = threadIdx.x;
+    if (g < a.n_head_kv) {
+        const int c = rows[g];
+        bool last = false;
+        if (c > 0) {
+            const int total = (a.n_head / a.n_head_kv + 2) * a.hd;
+            const int before = atomicAdd(&p.head_rows[g], c);
+            last = before + c == total;
+            if (last) p.head_rows[g] = 0;  // every row is counted: ready for the next launch
+        }
+        done[g] = last;
+    }
+    __syncthreads();
+    const int warp = threadIdx.x / kWarp;
+    for (int h = 0; h < a.n_head_kv; ++h) {
+        if (!done[h]) continue;
+        __threadfence();  // the other CTAs' rows of head h, counted before ours completed it
+        if (warp < p.attn_warps) attention_tile<__half, 8, true, kAttnR, true>(a, smem, h, 0, warp, p.attn_warps);
+        __syncthreads();  // (its shared memory, before the next head's)
+    }
+}
+
 // Quantized weights: a warp per task. kMaxTok: tokens the accumulators are
 // sized for (1: decode's own build, lean in registers).
-template <class F, int kMaxTok>
+template <class F, int kMaxTok, int kAttnR = 0>
 __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_quant(MatvecParams p) {
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ float2 red[32];
+    __shared__ int head_rows[kAttnR ? kMaxKvHeads : 1], head_done[kAttnR ? kMaxKvHeads : 1];
+    if constexpr (kAttnR > 0)
+        if (threadIdx.x < kMaxKvHeads) head_rows[threadIdx.x] = 0;  // (staging's barriers order it)
     const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, nw = blockDim.x / kWarp;
     const int nblk = p.K / 32;
     const int units = static_cast<int>(p.w.nb) * F::kUnits;  // per row (= 32-element blocks)
@@ -447,7 +516,7 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_quant
         load_bias(p, task, in);
         prefetch_rows(p.w.bits + r[0] * p.w.nb * F::kBits, p.w.bits + r[1] * p.w.nb * F::kBits, p.w.nb * F::kBits);
     }
-    const MatvecParams q = norm_into_smem(p, reinterpret_cast<float*>(smem));
+    const NormVecs nv = norm_into_smem(p, reinterpret_cast<float*>(smem));
     pdl_wait();
     pdl_launch_dependents();
     if (task < p.tasks) load_added(p, task, in);
@@ -457,7 +526,7 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_quant
     int* xs = reinterpret_cast<int*>(xs0 + p.n * p.K);           // [n][nblk][2] their sums per 16
     float* xd = reinterpret_cast<float*>(xs + 2 * p.n * nblk);   // [n][nblk] scales
     cp_async_wait<0>();
-    for (int t = 0; t < p.n; ++t) stage_q8(q, t, xq, xs, xd, red);
+    for (int t = 0; t < p.n; ++t) stage_q8(p, nv, t, xq, xs, xd, red);
     __syncthreads();
 
     for (bool first = true; task < p.tasks; task += gridDim.x * nw, first = false) {
@@ -507,7 +576,10 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_quant
             const float v0 = warp_sum(acc[0][t]), v1 = warp_sum(acc[1][t]);
             if (lane == t) write_out(p, task, t, v0, v1, in);
         }
+        if constexpr (kAttnR > 0)
+            if (lane == 0) count_rows(p, task, head_rows);
     }
+    if constexpr (kAttnR > 0) attend_completed_heads<kAttnR>(p, smem, head_rows, head_done);
 }
 
 // ---- Float weights: even streams of steps
@@ -572,11 +644,14 @@ __device__ __forceinline__ StepSplit split_steps(int tasks, int G, int warp, int
     return s;
 }
 
-template <class S, int kMaxTok, int kDepth>
+template <class S, int kMaxTok, int kDepth, int kAttnR = 0>
 __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_steps(MatvecParams p) {
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ float2 red[32];
     __shared__ float part[kMaxWarps][2][2][kMaxTok];  // [warp][first, last task][row][token]: split tasks
+    __shared__ int head_rows[kAttnR ? kMaxKvHeads : 1], head_done[kAttnR ? kMaxKvHeads : 1];
+    if constexpr (kAttnR > 0)
+        if (threadIdx.x < kMaxKvHeads) head_rows[threadIdx.x] = 0;  // (staging's barriers order it)
     const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, nw = blockDim.x / kWarp;
     const int units = S::units(p), G = (units + kWarp - 1) / kWarp;
     const StepSplit sp = split_steps(p.tasks, G, warp, nw);
@@ -606,13 +681,13 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_steps
     int ct = first_task, cg = sp.sb % G;  // the step being consumed
     TaskIn in;  // of the task this warp writes (whole, or as the one that combines it)
     if (nsteps > 0 && cg == 0) load_bias(p, sp.tb + ct, in);
-    const MatvecParams q = norm_into_smem(p, reinterpret_cast<float*>(smem));
+    const NormVecs nv = norm_into_smem(p, reinterpret_cast<float*>(smem));
     pdl_wait();
     pdl_launch_dependents();
     if (nsteps > 0 && cg == 0) load_added(p, sp.tb + ct, in);
     float* xf = reinterpret_cast<float*>(smem) + norm_smem_floats(p);  // [n][K]
     cp_async_wait<0>();
-    for (int t = 0; t < p.n; ++t) stage_f32(q, t, xf, red);
+    for (int t = 0; t < p.n; ++t) stage_f32(p, nv, t, xf, red);
     __syncthreads();
 
     bool from_start = cg == 0;  // the current segment began at its task's first step
@@ -647,6 +722,8 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_steps
                     if (lane != t) continue;
                     if (whole) {
                         write_out(p, sp.tb + ct, t, v0, v1, in);
+                        if constexpr (kAttnR > 0)
+                            if (t == 0) count_rows(p, sp.tb + ct, head_rows);
                     } else {
                         part[warp][slot][0][t] = v0;
                         part[warp][slot][1][t] = v1;
@@ -662,21 +739,23 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_steps
     }
     __syncthreads();
     // a task split between warps: the warp with its first segment adds the others in order
-    if (nsteps == 0) return;
     const int last_task = (sp.se - 1) / G, end = (last_task + 1) * G;
-    if (max(sp.sb, last_task * G) != last_task * G || sp.se == end) return;
-    const int t = lane;
-    if (t >= p.n) return;
-    const int slot = last_task == first_task ? 0 : 1;
-    float v0 = part[warp][slot][0][t], v1 = part[warp][slot][1][t];
-    for (int w = warp + 1; w < nw; ++w) {
-        const int wb = split_at(sp.n, w, nw);
-        if (wb >= end) break;
-        if (wb == split_at(sp.n, w + 1, nw)) continue;  // a warp without steps
-        v0 += part[w][0][0][t];
-        v1 += part[w][0][1][t];
+    if (nsteps > 0 && max(sp.sb, last_task * G) == last_task * G && sp.se != end && lane < p.n) {
+        const int t = lane;
+        const int slot = last_task == first_task ? 0 : 1;
+        float v0 = part[warp][slot][0][t], v1 = part[warp][slot][1][t];
+        for (int w = warp + 1; w < nw; ++w) {
+            const int wb = split_at(sp.n, w, nw);
+            if (wb >= end) break;
+            if (wb == split_at(sp.n, w + 1, nw)) continue;  // a warp without steps
+            v0 += part[w][0][0][t];
+            v1 += part[w][0][1][t];
+        }
+        write_out(p, sp.tb + last_task, t, v0, v1, in);
+        if constexpr (kAttnR > 0)
+            if (t == 0) count_rows(p, sp.tb + last_task, head_rows);
     }
-    write_out(p, sp.tb + last_task, t, v0, v1, in);
+    if constexpr (kAttnR > 0) attend_completed_heads<kAttnR>(p, smem, head_rows, head_done);
 }
 
 constexpr size_t kSmemLimit = 200 * 1024;
@@ -711,10 +790,15 @@ bool run_fixed(Kernel kernel, const MatvecParams& p, size_t smem, const Launch& 
 }
 
 template <class F>
+void set_planar(MatvecParams& p, const Tensor& W) {
+    p.w.nb = W.ne0 / F::kBlock;
+    p.w.bits = static_cast<const uint8_t*>(W.data);
+    p.w.rest = p.w.bits + W.ne1 * p.w.nb * F::kBits;
+}
+
+template <class F>
 bool run_quant(MatvecParams p, const MatmulJob& j, const Launch& l, int sm, const MatvecConfig& cfg) {
-    p.w.nb = j.W.ne0 / F::kBlock;
-    p.w.bits = static_cast<const uint8_t*>(j.W.data);
-    p.w.rest = p.w.bits + j.W.ne1 * p.w.nb * F::kBits;
+    set_planar<F>(p, j.W);
     if (p.n == 1) return run_wave(matvec_quant<F, 1>, p, staged_bytes(j), l, sm, cfg);
     return run_wave(matvec_quant<F, kMatvecMaxTokens>, p, staged_bytes(j), l, sm, cfg);
 }
@@ -733,7 +817,65 @@ bool run_float(MatvecParams p, const MatmulJob& j, const Launch& l, int sm, cons
     return run_fixed(matvec_steps<FloatSteps<T, 1>, kMatvecMaxTokens, 4>, p, smem, l, sm, cfg);
 }
 
+// The decode qkv projection with its heads' attention (kAttnR rows per tile).
+// Only kAttnR = 1 (no GQA) is built: the eight-row tiles of GQA need more
+// registers than the projection leaves (hundreds of bytes of spills), so GQA
+// models keep the attention kernel.
+template <int kAttnR>
+bool run_with_attention(MatvecParams p, const MatmulJob& j, size_t smem, const Launch& l, int sm,
+                        const MatvecConfig& cfg) {
+    switch (j.W.type) {
+        case DType::F32:
+        case DType::F16:
+        case DType::BF16: {
+            p.wf = static_cast<const uint8_t*>(j.W.data);
+            p.row_bytes = static_cast<int64_t>(j.W.row_bytes());
+            const int vec = j.W.type == DType::F32 ? 4 : 8;  // elements per 16 bytes
+            if (p.row_bytes % 16 != 0 || p.K % vec != 0) return false;
+            if (j.W.type == DType::F32) return run_fixed(matvec_steps<FloatSteps<float, 4>, 1, 4, kAttnR>, p, smem, l, sm, cfg);
+            if (j.W.type == DType::F16) return run_fixed(matvec_steps<FloatSteps<__half, 8>, 1, 4, kAttnR>, p, smem, l, sm, cfg);
+            return run_fixed(matvec_steps<FloatSteps<__nv_bfloat16, 8>, 1, 4, kAttnR>, p, smem, l, sm, cfg);
+        }
+#define PHI_QUANT_CASE(T, F)  \
+    case DType::T:            \
+        set_planar<F>(p, j.W); \
+        return run_wave(matvec_quant<F, 1, kAttnR>, p, smem, l, sm, cfg);
+        PHI_QUANT_CASE(Q4_0, FmtQ4_0)
+        PHI_QUANT_CASE(Q4_1, FmtQ4_1)
+        PHI_QUANT_CASE(Q5_0, FmtQ5_0)
+        PHI_QUANT_CASE(Q5_1, FmtQ5_1)
+        PHI_QUANT_CASE(Q8_0, FmtQ8_0)
+        PHI_QUANT_CASE(IQ4_NL, FmtIQ4_NL)
+        PHI_QUANT_CASE(Q2_K, FmtQ2_K)
+        PHI_QUANT_CASE(Q3_K, FmtQ3_K)
+        PHI_QUANT_CASE(Q4_K, FmtQ4_K)
+        PHI_QUANT_CASE(Q5_K, FmtQ5_K)
+        PHI_QUANT_CASE(Q6_K, FmtQ6_K)
+        PHI_QUANT_CASE(IQ4_XS, FmtIQ4_XS)
+#undef PHI_QUANT_CASE
+        default: return false;
+    }
+}
+
 } // namespace
+
+bool matvec_attention(const MatmulJob& j, const FusedInput& in, const KVCache& cache, const AttentionParams& a,
+                      const AttentionPlan& plan, int* head_rows, const int* pos0, float* out, const Launch& l,
+                      int sm_count, const MatvecConfig& cfg) {
+    const int hd = a.head_dim, group = a.n_head_kv > 0 ? a.n_head / a.n_head_kv : 0;
+    const int64_t width = static_cast<int64_t>(a.n_head + 2 * a.n_head_kv) * hd;
+    if (j.n != 1 || j.ep != Epilogue::store || !matvec_takes(j) || cache.type != DType::F16 || hd % 8 != 0 ||
+        hd > kMaxHead || group != 1 || a.n_head_kv > kMaxKvHeads || plan.splits != 1 ||
+        j.W.ne1 != width || in.rows.q != j.y || in.rows.k != j.y + static_cast<int64_t>(a.n_head) * hd ||
+        in.rows.v != in.rows.k + static_cast<int64_t>(a.n_head_kv) * hd || in.cache.k != cache.k)
+        return false;
+    MatvecParams p = matvec_params(j);
+    p.attn = attn_params(j.y, width, 0, 1, cache, a, a.n_head_kv, 1, nullptr, nullptr, pos0, out, &in);
+    p.head_rows = head_rows;
+    p.attn_warps = std::max(1, std::min(plan.warps, 4));
+    const size_t smem = std::max(staged_bytes(j), p.attn_warps * attention_smem<__half>(hd));
+    return run_with_attention<1>(p, j, smem, l, sm_count, cfg);
+}
 
 bool aligned16(const void* a, const void* b, const void* c) {
     return ((reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(b) | reinterpret_cast<uintptr_t>(c)) & 15) == 0;

@@ -1,0 +1,546 @@
+// Decode attention as a device function, shared by the attention kernels
+// (attention.cu) and the decode qkv projection that runs its heads' attention
+// itself once their rows are written (matvec.cu): the input step
+// (QK-LayerNorm, rotary, cache write) of a one-token step, and causal
+// attention over the KV cache (GQA, sliding window) for one tile of query rows.
+//
+// A tile's rows are the (token, query head) pairs that share a KV head, so GQA
+// reads each key once for the whole group; each warp takes a run of 32-key
+// chunks, whose key and value rows are copied into shared memory together
+// (cp.async, all in flight at once); then each lane owns a key for the scores
+// and a slice of the head for the weighted sum of values (online softmax,
+// f32). The warps of a tile combine in shared memory; key splits over several
+// CTAs leave partial results for the last one to finish. Positions come from
+// device memory (*pos0), so a recorded step replays at any position.
+#pragma once
+#include <cmath>
+
+#include "backend/cuda/kernels.h"
+
+namespace phi::cuda {
+namespace {
+
+constexpr int kRows = 8;      // query rows per warp
+constexpr int kMaxHead = 256;  // head_dim limit (acc registers, shared q)
+constexpr size_t kAttnSmemLimit = 160 * 1024;
+
+struct InputParams {
+    float* q = nullptr;
+    float* k = nullptr;
+    const float* v = nullptr;
+    int64_t q_stride = 0, kv_stride = 0;
+    int n_head = 0, n_head_kv = 0, hd = 0;
+    QKNorm qk;
+    int n_rot = 0;
+    const float* inv_freq = nullptr;
+    float mscale = 1.0f;
+    void* kc = nullptr;
+    void* vc = nullptr;
+    bool f16 = true;
+    const int* pos0 = nullptr;
+    int pos = 0;  // added to *pos0
+};
+
+// Per-head LayerNorm of buf[0, hd) (one warp; buf in shared memory).
+__device__ __forceinline__ void head_layernorm(float* buf, int hd, const float* w, const float* b, float eps) {
+    const int lane = threadIdx.x % kWarp;
+    float s = 0.0f;
+    for (int i = lane; i < hd; i += kWarp) s += buf[i];
+    const float mean = warp_sum(s) / static_cast<float>(hd);
+    s = 0.0f;
+    for (int i = lane; i < hd; i += kWarp) s += (buf[i] - mean) * (buf[i] - mean);
+    const float inv = 1.0f / sqrtf(warp_sum(s) / static_cast<float>(hd) + eps);
+    __syncwarp();
+    for (int i = lane; i < hd; i += kWarp) buf[i] = (buf[i] - mean) * inv * w[i] + (b ? b[i] : 0.0f);
+    __syncwarp();
+}
+
+// The rotary cos and sin (times mscale) of this lane's dimensions i = lane + 32 k
+// of the rotated half at position pos: they depend on nothing the step computes.
+constexpr int kRotPerLane = kMaxHead / 2 / kWarp;
+struct RotaryAngles {
+    float c[kRotPerLane], s[kRotPerLane];
+};
+// This lane's inverse frequencies (constant: a kernel may load them before it
+// reads the step's position, so the two round trips to memory overlap).
+struct RotaryFreqs {
+    float f[kRotPerLane];
+};
+__device__ __forceinline__ RotaryFreqs rotary_freqs(const InputParams& p) {
+    RotaryFreqs r;
+#pragma unroll
+    for (int k = 0; k < kRotPerLane; ++k) {
+        const int i = threadIdx.x % kWarp + k * kWarp;
+        r.f[k] = i < p.n_rot / 2 ? __ldg(p.inv_freq + i) : 0.0f;
+    }
+    return r;
+}
+__device__ __forceinline__ RotaryAngles rotary_angles(const InputParams& p, const RotaryFreqs& fr, int pos) {
+    RotaryAngles a;
+#pragma unroll
+    for (int k = 0; k < kRotPerLane; ++k) {
+        const int i = threadIdx.x % kWarp + k * kWarp;
+        a.c[k] = a.s[k] = 0.0f;
+        if (i >= p.n_rot / 2) continue;
+        sincosf(static_cast<float>(pos) * fr.f[k], &a.s[k], &a.c[k]);
+        a.c[k] *= p.mscale;
+        a.s[k] *= p.mscale;
+    }
+    return a;
+}
+
+// NeoX rotary of the first n_rot dimensions of buf (one warp).
+__device__ __forceinline__ void head_rotary(float* buf, int n_rot, const RotaryAngles& a) {
+    const int half = n_rot / 2;
+#pragma unroll
+    for (int k = 0; k < kRotPerLane; ++k) {
+        const int i = threadIdx.x % kWarp + k * kWarp;
+        if (i >= half) break;
+        const float x = buf[i], y = buf[i + half];
+        buf[i] = x * a.c[k] - y * a.s[k];
+        buf[i + half] = y * a.c[k] + x * a.s[k];
+    }
+    __syncwarp();
+}
+
+struct AttnParams {
+    const float* q = nullptr;
+    int64_t q_stride = 0;
+    int t0 = 0, n_q = 0;
+    const void* kc = nullptr;
+    const void* vc = nullptr;
+    int n_head = 0, n_head_kv = 0, hd = 0;
+    float scale = 1.0f;
+    int window = 0;
+    const int* pos0 = nullptr;
+    int pos = 0;  // added to *pos0
+    float* out = nullptr;
+    int tiles = 0, splits = 1;  // tiles: of all KV heads together
+    float* partial = nullptr;
+    int* counters = nullptr;
+    InputParams in;  // kFused: the input step of the step's one token, done here
+};
+
+template <class T>
+__device__ __forceinline__ float ld_elem(const T* p, int64_t i);
+template <>
+__device__ __forceinline__ float ld_elem<float>(const float* p, int64_t i) { return p[i]; }
+template <>
+__device__ __forceinline__ float ld_elem<__half>(const __half* p, int64_t i) { return __half2float(p[i]); }
+
+// Shared memory of one warp: the chunk's key and value rows (32 keys, padded
+// rows of ld elements), the queries, and (fused input step) the new key and value.
+__host__ __device__ inline size_t attention_smem(int hd, int elem_bytes) {
+    const int ld = hd + 16 / elem_bytes;
+    return (2 * kWarp * ld * elem_bytes + (kRows + 2) * hd * sizeof(float) + 15) / 16 * 16;
+}
+template <class T>
+__host__ __device__ inline size_t attention_smem(int hd) {
+    return attention_smem(hd, static_cast<int>(sizeof(T)));
+}
+
+template <class T>
+__device__ __forceinline__ T from_f32(float v);
+template <>
+__device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
+
+// q . k for the warp's rows against one key row kr (in shared memory); kVec
+// elements per 16-byte read when rows are 16-byte multiples.
+template <class T, int kVec, int kR>
+__device__ __forceinline__ void scores(const T* kr, const float* qs, int hd, int nrows, float (&s)[kR]) {
+#pragma unroll
+    for (int r = 0; r < kR; ++r) s[r] = 0.0f;
+#pragma unroll 4
+    for (int d = 0; d < hd; d += kVec) {
+        float kv[kVec];
+        if constexpr (kVec > 1) {
+            const uint4 raw = *reinterpret_cast<const uint4*>(kr + d);
+            const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+            for (int i = 0; i < kVec; ++i) kv[i] = ld_elem<T>(e, i);
+        } else {
+            kv[0] = ld_elem<T>(kr, d);
+        }
+#pragma unroll
+        for (int r = 0; r < kR; ++r) {
+            if (r >= nrows) break;
+            // two chains of products, not one of hd: the row's sum is latency-bound
+            float a = 0.0f, b = 0.0f;
+#pragma unroll
+            for (int i = 0; i < kVec; i += 2) {
+                a += qs[r * hd + d + i] * kv[i];
+                if (i + 1 < kVec) b += qs[r * hd + d + i + 1] * kv[i + 1];
+            }
+            s[r] += a + b;
+        }
+    }
+}
+
+// A warp's online-softmax state (m, l, acc) of its rows, row r at dst + r * stride:
+// m, l, then the head's hd sums.
+template <int kR>
+__device__ __forceinline__ void put_partial(float* dst, int stride, int nrows, int hd, const float (&m)[kR],
+                                            const float (&l)[kR], const float (&acc)[kR][kMaxHead / kWarp]) {
+    const int lane = threadIdx.x % kWarp, nd = (hd + kWarp - 1) / kWarp;
+    for (int r = 0; r < nrows; ++r) {
+        if (lane == 0) {
+            dst[r * stride] = m[r];
+            dst[r * stride + 1] = l[r];
+        }
+#pragma unroll
+        for (int i = 0; i < kMaxHead / kWarp; ++i) {
+            const int d = lane + kWarp * i;
+            if (i < nd && d < hd) dst[r * stride + 2 + d] = acc[r][i];
+        }
+    }
+}
+
+// A value of the step's q, k or v rows: read through L2 when other CTAs of
+// the running launch wrote them (kWithin), plainly otherwise.
+template <bool kWithin>
+__device__ __forceinline__ float ld_step(const float* p) {
+    if constexpr (kWithin) {
+        return __ldcg(p);
+    } else {
+        return *p;
+    }
+}
+
+// A barrier for warps [0, n) of the CTA only (barrier 1; __syncthreads is 0).
+__device__ __forceinline__ void bar_sync_warps(int n) {
+    asm volatile("bar.sync 1, %0;" ::"r"(n * kWarp) : "memory");
+}
+
+// kR: the rows a warp holds in registers (kRows, or 1 where a tile has one
+// row: a one-token step without GQA).
+// kFused (one token): the input step too. Each warp normalizes and rotates
+// its own copies of the token's q heads and of its key; the warp whose keys
+// include the token's position writes the key and value into the cache (and
+// takes them from shared memory rather than reading them back).
+// kWithin: called inside the kernel that wrote the step's q, k and v, after
+// its own PDL wait and once their rows are complete: no PDL calls, and those
+// rows are read through L2 (other CTAs of the launch wrote them).
+// block, split: the tile (block of the attention kernel) and key split;
+// warps [0, n_warps) of the CTA take part (the others must not call).
+template <class T, int kVec, bool kFused, int kR, bool kWithin>
+__device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block, int split, int warp, int n_warps) {
+    uint8_t* smem = smem_all + warp * attention_smem<T>(p.hd);  // this warp's part
+    const int ld = p.hd + 16 / static_cast<int>(sizeof(T));  // padding keeps 16-byte rows apart in the banks
+    T* ks = reinterpret_cast<T*>(smem);                          // [32][ld] key rows of the chunk
+    T* vs = ks + kWarp * ld;                                     // [32][ld] value rows
+    float* qs = reinterpret_cast<float*>(vs + kWarp * ld);       // [kRows][hd] the queries, pre-scaled
+    float* cur_k = qs + kRows * p.hd;                            // [hd] fused: the token's key
+    float* cur_v = cur_k + p.hd;                                 // [hd] and value
+    if constexpr (!kFused && !kWithin) {
+        pdl_wait();
+        pdl_launch_dependents();
+    }
+    // kFused: until pdl_wait below, only what the kernel before (the qkv
+    // projection) does not write: the step's position (set before the step's
+    // first kernel), the cache rows of earlier tokens, the rotary angles
+    const int lane = threadIdx.x % kWarp;
+    RotaryFreqs freqs;
+    if constexpr (kFused) freqs = rotary_freqs(p.in);  // in flight with the position's load below
+    const int tiles_per_head = p.tiles / p.n_head_kv;
+    const int kvh = block / tiles_per_head, tile = block % tiles_per_head;
+    const int group = p.n_head / p.n_head_kv;
+    const int rows_total = p.n_q * group;
+    const int rho0 = tile * kRows;
+    const int nrows = min(kRows, rows_total - rho0);
+    const int pos_base = *p.pos0 + p.pos + p.t0;
+    const int64_t kvw = static_cast<int64_t>(p.n_head_kv) * p.hd;
+    const int nd = (p.hd + kWarp - 1) / kWarp;  // head slice per lane
+
+    const int min_pos = pos_base + rho0 / group, max_pos = pos_base + (rho0 + nrows - 1) / group;
+    const int lo = p.window > 0 ? max(0, min_pos - p.window + 1) : 0, hi = max_pos + 1;
+    const int chunk = ((hi - lo + p.splits - 1) / p.splits + kWarp - 1) / kWarp * kWarp;
+    // the CTA's keys (its split), then this warp's 32-key chunks of them
+    const int c_begin = lo + split * chunk, c_end = min(hi, c_begin + chunk);
+    const int n_chunks = max(0, (c_end - c_begin + kWarp - 1) / kWarp);
+    const int k_begin = c_begin + kWarp * (n_chunks * warp / n_warps);
+    const int k_end = min(c_end, c_begin + kWarp * (n_chunks * (warp + 1) / n_warps));
+
+    float m[kR], l[kR], acc[kR][kMaxHead / kWarp];
+#pragma unroll
+    for (int r = 0; r < kR; ++r) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kMaxHead / kWarp; ++i) acc[r][i] = 0.0f;
+    }
+    const T* K = static_cast<const T*>(p.kc) + kvh * p.hd;
+    const T* V = static_cast<const T*>(p.vc) + kvh * p.hd;
+    // the chunk's key and value rows into shared memory, every load in flight at once
+    const int cur_pos = pos_base;  // kFused: the token's position
+    T* Kw = static_cast<T*>(const_cast<void*>(p.kc)) + kvh * p.hd;
+    T* Vw = static_cast<T*>(const_cast<void*>(p.vc)) + kvh * p.hd;
+    // kFused: elements [d, d + n) of the token's key and value, into shared row j and the cache
+    auto put_current = [&](int j, int d, int n) {
+        for (int e = 0; e < n; ++e) {
+            const T kk = from_f32<T>(cur_k[d + e]), vv = from_f32<T>(cur_v[d + e]);
+            ks[j * ld + d + e] = kk;
+            vs[j * ld + d + e] = vv;
+            Kw[cur_pos * kvw + d + e] = kk;
+            Vw[cur_pos * kvw + d + e] = vv;
+        }
+    };
+    // (fused: the token's own row is put by put_current once it is computed;
+    // `current` says whether it is yet)
+    auto issue_chunk = [&](int kb, int nk, bool current) {
+        const int per_row = p.hd / kVec;  // 16-byte pieces
+        for (int c = lane; c < nk * per_row; c += kWarp) {
+            const int j = c / per_row, d = (c % per_row) * kVec;
+            if (kFused && kb + j == cur_pos) {
+                if (current) put_current(j, d, kVec);
+                continue;
+            }
+            cp_async16(ks + j * ld + d, K + (kb + j) * kvw + d);
+            cp_async16(vs + j * ld + d, V + (kb + j) * kvw + d);
+        }
+    };
+    if constexpr (kVec > 1)
+        if (k_begin < k_end) issue_chunk(k_begin, min(kWarp, k_end - k_begin), false);
+    // the queries, pre-scaled, while the first chunk is in flight
+    if constexpr (kFused) {
+        const InputParams& in = p.in;
+        const RotaryAngles angles = rotary_angles(in, freqs, cur_pos);
+        if constexpr (!kWithin) {
+            pdl_wait();
+            pdl_launch_dependents();
+        }
+        for (int r = 0; r < nrows; ++r) {
+            const float* qr = in.q + (kvh * group + rho0 + r) * p.hd;
+            for (int d = lane; d < p.hd; d += kWarp) qs[r * p.hd + d] = ld_step<kWithin>(qr + d);
+        }
+        for (int d = lane; d < p.hd; d += kWarp) {
+            cur_k[d] = ld_step<kWithin>(in.k + kvh * p.hd + d);
+            cur_v[d] = ld_step<kWithin>(in.v + kvh * p.hd + d);
+        }
+        __syncwarp();
+        for (int r = -1; r < nrows; ++r) {
+            float* vec = r < 0 ? cur_k : qs + r * p.hd;
+            if (in.qk.q_w)
+                head_layernorm(vec, p.hd, r < 0 ? in.qk.k_w : in.qk.q_w, r < 0 ? in.qk.k_b : in.qk.q_b, in.qk.eps);
+            head_rotary(vec, in.n_rot, angles);
+        }
+        for (int r = 0; r < nrows; ++r)
+            for (int d = lane; d < p.hd; d += kWarp) qs[r * p.hd + d] *= p.scale;
+        // the token's own row, if the first chunk (issued before) holds it
+        if (kVec > 1 && cur_pos >= k_begin && cur_pos < min(k_end, k_begin + kWarp))
+            for (int d = lane * kVec; d < p.hd; d += kWarp * kVec) put_current(cur_pos - k_begin, d, kVec);
+    } else {
+        for (int r = 0; r < nrows; ++r) {
+            const int rho = rho0 + r, t = rho / group, h = kvh * group + rho % group;
+            const float* qr = p.q + t * p.q_stride + h * p.hd;
+            for (int d = lane; d < p.hd; d += kWarp) qs[r * p.hd + d] = qr[d] * p.scale;
+        }
+    }
+    __syncwarp();
+    for (int kb = k_begin; kb < k_end; kb += kWarp) {
+        const int nk = min(kWarp, k_end - kb);
+        if constexpr (kVec > 1) {
+            if (kb != k_begin) issue_chunk(kb, nk, true);
+            cp_async_commit();  // wait_group counts committed groups only
+            cp_async_wait<0>();
+        } else {
+            for (int c = lane; c < nk * p.hd; c += kWarp) {
+                const int j = c / p.hd, d = c % p.hd;
+                if (kFused && kb + j == cur_pos) {
+                    put_current(j, d, 1);
+                    continue;
+                }
+                ks[j * ld + d] = K[(kb + j) * kvw + d];
+                vs[j * ld + d] = V[(kb + j) * kvw + d];
+            }
+        }
+        __syncwarp();
+        const int key = kb + lane;
+        float s[kR];
+        if (lane < nk) scores<T, kVec, kR>(ks + lane * ld, qs, p.hd, nrows, s);
+        float pr[kR];
+#pragma unroll
+        for (int r = 0; r < kR; ++r) {
+            pr[r] = 0.0f;
+            if (r >= nrows) break;
+            const int pos = pos_base + (rho0 + r) / group;
+            const bool ok = lane < nk && key <= pos && (p.window <= 0 || key > pos - p.window);
+            const float sc = ok ? s[r] : -INFINITY;
+            const float m_new = fmaxf(m[r], warp_max(sc));
+            if (m_new == -INFINITY) continue;  // no key of this row yet
+            const float corr = expf(m[r] - m_new);
+            pr[r] = ok ? expf(sc - m_new) : 0.0f;
+            l[r] = l[r] * corr + warp_sum(pr[r]);
+            m[r] = m_new;
+#pragma unroll
+            for (int i = 0; i < kMaxHead / kWarp; ++i) acc[r][i] *= corr;
+        }
+        // the weighted sum of the values, read back by head slice
+        for (int j = 0; j < nk; ++j) {
+            float vv[kMaxHead / kWarp];
+#pragma unroll
+            for (int i = 0; i < kMaxHead / kWarp; ++i) {
+                const int d = lane + kWarp * i;
+                vv[i] = i < nd && d < p.hd ? ld_elem<T>(vs + j * ld, d) : 0.0f;
+            }
+#pragma unroll
+            for (int r = 0; r < kR; ++r) {
+                if (r >= nrows) break;
+                const float pj = __shfl_sync(0xffffffffu, pr[r], j);
+#pragma unroll
+                for (int i = 0; i < kMaxHead / kWarp; ++i) acc[r][i] += pj * vv[i];
+            }
+        }
+        __syncwarp();  // before the next chunk's rows overwrite ks, vs
+    }
+
+    if (n_warps > 1) {
+        // the CTA's warps combine in shared memory: each puts (m, l, acc) of its
+        // rows where its key rows were, warp 0 takes the sum
+        __syncwarp();
+        const int stride = p.hd + 2;
+        put_partial(reinterpret_cast<float*>(ks), stride, nrows, p.hd, m, l, acc);
+        bar_sync_warps(n_warps);
+        if (warp != 0) return;
+        for (int r = 0; r < nrows; ++r) {
+            float mx = -INFINITY;
+            for (int w = 0; w < n_warps; ++w)
+                mx = fmaxf(mx, reinterpret_cast<const float*>(smem_all + w * attention_smem<T>(p.hd))[r * stride]);
+            float L = 0.0f, o[kMaxHead / kWarp];
+#pragma unroll
+            for (int i = 0; i < kMaxHead / kWarp; ++i) o[i] = 0.0f;
+            for (int w = 0; w < n_warps; ++w) {
+                const float* part = reinterpret_cast<const float*>(smem_all + w * attention_smem<T>(p.hd)) + r * stride;
+                const float wt = part[0] == -INFINITY ? 0.0f : expf(part[0] - mx);
+                L += wt * part[1];
+#pragma unroll
+                for (int i = 0; i < kMaxHead / kWarp; ++i) {
+                    const int d = lane + kWarp * i;
+                    if (i < nd && d < p.hd) o[i] += wt * part[2 + d];
+                }
+            }
+            m[r] = mx;
+            l[r] = L;
+#pragma unroll
+            for (int i = 0; i < kMaxHead / kWarp; ++i) acc[r][i] = o[i];
+        }
+    }
+
+    auto out_row = [&](int r) {
+        const int rho = rho0 + r, t = rho / group, h = kvh * group + rho % group;
+        return p.out + static_cast<int64_t>(t) * p.n_head * p.hd + h * p.hd;
+    };
+    if (p.splits == 1) {
+        for (int r = 0; r < nrows; ++r) {
+            const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+            float* o = out_row(r);
+#pragma unroll
+            for (int i = 0; i < kMaxHead / kWarp; ++i) {
+                const int d = lane + kWarp * i;
+                if (i < nd && d < p.hd) o[d] = acc[r][i] * inv;
+            }
+        }
+        return;
+    }
+    // this split's (m, l, acc) per row, then the last split of the tile combines
+    const int stride = p.hd + 2;
+    put_partial(p.partial + (static_cast<int64_t>(block) * p.splits + split) * kRows * stride, stride, nrows,
+                p.hd, m, l, acc);
+    __threadfence();
+    __syncwarp();  // every lane's partial is out before the ticket is drawn
+    int ticket = 0;
+    if (lane == 0) ticket = atomicAdd(&p.counters[block], 1);
+    ticket = __shfl_sync(0xffffffffu, ticket, 0);
+    if (ticket != p.splits - 1) return;
+    __threadfence();
+    // lane s reads split s's (m, l); every partial sum is loaded before any is used
+    const float* base = p.partial + static_cast<int64_t>(block) * p.splits * kRows * stride;
+    for (int r = 0; r < nrows; ++r) {
+        const float ms = lane < p.splits ? __ldcg(base + (lane * kRows + r) * stride) : -INFINITY;
+        const float ls = lane < p.splits ? __ldcg(base + (lane * kRows + r) * stride + 1) : 0.0f;
+        const float mx = warp_max(ms);
+        const float w = ms == -INFINITY ? 0.0f : expf(ms - mx);
+        const float L = warp_sum(w * ls);
+        float o[kMaxHead / kWarp];
+#pragma unroll
+        for (int i = 0; i < kMaxHead / kWarp; ++i) o[i] = 0.0f;
+#pragma unroll 4
+        for (int sp = 0; sp < p.splits; ++sp) {
+            const float ws = __shfl_sync(0xffffffffu, w, sp);
+            const float* ps = base + (sp * kRows + r) * stride + 2;
+#pragma unroll
+            for (int i = 0; i < kMaxHead / kWarp; ++i) {
+                const int d = lane + kWarp * i;
+                if (i < nd && d < p.hd) o[i] += ws * __ldcg(ps + d);
+            }
+        }
+        const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+        float* dst = out_row(r);
+#pragma unroll
+        for (int i = 0; i < kMaxHead / kWarp; ++i) {
+            const int d = lane + kWarp * i;
+            if (i < nd && d < p.hd) dst[d] = o[i] * inv;
+        }
+    }
+    if (lane == 0) p.counters[block] = 0;  // ready for the next launch
+}
+
+// ---- host side: the parameters of a launch
+
+InputParams input_params(const QKVRows& t, const AttentionParams& a, const QKNorm& qk, const RopeParams& rope,
+                         const KVCache& cache, const int* pos0) {
+    if (a.head_dim > kMaxHead) fail(ErrorKind::unsupported, "head_dim ", a.head_dim, " > ", kMaxHead, " on CUDA");
+    if (cache.type != DType::F16 && cache.type != DType::F32)
+        fail(ErrorKind::unsupported, "KV cache type ", dtype_name(cache.type), " is not supported on CUDA");
+    InputParams p;
+    p.q = t.q;
+    p.k = t.k;
+    p.v = t.v;
+    p.q_stride = t.q_stride;
+    p.kv_stride = t.kv_stride;
+    p.n_head = a.n_head;
+    p.n_head_kv = a.n_head_kv;
+    p.hd = a.head_dim;
+    p.qk = qk;
+    p.n_rot = rope.n_rot;
+    p.inv_freq = rope.inv_freq;
+    p.mscale = rope.mscale;
+    p.kc = cache.k;
+    p.vc = cache.v;
+    p.f16 = cache.type == DType::F16;
+    p.pos0 = pos0;
+    p.pos = a.pos;
+    return p;
+}
+
+
+// The attention of n_q tokens from t0 (with the one-token input step when fuse).
+inline AttnParams attn_params(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache,
+                              const AttentionParams& a, int tiles, int splits, float* partial, int* counters,
+                              const int* pos0, float* out, const FusedInput* fuse) {
+    AttnParams p;
+    if (fuse) p.in = input_params(fuse->rows, a, fuse->qk, fuse->rope, cache, pos0);
+    p.q = q;
+    p.q_stride = q_stride;
+    p.t0 = t0;
+    p.n_q = n_q;
+    p.kc = cache.k;
+    p.vc = cache.v;
+    p.n_head = a.n_head;
+    p.n_head_kv = a.n_head_kv;
+    p.hd = a.head_dim;
+    p.scale = a.scale;
+    p.window = a.window;
+    p.pos0 = pos0;
+    p.pos = a.pos;
+    p.out = out;
+    p.tiles = tiles;
+    p.splits = splits;
+    p.partial = partial;
+    p.counters = counters;
+    return p;
+}
+
+} // namespace
+} // namespace phi::cuda
