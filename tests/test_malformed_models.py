@@ -199,10 +199,10 @@ def test_inputs_the_model_fuzzer_found(path):
 CAPPED = r"""
 import resource, sys
 import phicpp
-# room for what is mapped and loaded already plus 256 MiB: a header-sized allocation fails
+# room for what is mapped and loaded already plus 32 MiB: a header-sized allocation fails
 with open("/proc/self/status") as f:
     vm = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:"))
-resource.setrlimit(resource.RLIMIT_AS, (vm + (256 << 20), resource.RLIM_INFINITY))
+resource.setrlimit(resource.RLIMIT_AS, (vm + (32 << 20), resource.RLIM_INFINITY))
 for path in sys.argv[1:]:
     for name, open_ in (("file", phicpp.GGUFFile), ("tokenizer", phicpp.Tokenizer.from_gguf),
                         ("model", lambda p: phicpp.Model(p, n_threads=1))):
