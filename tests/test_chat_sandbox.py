@@ -4,11 +4,12 @@ anything that goes wrong is a ValueError: hostile templates aimed at each bound,
 random templates from a grammar of jinja fragments (hypothesis)."""
 from __future__ import annotations
 
+import os
 import time
 import tracemalloc
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from phicpp.chat import PHI3_TEMPLATE, PHI4_TEMPLATE, PLAIN_TEMPLATE, ChatTemplate
@@ -25,6 +26,9 @@ HOSTILE = {
     "output in nested loops": "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
     "recursive macro": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
     "recursive loop": "{% for x in [[1], [2]] recursive %}{{ loop([x, x]) }}{% endfor %}",
+    # (found by the random templates below: jinja2's traceback rewriting took seconds)
+    "nested recursive macros": "{% macro g(x) %}{% macro g(x) %}<|user|>\n{{ g(x) }}{% endmacro %}{{ g(1) }}"
+                               "{{ g(x) }}{% endmacro %}{{ g(1) }}",
     "macro loops": "{% macro f() %}{% for i in range(100000) %}{{ i }}{% endfor %}{% endmacro %}"
                    "{% for i in range(100000) %}{% set x = f() %}{% endfor %}",
     # memory
@@ -48,6 +52,7 @@ HOSTILE = {
     "str join": "{% set s = 'a' * 1000000 %}{{ s.join([s, s, s, s, s, s]) }}",
     "indent": "{% set s = '\n' * 1000000 %}{{ s|indent(1000) }}",
     "slice": "{{ [1]|slice(1000000000)|list|length }}",
+    "sum of lists": "{% set l = [0] * 1000000 %}{{ ([l] * 1000000)|sum(start=[])|length }}",
     "batch": "{{ [1]|batch(1000000000, 0)|list|length }}",
     # reach
     "str format": "{{ '{:>1000000000}'.format(1) }}",
@@ -188,14 +193,17 @@ def templates(draw, depth=0):
     return "".join(parts)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# PHICPP_TEMPLATE_FUZZ_EXAMPLES=20000 for a long run (docs/BENCHMARKS.md); CI takes 300
+@settings(max_examples=int(os.environ.get("PHICPP_TEMPLATE_FUZZ_EXAMPLES", "300")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(templates())
 def test_random_templates_render_or_raise_value_error(src):
     t0 = time.monotonic()
     try:
         out = ChatTemplate(src, time_limit=LIMIT, max_output=1 << 20).render(MSGS)
-    except ValueError:
-        pass
+    except ValueError as e:
+        event(str(e).split(":")[1].strip())  # (--hypothesis-show-statistics: what stopped it)
     else:
+        event("rendered")
         assert isinstance(out, str) and len(out) <= (1 << 20) + 2 * 1000
     assert time.monotonic() - t0 < LIMIT + 2.0

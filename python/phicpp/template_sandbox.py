@@ -49,7 +49,7 @@ SEQ_METHODS = frozenset(("count", "index"))
 # are checked below; the rest of jinja2's (center, format, pprint, urlize, wordwrap,
 # xmlattr, filesizeformat, random, ...) are not available
 PLAIN_FILTERS = """abs attr capitalize count d default dictsort e escape first float forceescape groupby int items
-    last length list lower map max min reject rejectattr reverse round safe select selectattr sort striptags sum
+    last length list lower map max min reject rejectattr reverse round safe select selectattr sort striptags
     title trim truncate unique upper urlencode wordcount""".split()
 
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?[a-zA-Z%]")
@@ -92,7 +92,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self._render = threading.local()  # deadline and characters emitted, per rendering thread
         self.globals.pop("lipsum", None)
         self.filters = {name: self._plain_filter(FILTERS[name]) for name in PLAIN_FILTERS}
-        for name in ("join", "replace", "indent", "string", "tojson", "batch", "slice"):
+        for name in ("join", "replace", "indent", "string", "tojson", "batch", "slice", "sum"):
             self.filters[name] = self._checked_filter(name, FILTERS[name])
 
     # ------------------------------------------------------------ rendering
@@ -105,6 +105,11 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             return "".join(template.generate(**context))
         finally:
             state.deadline, state.value_limit = None, self.max_value
+
+    def handle_exception(self, source=None):
+        # re-raised as it is: jinja2's rewriting of the traceback compiles a code object
+        # per template frame, seconds for a RecursionError a thousand frames deep
+        raise  # noqa: PLE0704 (called in jinja2's except block)
 
     def tick(self) -> None:
         deadline = getattr(self._render, "deadline", None)
@@ -189,11 +194,16 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         if bits > 1 << 16:
             raise TemplateLimitError(f"{what} would make an integer of {bits} bits (at most 65536)")
 
-    def _size(self, value: Any) -> int:
-        """An upper bound of len(str(value)), or more than max_value as soon as that is certain."""
-        total, stack = 0, [value]
+    def _size(self, value: Any, budget: int | None = None) -> int:
+        """An upper bound of len(str(value)), or more than budget (default: the value
+        bound) as soon as that is certain; the walk costs at most about budget steps."""
+        budget = self._value_limit() if budget is None else budget
+        total, stack, steps = 0, [value], 0
         while stack:
             v = stack.pop()
+            steps += 1
+            if steps % 65536 == 0:
+                self.tick()
             if isinstance(v, str):
                 total += len(v) + 4  # quotes, separator
             elif isinstance(v, dict):
@@ -207,9 +217,17 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                 stack.extend(v)
             else:
                 total += 64  # numbers (at most 65536 bits: ~20000 digits, refused by str()), None, objects
-            if total > self._value_limit():
+            if total > budget:
                 break
         return total
+
+    def _total_size(self, items, what: str, extra: int = 0) -> None:
+        """Checks the items' sizes together (one budget for all: a list of a million
+        references to one big value must not be walked a million times)."""
+        total = extra
+        for i in items:
+            total += self._size(i, self._value_limit() - total)
+            self._check_size(total, what)
 
     def _to_text(self, value: Any) -> str:
         self._check_size(self._size(value), "converting to text")
@@ -224,7 +242,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def _check_join(self, sep: str, items: Any = ()) -> None:
         if isinstance(items, (list, tuple, str)):
-            self._check_size(sum(self._size(i) for i in items) + len(sep) * len(items), "join")
+            self._total_size(items, "join", len(sep) * len(items))
 
     def _check_percent(self, fmt: str, args: Any) -> None:
         width = len(fmt)
@@ -274,6 +292,11 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                     self._check_size(len(value) + (value.count("\n") + 1) * max(w, 0), "indent")
             elif name in ("string", "tojson"):
                 self._check_size(self._size(value), name)
+            elif name == "sum":  # of lists or strings: a concatenation, one copy per item
+                items = list(value) if not isinstance(value, (list, tuple)) else value
+                if any(isinstance(i, (str, list, tuple)) for i in items):
+                    self._total_size(items, "sum")
+                value = items
             elif name == "slice" or (name == "batch" and (len(args) > 1 or "fill_with" in kwargs)):
                 # slice makes n lists, batch pads the last one to n: no more than there are items
                 n = args[0] if args else kwargs.get("slices", kwargs.get("linecount", 1))
