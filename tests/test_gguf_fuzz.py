@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import re
 import struct
 from pathlib import Path
 
@@ -139,6 +140,8 @@ class Opener:
             self.rejected += 1
             msg = str(e)
             assert "GGUF file '" in msg, msg
+            # and names the field: which header part, key (by number and name) or tensor
+            assert NAMES_A_FIELD.match(msg.split("': ", 1)[1]), msg
             return msg
         self.loaded += 1
         touch_everything(f)
@@ -151,6 +154,10 @@ class Opener:
         for frag in fragments:
             assert frag in msg, f"{frag!r} not in {msg!r}"
         return msg
+
+
+NAMES_A_FIELD = re.compile(r"(magic|version|tensor count|metadata key/value count|metadata key #\d+|"
+                           r"metadata 'general\.alignment'|tensor #\d+|tensor '|data section)")
 
 
 def touch_everything(f) -> None:

@@ -61,3 +61,37 @@ def test_missing_and_broken_files(tmp_path, gguf):
     cut.write_bytes(gguf.read_bytes()[: gguf.stat().st_size // 2])
     with pytest.raises(phicpp.GGUFError):
         phicpp.Model(cut)
+
+
+def test_errors_from_one_thread_leave_anothers_tokens_alone(gguf):
+    """Two threads on one Model and sequence: one only makes failing calls (bad ids,
+    overflows), the other evaluates; the cache ends up holding exactly the good tokens."""
+    import threading
+
+    m = phicpp.Model(gguf, n_ctx=32, n_threads=2)
+    good = [[3, 4], [5], [6, 7, 8], [9]] * 4
+    failures = []
+
+    def feed():
+        for t in good:
+            m.eval(t)
+
+    def spoil():
+        for i in range(200):
+            try:
+                m.eval([1, m.n_vocab + i] if i % 2 else [2] * 40)
+            except (ValueError, phicpp.ContextOverflowError):
+                failures.append(i)
+
+    threads = [threading.Thread(target=feed), threading.Thread(target=spoil)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(failures) == 200
+    flat = [x for t in good for x in t]
+    assert m.n_past == len(flat)
+    ref = phicpp.Model(gguf, n_ctx=32, n_threads=2)
+    for t in good:  # (the same calls: a prefill of all of them at once takes other kernels)
+        ref.eval(t)
+    assert np.array_equal(m.eval([10]), ref.eval([10]))

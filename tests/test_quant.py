@@ -70,7 +70,17 @@ def test_quantize_matches_gguf_bit_for_bit(typ, kind):
     assert np.array_equal(ours, ref.reshape(ours.shape))
 
 
-@pytest.mark.parametrize("typ", [t for t in DEQUANT_TYPES if t in C.quant_types()])
+QUANTIZE_TYPES = ALL_WEIGHT_TYPES + ["bf16", "f16"]  # every type `phicpp quantize` writes, and the floats
+
+
+def test_type_lists_are_what_the_build_offers():
+    """The lists above are the README's, not read from the code under test: a type that
+    loses its quantizer or dequantizer fails here instead of leaving the suite."""
+    assert sorted(C.quant_types()) == sorted(QUANTIZE_TYPES + ["f32", "q8_1", "q8_K"])
+    assert sorted(C.dequant_types()) == sorted(DEQUANT_TYPES + ["f32", "q8_1", "q8_K"])
+
+
+@pytest.mark.parametrize("typ", QUANTIZE_TYPES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_dequantize_matches_gguf_on_our_blocks(typ, kind):
     rng = np.random.default_rng(seed(typ, kind, 1))

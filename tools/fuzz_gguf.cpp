@@ -2,47 +2,22 @@
 // (then every value and tensor byte is touched) or throw phi::Error. A crash,
 // a sanitizer report or a read outside the mapping is a bug.
 //
-// libFuzzer (clang):
-//   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Icsrc \
-//     tools/fuzz_gguf.cpp csrc/gguf/gguf.cpp csrc/core/dtype.cpp -o build/fuzz_gguf
-//   build/fuzz_gguf -max_total_time=60 CORPUS_DIR
+// libFuzzer (clang, ASan + UBSan): tools/fuzz.sh gguf SECONDS
 // Without clang (gcc has no libFuzzer), a built-in mutation loop over seed files:
-//   g++ -std=c++17 -g -O1 -fsanitize=address,undefined -DFUZZ_GGUF_MAIN -Icsrc \
+//   g++ -std=c++17 -g -O1 -fsanitize=address,undefined -DFUZZ_GGUF_MAIN -Icsrc -Itools \
 //     tools/fuzz_gguf.cpp csrc/gguf/gguf.cpp csrc/core/dtype.cpp -o build/fuzz_gguf
 //   build/fuzz_gguf SECONDS SEED_FILE...
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "core/error.h"
 #include "gguf/gguf.h"
+#include "fuzz_memfile.h"
 
 namespace {
-
-// The reader takes a path; an in-memory file keeps the fuzzer off the disk.
-const std::string& memfile_path() {
-    static std::string path = [] {
-        const int fd = memfd_create("fuzz_gguf", MFD_CLOEXEC);
-        if (fd < 0) {
-            std::perror("memfd_create");
-            std::abort();
-        }
-        return "/proc/self/fd/" + std::to_string(fd);
-    }();
-    return path;
-}
-
-void write_memfile(const uint8_t* data, size_t size) {
-    const int fd = std::stoi(memfile_path().substr(14));
-    if (ftruncate(fd, 0) != 0 || (size && pwrite(fd, data, size, 0) != static_cast<ssize_t>(size))) {
-        std::perror("memfd write");
-        std::abort();
-    }
-}
 
 uint64_t touch_value(const phi::gguf::Value& v) {
     using phi::gguf::ValueType;
@@ -50,7 +25,12 @@ uint64_t touch_value(const phi::gguf::Value& v) {
     for (char c : v.str) h += static_cast<unsigned char>(c);
     if (v.type == ValueType::ARRAY) {
         if (v.raw && v.elem_type != ValueType::BOOL) {
-            for (uint64_t k = 0; k < v.count; ++k) h += static_cast<uint64_t>(v.number_at(k));
+            for (uint64_t k = 0; k < v.count; ++k) {
+                const double x = v.number_at(k);  // (any bits: a cast of NaN would be UB)
+                uint64_t bits;
+                std::memcpy(&bits, &x, sizeof bits);
+                h += bits;
+            }
         } else if (v.raw) {
             for (uint64_t k = 0; k < v.count; ++k) h += v.raw[k];
         }
@@ -62,9 +42,9 @@ uint64_t touch_value(const phi::gguf::Value& v) {
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    write_memfile(data, size);
+    fuzz::write_memfile(data, size);
     try {
-        auto f = phi::gguf::File::open(memfile_path());
+        auto f = phi::gguf::File::open(fuzz::memfile_path());
         volatile uint64_t sink = 0;
         for (const auto& [key, v] : f->metadata()) sink = sink + key.size() + touch_value(v);
         for (const auto& t : f->tensors()) {

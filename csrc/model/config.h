@@ -44,6 +44,9 @@ struct ModelConfig {
     // Reads and checks the hyperparameters; throws phi::Error naming the file
     // and key (format) or the architecture (unsupported).
     static ModelConfig from_gguf(const gguf::File& f);
+    // The keys every tensor shape is derived from, with their values ("phi3.block_count = 32, ..."):
+    // when a tensor is missing or misshapen, either side may be the one that is wrong.
+    std::string shape_keys() const;
 };
 
 } // namespace phi

@@ -77,7 +77,8 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
     if (!emb) fail(ErrorKind::format, path, ": required tensor 'token_embd.weight' is missing");
     c.n_vocab = static_cast<int>(emb->ne[1]);
     if (c.n_ff < c.kv_width())
-        fail(ErrorKind::unsupported, path, ": feed_forward_length smaller than the key/value width is not supported");
+        fail(ErrorKind::unsupported, path, ": metadata '", c.arch_name, ".feed_forward_length' = ", c.n_ff,
+             ", smaller than the key/value width ", c.kv_width(), ", is not supported");
 
     m->n_ctx_ = params.n_ctx > 0 ? params.n_ctx : std::min(c.n_ctx_train, 4096);
     m->kv_rows_ = m->n_ctx_;
@@ -97,7 +98,13 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
     }
     m->check_device_memory(path);
     WeightLoader ld(f, *m->be_, m->owned_, params.progress);
-    m->arch_->load(ld, c, m->w_);
+    try {
+        m->arch_->load(ld, c, m->w_);
+    } catch (const Error& e) {
+        if (e.kind() != ErrorKind::format) throw;
+        // a tensor missing or of the wrong shape: its expected shape comes from these keys
+        throw Error(ErrorKind::format, std::string(e.what()) + " (" + c.shape_keys() + ")");
+    }
 
     Backend& be = *m->be_;
     auto alloc = [&](size_t bytes) {

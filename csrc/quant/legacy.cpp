@@ -15,6 +15,16 @@ namespace {
 inline float h2f(uint16_t h) { return fp16_to_fp32(h); }
 inline uint16_t f2h(float f) { return fp32_to_fp16(f); }
 inline int min_int(int a, int b) { return a < b ? a : b; }
+// float -> int8 / uint8 as the casts of ggml's reference code give them for any
+// value a finite row produces; NaN (and the out-of-range values infinities
+// make) saturate instead of an undefined cast: -128 / 0 for NaN. Activations
+// of a broken model reach here at run time.
+inline int8_t to_i8(float v) {
+    return v > -129.0f && v < 128.0f ? static_cast<int8_t>(v) : static_cast<int8_t>(v > 0 ? 127 : -128);
+}
+inline uint8_t to_u8(float v) {
+    return v > -1.0f && v < 256.0f ? static_cast<uint8_t>(v) : static_cast<uint8_t>(v > 0 ? 255 : 0);
+}
 
 // The element of largest magnitude, with its sign (first one on ties).
 float signed_absmax(const float* x, int n) {
@@ -45,8 +55,8 @@ void quantize_q4_0(const float* x, void* dst, int64_t n) {
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = f2h(d);
         for (int j = 0; j < QK / 2; ++j) {
-            const uint8_t a = static_cast<uint8_t>(min_int(15, static_cast<int8_t>(x[j] * id + 8.5f)));
-            const uint8_t b = static_cast<uint8_t>(min_int(15, static_cast<int8_t>(x[QK / 2 + j] * id + 8.5f)));
+            const uint8_t a = static_cast<uint8_t>(min_int(15, to_i8(x[j] * id + 8.5f)));
+            const uint8_t b = static_cast<uint8_t>(min_int(15, to_i8(x[QK / 2 + j] * id + 8.5f)));
             y[i].qs[j] = static_cast<uint8_t>(a | (b << 4));
         }
     }
@@ -85,8 +95,8 @@ void quantize_q4_1(const float* x, void* dst, int64_t n) {
         y[i].d = f2h(d);
         y[i].m = f2h(mn);
         for (int j = 0; j < QK / 2; ++j) {
-            const uint8_t a = static_cast<uint8_t>(min_int(15, static_cast<int8_t>((x[j] - mn) * id + 0.5f)));
-            const uint8_t b = static_cast<uint8_t>(min_int(15, static_cast<int8_t>((x[QK / 2 + j] - mn) * id + 0.5f)));
+            const uint8_t a = static_cast<uint8_t>(min_int(15, to_i8((x[j] - mn) * id + 0.5f)));
+            const uint8_t b = static_cast<uint8_t>(min_int(15, to_i8((x[QK / 2 + j] - mn) * id + 0.5f)));
             y[i].qs[j] = static_cast<uint8_t>(a | (b << 4));
         }
     }
@@ -130,8 +140,8 @@ void quantize_q5_0(const float* x, void* dst, int64_t n) {
         y[i].d = f2h(d);
         uint32_t qh = 0;
         for (int j = 0; j < QK / 2; ++j) {
-            const uint8_t a = static_cast<uint8_t>(min_int(31, static_cast<int8_t>(x[j] * id + 16.5f)));
-            const uint8_t b = static_cast<uint8_t>(min_int(31, static_cast<int8_t>(x[QK / 2 + j] * id + 16.5f)));
+            const uint8_t a = static_cast<uint8_t>(min_int(31, to_i8(x[j] * id + 16.5f)));
+            const uint8_t b = static_cast<uint8_t>(min_int(31, to_i8(x[QK / 2 + j] * id + 16.5f)));
             y[i].qs[j] = static_cast<uint8_t>((a & 0xF) | ((b & 0xF) << 4));
             qh |= ((a & 0x10u) >> 4) << j;
             qh |= ((b & 0x10u) >> 4) << (j + QK / 2);
@@ -178,8 +188,8 @@ void quantize_q5_1(const float* x, void* dst, int64_t n) {
         y[i].m = f2h(mn);
         uint32_t qh = 0;
         for (int j = 0; j < QK / 2; ++j) {
-            const uint8_t a = static_cast<uint8_t>((x[j] - mn) * id + 0.5f);
-            const uint8_t b = static_cast<uint8_t>((x[QK / 2 + j] - mn) * id + 0.5f);
+            const uint8_t a = to_u8((x[j] - mn) * id + 0.5f);
+            const uint8_t b = to_u8((x[QK / 2 + j] - mn) * id + 0.5f);
             y[i].qs[j] = static_cast<uint8_t>((a & 0xF) | ((b & 0xF) << 4));
             qh |= ((a & 0x10u) >> 4) << j;
             qh |= ((b & 0x10u) >> 4) << (j + QK / 2);
@@ -224,7 +234,7 @@ void quantize_q8_0(const float* x, void* dst, int64_t n) {
         const float d = amax / 127;
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = f2h(d);
-        for (int j = 0; j < QK; ++j) y[i].qs[j] = static_cast<int8_t>(std::round(x[j] * id));
+        for (int j = 0; j < QK; ++j) y[i].qs[j] = to_i8(std::round(x[j] * id));
     }
 }
 void dequantize_q8_0(const void* src, float* y, int64_t n) {
@@ -256,7 +266,7 @@ void quantize_q8_1(const float* x, void* dst, int64_t n) {
         y[i].d = f2h(d);
         int sum = 0;
         for (int j = 0; j < QK; ++j) {
-            y[i].qs[j] = static_cast<int8_t>(std::round(x[j] * id));
+            y[i].qs[j] = to_i8(std::round(x[j] * id));
             sum += y[i].qs[j];
         }
         y[i].s = f2h(sum * d);

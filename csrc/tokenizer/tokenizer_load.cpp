@@ -109,7 +109,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const gguf::File& file) {
         std::string word(tokens[i]);
         if (word.empty()) word = "[EMPTY_" + std::to_string(i) + "]";  // as llama.cpp
         if (!t->vocab_.add(word))
-            fail(ErrorKind::format, "GGUF file '", path, "': duplicate token '", word, "' (id ", i, ")");
+            fail(ErrorKind::format, "GGUF file '", path, "': tokenizer.ggml.tokens has a duplicate token '", word,
+                 "' (id ", i, ")");
         if (!scores.empty()) t->score_[i] = scores[i];
         if (!types.empty()) t->attr_[i] = attr_from_type(types[i]);
     }
@@ -180,9 +181,11 @@ void Tokenizer::finish_load(const gguf::File& file) {
     if (auto v = file.opt_bool("tokenizer.ggml.add_bos_token")) add_bos_ = *v;
     if (auto v = file.opt_bool("tokenizer.ggml.add_eos_token")) add_eos_ = *v;
     if (add_bos_ && bos_ < 0)
-        fail(ErrorKind::format, "GGUF file '", file.path(), "': add_bos_token is true but there is no BOS token");
+        fail(ErrorKind::format, "GGUF file '", file.path(), "': tokenizer.ggml.add_bos_token is true but there is no "
+             "BOS token (tokenizer.ggml.bos_token_id)");
     if (add_eos_ && eos_ < 0)
-        fail(ErrorKind::format, "GGUF file '", file.path(), "': add_eos_token is true but there is no EOS token");
+        fail(ErrorKind::format, "GGUF file '", file.path(), "': tokenizer.ggml.add_eos_token is true but there is no "
+             "EOS token (tokenizer.ggml.eos_token_id)");
 
     // Tokens recognised by their text. llama.cpp walks an unordered_map, so
     // when several candidates exist its pick is arbitrary; we take the first

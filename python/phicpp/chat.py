@@ -3,7 +3,9 @@
 The template comes from the GGUF's `tokenizer.chat_template` (what the model was
 trained with), rendered like Hugging Face's apply_chat_template: a sandboxed jinja2
 environment with trim_blocks/lstrip_blocks, `bos_token`, `eos_token`,
-`add_generation_prompt` and `raise_exception`. A model without one gets a built-in
+`add_generation_prompt` and `raise_exception`. A file's template is code from whoever
+made the file: template_sandbox bounds what it reaches, its time and its memory, and
+anything that goes wrong in it is a ValueError. A model without one gets a built-in
 fallback picked from its vocabulary:
 
     phi4   <|im_start|>role<|im_sep|>content<|im_end|>      (vocab has <|im_start|>, <|im_sep|>)
@@ -22,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ._core import ContextOverflowError
 from .generate import Generator, Run
 from .sampling import Sampler
+from .template_sandbox import BoundedSandbox, compile_template
 
 PHI3_TEMPLATE = (  # microsoft/Phi-3.5-mini-instruct's tokenizer_config.json
     "{% for message in messages %}"
@@ -61,13 +63,14 @@ class ChatTemplate:
     """A compiled chat template."""
 
     def __init__(self, source: str, name: str = "custom", bos_token: str = "", eos_token: str = "",
-                 stop: Iterable[str] = ()):
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = _raise
+                 stop: Iterable[str] = (), **limits):
+        """limits: template_sandbox.BoundedSandbox's time_limit, max_output, max_value."""
+        self._env = BoundedSandbox(trim_blocks=True, lstrip_blocks=True, **limits)
+        self._env.globals["raise_exception"] = _raise
         try:
-            self._t = env.from_string(source)
-        except jinja2.TemplateError as e:
-            raise ValueError(f"chat template does not compile: {e}") from None
+            self._t = compile_template(self._env, source)
+        except Exception as e:  # noqa: BLE001 (a hostile source may fail anywhere: deep nesting, ...)
+            raise ValueError(f"chat template does not compile: {type(e).__name__}: {e}") from None
         self.source, self.name = source, name
         self.bos_token, self.eos_token = bos_token, eos_token
         self.stop = list(stop)  # stop strings the template needs (plain transcripts)
@@ -89,11 +92,13 @@ class ChatTemplate:
         return cls.builtin(guess_builtin(tokenizer), tokenizer)
 
     def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        size = sum(len(str(v)) for m in messages for v in (m.values() if isinstance(m, dict) else (m,)))
         try:
-            return self._t.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                  bos_token=self.bos_token, eos_token=self.eos_token)
-        except jinja2.TemplateError as e:
-            raise ValueError(f"chat template failed: {e}") from None
+            return self._env.render(self._t, input_chars=size, messages=messages,
+                                    add_generation_prompt=add_generation_prompt, bos_token=self.bos_token,
+                                    eos_token=self.eos_token)
+        except Exception as e:  # noqa: BLE001 (the template is the file's code: any failure is the file's)
+            raise ValueError(f"chat template failed: {type(e).__name__}: {e}") from None
 
 
 def _special_texts(tokenizer) -> tuple[str, str]:

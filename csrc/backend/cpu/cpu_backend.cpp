@@ -20,7 +20,9 @@ namespace {
 // as transparent huge pages where the kernel offers them, so a 2 GB model
 // takes ~1k page faults at load instead of ~500k (the kernel's page zeroing
 // stays) and decode walks fewer TLB entries. A chunk's unused tail is never
-// touched, so it costs address space, not memory.
+// touched, so it costs address space, not memory. Chunks grow with what the
+// arena holds (2 MiB, then as much as so far, up to 256 MiB), so a small
+// model, or a file that only claims to be a large one, reserves little.
 class WeightArena {
 public:
     WeightArena() = default;
@@ -33,7 +35,8 @@ public:
         bytes = (bytes + 63) / 64 * 64;
         if (bytes > left_) {
             constexpr size_t kHuge = size_t{2} << 20, kChunk = size_t{256} << 20;
-            const size_t size = std::max(kChunk, (bytes + kHuge - 1) / kHuge * kHuge);
+            const size_t grown = std::min(kChunk, std::max(kHuge, held_));
+            const size_t size = std::max(grown, (bytes + kHuge - 1) / kHuge * kHuge);
             void* c = std::aligned_alloc(kHuge, size);
             if (!c) fail(ErrorKind::generic, "out of memory repacking a weight of ", bytes, " bytes");
 #ifdef MADV_HUGEPAGE
@@ -42,6 +45,7 @@ public:
             chunks_.push_back(c);
             next_ = static_cast<uint8_t*>(c);
             left_ = size;
+            held_ += size;
         }
         void* p = next_;
         next_ += bytes;
@@ -63,6 +67,7 @@ private:
     std::vector<void*> chunks_;
     uint8_t* next_ = nullptr;
     size_t left_ = 0;
+    size_t held_ = 0;  // bytes in all chunks
     const void* last_ = nullptr;
     size_t last_bytes_ = 0;
 };

@@ -1,6 +1,9 @@
 #include "backend/cpu/cpu_features.h"
 
 #include <cstdlib>
+#if defined(PHICPP_X86)
+#include <cpuid.h>
+#endif
 
 #include "core/error.h"
 
@@ -8,11 +11,20 @@ namespace phi::cpu {
 
 namespace {
 
+#if defined(PHICPP_X86)
+// F16C from cpuid itself (leaf 1, ecx): clang before 16 has no "f16c" for
+// __builtin_cpu_supports, and the fuzz targets build with clang
+bool cpu_has_f16c() {
+    unsigned eax, ebx, ecx, edx;
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
+}
+#endif
+
 bool cpu_has_avx2() {
 #if defined(PHICPP_X86)
     __builtin_cpu_init();
     // __builtin_cpu_supports checks cpuid and that the OS saves YMM state.
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 #else
     return false;
 #endif

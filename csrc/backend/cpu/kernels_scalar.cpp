@@ -76,7 +76,13 @@ void quantize_q8_0(const float* x, void* dst, int64_t K) {
         for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
         y[i].d = fp32_to_fp16(amax / 127.f);
         const float id = amax != 0.0f ? 127.f / amax : 0.0f;
-        for (int j = 0; j < 32; ++j) y[i].qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+        // codes within [-127, 127] unless the row holds NaN or infinity (a broken
+        // file's weights): those are -128, as the vector conversion gives them,
+        // not a float-to-int cast of NaN (undefined)
+        for (int j = 0; j < 32; ++j) {
+            const float r = std::nearbyint(x[j] * id);
+            y[i].qs[j] = r >= -128.f && r <= 127.f ? static_cast<int8_t>(r) : int8_t{-128};
+        }
     }
 }
 void quantize_q8_1(const float* x, void* dst, int64_t K) { quant::quantize_row(DType::Q8_1, x, dst, K); }
