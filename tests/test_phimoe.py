@@ -25,6 +25,7 @@ import pytest
 import torch
 
 import hfmodels
+import llamacpp_ref
 import phicpp
 from phicpp import convert as conv
 from phicpp.quantize import quantize_gguf
@@ -100,13 +101,6 @@ def test_longrope_mscale_across_the_original_length(moe, outtype, device):
     assert max(errs) <= TOL[outtype], np.round(errs, 7)
 
 
-def softmax_top2(scores, jitter_eps, training, top_k=2):
-    """What llama.cpp routes by: softmax over every expert, the best two, renormalized."""
-    p = torch.softmax(scores, dim=-1)
-    w, idx = p.topk(2, dim=-1)
-    return w / w.sum(dim=-1, keepdim=True), idx
-
-
 def test_sparsemixer_is_not_softmax_top2(moe, monkeypatch):
     """The routing matters: transformers with softmax top-2 routing gives other
     logits, far outside the tolerance; phicpp matches SparseMixer's."""
@@ -115,7 +109,7 @@ def test_sparsemixer_is_not_softmax_top2(moe, monkeypatch):
     hf = hf_model(tiny.path, "f32")
     ref = hf_logits(hf, tokens)
     import transformers.models.phimoe.modeling_phimoe as mp
-    monkeypatch.setattr(mp, "sparsemixer", softmax_top2)
+    monkeypatch.setattr(mp, "sparsemixer", llamacpp_ref.softmax_top2_routing)
     other = hf_logits(hf, tokens)
     ours = phicpp.Model(path, n_ctx=64, n_threads=2).eval(tokens, all_logits=True)
     assert rel_err(other, ref) > 100 * TOL["f32"]
