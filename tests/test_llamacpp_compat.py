@@ -71,11 +71,13 @@ def test_phimoe_differs_from_llamacpp_by_its_routing_only(tiny_model, copy_model
     - softmax over every expert, the best two, their weights renormalized to sum 1
       (build_moe_ffn with norm_w), where the model routes by SparseMixer.
     Both routings pick the same two experts, the two highest scores (SparseMixer's first
-    pick is the argmax, its second the argmax of the rest), but their weights differ for
-    every router: llama.cpp's are sigmoid(+-(s1 - s2)) and sum to 1; SparseMixer's second is
-    a softmax over the runner-up's window among the rest, 1 when it is alone there and at
-    least 1/(n_expert - 1). So no configuration of the router makes the two engines compute
-    the same function, and the comparison goes through transformers. On a checkpoint whose
+    pick is the argmax, its second the argmax of the rest), but not the same weights:
+    llama.cpp's are sigmoid(+-(s1 - s2)), the second at most 1/2; SparseMixer's second is a
+    softmax over the runner-up's window among the rest, at least 1/(n_expert - 1) and 1 when
+    it is alone there (with 2 experts, always). They meet only where the scores happen to
+    balance exactly, never as functions of the input, so no configuration of the router
+    makes the two engines compute the same model, and the comparison goes through
+    transformers. On a checkpoint whose
     residual stream has zero mean in every row (hfmodels' phimoe_centered: LayerNorm =
     RMSNorm there), llama.cpp on our file, and on its own converter's file when
     PHICPP_LLAMACPP_SRC is set, makes the greedy tokens and logits of transformers with
