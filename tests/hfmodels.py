@@ -20,6 +20,9 @@ the logits visibly. Kinds (see SPECS):
     phimoe      PhimoeConfig: 4 experts, router jitter 0.01, GQA, biases (MOE_KINDS, not in KINDS)
     phimoe_wide 6 experts, jitter 0.3 (wider SparseMixer windows: more experts share the weight)
     phimoe_128k LongRoPE with short/long mscale, max_position 256 vs original 64
+    phimoe_centered  phimoe with a mean-free residual stream (embeddings, attention output and
+                the experts' down projections centered over the hidden size): LayerNorm equals
+                RMSNorm on it, which is what llama.cpp runs phimoe with
 """
 from __future__ import annotations
 
@@ -52,6 +55,8 @@ SPECS: dict[str, dict] = {
                         jitter=0.3),
     "phimoe_128k": dict(arch="phimoe", tok="phi3", hidden=64, heads=4, kv=2, layers=2, ff=96, ctx=256, orig_ctx=64,
                         experts=4, jitter=0.01, longrope=True),
+    "phimoe_centered": dict(arch="phimoe", tok="phi3", hidden=64, heads=4, kv=2, layers=2, ff=96, ctx=4096,
+                            experts=4, jitter=0.01, center=True),
 }
 # the dense kinds (every test of the dense families runs over these); MoE kinds apart
 KINDS = tuple(k for k in SPECS if SPECS[k]["arch"] != "phimoe")
@@ -114,6 +119,22 @@ def _randomize(model: torch.nn.Module, seed: int) -> None:
             p.copy_(0.06 * torch.randn(p.shape, generator=g))
 
 
+@torch.no_grad()
+def _center_residual(model: torch.nn.Module) -> None:
+    """Make every write into the residual stream mean-free over the hidden size, so each of
+    its rows has zero mean at every layer and LayerNorm(x) = RMSNorm(x) on it (the norms
+    still carry their weights and biases; routing and attention are untouched)."""
+    for name, p in model.named_parameters():
+        if "embed_tokens" in name:                                      # [vocab, hidden]
+            p -= p.mean(dim=-1, keepdim=True)
+        elif name.endswith(("o_proj.weight", "w2.weight")):            # [hidden, in]
+            p -= p.mean(dim=0, keepdim=True)
+        elif name.endswith("o_proj.bias"):
+            p -= p.mean()
+        elif name.endswith("experts.down_proj"):                       # [experts, hidden, ff]
+            p -= p.mean(dim=1, keepdim=True)
+
+
 def make_tiny(kind: str, dir: str | Path, dtype: torch.dtype = torch.float32, seed: int = 0,
               max_shard_size: str | None = None) -> TinyModel:
     """Build, randomize and save tiny model `kind` (see KINDS) with its tokenizer into `dir`.
@@ -131,6 +152,8 @@ def make_tiny(kind: str, dir: str | Path, dtype: torch.dtype = torch.float32, se
     cls = {"phi": PhiForCausalLM, "phi3": Phi3ForCausalLM, "phimoe": PhimoeForCausalLM}[SPECS[kind]["arch"]]
     model = cls(cfg)
     _randomize(model, seed)
+    if SPECS[kind].get("center"):
+        _center_residual(model)
     if cfg.tie_word_embeddings:
         model.tie_weights()
     model = model.to(dtype).eval()

@@ -22,6 +22,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
+import llamacpp_ref
 import reftok
 from phicpp.cli import main as cli_main
 from phicpp.convert import ConvertError, convert_hf_to_gguf
@@ -621,18 +622,6 @@ def test_chat_template_from_jinja_file_and_progress_bar(tiny_model, copy_model, 
 
 # ----------------------------------------------------------------------------- against llama.cpp itself
 
-_LLAMACPP_RUNNER = """
-import runpy, sys
-src, pre = sys.argv[1], sys.argv[2]
-sys.path.insert(0, src)
-sys.argv = [src + "/convert_hf_to_gguf.py"] + sys.argv[3:]
-if pre != "-":  # our trained test vocabs have no hash in llama.cpp's table: give it the same name we chose
-    from conversion import base
-    base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
-runpy.run_path(src + "/convert_hf_to_gguf.py", run_name="__main__")
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,outtype,pre", [("phi2", "bf16", "-"), ("phi3_128k", "f16", "-"),
                                               ("phi3_medium", "f32", "-"), ("phi4", "bf16", "dbrx"),
@@ -642,26 +631,11 @@ def test_identical_to_llamacpp_converter(tiny_model, copy_model, tmp_path, kind,
     """Byte-for-byte the same KV pairs and tensors as llama.cpp's convert_hf_to_gguf.py (order aside;
     for phimoe, beside our phicpp.* keys, which llama.cpp's converter does not write).
     Opt-in: PHICPP_LLAMACPP_SRC=<llama.cpp source dir> (e.g. the one tools/llamacpp.sh unpacks)."""
-    import os
-
-    src = os.environ.get("PHICPP_LLAMACPP_SRC")
-    if not src or not Path(src, "convert_hf_to_gguf.py").is_file():
+    if not llamacpp_ref.HAS_SRC:
         pytest.skip("set PHICPP_LLAMACPP_SRC to a llama.cpp source tree to compare with its converter")
     m = tiny_model(kind)
-    path = m.path
-    if kind.startswith("phimoe"):
-        # llama.cpp registers the published checkpoint's spelling and reads the original
-        # context from the rope parameters, as the published config.json has them
-        path = copy_model(m.path)
-        cfg = json.loads((path / "config.json").read_text())
-        cfg["architectures"] = ["PhiMoEForCausalLM"]
-        cfg["rope_parameters"].setdefault("original_max_position_embeddings", cfg["max_position_embeddings"])
-        (path / "config.json").write_text(json.dumps(cfg))
-    (tmp_path / "run.py").write_text(_LLAMACPP_RUNNER)
-    ref_path = tmp_path / "llamacpp.gguf"
-    p = subprocess.run([sys.executable, str(tmp_path / "run.py"), src, pre, str(path), "--outfile", str(ref_path),
-                        "--outtype", outtype], capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr[-2000:]
+    path = llamacpp_ref.as_published_phimoe(copy_model(m.path)) if kind.startswith("phimoe") else m.path
+    ref_path = llamacpp_ref.convert(path, tmp_path / "llamacpp.gguf", outtype, pre)
     ours, ref = read_gguf(convert_hf_to_gguf(path, tmp_path / "ours.gguf", outtype)), read_gguf(ref_path)
     assert {k: v for k, v in ours.kv.items() if not k.startswith("phicpp.")} == ref.kv
     assert ours.tensors.keys() == ref.tensors.keys()

@@ -1,8 +1,9 @@
 """Quantized GGUFs side by side with llama.cpp (issue 5, model level).
 
-For each mix, on two small files whose rows are whole K-quant blocks: a
-random-weight Phi-3 (../shared/tools/mkrand_gguf.py, F32) and the trained
-Phi-2-style model that ships with phicpp (F16):
+For each mix, on small files whose rows are whole K-quant blocks: a
+random-weight Phi-3 and Phi-3.5-MoE-style models of 8 experts (llama.cpp's
+Mixtral rules apply) and 16 (Phi-3.5-MoE's count) (tools/mkrand_gguf.py, F32),
+and the trained Phi-2-style model that ships with phicpp (F16):
 - `phicpp quantize` writes the same tensor bytes as llama-quantize;
 - on the trained model, phicpp's greedy continuation of a code prompt is
   llama.cpp's for 32 steps, teacher forced as in test_llamacpp_compat.py.
@@ -13,7 +14,9 @@ Phi-2-style model that ships with phicpp (F16):
   step where llama.cpp's top two logits are within 2% of the logit scale
   counts as a tie.)
 - phicpp's logits move away from the F32 model's by no more than llama.cpp's
-  do on the same file (ratio printed, bounded at 1.1).
+  do on the same file (ratio printed, bounded at 1.1); for the MoE files each
+  engine against itself, as they compute different functions (its norms and
+  routing: tests/test_llamacpp_compat.py).
 Skipped unless PHICPP_LLAMACPP_BIN points at llama.cpp's tools (tools/llamacpp.sh).
 """
 from __future__ import annotations
@@ -34,8 +37,16 @@ from phicpp.quantize import quantize_gguf
 BIN = os.environ.get("PHICPP_LLAMACPP_BIN")
 pytestmark = pytest.mark.skipif(not BIN or not (Path(BIN) / "llamacpp-logits").exists(),
                                 reason="set PHICPP_LLAMACPP_BIN to llama.cpp's tools (tools/llamacpp.sh)")
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-VOCAB = {"phi3-tiny": "ggml-vocab-phi-3.gguf"}
+MKRAND = Path(__file__).resolve().parents[1] / "tools" / "mkrand_gguf.py"
+VOCAB = Path(__file__).parent / "data" / "ggml-vocab-phi-3.gguf"
+# mkrand_gguf.py's arguments. The MoE files route with jitter 1 (SparseMixer masks no
+# expert; Phi-3.5-MoE's is 0.01): on random routers the scores lie within 0.01 of each
+# other, so any perturbation moves experts in and out of SparseMixer's windows, and each
+# move shifts a whole expert's share of the weight. Measured at 0.01 on the 8-expert
+# file: phicpp's rms(Q - F32) is 1.4-2.6x llama.cpp's, whose softmax top-2 is continuous
+# but where the ranks swap; at 1: 0.36-0.85x (Q8_0, Q4_0, Q4_K_M, Q6_K).
+RANDOM = {"phi3-tiny": ["phi3-tiny"], "phimoe-tiny": ["phimoe-tiny", "--jitter", "1"],
+          "phimoe-tiny-x16": ["phimoe-tiny", "--experts", "16", "--jitter", "1"]}
 MIXES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_M", "Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K"]
 N_PROMPT, N_GEN, N_CTX = 16, 32, 256
 
@@ -50,10 +61,8 @@ def f32_model(tmp_path_factory):
             return Path(default_model_path())
         if shape not in made:
             out = tmp_path_factory.mktemp("q") / f"{shape}-f32.gguf"
-            vocab = Path(__file__).parent / "data" / VOCAB[shape]
-            if not vocab.exists():
-                vocab = SHARED / "fixtures" / "vocab" / VOCAB[shape]
-            subprocess.run([sys.executable, str(SHARED / "tools" / "mkrand_gguf.py"), shape, str(vocab), str(out),
+            args = RANDOM[shape]
+            subprocess.run([sys.executable, str(MKRAND), args[0], str(VOCAB), str(out), *args[1:],
                             "--dtype", "f32", "--seed", "5"], check=True, capture_output=True)
             made[shape] = out
         return made[shape]
@@ -80,7 +89,7 @@ def greedy(path: Path, prompt) -> list[int]:
 
 
 @pytest.mark.parametrize("mix", MIXES)
-@pytest.mark.parametrize("shape", ["phi3-tiny", "shipped"])
+@pytest.mark.parametrize("shape", [*RANDOM, "shipped"])
 def test_quantized_like_llamacpp(f32_model, tmp_path, shape, mix):
     src = f32_model(shape)
     theirs, ours = tmp_path / "llama.gguf", tmp_path / "ours.gguf"

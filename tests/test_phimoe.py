@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -25,9 +28,10 @@ import pytest
 import torch
 
 import hfmodels
+import llamacpp_ref
 import phicpp
 from phicpp import convert as conv
-from phicpp.quantize import quantize_gguf
+from phicpp.quantize import MIXES, quantize_gguf
 
 TOL = {"f32": 1e-4, "f16": 2e-3}
 DEVICES = ["cpu"] + (["cuda"] if phicpp._core.cuda_available() else [])
@@ -100,13 +104,6 @@ def test_longrope_mscale_across_the_original_length(moe, outtype, device):
     assert max(errs) <= TOL[outtype], np.round(errs, 7)
 
 
-def softmax_top2(scores, jitter_eps, training, top_k=2):
-    """What llama.cpp routes by: softmax over every expert, the best two, renormalized."""
-    p = torch.softmax(scores, dim=-1)
-    w, idx = p.topk(2, dim=-1)
-    return w / w.sum(dim=-1, keepdim=True), idx
-
-
 def test_sparsemixer_is_not_softmax_top2(moe, monkeypatch):
     """The routing matters: transformers with softmax top-2 routing gives other
     logits, far outside the tolerance; phicpp matches SparseMixer's."""
@@ -115,7 +112,7 @@ def test_sparsemixer_is_not_softmax_top2(moe, monkeypatch):
     hf = hf_model(tiny.path, "f32")
     ref = hf_logits(hf, tokens)
     import transformers.models.phimoe.modeling_phimoe as mp
-    monkeypatch.setattr(mp, "sparsemixer", softmax_top2)
+    monkeypatch.setattr(mp, "sparsemixer", llamacpp_ref.softmax_top2_routing)
     other = hf_logits(hf, tokens)
     ours = phicpp.Model(path, n_ctx=64, n_threads=2).eval(tokens, all_logits=True)
     assert rel_err(other, ref) > 100 * TOL["f32"]
@@ -204,3 +201,60 @@ def test_quantized_experts_run(moe, tmp_path, mix):
     assert np.all(np.isfinite(got))
     # (a router's near-tie may flip a pick: a loose bound, on the whole sequence)
     assert np.sqrt(np.mean((got - ref) ** 2)) <= 0.5 * np.sqrt(np.mean(ref ** 2))
+
+
+MKRAND = Path(__file__).resolve().parents[1] / "tools" / "mkrand_gguf.py"
+VOCAB = Path(__file__).parent / "data" / "ggml-vocab-phi-3.gguf"
+
+
+@pytest.fixture(scope="module")
+def moe_blocks(tmp_path_factory):
+    """A random Phi-3.5-MoE-shaped F32 file whose rows are whole K-quant blocks
+    (tools/mkrand_gguf.py phimoe-tiny: hidden 256, expert FF 512), 2 layers of 2
+    experts and router jitter 0: SparseMixer then gives both experts weight 1 at
+    every token whatever the scores (the best masks the other out of its window, and
+    the second is alone among the rest), so the block is continuous in its input and
+    what quantized weights change is the kernels' doing, not a routing flip (with more
+    experts, 8-bit activations tip near-ties: single steps then move by ~0.2)."""
+    out = tmp_path_factory.mktemp("moe") / "moe-f32.gguf"
+    subprocess.run([sys.executable, str(MKRAND), "phimoe-tiny", str(VOCAB), str(out), "--layers", "2",
+                    "--experts", "2", "--jitter", "0", "--dtype", "f32", "--seed", "3"], check=True, capture_output=True)
+    return out
+
+
+def dequantized_copy(src: Path, dst: Path) -> Path:
+    """src with every tensor in F32 (the values the quantized blocks hold)."""
+    from phicpp.quantize import _as_f32, _copy_metadata
+
+    r = gguf.GGUFReader(src)
+    w = gguf.GGUFWriter(str(dst), arch=r.fields["general.architecture"].contents())
+    _copy_metadata(r, w, gguf.LlamaFileType.ALL_F32)
+    for t in r.tensors:
+        w.add_tensor(t.name, _as_f32(t).reshape([int(d) for d in reversed(t.shape)]))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dst
+
+
+@pytest.mark.parametrize("mix", sorted(m for m in MIXES if m not in ("Q3_K", "Q4_K", "Q5_K")))  # (aliases)
+def test_every_quantized_mix_runs_the_experts(moe_blocks, tmp_path, mix):
+    """Each mix of `phicpp quantize` quantizes the stacked experts in its own type
+    and the CPU runs them: prompt and decode steps equal the same model with the
+    quantized values in F32, up to the kernels' 8-bit activations (a prompt through
+    the GEMM, 5 tokens through the row kernels, then one token at a time)."""
+    q = tmp_path / f"moe-{mix}.gguf"
+    quantize_gguf(moe_blocks, q, mix, n_threads=2)
+    types = {t.name: t.tensor_type for t in gguf.GGUFReader(q).tensors}
+    assert all(types[f"blk.{i}.ffn_{w}_exps.weight"] not in (gguf.GGMLQuantizationType.F32,
+                                                             gguf.GGMLQuantizationType.F16)
+               for i in range(2) for w in ("gate", "up", "down"))
+    ref_path = dequantized_copy(q, tmp_path / "deq.gguf")
+    tokens = np.random.default_rng(6).integers(0, 32000, 40).astype(np.int32)
+    got, ref = (phicpp.Model(p, n_ctx=64, n_threads=2, kv_type="f32") for p in (q, ref_path))
+    errs = [rel_err(got.eval(tokens[a:b], all_logits=True), ref.eval(tokens[a:b], all_logits=True))
+            for a, b in ((0, 24), (24, 29))]
+    errs += [rel_err(got.eval(tokens[i:i + 1]), ref.eval(tokens[i:i + 1])) for i in range(29, 40)]
+    print(f"{mix}: {max(errs):.1e}")
+    assert max(errs) <= 3e-2, np.round(errs, 4)

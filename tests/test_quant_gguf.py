@@ -136,6 +136,35 @@ def test_mix_rules_match_llama_cpp():
     assert tensor_type("Q4_K_M", "token_embd.weight", 3072, no_out) == QT.Q6_K
 
 
+def test_moe_mix_rules_match_llama_cpp():
+    """llama.cpp's rules for MoE files (llama_tensor_get_type): stacked experts follow
+    their dense counterparts by layer; a model of exactly 8 experts (Mixtral) gets
+    attn_v and attn_k in Q8_0 and attn_output in Q5_K for the 2- to 4-bit K mixes;
+    16 experts (Phi-3.5-MoE) get the dense rules. Checked against llama-quantize itself
+    on 8- and 16-expert files by tests/test_llamacpp_quant.py (opt-in)."""
+    def st(n_expert):
+        return _State(n_layer=32, n_attention_wv=32, n_gqa=4, has_output=True, n_expert=n_expert)
+
+    eight, sixteen = st(8), st(16)
+    assert [tensor_type("Q4_0", f"blk.{i}.attn_v.weight", 4096, eight) for i in range(3)] == [QT.Q8_0] * 3
+    assert [tensor_type("Q4_K_M", f"blk.{i}.attn_v.weight", 4096, sixteen) for i in range(5)] == \
+        [QT.Q6_K] * 4 + [QT.Q4_K]
+    assert tensor_type("Q4_K_M", "blk.4.attn_k.weight", 4096, eight) == QT.Q8_0
+    assert tensor_type("Q4_K_M", "blk.4.attn_k.weight", 4096, sixteen) == QT.Q4_K
+    assert tensor_type("Q4_K_M", "blk.4.attn_output.weight", 4096, eight) == QT.Q5_K
+    assert tensor_type("Q5_K_M", "blk.4.attn_output.weight", 4096, eight) == QT.Q5_K  # (its default)
+    assert tensor_type("Q3_K_M", "blk.4.attn_output.weight", 4096, eight) == QT.Q5_K
+    assert tensor_type("Q3_K_M", "blk.4.attn_output.weight", 4096, sixteen) == QT.Q4_K
+    assert tensor_type("Q6_K", "blk.4.attn_output.weight", 4096, eight) == QT.Q6_K
+    for moe in (eight, sixteen):
+        assert tensor_type("Q4_K_M", "blk.3.ffn_down_exps.weight", 6400, moe) == QT.Q6_K   # use_more_bits(3, 32)
+        assert tensor_type("Q4_K_M", "blk.4.ffn_down_exps.weight", 6400, moe) == QT.Q4_K
+        assert tensor_type("Q2_K", "blk.4.ffn_down_exps.weight", 6400, moe) == QT.Q3_K
+        assert tensor_type("Q4_K_M", "blk.4.ffn_gate_exps.weight", 4096, moe) == QT.Q4_K
+        assert tensor_type("Q8_0", "blk.4.ffn_up_exps.weight", 4096, moe) == QT.Q8_0
+    assert tensor_type("Q2_K", "blk.9.attn_v.weight", 4096, sixteen) == QT.Q4_K  # n_gqa 4
+
+
 def test_unknown_mix_is_an_error(tmp_path):
     with pytest.raises(QuantizeError):
         quantize_gguf(tmp_path / "x.gguf", tmp_path / "y.gguf", "Q7_X")

@@ -6,9 +6,10 @@ times, in the same time window: the shared dev machine's speed drifts with
 host load (memory bandwidth flips between ~40 and ~75 GB/s), so numbers taken
 minutes apart are not comparable, and alternating cancels most of the drift.
 Reports medians over all repetitions, ratios (phicpp / llama.cpp; > 1 means
-phicpp is faster), and decode's effective bandwidth (file bytes x tokens/s)
-against the streaming-read bandwidth measured by tools/membw.c in the same
-rounds.
+phicpp is faster), and decode's effective bandwidth (bytes a token reads x
+tokens/s: the file's bytes, or for a MoE file those of everything but the
+experts plus n_expert_used / n_expert of the experts') against the
+streaming-read bandwidth measured by tools/membw.c in the same rounds.
 
 What is measured matches llama-bench exactly:
   pp{P}: P random tokens as one batch from an empty cache (logits of the last
@@ -113,6 +114,21 @@ def membw_samples(exe: str, threads: int, runs: int = 5) -> tuple[list[float], l
     return [float(g) for g, _ in runs_], [float(c) for _, c in runs_]
 
 
+def bytes_per_token(model: str) -> int:
+    """The bytes of tensor data a decode step reads: all of a dense file's; of a MoE
+    file, the experts' stacked tensors (*_exps) count n_expert_used / n_expert."""
+    from gguf import GGUFReader
+
+    r = GGUFReader(model)
+    arch = r.fields["general.architecture"].contents()
+    total = sum(int(t.n_bytes) for t in r.tensors)
+    if f"{arch}.expert_count" not in r.fields:
+        return total
+    share = r.fields[f"{arch}.expert_used_count"].contents() / r.fields[f"{arch}.expert_count"].contents()
+    experts = sum(int(t.n_bytes) for t in r.tensors if "_exps." in t.name)
+    return int(total - experts * (1 - share))
+
+
 # ------------------------------------------------------------------ report
 
 def machine() -> str:
@@ -140,7 +156,7 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def table(rows: list[dict], n_prompt: int, n_gen: int) -> str:
     pp, tg = f"pp{n_prompt}", f"tg{n_gen}"
-    head = (f"| model | file GB | llama.cpp {pp} t/s | phicpp {pp} t/s | {pp} ratio "
+    head = (f"| model | file GB | read per token GB | llama.cpp {pp} t/s | phicpp {pp} t/s | {pp} ratio "
             f"| llama.cpp {tg} t/s | phicpp {tg} t/s | {tg} ratio "
             f"| {tg} eff. GB/s llama.cpp / phicpp | membw GB/s (med) |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
@@ -148,10 +164,11 @@ def table(rows: list[dict], n_prompt: int, n_gen: int) -> str:
         gb = r["bytes"] / 1e9
         lpp, ppp = med(r["llamacpp"]["pp"]), med(r["phicpp"]["pp"])
         ltg, ptg = med(r["llamacpp"]["tg"]), med(r["phicpp"]["tg"])
-        eff = lambda t: None if t is None else gb * t  # noqa: E731
+        active = r["active_bytes"] / 1e9
+        eff = lambda t: None if t is None else active * t  # noqa: E731
         bw = med(r["membw"])
         lines.append(
-            f"| {r['name']} | {gb:.2f} | {fmt(lpp)} | {fmt(ppp)} | {ratio(ppp, lpp)} "
+            f"| {r['name']} | {gb:.2f} | {active:.2f} | {fmt(lpp)} | {fmt(ppp)} | {ratio(ppp, lpp)} "
             f"| {fmt(ltg)} | {fmt(ptg)} | {ratio(ptg, ltg)} "
             f"| {fmt(eff(ltg), 1)} / {fmt(eff(ptg), 1)} | {fmt(bw, 1)} |")
     return "\n".join(lines)
@@ -175,7 +192,7 @@ def main() -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     rows, commit = [], None
     for model in a.models:
-        row = {"name": Path(model).name, "bytes": os.path.getsize(model),
+        row = {"name": Path(model).name, "bytes": os.path.getsize(model), "active_bytes": bytes_per_token(model),
                "llamacpp": {"pp": [], "tg": []}, "phicpp": {"pp": [], "tg": []},
                "membw": [], "membw_cpu": [], "load": []}
         for rnd in range(a.rounds):

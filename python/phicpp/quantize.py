@@ -5,7 +5,11 @@
 The mix (which tensor gets which type) follows llama.cpp's
 llama_tensor_get_type: output.weight is bumped to Q6_K, attn_v / attn_qkv /
 ffn_down get more bits by layer position in the _M / _S mixes, 1-D tensors
-(norms, biases) keep their type. Rows are quantized in C++ with the reference
+(norms, biases) and MoE routers keep their type. MoE files: stacked experts
+([n_expert, rows, cols]) take the rules of their dense counterpart
+(ffn_down_exps those of ffn_down, by its layer), and a model of exactly 8
+experts gets llama.cpp's Mixtral rules (attn_v and attn_k in Q8_0, attn_output
+in Q5_K for the 2- to 4-bit K mixes). Rows are quantized in C++ with the reference
 quantizers (bit-compatible with ggml's) on several threads, and the file is
 written under a temporary name and renamed at the end.
 """
@@ -72,6 +76,7 @@ class _State:
     n_attention_wv: int
     n_gqa: int
     has_output: bool
+    n_expert: int = 0  # 0: dense
     i_attention_wv: int = 0
 
 
@@ -108,7 +113,12 @@ def tensor_type(mix_name: str, name: str, ncols: int, st: _State) -> QT:
             t = QT.Q6_K
         elif f == LlamaFileType.MOSTLY_Q4_K_S and i < 4:
             t = QT.Q5_K
+        if st.n_expert == 8:
+            t = QT.Q8_0  # llama.cpp: "for the 8-expert model, bumping this to Q8_0 trades just ~128MB"
         st.i_attention_wv += 1
+    elif "attn_k.weight" in name:
+        if st.n_expert == 8:
+            t = QT.Q8_0
     elif "ffn_down" in name:
         i, n = _layer(name), st.n_layer
         if f == LlamaFileType.MOSTLY_Q2_K:
@@ -123,7 +133,11 @@ def tensor_type(mix_name: str, name: str, ncols: int, st: _State) -> QT:
         elif f == LlamaFileType.MOSTLY_Q4_K_S and i < n // 8:
             t = QT.Q5_K
     elif "attn_output.weight" in name:
-        if f == LlamaFileType.MOSTLY_Q2_K:
+        if st.n_expert == 8:
+            if f in (LlamaFileType.MOSTLY_Q2_K, LlamaFileType.MOSTLY_Q3_K_M, LlamaFileType.MOSTLY_Q4_K_S,
+                     LlamaFileType.MOSTLY_Q4_K_M):
+                t = QT.Q5_K
+        elif f == LlamaFileType.MOSTLY_Q2_K:
             t = QT.Q3_K
         elif f == LlamaFileType.MOSTLY_Q3_K_M:
             t = QT.Q4_K
@@ -188,6 +202,7 @@ def quantize_gguf(src: str | os.PathLike, dst: str | os.PathLike, mix: str, n_th
         n_attention_wv=sum(_is_attn_v(n) for n in names),
         n_gqa=n_head // max(1, _field_int(reader, f"{arch}.attention.head_count_kv", n_head)),
         has_output="output.weight" in names,
+        n_expert=_field_int(reader, f"{arch}.expert_count", 0),
     )
 
     # decide every tensor's type first: the header lists them all before the data
