@@ -1,0 +1,423 @@
+// What every decode matmul kernel (matvec.cu) shares: its parameters, staging
+// the activations in shared memory (the fused input norm, rounding to 8 bits
+// per 32 elements for quantized weights), the dot products of a quantized unit
+// or a 16-byte float vector with them, and the epilogue of a task's rows, with
+// what it reads loaded early.
+#pragma once
+#include "backend/cuda/attention_tile.cuh"
+#include "backend/cuda/formats.cuh"
+#include "backend/cuda/kernels.h"
+
+namespace phi::cuda {
+namespace {
+
+// 256 threads and at most 128 registers each, so two CTAs fit an SM whatever
+// the format: Q8_0 and the K-quants took up to 165 registers, one CTA per SM,
+// and ran up to 30% slower (tools/matvec_bench.cu)
+constexpr int kMatvecThreads = 256, kMatvecMinBlocks = 2;
+
+struct MatvecParams {
+    PlanarView w;                 // quantized weights
+    const uint8_t* wf = nullptr;  // float weights, rows of row_bytes
+    int64_t row_bytes = 0;
+    int K = 0, M = 0, n = 0, ldy = 0;
+    const float* x = nullptr;
+    const float* bias = nullptr;
+    float* y = nullptr;
+    int norm = 0;  // NormKind
+    const float* nw = nullptr;
+    const float* nb = nullptr;
+    float eps = 0.0f;
+    int ep = 0;  // Epilogue
+    int tasks = 0;
+    // kAttnR > 0 (decode qkv): the CTA that completes a KV head's q, k and v
+    // rows runs that head's attention (attend_completed_heads)
+    AttnParams attn;
+    int* head_rows = nullptr;  // per KV head, rows written so far in this launch (zero between launches)
+    int attn_warps = 0;
+};
+
+__device__ __forceinline__ float gelu_tanh(float v) {
+    // 0.5 v (1 + tanh(u)) = v * sigmoid(2u): no cancellation for v < 0
+    const float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+    return v / (1.0f + expf(-2.0f * u));
+}
+__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+
+// Sums of two values over the block; every thread gets both.
+__device__ __forceinline__ float2 block_sum2(float a, float b, float2* red) {
+    const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, nw = blockDim.x / kWarp;
+    a = warp_sum(a);
+    b = warp_sum(b);
+    __syncthreads();  // red may still be read from the previous call
+    if (lane == 0) red[warp] = make_float2(a, b);
+    __syncthreads();
+    const float2 v = lane < nw ? red[lane] : make_float2(0.0f, 0.0f);
+    return make_float2(warp_sum(v.x), warp_sum(v.y));
+}
+
+// The activation row's norm as y = (x - mean) * inv * w (+ b): mean and inv
+// from one pass over x (sums of x - x[0] and of its square, so a large mean
+// does not cancel). The loads of a pass are issued together, several per thread.
+struct NormStats {
+    float mean = 0.0f, inv = 1.0f;
+};
+
+__device__ NormStats row_stats(const float* x, int K, int kind, float eps, float2* red) {
+    NormStats st;
+    if (kind == static_cast<int>(NormKind::none)) return st;
+    const float x0 = kind == static_cast<int>(NormKind::layer) ? x[0] : 0.0f;
+    float s1 = 0.0f, s2 = 0.0f;
+    if (K % 4 == 0) {
+        const float4* x4 = reinterpret_cast<const float4*>(x);
+#pragma unroll 4
+        for (int c = threadIdx.x; c < K / 4; c += blockDim.x) {
+            const float4 v = x4[c];
+            const float a = v.x - x0, b = v.y - x0, d = v.z - x0, e = v.w - x0;
+            s1 += (a + b) + (d + e);
+            s2 += (a * a + b * b) + (d * d + e * e);
+        }
+    } else {
+        for (int k = threadIdx.x; k < K; k += blockDim.x) {
+            const float a = x[k] - x0;
+            s1 += a;
+            s2 += a * a;
+        }
+    }
+    const float2 t = block_sum2(s1, s2, red);
+    const float m1 = t.x / static_cast<float>(K);
+    if (kind == static_cast<int>(NormKind::layer)) {
+        st.mean = x0 + m1;
+        st.inv = 1.0f / sqrtf(fmaxf(t.y / static_cast<float>(K) - m1 * m1, 0.0f) + eps);
+    } else {
+        st.inv = 1.0f / sqrtf(t.y / static_cast<float>(K) + eps);
+    }
+    return st;
+}
+
+// The norm's weights and bias where staging reads them: shared memory
+// (norm_into_smem) or global. Passed on their own rather than as fields of a
+// MatvecParams copy: pointers in a copy of the kernel's parameters were
+// compiled as global addresses (a shared one there faulted).
+struct NormVecs {
+    const float* w = nullptr;
+    const float* b = nullptr;
+};
+
+// Elements k..k+3 of the row, normalized.
+__device__ __forceinline__ float4 normed4(const MatvecParams& p, const NormVecs& nv, float4 v, int k, const NormStats& st) {
+    if (p.norm == static_cast<int>(NormKind::none)) return v;
+    const float4 w = *reinterpret_cast<const float4*>(nv.w + k);
+    float4 b = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (p.norm == static_cast<int>(NormKind::layer) && nv.b) b = *reinterpret_cast<const float4*>(nv.b + k);
+    return make_float4((v.x - st.mean) * st.inv * w.x + b.x, (v.y - st.mean) * st.inv * w.y + b.y,
+                       (v.z - st.mean) * st.inv * w.z + b.z, (v.w - st.mean) * st.inv * w.w + b.w);
+}
+__device__ __forceinline__ float normed1(const MatvecParams& p, const NormVecs& nv, float v, int k, const NormStats& st) {
+    if (p.norm == static_cast<int>(NormKind::none)) return v;
+    const float b = p.norm == static_cast<int>(NormKind::layer) && nv.b ? nv.b[k] : 0.0f;
+    return (v - st.mean) * st.inv * nv.w[k] + b;
+}
+
+// Token t's activations as 8-bit codes per 32 elements (K % 32 == 0): each
+// thread takes 4 elements at a time, the 8 threads of a 32-element block find
+// its scale together (quant::Q8_0 arithmetic: d = amax / 127, q = round(x / d)),
+// and threads 0 and 4 of the block store the code sums of its two halves.
+__device__ __forceinline__ void quantize4(const MatvecParams& p, int t, int c, bool in, float4 v, int8_t* xq, int* xs,
+                                          float* xd) {
+    const int lane = threadIdx.x % kWarp, nblk = p.K / 32;
+    float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+#pragma unroll
+    for (int o = 4; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const float d = amax / 127.0f;
+    const float id = d > 0.0f ? 1.0f / d : 0.0f;
+    const int q0 = __float2int_rn(v.x * id), q1 = __float2int_rn(v.y * id);
+    const int q2 = __float2int_rn(v.z * id), q3 = __float2int_rn(v.w * id);
+    int s = q0 + q1 + q2 + q3;
+    s += __shfl_xor_sync(0xffffffffu, s, 2);
+    s += __shfl_xor_sync(0xffffffffu, s, 1);
+    if (!in) return;
+    reinterpret_cast<int*>(xq + t * p.K)[c] =
+        (q0 & 0xFF) | ((q1 & 0xFF) << 8) | ((q2 & 0xFF) << 16) | (static_cast<int>(q3 & 0xFF) << 24);
+    const int b = c / 8;
+    if (lane % 8 == 0) xd[t * nblk + b] = d;
+    if (lane % 4 == 0) xs[(t * nblk + b) * 2 + (lane % 8) / 4] = s;
+}
+
+// float4s of the row a thread holds in registers when staging in one pass
+constexpr int kHeld = 8;
+
+// The statistics of a row held in registers (v, kHeld float4s per thread,
+// padded with x0), summed relative to x0 as row_stats does.
+__device__ __forceinline__ NormStats held_stats(const MatvecParams& p, const float4 (&v)[kHeld], float x0, float2* red) {
+    NormStats st;
+    if (p.norm == static_cast<int>(NormKind::none)) return st;
+    float s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kHeld; ++i) {
+        const float a = v[i].x - x0, b = v[i].y - x0, d = v[i].z - x0, e = v[i].w - x0;
+        s1 += (a + b) + (d + e);
+        s2 += (a * a + b * b) + (d * d + e * e);
+    }
+    const float2 tot = block_sum2(s1, s2, red);
+    const float m1 = tot.x / static_cast<float>(p.K);
+    if (p.norm == static_cast<int>(NormKind::layer)) {
+        st.mean = x0 + m1;
+        st.inv = 1.0f / sqrtf(fmaxf(tot.y / static_cast<float>(p.K) - m1 * m1, 0.0f) + p.eps);
+    } else {
+        st.inv = 1.0f / sqrtf(tot.y / static_cast<float>(p.K) + p.eps);
+    }
+    return st;
+}
+
+
+// Row xt (K % 4 == 0, K / 4 <= kHeld * blockDim.x) into registers, padded with
+// its first element for LayerNorm (which then adds nothing), and its statistics.
+__device__ __forceinline__ NormStats held_row(const MatvecParams& p, const float* xt, float4 (&v)[kHeld], float2* red) {
+    const float4* x4 = reinterpret_cast<const float4*>(xt);
+    const int n4 = p.K / 4;
+    const float x0 = p.norm == static_cast<int>(NormKind::layer) ? xt[0] : 0.0f;
+#pragma unroll
+    for (int i = 0; i < kHeld; ++i) {
+        const int c = threadIdx.x + i * blockDim.x;
+        v[i] = c < n4 ? x4[c] : make_float4(x0, x0, x0, x0);
+    }
+    return held_stats(p, v, x0, red);
+}
+
+__device__ void stage_q8(const MatvecParams& p, const NormVecs& nv, int t, int8_t* xq, int* xs, float* xd, float2* red) {
+    const float* xt = p.x + static_cast<int64_t>(t) * p.K;
+    const float4* x4 = reinterpret_cast<const float4*>(xt);
+    const int n4 = p.K / 4;
+    // warp-uniform trip counts (the shuffles need the whole warp); the 8 lanes
+    // of a block are all in range or all out (K / 4 is a multiple of 8)
+    const int base0 = threadIdx.x - threadIdx.x % kWarp;
+    if (n4 <= kHeld * static_cast<int>(blockDim.x)) {
+        // one pass over x: held in registers while the statistics are summed
+        float4 v[kHeld];
+        const NormStats st = held_row(p, xt, v, red);
+#pragma unroll
+        for (int i = 0; i < kHeld; ++i) {
+            if (base0 + i * static_cast<int>(blockDim.x) >= n4) break;
+            const int c = threadIdx.x + i * blockDim.x;
+            const bool in = c < n4;
+            quantize4(p, t, c, in, in ? normed4(p, nv, v[i], 4 * c, st) : make_float4(0.0f, 0.0f, 0.0f, 0.0f), xq, xs, xd);
+        }
+        return;
+    }
+    const NormStats st = row_stats(xt, p.K, p.norm, p.eps, red);
+    for (int base = base0; base < n4; base += blockDim.x) {
+        const int c = base + threadIdx.x % kWarp;
+        const bool in = c < n4;
+        quantize4(p, t, c, in, in ? normed4(p, nv, x4[c], 4 * c, st) : make_float4(0.0f, 0.0f, 0.0f, 0.0f), xq, xs, xd);
+    }
+}
+
+// Token t's activations as f32, normalized.
+__device__ void stage_f32(const MatvecParams& p, const NormVecs& nv, int t, float* xf, float2* red) {
+    const float* xt = p.x + static_cast<int64_t>(t) * p.K;
+    float* dst = xf + static_cast<int64_t>(t) * p.K;
+    const int n4 = p.K / 4;
+    if (p.K % 4 == 0 && n4 <= kHeld * static_cast<int>(blockDim.x)) {
+        float4 v[kHeld];
+        const NormStats st = held_row(p, xt, v, red);
+#pragma unroll
+        for (int i = 0; i < kHeld; ++i) {
+            const int c = threadIdx.x + i * blockDim.x;
+            if (c < n4) reinterpret_cast<float4*>(dst)[c] = normed4(p, nv, v[i], 4 * c, st);
+        }
+        return;
+    }
+    const NormStats st = row_stats(xt, p.K, p.norm, p.eps, red);
+    if (p.K % 4 == 0) {
+        const float4* x4 = reinterpret_cast<const float4*>(xt);
+#pragma unroll 4
+        for (int c = threadIdx.x; c < n4; c += blockDim.x)
+            reinterpret_cast<float4*>(dst)[c] = normed4(p, nv, x4[c], 4 * c, st);
+    } else {
+        for (int k = threadIdx.x; k < p.K; k += blockDim.x) dst[k] = normed1(p, nv, xt[k], k, st);
+    }
+}
+
+// A unit decoded for dot products (codes without kZero where the format has one).
+template <class F>
+__device__ __forceinline__ void unpack_for_dot(const typename F::Raw& r, int sub, Unit& un) {
+    if constexpr (F::kZero != 0) {
+        F::unpack_codes(r, sub, un);
+    } else {
+        F::unpack(r, sub, un);
+    }
+}
+
+// acc plus the dot of a unit (from unpack_for_dot) with token t's 8-bit
+// activations of unit uu (scales xd, code sums per half xs): exact integer
+// sums, then the unit's scales and offsets.
+template <class F>
+__device__ __forceinline__ float acc_unit_q8(float acc, const Unit& un, const int8_t* xq, const int* xs,
+                                             const float* xd, int K, int nblk, int t, int uu) {
+    const int4* a = reinterpret_cast<const int4*>(xq + t * K + uu * 32);
+    const int4 a0 = a[0], a1 = a[1];
+    int s0 = __dp4a(un.q[0], a0.x, 0);
+    s0 = __dp4a(un.q[1], a0.y, s0);
+    s0 = __dp4a(un.q[2], a0.z, s0);
+    s0 = __dp4a(un.q[3], a0.w, s0);
+    int s1 = __dp4a(un.q[4], a1.x, 0);
+    s1 = __dp4a(un.q[5], a1.y, s1);
+    s1 = __dp4a(un.q[6], a1.z, s1);
+    s1 = __dp4a(un.q[7], a1.w, s1);
+    const int2 hs = reinterpret_cast<const int2*>(xs)[t * nblk + uu];
+    if constexpr (F::kOneScale) {
+        // one scale and offset for the unit: one product each
+        const int sa = hs.x + hs.y;
+        int s = s0 + s1;
+        if constexpr (F::kZero != 0) s -= F::kZero * sa;
+        float v = un.d[0] * static_cast<float>(s);
+        if constexpr (F::kOffset) v += un.m[0] * static_cast<float>(sa);
+        return acc + xd[t * nblk + uu] * v;
+    } else {
+        return acc + xd[t * nblk + uu] * (un.d[0] * static_cast<float>(s0) + un.d[1] * static_cast<float>(s1) +
+                                          un.m[0] * static_cast<float>(hs.x) + un.m[1] * static_cast<float>(hs.y));
+    }
+}
+
+// acc plus the dot of 16 bytes of float weights (16 / sizeof(T) elements) with xv.
+template <class T>
+__device__ __forceinline__ float acc_vec(float acc, const uint4& raw, const float* xv) {
+    constexpr int kVec = 16 / sizeof(T);
+    float w[kVec];
+    const uint8_t* rb = reinterpret_cast<const uint8_t*>(&raw);
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) w[e] = FloatFmt<T>::get(rb, e);
+    float s = 0.0f;
+#pragma unroll
+    for (int e = 0; e < kVec; e += 4) {
+        const float4 x4 = *reinterpret_cast<const float4*>(xv + e);
+        s += w[e] * x4.x + w[e + 1] * x4.y + w[e + 2] * x4.z + w[e + 3] * x4.w;
+    }
+    return acc + s;
+}
+
+// Shared memory of a matvec: the norm's weights (norm_into_smem), then the
+// staged activations of n tokens.
+size_t norm_bytes(const MatmulJob& j) {
+    return j.norm.kind == NormKind::none || j.W.ne0 % 4 != 0 ? 0 : j.W.ne0 * sizeof(float) * (j.norm.b ? 2 : 1);
+}
+size_t staged_bytes(const MatmulJob& j) {
+    const DType type = j.W.type;
+    const int64_t K = j.W.ne0;
+    const bool is_float = type == DType::F32 || type == DType::F16 || type == DType::BF16;
+    return norm_bytes(j) +
+           (is_float ? static_cast<size_t>(j.n) * K * sizeof(float) : static_cast<size_t>(j.n) * (K + K / 32 * 12));
+}
+
+MatvecParams matvec_params(const MatmulJob& j) {
+    MatvecParams p;
+    p.K = static_cast<int>(j.W.ne0);
+    p.M = static_cast<int>(j.W.ne1);
+    p.n = j.n;
+    p.x = j.x;
+    p.y = j.y;
+    p.bias = j.bias;
+    p.norm = static_cast<int>(j.norm.kind);
+    p.nw = j.norm.w;
+    p.nb = j.norm.b;
+    p.eps = j.norm.eps;
+    p.ep = static_cast<int>(j.ep);
+    p.ldy = j.ep == Epilogue::swiglu ? p.M / 2 : p.M;
+    p.tasks = j.ep == Epilogue::swiglu ? p.M / 2 : (p.M + 1) / 2;
+    return p;
+}
+
+// The rows of task `task`: two consecutive rows, or gate row o and up row o + M/2.
+__device__ __forceinline__ void task_rows(const MatvecParams& p, int task, int& r0, int& r1, bool& has1) {
+    if (p.ep == static_cast<int>(Epilogue::swiglu)) {
+        r0 = task;
+        r1 = task + p.M / 2;
+        has1 = true;
+    } else {
+        r0 = 2 * task;
+        has1 = r0 + 1 < p.M;
+        r1 = has1 ? r0 + 1 : r0;
+    }
+}
+
+// What a task's epilogue reads besides its sums: the bias of its rows
+// (constant: loadable before the PDL wait) and, for Epilogue::add, the values
+// of y it adds to (token `lane`'s). Loaded when the task starts, so that these
+// round trips to memory overlap its dot products instead of following them.
+struct TaskIn {
+    float b[2] = {0.0f, 0.0f};
+    float y[2] = {0.0f, 0.0f};
+};
+__device__ __forceinline__ void load_bias(const MatvecParams& p, int task, TaskIn& in) {
+    if (!p.bias) return;
+    int r0, r1;
+    bool has1;
+    task_rows(p, task, r0, r1, has1);
+    in.b[0] = __ldg(p.bias + r0);
+    in.b[1] = __ldg(p.bias + r1);
+}
+// (after the PDL wait: earlier kernels write y)
+__device__ __forceinline__ void load_added(const MatvecParams& p, int task, TaskIn& in) {
+    const int lane = threadIdx.x % kWarp;
+    if (p.ep != static_cast<int>(Epilogue::add) || lane >= p.n) return;
+    int r0, r1;
+    bool has1;
+    task_rows(p, task, r0, r1, has1);
+    const float* y = p.y + static_cast<int64_t>(lane) * p.ldy;
+    in.y[0] = y[r0];
+    in.y[1] = y[r1];
+}
+
+// The outputs of task `task` for token t = lane (v0, v1: its rows' sums).
+__device__ __forceinline__ void write_out(const MatvecParams& p, int task, int t, float v0, float v1, const TaskIn& in) {
+    int r0, r1;
+    bool has1;
+    task_rows(p, task, r0, r1, has1);
+    float* y = p.y + static_cast<int64_t>(t) * p.ldy;
+    v0 += in.b[0];
+    v1 += in.b[1];
+    switch (p.ep) {
+        case static_cast<int>(Epilogue::swiglu): y[task] = silu(v0) * v1; return;
+        case static_cast<int>(Epilogue::add):
+            y[r0] = in.y[0] + v0;
+            if (has1) y[r1] = in.y[1] + v1;
+            return;
+        case static_cast<int>(Epilogue::gelu):
+            y[r0] = gelu_tanh(v0);
+            if (has1) y[r1] = gelu_tanh(v1);
+            return;
+        default:
+            y[r0] = v0;
+            if (has1) y[r1] = v1;
+    }
+}
+
+// The norm's weights (and LayerNorm's bias) into shared memory at dst, copies
+// issued before the PDL wait: they never change, and read after the row's
+// statistics they would cost one more round trip to memory after the wait.
+// Returns where staging reads them (there, once cp_async_wait and a barrier
+// have passed: staging has one before it normalizes).
+__device__ __forceinline__ NormVecs norm_into_smem(const MatvecParams& p, float* dst) {
+    if (p.norm == static_cast<int>(NormKind::none) || p.K % 4 != 0) return {p.nw, p.nb};
+    for (int c = threadIdx.x; c < p.K / 4; c += blockDim.x) {
+        cp_async16(dst + 4 * c, p.nw + 4 * c);
+        if (p.nb) cp_async16(dst + p.K + 4 * c, p.nb + 4 * c);
+    }
+    cp_async_commit();
+    return {dst, p.nb ? dst + p.K : nullptr};
+}
+__device__ __forceinline__ int norm_smem_floats(const MatvecParams& p) {
+    return p.norm == static_cast<int>(NormKind::none) || p.K % 4 != 0 ? 0 : p.K * (p.nb ? 2 : 1);
+}
+
+// L2 prefetch of this warp's first task's weight bytes (runs before pdl_wait).
+__device__ __forceinline__ void prefetch_rows(const uint8_t* a, const uint8_t* b, int64_t bytes) {
+    for (int64_t o = static_cast<int64_t>(threadIdx.x % kWarp) * 128; o < bytes; o += kWarp * 128) {
+        prefetch_l2(a + o);
+        prefetch_l2(b + o);
+    }
+}
+
+} // namespace
+} // namespace phi::cuda
