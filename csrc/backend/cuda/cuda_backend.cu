@@ -147,22 +147,22 @@ public:
     }
     void dealloc(void* p) override {
         if (!p) return;
-        flush_input();
+        flush_held();
         cudaStreamSynchronize(stream_);
         allocs_.erase(p);
         PHI_CUDA_CHECK(cudaFree(p));
     }
     void copy_to_device(void* dst, const void* src, size_t n) override {
-        flush_input();
+        flush_held();
         if (n) PHI_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, stream_));
     }
     void copy_to_host(void* dst, const void* src, size_t n) override {
-        flush_input();
+        flush_held();
         if (n) PHI_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream_));
         synchronize();
     }
     void synchronize() override {
-        flush_input();
+        flush_held();
         PHI_CUDA_CHECK(cudaStreamSynchronize(stream_));
         PHI_CUDA_CHECK(cudaGetLastError());
     }
@@ -208,7 +208,7 @@ public:
     void free_weight(const Tensor& w) override {
         auto it = weights_.find(w.data);
         if (it == weights_.end()) return;
-        flush_input();  // a held-back matmul may read it
+        flush_held();  // a held-back matmul may read it
         cudaStreamSynchronize(stream_);
         weights_.erase(it);
         PHI_CUDA_CHECK(cudaFree(const_cast<void*>(w.data)));
@@ -238,7 +238,7 @@ public:
     }
     void set_row_invariant(bool on) override { row_invariant_ = on; }
     bool end_step() override {
-        if (running()) flush_input();
+        if (running()) flush_held();
         const Mode mode = mode_;
         mode_ = Mode::direct;
         if (mode == Mode::direct) return true;
@@ -278,7 +278,7 @@ public:
     void get_rows(const Tensor& table, const int32_t* ids, int n, float* out) override {
         hash_.all(1, table.data, table.type, table.ne0, table.ne1, ids, n, out);
         if (!running()) return;
-        flush_input();
+        flush_held();
         cuda::get_rows(table, ids, n, out, launch_cfg());
     }
 
@@ -293,7 +293,7 @@ public:
             grow(gemm_ws_, gemm_workspace(n, W.ne0));
         }
         if (!running()) return;
-        flush_input();
+        flush_held();
         if (mv && n == 1 && ep == Epilogue::store && fuse_qkv_attention_ && fuse_input_ && !row_invariant_) {
             pending_mm_ = j;  // perhaps a qkv projection whose attention follows
             has_pending_mm_ = true;
@@ -342,12 +342,9 @@ public:
                   p.pos, p.n_tok);
         if (!running()) return;
         const int n = p.n_tok > 0 ? p.n_tok : n_tok_;
-        const bool keep_mm = has_pending_mm_ && n == 1 && fuse_input_ && pending_mm_.y == t.q;
-        if (keep_mm) {
-            flush_pending_input();
-        } else {
-            flush_input();
-        }
+        // a held projection of these rows stays held: its attention may take it
+        if (!(has_pending_mm_ && n == 1 && fuse_input_ && pending_mm_.y == t.q)) flush_matmul();
+        flush_input_step();
         if (n == 1 && fuse_input_) {  // done by the attention launch that follows
             pending_input_ = FusedInput{t, qk, rope, cache};
             pending_params_ = p;
@@ -387,7 +384,7 @@ public:
             return;
         }
         flush_matmul();
-        if (!fuse) flush_input();
+        if (!fuse) flush_input_step();
         has_pending_input_ = false;
         cuda::attention(q, q_stride, t0, n_q, cache, p, plan, ws, d_pos_, out, launch_cfg(),
                         fuse ? &pending_input_ : nullptr);
@@ -402,9 +399,9 @@ private:
 
     Launch launch_cfg() const { return Launch{stream_, pdl_}; }
     // What is held back, run on its own: the projection, then the input step.
-    void flush_input() {
+    void flush_held() {
         flush_matmul();
-        flush_pending_input();
+        flush_input_step();
     }
     void flush_matmul() {
         if (!has_pending_mm_) return;
@@ -412,7 +409,7 @@ private:
         matvec(pending_mm_, launch_cfg(), props_.multiProcessorCount, mv_);
     }
     // A deferred input step that no attention took.
-    void flush_pending_input() {
+    void flush_input_step() {
         if (!has_pending_input_) return;
         has_pending_input_ = false;
         cuda::attention_input(pending_input_.rows, 1, pending_params_, pending_input_.qk, pending_input_.rope,

@@ -351,13 +351,20 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_steps
 
 constexpr size_t kSmemLimit = 200 * 1024;
 
+// False when smem is more than a matvec may take; else lets kernel have it.
+template <class Kernel>
+bool allow_smem(Kernel kernel, size_t smem) {
+    if (smem > kSmemLimit) return false;
+    if (smem > 40 * 1024)  // (the static shared memory counts against the default 48 KB too)
+        PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    return true;
+}
+
 // matvec_quant: one wave (as many CTAs as fit, each stages the activations once), or fewer
 template <class Kernel>
 bool run_wave(Kernel kernel, const MatvecParams& p, size_t smem, const Launch& l, int sm_count,
               const MatvecConfig& cfg) {
-    if (smem > kSmemLimit) return false;
-    if (smem > 40 * 1024)  // (the static shared memory counts against the default 48 KB too)
-        PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    if (!allow_smem(kernel, smem)) return false;
     const int warps = std::max(1, std::min(kMaxWarps, cfg.warps));
     int fit = 0;
     PHI_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kernel, warps * kWarp, smem));
@@ -371,9 +378,7 @@ bool run_wave(Kernel kernel, const MatvecParams& p, size_t smem, const Launch& l
 template <class Kernel>
 bool run_fixed(Kernel kernel, const MatvecParams& p, size_t smem, const Launch& l, int sm_count,
                const MatvecConfig& cfg) {
-    if (smem > kSmemLimit) return false;
-    if (smem > 40 * 1024)
-        PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    if (!allow_smem(kernel, smem)) return false;
     const int warps = std::max(1, std::min(kMaxWarps, cfg.warps));
     const int ctas = std::max(1, std::min(p.tasks, sm_count * std::max(1, std::min(kMatvecMinBlocks, cfg.ctas_per_sm))));
     launch(kernel, dim3(ctas), dim3(warps * kWarp), smem, l, p);
@@ -394,13 +399,19 @@ bool run_quant(MatvecParams p, const MatmulJob& j, const Launch& l, int sm, cons
     return run_wave(matvec_quant<F, kMatvecMaxTokens>, p, staged_bytes(j), l, sm, cfg);
 }
 
+// Float weights: their rows, and whether 16-byte vectors of kVec elements tile them.
+void set_rows(MatvecParams& p, const Tensor& W) {
+    p.wf = static_cast<const uint8_t*>(W.data);
+    p.row_bytes = static_cast<int64_t>(W.row_bytes());
+}
+bool rows_in_vectors(const MatvecParams& p, int kVec) { return p.row_bytes % 16 == 0 && p.K % kVec == 0; }
+
 template <class T>
 bool run_float(MatvecParams p, const MatmulJob& j, const Launch& l, int sm, const MatvecConfig& cfg) {
-    p.wf = static_cast<const uint8_t*>(j.W.data);
-    p.row_bytes = static_cast<int64_t>(j.W.row_bytes());
+    set_rows(p, j.W);
     const size_t smem = staged_bytes(j);
     constexpr int kVec = 16 / sizeof(T);
-    if (p.row_bytes % 16 == 0 && p.K % kVec == 0) {
+    if (rows_in_vectors(p, kVec)) {
         using S = FloatSteps<T, kVec>;
         if (p.n == 1) return run_fixed(matvec_steps<S, 1, 4>, p, smem, l, sm, cfg);
         return run_fixed(matvec_steps<S, kMatvecMaxTokens, 4>, p, smem, l, sm, cfg);
@@ -419,10 +430,8 @@ bool run_with_attention(MatvecParams p, const MatmulJob& j, size_t smem, const L
         case DType::F32:
         case DType::F16:
         case DType::BF16: {
-            p.wf = static_cast<const uint8_t*>(j.W.data);
-            p.row_bytes = static_cast<int64_t>(j.W.row_bytes());
-            const int vec = j.W.type == DType::F32 ? 4 : 8;  // elements per 16 bytes
-            if (p.row_bytes % 16 != 0 || p.K % vec != 0) return false;
+            set_rows(p, j.W);
+            if (!rows_in_vectors(p, j.W.type == DType::F32 ? 4 : 8)) return false;
             if (j.W.type == DType::F32) return run_fixed(matvec_steps<FloatSteps<float, 4>, 1, 4, kAttnR>, p, smem, l, sm, cfg);
             if (j.W.type == DType::F16) return run_fixed(matvec_steps<FloatSteps<__half, 8>, 1, 4, kAttnR>, p, smem, l, sm, cfg);
             return run_fixed(matvec_steps<FloatSteps<__nv_bfloat16, 8>, 1, 4, kAttnR>, p, smem, l, sm, cfg);

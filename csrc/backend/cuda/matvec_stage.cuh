@@ -63,9 +63,21 @@ struct NormStats {
     float mean = 0.0f, inv = 1.0f;
 };
 
-__device__ NormStats row_stats(const float* x, int K, int kind, float eps, float2* red) {
+// mean and inv from the block's sums of x - x0 and of its square (tot).
+__device__ __forceinline__ NormStats stats_from_sums(int kind, int K, float eps, float x0, float2 tot) {
     NormStats st;
-    if (kind == static_cast<int>(NormKind::none)) return st;
+    const float m1 = tot.x / static_cast<float>(K);
+    if (kind == static_cast<int>(NormKind::layer)) {
+        st.mean = x0 + m1;
+        st.inv = 1.0f / sqrtf(fmaxf(tot.y / static_cast<float>(K) - m1 * m1, 0.0f) + eps);
+    } else {
+        st.inv = 1.0f / sqrtf(tot.y / static_cast<float>(K) + eps);
+    }
+    return st;
+}
+
+__device__ NormStats row_stats(const float* x, int K, int kind, float eps, float2* red) {
+    if (kind == static_cast<int>(NormKind::none)) return NormStats{};
     const float x0 = kind == static_cast<int>(NormKind::layer) ? x[0] : 0.0f;
     float s1 = 0.0f, s2 = 0.0f;
     if (K % 4 == 0) {
@@ -84,15 +96,7 @@ __device__ NormStats row_stats(const float* x, int K, int kind, float eps, float
             s2 += a * a;
         }
     }
-    const float2 t = block_sum2(s1, s2, red);
-    const float m1 = t.x / static_cast<float>(K);
-    if (kind == static_cast<int>(NormKind::layer)) {
-        st.mean = x0 + m1;
-        st.inv = 1.0f / sqrtf(fmaxf(t.y / static_cast<float>(K) - m1 * m1, 0.0f) + eps);
-    } else {
-        st.inv = 1.0f / sqrtf(t.y / static_cast<float>(K) + eps);
-    }
-    return st;
+    return stats_from_sums(kind, K, eps, x0, block_sum2(s1, s2, red));
 }
 
 // The norm's weights and bias where staging reads them: shared memory
@@ -150,8 +154,7 @@ constexpr int kHeld = 8;
 // The statistics of a row held in registers (v, kHeld float4s per thread,
 // padded with x0), summed relative to x0 as row_stats does.
 __device__ __forceinline__ NormStats held_stats(const MatvecParams& p, const float4 (&v)[kHeld], float x0, float2* red) {
-    NormStats st;
-    if (p.norm == static_cast<int>(NormKind::none)) return st;
+    if (p.norm == static_cast<int>(NormKind::none)) return NormStats{};
     float s1 = 0.0f, s2 = 0.0f;
 #pragma unroll
     for (int i = 0; i < kHeld; ++i) {
@@ -159,15 +162,7 @@ __device__ __forceinline__ NormStats held_stats(const MatvecParams& p, const flo
         s1 += (a + b) + (d + e);
         s2 += (a * a + b * b) + (d * d + e * e);
     }
-    const float2 tot = block_sum2(s1, s2, red);
-    const float m1 = tot.x / static_cast<float>(p.K);
-    if (p.norm == static_cast<int>(NormKind::layer)) {
-        st.mean = x0 + m1;
-        st.inv = 1.0f / sqrtf(fmaxf(tot.y / static_cast<float>(p.K) - m1 * m1, 0.0f) + p.eps);
-    } else {
-        st.inv = 1.0f / sqrtf(tot.y / static_cast<float>(p.K) + p.eps);
-    }
-    return st;
+    return stats_from_sums(p.norm, p.K, p.eps, x0, block_sum2(s1, s2, red));
 }
 
 
@@ -299,8 +294,14 @@ __device__ __forceinline__ float acc_vec(float acc, const uint4& raw, const floa
 
 // Shared memory of a matvec: the norm's weights (norm_into_smem), then the
 // staged activations of n tokens.
+// Floats of the norm's weights (and bias) in shared memory: none without a
+// norm, or where K is no multiple of 4 (16-byte copies; staging then reads
+// them from global memory).
+__host__ __device__ inline int64_t norm_smem_floats(int norm, bool has_bias, int64_t K) {
+    return norm == static_cast<int>(NormKind::none) || K % 4 != 0 ? 0 : K * (has_bias ? 2 : 1);
+}
 size_t norm_bytes(const MatmulJob& j) {
-    return j.norm.kind == NormKind::none || j.W.ne0 % 4 != 0 ? 0 : j.W.ne0 * sizeof(float) * (j.norm.b ? 2 : 1);
+    return sizeof(float) * norm_smem_floats(static_cast<int>(j.norm.kind), j.norm.b != nullptr, j.W.ne0);
 }
 size_t staged_bytes(const MatmulJob& j) {
     const DType type = j.W.type;
@@ -399,7 +400,7 @@ __device__ __forceinline__ void write_out(const MatvecParams& p, int task, int t
 // Returns where staging reads them (there, once cp_async_wait and a barrier
 // have passed: staging has one before it normalizes).
 __device__ __forceinline__ NormVecs norm_into_smem(const MatvecParams& p, float* dst) {
-    if (p.norm == static_cast<int>(NormKind::none) || p.K % 4 != 0) return {p.nw, p.nb};
+    if (norm_smem_floats(p.norm, p.nb != nullptr, p.K) == 0) return {p.nw, p.nb};
     for (int c = threadIdx.x; c < p.K / 4; c += blockDim.x) {
         cp_async16(dst + 4 * c, p.nw + 4 * c);
         if (p.nb) cp_async16(dst + p.K + 4 * c, p.nb + 4 * c);
@@ -408,7 +409,7 @@ __device__ __forceinline__ NormVecs norm_into_smem(const MatvecParams& p, float*
     return {dst, p.nb ? dst + p.K : nullptr};
 }
 __device__ __forceinline__ int norm_smem_floats(const MatvecParams& p) {
-    return p.norm == static_cast<int>(NormKind::none) || p.K % 4 != 0 ? 0 : p.K * (p.nb ? 2 : 1);
+    return static_cast<int>(norm_smem_floats(p.norm, p.nb != nullptr, p.K));
 }
 
 // L2 prefetch of this warp's first task's weight bytes (runs before pdl_wait).
