@@ -45,8 +45,7 @@ __global__ void attention_input_kernel(InputParams p) {
 template <class T, int kVec, bool kFused, int kR>
 __global__ void attention_kernel(AttnParams p) {
     extern __shared__ __align__(16) uint8_t smem_all[];
-    attention_tile<T, kVec, kFused, kR, false>(p, smem_all, blockIdx.x, blockIdx.y, threadIdx.x / kWarp,
-                                               blockDim.x / kWarp);
+    attention_tile<T, kVec, kFused, kR>(p, smem_all, blockIdx.x, blockIdx.y, threadIdx.x / kWarp, blockDim.x / kWarp);
 }
 
 template <class T, int kVec>

@@ -1,6 +1,6 @@
-// Decode attention as a device function, shared by the attention kernels
-// (attention.cu) and the decode qkv projection that runs its heads' attention
-// itself once their rows are written (matvec.cu): the input step
+// Attention as a device function, the body of the attention kernels
+// (attention.cu), kept apart so that a kernel doing more (a fused decode
+// layer) can run a tile of it: the input step
 // (QK-LayerNorm, rotary, cache write) of a one-token step, and causal
 // attention over the KV cache (GQA, sliding window) for one tile of query rows.
 //
@@ -197,17 +197,6 @@ __device__ __forceinline__ void put_partial(float* dst, int stride, int nrows, i
     }
 }
 
-// A value of the step's q, k or v rows: read through L2 when other CTAs of
-// the running launch wrote them (kWithin), plainly otherwise.
-template <bool kWithin>
-__device__ __forceinline__ float ld_step(const float* p) {
-    if constexpr (kWithin) {
-        return __ldcg(p);
-    } else {
-        return *p;
-    }
-}
-
 // A barrier for warps [0, n) of the CTA only (barrier 1; __syncthreads is 0).
 __device__ __forceinline__ void bar_sync_warps(int n) {
     asm volatile("bar.sync 1, %0;" ::"r"(n * kWarp) : "memory");
@@ -219,12 +208,9 @@ __device__ __forceinline__ void bar_sync_warps(int n) {
 // its own copies of the token's q heads and of its key; the warp whose keys
 // include the token's position writes the key and value into the cache (and
 // takes them from shared memory rather than reading them back).
-// kWithin: called inside the kernel that wrote the step's q, k and v, after
-// its own PDL wait and once their rows are complete: no PDL calls, and those
-// rows are read through L2 (other CTAs of the launch wrote them).
 // block, split: the tile (block of the attention kernel) and key split;
 // warps [0, n_warps) of the CTA take part (the others must not call).
-template <class T, int kVec, bool kFused, int kR, bool kWithin>
+template <class T, int kVec, bool kFused, int kR>
 __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block, int split, int warp, int n_warps) {
     uint8_t* smem = smem_all + warp * attention_smem<T>(p.hd);  // this warp's part
     const int ld = p.hd + 16 / static_cast<int>(sizeof(T));  // padding keeps 16-byte rows apart in the banks
@@ -233,7 +219,7 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
     float* qs = reinterpret_cast<float*>(vs + kWarp * ld);       // [kRows][hd] the queries, pre-scaled
     float* cur_k = qs + kRows * p.hd;                            // [hd] fused: the token's key
     float* cur_v = cur_k + p.hd;                                 // [hd] and value
-    if constexpr (!kFused && !kWithin) {
+    if constexpr (!kFused) {
         pdl_wait();
         pdl_launch_dependents();
     }
@@ -306,17 +292,15 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
     if constexpr (kFused) {
         const InputParams& in = p.in;
         const RotaryAngles angles = rotary_angles(in, freqs, cur_pos);
-        if constexpr (!kWithin) {
-            pdl_wait();
-            pdl_launch_dependents();
-        }
+        pdl_wait();
+        pdl_launch_dependents();
         for (int r = 0; r < nrows; ++r) {
             const float* qr = in.q + (kvh * group + rho0 + r) * p.hd;
-            for (int d = lane; d < p.hd; d += kWarp) qs[r * p.hd + d] = ld_step<kWithin>(qr + d);
+            for (int d = lane; d < p.hd; d += kWarp) qs[r * p.hd + d] = qr[d];
         }
         for (int d = lane; d < p.hd; d += kWarp) {
-            cur_k[d] = ld_step<kWithin>(in.k + kvh * p.hd + d);
-            cur_v[d] = ld_step<kWithin>(in.v + kvh * p.hd + d);
+            cur_k[d] = in.k[kvh * p.hd + d];
+            cur_v[d] = in.v[kvh * p.hd + d];
         }
         __syncwarp();
         for (int r = -1; r < nrows; ++r) {

@@ -110,15 +110,13 @@ public:
         mv_.ctas_per_sm = std::max(1, env_int("PHICPP_CUDA_MV_CTAS", mv_.ctas_per_sm));
         fuse_input_ = env_int("PHICPP_CUDA_FUSE_ATTN", 1) != 0;
         skip_attention_ = env_int("PHICPP_CUDA_SKIP_ATTENTION", 0) != 0;
-        // off until measured: correct on the GPU tests, its speed not yet taken (docs/CUDA.md)
-        fuse_qkv_attention_ = env_int("PHICPP_CUDA_FUSE_QKV_ATTN", 0) != 0;
     }
     ~CudaBackend() override {
         cudaStreamSynchronize(stream_);
         for (auto& g : recorded_) cudaGraphExecDestroy(g.exec);
         for (auto& w : weights_) cudaFree(const_cast<void*>(w));
         for (void* p : allocs_) cudaFree(p);
-        for (DeviceBuffer* b : {&norm_ws_, &prod_ws_, &gemm_ws_, &attn_partial_, &attn_counters_, &head_rows_})
+        for (DeviceBuffer* b : {&norm_ws_, &prod_ws_, &gemm_ws_, &attn_partial_, &attn_counters_})
             b->release();
         for (int i = 0; i < 2; ++i) {
             if (stage_[i]) cudaFreeHost(stage_[i]);
@@ -208,7 +206,7 @@ public:
     void free_weight(const Tensor& w) override {
         auto it = weights_.find(w.data);
         if (it == weights_.end()) return;
-        flush_held();  // a held-back matmul may read it
+        flush_held();  // (what is held back may read it)
         cudaStreamSynchronize(stream_);
         weights_.erase(it);
         PHI_CUDA_CHECK(cudaFree(const_cast<void*>(w.data)));
@@ -218,7 +216,6 @@ public:
     void begin_step(int pos0, int n_tok, bool replayable) override {
         end_dangling_capture();
         has_pending_input_ = false;  // left by a step that threw
-        has_pending_mm_ = false;
         pos0_ = pos0;
         n_tok_ = n_tok;
         hash_ = StepHash{};
@@ -294,11 +291,6 @@ public:
         }
         if (!running()) return;
         flush_held();
-        if (mv && n == 1 && ep == Epilogue::store && fuse_qkv_attention_ && fuse_input_ && !row_invariant_) {
-            pending_mm_ = j;  // perhaps a qkv projection whose attention follows
-            has_pending_mm_ = true;
-            return;
-        }
         const Launch l = launch_cfg();
         if (!mv && row_invariant_ && n > kMatvecMaxTokens) {
             // the rows a few at a time through the decode kernels, whose arithmetic
@@ -342,8 +334,6 @@ public:
                   p.pos, p.n_tok);
         if (!running()) return;
         const int n = p.n_tok > 0 ? p.n_tok : n_tok_;
-        // a held projection of these rows stays held: its attention may take it
-        if (!(has_pending_mm_ && n == 1 && fuse_input_ && pending_mm_.y == t.q)) flush_matmul();
         flush_input_step();
         if (n == 1 && fuse_input_) {  // done by the attention launch that follows
             pending_input_ = FusedInput{t, qk, rope, cache};
@@ -364,10 +354,8 @@ public:
             grow(attn_partial_, sizeof(float) * plan.partial_floats());
             grow(attn_counters_, sizeof(int) * plan.tiles);
         }
-        if (n_q == 1 && fuse_qkv_attention_) grow(head_rows_, sizeof(int) * p.n_head_kv);
         if (!running()) return;
         if (skip_attention_) {  // timing only: what attention costs a step (the output is wrong)
-            flush_matmul();
             has_pending_input_ = false;
             return;
         }
@@ -376,14 +364,6 @@ public:
                           pending_input_.cache.k == cache.k && pending_params_.n_head == p.n_head &&
                           pending_params_.n_head_kv == p.n_head_kv && pending_params_.head_dim == p.head_dim &&
                           pending_params_.pos == p.pos;
-        if (fuse && has_pending_mm_ && pending_mm_.y == q &&
-            matvec_attention(pending_mm_, pending_input_, cache, p, plan, static_cast<int*>(head_rows_.get()), d_pos_,
-                             out, launch_cfg(), props_.multiProcessorCount, mv_)) {
-            has_pending_mm_ = false;
-            has_pending_input_ = false;
-            return;
-        }
-        flush_matmul();
         if (!fuse) flush_input_step();
         has_pending_input_ = false;
         cuda::attention(q, q_stride, t0, n_q, cache, p, plan, ws, d_pos_, out, launch_cfg(),
@@ -398,16 +378,8 @@ private:
     };
 
     Launch launch_cfg() const { return Launch{stream_, pdl_}; }
-    // What is held back, run on its own: the projection, then the input step.
-    void flush_held() {
-        flush_matmul();
-        flush_input_step();
-    }
-    void flush_matmul() {
-        if (!has_pending_mm_) return;
-        has_pending_mm_ = false;
-        matvec(pending_mm_, launch_cfg(), props_.multiProcessorCount, mv_);
-    }
+    // What is held back (a one-token input step), run on its own.
+    void flush_held() { flush_input_step(); }
     // A deferred input step that no attention took.
     void flush_input_step() {
         if (!has_pending_input_) return;
@@ -482,17 +454,12 @@ private:
     bool row_invariant_ = false;  // batches of rows through the decode kernels, 8 at a time
     bool fuse_input_ = true;  // a one-token step's input step runs inside its attention
     bool skip_attention_ = false;
-    bool fuse_qkv_attention_ = false;  // a decode step's attention runs inside its qkv projection
-    // A one-token store matmul held back: if an attention of its rows follows,
-    // the two run as one launch (matvec_attention); any other op runs it first.
-    bool has_pending_mm_ = false;
-    MatmulJob pending_mm_;
     bool has_pending_input_ = false;
     FusedInput pending_input_;
     AttentionParams pending_params_;
     std::unordered_set<const void*> weights_;
     std::unordered_set<void*> allocs_;
-    DeviceBuffer norm_ws_, prod_ws_, gemm_ws_, attn_partial_, attn_counters_, head_rows_;
+    DeviceBuffer norm_ws_, prod_ws_, gemm_ws_, attn_partial_, attn_counters_;
     void* stage_[2] = {nullptr, nullptr};
     cudaEvent_t staged_[2] = {nullptr, nullptr};
     // the step being issued

@@ -78,15 +78,6 @@ void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache&
                const AttentionParams& p, const AttentionPlan& plan, const AttentionWorkspace& ws, const int* pos0,
                float* out, const Launch& l, const FusedInput* fuse = nullptr);
 
-// Decode (one token, no GQA, f16 cache, keys within one CTA's split): the qkv
-// projection (Epilogue::store into [q heads | k heads | v heads] = in.rows)
-// with each KV head's attention, input step included, run by the CTA that
-// completes the head's rows. head_rows: n_head_kv ints, zero (and left zero).
-// Returns false, launching nothing, where this path does not apply.
-bool matvec_attention(const MatmulJob& qkv, const FusedInput& in, const KVCache& cache, const AttentionParams& a,
-                      const AttentionPlan& plan, int* head_rows, const int* pos0, float* out, const Launch& l,
-                      int sm_count, const MatvecConfig& cfg);
-
 // *p = v (the step's position, where the kernels read it).
 void set_int(int* p, int v, const Launch& l);
 

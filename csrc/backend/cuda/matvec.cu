@@ -8,8 +8,6 @@
 // activations (matvec_quant); float weights as even streams of 16-byte steps
 // over all warps (matvec_steps). What a kernel reads besides the activations
 // is requested before it waits for the kernel before it (PDL), or right after.
-// A decode step's qkv projection can also run its heads' attention
-// (matvec_attention).
 #include <algorithm>
 #include <type_traits>
 
@@ -18,69 +16,12 @@
 namespace phi::cuda {
 namespace {
 
-// ---- Decode qkv with its attention
-//
-// A one-token step's qkv projection writes [q heads | k heads | v heads]; the
-// attention of KV head g needs only its rows (its group's q heads, its k and
-// v). Each CTA counts the rows it wrote per KV head; once all its stores are
-// out (fence, barrier), it adds the counts to the launch's per-head totals,
-// and the CTA whose addition completes a head runs that head's attention
-// (the input step included) with its first attn_warps warps, in the shared
-// memory staging used. No attention launch, no kernel boundary between the
-// projection and attention, and a head starts as soon as its rows are done.
-
-constexpr int kMaxKvHeads = 64;
-
-__device__ __forceinline__ int kv_head_of_row(const AttnParams& a, int r) {
-    const int nq = a.n_head * a.hd, nk = a.n_head_kv * a.hd;
-    if (r < nq) return r / a.hd / (a.n_head / a.n_head_kv);
-    return (r < nq + nk ? r - nq : r - nq - nk) / a.hd;
-}
-// The rows of task `task` this CTA wrote, counted per KV head (lane 0 of the writer).
-__device__ __forceinline__ void count_rows(const MatvecParams& p, int task, int* rows) {
-    int r0, r1;
-    bool has1;
-    task_rows(p, task, r0, r1, has1);
-    atomicAdd(&rows[kv_head_of_row(p.attn, r0)], 1);
-    if (has1) atomicAdd(&rows[kv_head_of_row(p.attn, r1)], 1);
-}
-// Every thread of the CTA, after its last store of the projection.
-template <int kAttnR>
-__device__ void attend_completed_heads(const MatvecParams& p, uint8_t* smem, int* rows, int* done) {
-    const AttnParams& a = p.attn;
-    __threadfence();  // this thread's q/k/v stores, before the counts that publish them
-    __syncthreads();
-    const int g = threadIdx.x;
-    if (g < a.n_head_kv) {
-        const int c = rows[g];
-        bool last = false;
-        if (c > 0) {
-            const int total = (a.n_head / a.n_head_kv + 2) * a.hd;
-            const int before = atomicAdd(&p.head_rows[g], c);
-            last = before + c == total;
-            if (last) p.head_rows[g] = 0;  // every row is counted: ready for the next launch
-        }
-        done[g] = last;
-    }
-    __syncthreads();
-    const int warp = threadIdx.x / kWarp;
-    for (int h = 0; h < a.n_head_kv; ++h) {
-        if (!done[h]) continue;
-        __threadfence();  // the other CTAs' rows of head h, counted before ours completed it
-        if (warp < p.attn_warps) attention_tile<__half, 8, true, kAttnR, true>(a, smem, h, 0, warp, p.attn_warps);
-        __syncthreads();  // (its shared memory, before the next head's)
-    }
-}
-
 // Quantized weights: a warp per task. kMaxTok: tokens the accumulators are
 // sized for (1: decode's own build, lean in registers).
-template <class F, int kMaxTok, int kAttnR = 0>
+template <class F, int kMaxTok>
 __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_quant(MatvecParams p) {
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ float2 red[32];
-    __shared__ int head_rows[kAttnR ? kMaxKvHeads : 1], head_done[kAttnR ? kMaxKvHeads : 1];
-    if constexpr (kAttnR > 0)
-        if (threadIdx.x < kMaxKvHeads) head_rows[threadIdx.x] = 0;  // (staging's barriers order it)
     const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, nw = blockDim.x / kWarp;
     const int nblk = p.K / 32;
     const int units = static_cast<int>(p.w.nb) * F::kUnits;  // per row (= 32-element blocks)
@@ -154,7 +95,7 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_quant
                     unpack_for_dot<F>(raw[j][i], uu % F::kUnits, un);
 #pragma unroll
                     for (int t = 0; t < kMaxTok; ++t) {
-                        if (t >= p.n) break;
+                        if (kMaxTok > 1 && t >= p.n) break;  // (kMaxTok 1: n is 1)
                         acc[i][t] = acc_unit_q8<F>(acc[i][t], un, xq, xs, xd, p.K, nblk, t, uu);
                     }
                 }
@@ -163,14 +104,11 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_quant
         preloaded = false;  // (a lane past the row's units loaded nothing)
 #pragma unroll
         for (int t = 0; t < kMaxTok; ++t) {
-            if (t >= p.n) break;
+            if (kMaxTok > 1 && t >= p.n) break;  // (kMaxTok 1: n is 1)
             const float v0 = warp_sum(acc[0][t]), v1 = warp_sum(acc[1][t]);
             if (lane == t) write_out(p, task, t, v0, v1, in);
         }
-        if constexpr (kAttnR > 0)
-            if (lane == 0) count_rows(p, task, head_rows);
     }
-    if constexpr (kAttnR > 0) attend_completed_heads<kAttnR>(p, smem, head_rows, head_done);
 }
 
 // ---- Float weights: even streams of steps
@@ -209,7 +147,7 @@ struct FloatSteps {
     __device__ static void accumulate(const MatvecParams& p, const float* xf, const Raw& r, int u, float (&acc)[kMaxTok]) {
 #pragma unroll
         for (int t = 0; t < kMaxTok; ++t) {
-            if (t >= p.n) break;
+            if (kMaxTok > 1 && t >= p.n) break;  // (kMaxTok 1: n is 1)
             if constexpr (kVec == 1) {
                 acc[t] += r * xf[t * p.K + u];
             } else {
@@ -235,14 +173,11 @@ __device__ __forceinline__ StepSplit split_steps(int tasks, int G, int warp, int
     return s;
 }
 
-template <class S, int kMaxTok, int kDepth, int kAttnR = 0>
+template <class S, int kMaxTok, int kDepth>
 __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_steps(MatvecParams p) {
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ float2 red[32];
     __shared__ float part[kMaxWarps][2][2][kMaxTok];  // [warp][first, last task][row][token]: split tasks
-    __shared__ int head_rows[kAttnR ? kMaxKvHeads : 1], head_done[kAttnR ? kMaxKvHeads : 1];
-    if constexpr (kAttnR > 0)
-        if (threadIdx.x < kMaxKvHeads) head_rows[threadIdx.x] = 0;  // (staging's barriers order it)
     const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, nw = blockDim.x / kWarp;
     const int units = S::units(p), G = (units + kWarp - 1) / kWarp;
     const StepSplit sp = split_steps(p.tasks, G, warp, nw);
@@ -307,14 +242,12 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_steps
                 const int slot = ct == first_task ? 0 : 1;
 #pragma unroll
                 for (int t = 0; t < kMaxTok; ++t) {
-                    if (t >= p.n) break;
+                    if (kMaxTok > 1 && t >= p.n) break;  // (kMaxTok 1: n is 1)
                     const float v0 = warp_sum(acc[0][t]), v1 = warp_sum(acc[1][t]);
                     acc[0][t] = acc[1][t] = 0.0f;
                     if (lane != t) continue;
                     if (whole) {
                         write_out(p, sp.tb + ct, t, v0, v1, in);
-                        if constexpr (kAttnR > 0)
-                            if (t == 0) count_rows(p, sp.tb + ct, head_rows);
                     } else {
                         part[warp][slot][0][t] = v0;
                         part[warp][slot][1][t] = v1;
@@ -343,10 +276,7 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_steps
             v1 += part[w][0][1][t];
         }
         write_out(p, sp.tb + last_task, t, v0, v1, in);
-        if constexpr (kAttnR > 0)
-            if (t == 0) count_rows(p, sp.tb + last_task, head_rows);
     }
-    if constexpr (kAttnR > 0) attend_completed_heads<kAttnR>(p, smem, head_rows, head_done);
 }
 
 constexpr size_t kSmemLimit = 200 * 1024;
@@ -419,63 +349,7 @@ bool run_float(MatvecParams p, const MatmulJob& j, const Launch& l, int sm, cons
     return run_fixed(matvec_steps<FloatSteps<T, 1>, kMatvecMaxTokens, 4>, p, smem, l, sm, cfg);
 }
 
-// The decode qkv projection with its heads' attention (kAttnR rows per tile).
-// Only kAttnR = 1 (no GQA) is built: the eight-row tiles of GQA need more
-// registers than the projection leaves (hundreds of bytes of spills), so GQA
-// models keep the attention kernel.
-template <int kAttnR>
-bool run_with_attention(MatvecParams p, const MatmulJob& j, size_t smem, const Launch& l, int sm,
-                        const MatvecConfig& cfg) {
-    switch (j.W.type) {
-        case DType::F32:
-        case DType::F16:
-        case DType::BF16: {
-            set_rows(p, j.W);
-            if (!rows_in_vectors(p, j.W.type == DType::F32 ? 4 : 8)) return false;
-            if (j.W.type == DType::F32) return run_fixed(matvec_steps<FloatSteps<float, 4>, 1, 4, kAttnR>, p, smem, l, sm, cfg);
-            if (j.W.type == DType::F16) return run_fixed(matvec_steps<FloatSteps<__half, 8>, 1, 4, kAttnR>, p, smem, l, sm, cfg);
-            return run_fixed(matvec_steps<FloatSteps<__nv_bfloat16, 8>, 1, 4, kAttnR>, p, smem, l, sm, cfg);
-        }
-#define PHI_QUANT_CASE(T, F)  \
-    case DType::T:            \
-        set_planar<F>(p, j.W); \
-        return run_wave(matvec_quant<F, 1, kAttnR>, p, smem, l, sm, cfg);
-        PHI_QUANT_CASE(Q4_0, FmtQ4_0)
-        PHI_QUANT_CASE(Q4_1, FmtQ4_1)
-        PHI_QUANT_CASE(Q5_0, FmtQ5_0)
-        PHI_QUANT_CASE(Q5_1, FmtQ5_1)
-        PHI_QUANT_CASE(Q8_0, FmtQ8_0)
-        PHI_QUANT_CASE(IQ4_NL, FmtIQ4_NL)
-        PHI_QUANT_CASE(Q2_K, FmtQ2_K)
-        PHI_QUANT_CASE(Q3_K, FmtQ3_K)
-        PHI_QUANT_CASE(Q4_K, FmtQ4_K)
-        PHI_QUANT_CASE(Q5_K, FmtQ5_K)
-        PHI_QUANT_CASE(Q6_K, FmtQ6_K)
-        PHI_QUANT_CASE(IQ4_XS, FmtIQ4_XS)
-#undef PHI_QUANT_CASE
-        default: return false;
-    }
-}
-
 } // namespace
-
-bool matvec_attention(const MatmulJob& j, const FusedInput& in, const KVCache& cache, const AttentionParams& a,
-                      const AttentionPlan& plan, int* head_rows, const int* pos0, float* out, const Launch& l,
-                      int sm_count, const MatvecConfig& cfg) {
-    const int hd = a.head_dim, group = a.n_head_kv > 0 ? a.n_head / a.n_head_kv : 0;
-    const int64_t width = static_cast<int64_t>(a.n_head + 2 * a.n_head_kv) * hd;
-    if (j.n != 1 || j.ep != Epilogue::store || !matvec_takes(j) || cache.type != DType::F16 || hd % 8 != 0 ||
-        hd > kMaxHead || group != 1 || a.n_head_kv > kMaxKvHeads || plan.splits != 1 ||
-        j.W.ne1 != width || in.rows.q != j.y || in.rows.k != j.y + static_cast<int64_t>(a.n_head) * hd ||
-        in.rows.v != in.rows.k + static_cast<int64_t>(a.n_head_kv) * hd || in.cache.k != cache.k)
-        return false;
-    MatvecParams p = matvec_params(j);
-    p.attn = attn_params(j.y, width, 0, 1, cache, a, a.n_head_kv, 1, nullptr, nullptr, pos0, out, &in);
-    p.head_rows = head_rows;
-    p.attn_warps = std::max(1, std::min(plan.warps, 4));
-    const size_t smem = std::max(staged_bytes(j), p.attn_warps * attention_smem<__half>(hd));
-    return run_with_attention<1>(p, j, smem, l, sm_count, cfg);
-}
 
 bool aligned16(const void* a, const void* b, const void* c) {
     return ((reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(b) | reinterpret_cast<uintptr_t>(c)) & 15) == 0;

@@ -4,7 +4,6 @@
 // or a 16-byte float vector with them, and the epilogue of a task's rows, with
 // what it reads loaded early.
 #pragma once
-#include "backend/cuda/attention_tile.cuh"
 #include "backend/cuda/formats.cuh"
 #include "backend/cuda/kernels.h"
 
@@ -30,11 +29,6 @@ struct MatvecParams {
     float eps = 0.0f;
     int ep = 0;  // Epilogue
     int tasks = 0;
-    // kAttnR > 0 (decode qkv): the CTA that completes a KV head's q, k and v
-    // rows runs that head's attention (attend_completed_heads)
-    AttnParams attn;
-    int* head_rows = nullptr;  // per KV head, rows written so far in this launch (zero between launches)
-    int attn_warps = 0;
 };
 
 __device__ __forceinline__ float gelu_tanh(float v) {
