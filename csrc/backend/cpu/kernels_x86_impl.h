@@ -627,6 +627,128 @@ inline float dot1_q6_K(const BlockQ6_K* w, const BlockQ8_K* y, int64_t nb) {
     return hsum(acc);
 }
 
+#if defined(__AVX512BW__)
+// The same two dot products with 512-bit vectors: each holds the 32-element
+// runs of two 64-element chunks of a block, so a block takes half the
+// shuffles, maddubs and madds (the 256-bit kernels are compute-bound, ~40G
+// weights/s a core on Zen 5, ~21 GB/s of Q4_K). The activations are regrouped
+// once per call (a few KB per thread) into the order of the weight bytes
+// (Regroup*), and the integer sums fold back onto the 256-bit kernels' eight
+// lanes before the float work: the results are those of dot1_q4_K and
+// dot1_q6_K to the bit (Q6_K's decode must equal its multi-token tile).
+
+// pshufb pattern: 128-bit lane l of the result repeats int16 element i_l
+// (constant arguments fold into one constant vector).
+constexpr long long int16_pick(int i) {
+    return static_cast<long long>((static_cast<uint64_t>(2 * i + 1) << 8 | static_cast<uint64_t>(2 * i)) *
+                                  0x0001000100010001ull);
+}
+inline __m512i lane16_pattern512(int i0, int i1, int i2, int i3) {
+    return _mm512_set_epi64(int16_pick(i3), int16_pick(i3), int16_pick(i2), int16_pick(i2), int16_pick(i1),
+                            int16_pick(i1), int16_pick(i0), int16_pick(i0));
+}
+inline __m256i fold_halves(__m512i v) {
+    return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+}
+
+// Q4_K: 64 weight bytes hold sub-blocks 4i, 4i+2 (low nibbles of their two
+// 32-byte halves) and 4i+1, 4i+3 (high nibbles); per block the regrouped
+// codes are [y(0) y(2)] [y(1) y(3)] [y(4) y(6)] [y(5) y(7)], y(s) sub-block s.
+inline void regroup_q4_K(const BlockQ8_K* y, int64_t nb, int8_t* out) {
+    static const int order[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+    for (int64_t ib = 0; ib < nb; ++ib)
+        for (int k = 0; k < 8; ++k) std::memcpy(out + 256 * ib + 32 * k, y[ib].qs + 32 * order[k], 32);
+}
+inline float dot1_q4_K_wide(const BlockQ4_K* w, const BlockQ8_K* y, const int8_t* yw, int64_t nb) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i p_lo[2] = {lane16_pattern512(0, 0, 2, 2), lane16_pattern512(4, 4, 6, 6)};
+    const __m512i p_hi[2] = {lane16_pattern512(1, 1, 3, 3), lane16_pattern512(5, 5, 7, 7)};
+    __m256 acc = _mm256_setzero_ps();
+    __m128 acc_m = _mm_setzero_ps();
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        const BlockQ4_K& b = w[ib];
+        prefetch_ahead(&b);
+        prefetch_ahead(b.qs + 64);
+        const float dy = y[ib].d;
+        uint8_t sm[16];
+        unpack_scale_min_k4(b.scales, sm);
+        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums));
+        const __m128i bs8 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+        const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm + 8)));
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dy * h2f(b.dmin)), _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs8)), acc_m);
+        const __m512i scales =
+            _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm))));
+        const int8_t* yb = yw + 256 * ib;
+        __m512i sumi = _mm512_setzero_si512();
+        for (int i = 0; i < 2; ++i) {
+            const __m512i q = _mm512_loadu_si512(b.qs + 64 * i);
+            const __m512i lo = _mm512_and_si512(q, m4);
+            const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+            const __m512i y0 = _mm512_loadu_si512(yb + 128 * i);
+            const __m512i y1 = _mm512_loadu_si512(yb + 128 * i + 64);
+            const __m512i s0 = _mm512_shuffle_epi8(scales, p_lo[i]);
+            const __m512i s1 = _mm512_shuffle_epi8(scales, p_hi[i]);
+            sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(s0, _mm512_maddubs_epi16(lo, y0)));
+            sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(s1, _mm512_maddubs_epi16(hi, y1)));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dy * h2f(b.d)), _mm256_cvtepi32_ps(fold_halves(sumi)), acc);
+    }
+    return hsum(acc) - hsum128(acc_m);
+}
+
+// Q6_K: both 128-element halves of a block at once (half h in the upper 256
+// bits); vector k holds elements 32k.. of each half, regrouped codes
+// [y(32k..) y(128+32k..)] for k = 0..3.
+inline void regroup_q6_K(const BlockQ8_K* y, int64_t nb, int8_t* out) {
+    for (int64_t ib = 0; ib < nb; ++ib)
+        for (int k = 0; k < 4; ++k) {
+            std::memcpy(out + 256 * ib + 64 * k, y[ib].qs + 32 * k, 32);
+            std::memcpy(out + 256 * ib + 64 * k + 32, y[ib].qs + 128 + 32 * k, 32);
+        }
+}
+inline float dot1_q6_K_wide(const BlockQ6_K* w, const BlockQ8_K* y, const int8_t* yw, int64_t nb) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(3);
+    __m512i pat[4];
+    for (int k = 0; k < 4; ++k) pat[k] = lane16_pattern512(2 * k, 2 * k + 1, 2 * k, 2 * k + 1);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        const BlockQ6_K& b = w[ib];
+        prefetch_ahead(b.ql);
+        prefetch_ahead(b.ql + 64);
+        prefetch_ahead(b.qh);
+        prefetch_ahead(b.qh + 63);
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales)));
+        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums));
+        const __m256i off = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5));
+        // scales of groups 0..7 in the lower 256 bits (half 0), 8..15 in the upper
+        const __m512i z = _mm512_castsi256_si512(sc16);
+        const __m512i scales = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(1, 1, 0, 0));
+        const __m512i a = _mm512_loadu_si512(b.ql), c = _mm512_loadu_si512(b.ql + 64);
+        const __m512i ql0 = _mm512_shuffle_i64x2(a, c, _MM_SHUFFLE(1, 0, 1, 0));  // ql[0..31], ql[64..95]
+        const __m512i ql1 = _mm512_shuffle_i64x2(a, c, _MM_SHUFFLE(3, 2, 3, 2));  // ql[32..63], ql[96..127]
+        const __m512i qh = _mm512_loadu_si512(b.qh);
+        __m512i u[4];
+        u[0] = _mm512_or_si512(_mm512_and_si512(ql0, m4), _mm512_slli_epi16(_mm512_and_si512(qh, m2), 4));
+        u[1] = _mm512_or_si512(_mm512_and_si512(ql1, m4),
+                               _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 2), m2), 4));
+        u[2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql0, 4), m4),
+                               _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 4), m2), 4));
+        u[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql1, 4), m4),
+                               _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 6), m2), 4));
+        const int8_t* yb = yw + 256 * ib;
+        __m512i sumi = _mm512_setzero_si512();
+        for (int k = 0; k < 4; ++k) {
+            const __m512i yv = _mm512_loadu_si512(yb + 64 * k);
+            const __m512i sc = _mm512_shuffle_epi8(scales, pat[k]);
+            sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(sc, _mm512_maddubs_epi16(u[k], yv)));
+        }
+        const __m256i s = _mm256_add_epi32(off, fold_halves(sumi));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[ib].d * h2f(b.d)), _mm256_cvtepi32_ps(s), acc);
+    }
+    return hsum(acc);
+}
+#endif  // __AVX512BW__
+
 // Signed legacy formats (Q8_0, Q4_0, Q5_0, IQ4_NL) against Q8_0, four rows at
 // a time: the per-row integer sums of a block are folded into one 4-lane
 // vector, so the block scales of the four rows are converted, multiplied and
@@ -779,6 +901,22 @@ void rows_kquant_decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
     }
 }
 
+#if defined(__AVX512BW__)
+template <class Block, void (*Regroup)(const BlockQ8_K*, int64_t, int8_t*),
+          float (*Dot)(const Block*, const BlockQ8_K*, const int8_t*, int64_t)>
+void rows_kquant_decode_wide(const MatmulArgs& a, int64_t r0, int64_t r1) {
+    const auto* y = reinterpret_cast<const BlockQ8_K*>(a.x);
+    const int64_t nb = a.K / QK_K;
+    thread_local AlignedBytes buf;  // this thread's regrouped codes of the token
+    int8_t* yw = reinterpret_cast<int8_t*>(buf.get(static_cast<size_t>(nb) * QK_K));
+    Regroup(y, nb, yw);
+    for (int64_t r = r0; r < r1; ++r) {
+        const float v = Dot(reinterpret_cast<const Block*>(a.w + r * a.w_stride), y, yw, nb);
+        a.y[r] = v + (a.bias ? a.bias[r] : 0.0f);
+    }
+}
+#endif
+
 template <class F, class = void> struct IsSignedLegacy { static constexpr bool value = false; };
 template <class F> struct IsSignedLegacy<F, decltype(void(F::kSigned))> { static constexpr bool value = F::kSigned; };
 
@@ -787,8 +925,15 @@ template <template <class, int, int> class Tile, class F>
 void rows_quant(const MatmulArgs& a, int64_t r0, int64_t r1) {
     constexpr int R = kTileRows, N = kQuantToks;
     if (a.n == 1) {  // decode: the dedicated one-token kernels where a format has one
+#if defined(__AVX512BW__)
+        if constexpr (std::is_same_v<F, KQ4>)
+            return rows_kquant_decode_wide<BlockQ4_K, regroup_q4_K, dot1_q4_K_wide>(a, r0, r1);
+        if constexpr (std::is_same_v<F, KQ6>)
+            return rows_kquant_decode_wide<BlockQ6_K, regroup_q6_K, dot1_q6_K_wide>(a, r0, r1);
+#else
         if constexpr (std::is_same_v<F, KQ4>) return rows_kquant_decode<BlockQ4_K, dot1_q4_K>(a, r0, r1);
         if constexpr (std::is_same_v<F, KQ6>) return rows_kquant_decode<BlockQ6_K, dot1_q6_K>(a, r0, r1);
+#endif
         if constexpr (IsSignedLegacy<F>::value) return rows_legacy_decode<F>(a, r0, r1);
         int64_t r = r0;
         for (; r + R <= r1; r += R) Tile<F, R, 1>::run(a, r, 0);
