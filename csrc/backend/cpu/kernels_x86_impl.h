@@ -553,6 +553,20 @@ inline float hsum128(__m128 s) {
     return _mm_cvtss_f32(s);
 }
 
+// A Q4_K block's start, shared by both widths: prefetch, the mins against the
+// activations' sub-block sums (into acc_m), and the 8 sub-block scales as int16.
+inline __m128i q4_K_block_start(const BlockQ4_K& b, const BlockQ8_K& y, __m128& acc_m) {
+    prefetch_ahead(&b);
+    prefetch_ahead(b.qs + 64);
+    uint8_t sm[16];
+    unpack_scale_min_k4(b.scales, sm);
+    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.bsums));
+    const __m128i bs8 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+    const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm + 8)));
+    acc_m = _mm_fmadd_ps(_mm_set1_ps(y.d * h2f(b.dmin)), _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs8)), acc_m);
+    return _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm)));
+}
+
 // Q4_K: x = d * sc[s] * u - dmin * m[s] per 32-element sub-block s.
 inline float dot1_q4_K(const BlockQ4_K* w, const BlockQ8_K* y, int64_t nb) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
@@ -560,18 +574,8 @@ inline float dot1_q4_K(const BlockQ4_K* w, const BlockQ8_K* y, int64_t nb) {
     __m128 acc_m = _mm_setzero_ps();
     for (int64_t ib = 0; ib < nb; ++ib) {
         const BlockQ4_K& b = w[ib];
-        prefetch_ahead(&b);
-        prefetch_ahead(b.qs + 64);
         const float dy = y[ib].d;
-        uint8_t sm[16];
-        unpack_scale_min_k4(b.scales, sm);
-        // mins against the sub-block sums of the activations
-        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums));
-        const __m128i bs8 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-        const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm + 8)));
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dy * h2f(b.dmin)), _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs8)), acc_m);
-        const __m256i scales = _mm256_broadcastsi128_si256(
-            _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm))));
+        const __m256i scales = _mm256_broadcastsi128_si256(q4_K_block_start(b, y[ib], acc_m));
         __m256i sumi = _mm256_setzero_si256();
         for (int j = 0; j < 4; ++j) {  // 64 elements: sub-blocks 2j (low nibbles) and 2j+1 (high)
             const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * j));
@@ -667,17 +671,8 @@ inline float dot1_q4_K_wide(const BlockQ4_K* w, const BlockQ8_K* y, const int8_t
     __m128 acc_m = _mm_setzero_ps();
     for (int64_t ib = 0; ib < nb; ++ib) {
         const BlockQ4_K& b = w[ib];
-        prefetch_ahead(&b);
-        prefetch_ahead(b.qs + 64);
         const float dy = y[ib].d;
-        uint8_t sm[16];
-        unpack_scale_min_k4(b.scales, sm);
-        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums));
-        const __m128i bs8 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-        const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm + 8)));
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dy * h2f(b.dmin)), _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs8)), acc_m);
-        const __m512i scales =
-            _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm))));
+        const __m512i scales = _mm512_broadcast_i32x4(q4_K_block_start(b, y[ib], acc_m));
         const int8_t* yb = yw + 256 * ib;
         __m512i sumi = _mm512_setzero_si512();
         for (int i = 0; i < 2; ++i) {
