@@ -147,11 +147,13 @@ void pack_i8_activations(const float* x, int64_t K, int n, int gs, int off, int 
 
 // A panel: MR rows x kc columns as unsigned codes, and per row and group the
 // scale A and the min B.
-struct I8Panel {
-    alignas(64) uint8_t q[kI8Mr][kI8Kc];
-    alignas(64) float A[kI8Mr][kI8MaxGroups];
-    alignas(64) float B[kI8Mr][kI8MaxGroups];
+template <int MR>
+struct I8PanelOf {
+    alignas(64) uint8_t q[MR][kI8Kc];
+    alignas(64) float A[MR][kI8MaxGroups];
+    alignas(64) float B[MR][kI8MaxGroups];
 };
+using I8Panel = I8PanelOf<kI8Mr>;
 
 inline void store32(uint8_t* dst, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), v); }
 
@@ -331,8 +333,8 @@ inline void i8_micro_rows(int mr, const I8Panel& p, int nb, const I8Tiles& X, fl
 
 // ------------------------------------------------------------ driver
 
-template <class U>
-inline void i8_convert_row(const GemmI8Args& a, int64_t r, int64_t k0, int kc, I8Panel& p, int i) {
+template <class U, class Panel>
+inline void i8_convert_row(const GemmI8Args& a, int64_t r, int64_t k0, int kc, Panel& p, int i) {
     if constexpr (std::is_same_v<U, I8Q4_0x8>) {
         U::rows(a.w, a.K, r, k0, kc, p.q[i], p.A[i]);
     } else {
@@ -340,35 +342,36 @@ inline void i8_convert_row(const GemmI8Args& a, int64_t r, int64_t k0, int kc, I
     }
 }
 
-// Output rows [r0, r1) for all tokens; the order of gemm_f32 (row block, K
-// block, panel converted into L1, every pair of token tiles swept over it),
-// with the next panel's bytes prefetched into L2 (file layout: short runs a
-// file row apart, which the hardware prefetcher does not follow).
-template <class U>
-void gemm_i8(const GemmI8Args& a, int64_t r0, int64_t r1) {
-    constexpr int L = kI8Lanes, G = U::G;
+// Output rows [r0, r1) for all tokens; the order of gemm_f32 (row block of
+// 8 panels, K block, panel converted into L1, every token tile swept over it
+// by `sweep`), with the next panel's bytes prefetched into L2 (file layout:
+// short runs a file row apart, which the hardware prefetcher does not follow).
+// sweep(panel, mr, nb, X, tiles, c, acc): c is the panel's part of the
+// accumulators, [token tile][mr rows][L].
+template <class U, int MR, class Sweep>
+void gemm_i8_blocks(const GemmI8Args& a, int64_t r0, int64_t r1, Sweep sweep) {
+    constexpr int L = kI8Lanes, G = U::G, kRows = 8 * MR;
     constexpr bool x8 = std::is_same_v<U, I8Q4_0x8>;
     const int tiles = (a.n + L - 1) / L;
     const int64_t nbk = a.K / QK;
     const int64_t qst = a.K * L, dst = nbk * L, gst = nbk * G * L;  // between tiles
     thread_local AlignedBytes pbuf, cbuf_store;
-    I8Panel& p = *reinterpret_cast<I8Panel*>(pbuf.get(sizeof(I8Panel)));
-    float* cbuf = reinterpret_cast<float*>(cbuf_store.get(sizeof(float) * kI8Rows * tiles * L));
-    for (int64_t mb = r0; mb < r1; mb += kI8Rows) {
-        const int rows = static_cast<int>(min_i64(kI8Rows, r1 - mb));
+    auto& p = *reinterpret_cast<I8PanelOf<MR>*>(pbuf.get(sizeof(I8PanelOf<MR>)));
+    float* cbuf = reinterpret_cast<float*>(cbuf_store.get(sizeof(float) * kRows * tiles * L));
+    for (int64_t mb = r0; mb < r1; mb += kRows) {
+        const int rows = static_cast<int>(min_i64(kRows, r1 - mb));
         for (int64_t k0 = 0; k0 < a.K; k0 += kI8Kc) {
             const int kc = static_cast<int>(min_i64(kI8Kc, a.K - k0));
-            const bool acc = k0 > 0;
             const int64_t g0 = k0 / QK * G;  // the K block's first group
-            const I8Tiles X0{a.xq + k0 * L, a.xd + (k0 / QK) * L, a.xc ? a.xc + g0 * L : nullptr,
-                             a.xs ? a.xs + g0 * L : nullptr, qst, dst, gst};
-            for (int i = 0; i < rows; i += kI8Mr) {
-                const int mr = static_cast<int>(min_i64(kI8Mr, rows - i));
+            const I8Tiles X{a.xq + k0 * L, a.xd + (k0 / QK) * L, a.xc ? a.xc + g0 * L : nullptr,
+                            a.xs ? a.xs + g0 * L : nullptr, qst, dst, gst};
+            for (int i = 0; i < rows; i += MR) {
+                const int mr = static_cast<int>(min_i64(MR, rows - i));
                 for (int r = 0; r < mr; ++r) i8_convert_row<U>(a, mb + i + r, k0, kc, p, r);
                 if (!x8) {
                     const bool last = i + mr >= rows;
                     const int64_t pr = last ? mb : mb + i + mr, pk = last ? k0 + kc : k0;
-                    const int pn = pk < a.K ? static_cast<int>(min_i64(kI8Mr, last ? rows : rows - i - mr)) : 0;
+                    const int pn = pk < a.K ? static_cast<int>(min_i64(MR, last ? rows : rows - i - mr)) : 0;
                     const size_t b0 = a.w_stride * static_cast<size_t>(pk) / static_cast<size_t>(a.K);
                     const size_t len = a.w_stride * static_cast<size_t>(kI8Kc) / static_cast<size_t>(a.K);
                     for (int r = 0; r < pn; ++r)
@@ -376,21 +379,33 @@ void gemm_i8(const GemmI8Args& a, int64_t r0, int64_t r1) {
                             _mm_prefetch(reinterpret_cast<const char*>(a.w + (pr + r) * a.w_stride + b0 + off),
                                          _MM_HINT_T1);
                 }
-                for (int j = 0; j < tiles; j += kI8Nv) {
-                    I8Tiles X = X0;
-                    X.q += j * qst;
-                    X.d += j * dst;
-                    if (X.c) X.c += j * gst;
-                    if (X.s) X.s += j * gst;
-                    // cbuf layout: [panel i / MR][token tile][row][L]
-                    float* c = cbuf + (static_cast<size_t>(i) * tiles + static_cast<size_t>(j) * mr) * L;
-                    if (j + 1 < tiles) i8_micro_rows<U, 2>(mr, p, kc / QK, X, c, acc);
-                    else i8_micro_rows<U, 1>(mr, p, kc / QK, X, c, acc);
-                }
+                // cbuf layout: [panel i / MR][token tile][row][L]
+                sweep(p, mr, kc / QK, X, tiles, cbuf + static_cast<size_t>(i) * tiles * L, k0 > 0);
             }
         }
-        gemm_write_block(cbuf, tiles, L, kI8Mr, rows, a.n, a.y + mb, a.ldy, a.bias ? a.bias + mb : nullptr);
+        gemm_write_block(cbuf, tiles, L, MR, rows, a.n, a.y + mb, a.ldy, a.bias ? a.bias + mb : nullptr);
     }
+}
+
+// The tiles from tile j on.
+inline I8Tiles tiles_from(I8Tiles X, int j) {
+    X.q += j * X.qst;
+    X.d += j * X.dst;
+    if (X.c) X.c += j * X.gst;
+    if (X.s) X.s += j * X.gst;
+    return X;
+}
+
+template <class U>
+void gemm_i8(const GemmI8Args& a, int64_t r0, int64_t r1) {
+    gemm_i8_blocks<U, kI8Mr>(a, r0, r1, [](const I8Panel& p, int mr, int nb, const I8Tiles& X, int tiles, float* c,
+                                           bool acc) {
+        for (int j = 0; j < tiles; j += kI8Nv) {
+            float* cj = c + static_cast<size_t>(j) * mr * kI8Lanes;
+            if (j + 1 < tiles) i8_micro_rows<U, 2>(mr, p, nb, tiles_from(X, j), cj, acc);
+            else i8_micro_rows<U, 1>(mr, p, nb, tiles_from(X, j), cj, acc);
+        }
+    });
 }
 
 template <class U>

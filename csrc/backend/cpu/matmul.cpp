@@ -26,6 +26,7 @@ void dequantize_range_reference(DType t, const uint8_t* w, size_t w_stride, int6
 
 const KernelTable& table_for(Isa isa) {
     switch (isa) {
+        case Isa::amx: return kernels_amx();
         case Isa::avx512: return kernels_avx512();
         case Isa::avx2: return kernels_avx2();
         default: return kernels_scalar();
