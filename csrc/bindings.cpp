@@ -400,6 +400,11 @@ static void bind_quant(py::module_& m) {
        "The kernels a CPU matmul with n tokens runs on the ISA: 'rows' (row kernels, 8-bit activations of the "
        "type's decode kind), 'f32' (f32 GEMM, f32 activations) or 'i8' (int8 GEMM, activations in Q8_0 blocks).");
 
+#if defined(PHICPP_AMX_EMULATE)
+    m.attr("amx_emulated") = true;  // a test build: the "amx" ISA runs emulated tile instructions
+#else
+    m.attr("amx_emulated") = false;
+#endif
     m.def("available_isas", &cpu::available_isas, "ISAs this CPU can run, weakest first.");
     m.def("_threadpool_throw", [](int n_threads, int thrower, int runs) {
         py::gil_scoped_release nogil;
