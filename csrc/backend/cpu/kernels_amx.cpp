@@ -132,19 +132,25 @@ template <class U>
 void gemm_amx(const GemmI8Args& a, int64_t r0, int64_t r1) {
     static_assert(U::G == 1, "one scale per 32 columns");
     amx_configure();
-    gemm_i8_blocks<U, kAmxMr>(a, r0, r1, [](const I8PanelOf<kAmxMr>& p, int mr, int nb, const I8Tiles& X, int tiles,
-                                            float* c, bool acc) {
+    gemm_i8_blocks<U, kAmxMr>(a, r0, r1, [](I8PanelOf<kAmxMr>& p, int mr, int nb, const I8Tiles& X, int tiles, float* c,
+                                            bool acc) {
+        // the tile still multiplies 16 rows: the missing ones get zero codes and scales
+        for (int r = mr; r < kAmxMr; ++r) {
+            std::memset(p.q[r], 0, sizeof p.q[r]);
+            std::memset(p.A[r], 0, sizeof p.A[r]);
+            std::memset(p.B[r], 0, sizeof p.B[r]);
+        }
         for (int j = 0; j < tiles; ++j)
             amx_micro<U>(p, mr, nb, tiles_from(X, j), c + static_cast<size_t>(j) * mr * kI8Lanes, acc);
     });
     tile_release();
 }
 
-// A panel's rows past mr are left from an earlier panel (or zero): finite
-// codes whose sums are computed and dropped, never read as garbage memory.
 void fill_amx_table(KernelTable* t) {
     fill_x86_table(t);
-    t->gemm_i8_row_block = 4 * kAmxMr;
+    // a thread's chunk: whole AMX panels (16 rows) and whole row blocks of the
+    // VNNI kernel the 16-column-scale formats keep (48 rows)
+    t->gemm_i8_row_block = 96;
     t->gemm_i8[static_cast<int>(DType::Q4_0)] = gemm_amx<I8Q4_0>;
     t->gemm_i8[static_cast<int>(DType::Q4_1)] = gemm_amx<I8Legacy<LegacyQ4_1, 0>>;
     t->gemm_i8[static_cast<int>(DType::Q5_0)] = gemm_amx<I8Legacy<LegacyQ5_0, 16>>;
