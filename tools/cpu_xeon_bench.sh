@@ -10,7 +10,10 @@
 #   tools/cpu_xeon_bench.sh build     # phicpp (build/xeon) + llama-bench, llama-quantize; CPU flags; AMX op tests
 #   tools/cpu_xeon_bench.sh models    # Phi-3-mini random F16 -> Q4_0, Q4_K_M, Q8_0 in build/models (LAYERS=n: fewer layers)
 #   tools/cpu_xeon_bench.sh bench     # pp128 and pp512 at 4 and 16 threads, engines alternated, ratios
-#   tools/cpu_xeon_bench.sh all       # build + models + bench in one call (if the device time allows; ~8-10 min)
+#   tools/cpu_xeon_bench.sh all       # build + models + bench in one call (likely past 10 minutes: prefer steps)
+# Estimated on the 16-core host: build 2-4 min, models 3-6 min (full Phi-3-mini;
+# LAYERS=8 for less), bench ~7 min for both thread counts (THREADS=4 or
+# THREADS=16 runs one; ROUNDS=1 halves it).
 #
 # What "build" checks before anything is timed: available_isas() lists "amx"
 # (cpuid AMX-TILE/INT8, XCR0 tile state, arch_prctl permission granted); if it
