@@ -121,17 +121,19 @@ void matmul_gemm_i8(const Tensor& W, const float* x, int n, float* y, const floa
     const int tiles = (n + L - 1) / L;
     const I8ActSpec spec =
         W.layout == WeightLayout::q4_0_x8 ? t.gemm_i8_q4_0_x8_acts : t.gemm_i8_acts[static_cast<int>(W.type)];
+    // one byte arena per calling thread (grows only: no allocation once warm),
+    // laid out scales | offset sums | sums | codes, each part 4-byte aligned
+    const size_t d_bytes = static_cast<size_t>(tiles) * L * (K / quant::QK) * sizeof(float);
+    const size_t g_bytes = static_cast<size_t>(tiles) * L * (K / spec.group) * sizeof(float);
+    const size_t c_bytes = spec.off ? g_bytes : 0, s_bytes = spec.mins ? g_bytes : 0;
     const size_t q_bytes = static_cast<size_t>(tiles) * L * K;
-    const size_t d_floats = static_cast<size_t>(tiles) * L * (K / quant::QK);
-    const size_t g_floats = static_cast<size_t>(tiles) * L * (K / spec.group);
-    const size_t c_floats = spec.off ? g_floats : 0, s_floats = spec.mins ? g_floats : 0;
-    thread_local std::vector<float> packed;  // grows only: no allocation once warm
-    const size_t need = q_bytes / sizeof(float) + d_floats + c_floats + s_floats;
-    if (packed.size() < need) packed.resize(need);
-    float* xd = packed.data();
-    int32_t* xc = spec.off ? reinterpret_cast<int32_t*>(xd + d_floats) : nullptr;
-    float* xs = spec.mins ? xd + d_floats + c_floats : nullptr;
-    int8_t* xq = reinterpret_cast<int8_t*>(xd + d_floats + c_floats + s_floats);
+    thread_local std::vector<uint8_t> arena;
+    if (arena.size() < d_bytes + c_bytes + s_bytes + q_bytes) arena.resize(d_bytes + c_bytes + s_bytes + q_bytes);
+    uint8_t* base = arena.data();
+    float* xd = reinterpret_cast<float*>(base);
+    int32_t* xc = spec.off ? reinterpret_cast<int32_t*>(base + d_bytes) : nullptr;
+    float* xs = spec.mins ? reinterpret_cast<float*>(base + d_bytes + c_bytes) : nullptr;
+    int8_t* xq = reinterpret_cast<int8_t*>(base + d_bytes + c_bytes + s_bytes);
     const PackI8Fn pack = t.pack_i8;
     pool.parallel_for(tiles, 1, [&](int64_t j0, int64_t j1) {
         pack(x, K, n, spec.group, spec.off, static_cast<int>(j0), static_cast<int>(j1), xq, xd, xc, xs);
