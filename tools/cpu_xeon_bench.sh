@@ -61,6 +61,9 @@ build() {
     -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
     -DGGML_NATIVE=ON >/dev/null
   ninja -C $LB llama-bench llama-quantize | tail -1
+  # the OS side of AMX on its own (ENOSPC: a thread's signal stack is too small for the tile state)
+  python3 -c "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); r = libc.syscall(158, 0x1023, 18); \
+print('arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA):', 'granted' if r == 0 else os.strerror(ctypes.get_errno()))"
   PYTHONPATH=$pyp python3 -c "from phicpp import _core as C; print('isas:', C.available_isas(), \
 'auto:', C.Backend('cpu').variant)"
   PYTHONPATH=$pyp python3 -m pytest -q -p no:cacheprovider tests/test_gemm_i8.py tests/test_matmul.py \
