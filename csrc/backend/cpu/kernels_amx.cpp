@@ -40,20 +40,31 @@ struct alignas(64) TileConfig {
 // write declared: GCC 12's _tile_loadd passes only the address (no memory
 // operand or clobber), so the compiler could move the stores that fill a
 // panel past the load that reads it. Volatile asm statements keep their order.
-// Registers: tmm0 the sums, tmm2 the weights (A), tmm4 the activations (B).
+// Two sets of registers, so that one block's products run on the tile unit
+// while the other's sums are scaled: set S has its sums in tmm(0+S), weights
+// (A) in tmm(2+S), activations (B) in tmm(4+S). (The tile registers are
+// named in the instruction text, so each set is its own function.)
 inline void tile_config(const TileConfig* cfg) { __asm__ volatile("ldtilecfg %0" ::"m"(*cfg)); }
 inline void tile_release() { __asm__ volatile("tilerelease" ::: "memory"); }
-inline void tile_zero_c() { __asm__ volatile("tilezero %%tmm0" ::); }
-inline void tile_load_a(const void* p, long stride) {
-    __asm__ volatile("tileloadd (%0,%1,1), %%tmm2" ::"r"(p), "r"(stride) : "memory");
+template <int S> void tile_block(const void* a, long a_stride, const void* b, void* sums);
+template <> inline void tile_block<0>(const void* a, long a_stride, const void* b, void* sums) {
+    __asm__ volatile(
+        "tilezero %%tmm0\n\t"
+        "tileloadd (%0,%1,1), %%tmm2\n\t"
+        "tileloadd (%2,%3,1), %%tmm4\n\t"
+        "tdpbusd %%tmm4, %%tmm2, %%tmm0\n\t"  // tmm0 += tmm2 . tmm4
+        "tilestored %%tmm0, (%4,%3,1)"
+        ::"r"(a), "r"(a_stride), "r"(b), "r"(64L), "r"(sums) : "memory");
 }
-inline void tile_load_b(const void* p, long stride) {
-    __asm__ volatile("tileloadd (%0,%1,1), %%tmm4" ::"r"(p), "r"(stride) : "memory");
+template <> inline void tile_block<1>(const void* a, long a_stride, const void* b, void* sums) {
+    __asm__ volatile(
+        "tilezero %%tmm1\n\t"
+        "tileloadd (%0,%1,1), %%tmm3\n\t"
+        "tileloadd (%2,%3,1), %%tmm5\n\t"
+        "tdpbusd %%tmm5, %%tmm3, %%tmm1\n\t"
+        "tilestored %%tmm1, (%4,%3,1)"
+        ::"r"(a), "r"(a_stride), "r"(b), "r"(64L), "r"(sums) : "memory");
 }
-inline void tile_store_c(void* p, long stride) {
-    __asm__ volatile("tilestored %%tmm0, (%0,%1,1)" ::"r"(p), "r"(stride) : "memory");
-}
-inline void tile_dpbusd_cab() { __asm__ volatile("tdpbusd %%tmm4, %%tmm2, %%tmm0" ::); }  // tmm0 += tmm2 . tmm4
 #else
 // Scalar stand-ins for the tile instructions, so that the AMX kernels' layout
 // and indexing can be tested on a CPU without AMX (cmake -DPHICPP_AMX_EMULATE=ON:
@@ -69,22 +80,26 @@ inline void emu_load(int t, const void* p, long stride) {
     for (int r = 0; r < emu.cfg.rows[t]; ++r)
         std::memcpy(emu.t[t][r], static_cast<const uint8_t*>(p) + r * stride, emu.cfg.colsb[t]);
 }
-inline void tile_zero_c() { std::memset(emu.t[0], 0, sizeof emu.t[0]); }
-inline void tile_load_a(const void* p, long stride) { emu_load(2, p, stride); }
-inline void tile_load_b(const void* p, long stride) { emu_load(4, p, stride); }
-inline void tile_store_c(void* p, long stride) {
-    for (int r = 0; r < emu.cfg.rows[0]; ++r)
-        std::memcpy(static_cast<uint8_t*>(p) + r * stride, emu.t[0][r], emu.cfg.colsb[0]);
+inline void emu_store(int t, void* p, long stride) {
+    for (int r = 0; r < emu.cfg.rows[t]; ++r)
+        std::memcpy(static_cast<uint8_t*>(p) + r * stride, emu.t[t][r], emu.cfg.colsb[t]);
 }
-inline void tile_dpbusd_cab() {  // C[m][n] += sum_k u8 A[m][k] * s8 B[k/4][4n + k%4]
-    for (int m = 0; m < emu.cfg.rows[0]; ++m)
-        for (int n = 0; n < emu.cfg.colsb[0] / 4; ++n) {
+inline void emu_dpbusd(int c, int a, int b) {  // C[m][n] += sum_k u8 A[m][k] * s8 B[k/4][4n + k%4]
+    for (int m = 0; m < emu.cfg.rows[c]; ++m)
+        for (int n = 0; n < emu.cfg.colsb[c] / 4; ++n) {
             int32_t acc;
-            std::memcpy(&acc, &emu.t[0][m][4 * n], 4);
-            for (int k = 0; k < emu.cfg.colsb[2]; ++k)
-                acc += static_cast<int32_t>(emu.t[2][m][k]) * static_cast<int8_t>(emu.t[4][k / 4][4 * n + k % 4]);
-            std::memcpy(&emu.t[0][m][4 * n], &acc, 4);
+            std::memcpy(&acc, &emu.t[c][m][4 * n], 4);
+            for (int k = 0; k < emu.cfg.colsb[a]; ++k)
+                acc += static_cast<int32_t>(emu.t[a][m][k]) * static_cast<int8_t>(emu.t[b][k / 4][4 * n + k % 4]);
+            std::memcpy(&emu.t[c][m][4 * n], &acc, 4);
         }
+}
+template <int S> inline void tile_block(const void* a, long a_stride, const void* b, void* sums) {
+    std::memset(emu.t[0 + S], 0, sizeof emu.t[0 + S]);
+    emu_load(2 + S, a, a_stride);
+    emu_load(4 + S, b, 64);
+    emu_dpbusd(0 + S, 2 + S, 4 + S);
+    emu_store(0 + S, sums, 64);
 }
 #endif
 
@@ -93,37 +108,55 @@ inline void tile_dpbusd_cab() {  // C[m][n] += sum_k u8 A[m][k] * s8 B[k/4][4n +
 // pool thread carries no tile state through context switches.
 inline void amx_configure() {
     TileConfig cfg;
-    cfg.rows[0] = kAmxMr;
-    cfg.colsb[0] = kI8Lanes * 4;  // 16 int32 sums per row
-    cfg.rows[2] = kAmxMr;
-    cfg.colsb[2] = QK;            // 32 weight codes per row
-    cfg.rows[4] = QK / 4;         // 8 rows of 4 columns x 16 tokens
-    cfg.colsb[4] = kI8Lanes * 4;
+    for (int s = 0; s < 2; ++s) {
+        cfg.rows[0 + s] = kAmxMr;
+        cfg.colsb[0 + s] = kI8Lanes * 4;  // 16 int32 sums per row
+        cfg.rows[2 + s] = kAmxMr;
+        cfg.colsb[2 + s] = QK;            // 32 weight codes per row
+        cfg.rows[4 + s] = QK / 4;         // 8 rows of 4 columns x 16 tokens
+        cfg.colsb[4 + s] = kI8Lanes * 4;
+    }
     tile_config(&cfg);
 }
 
-// c[mr rows][L] (+)= panel rows x the nb 32-column blocks of one token tile.
+// The sums of block b (16 rows x 16 tokens, from tilestored) scaled into acc.
+template <class U>
+inline void amx_scale(const I8PanelOf<kAmxMr>& p, const int32_t (*sums)[kI8Lanes], int b, const I8Tiles& X,
+                      __m512* acc) {
+    using V = I8Vec;
+    constexpr int L = kI8Lanes;
+    const __m512 dv = V::loadf(X.d + b * L);
+    const __m512i c0 = U::kOff ? _mm512_loadu_si512(X.c + b * L) : _mm512_setzero_si512();
+    const __m512 sv = U::kMins ? V::loadf(X.s + b * L) : V::zerof();
+    for (int r = 0; r < kAmxMr; ++r) {
+        const __m512i s = _mm512_add_epi32(_mm512_load_si512(sums[r]), c0);
+        acc[r] = V::fma(V::cvt(s), V::mul(dv, V::bcastf(&p.A[r][b])), acc[r]);
+        if (U::kMins) acc[r] = V::fma(V::bcastf(&p.B[r][b]), sv, acc[r]);
+    }
+}
+
+// c[mr rows][L] (+)= panel rows x the nb 32-column blocks of one token tile,
+// two blocks at a time: both blocks' tile products are issued before either
+// is scaled, so the tile unit computes the second while the vector units
+// scale the first.
 template <class U>
 void amx_micro(const I8PanelOf<kAmxMr>& p, int mr, int nb, const I8Tiles& X, float* c, bool accumulate) {
     using V = I8Vec;
     constexpr int L = kI8Lanes;
-    alignas(64) int32_t sums[kAmxMr][L] = {};  // written by tilestored (zeroed: the compiler cannot see that)
+    // written by tilestored (zeroed: the compiler cannot see that)
+    alignas(64) int32_t sums0[kAmxMr][L] = {}, sums1[kAmxMr][L] = {};
     __m512 acc[kAmxMr];
     for (int r = 0; r < kAmxMr; ++r) acc[r] = accumulate && r < mr ? V::loadf(c + r * L) : V::zerof();
-    for (int b = 0; b < nb; ++b) {
-        tile_zero_c();
-        tile_load_a(&p.q[0][b * QK], kI8Kc);
-        tile_load_b(X.q + b * QK * L, L * 4);
-        tile_dpbusd_cab();
-        tile_store_c(sums, L * 4);
-        const __m512 dv = V::loadf(X.d + b * L);
-        const __m512i c0 = U::kOff ? _mm512_loadu_si512(X.c + b * L) : _mm512_setzero_si512();
-        const __m512 sv = U::kMins ? V::loadf(X.s + b * L) : V::zerof();
-        for (int r = 0; r < kAmxMr; ++r) {
-            const __m512i s = _mm512_add_epi32(_mm512_load_si512(sums[r]), c0);
-            acc[r] = V::fma(V::cvt(s), V::mul(dv, V::bcastf(&p.A[r][b])), acc[r]);
-            if (U::kMins) acc[r] = V::fma(V::bcastf(&p.B[r][b]), sv, acc[r]);
-        }
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        tile_block<0>(&p.q[0][b * QK], kI8Kc, X.q + b * QK * L, sums0);
+        tile_block<1>(&p.q[0][(b + 1) * QK], kI8Kc, X.q + (b + 1) * QK * L, sums1);
+        amx_scale<U>(p, sums0, b, X, acc);
+        amx_scale<U>(p, sums1, b + 1, X, acc);
+    }
+    if (b < nb) {
+        tile_block<0>(&p.q[0][b * QK], kI8Kc, X.q + b * QK * L, sums0);
+        amx_scale<U>(p, sums0, b, X, acc);
     }
     for (int r = 0; r < mr; ++r) V::storef(c + r * L, acc[r]);
 }
