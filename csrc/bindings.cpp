@@ -388,6 +388,23 @@ static void bind_quant(py::module_& m) {
     }, py::arg("type"), py::arg("shape"), py::arg("n"), py::arg("layout") = "rows", py::arg("isa") = "auto",
        "Whether a CPU matmul with n tokens takes the GEMM path (f32 activations) on the ISA, not the row kernels.");
 
+    m.def("matmul_prefill_path", [](const std::string& type, std::pair<int64_t, int64_t> shape, int n,
+                                    const std::string& layout, const std::string& isa) {
+        const Tensor W = weight_shape(parse_type(type), shape, parse_layout(layout));
+        switch (cpu::prefill_path(W, n, cpu::choose_isa(isa))) {
+            case cpu::PrefillPath::gemm_f32: return std::string("f32");
+            case cpu::PrefillPath::gemm_i8: return std::string("i8");
+            default: return std::string("rows");
+        }
+    }, py::arg("type"), py::arg("shape"), py::arg("n"), py::arg("layout") = "rows", py::arg("isa") = "auto",
+       "The kernels a CPU matmul with n tokens runs on the ISA: 'rows' (row kernels, 8-bit activations of the "
+       "type's decode kind), 'f32' (f32 GEMM, f32 activations) or 'i8' (int8 GEMM, activations in Q8_0 blocks).");
+
+#if defined(PHICPP_AMX_EMULATE)
+    m.attr("amx_emulated") = true;  // a test build: the "amx" ISA runs emulated tile instructions
+#else
+    m.attr("amx_emulated") = false;
+#endif
     m.def("available_isas", &cpu::available_isas, "ISAs this CPU can run, weakest first.");
     m.def("_threadpool_throw", [](int n_threads, int thrower, int runs) {
         py::gil_scoped_release nogil;

@@ -2,7 +2,9 @@
 machine runs (one CPU backend per ISA), at odd shapes (rows not a multiple
 of 16 or of the 4-row tile, token counts 1..9 around the tile widths, K with
 a tail after the SIMD width), with the CPU's own paths in mind: 8-bit
-activations below gemm_min_tokens, f32 activations in the GEMM above it.
+activations below gemm_min_tokens; above it, f32 activations in the f32 GEMM,
+or activations in Q8_0 blocks in the int8 GEMM (C.matmul_prefill_path says
+which a type gets on an ISA).
 test_backend_ops.py runs the seam's cases on every backend."""
 import threading
 
@@ -146,18 +148,27 @@ def make_quant_weight(typ, rows, K, rng):
 
 
 def uses_gemm(isa, n):
-    """SIMD ISAs multiply n >= gemm_min_tokens() tokens (prefill) with f32
-    activations and weight panels dequantized to f32; fewer tokens (decode)
-    meet 8-bit activations, as in llama.cpp. The scalar path is always 8-bit."""
+    """SIMD ISAs multiply n >= gemm_min_tokens() tokens (prefill) with a GEMM;
+    fewer tokens (decode) go through the row kernels. The scalar path is
+    always the row kernels."""
     return isa != "scalar" and n >= C.gemm_min_tokens()
 
 
-def quant_reference(w, typ, rows, K, x, f32_activations=False):
+def prefill_acts(isa, typ, n, layout="rows"):
+    """The activations a matmul of n tokens multiplies: "f32" (f32 GEMM),
+    "q8_0" (int8 GEMM: Q8_0 blocks for every weight type) or the type's own
+    activation type (row kernels)."""
+    path = C.matmul_prefill_path(typ, (8, 256), n, layout=layout, isa=isa)
+    return {"f32": "f32", "i8": "q8_0"}.get(path, ACT_TYPE.get(typ, "q8_K"))
+
+
+def quant_reference(w, typ, rows, K, x, f32_activations=False, acts=None):
     """float64 product of the dequantized weight with the activations as the
     kernels see them (quantized to Q8_0 / Q8_1 / Q8_K, then dequantized, or
-    as they are for the GEMM path)."""
-    act = ACT_TYPE.get(typ, "q8_K")
-    if f32_activations:
+    as they are for the f32 GEMM); `acts` names them ("f32", "q8_0", ...),
+    default the type's decode activations (or f32 with f32_activations)."""
+    act = acts or ("f32" if f32_activations else ACT_TYPE.get(typ, "q8_K"))
+    if act == "f32":
         xq = x.astype(np.float64)
     else:
         xq = C.dequantize(C.quantize(x, act), act, list(x.shape)).astype(np.float64)
@@ -177,11 +188,11 @@ def test_quant_matmul_matches_reference(isa, typ, rows, blocks, n):
     x = rng.standard_normal((n, K)).astype(np.float32)
     bias = rng.standard_normal(rows).astype(np.float32)
     y = matmul(w, typ, (rows, K), x, bias=bias, isa=isa)
-    gemm = uses_gemm(isa, n)
-    ref, mag = quant_reference(w, typ, rows, K, x, f32_activations=gemm)
+    acts = prefill_acts(isa, typ, n)
+    ref, mag = quant_reference(w, typ, rows, K, x, acts=acts)
     # the integer dot is exact; only the f32 scale products and sums round
     # (Q8_1's fp16 s = d*sum(q) adds ~1e-3 relative of the min term)
-    tol = (2e-3 if ACT_TYPE.get(typ) == "q8_1" and not gemm else 2e-5) * (mag + 1)
+    tol = (2e-3 if acts == "q8_1" else 2e-5) * (mag + 1)
     assert np.all(np.abs(y - (ref + bias)) <= tol), np.max(np.abs(y - ref - bias) / (mag + 1))
 
 
@@ -204,8 +215,10 @@ def test_gemm_path_matches_reference(isa, typ, rows, n):
     x = rng.standard_normal((n, K)).astype(np.float32)
     bias = rng.standard_normal(rows).astype(np.float32)
     y = matmul(w, typ, (rows, K), x, bias=bias, isa=isa, n_threads=2)
-    ref, mag = quant_reference(w, typ, rows, K, x, f32_activations=True)
-    assert np.all(np.abs(y - (ref + bias)) <= 2e-6 * (mag + 1)), np.max(np.abs(y - ref - bias) / (mag + 1))
+    acts = "f32" if typ in FLOAT_TYPES else prefill_acts(isa, typ, n)
+    ref, mag = quant_reference(w, typ, rows, K, x, acts=acts)
+    tol = 2e-6 if acts == "f32" else 2e-5  # the int8 GEMM: one f32 product and sum per block of 32
+    assert np.all(np.abs(y - (ref + bias)) <= tol * (mag + 1)), np.max(np.abs(y - ref - bias) / (mag + 1))
     # one token at a time through the same call gives the decode kernels: same numbers for floats
     if typ in FLOAT_TYPES:
         y1 = np.concatenate([matmul(w, typ, (rows, K), x[t:t + 1], bias=bias, isa=isa) for t in range(n)])
@@ -229,7 +242,13 @@ def test_isas_offered_are_the_cpus():
         pytest.skip("no /proc/cpuinfo flags")
     avx2 = {"avx2", "fma", "f16c"} <= flags
     avx512 = avx2 and {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16"} <= flags
-    assert ISAS == ["scalar"] + ["avx2"] * avx2 + ["avx512"] * avx512
+    expect = ["scalar"] + ["avx2"] * avx2 + ["avx512"] * avx512
+    # AMX also needs the OS to grant the tile data (arch_prctl), which cpuinfo does not show:
+    # with the flags it may be offered or not, without them only by an emulating test build
+    amx = avx512 and ({"amx_tile", "amx_int8"} <= flags or C.amx_emulated)
+    assert ISAS == expect or (amx and ISAS == expect + ["amx"]), (ISAS, expect)
+    if C.amx_emulated:
+        assert ISAS[-1] == "amx"
 
 
 @pytest.mark.parametrize("isa", SIMD_ISAS)
@@ -255,6 +274,6 @@ def test_quant_edge_activations(typ, isa):
     for x in [np.zeros((3, K), np.float32), np.full((3, K), -2.5, np.float32),
               (rng.standard_normal((3, K)) * 1e4).astype(np.float32)]:
         y = matmul(w, typ, (rows, K), x, isa=isa)
-        ref, mag = quant_reference(w, typ, rows, K, x, f32_activations=uses_gemm(isa, 3))
+        ref, mag = quant_reference(w, typ, rows, K, x, acts=prefill_acts(isa, typ, 3))
         assert np.all(np.isfinite(y))
         assert np.all(np.abs(y - ref) <= 2e-5 * (mag + 1)), np.max(np.abs(y - ref) / (mag + 1))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from phicpp import _core as C
-from test_matmul import ISAS, matmul, quant_reference, uses_gemm
+from test_matmul import ISAS, matmul, prefill_acts, quant_reference, uses_gemm
 
 BLOCK = 18  # bytes of a Q4_0 block: fp16 d + 16 bytes of nibbles
 
@@ -45,9 +45,8 @@ def test_layout_bytes(rows, K):
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 9, 17])
 def test_matmul_matches_file_layout_and_reference(isa, rows, K, n):
     """Decode (n=1), a few tokens (looped inside each 8-row group) and
-    prefill (n >= 8: the row kernel on AVX2, the GEMM dequantizing the
-    interleaved bytes on AVX-512); rows span several threads' chunks and GEMM
-    row blocks."""
+    prefill (n >= 8: the int8 GEMM unpacking the interleaved bytes, on AVX2
+    and AVX-512); rows span several threads' chunks and GEMM row blocks."""
     rng = np.random.default_rng(rows * 31 + K + n)
     w = q4_0_weight(rows, K, rng)
     x = rng.standard_normal((n, K)).astype(np.float32)
@@ -55,20 +54,23 @@ def test_matmul_matches_file_layout_and_reference(isa, rows, K, n):
     packed = C.repack_weight(w, "q4_0", (rows, K), "q4_0_x8")
     y = matmul(packed, "q4_0", (rows, K), x, bias=bias, isa=isa, n_threads=2, layout="q4_0_x8")
     y_rows = matmul(w, "q4_0", (rows, K), x, bias=bias, isa=isa, n_threads=2)
-    gemm = C.matmul_uses_gemm("q4_0", (rows, K), n, layout="q4_0_x8", isa=isa)
-    assert gemm == (uses_gemm(isa, n) and C.matmul_uses_gemm("q4_0", (8, 32), 8, layout="q4_0_x8", isa=isa))
-    ref, mag = quant_reference(w, "q4_0", rows, K, x, f32_activations=gemm)
-    if gemm == C.matmul_uses_gemm("q4_0", (rows, K), n, isa=isa):
+    path = C.matmul_prefill_path("q4_0", (rows, K), n, layout="q4_0_x8", isa=isa)
+    assert (path == "rows") == (not uses_gemm(isa, n) or C.matmul_prefill_path("q4_0", (8, 32), 8, layout="q4_0_x8",
+                                                                             isa=isa) == "rows")
+    acts = prefill_acts(isa, "q4_0", n, layout="q4_0_x8")
+    ref, mag = quant_reference(w, "q4_0", rows, K, x, acts=acts)
+    if path == C.matmul_prefill_path("q4_0", (rows, K), n, isa=isa):
         # same path: the integer block sums are exact, only the f32 scaling and summation order differ
         assert np.all(np.abs(y - y_rows) <= 1e-5 * (mag + 1)), np.max(np.abs(y - y_rows) / (mag + 1))
     else:
-        # the file layout takes the other path (f32 vs 8-bit activations): each against its own reference
-        ref_rows, _ = quant_reference(w, "q4_0", rows, K, x, f32_activations=not gemm)
-        tol_rows = 2e-3 if gemm else 2e-6
+        # the file layout takes another path (other activations): each against its own reference
+        acts_rows = prefill_acts(isa, "q4_0", n)
+        ref_rows, _ = quant_reference(w, "q4_0", rows, K, x, acts=acts_rows)
+        tol_rows = 2e-6 if acts_rows == "f32" else 2e-3
         assert np.all(np.abs(y_rows - (ref_rows + bias)) <= tol_rows * (mag + 1))
     # the reference quantizes activations with ggml's reference arithmetic, the
     # kernels with its x86 one (127/amax): an activation code may differ by one
-    tol = 2e-6 if gemm else 2e-3
+    tol = 2e-6 if acts == "f32" else 2e-3
     assert np.all(np.abs(y - (ref + bias)) <= tol * (mag + 1)), np.max(np.abs(y - ref - bias) / (mag + 1))
 
 
@@ -134,15 +136,20 @@ def test_model_repacked_equals_file_layout(tmp_path):
         outs.append(np.load(out))
     a, b = outs
     assert a.shape == b.shape and np.all(np.isfinite(a))
-    # where the ISA's prefill takes the row kernel for the interleaved layout
-    # (AVX2: 8-bit activations, as llama.cpp) but the GEMM for the file layout
-    # (f32 activations), the two differ by activation rounding, ~1% of the
-    # logits' scale through this model; otherwise only by summation order
-    same_path = C.matmul_uses_gemm("q4_0", (256, 256), 19, layout="q4_0_x8") == \
-        C.matmul_uses_gemm("q4_0", (256, 256), 19)
-    tol = 1e-4 if same_path else 3e-2
-    assert np.max(np.abs(a - b)) <= tol * np.max(np.abs(b)), np.max(np.abs(a - b))
     n_vocab = a.size // 2
+    scale = np.max(np.abs(b))
+    # prefill: where both layouts take the same path (the int8 GEMM on AVX2 and
+    # AVX-512), only the f32 summation order may differ
+    same_path = C.matmul_prefill_path("q4_0", (256, 256), 19, layout="q4_0_x8") == \
+        C.matmul_prefill_path("q4_0", (256, 256), 19)
+    tol = 1e-4 if same_path else 3e-2
+    assert np.max(np.abs(a[:n_vocab] - b[:n_vocab])) <= tol * scale, np.max(np.abs(a[:n_vocab] - b[:n_vocab]))
+    # decode: the interleaved and the file-layout row kernels (8-bit activations
+    # both) agree to ~2e-7 of a matmul's scale (summation order), yet this
+    # model's decode step after the same cache ends 0.13 apart on a scale of
+    # 18.7 (measured 2026-12-01, prefill logits bit-identical): not explained
+    # yet, so the bound for decode stays the one the old mixed paths had
+    assert np.max(np.abs(a[n_vocab:] - b[n_vocab:])) <= 3e-2 * scale, np.max(np.abs(a[n_vocab:] - b[n_vocab:]))
     assert np.argmax(a[:n_vocab]) == np.argmax(b[:n_vocab]) and np.argmax(a[n_vocab:]) == np.argmax(b[n_vocab:])
 
 

@@ -4,6 +4,10 @@
 #if defined(PHICPP_X86)
 #include <cpuid.h>
 #endif
+#if defined(PHICPP_X86) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "core/error.h"
 
@@ -41,11 +45,41 @@ bool cpu_has_avx512() {
 #endif
 }
 
+// AMX-TILE and AMX-INT8 in cpuid, the tile state enabled in XCR0 (bits 17
+// and 18: the OS saves it), and the tile data granted to this process: Linux
+// (5.16+) makes a process ask once (arch_prctl ARCH_REQ_XCOMP_PERM); until it
+// has, the first tile instruction raises SIGILL (as llama.cpp's AMX path does
+// on hosts where it skips the request or the request fails). The request is
+// the OS's per-process state, idempotent; any refusal means no AMX.
+bool cpu_has_amx() {
+#if defined(PHICPP_AMX_EMULATE)
+    return cpu_has_avx512();  // test builds only: the tile instructions are emulated (kernels_amx.cpp)
+#elif defined(PHICPP_X86) && defined(__linux__)
+    if (!cpu_has_avx512()) return false;
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    constexpr unsigned kAmxTile = 1u << 24, kAmxInt8 = 1u << 25;
+    if ((edx & (kAmxTile | kAmxInt8)) != (kAmxTile | kAmxInt8)) return false;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));  // OSXSAVE: implied by the AVX-512 check
+    constexpr unsigned kXTileCfg = 1u << 17, kXTileData = 1u << 18;
+    if ((lo & (kXTileCfg | kXTileData)) != (kXTileCfg | kXTileData)) return false;
+    constexpr long kArchGetXcompPerm = 0x1022, kArchReqXcompPerm = 0x1023, kXFeatureTileData = 18;
+    if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXFeatureTileData) != 0) return false;
+    unsigned long granted = 0;
+    if (syscall(SYS_arch_prctl, kArchGetXcompPerm, &granted) != 0) return false;
+    return (granted >> kXFeatureTileData) & 1;
+#else
+    return false;
+#endif
+}
+
 bool supported(Isa isa) {
     switch (isa) {
         case Isa::scalar: return true;
         case Isa::avx2: return cpu_has_avx2();
         case Isa::avx512: return cpu_has_avx512();
+        case Isa::amx: return cpu_has_amx();
     }
     return false;
 }
@@ -54,7 +88,8 @@ Isa parse_isa(const std::string& name) {
     if (name == "scalar") return Isa::scalar;
     if (name == "avx2") return Isa::avx2;
     if (name == "avx512") return Isa::avx512;
-    fail(ErrorKind::invalid_arg, "unknown ISA '", name, "' (expected scalar, avx2, avx512 or auto)");
+    if (name == "amx") return Isa::amx;
+    fail(ErrorKind::invalid_arg, "unknown ISA '", name, "' (expected scalar, avx2, avx512, amx or auto)");
 }
 
 Isa checked(Isa isa) {
@@ -81,18 +116,22 @@ const char* isa_name(Isa isa) {
         case Isa::scalar: return "scalar";
         case Isa::avx2: return "avx2";
         case Isa::avx512: return "avx512";
+        case Isa::amx: return "amx";
     }
     return "unknown";
 }
 
 Isa best_isa() {
-    static const Isa best = cpu_has_avx512() ? Isa::avx512 : cpu_has_avx2() ? Isa::avx2 : Isa::scalar;
+    static const Isa best = cpu_has_amx()      ? Isa::amx
+                            : cpu_has_avx512() ? Isa::avx512
+                            : cpu_has_avx2()   ? Isa::avx2
+                                               : Isa::scalar;
     return best;
 }
 
 std::vector<std::string> available_isas() {
     std::vector<std::string> out;
-    for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
+    for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::amx})
         if (supported(isa)) out.emplace_back(isa_name(isa));
     return out;
 }

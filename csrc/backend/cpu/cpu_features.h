@@ -9,15 +9,17 @@
 
 namespace phi::cpu {
 
-enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };
+// amx: the AVX-512 kernels with AMX-INT8 tiles for quantized prefill.
+enum class Isa { scalar = 0, avx2 = 1, avx512 = 2, amx = 3 };
 
 const char* isa_name(Isa isa);
 
-// Best ISA this CPU (and OS: XCR0 state) supports.
+// Best ISA this CPU (and OS: XCR0 state; for AMX also the process's
+// permission to use the tile data, requested here) supports.
 Isa best_isa();
 // ISAs this machine can run, weakest first ("scalar", "avx2", ...).
 std::vector<std::string> available_isas();
-// The ISA named ("scalar" | "avx2" | "avx512"; "auto": PHICPP_ISA if it names
+// The ISA named ("scalar" | "avx2" | "avx512" | "amx"; "auto": PHICPP_ISA if it names
 // one this CPU runs, else best_isa()). Throws phi::Error(invalid_arg) for an
 // unknown name and (unsupported) for an ISA this CPU lacks, instead of
 // crashing later on an illegal instruction.

@@ -1,5 +1,5 @@
 // The per-ISA kernel tables behind phi::cpu::matmul. Each ISA file
-// (kernels_scalar.cpp, kernels_avx2.cpp, kernels_avx512.cpp) fills a table;
+// (kernels_scalar.cpp, kernels_avx2.cpp, kernels_avx512.cpp, kernels_amx.cpp) fills a table;
 // a missing entry falls back to the next weaker ISA, so a format can gain a
 // fast path one ISA at a time while the scalar reference always exists.
 #pragma once
@@ -53,6 +53,36 @@ struct GemmArgs {
     const float* bias = nullptr;
 };
 using GemmKernel = void (*)(const GemmArgs& a, int64_t r0, int64_t r1);
+// Prefill in 8-bit integers (gemm_i8_x86_impl.h): activations quantized per
+// call in blocks of 32 (Q8_0's arithmetic) and packed in tiles of L tokens
+// (L = gemm_i8_tile_tokens), per tile:
+//   xq [K/4][L][4] signed codes, xd [K/32][L] block scales,
+//   xc [K/gs][L] -off * sum of the codes over each group of gs columns (off != 0),
+//   xs [K/gs][L] scale * sum of the codes over each group (formats with mins),
+// zero for tokens past n. gs, off and mins are the weight format's (I8ActSpec).
+struct GemmI8Args {
+    const uint8_t* w = nullptr;
+    size_t w_stride = 0;
+    int64_t K = 0;
+    const int8_t* xq = nullptr;
+    const float* xd = nullptr;
+    const int32_t* xc = nullptr;
+    const float* xs = nullptr;
+    int n = 0;
+    float* y = nullptr;
+    int64_t ldy = 0;
+    const float* bias = nullptr;
+};
+using GemmI8Kernel = void (*)(const GemmI8Args& a, int64_t r0, int64_t r1);
+struct I8ActSpec {
+    int group;  // columns per group of the sums (16 or 32)
+    int off;    // the weight codes' offset (xc = -off * sum); 0: no xc
+    bool mins;  // xs wanted
+};
+// Token tiles [tile0, tile1) of x (n rows of K floats) into the layout above
+// (xc null when off == 0, xs null when not wanted).
+using PackI8Fn = void (*)(const float* x, int64_t K, int n, int gs, int off, int tile0, int tile1, int8_t* xq,
+                          float* xd, int32_t* xc, float* xs);
 // Convert one activation row of K floats to a quantized activation type.
 using QuantizeRowFn = void (*)(const float* x, void* dst, int64_t K);
 
@@ -66,6 +96,13 @@ struct KernelTable {
     GemmKernel gemm;                        // null: prefill uses `rows` too
     int gemm_row_block;                     // rows a gemm call should get at a time
     int gemm_tile_tokens;                   // tokens per packed activation tile (the vector width)
+    GemmI8Kernel gemm_i8[kNumTypes];        // indexed by weight type id; null: the f32 GEMM
+    GemmI8Kernel gemm_i8_q4_0_x8;           // Q4_0 in WeightLayout::q4_0_x8
+    I8ActSpec gemm_i8_acts[kNumTypes];      // what a type's int8 GEMM reads besides the codes
+    I8ActSpec gemm_i8_q4_0_x8_acts;
+    PackI8Fn pack_i8;
+    int gemm_i8_tile_tokens;
+    int gemm_i8_row_block;
     // Kernels whose arithmetic for one token does not depend on the other tokens
     // of the call (bit = type id; the other kernels have a dedicated one-token
     // path or accumulate differently for several tokens); tests/test_matmul.py checks it.
@@ -76,5 +113,6 @@ struct KernelTable {
 const KernelTable& kernels_scalar();
 const KernelTable& kernels_avx2();    // entries null when built without x86
 const KernelTable& kernels_avx512();
+const KernelTable& kernels_amx();     // the AVX-512 table with AMX-INT8 prefill GEMMs
 
 } // namespace phi::cpu

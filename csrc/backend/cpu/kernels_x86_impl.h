@@ -968,12 +968,14 @@ struct KQuantTile {
 
 #include "backend/cpu/gemm_x86_impl.h"
 #include "backend/cpu/q4_0_x8_x86_impl.h"
+#include "backend/cpu/gemm_i8_x86_impl.h"
 
 namespace phi::cpu {
 namespace {
 
 void fill_x86_table(KernelTable* t) {
     fill_gemm_table(t);
+    fill_gemm_i8_table(t);
     t->rows[static_cast<int>(DType::Q8_0)] = rows_quant<LegacyTile, LegacyQ8_0>;
     t->rows[static_cast<int>(DType::Q4_0)] = rows_quant<LegacyTile, LegacyQ4_0>;
     t->rows[static_cast<int>(DType::Q5_0)] = rows_quant<LegacyTile, LegacyQ5_0>;

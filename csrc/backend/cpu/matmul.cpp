@@ -26,6 +26,7 @@ void dequantize_range_reference(DType t, const uint8_t* w, size_t w_stride, int6
 
 const KernelTable& table_for(Isa isa) {
     switch (isa) {
+        case Isa::amx: return kernels_amx();
         case Isa::avx512: return kernels_avx512();
         case Isa::avx2: return kernels_avx2();
         default: return kernels_scalar();
@@ -72,22 +73,96 @@ struct GemmJob {
     GemmArgs args;
 };
 
-} // namespace
+// PHICPP_GEMM_I8=0 keeps quantized prefill on the f32 GEMM (for comparisons); read once
+bool gemm_i8_enabled() {
+    static const bool on = [] {
+        const char* env = std::getenv("PHICPP_GEMM_I8");
+        return !(env && std::string(env) == "0");
+    }();
+    return on;
+}
 
-bool gemm_applies(const Tensor& W, int n, Isa isa) {
-    if (n < kGemmMinTokens) return false;
+// The int8 GEMM for W on `isa` (its own table only: a weaker ISA's int8 GEMM
+// loses to this ISA's f32 one), or null.
+GemmI8Kernel gemm_i8_kernel(const Tensor& W, Isa isa) {
     const KernelTable& t = table_for(isa);
     const int id = static_cast<int>(W.type);
-    if (!t.gemm || id >= kNumTypes || !quant::can_dequantize(W.type)) return false;
-    // the interleaved layout stays on its 8-bit row kernel (faster than the GEMM, see q4_0_x8_x86_impl.h)
-    return W.layout != WeightLayout::q4_0_x8;
+    if (W.layout == WeightLayout::q4_0_x8) return t.gemm_i8_q4_0_x8;
+    return id < kNumTypes && W.layout == WeightLayout::rows ? t.gemm_i8[id] : nullptr;
 }
+
+} // namespace
+
+PrefillPath prefill_path(const Tensor& W, int n, Isa isa) {
+    if (n < kGemmMinTokens) return PrefillPath::rows;
+    if (gemm_i8_enabled() && gemm_i8_kernel(W, isa)) return PrefillPath::gemm_i8;
+    const KernelTable& t = table_for(isa);
+    const int id = static_cast<int>(W.type);
+    if (!t.gemm || id >= kNumTypes || !quant::can_dequantize(W.type)) return PrefillPath::rows;
+    // the interleaved layout stays on its 8-bit row kernel (faster than the f32 GEMM, see q4_0_x8_x86_impl.h)
+    return W.layout == WeightLayout::q4_0_x8 ? PrefillPath::rows : PrefillPath::gemm_f32;
+}
+
+bool gemm_applies(const Tensor& W, int n, Isa isa) { return prefill_path(W, n, isa) == PrefillPath::gemm_f32; }
 
 namespace {
 
-// The GEMM path, when it applies; returns false to use the row kernels.
+struct GemmI8Job {
+    GemmI8Kernel gemm;
+    GemmI8Args args;
+};
+
+// The int8 GEMM: activations quantized and packed into tiles (split over the
+// threads by tile), then row blocks in dynamic order.
+void matmul_gemm_i8(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool, Isa isa) {
+    const KernelTable& t = table_for(isa);
+    const int64_t K = W.ne0;
+    const int L = t.gemm_i8_tile_tokens;
+    const int tiles = (n + L - 1) / L;
+    const I8ActSpec spec =
+        W.layout == WeightLayout::q4_0_x8 ? t.gemm_i8_q4_0_x8_acts : t.gemm_i8_acts[static_cast<int>(W.type)];
+    // one byte arena per calling thread (grows only: no allocation once warm),
+    // laid out scales | offset sums | sums | codes, each part 4-byte aligned
+    const size_t d_bytes = static_cast<size_t>(tiles) * L * (K / quant::QK) * sizeof(float);
+    const size_t g_bytes = static_cast<size_t>(tiles) * L * (K / spec.group) * sizeof(float);
+    const size_t c_bytes = spec.off ? g_bytes : 0, s_bytes = spec.mins ? g_bytes : 0;
+    const size_t q_bytes = static_cast<size_t>(tiles) * L * K;
+    thread_local std::vector<uint8_t> arena;
+    if (arena.size() < d_bytes + c_bytes + s_bytes + q_bytes) arena.resize(d_bytes + c_bytes + s_bytes + q_bytes);
+    uint8_t* base = arena.data();
+    float* xd = reinterpret_cast<float*>(base);
+    int32_t* xc = spec.off ? reinterpret_cast<int32_t*>(base + d_bytes) : nullptr;
+    float* xs = spec.mins ? reinterpret_cast<float*>(base + d_bytes + c_bytes) : nullptr;
+    int8_t* xq = reinterpret_cast<int8_t*>(base + d_bytes + c_bytes + s_bytes);
+    const PackI8Fn pack = t.pack_i8;
+    pool.parallel_for(tiles, 1, [&](int64_t j0, int64_t j1) {
+        pack(x, K, n, spec.group, spec.off, static_cast<int>(j0), static_cast<int>(j1), xq, xd, xc, xs);
+    });
+    GemmI8Job job{gemm_i8_kernel(W, isa), GemmI8Args{}};
+    GemmI8Args& a = job.args;
+    a.w = static_cast<const uint8_t*>(W.data);
+    a.w_stride = W.row_bytes();
+    a.K = K;
+    a.xq = xq;
+    a.xd = xd;
+    a.xc = xc;
+    a.xs = xs;
+    a.n = n;
+    a.y = y;
+    a.ldy = W.ne1;
+    a.bias = bias;
+    const GemmI8Job* jp = &job;
+    pool.parallel_for_dynamic(W.ne1, t.gemm_i8_row_block, [jp](int64_t r0, int64_t r1) { jp->gemm(jp->args, r0, r1); });
+}
+
+// The GEMM paths, when one applies; returns false to use the row kernels.
 bool matmul_gemm(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool, Isa isa) {
-    if (!gemm_applies(W, n, isa)) return false;
+    const PrefillPath path = prefill_path(W, n, isa);
+    if (path == PrefillPath::gemm_i8) {
+        matmul_gemm_i8(W, x, n, y, bias, pool, isa);
+        return true;
+    }
+    if (path != PrefillPath::gemm_f32) return false;
     const KernelTable& t = table_for(isa);
     const int id = static_cast<int>(W.type);
     const int64_t K = W.ne0;

@@ -18,6 +18,13 @@ constexpr int kGemmMinTokens = 8;
 // stays on its row kernel where that is faster (see kernels_x86_impl.h).
 bool gemm_applies(const Tensor& W, int n, Isa isa);
 
+// Which kernels matmul() gives W with n tokens on `isa`: the row kernels
+// (8-bit activations, one weight row group at a time), the f32 GEMM
+// (dequantized panels x f32 activations) or the int8 GEMM (8-bit panels x
+// activations quantized per call in blocks of 32, gemm_i8_x86_impl.h).
+enum class PrefillPath { rows, gemm_f32, gemm_i8 };
+PrefillPath prefill_path(const Tensor& W, int n, Isa isa);
+
 // y[n, W.ne1] = x[n, W.ne0] . W^T (+ bias) with the kernels of `isa` (or the
 // next weaker one that has a kernel). Splits output rows across the pool.
 // allow_gemm = false keeps the row kernels at any n, whose arithmetic for a
