@@ -147,8 +147,11 @@ def test_model_repacked_equals_file_layout(tmp_path):
     # decode: the interleaved and the file-layout row kernels (8-bit activations
     # both) agree to ~2e-7 of a matmul's scale (summation order), yet this
     # model's decode step after the same cache ends 0.13 apart on a scale of
-    # 18.7 (measured 2026-12-01, prefill logits bit-identical): not explained
-    # yet, so the bound for decode stays the one the old mixed paths had
+    # 18.7 (measured 2026-12-01, prefill logits bit-identical). Both layouts
+    # are as far from the F16 model (decode: 0.070 and 0.069 of the logit
+    # scale, the Q4_0 noise) and each matmul agrees alone, so this reads as
+    # summation order amplified by 8 layers of 8-bit re-quantization, not a
+    # wrong kernel; the bound for decode stays the one the old mixed paths had
     assert np.max(np.abs(a[n_vocab:] - b[n_vocab:])) <= 3e-2 * scale, np.max(np.abs(a[n_vocab:] - b[n_vocab:]))
     assert np.argmax(a[:n_vocab]) == np.argmax(b[:n_vocab]) and np.argmax(a[n_vocab:]) == np.argmax(b[n_vocab:])
 
