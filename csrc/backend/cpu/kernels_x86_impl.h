@@ -593,20 +593,27 @@ inline float dot1_q4_K(const BlockQ4_K* w, const BlockQ8_K* y, int64_t nb) {
     return hsum(acc) - hsum128(acc_m);
 }
 
+// A Q6_K block's start, shared by both widths: prefetch, its 16 group scales
+// as int16 (sc16), and the -32 offset's integer sums, -32 * sc[g] * bsums[g]
+// over the eight lanes the dot products accumulate in.
+inline __m256i q6_K_block_start(const BlockQ6_K& b, const BlockQ8_K& y, __m256i& sc16) {
+    prefetch_ahead(b.ql);
+    prefetch_ahead(b.ql + 64);
+    prefetch_ahead(b.qh);
+    prefetch_ahead(b.qh + 63);
+    sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales)));
+    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.bsums));
+    return _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5));
+}
+
 // Q6_K: x = d * sc[g] * (u - 32) per 16-element group g, u in 0..63.
 inline float dot1_q6_K(const BlockQ6_K* w, const BlockQ8_K* y, int64_t nb) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nb; ++ib) {
         const BlockQ6_K& b = w[ib];
-        prefetch_ahead(b.ql);
-        prefetch_ahead(b.ql + 64);
-        prefetch_ahead(b.qh);
-        prefetch_ahead(b.qh + 63);
-        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales)));
-        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums));
-        // the -32 offset: 32 * sum_g sc[g] * bsums[g]
-        __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5));
+        __m256i sc16;
+        __m256i sumi = q6_K_block_start(b, y[ib], sc16);
         for (int h = 0; h < 2; ++h) {  // 128 elements each
             const __m256i scales = h ? _mm256_permute2x128_si256(sc16, sc16, 0x11) : _mm256_permute2x128_si256(sc16, sc16, 0x00);
             const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.ql + 64 * h));
@@ -708,13 +715,8 @@ inline float dot1_q6_K_wide(const BlockQ6_K* w, const BlockQ8_K* y, const int8_t
     __m256 acc = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nb; ++ib) {
         const BlockQ6_K& b = w[ib];
-        prefetch_ahead(b.ql);
-        prefetch_ahead(b.ql + 64);
-        prefetch_ahead(b.qh);
-        prefetch_ahead(b.qh + 63);
-        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales)));
-        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums));
-        const __m256i off = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5));
+        __m256i sc16;
+        const __m256i off = q6_K_block_start(b, y[ib], sc16);
         // scales of groups 0..7 in the lower 256 bits (half 0), 8..15 in the upper
         const __m512i z = _mm512_castsi256_si512(sc16);
         const __m512i scales = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(1, 1, 0, 0));
