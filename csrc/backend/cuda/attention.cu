@@ -11,6 +11,61 @@
 namespace phi::cuda {
 namespace {
 
+// ---- host side: the parameters of a launch
+
+InputParams input_params(const QKVRows& t, const AttentionParams& a, const QKNorm& qk, const RopeParams& rope,
+                         const KVCache& cache, const int* pos0) {
+    if (a.head_dim > kMaxHead) fail(ErrorKind::unsupported, "head_dim ", a.head_dim, " > ", kMaxHead, " on CUDA");
+    if (cache.type != DType::F16 && cache.type != DType::F32)
+        fail(ErrorKind::unsupported, "KV cache type ", dtype_name(cache.type), " is not supported on CUDA");
+    InputParams p;
+    p.q = t.q;
+    p.k = t.k;
+    p.v = t.v;
+    p.q_stride = t.q_stride;
+    p.kv_stride = t.kv_stride;
+    p.n_head = a.n_head;
+    p.n_head_kv = a.n_head_kv;
+    p.hd = a.head_dim;
+    p.qk = qk;
+    p.n_rot = rope.n_rot;
+    p.inv_freq = rope.inv_freq;
+    p.mscale = rope.mscale;
+    p.kc = cache.k;
+    p.vc = cache.v;
+    p.f16 = cache.type == DType::F16;
+    p.pos0 = pos0;
+    p.pos = a.pos;
+    return p;
+}
+
+// The attention of n_q tokens from t0 (with the one-token input step when fuse).
+AttnParams attn_params(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache,
+                              const AttentionParams& a, int tiles, int splits, float* partial, int* counters,
+                              const int* pos0, float* out, const FusedInput* fuse) {
+    AttnParams p;
+    if (fuse) p.in = input_params(fuse->rows, a, fuse->qk, fuse->rope, cache, pos0);
+    p.q = q;
+    p.q_stride = q_stride;
+    p.t0 = t0;
+    p.n_q = n_q;
+    p.kc = cache.k;
+    p.vc = cache.v;
+    p.n_head = a.n_head;
+    p.n_head_kv = a.n_head_kv;
+    p.hd = a.head_dim;
+    p.scale = a.scale;
+    p.window = a.window;
+    p.pos0 = pos0;
+    p.pos = a.pos;
+    p.out = out;
+    p.tiles = tiles;
+    p.splits = splits;
+    p.partial = partial;
+    p.counters = counters;
+    return p;
+}
+
 // One warp per (head slot, token): slots [0, n_head) are q heads, the rest k heads
 // (which also carry their v head into the cache).
 __global__ void attention_input_kernel(InputParams p) {

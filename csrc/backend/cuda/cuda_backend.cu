@@ -145,22 +145,22 @@ public:
     }
     void dealloc(void* p) override {
         if (!p) return;
-        flush_held();
+        flush_input_step();
         cudaStreamSynchronize(stream_);
         allocs_.erase(p);
         PHI_CUDA_CHECK(cudaFree(p));
     }
     void copy_to_device(void* dst, const void* src, size_t n) override {
-        flush_held();
+        flush_input_step();
         if (n) PHI_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, stream_));
     }
     void copy_to_host(void* dst, const void* src, size_t n) override {
-        flush_held();
+        flush_input_step();
         if (n) PHI_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream_));
         synchronize();
     }
     void synchronize() override {
-        flush_held();
+        flush_input_step();
         PHI_CUDA_CHECK(cudaStreamSynchronize(stream_));
         PHI_CUDA_CHECK(cudaGetLastError());
     }
@@ -206,7 +206,7 @@ public:
     void free_weight(const Tensor& w) override {
         auto it = weights_.find(w.data);
         if (it == weights_.end()) return;
-        flush_held();  // (what is held back may read it)
+        flush_input_step();  // (a held-back input step may read it)
         cudaStreamSynchronize(stream_);
         weights_.erase(it);
         PHI_CUDA_CHECK(cudaFree(const_cast<void*>(w.data)));
@@ -235,7 +235,7 @@ public:
     }
     void set_row_invariant(bool on) override { row_invariant_ = on; }
     bool end_step() override {
-        if (running()) flush_held();
+        if (running()) flush_input_step();
         const Mode mode = mode_;
         mode_ = Mode::direct;
         if (mode == Mode::direct) return true;
@@ -275,7 +275,7 @@ public:
     void get_rows(const Tensor& table, const int32_t* ids, int n, float* out) override {
         hash_.all(1, table.data, table.type, table.ne0, table.ne1, ids, n, out);
         if (!running()) return;
-        flush_held();
+        flush_input_step();
         cuda::get_rows(table, ids, n, out, launch_cfg());
     }
 
@@ -290,7 +290,7 @@ public:
             grow(gemm_ws_, gemm_workspace(n, W.ne0));
         }
         if (!running()) return;
-        flush_held();
+        flush_input_step();
         const Launch l = launch_cfg();
         if (!mv && row_invariant_ && n > kMatvecMaxTokens) {
             // the rows a few at a time through the decode kernels, whose arithmetic
@@ -378,8 +378,6 @@ private:
     };
 
     Launch launch_cfg() const { return Launch{stream_, pdl_}; }
-    // What is held back (a one-token input step), run on its own.
-    void flush_held() { flush_input_step(); }
     // A deferred input step that no attention took.
     void flush_input_step() {
         if (!has_pending_input_) return;

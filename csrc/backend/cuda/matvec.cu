@@ -95,7 +95,7 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_quant
                     unpack_for_dot<F>(raw[j][i], uu % F::kUnits, un);
 #pragma unroll
                     for (int t = 0; t < kMaxTok; ++t) {
-                        if (kMaxTok > 1 && t >= p.n) break;  // (kMaxTok 1: n is 1)
+                        if (past_tokens<kMaxTok>(p, t)) break;
                         acc[i][t] = acc_unit_q8<F>(acc[i][t], un, xq, xs, xd, p.K, nblk, t, uu);
                     }
                 }
@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_quant
         preloaded = false;  // (a lane past the row's units loaded nothing)
 #pragma unroll
         for (int t = 0; t < kMaxTok; ++t) {
-            if (kMaxTok > 1 && t >= p.n) break;  // (kMaxTok 1: n is 1)
+            if (past_tokens<kMaxTok>(p, t)) break;
             const float v0 = warp_sum(acc[0][t]), v1 = warp_sum(acc[1][t]);
             if (lane == t) write_out(p, task, t, v0, v1, in);
         }
@@ -147,7 +147,7 @@ struct FloatSteps {
     __device__ static void accumulate(const MatvecParams& p, const float* xf, const Raw& r, int u, float (&acc)[kMaxTok]) {
 #pragma unroll
         for (int t = 0; t < kMaxTok; ++t) {
-            if (kMaxTok > 1 && t >= p.n) break;  // (kMaxTok 1: n is 1)
+            if (past_tokens<kMaxTok>(p, t)) break;
             if constexpr (kVec == 1) {
                 acc[t] += r * xf[t * p.K + u];
             } else {
@@ -242,7 +242,7 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_steps
                 const int slot = ct == first_task ? 0 : 1;
 #pragma unroll
                 for (int t = 0; t < kMaxTok; ++t) {
-                    if (kMaxTok > 1 && t >= p.n) break;  // (kMaxTok 1: n is 1)
+                    if (past_tokens<kMaxTok>(p, t)) break;
                     const float v0 = warp_sum(acc[0][t]), v1 = warp_sum(acc[1][t]);
                     acc[0][t] = acc[1][t] = 0.0f;
                     if (lane != t) continue;

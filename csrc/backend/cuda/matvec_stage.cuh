@@ -323,6 +323,15 @@ MatvecParams matvec_params(const MatmulJob& j) {
     return p;
 }
 
+// Whether token t is past the launch's tokens. A kMaxTok = 1 build has
+// exactly one, and testing n there left a branch between the two rows' dot
+// products (and loaded the activations twice): the Q4_0 matmul chain was 11%
+// slower with it (docs/CUDA.md).
+template <int kMaxTok>
+__device__ __forceinline__ bool past_tokens(const MatvecParams& p, int t) {
+    return kMaxTok > 1 && t >= p.n;
+}
+
 // The rows of task `task`: two consecutive rows, or gate row o and up row o + M/2.
 __device__ __forceinline__ void task_rows(const MatvecParams& p, int task, int& r0, int& r1, bool& has1) {
     if (p.ep == static_cast<int>(Epilogue::swiglu)) {
