@@ -29,6 +29,11 @@ shift || true
 LLAMA_TGZ=.bench/llama.cpp.tar.gz
 LLAMA_SRC=build/llama.cpp-src
 LB=${LB:-build/llamacpp-xeon}
+# LLAMA_BIN=dir: llama-bench and llama-quantize built elsewhere (for this CPU's
+# flags: GGML_NATIVE=OFF with AVX512/VNNI/BF16 and AMX_TILE/INT8/BF16 on);
+# PY_BUILD=dir: an importable phicpp (e.g. `python` with the extension that
+# tools/device_build.sh leaves there). Either one skips that build.
+LLAMA_BIN=${LLAMA_BIN:-$LB/bin}
 MODELS=${MODELS:-build/models}
 py=${PY_BUILD:-build/xeon/py}
 [ -d .devdeps ] && pyp="$py:$PWD/.devdeps" || pyp=$py
@@ -55,12 +60,14 @@ build() {
   lscpu | grep -E "Model name|^CPU\(s\)|Thread|L2|L3" || true
   grep -o -w 'avx512f\|avx512_vnni\|avx512_bf16\|avx_vnni\|amx_tile\|amx_int8\|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' '
   echo; uname -r
-  JOBS=$(nproc) tools/devbuild.sh xeon >/dev/null
-  if [ ! -d $LLAMA_SRC ]; then mkdir -p $LLAMA_SRC && tar -C $LLAMA_SRC -xzf $LLAMA_TGZ; fi
-  cmake -S $LLAMA_SRC -B $LB -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_TESTS=OFF \
-    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-    -DGGML_NATIVE=ON >/dev/null
-  ninja -C $LB llama-bench llama-quantize | tail -1
+  [ "$py" = build/xeon/py ] && JOBS=$(nproc) tools/devbuild.sh xeon >/dev/null
+  if [ "$LLAMA_BIN" = $LB/bin ]; then
+    if [ ! -d $LLAMA_SRC ]; then mkdir -p $LLAMA_SRC && tar -C $LLAMA_SRC -xzf $LLAMA_TGZ; fi
+    cmake -S $LLAMA_SRC -B $LB -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_TESTS=OFF \
+      -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+      -DGGML_NATIVE=ON >/dev/null
+    ninja -C $LB llama-bench llama-quantize | tail -1
+  fi
   # the OS side of AMX on its own (ENOSPC: a thread's signal stack is too small for the tile state)
   python3 -c "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); r = libc.syscall(158, 0x1023, 18); \
 print('arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA):', 'granted' if r == 0 else os.strerror(ctypes.get_errno()))"
@@ -77,7 +84,7 @@ models() {
   [ -f $f16 ] || PYTHONPATH=$pyp python3 tools/mkrand_gguf.py phi3 tests/data/ggml-vocab-phi-3.gguf $f16 "${layers[@]}"
   for q in Q4_0 Q4_K_M Q8_0; do
     out=$MODELS/phi3-${q,,}.gguf
-    [ -f "$out" ] || $LB/bin/llama-quantize $f16 "$out" $q "$(nproc)" >/dev/null 2>&1
+    [ -f "$out" ] || $LLAMA_BIN/llama-quantize $f16 "$out" $q "$(nproc)" >/dev/null 2>&1
   done
   rm -f $f16
   ls -la $MODELS
@@ -86,7 +93,7 @@ models() {
 bench() {
   # llama-bench and `phicpp bench` alternated per file and thread count (order
   # swapped each round), -r 2 each; medians and phicpp / llama.cpp ratios
-  PYTHONPATH=$pyp python3 - "$LB/bin/llama-bench" "$ROUNDS" "$THREADS" $MODELS/phi3-q4_0.gguf \
+  PYTHONPATH=$pyp python3 - "$LLAMA_BIN/llama-bench" "$ROUNDS" "$THREADS" $MODELS/phi3-q4_0.gguf \
     $MODELS/phi3-q4_k_m.gguf $MODELS/phi3-q8_0.gguf <<'EOF'
 import json, os, statistics, subprocess, sys, time
 lb, rounds, threads, files = sys.argv[1], int(sys.argv[2]), [int(t) for t in sys.argv[3].split()], sys.argv[4:]
