@@ -51,9 +51,9 @@ inline float load1(const void* row, bool f16, int i) {
     return f16 ? _cvtsh_ss(static_cast<const uint16_t*>(row)[i]) : static_cast<const float*>(row)[i];
 }
 
-// Per-thread scratch for one (token, head) item. No std:: containers or
-// algorithms in this file: an inline template instantiated here is compiled
-// with AVX2 and the linker may keep this copy for the whole program.
+// Per-thread scratch for one item. No std:: containers or algorithms in this
+// file: an inline template instantiated here is compiled with AVX2 and the
+// linker may keep this copy for the whole program.
 struct FloatBuf {
     float* p = nullptr;
     int cap = 0;
@@ -65,16 +65,9 @@ struct FloatBuf {
     }
     ~FloatBuf() { ::operator delete(p); }
 };
-struct AttnScratch {
-    FloatBuf scores, acc, q;
-    void reserve(int n_keys, int hd) {
-        scores.reserve(n_keys);
-        acc.reserve(hd);
-        q.reserve(hd);
-    }
-};
 inline float max_f(float a, float b) { return a > b ? a : b; }
 inline int max_i(int a, int b) { return a > b ? a : b; }
+inline int min_i(int a, int b) { return a < b ? a : b; }
 
 // Rows of one head in a KV cache: position j's row, or in a ring of `slots`
 // rows, row j % slots. A query reads positions [lo, pos] with pos - lo < slots:
@@ -95,71 +88,108 @@ struct HeadRows {
     }
 };
 
-// The dot products of q with keys [j0, j0 + NK): one accumulator chain per key
-// (NK independent FMA chains, so the FMA latency is hidden), then one
-// horizontal sum each.
-template <int NK>
-inline void scores_block(const float* q, const HeadRows& K, bool f16, int hd, int j0, float* sc) {
+// An item of work: up to kBlock queries that read the same KV head (a few
+// consecutive tokens of one head, or the query heads of a GQA group), so each
+// key and value row loaded (and converted from f16) serves all of them.
+// Query i sees keys [lo[i], pos[i]]; the block reads [lo_min, hi_max], and a
+// key outside a query's range gets weight 0 in its sums, which leaves them
+// exactly as they are over the query's own range.
+constexpr int kBlock = 4;
+struct QueryBlock {
+    int n = 0;
+    int lo[kBlock], pos[kBlock];
+    const float* q[kBlock];  // the query rows (unscaled)
+    float* o[kBlock];        // where their outputs go
+    int lo_min = 0, hi_max = 0;
+};
+struct AttnScratch {
+    FloatBuf scores[kBlock], q[kBlock], acc[kBlock];
+    void reserve(int n_keys, int hd) {
+        for (int i = 0; i < kBlock; ++i) {
+            scores[i].reserve(n_keys);
+            q[i].reserve(hd);
+            acc[i].reserve(hd);
+        }
+    }
+};
+
+// Scores of the Q queries with keys [j0, j0 + NK): Q * NK independent FMA
+// chains (the FMA latency hidden), each key's row loaded once for all
+// queries, then one horizontal sum each (in the order one query alone has).
+template <int Q, int NK>
+inline void scores_block(float* const* q, const HeadRows& K, bool f16, int hd, int j0, float* const* sc) {
     const int hd8 = hd - hd % 8;
     const char* kr[NK];
     for (int u = 0; u < NK; ++u) kr[u] = K.row(j0 + u);
-    __m256 a[NK];
-    for (int u = 0; u < NK; ++u) a[u] = _mm256_setzero_ps();
-    for (int i = 0; i < hd8; i += 8) {
-        const __m256 qv = _mm256_loadu_ps(q + i);
-        for (int u = 0; u < NK; ++u) a[u] = _mm256_fmadd_ps(qv, load8(kr[u], f16, i), a[u]);
+    __m256 a[Q][NK];
+    for (int i = 0; i < Q; ++i)
+        for (int u = 0; u < NK; ++u) a[i][u] = _mm256_setzero_ps();
+    for (int c = 0; c < hd8; c += 8) {
+        __m256 kv[NK];
+        for (int u = 0; u < NK; ++u) kv[u] = load8(kr[u], f16, c);
+        for (int i = 0; i < Q; ++i) {
+            const __m256 qv = _mm256_loadu_ps(q[i] + c);
+            for (int u = 0; u < NK; ++u) a[i][u] = _mm256_fmadd_ps(qv, kv[u], a[i][u]);
+        }
     }
-    for (int u = 0; u < NK; ++u) {
-        float d = hsum8(a[u]);
-        for (int i = hd8; i < hd; ++i) d += q[i] * load1(kr[u], f16, i);
-        sc[j0 + u] = d;
-    }
+    for (int i = 0; i < Q; ++i)
+        for (int u = 0; u < NK; ++u) {
+            float d = hsum8(a[i][u]);
+            for (int c = hd8; c < hd; ++c) d += q[i][c] * load1(kr[u], f16, c);
+            sc[i][j0 + u] = d;
+        }
 }
 
-// acc[c0, c0 + 8 NV) = sum over keys j in [lo, hi] of w[j] * V[j][c0, ...): all
-// NV column vectors of a key in one pass (each V row read once per pass, NV
-// independent FMA chains).
-template <int NV>
-inline void values_pass(const float* w, const HeadRows& V, bool f16, int lo, int hi, int c0, float* acc) {
-    __m256 a[NV];
-    for (int u = 0; u < NV; ++u) a[u] = _mm256_setzero_ps();
+// acc_i[c0, c0 + 8 NV) = sum over keys j in [lo, hi] of w_i[j] * V[j][c0, ...)
+// for the Q queries: each V row's NV column vectors loaded once per pass for
+// all queries, Q * NV independent FMA chains.
+template <int Q, int NV>
+inline void values_pass(float* const* w, const HeadRows& V, bool f16, int lo, int hi, int c0, float* const* acc) {
+    __m256 a[Q][NV];
+    for (int i = 0; i < Q; ++i)
+        for (int u = 0; u < NV; ++u) a[i][u] = _mm256_setzero_ps();
     for (int j = lo; j <= hi; ++j) {
         const char* v = V.row(j);
-        const __m256 wj = _mm256_broadcast_ss(w + j);
-        for (int u = 0; u < NV; ++u) a[u] = _mm256_fmadd_ps(wj, load8(v, f16, c0 + 8 * u), a[u]);
+        __m256 vv[NV];
+        for (int u = 0; u < NV; ++u) vv[u] = load8(v, f16, c0 + 8 * u);
+        for (int i = 0; i < Q; ++i) {
+            const __m256 wj = _mm256_broadcast_ss(w[i] + j);
+            for (int u = 0; u < NV; ++u) a[i][u] = _mm256_fmadd_ps(wj, vv[u], a[i][u]);
+        }
     }
-    for (int u = 0; u < NV; ++u) _mm256_storeu_ps(acc + c0 + 8 * u, a[u]);
+    for (int i = 0; i < Q; ++i)
+        for (int u = 0; u < NV; ++u) _mm256_storeu_ps(acc[i] + c0 + 8 * u, a[i][u]);
 }
 
-// Columns [c0, c0 + 8 nv) with nv <= 8 (GCC keeps more accumulators of this loop in memory).
-inline void values_cols(int nv, const float* w, const HeadRows& V, bool f16, int lo, int hi, int c0, float* acc) {
+// The column vectors a values pass takes at most for Q queries: Q * NV
+// accumulators plus NV loaded vectors and a broadcast within AVX2's 16
+// registers (GCC keeps more accumulators of this loop in memory).
+template <int Q>
+constexpr int kMaxNV = Q == 1 ? 8 : Q == 2 ? 5 : Q == 3 ? 3 : 2;
+
+template <int Q>
+inline void values_cols(int nv, float* const* w, const HeadRows& V, bool f16, int lo, int hi, int c0,
+                        float* const* acc) {
     switch (nv) {
-        case 8: values_pass<8>(w, V, f16, lo, hi, c0, acc); break;
-        case 7: values_pass<7>(w, V, f16, lo, hi, c0, acc); break;
-        case 6: values_pass<6>(w, V, f16, lo, hi, c0, acc); break;
-        case 5: values_pass<5>(w, V, f16, lo, hi, c0, acc); break;
-        case 4: values_pass<4>(w, V, f16, lo, hi, c0, acc); break;
-        case 3: values_pass<3>(w, V, f16, lo, hi, c0, acc); break;
-        case 2: values_pass<2>(w, V, f16, lo, hi, c0, acc); break;
-        default: values_pass<1>(w, V, f16, lo, hi, c0, acc); break;
+        case 8: if constexpr (kMaxNV<Q> >= 8) { values_pass<Q, 8>(w, V, f16, lo, hi, c0, acc); break; } [[fallthrough]];
+        case 7: if constexpr (kMaxNV<Q> >= 7) { values_pass<Q, 7>(w, V, f16, lo, hi, c0, acc); break; } [[fallthrough]];
+        case 6: if constexpr (kMaxNV<Q> >= 6) { values_pass<Q, 6>(w, V, f16, lo, hi, c0, acc); break; } [[fallthrough]];
+        case 5: if constexpr (kMaxNV<Q> >= 5) { values_pass<Q, 5>(w, V, f16, lo, hi, c0, acc); break; } [[fallthrough]];
+        case 4: if constexpr (kMaxNV<Q> >= 4) { values_pass<Q, 4>(w, V, f16, lo, hi, c0, acc); break; } [[fallthrough]];
+        case 3: if constexpr (kMaxNV<Q> >= 3) { values_pass<Q, 3>(w, V, f16, lo, hi, c0, acc); break; } [[fallthrough]];
+        case 2: values_pass<Q, 2>(w, V, f16, lo, hi, c0, acc); break;
+        default: values_pass<Q, 1>(w, V, f16, lo, hi, c0, acc); break;
     }
 }
 
-void attend_one(const float* qh, const HeadRows& K, const HeadRows& V, bool f16, int lo, int pos, int hd,
-                float scale, AttnScratch& s, float* o) {
-    float* q = s.q.p;
-    for (int i = 0; i < hd; ++i) q[i] = qh[i] * scale;
-    const int hd8 = hd - hd % 8;
-    float* sc = s.scores.p;
-    int j = lo;
-    for (; j + 4 <= pos + 1; j += 4) scores_block<4>(q, K, f16, hd, j, sc);
-    for (; j <= pos; ++j) scores_block<1>(q, K, f16, hd, j, sc);
+// Softmax weights of one query in place over its keys [lo, pos] (8 at a time),
+// zero over the rest of the block's keys [lo_min, hi_max]; returns their sum.
+inline double softmax_weights(float* sc, int lo, int pos, int lo_min, int hi_max) {
     float mx = -INFINITY;
-    for (j = lo; j <= pos; ++j) mx = max_f(mx, sc[j]);
-    // softmax weights, 8 at a time
+    for (int j = lo; j <= pos; ++j) mx = max_f(mx, sc[j]);
     const __m256 vmx = _mm256_set1_ps(mx);
     __m256 vsum = _mm256_setzero_ps();
-    j = lo;
+    int j = lo;
     for (; j + 8 <= pos + 1; j += 8) {
         const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sc + j), vmx));
         _mm256_storeu_ps(sc + j, e);
@@ -170,22 +200,48 @@ void attend_one(const float* qh, const HeadRows& K, const HeadRows& V, bool f16,
         sc[j] = expf(sc[j] - mx);
         sum += sc[j];
     }
-    // weighted sum of values: the head's 8-column vectors in as few passes
-    // over the keys as 8 accumulators allow, split evenly (96 columns: 2 x 48)
-    float* acc = s.acc.p;
-    const int nvec = hd8 / 8, passes = (nvec + 7) / 8;
+    for (j = lo_min; j < lo; ++j) sc[j] = 0.0f;
+    for (j = pos + 1; j <= hi_max; ++j) sc[j] = 0.0f;
+    return sum;
+}
+
+template <int Q>
+void attend_block(const QueryBlock& b, const HeadRows& K, const HeadRows& V, bool f16, int hd, float scale,
+                  AttnScratch& s) {
+    float* q[Q];
+    float* sc[Q];
+    float* acc[Q];
+    for (int i = 0; i < Q; ++i) {
+        q[i] = s.q[i].p;
+        sc[i] = s.scores[i].p;
+        acc[i] = s.acc[i].p;
+        for (int c = 0; c < hd; ++c) q[i][c] = b.q[i][c] * scale;
+    }
+    const int hd8 = hd - hd % 8;
+    constexpr int NK = Q == 1 ? 4 : 2;  // Q * NK accumulators, NK key vectors and a query vector in 16 registers
+    int j = b.lo_min;
+    for (; j + NK <= b.hi_max + 1; j += NK) scores_block<Q, NK>(q, K, f16, hd, j, sc);
+    for (; j <= b.hi_max; ++j) scores_block<Q, 1>(q, K, f16, hd, j, sc);
+    double sum[Q];
+    for (int i = 0; i < Q; ++i) sum[i] = softmax_weights(sc[i], b.lo[i], b.pos[i], b.lo_min, b.hi_max);
+    // the head's 8-column vectors in as few passes over the keys as the
+    // accumulators allow, split evenly (96 columns, one query: 2 x 48)
+    const int nvec = hd8 / 8, passes = (nvec + kMaxNV<Q> - 1) / kMaxNV<Q>;
     for (int p = 0, c0 = 0; p < passes; ++p) {
         const int nv = (nvec - c0 / 8 + (passes - p) - 1) / (passes - p);
-        values_cols(nv, sc, V, f16, lo, pos, c0, acc);
+        values_cols<Q>(nv, sc, V, f16, b.lo_min, b.hi_max, c0, acc);
         c0 += 8 * nv;
     }
-    for (int c = hd8; c < hd; ++c) {
-        float a = 0.0f;
-        for (int jj = lo; jj <= pos; ++jj) a += sc[jj] * load1(V.row(jj), f16, c);
-        acc[c] = a;
+    for (int c = hd8; c < hd; ++c)
+        for (int i = 0; i < Q; ++i) {
+            float a = 0.0f;
+            for (int jj = b.lo_min; jj <= b.hi_max; ++jj) a += sc[i][jj] * load1(V.row(jj), f16, c);
+            acc[i][c] = a;
+        }
+    for (int i = 0; i < Q; ++i) {
+        const float inv = static_cast<float>(1.0 / sum[i]);
+        for (int c = 0; c < hd; ++c) b.o[i][c] = acc[i][c] * inv;
     }
-    const float inv = static_cast<float>(1.0 / sum);
-    for (int c = 0; c < hd; ++c) o[c] = acc[c] * inv;
 }
 
 } // namespace
@@ -196,23 +252,41 @@ void attention_avx2(const float* q, int64_t q_stride, const void* k_cache, const
     const bool f16 = cache_type == DType::F16;
     const int64_t row_bytes = static_cast<int64_t>(p.n_head_kv) * hd * (f16 ? 2 : 4);
     const int group = p.n_head / p.n_head_kv;
-    const int64_t n_items = static_cast<int64_t>(n_tok) * p.n_head;
+    // The queries of KV head g, in order: token t's heads g * group + 0..group-1,
+    // then token t + 1's; items are blocks of kBlock of them.
+    const int64_t per_head = static_cast<int64_t>(n_tok) * group;
+    const int64_t blocks = (per_head + kBlock - 1) / kBlock;
+    const int64_t n_items = blocks * p.n_head_kv;
     // Items are dealt round-robin: under the causal mask a late token costs
     // more than an early one, so contiguous chunks would leave one thread idle.
     auto job = [&](int ti, int nt) {
         thread_local AttnScratch s;
         s.reserve(pos0 + n_tok, hd);
         for (int64_t it = ti; it < n_items; it += nt) {
-            const int t = static_cast<int>(it / p.n_head), h = static_cast<int>(it % p.n_head);
-            const int kvh = h / group;
-            const int pos = pos0 + t;
-            const int lo = p.window > 0 ? max_i(0, pos - p.window + 1) : 0;
+            const int64_t blk = it / p.n_head_kv;
+            const int kvh = static_cast<int>(it % p.n_head_kv);
+            QueryBlock b;
+            b.lo_min = pos0 + n_tok;
+            for (int64_t r = blk * kBlock; r < per_head && b.n < kBlock; ++r, ++b.n) {
+                const int t = static_cast<int>(r / group), h = kvh * group + static_cast<int>(r % group);
+                const int pos = pos0 + t;
+                b.pos[b.n] = pos;
+                b.lo[b.n] = p.window > 0 ? max_i(0, pos - p.window + 1) : 0;
+                b.q[b.n] = q + t * q_stride + static_cast<int64_t>(h) * hd;
+                b.o[b.n] = out + t * static_cast<int64_t>(p.n_head) * hd + static_cast<int64_t>(h) * hd;
+                b.lo_min = min_i(b.lo_min, b.lo[b.n]);
+                b.hi_max = max_i(b.hi_max, pos);
+            }
             const int64_t off = static_cast<int64_t>(kvh) * hd * (f16 ? 2 : 4);
-            const int64_t b0 = slots ? lo - lo % slots : 0;
+            const int64_t b0 = slots ? b.lo_min - b.lo_min % slots : 0;
             const HeadRows K{static_cast<const char*>(k_cache) + off, row_bytes, slots, b0};
             const HeadRows V{static_cast<const char*>(v_cache) + off, row_bytes, slots, b0};
-            attend_one(q + t * q_stride + static_cast<int64_t>(h) * hd, K, V, f16, lo, pos, hd, p.scale, s,
-                       out + t * static_cast<int64_t>(p.n_head) * hd + static_cast<int64_t>(h) * hd);
+            switch (b.n) {
+                case 4: attend_block<4>(b, K, V, f16, hd, p.scale, s); break;
+                case 3: attend_block<3>(b, K, V, f16, hd, p.scale, s); break;
+                case 2: attend_block<2>(b, K, V, f16, hd, p.scale, s); break;
+                default: attend_block<1>(b, K, V, f16, hd, p.scale, s); break;
+            }
         }
     };
     pool.run(JobRef(job));
