@@ -1,7 +1,8 @@
 // Row-wise CPU ops (norms, rope, activations, attention). Plain C++ the
 // compiler vectorizes for baseline x86-64 is the reference; attention and the
-// exp-based activations dispatch to AVX2 versions (ops_avx2.cpp) when the
-// selected ISA allows. The matmul has its own per-ISA kernels (matmul.h).
+// exp-based activations dispatch to AVX2 versions (ops_avx2.cpp; attention
+// to its AVX-512 build, ops_avx512.cpp, on AVX-512 and AMX) when the selected
+// ISA allows. The matmul has its own per-ISA kernels (matmul.h).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -27,13 +28,16 @@ void attention(const float* q, int64_t q_stride, const void* k_cache, const void
 #if defined(PHICPP_X86)
 void attention_avx2(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
                     int slots, int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool);
+void attention_avx512(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
+                      int slots, int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool);
 void gelu_tanh_avx2(float* x, size_t n);
 void swiglu_avx2(const float* gate_up, int n_rows, int ff, float* out);
 void f32_to_f16_avx2(const float* src, uint16_t* dst, size_t n);
 #endif
 
 // Dispatching entry points (the plain names above are the scalar reference):
-// the AVX2 versions wherever `isa` is not scalar.
+// the AVX2 versions wherever `isa` is not scalar (attention: the AVX-512 one
+// from avx512 up).
 void attention_auto(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
                     int slots, int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool, Isa isa);
 void gelu_tanh_auto(float* x, size_t n, Isa isa);
