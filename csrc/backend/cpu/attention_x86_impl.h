@@ -101,6 +101,17 @@ struct HeadRows {
 // key outside a query's range gets weight 0 in its sums, which leaves them
 // exactly as they are over the query's own range.
 constexpr int kMaxBlock = 8;
+
+// A head's rows sit a whole cache row apart (n_head_kv heads per row: 6 KB
+// for Phi-3-mini's f16 cache), a stride the hardware prefetchers do not
+// follow: keys and values are requested this many positions ahead, and the
+// values' passes over the columns run over chunks of keys small enough to stay
+// in L1 from one pass to the next.
+constexpr int kAhead = 16, kChunk = 64;
+inline void prefetch_row(const char* p, int bytes) {
+    for (int o = 0; o < bytes; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+    _mm_prefetch(p + bytes - 1, _MM_HINT_T0);
+}
 struct QueryBlock {
     int n = 0;
     int lo[kMaxBlock], pos[kMaxBlock];
@@ -123,10 +134,12 @@ struct AttnScratch {
 // chains (the FMA latency hidden), each key's row loaded once for all
 // queries, then one horizontal sum each (in the order one query alone has).
 template <int Q, int NK>
-inline void scores_block(float* const* q, const HeadRows& K, bool f16, int hd, int j0, float* const* sc) {
+inline void scores_block(float* const* q, const HeadRows& K, bool f16, int hd, int j0, int hi, float* const* sc) {
     const int hd8 = hd - hd % 8;
     const char* kr[NK];
     for (int u = 0; u < NK; ++u) kr[u] = K.row(j0 + u);
+    for (int u = 0; u < NK; ++u)
+        if (j0 + u + kAhead <= hi) prefetch_row(K.row(j0 + u + kAhead), hd * (f16 ? 2 : 4));
     __m256 a[Q][NK];
     for (int i = 0; i < Q; ++i)
         for (int u = 0; u < NK; ++u) a[i][u] = _mm256_setzero_ps();
@@ -146,15 +159,26 @@ inline void scores_block(float* const* q, const HeadRows& K, bool f16, int hd, i
         }
 }
 
-// acc_i[c0, c0 + 8 NV) = sum over keys j in [lo, hi] of w_i[j] * V[j][c0, ...)
+// Where a values pass runs: keys [lo, hi] of the block's [.., end], adding
+// to acc (first: starting from zero), prefetching the rows kAhead keys on
+// (the first pass over a chunk) of head_bytes each.
+struct ValuesRange {
+    int lo, hi, end;
+    bool first, prefetch;
+    int head_bytes;
+};
+
+// acc_i[c0, c0 + 8 NV) += sum over keys j in [lo, hi] of w_i[j] * V[j][c0, ...)
 // for the Q queries: each V row's NV column vectors loaded once per pass for
-// all queries, Q * NV independent FMA chains.
+// all queries, Q * NV independent FMA chains (carried across chunks through
+// acc, so each sum is the same chain of FMAs over the keys in order).
 template <int Q, int NV>
-inline void values_pass(float* const* w, const HeadRows& V, bool f16, int lo, int hi, int c0, float* const* acc) {
+inline void values_pass(float* const* w, const HeadRows& V, bool f16, const ValuesRange& r, int c0, float* const* acc) {
     __m256 a[Q][NV];
     for (int i = 0; i < Q; ++i)
-        for (int u = 0; u < NV; ++u) a[i][u] = _mm256_setzero_ps();
-    for (int j = lo; j <= hi; ++j) {
+        for (int u = 0; u < NV; ++u) a[i][u] = r.first ? _mm256_setzero_ps() : _mm256_loadu_ps(acc[i] + c0 + 8 * u);
+    for (int j = r.lo; j <= r.hi; ++j) {
+        if (r.prefetch && j + kAhead <= r.end) prefetch_row(V.row(j + kAhead), r.head_bytes);
         const char* v = V.row(j);
         __m256 vv[NV];
         for (int u = 0; u < NV; ++u) vv[u] = load8(v, f16, c0 + 8 * u);
@@ -179,28 +203,35 @@ template <int Q, int kRegs>
 constexpr int kKeys = kRegs == 16 ? (Q == 1 ? 4 : 2) : min_c(4, (kRegs - 2) / (Q + 1));
 
 template <int Q, int kRegs>
-inline void values_cols(int nv, float* const* w, const HeadRows& V, bool f16, int lo, int hi, int c0,
+inline void values_cols(int nv, float* const* w, const HeadRows& V, bool f16, const ValuesRange& r, int c0,
                         float* const* acc) {
     switch (nv) {
-        case 8: if constexpr (kMaxNV<Q, kRegs> >= 8) { values_pass<Q, 8>(w, V, f16, lo, hi, c0, acc); break; } [[fallthrough]];
-        case 7: if constexpr (kMaxNV<Q, kRegs> >= 7) { values_pass<Q, 7>(w, V, f16, lo, hi, c0, acc); break; } [[fallthrough]];
-        case 6: if constexpr (kMaxNV<Q, kRegs> >= 6) { values_pass<Q, 6>(w, V, f16, lo, hi, c0, acc); break; } [[fallthrough]];
-        case 5: if constexpr (kMaxNV<Q, kRegs> >= 5) { values_pass<Q, 5>(w, V, f16, lo, hi, c0, acc); break; } [[fallthrough]];
-        case 4: if constexpr (kMaxNV<Q, kRegs> >= 4) { values_pass<Q, 4>(w, V, f16, lo, hi, c0, acc); break; } [[fallthrough]];
-        case 3: if constexpr (kMaxNV<Q, kRegs> >= 3) { values_pass<Q, 3>(w, V, f16, lo, hi, c0, acc); break; } [[fallthrough]];
-        case 2: values_pass<Q, 2>(w, V, f16, lo, hi, c0, acc); break;
-        default: values_pass<Q, 1>(w, V, f16, lo, hi, c0, acc); break;
+        case 8: if constexpr (kMaxNV<Q, kRegs> >= 8) { values_pass<Q, 8>(w, V, f16, r, c0, acc); break; } [[fallthrough]];
+        case 7: if constexpr (kMaxNV<Q, kRegs> >= 7) { values_pass<Q, 7>(w, V, f16, r, c0, acc); break; } [[fallthrough]];
+        case 6: if constexpr (kMaxNV<Q, kRegs> >= 6) { values_pass<Q, 6>(w, V, f16, r, c0, acc); break; } [[fallthrough]];
+        case 5: if constexpr (kMaxNV<Q, kRegs> >= 5) { values_pass<Q, 5>(w, V, f16, r, c0, acc); break; } [[fallthrough]];
+        case 4: if constexpr (kMaxNV<Q, kRegs> >= 4) { values_pass<Q, 4>(w, V, f16, r, c0, acc); break; } [[fallthrough]];
+        case 3: if constexpr (kMaxNV<Q, kRegs> >= 3) { values_pass<Q, 3>(w, V, f16, r, c0, acc); break; } [[fallthrough]];
+        case 2: values_pass<Q, 2>(w, V, f16, r, c0, acc); break;
+        default: values_pass<Q, 1>(w, V, f16, r, c0, acc); break;
     }
 }
 
 // Softmax weights of one query in place over its keys [lo, pos] (8 at a time),
 // zero over the rest of the block's keys [lo_min, hi_max]; returns their sum.
 inline double softmax_weights(float* sc, int lo, int pos, int lo_min, int hi_max) {
-    float mx = -INFINITY;
-    for (int j = lo; j <= pos; ++j) mx = max_f(mx, sc[j]);
+    // the largest score, 8 lanes at a time (max is exact: the order does not matter)
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    int j = lo;
+    for (; j + 8 <= pos + 1; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(sc + j));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float mx = _mm_cvtss_f32(m4);
+    for (; j <= pos; ++j) mx = max_f(mx, sc[j]);
     const __m256 vmx = _mm256_set1_ps(mx);
     __m256 vsum = _mm256_setzero_ps();
-    int j = lo;
+    j = lo;
     for (; j + 8 <= pos + 1; j += 8) {
         const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sc + j), vmx));
         _mm256_storeu_ps(sc + j, e);
@@ -231,17 +262,21 @@ void attend_block(const QueryBlock& b, const HeadRows& K, const HeadRows& V, boo
     const int hd8 = hd - hd % 8;
     constexpr int NK = kKeys<Q, kRegs>;
     int j = b.lo_min;
-    for (; j + NK <= b.hi_max + 1; j += NK) scores_block<Q, NK>(q, K, f16, hd, j, sc);
-    for (; j <= b.hi_max; ++j) scores_block<Q, 1>(q, K, f16, hd, j, sc);
+    for (; j + NK <= b.hi_max + 1; j += NK) scores_block<Q, NK>(q, K, f16, hd, j, b.hi_max, sc);
+    for (; j <= b.hi_max; ++j) scores_block<Q, 1>(q, K, f16, hd, j, b.hi_max, sc);
     double sum[Q];
     for (int i = 0; i < Q; ++i) sum[i] = softmax_weights(sc[i], b.lo[i], b.pos[i], b.lo_min, b.hi_max);
     // the head's 8-column vectors in as few passes over the keys as the
     // accumulators allow, split evenly (96 columns, one query: 2 x 48)
     const int nvec = hd8 / 8, passes = (nvec + kMaxNV<Q, kRegs> - 1) / kMaxNV<Q, kRegs>;
-    for (int p = 0, c0 = 0; p < passes; ++p) {
-        const int nv = (nvec - c0 / 8 + (passes - p) - 1) / (passes - p);
-        values_cols<Q, kRegs>(nv, sc, V, f16, b.lo_min, b.hi_max, c0, acc);
-        c0 += 8 * nv;
+    for (int j0 = b.lo_min; j0 <= b.hi_max; j0 += kChunk) {
+        ValuesRange r{j0, min_i(j0 + kChunk - 1, b.hi_max), b.hi_max, j0 == b.lo_min, true, hd * (f16 ? 2 : 4)};
+        for (int p = 0, c0 = 0; p < passes; ++p) {
+            const int nv = (nvec - c0 / 8 + (passes - p) - 1) / (passes - p);
+            values_cols<Q, kRegs>(nv, sc, V, f16, r, c0, acc);
+            r.prefetch = false;
+            c0 += 8 * nv;
+        }
     }
     for (int c = hd8; c < hd; ++c)
         for (int i = 0; i < Q; ++i) {
