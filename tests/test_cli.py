@@ -177,6 +177,18 @@ def test_bench(gguf):
     assert re.search(r"\|\s+tg4 \|", lines[3])
 
 
+def test_bench_at_depth(gguf):
+    """-d as llama-bench's: each test after that many tokens already in the cache."""
+    r = phicpp_cli("bench", "-m", gguf, "-p", "8", "-n", "3", "-d", "0,20", "-r", "1", "-t", "1", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert [(x["n_prompt"], x["n_gen"], x["n_depth"]) for x in res] == [(8, 0, 0), (8, 0, 20), (0, 3, 0), (0, 3, 20)]
+    assert all(len(x["samples_ns"]) == 1 and x["avg_ts"] > 0 for x in res)
+    r = phicpp_cli("bench", "-m", gguf, "-p", "8", "-n", "0", "-d", "20", "-r", "1", "-t", "1")
+    assert re.search(r"\|\s+pp8 @ d20 \|\s+[0-9.]+ ± [0-9.]+ \|$", r.stdout.strip().splitlines()[2])
+    assert_one_line_error(phicpp_cli("bench", "-m", gguf, "-d", "-3"), "-d")
+
+
 def test_perplexity_output_format(gguf, tmp_path):
     f = tmp_path / "t.txt"
     f.write_text(" ".join(f"word{i % 37} is here" for i in range(400)), encoding="utf-8")

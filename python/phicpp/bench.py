@@ -5,6 +5,8 @@ As llama-bench (tools/llama-bench/llama-bench.cpp) defines them:
        in batches of n_batch; t/s = N / seconds
   tgN  N single-token decode steps starting from an empty cache (BOS first, then random
        tokens); t/s = N / seconds
+  ... @ dD  the same after D tokens already in the cache (llama-bench's -d, n_depth): the
+       cache is cleared and D random tokens prefilled, untimed, before every repetition
 Each test clears the cache before every repetition, runs one untimed warm-up, and
 reports the mean and sample standard deviation of t/s over the repetitions.
 """
@@ -31,15 +33,18 @@ class BenchResult:
     n_batch: int
     n_prompt: int
     n_gen: int
+    n_depth: int = 0
     samples_ns: list[int] = field(default_factory=list)
 
     @property
     def test(self) -> str:
         if self.n_prompt and not self.n_gen:
-            return f"pp{self.n_prompt}"
-        if self.n_gen and not self.n_prompt:
-            return f"tg{self.n_gen}"
-        return f"pp{self.n_prompt}+tg{self.n_gen}"
+            name = f"pp{self.n_prompt}"
+        elif self.n_gen and not self.n_prompt:
+            name = f"tg{self.n_gen}"
+        else:
+            name = f"pp{self.n_prompt}+tg{self.n_gen}"
+        return f"{name} @ d{self.n_depth}" if self.n_depth else name
 
     @property
     def samples_ts(self) -> list[float]:
@@ -92,34 +97,43 @@ def _random_tokens(rng: np.random.Generator, n: int, n_vocab: int, bos: int | No
 
 
 def run_prompt(model, toks: np.ndarray) -> None:
-    model.reset()
     model.eval(toks)  # the model splits into n_batch pieces itself
 
 
 def run_gen(model, toks: np.ndarray) -> None:
-    model.reset()
     for t in toks:
         model.eval(np.array([t], dtype=np.int32))
 
 
 def bench(model, n_prompt: list[int], n_gen: list[int], reps: int, n_threads: int, n_batch: int,
-          warmup: bool = True, progress=None) -> list[BenchResult]:
+          warmup: bool = True, progress=None, n_depth: list[int] | None = None) -> list[BenchResult]:
     tok = model.tokenizer
     bos = tok.bos_id if tok.add_bos else None
     desc, size, n_params = model_facts(model.path)
     rng = np.random.default_rng(1)
-    tests = [(p, 0) for p in n_prompt if p > 0] + [(0, g) for g in n_gen if g > 0]
+    tests = [(p, 0, d) for d in (n_depth or [0]) for p in n_prompt if p > 0]
+    tests += [(0, g, d) for d in (n_depth or [0]) for g in n_gen if g > 0]
     results = []
-    for p, g in tests:
-        if p + g > model.n_ctx:
-            raise ValueError(f"test pp{p}/tg{g} needs {p + g} tokens but the context holds {model.n_ctx}; "
-                             "raise -c/--ctx-size")
-        r = BenchResult(model.path, desc, size, n_params, model.device.upper(), n_threads, n_batch, p, g)
+    for p, g, d in tests:
+        if d < 0:
+            raise ValueError(f"a depth must be >= 0, got {d}")
+        if d + p + g > model.n_ctx:
+            raise ValueError(f"test pp{p}/tg{g} at depth {d} needs {d + p + g} tokens but the context holds "
+                             f"{model.n_ctx}; raise -c/--ctx-size")
+        r = BenchResult(model.path, desc, size, n_params, model.device.upper(), n_threads, n_batch, p, g, d)
         fn, n = (run_prompt, p) if p else (run_gen, g)
+
+        def prepare() -> np.ndarray:
+            """An empty cache, then d tokens already in it (untimed), as llama-bench's n_depth."""
+            model.reset()
+            if d:
+                model.eval(_random_tokens(rng, d, model.n_vocab, bos))
+            return _random_tokens(rng, n, model.n_vocab, None if d else bos)
+
         if warmup:
-            fn(model, _random_tokens(rng, n, model.n_vocab, bos))
+            fn(model, prepare())
         for i in range(reps):
-            toks = _random_tokens(rng, n, model.n_vocab, bos)
+            toks = prepare()
             t0 = time.perf_counter_ns()
             fn(model, toks)
             r.samples_ns.append(time.perf_counter_ns() - t0)

@@ -356,6 +356,8 @@ def _int_list(text: str, flag: str) -> list[int]:
 @_model_option
 @click.option("-p", "--n-prompt", default="512", show_default=True, help="Prompt sizes (comma-separated).")
 @click.option("-n", "--n-gen", default="128", show_default=True, help="Generation lengths (comma-separated).")
+@click.option("-d", "--n-depth", default="0", show_default=True,
+              help="Tokens already in the context before each test (comma-separated), as llama-bench's -d.")
 @click.option("-r", "--repetitions", type=int, default=5, show_default=True)
 @click.option("-t", "--threads", type=int, default=0, help="CPU threads (0: all cores).")
 @click.option("-b", "--batch-size", type=int, default=512, show_default=True)
@@ -363,21 +365,23 @@ def _int_list(text: str, flag: str) -> list[int]:
 @_device_options
 @_kv_options
 @click.option("--no-warmup", is_flag=True)
-def bench(model, n_prompt, n_gen, repetitions, threads, batch_size, fmt, device, n_gpu_layers, no_warmup):
+def bench(model, n_prompt, n_gen, n_depth, repetitions, threads, batch_size, fmt, device, n_gpu_layers, no_warmup):
     """Measure prefill (ppN) and decode (tgN) speed as llama-bench does."""
     import os
 
     from . import bench as B
 
     with run_errors():
-        pp, tg = _int_list(n_prompt, "-p"), _int_list(n_gen, "-n")
+        pp, tg, depths = _int_list(n_prompt, "-p"), _int_list(n_gen, "-n"), _int_list(n_depth, "-d")
         if repetitions < 1:
             raise ValueError(f"-r must be >= 1, got {repetitions}")
+        if any(d < 0 for d in depths):
+            raise ValueError(f"-d takes depths >= 0, got {n_depth!r}")
         n_threads = threads or os.cpu_count() or 1
-        m = _load(model, max(pp + tg + [16]), threads, batch_size, device, n_gpu_layers)
+        m = _load(model, max(pp + tg + [16]) + max(depths + [0]), threads, batch_size, device, n_gpu_layers)
         if fmt == "md":
             click.echo(B.markdown_header())
-        results = B.bench(m, pp, tg, repetitions, n_threads, batch_size, warmup=not no_warmup)
+        results = B.bench(m, pp, tg, repetitions, n_threads, batch_size, warmup=not no_warmup, n_depth=depths or [0])
         if fmt == "md":
             for r in results:
                 click.echo(B.markdown_row(r))
