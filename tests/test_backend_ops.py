@@ -434,6 +434,23 @@ def test_attention(backend, cache, n_head, n_head_kv, hd, pos0, n_tok, t0, windo
     assert np.allclose(y, ref, rtol=1e-5, atol=2e-5), np.max(np.abs(y - ref))
 
 
+@pytest.mark.parametrize("n_head,n_head_kv,n_tok,window", [(8, 2, 1, 0), (8, 2, 3, 0), (12, 3, 1, 0), (4, 4, 9, 0),
+                                                           (8, 2, 5, 7)])
+def test_cpu_attention_same_bits_at_any_thread_count(n_head, n_head_kv, n_tok, window):
+    """The CPU deals attention as blocks of queries that share a KV head, smaller blocks where
+    there are more threads than blocks; a query's sums do not depend on its block, so every
+    thread count gives the same bits (as one query at a time would)."""
+    rng = np.random.default_rng(n_head * 100 + n_tok)
+    hd, pos0 = 96, 40
+    k = rng.standard_normal((pos0 + n_tok, n_head_kv * hd)).astype(np.float16)
+    v = rng.standard_normal((pos0 + n_tok, n_head_kv * hd)).astype(np.float16)
+    q = rng.standard_normal((n_tok, n_head * hd)).astype(np.float32)
+    for isa in [i for i in C.available_isas() if i != "scalar"]:
+        outs = [C.Backend("cpu", isa=isa, n_threads=t).attention(q, k, v, pos0, n_tok, 0, n_head, n_head_kv,
+                                                                  1 / np.sqrt(hd), window) for t in (1, 2, 5, 16)]
+        assert all(np.array_equal(outs[0], o) for o in outs[1:]), isa
+
+
 def test_attention_extreme_scores_stay_finite(backend):
     q = np.full((1, 16), 1e3, np.float32)
     k = np.concatenate([np.full((1, 16), 1e3), np.full((1, 16), -1e3), np.full((1, 16), 1e3)]).astype(np.float32)

@@ -8,7 +8,7 @@
 //
 // The work is dealt as blocks of queries that read the same KV head; each
 // query's sums are those it gets alone, in the same order (see QueryBlock), so
-// both builds give the same bits.
+// both builds give the same bits, whatever the blocks.
 #pragma once
 #include <immintrin.h>
 
@@ -94,14 +94,6 @@ struct HeadRows {
     }
 };
 
-// An item of work: up to kBlock queries that read the same KV head (a few
-// consecutive tokens of one head, or the query heads of a GQA group), so each
-// key and value row loaded (and converted from f16) serves all of them.
-// Query i sees keys [lo[i], pos[i]]; the block reads [lo_min, hi_max], and a
-// key outside a query's range gets weight 0 in its sums, which leaves them
-// exactly as they are over the query's own range.
-constexpr int kMaxBlock = 8;
-
 // A head's rows sit a whole cache row apart (n_head_kv heads per row: 6 KB
 // for Phi-3-mini's f16 cache), a stride the hardware prefetchers do not
 // follow: keys and values are requested this many positions ahead, and the
@@ -112,6 +104,14 @@ inline void prefetch_row(const char* p, int bytes) {
     for (int o = 0; o < bytes; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
     _mm_prefetch(p + bytes - 1, _MM_HINT_T0);
 }
+
+// An item of work: up to kBlock queries that read the same KV head (a few
+// consecutive tokens of one head, or the query heads of a GQA group), so each
+// key and value row loaded (and converted from f16) serves all of them.
+// Query i sees keys [lo[i], pos[i]]; the block reads [lo_min, hi_max], and a
+// key outside a query's range gets weight 0 in its sums, which leaves them
+// exactly as they are over the query's own range.
+constexpr int kMaxBlock = 8;
 struct QueryBlock {
     int n = 0;
     int lo[kMaxBlock], pos[kMaxBlock];
@@ -300,9 +300,13 @@ void attention_x86(const float* q, int64_t q_stride, const void* k_cache, const 
     const int64_t row_bytes = static_cast<int64_t>(p.n_head_kv) * hd * (f16 ? 2 : 4);
     const int group = p.n_head / p.n_head_kv;
     // The queries of KV head g, in order: token t's heads g * group + 0..group-1,
-    // then token t + 1's; items are blocks of kBlock of them.
+    // then token t + 1's; items are blocks of bs of them: kBlock, or fewer where
+    // that would leave threads without an item (a GQA model's decode step has
+    // one block per KV head: 10 for Phi-3-medium, against 16 threads).
     const int64_t per_head = static_cast<int64_t>(n_tok) * group;
-    const int64_t blocks = (per_head + kBlock - 1) / kBlock;
+    int bs = kBlock;
+    while (bs > 1 && (per_head + bs - 1) / bs * p.n_head_kv < pool.size()) bs /= 2;
+    const int64_t blocks = (per_head + bs - 1) / bs;
     const int64_t n_items = blocks * p.n_head_kv;
     // Items are dealt round-robin: under the causal mask a late token costs
     // more than an early one, so contiguous chunks would leave one thread idle.
@@ -314,7 +318,7 @@ void attention_x86(const float* q, int64_t q_stride, const void* k_cache, const 
             const int kvh = static_cast<int>(it % p.n_head_kv);
             QueryBlock b;
             b.lo_min = pos0 + n_tok;
-            for (int64_t r = blk * kBlock; r < per_head && b.n < kBlock; ++r, ++b.n) {
+            for (int64_t r = blk * bs; r < per_head && b.n < bs; ++r, ++b.n) {
                 const int t = static_cast<int>(r / group), h = kvh * group + static_cast<int>(r % group);
                 const int pos = pos0 + t;
                 b.pos[b.n] = pos;
