@@ -111,8 +111,8 @@ def bench(model, n_prompt: list[int], n_gen: list[int], reps: int, n_threads: in
     bos = tok.bos_id if tok.add_bos else None
     desc, size, n_params = model_facts(model.path)
     rng = np.random.default_rng(1)
-    tests = [(p, 0, d) for d in (n_depth or [0]) for p in n_prompt if p > 0]
-    tests += [(0, g, d) for d in (n_depth or [0]) for g in n_gen if g > 0]
+    depths = n_depth or [0]
+    tests = [(p, 0, d) for d in depths for p in n_prompt if p > 0] + [(0, g, d) for d in depths for g in n_gen if g > 0]
     results = []
     for p, g, d in tests:
         if d < 0:

@@ -381,7 +381,7 @@ def bench(model, n_prompt, n_gen, n_depth, repetitions, threads, batch_size, fmt
         m = _load(model, max(pp + tg + [16]) + max(depths + [0]), threads, batch_size, device, n_gpu_layers)
         if fmt == "md":
             click.echo(B.markdown_header())
-        results = B.bench(m, pp, tg, repetitions, n_threads, batch_size, warmup=not no_warmup, n_depth=depths or [0])
+        results = B.bench(m, pp, tg, repetitions, n_threads, batch_size, warmup=not no_warmup, n_depth=depths)
         if fmt == "md":
             for r in results:
                 click.echo(B.markdown_row(r))

@@ -121,8 +121,9 @@ struct QueryBlock {
 };
 struct AttnScratch {
     FloatBuf scores[kMaxBlock], q[kMaxBlock], acc[kMaxBlock];
-    void reserve(int n_keys, int hd) {
-        for (int i = 0; i < kMaxBlock; ++i) {
+    // for blocks of up to n queries (the score rows are the big ones: one float per key)
+    void reserve(int n_keys, int hd, int n) {
+        for (int i = 0; i < n; ++i) {
             scores[i].reserve(n_keys);
             q[i].reserve(hd);
             acc[i].reserve(hd);
@@ -312,7 +313,7 @@ void attention_x86(const float* q, int64_t q_stride, const void* k_cache, const 
     // more than an early one, so contiguous chunks would leave one thread idle.
     auto job = [&](int ti, int nt) {
         thread_local AttnScratch s;
-        s.reserve(pos0 + n_tok, hd);
+        s.reserve(pos0 + n_tok, hd, bs);
         for (int64_t it = ti; it < n_items; it += nt) {
             const int64_t blk = it / p.n_head_kv;
             const int kvh = static_cast<int>(it % p.n_head_kv);
