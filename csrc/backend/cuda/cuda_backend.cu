@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -49,17 +50,18 @@ int env_int(const char* name, int fallback) {
     return v && *v ? std::atoi(v) : fallback;
 }
 
-// FNV-1a over the fields of a step's ops.
+// A hash of the fields of a step's ops, a word at a time: the host hashes
+// every decode step's ~200 ops before it can launch the step's graph, with
+// the GPU idle meanwhile (byte-wise FNV-1a cost ~20 us a token).
 struct StepHash {
     uint64_t h = 1469598103934665603ull;
     template <class T>
     void add(const T& v) {
-        unsigned char b[sizeof(T)];
-        std::memcpy(b, &v, sizeof(T));
-        for (unsigned char c : b) {
-            h ^= c;
-            h *= 1099511628211ull;
-        }
+        static_assert(sizeof(T) <= 8, "hash scalars and pointers");
+        uint64_t w = 0;
+        std::memcpy(&w, &v, sizeof(T));
+        h = (h ^ (w + sizeof(T))) * 0x9E3779B97F4A7C15ull;
+        h ^= h >> 31;
     }
     template <class... T>
     void all(const T&... v) {
@@ -107,12 +109,15 @@ public:
         graphs_ = env_int("PHICPP_CUDA_GRAPHS", 1) != 0;
         pdl_ = props_.major >= 9 && env_int("PHICPP_CUDA_PDL", 1) != 0;
         mv_.warps = std::max(1, std::min(16, env_int("PHICPP_CUDA_MV_WARPS", mv_.warps)));
+        mv_.quant_warps = std::max(1, std::min(16, env_int("PHICPP_CUDA_MV_QWARPS", mv_.quant_warps)));
         mv_.ctas_per_sm = std::max(1, env_int("PHICPP_CUDA_MV_CTAS", mv_.ctas_per_sm));
         fuse_input_ = env_int("PHICPP_CUDA_FUSE_ATTN", 1) != 0;
         skip_attention_ = env_int("PHICPP_CUDA_SKIP_ATTENTION", 0) != 0;
+        time_steps_ = env_int("PHICPP_CUDA_STEP_TIMES", 0) != 0;
     }
     ~CudaBackend() override {
         cudaStreamSynchronize(stream_);
+        report_step_times();
         for (auto& g : recorded_) cudaGraphExecDestroy(g.exec);
         for (auto& w : weights_) cudaFree(const_cast<void*>(w));
         for (void* p : allocs_) cudaFree(p);
@@ -243,6 +248,7 @@ public:
             for (size_t i = 0; i < recorded_.size(); ++i) {
                 if (recorded_[i].key != hash_.h) continue;
                 std::rotate(recorded_.begin() + i, recorded_.begin() + i + 1, recorded_.end());  // most recent last
+                StepTimer timer(*this);
                 set_int(d_pos_, pos0_, launch_cfg());
                 PHI_CUDA_CHECK(cudaGraphLaunch(recorded_.back().exec, stream_));
                 return true;
@@ -378,6 +384,48 @@ private:
     };
 
     Launch launch_cfg() const { return Launch{stream_, pdl_}; }
+
+    // PHICPP_CUDA_STEP_TIMES=1: the GPU time of each replayed step (from its
+    // position write to the graph's end), summed and printed at exit, so that
+    // a benchmark's time per token splits into the GPU's and the host's.
+    struct StepTimer {
+        CudaBackend& be;
+        cudaEvent_t ev[2] = {nullptr, nullptr};
+        explicit StepTimer(CudaBackend& b) : be(b) {
+            if (!be.time_steps_) return;
+            for (cudaEvent_t& e : ev) PHI_CUDA_CHECK(cudaEventCreate(&e));
+            PHI_CUDA_CHECK(cudaEventRecord(ev[0], be.stream_));
+        }
+        ~StepTimer() {
+            if (!ev[0]) return;
+            cudaEventRecord(ev[1], be.stream_);
+            be.timed_.push_back({ev[0], ev[1]});
+            if (be.timed_.size() >= 256) be.collect_step_times();
+        }
+    };
+    void collect_step_times() {
+        for (auto& [a, b] : timed_) {
+            float ms = 0.0f;
+            if (cudaEventSynchronize(b) == cudaSuccess && cudaEventElapsedTime(&ms, a, b) == cudaSuccess) {
+                step_ms_.push_back(ms);
+            }
+            cudaEventDestroy(a);
+            cudaEventDestroy(b);
+        }
+        cudaGetLastError();
+        timed_.clear();
+    }
+    void report_step_times() {
+        if (!time_steps_) return;
+        collect_step_times();
+        if (step_ms_.empty()) return;
+        std::vector<float> v = step_ms_;
+        std::sort(v.begin(), v.end());
+        double sum = 0.0;
+        for (float x : v) sum += x;
+        std::fprintf(stderr, "phicpp cuda: %zu replayed steps, GPU time per step: mean %.1f us, median %.1f us\n",
+                     v.size(), 1e3 * sum / v.size(), 1e3 * v[v.size() / 2]);
+    }
     // A deferred input step that no attention took.
     void flush_input_step() {
         if (!has_pending_input_) return;
@@ -452,6 +500,9 @@ private:
     bool row_invariant_ = false;  // batches of rows through the decode kernels, 8 at a time
     bool fuse_input_ = true;  // a one-token step's input step runs inside its attention
     bool skip_attention_ = false;
+    bool time_steps_ = false;
+    std::vector<std::pair<cudaEvent_t, cudaEvent_t>> timed_;
+    std::vector<float> step_ms_;
     bool has_pending_input_ = false;
     FusedInput pending_input_;
     AttentionParams pending_params_;

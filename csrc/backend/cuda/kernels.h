@@ -30,8 +30,9 @@ constexpr int kMatvecMaxTokens = 8;
 bool matvec_takes(const MatmulJob& j);
 // How the decode matmuls are launched (the backend's choice; knobs for measuring).
 struct MatvecConfig {
-    int warps = 8;        // per CTA
-    int ctas_per_sm = 4;  // at most
+    int warps = 8;         // per CTA, float weights
+    int quant_warps = 16;  // per CTA, quantized weights
+    int ctas_per_sm = 4;   // at most
 };
 bool matvec(const MatmulJob& j, const Launch& l, int sm_count, const MatvecConfig& cfg);
 

@@ -19,7 +19,7 @@ namespace {
 // Quantized weights: a warp per task. kMaxTok: tokens the accumulators are
 // sized for (1: decode's own build, lean in registers).
 template <class F, int kMaxTok>
-__global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_quant(MatvecParams p) {
+__global__ void __launch_bounds__(kQuantThreads, kQuantMinBlocks) matvec_quant(MatvecParams p) {
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ float2 red[32];
     const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, nw = blockDim.x / kWarp;
@@ -295,7 +295,7 @@ template <class Kernel>
 bool run_wave(Kernel kernel, const MatvecParams& p, size_t smem, const Launch& l, int sm_count,
               const MatvecConfig& cfg) {
     if (!allow_smem(kernel, smem)) return false;
-    const int warps = std::max(1, std::min(kMaxWarps, cfg.warps));
+    const int warps = std::max(1, std::min(kQuantThreads / kWarp, cfg.quant_warps));
     int fit = 0;
     PHI_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kernel, warps * kWarp, smem));
     const int ctas = std::max(1, std::min(ceil_div(p.tasks, warps), sm_count * std::max(1, std::min(fit, cfg.ctas_per_sm))));
