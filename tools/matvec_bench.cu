@@ -76,7 +76,7 @@ struct Cfg {
 Cfg parse(const char* s) {
     Cfg c;
     c.name = s;
-    c.mv.warps = std::atoi(s);
+    c.mv.warps = c.mv.quant_warps = std::atoi(s);
     if (const char* colon = std::strchr(s, ':')) c.mv.ctas_per_sm = std::atoi(colon + 1);
     return c;
 }
@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
     }
     const std::string ts = argv[1];
     const DType t = ts == "f16" ? DType::F16 : ts == "q8_0" ? DType::Q8_0 : ts == "q4_k" ? DType::Q4_K
-                  : ts == "q6_k" ? DType::Q6_K : DType::Q4_0;
+                  : ts == "q6_k" ? DType::Q6_K : ts == "q5_k" ? DType::Q5_K : DType::Q4_0;
     int a = 2, layers = 32;
     if (!std::strchr(argv[2], ':')) layers = std::atoi(argv[a++]);
     cudaDeviceProp props;

@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -225,6 +226,7 @@ public:
         n_tok_ = n_tok;
         hash_ = StepHash{};
         hash_.add(n_tok);
+        if (time_steps_) step_begun_ = std::chrono::steady_clock::now();
         if (replayable && graphs_ && n_tok <= kMatvecMaxTokens) {
             if (capture_next_) {
                 set_int(d_pos_, pos0, launch_cfg());
@@ -248,6 +250,8 @@ public:
             for (size_t i = 0; i < recorded_.size(); ++i) {
                 if (recorded_[i].key != hash_.h) continue;
                 std::rotate(recorded_.begin() + i, recorded_.begin() + i + 1, recorded_.end());  // most recent last
+                if (time_steps_)
+                    check_us_ += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - step_begun_).count();
                 StepTimer timer(*this);
                 set_int(d_pos_, pos0_, launch_cfg());
                 PHI_CUDA_CHECK(cudaGraphLaunch(recorded_.back().exec, stream_));
@@ -423,8 +427,10 @@ private:
         std::sort(v.begin(), v.end());
         double sum = 0.0;
         for (float x : v) sum += x;
-        std::fprintf(stderr, "phicpp cuda: %zu replayed steps, GPU time per step: mean %.1f us, median %.1f us\n",
-                     v.size(), 1e3 * sum / v.size(), 1e3 * v[v.size() / 2]);
+        std::fprintf(stderr,
+                     "phicpp cuda: %zu replayed steps, GPU time per step: mean %.1f us, median %.1f us; "
+                     "host time issuing and checking a step: mean %.1f us\n",
+                     v.size(), 1e3 * sum / v.size(), 1e3 * v[v.size() / 2], check_us_ / v.size());
     }
     // A deferred input step that no attention took.
     void flush_input_step() {
@@ -459,13 +465,16 @@ private:
         }
     }
 
-    void upload(const Tensor& host, const quant::PlanarSplit& split, uint8_t* dst) {
+    void ensure_stage() {
         for (int i = 0; i < 2; ++i) {
             if (!stage_[i]) {
                 PHI_CUDA_CHECK(cudaHostAlloc(&stage_[i], kStageBytes, cudaHostAllocDefault));
                 PHI_CUDA_CHECK(cudaEventCreateWithFlags(&staged_[i], cudaEventDisableTiming));
             }
         }
+    }
+    void upload(const Tensor& host, const quant::PlanarSplit& split, uint8_t* dst) {
+        ensure_stage();
         const size_t row = host.row_bytes();
         if (row > kStageBytes) fail(ErrorKind::unsupported, "a weight row of ", row, " bytes is too long for CUDA");
         const int64_t rows_per_chunk = std::max<int64_t>(1, static_cast<int64_t>(kStageBytes / row));
@@ -501,6 +510,8 @@ private:
     bool fuse_input_ = true;  // a one-token step's input step runs inside its attention
     bool skip_attention_ = false;
     bool time_steps_ = false;
+    std::chrono::steady_clock::time_point step_begun_;
+    double check_us_ = 0.0;
     std::vector<std::pair<cudaEvent_t, cudaEvent_t>> timed_;
     std::vector<float> step_ms_;
     bool has_pending_input_ = false;

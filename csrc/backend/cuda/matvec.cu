@@ -4,8 +4,8 @@
 // Each CTA first stages the activations in shared memory (matvec_stage.cuh),
 // then its warps stream weight rows, two rows (for SwiGLU, a gate row and its
 // up row) at a time: quantized weights a warp per pair of rows, each lane a
-// strided set of 32-element units dotted with dp4a against the 8-bit
-// activations (matvec_quant); float weights as even streams of 16-byte steps
+// strided set of groups of 32-element units (QuantRead) dotted with dp4a
+// against the 8-bit activations (matvec_quant); float weights as even streams of 16-byte steps
 // over all warps (matvec_steps). What a kernel reads besides the activations
 // is requested before it waits for the kernel before it (PDL), or right after.
 #include <algorithm>
@@ -23,26 +23,27 @@ __global__ void __launch_bounds__(kQuantThreads, kQuantMinBlocks) matvec_quant(M
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ float2 red[32];
     const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, nw = blockDim.x / kWarp;
-    const int nblk = p.K / 32;
-    const int units = static_cast<int>(p.w.nb) * F::kUnits;  // per row (= 32-element blocks)
-    constexpr int U = F::kBits <= 32 ? 4 : 2;  // units in flight per row and lane
+    using R = QuantRead<F>;
+    constexpr int G = R::kGroup, U = R::kInFlight;  // units per load; loads in flight per row and lane
+    const int nblk = p.K / 32;  // units (32-element blocks) per row
+    const int groups = nblk / G;
     int task = blockIdx.x * nw + warp;
     int r[2];
     bool has1;
     // Weights never change: this warp's first units go into registers (and the
     // rest of its first rows into L2), its rows' bias and the norm's weights
     // load, all before waiting for the kernel before.
-    typename F::Raw raw[U][2];
+    typename R::Raw raw[U][2];
     TaskIn in;
     bool preloaded = task < p.tasks;
     if (task < p.tasks) {
         task_rows(p, task, r[0], r[1], has1);
 #pragma unroll
         for (int j = 0; j < U; ++j) {
-            const int uu = lane + j * kWarp;
-            if (uu < units) {
-                raw[j][0] = load_unit<F>(p.w, r[0], uu);
-                raw[j][1] = load_unit<F>(p.w, r[1], uu);
+            const int g = lane + j * kWarp;
+            if (g < groups) {
+                raw[j][0] = R::load(p.w, r[0], g);
+                raw[j][1] = R::load(p.w, r[1], g);
             }
         }
         load_bias(p, task, in);
@@ -58,7 +59,7 @@ __global__ void __launch_bounds__(kQuantThreads, kQuantMinBlocks) matvec_quant(M
     int* xs = reinterpret_cast<int*>(xs0 + p.n * p.K);           // [n][nblk][2] their sums per 16
     float* xd = reinterpret_cast<float*>(xs + 2 * p.n * nblk);   // [n][nblk] scales
     cp_async_wait<0>();
-    for (int t = 0; t < p.n; ++t) stage_q8(p, nv, t, xq, xs, xd, red);
+    for (int t = 0; t < p.n; ++t) stage_q8<G>(p, nv, t, xq, xs, xd, red);
     __syncthreads();
 
     for (bool first = true; task < p.tasks; task += gridDim.x * nw, first = false) {
@@ -73,30 +74,35 @@ __global__ void __launch_bounds__(kQuantThreads, kQuantMinBlocks) matvec_quant(M
         for (int i = 0; i < 2; ++i)
 #pragma unroll
             for (int t = 0; t < kMaxTok; ++t) acc[i][t] = 0.0f;
-        for (int u0 = lane; u0 < units; u0 += kWarp * U) {
+        for (int g0 = lane; g0 < groups; g0 += kWarp * U) {
             if (!preloaded) {
 #pragma unroll
                 for (int j = 0; j < U; ++j) {
-                    const int uu = u0 + j * kWarp;
-                    if (uu < units) {
-                        raw[j][0] = load_unit<F>(p.w, r[0], uu);
-                        raw[j][1] = load_unit<F>(p.w, r[1], uu);
+                    const int g = g0 + j * kWarp;
+                    if (g < groups) {
+                        raw[j][0] = R::load(p.w, r[0], g);
+                        raw[j][1] = R::load(p.w, r[1], g);
                     }
                 }
             }
             preloaded = false;
 #pragma unroll
             for (int j = 0; j < U; ++j) {
-                const int uu = u0 + j * kWarp;
-                if (uu >= units) break;
+                const int g = g0 + j * kWarp;
+                if (g >= groups) break;
 #pragma unroll
-                for (int i = 0; i < 2; ++i) {
-                    Unit un;
-                    unpack_for_dot<F>(raw[j][i], uu % F::kUnits, un);
+                for (int s = 0; s < G; ++s) {
+                    const int uu = g * G + s;                 // the unit in the row
+                    const int slot = G == 1 ? g : s * groups + g;  // = unit_slot<G>(uu): its staged activations
 #pragma unroll
-                    for (int t = 0; t < kMaxTok; ++t) {
-                        if (past_tokens<kMaxTok>(p, t)) break;
-                        acc[i][t] = acc_unit_q8<F>(acc[i][t], un, xq, xs, xd, p.K, nblk, t, uu);
+                    for (int i = 0; i < 2; ++i) {
+                        Unit un;
+                        R::unpack(raw[j][i], s, uu % F::kUnits, un);
+#pragma unroll
+                        for (int t = 0; t < kMaxTok; ++t) {
+                            if (past_tokens<kMaxTok>(p, t)) break;
+                            acc[i][t] = acc_unit_q8<F>(acc[i][t], un, xq, xs, xd, p.K, nblk, t, slot);
+                        }
                     }
                 }
             }

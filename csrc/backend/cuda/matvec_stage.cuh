@@ -121,10 +121,21 @@ __device__ __forceinline__ float normed1(const MatvecParams& p, const NormVecs& 
     return (v - st.mean) * st.inv * nv.w[k] + b;
 }
 
+// Where unit b (32 elements) of a row's staged activations goes when a lane
+// reads kGroup consecutive units of a weight row at a time: unit s of every
+// group in one run, so that lanes reading their groups' unit s read 32-byte
+// steps apart (as with kGroup = 1) rather than 32 * kGroup (bank conflicts).
+template <int kGroup>
+__device__ __forceinline__ int unit_slot(int b, int nblk) {
+    return kGroup == 1 ? b : (b % kGroup) * (nblk / kGroup) + b / kGroup;
+}
+
 // Token t's activations as 8-bit codes per 32 elements (K % 32 == 0): each
 // thread takes 4 elements at a time, the 8 threads of a 32-element block find
 // its scale together (quant::Q8_0 arithmetic: d = amax / 127, q = round(x / d)),
 // and threads 0 and 4 of the block store the code sums of its two halves.
+// Units are stored at unit_slot<kGroup>.
+template <int kGroup>
 __device__ __forceinline__ void quantize4(const MatvecParams& p, int t, int c, bool in, float4 v, int8_t* xq, int* xs,
                                           float* xd) {
     const int lane = threadIdx.x % kWarp, nblk = p.K / 32;
@@ -139,9 +150,9 @@ __device__ __forceinline__ void quantize4(const MatvecParams& p, int t, int c, b
     s += __shfl_xor_sync(0xffffffffu, s, 2);
     s += __shfl_xor_sync(0xffffffffu, s, 1);
     if (!in) return;
-    reinterpret_cast<int*>(xq + t * p.K)[c] =
+    const int b = unit_slot<kGroup>(c / 8, nblk);
+    reinterpret_cast<int*>(xq + t * p.K)[kGroup == 1 ? c : 8 * b + c % 8] =
         (q0 & 0xFF) | ((q1 & 0xFF) << 8) | ((q2 & 0xFF) << 16) | (static_cast<int>(q3 & 0xFF) << 24);
-    const int b = c / 8;
     if (lane % 8 == 0) xd[t * nblk + b] = d;
     if (lane % 4 == 0) xs[(t * nblk + b) * 2 + (lane % 8) / 4] = s;
 }
@@ -178,6 +189,7 @@ __device__ __forceinline__ NormStats held_row(const MatvecParams& p, const float
     return held_stats(p, v, x0, red);
 }
 
+template <int kGroup>
 __device__ void stage_q8(const MatvecParams& p, const NormVecs& nv, int t, int8_t* xq, int* xs, float* xd, float2* red) {
     const float* xt = p.x + static_cast<int64_t>(t) * p.K;
     const float4* x4 = reinterpret_cast<const float4*>(xt);
@@ -194,7 +206,7 @@ __device__ void stage_q8(const MatvecParams& p, const NormVecs& nv, int t, int8_
             if (base0 + i * static_cast<int>(blockDim.x) >= n4) break;
             const int c = threadIdx.x + i * blockDim.x;
             const bool in = c < n4;
-            quantize4(p, t, c, in, in ? normed4(p, nv, v[i], 4 * c, st) : make_float4(0.0f, 0.0f, 0.0f, 0.0f), xq, xs, xd);
+            quantize4<kGroup>(p, t, c, in, in ? normed4(p, nv, v[i], 4 * c, st) : make_float4(0.0f, 0.0f, 0.0f, 0.0f), xq, xs, xd);
         }
         return;
     }
@@ -202,7 +214,7 @@ __device__ void stage_q8(const MatvecParams& p, const NormVecs& nv, int t, int8_
     for (int base = base0; base < n4; base += blockDim.x) {
         const int c = base + threadIdx.x % kWarp;
         const bool in = c < n4;
-        quantize4(p, t, c, in, in ? normed4(p, nv, x4[c], 4 * c, st) : make_float4(0.0f, 0.0f, 0.0f, 0.0f), xq, xs, xd);
+        quantize4<kGroup>(p, t, c, in, in ? normed4(p, nv, x4[c], 4 * c, st) : make_float4(0.0f, 0.0f, 0.0f, 0.0f), xq, xs, xd);
     }
 }
 
@@ -242,9 +254,73 @@ __device__ __forceinline__ void unpack_for_dot(const typename F::Raw& r, int sub
     }
 }
 
+// How matvec_quant reads a format: kGroup consecutive units of a block per
+// load (units that share code or scale bytes: Q4_K and Q5_K pairs share their
+// 32 bytes of nibbles, Q6_K's four units of a 128-element half share 96 bytes),
+// kInFlight groups per row and lane. A lane then loads the shared bytes once,
+// and with the same registers holds more units in flight (the K-quant matvecs
+// were latency-bound with two). unpack's u is the unit within its block, u %
+// kGroup == s (s known at compile time in the unrolled loops).
+template <class F>
+struct QuantRead {
+    static constexpr int kGroup = 1, kInFlight = F::kBits <= 32 ? 4 : 2;
+    using Raw = typename F::Raw;
+    __device__ static Raw load(const PlanarView& w, int64_t row, int group) { return load_unit<F>(w, row, group); }
+    __device__ static void unpack(const Raw& r, int, int u, Unit& un) { unpack_for_dot<F>(r, u, un); }
+};
+// Q4_K and Q5_K: a unit's Raw already holds its pair's codes. Measured
+// (tools/matvec_bench.cu, H200, the 128 matmuls of a Phi-3-mini token): Q4_K
+// 1304 -> 1275 us with two pairs in flight (one: 1282); Q5_K 1650 -> 1523 with
+// one (two spilled registers: 1744).
+template <class F, int kLoads>
+struct QuantReadPairs {
+    static constexpr int kGroup = 2, kInFlight = kLoads;
+    using Raw = typename F::Raw;
+    __device__ static Raw load(const PlanarView& w, int64_t row, int group) { return load_unit<F>(w, row, 2 * group); }
+    __device__ static void unpack(const Raw& r, int, int u, Unit& un) { F::unpack(r, u, un); }
+};
+template <>
+struct QuantRead<FmtQ4_K> : QuantReadPairs<FmtQ4_K, 2> {};
+template <>
+struct QuantRead<FmtQ5_K> : QuantReadPairs<FmtQ5_K, 1> {};
+// Q6_K: 1643 -> 1486 us.
+template <>
+struct QuantRead<FmtQ6_K> {
+    static constexpr int kGroup = 4, kInFlight = 1;
+    // units 4k..4k+3 of a block: ql[64k ..+64], qh[32k ..+32], their 4 scales, d
+    struct Raw {
+        uint4 l[4], h[2];
+        uint16_t sc[4];
+        uint16_t d;
+    };
+    __device__ static Raw load(const PlanarView& w, int64_t row, int group) {
+        const int64_t b = row * w.nb + group / 2;
+        const int k = group % 2;
+        const uint8_t* bits = w.bits + b * FmtQ6_K::kBits;
+        const uint8_t* rest = w.rest + b * FmtQ6_K::kRest;  // (2-byte aligned)
+        const uint8_t* ql = bits + 64 * k;
+        const uint8_t* qh = bits + 128 + 32 * k;
+        Raw r;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            r.l[i] = ld_u4(ql + 16 * i);
+            r.sc[i] = ld_u16(rest + 8 * k + 2 * i);
+        }
+        r.h[0] = ld_u4(qh);
+        r.h[1] = ld_u4(qh + 16);
+        r.d = ld_u16(rest + 16);
+        return r;
+    }
+    __device__ static void unpack(const Raw& r, int s, int u, Unit& un) {
+        // FmtQ6_K::load's bytes for unit u: ql + 32 (u % 2), qh, scale u
+        const FmtQ6_K::Raw one{r.l[2 * (s % 2)], r.l[2 * (s % 2) + 1], r.h[0], r.h[1], r.sc[s], r.d};
+        FmtQ6_K::unpack(one, u, un);
+    }
+};
+
 // acc plus the dot of a unit (from unpack_for_dot) with token t's 8-bit
-// activations of unit uu (scales xd, code sums per half xs): exact integer
-// sums, then the unit's scales and offsets.
+// activations staged at slot uu (scales xd, code sums per half xs): exact
+// integer sums, then the unit's scales and offsets.
 template <class F>
 __device__ __forceinline__ float acc_unit_q8(float acc, const Unit& un, const int8_t* xq, const int* xs,
                                              const float* xd, int K, int nblk, int t, int uu) {
