@@ -253,16 +253,17 @@ struct FmtQ3_K {
 };
 
 // Q4_K / Q5_K: sub-block (= unit) u's 6-bit scale and min from the 12 packed
-// bytes (quant::get_scale_min_k4); nibbles of qs[32(u/2) ..+32], low for even u.
+// bytes (quant::get_scale_min_k4), a word of four at a time: scales 0-3 are
+// the low 6 bits of bytes 0-3, mins 0-3 those of bytes 4-7; scales 4-7 the
+// low nibbles of bytes 8-11 with the top 2 bits of bytes 0-3 above them, mins
+// 4-7 the high nibbles with the top bits of bytes 4-7. Nibbles of
+// qs[32(u/2) ..+32], low for even u.
 __device__ __forceinline__ void scale_min_k4(int j, const uint32_t (&s)[3], int& sc, int& mn) {
-    auto byte = [&](int k) { return byte_of12(s, k); };
-    if (j < 4) {
-        sc = byte(j) & 63;
-        mn = byte(j + 4) & 63;
-    } else {
-        sc = (byte(j + 4) & 0xF) | ((byte(j - 4) >> 6) << 4);
-        mn = (byte(j + 4) >> 4) | ((byte(j) >> 6) << 4);
-    }
+    const uint32_t scw = j < 4 ? s[0] & 0x3F3F3F3Fu : (s[2] & 0x0F0F0F0Fu) | ((s[0] >> 2) & 0x30303030u);
+    const uint32_t mnw = j < 4 ? s[1] & 0x3F3F3F3Fu : ((s[2] >> 4) & 0x0F0F0F0Fu) | ((s[1] >> 2) & 0x30303030u);
+    const int sh = 8 * (j % 4);
+    sc = static_cast<int>((scw >> sh) & 0xFF);
+    mn = static_cast<int>((mnw >> sh) & 0xFF);
 }
 
 struct FmtQ4_K {

@@ -263,7 +263,10 @@ __device__ __forceinline__ void unpack_for_dot(const typename F::Raw& r, int sub
 // kGroup == s (s known at compile time in the unrolled loops).
 template <class F>
 struct QuantRead {
-    static constexpr int kGroup = 1, kInFlight = F::kBits <= 32 ? 4 : 2;
+    // Q8_0 (32 bytes of codes a unit): 3, which leaves it without spilled
+    // registers (4 spilled ~100 bytes: matmul chain 1417 -> 1262 us); 16-byte
+    // units: 4 (6 measured slower, 930 -> 961)
+    static constexpr int kGroup = 1, kInFlight = F::kBits <= 16 ? 4 : F::kBits <= 32 ? 3 : 2;
     using Raw = typename F::Raw;
     __device__ static Raw load(const PlanarView& w, int64_t row, int group) { return load_unit<F>(w, row, group); }
     __device__ static void unpack(const Raw& r, int, int u, Unit& un) { unpack_for_dot<F>(r, u, un); }
@@ -271,7 +274,8 @@ struct QuantRead {
 // Q4_K and Q5_K: a unit's Raw already holds its pair's codes. Measured
 // (tools/matvec_bench.cu, H200, the 128 matmuls of a Phi-3-mini token): Q4_K
 // 1304 -> 1275 us with two pairs in flight (one: 1282); Q5_K 1650 -> 1523 with
-// one (two spilled registers: 1744).
+// one (two spilled registers: 1744); then with scale_min_k4 a word at a time
+// Q4_K 1178, Q5_K 1420.
 template <class F, int kLoads>
 struct QuantReadPairs {
     static constexpr int kGroup = 2, kInFlight = kLoads;
