@@ -263,6 +263,13 @@ def test_bad_flag_values(gguf, flags, needle):
     assert_one_line_error(phicpp_cli("generate", "-m", gguf, "-p", "x", *flags), needle)
 
 
+def test_context_beyond_host_memory(tiny_gguf):
+    # refused up front with the numbers, not killed by the OOM killer once written
+    phi2 = tiny_gguf("phi2")  # (no sliding window: every position keeps its row)
+    assert_one_line_error(phicpp_cli("generate", "-m", phi2, "-p", "x", "-c", "2000000000"), "KV cache", "-c/--ctx-size")
+    assert_one_line_error(phicpp_cli("bench", "-m", phi2, "-p", "0", "-n", "4", "-d", "1000000000"), "KV cache")
+
+
 def test_prompt_errors(gguf, tmp_path):
     assert_one_line_error(phicpp_cli("generate", "-m", gguf, "-p", "word " * 200, "-c", "32"), "context")
     assert_one_line_error(phicpp_cli("generate", "-m", gguf), "prompt")
@@ -271,3 +278,4 @@ def test_prompt_errors(gguf, tmp_path):
     f.write_text("short", encoding="utf-8")
     assert_one_line_error(phicpp_cli("perplexity", "-m", gguf, "-f", f, "-c", "64"), "at least 128 tokens")
     assert_one_line_error(phicpp_cli("bench", "-m", gguf, "-p", "x,y"), "-p")
+

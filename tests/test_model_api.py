@@ -42,6 +42,19 @@ def test_bad_construction_values(gguf):
             phicpp.Model(gguf, **kw)
 
 
+def test_a_context_larger_than_the_host_is_refused_up_front(gguf, tiny_gguf):
+    # 2e9 positions of even a tiny model's KV cache are terabytes: under
+    # overcommit the allocation itself would succeed and the process be killed
+    # once the cache was written, so the model refuses it with the numbers
+    phi2 = tiny_gguf("phi2")
+    with pytest.raises(phicpp.PhicppError, match=r"KV cache for n_ctx 2000000000 needs \d+ MiB .* host has \d+ MiB"):
+        phicpp.Model(phi2, n_ctx=2_000_000_000, n_threads=1)
+    phicpp.Model(phi2, n_ctx=4096, n_threads=1)  # (an ordinary one still loads)
+    # a sliding-window model keeps only window + a batch of positions on the CPU: any context fits
+    m = phicpp.Model(gguf, n_ctx=2_000_000_000, n_threads=1)
+    assert m.eval([1, 2, 3]).shape == (m.n_vocab,)
+
+
 def test_truncate_and_sequence_bounds(model):
     model.eval([1, 2, 3, 4])
     with pytest.raises(ValueError):

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/host_memory.h"
 
 namespace phi {
 
@@ -96,7 +97,14 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
             fail(ErrorKind::unsupported, "a ", dtype_name(m->kv_type_), " KV cache runs on the CPU only so far "
                  "(use kv_type f16 on ", m->be_->name(), ")");
     }
-    m->check_device_memory(path);
+    // a sliding-window model reads at most window + one step of keys: on the CPU
+    // each layer keeps just those, as a ring (the GPU kernels keep every position)
+    int slots = 0;
+    if (c.sliding_window > 0 && m->be_->name() == "cpu" &&
+        static_cast<int64_t>(c.sliding_window) + m->n_batch_ < m->n_ctx_)
+        slots = c.sliding_window + m->n_batch_;
+    m->kv_rows_ = slots ? slots : m->n_ctx_;
+    m->check_memory(path);
     WeightLoader ld(f, *m->be_, m->owned_, params.progress);
     try {
         m->arch_->load(ld, c, m->w_);
@@ -130,12 +138,6 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
     carve_scratch(c, B, static_cast<char*>(alloc(carve_scratch(c, B, nullptr, m->s_))), m->s_);
     m->ids_dev_ = static_cast<int32_t*>(alloc(B * sizeof(int32_t)));
 
-    // a sliding-window model reads at most window + one step of keys: on the CPU
-    // each layer keeps just those, as a ring (the GPU kernels keep every position)
-    int slots = 0;
-    if (c.sliding_window > 0 && be.name() == "cpu" && static_cast<int64_t>(c.sliding_window) + m->n_batch_ < m->n_ctx_)
-        slots = c.sliding_window + m->n_batch_;
-    m->kv_rows_ = slots ? slots : m->n_ctx_;
     const size_t kv_row = row_bytes(m->kv_type_, c.kv_width());
     m->kv_.assign(params.n_seq, std::vector<KVCache>(c.n_layer));
     for (auto& seq : m->kv_) {
@@ -151,17 +153,29 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
 }
 
 // A device backend holds the whole model: say up front when it cannot, with
-// the numbers, instead of failing half-way through the upload.
-void Model::check_device_memory(const std::string& path) const {
-    const size_t free = be_->device_memory_free();
-    if (free == 0) return;  // host memory: no check
-    const size_t weights = file_->tensor_bytes();
+// the numbers, instead of failing half-way through the upload. On the host the
+// weights stay mapped from the file (pages the kernel can drop), but the KV
+// cache and the buffers must fit in memory: allocations far beyond it succeed
+// under overcommit, and the process would be killed without a word once a
+// long context wrote them.
+void Model::check_memory(const std::string& path) const {
+    constexpr size_t MiB = size_t{1} << 20;
     Scratch sizes;
     const size_t buffers = carve_scratch(c_, static_cast<size_t>(n_batch_), nullptr, sizes) +
                            be_->workspace_bytes(n_batch_, std::max({c_.n_embd, 2 * c_.n_ff, c_.n_vocab}));
+    const size_t free = be_->device_memory_free();
+    if (free == 0) {
+        const size_t avail = host_memory_available();
+        const size_t need = kv_cache_bytes() + buffers;
+        if (avail > 0 && need > avail)
+            fail(ErrorKind::generic, path, ": the KV cache for n_ctx ", n_ctx_, " needs ", kv_cache_bytes() / MiB,
+                 " MiB (and the buffers ", buffers / MiB, " MiB) but the host has ", avail / MiB,
+                 " MiB available; try a smaller -c/--ctx-size or a smaller KV cache type (-ctk q8_0)");
+        return;
+    }
+    const size_t weights = file_->tensor_bytes();
     const size_t need = weights + kv_cache_bytes() + buffers;
     if (need > free) {
-        constexpr size_t MiB = size_t{1} << 20;
         fail(ErrorKind::generic, path, " needs ", need / MiB, " MiB of ", be_->variant(), " memory (weights ",
              weights / MiB, " MiB, KV cache ", kv_cache_bytes() / MiB, " MiB for n_ctx ", n_ctx_, ", buffers ",
              buffers / MiB, " MiB) but only ", free / MiB, " MiB are free; try a smaller -c/--ctx-size, a smaller "
