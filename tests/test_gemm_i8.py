@@ -18,6 +18,7 @@ from test_quant import RMSE_BOUNDS
 
 SIMD_ISAS = ISAS[1:] or [pytest.param(None, marks=pytest.mark.skip(reason="no SIMD ISA on this machine"))]
 # AVX2's maddubs saturates past 2 * 127 * 128: formats with codes up to 255 keep the f32 GEMM there
+# (AVX-VNNI's vpdpbusd, like AVX-512's, sums in 32 bits)
 WIDE_CODES = ("q8_0", "iq4_nl", "iq4_xs")
 
 

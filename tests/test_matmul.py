@@ -241,8 +241,9 @@ def test_isas_offered_are_the_cpus():
     except (OSError, StopIteration):
         pytest.skip("no /proc/cpuinfo flags")
     avx2 = {"avx2", "fma", "f16c"} <= flags
+    avxvnni = avx2 and "avx_vnni" in flags
     avx512 = avx2 and {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16"} <= flags
-    expect = ["scalar"] + ["avx2"] * avx2 + ["avx512"] * avx512
+    expect = ["scalar"] + ["avx2"] * avx2 + ["avxvnni"] * avxvnni + ["avx512"] * avx512
     # AMX also needs the OS to grant the tile data (arch_prctl), which cpuinfo does not show:
     # with the flags it may be offered or not, without them only by an emulating test build
     amx = avx512 and ({"amx_tile", "amx_int8"} <= flags or C.amx_emulated)

@@ -182,7 +182,7 @@ public:
 struct BackendOptions {
     std::string device = "cpu";  // "cpu" | "cuda" | "auto"
     int n_threads = 0;           // CPU threads; 0 = all cores
-    std::string isa = "auto";    // CPU kernels: scalar | avx2 | avx512 | auto (PHICPP_ISA, else the best)
+    std::string isa = "auto";    // CPU kernels: scalar | avx2 | avxvnni | avx512 | amx | auto (PHICPP_ISA, else the best)
 };
 
 std::unique_ptr<Backend> make_backend(const BackendOptions& opts);

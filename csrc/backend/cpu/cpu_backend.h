@@ -10,7 +10,7 @@
 
 namespace phi::cpu {
 
-// n_threads <= 0: all cores. isa: scalar | avx2 | avx512 | auto (see choose_isa).
+// n_threads <= 0: all cores. isa: scalar | avx2 | avxvnni | avx512 | amx | auto (see choose_isa).
 std::unique_ptr<Backend> make_cpu_backend(int n_threads, const std::string& isa);
 
 } // namespace phi::cpu

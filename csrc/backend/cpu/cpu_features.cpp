@@ -34,6 +34,18 @@ bool cpu_has_avx2() {
 #endif
 }
 
+// cpuid leaf 7, subleaf 1, EAX bit 4 (GCC 12's __builtin_cpu_supports("avxvnni")
+// answered 0 on a Zen 5 that has it)
+bool cpu_has_avxvnni() {
+#if defined(PHICPP_X86)
+    if (!cpu_has_avx2()) return false;
+    unsigned eax, ebx, ecx, edx;
+    return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && ((eax >> 4) & 1);
+#else
+    return false;
+#endif
+}
+
 bool cpu_has_avx512() {
 #if defined(PHICPP_X86)
     __builtin_cpu_init();
@@ -78,6 +90,7 @@ bool supported(Isa isa) {
     switch (isa) {
         case Isa::scalar: return true;
         case Isa::avx2: return cpu_has_avx2();
+        case Isa::avxvnni: return cpu_has_avxvnni();
         case Isa::avx512: return cpu_has_avx512();
         case Isa::amx: return cpu_has_amx();
     }
@@ -87,9 +100,10 @@ bool supported(Isa isa) {
 Isa parse_isa(const std::string& name) {
     if (name == "scalar") return Isa::scalar;
     if (name == "avx2") return Isa::avx2;
+    if (name == "avxvnni") return Isa::avxvnni;
     if (name == "avx512") return Isa::avx512;
     if (name == "amx") return Isa::amx;
-    fail(ErrorKind::invalid_arg, "unknown ISA '", name, "' (expected scalar, avx2, avx512, amx or auto)");
+    fail(ErrorKind::invalid_arg, "unknown ISA '", name, "' (expected scalar, avx2, avxvnni, avx512, amx or auto)");
 }
 
 Isa checked(Isa isa) {
@@ -115,6 +129,7 @@ const char* isa_name(Isa isa) {
     switch (isa) {
         case Isa::scalar: return "scalar";
         case Isa::avx2: return "avx2";
+        case Isa::avxvnni: return "avxvnni";
         case Isa::avx512: return "avx512";
         case Isa::amx: return "amx";
     }
@@ -124,6 +139,7 @@ const char* isa_name(Isa isa) {
 Isa best_isa() {
     static const Isa best = cpu_has_amx()      ? Isa::amx
                             : cpu_has_avx512() ? Isa::avx512
+                            : cpu_has_avxvnni() ? Isa::avxvnni
                             : cpu_has_avx2()   ? Isa::avx2
                                                : Isa::scalar;
     return best;
@@ -131,7 +147,7 @@ Isa best_isa() {
 
 std::vector<std::string> available_isas() {
     std::vector<std::string> out;
-    for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::amx})
+    for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avxvnni, Isa::avx512, Isa::amx})
         if (supported(isa)) out.emplace_back(isa_name(isa));
     return out;
 }

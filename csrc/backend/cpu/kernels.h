@@ -1,5 +1,5 @@
 // The per-ISA kernel tables behind phi::cpu::matmul. Each ISA file
-// (kernels_scalar.cpp, kernels_avx2.cpp, kernels_avx512.cpp, kernels_amx.cpp) fills a table;
+// (kernels_scalar.cpp, kernels_avx2.cpp, kernels_avxvnni.cpp, kernels_avx512.cpp, kernels_amx.cpp) fills a table;
 // a missing entry falls back to the next weaker ISA, so a format can gain a
 // fast path one ISA at a time while the scalar reference always exists.
 #pragma once
@@ -112,6 +112,7 @@ struct KernelTable {
 
 const KernelTable& kernels_scalar();
 const KernelTable& kernels_avx2();    // entries null when built without x86
+const KernelTable& kernels_avxvnni();
 const KernelTable& kernels_avx512();
 const KernelTable& kernels_amx();     // the AVX-512 table with AMX-INT8 prefill GEMMs
 

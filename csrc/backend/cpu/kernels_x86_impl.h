@@ -1,7 +1,8 @@
-// x86 SIMD kernels, written once and compiled twice: kernels_avx2.cpp
-// includes this with -mavx2 -mfma -mf16c, kernels_avx512.cpp with the AVX-512
-// flags (where the compiler also gets 32 vector registers, so tiles grow, and
-// VNNI replaces the maddubs/madd pair in integer dot products).
+// x86 SIMD kernels, written once and compiled three times: kernels_avx2.cpp
+// includes this with -mavx2 -mfma -mf16c, kernels_avxvnni.cpp with AVX-VNNI
+// added (256-bit vpdpbusd replaces the maddubs/madd pair in the integer dot
+// products), kernels_avx512.cpp with the AVX-512 flags (where the compiler
+// also gets 32 vector registers, so tiles grow, and VNNI does the same).
 //
 // Everything here has internal linkage (anonymous namespace) and calls no
 // std:: templates: an inline function instantiated in both files could be
@@ -20,6 +21,14 @@
 
 namespace phi::cpu {
 namespace {
+
+// acc + the sums of 4 unsigned x signed byte products per 32-bit lane, in one
+// instruction where the build has VNNI for 256-bit vectors
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define PHI_DPBUSD256(acc, u, s) _mm256_dpbusd_epi32(acc, u, s)
+#elif defined(__AVXVNNI__)
+#define PHI_DPBUSD256(acc, u, s) _mm256_dpbusd_avx_epi32(acc, u, s)
+#endif
 
 constexpr int kTileRows = 4;  // weight rows per tile
 #if defined(__AVX512F__)
@@ -209,16 +218,16 @@ inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 inline __m256i dot_i8(__m256i w, __m256i y) {
     const __m256i aw = _mm256_sign_epi8(w, w);
     const __m256i sy = _mm256_sign_epi8(y, w);
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sy);
+#if defined(PHI_DPBUSD256)
+    return PHI_DPBUSD256(_mm256_setzero_si256(), aw, sy);
 #else
     return _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sy), _mm256_set1_epi16(1));
 #endif
 }
 // Same for w already unsigned (0..127).
 inline __m256i dot_u8(__m256i u, __m256i y) {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, y);
+#if defined(PHI_DPBUSD256)
+    return PHI_DPBUSD256(_mm256_setzero_si256(), u, y);
 #else
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1));
 #endif

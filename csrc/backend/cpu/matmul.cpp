@@ -28,6 +28,7 @@ const KernelTable& table_for(Isa isa) {
     switch (isa) {
         case Isa::amx: return kernels_amx();
         case Isa::avx512: return kernels_avx512();
+        case Isa::avxvnni: return kernels_avxvnni();
         case Isa::avx2: return kernels_avx2();
         default: return kernels_scalar();
     }

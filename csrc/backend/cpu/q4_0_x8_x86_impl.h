@@ -44,12 +44,12 @@ inline __m256i q4_0_x8_block_sums(const Q4x8Nibbles& u, const int8_t* yq) {
         *ya = _mm256_set1_epi32(a);
         *yb = _mm256_set1_epi32(c);
     };
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#if defined(PHI_DPBUSD256)
     __m256i s = _mm256_setzero_si256();
     for (int j = 0; j < 4; ++j) {
         __m256i ya, yb;
         acts(j, &ya, &yb);
-        s = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(s, u.lo[j], ya), u.hi[j], yb);
+        s = PHI_DPBUSD256(PHI_DPBUSD256(s, u.lo[j], ya), u.hi[j], yb);
     }
     return s;
 #else
