@@ -104,7 +104,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
         static_cast<int64_t>(c.sliding_window) + m->n_batch_ < m->n_ctx_)
         slots = c.sliding_window + m->n_batch_;
     m->kv_rows_ = slots ? slots : m->n_ctx_;
-    m->check_memory(path);
+    m->check_device_memory(path);
     WeightLoader ld(f, *m->be_, m->owned_, params.progress);
     try {
         m->arch_->load(ld, c, m->w_);
@@ -114,6 +114,8 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
         throw Error(ErrorKind::format, std::string(e.what()) + " (" + c.shape_keys() + ")");
     }
 
+    // (after the weights: a file whose metadata claims absurd sizes fails there, as a format error)
+    m->check_host_memory(path);
     Backend& be = *m->be_;
     auto alloc = [&](size_t bytes) {
         void* p = be.alloc(bytes);
@@ -152,27 +154,33 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
     return m;
 }
 
-// A device backend holds the whole model: say up front when it cannot, with
-// the numbers, instead of failing half-way through the upload. On the host the
-// weights stay mapped from the file (pages the kernel can drop), but the KV
-// cache and the buffers must fit in memory: allocations far beyond it succeed
-// under overcommit, and the process would be killed without a word once a
-// long context wrote them.
-void Model::check_memory(const std::string& path) const {
-    constexpr size_t MiB = size_t{1} << 20;
+size_t Model::buffer_bytes() const {
     Scratch sizes;
-    const size_t buffers = carve_scratch(c_, static_cast<size_t>(n_batch_), nullptr, sizes) +
-                           be_->workspace_bytes(n_batch_, std::max({c_.n_embd, 2 * c_.n_ff, c_.n_vocab}));
+    return carve_scratch(c_, static_cast<size_t>(n_batch_), nullptr, sizes) +
+           be_->workspace_bytes(n_batch_, std::max({c_.n_embd, 2 * c_.n_ff, c_.n_vocab}));
+}
+
+// On the host the weights stay mapped from the file (pages the kernel can
+// drop), but the KV cache and the buffers must fit in memory: allocations far
+// beyond it succeed under overcommit, and the process would be killed without
+// a word once a long context wrote them.
+void Model::check_host_memory(const std::string& path) const {
+    if (be_->device_memory_free() != 0) return;  // a device backend: check_device_memory
+    constexpr size_t MiB = size_t{1} << 20;
+    const size_t buffers = buffer_bytes(), avail = host_memory_available();
+    if (avail > 0 && kv_cache_bytes() + buffers > avail)
+        fail(ErrorKind::generic, path, ": the KV cache for n_ctx ", n_ctx_, " needs ", kv_cache_bytes() / MiB,
+             " MiB (and the buffers ", buffers / MiB, " MiB) but the host has ", avail / MiB,
+             " MiB available; try a smaller -c/--ctx-size or a smaller KV cache type (-ctk q8_0)");
+}
+
+// A device backend holds the whole model: say up front when it cannot, with
+// the numbers, instead of failing half-way through the upload.
+void Model::check_device_memory(const std::string& path) const {
+    constexpr size_t MiB = size_t{1} << 20;
     const size_t free = be_->device_memory_free();
-    if (free == 0) {
-        const size_t avail = host_memory_available();
-        const size_t need = kv_cache_bytes() + buffers;
-        if (avail > 0 && need > avail)
-            fail(ErrorKind::generic, path, ": the KV cache for n_ctx ", n_ctx_, " needs ", kv_cache_bytes() / MiB,
-                 " MiB (and the buffers ", buffers / MiB, " MiB) but the host has ", avail / MiB,
-                 " MiB available; try a smaller -c/--ctx-size or a smaller KV cache type (-ctk q8_0)");
-        return;
-    }
+    if (free == 0) return;  // host memory: check_host_memory, once the weights are mapped
+    const size_t buffers = buffer_bytes();
     const size_t weights = file_->tensor_bytes();
     const size_t need = weights + kv_cache_bytes() + buffers;
     if (need > free) {

@@ -71,7 +71,9 @@ private:
                     bool all_logits);
     void forward(const int32_t* tokens, int n, float* logits_host, int n_out, const std::vector<SeqRows>& seqs,
                  int pos0);
-    void check_memory(const std::string& path) const;
+    size_t buffer_bytes() const;
+    void check_device_memory(const std::string& path) const;
+    void check_host_memory(const std::string& path) const;
 
     std::unique_ptr<gguf::File> file_;
     ModelConfig c_;
