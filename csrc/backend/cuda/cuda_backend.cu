@@ -465,16 +465,13 @@ private:
         }
     }
 
-    void ensure_stage() {
+    void upload(const Tensor& host, const quant::PlanarSplit& split, uint8_t* dst) {
         for (int i = 0; i < 2; ++i) {
             if (!stage_[i]) {
                 PHI_CUDA_CHECK(cudaHostAlloc(&stage_[i], kStageBytes, cudaHostAllocDefault));
                 PHI_CUDA_CHECK(cudaEventCreateWithFlags(&staged_[i], cudaEventDisableTiming));
             }
         }
-    }
-    void upload(const Tensor& host, const quant::PlanarSplit& split, uint8_t* dst) {
-        ensure_stage();
         const size_t row = host.row_bytes();
         if (row > kStageBytes) fail(ErrorKind::unsupported, "a weight row of ", row, " bytes is too long for CUDA");
         const int64_t rows_per_chunk = std::max<int64_t>(1, static_cast<int64_t>(kStageBytes / row));

@@ -5,8 +5,8 @@
 // then its warps stream weight rows, two rows (for SwiGLU, a gate row and its
 // up row) at a time: quantized weights a warp per pair of rows, each lane a
 // strided set of groups of 32-element units (QuantRead) dotted with dp4a
-// against the 8-bit activations (matvec_quant); float weights as even streams of 16-byte steps
-// over all warps (matvec_steps). What a kernel reads besides the activations
+// against the 8-bit activations (matvec_quant); float weights as even streams
+// of 16-byte steps over all warps (matvec_steps). What a kernel reads besides the activations
 // is requested before it waits for the kernel before it (PDL), or right after.
 #include <algorithm>
 #include <type_traits>
@@ -93,7 +93,7 @@ __global__ void __launch_bounds__(kQuantThreads, kQuantMinBlocks) matvec_quant(M
 #pragma unroll
                 for (int s = 0; s < G; ++s) {
                     const int uu = g * G + s;                 // the unit in the row
-                    const int slot = G == 1 ? g : s * groups + g;  // = unit_slot<G>(uu): its staged activations
+                    const int slot = s * groups + g;           // = unit_slot<G>(uu): its staged activations
 #pragma unroll
                     for (int i = 0; i < 2; ++i) {
                         Unit un;

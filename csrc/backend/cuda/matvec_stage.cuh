@@ -151,6 +151,8 @@ __device__ __forceinline__ void quantize4(const MatvecParams& p, int t, int c, b
     s += __shfl_xor_sync(0xffffffffu, s, 1);
     if (!in) return;
     const int b = unit_slot<kGroup>(c / 8, nblk);
+    // (kGroup 1: c itself, spelled out: the general index, equal, compiled to
+    // other code, which spilled more registers in the Q8_0 and Q3_K kernels)
     reinterpret_cast<int*>(xq + t * p.K)[kGroup == 1 ? c : 8 * b + c % 8] =
         (q0 & 0xFF) | ((q1 & 0xFF) << 8) | ((q2 & 0xFF) << 16) | (static_cast<int>(q3 & 0xFF) << 24);
     if (lane % 8 == 0) xd[t * nblk + b] = d;
