@@ -56,8 +56,8 @@ constexpr int kI8MaxCode = 255;  // vpdpbusd sums in 32 bits: any unsigned code
 // rows per micro-panel: 6 x 2 vectors x (int + float) = 24 of 32 registers (4 x 3, 5 x 2 and
 // 8 x 1 measured within the noise of 6 x 2: 8192 x 3072 Q4_K/Q6_K/Q8_0, 128 tokens, 2 threads)
 constexpr int kI8Mr = 6;
-#elif defined(__AVXVNNI__)
-// AVX-VNNI: 256-bit vectors, 16 registers, vpdpbusd
+#else
+// 256-bit vectors, 16 registers: AVX-VNNI's vpdpbusd, or AVX2's maddubs + madd
 struct I8Vec {
     using V = __m256i;
     using F = __m256;
@@ -68,31 +68,12 @@ struct I8Vec {
         std::memcpy(&v, p, 4);
         return _mm256_set1_epi32(v);
     }
-    static V dp(V acc, V wu, V xs) { return _mm256_dpbusd_avx_epi32(acc, wu, xs); }
+#if defined(PHI_DPBUSD256)
+    static V dp(V acc, V wu, V xs) { return PHI_DPBUSD256(acc, wu, xs); }
     static constexpr bool kPairs16 = false;
     static V dp16(V acc, V, V) { return acc; }
     static V widen_add(V, V c) { return c; }
-    static F cvt(V v) { return _mm256_cvtepi32_ps(v); }
-    static F loadf(const float* p) { return _mm256_loadu_ps(p); }
-    static F bcastf(const float* p) { return _mm256_broadcast_ss(p); }
-    static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
-    static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
-    static F zerof() { return _mm256_setzero_ps(); }
-    static void storef(float* p, F v) { _mm256_storeu_ps(p, v); }
-};
-constexpr int kI8MaxCode = 255;
-constexpr int kI8Mr = 3;  // 3 x 2 x 2 = 12 of 16 registers
 #else
-struct I8Vec {
-    using V = __m256i;
-    using F = __m256;
-    static constexpr int kLanes = 8;
-    static V load(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
-    static V bcast(const void* p) {
-        int32_t v;
-        std::memcpy(&v, p, 4);
-        return _mm256_set1_epi32(v);
-    }
     static V dp(V acc, V wu, V xs) {
         return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(wu, xs), _mm256_set1_epi16(1)));
     }
@@ -101,6 +82,7 @@ struct I8Vec {
     static constexpr bool kPairs16 = true;
     static V dp16(V acc, V wu, V xs) { return _mm256_add_epi16(acc, _mm256_maddubs_epi16(wu, xs)); }
     static V widen_add(V s16, V c) { return _mm256_add_epi32(c, _mm256_madd_epi16(s16, _mm256_set1_epi16(1))); }
+#endif
     static F cvt(V v) { return _mm256_cvtepi32_ps(v); }
     static F loadf(const float* p) { return _mm256_loadu_ps(p); }
     static F bcastf(const float* p) { return _mm256_broadcast_ss(p); }
@@ -109,7 +91,11 @@ struct I8Vec {
     static F zerof() { return _mm256_setzero_ps(); }
     static void storef(float* p, F v) { _mm256_storeu_ps(p, v); }
 };
+#if defined(PHI_DPBUSD256)
+constexpr int kI8MaxCode = 255;
+#else
 constexpr int kI8MaxCode = 127;  // maddubs: 2 * 127 * 128 < 2^15
+#endif
 constexpr int kI8Mr = 3;        // 3 x 2 x 2 = 12 of 16 registers
 #endif
 constexpr int kI8Lanes = I8Vec::kLanes;

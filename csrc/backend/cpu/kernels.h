@@ -110,6 +110,24 @@ struct KernelTable {
     bool q4_0_x8_token_invariant;
 };
 
+// Defines an ISA file's `const KernelTable& name()`: on x86 builds filled once
+// by fill(&table) with the kernels that file compiled, elsewhere empty.
+#if defined(PHICPP_X86)
+#define PHI_ISA_KERNEL_TABLE(name, fill)                \
+    const KernelTable& name() {                         \
+        static KernelTable table; /* zero-initialized */ \
+        static const bool filled = (fill(&table), true); \
+        (void)filled;                                    \
+        return table;                                    \
+    }
+#else
+#define PHI_ISA_KERNEL_TABLE(name, fill) \
+    const KernelTable& name() {          \
+        static KernelTable empty;        \
+        return empty;                    \
+    }
+#endif
+
 const KernelTable& kernels_scalar();
 const KernelTable& kernels_avx2();    // entries null when built without x86
 const KernelTable& kernels_avxvnni();

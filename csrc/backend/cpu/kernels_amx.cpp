@@ -197,20 +197,9 @@ void fill_amx_table(KernelTable* t) {
 }
 
 } // namespace
-
-const KernelTable& kernels_amx() {
-    static KernelTable table;  // zero-initialized storage
-    static const bool filled = (fill_amx_table(&table), true);
-    (void)filled;
-    return table;
-}
-
-} // namespace phi::cpu
-#else
-namespace phi::cpu {
-const KernelTable& kernels_amx() {
-    static KernelTable empty;
-    return empty;
-}
 } // namespace phi::cpu
 #endif
+
+namespace phi::cpu {
+PHI_ISA_KERNEL_TABLE(kernels_amx, fill_amx_table)
+} // namespace phi::cpu

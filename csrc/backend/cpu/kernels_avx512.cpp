@@ -3,20 +3,8 @@
 
 #if defined(PHICPP_X86)
 #include "backend/cpu/kernels_x86_impl.h"
+#endif
 
 namespace phi::cpu {
-const KernelTable& kernels_avx512() {
-    static KernelTable table;  // zero-initialized storage
-    static const bool filled = (fill_x86_table(&table), true);
-    (void)filled;
-    return table;
-}
+PHI_ISA_KERNEL_TABLE(kernels_avx512, fill_x86_table)
 } // namespace phi::cpu
-#else
-namespace phi::cpu {
-const KernelTable& kernels_avx512() {
-    static KernelTable empty;
-    return empty;
-}
-} // namespace phi::cpu
-#endif

@@ -4,20 +4,8 @@
 
 #if defined(PHICPP_X86)
 #include "backend/cpu/kernels_x86_impl.h"
+#endif
 
 namespace phi::cpu {
-const KernelTable& kernels_avxvnni() {
-    static KernelTable table;  // zero-initialized storage
-    static const bool filled = (fill_x86_table(&table), true);
-    (void)filled;
-    return table;
-}
+PHI_ISA_KERNEL_TABLE(kernels_avxvnni, fill_x86_table)
 } // namespace phi::cpu
-#else
-namespace phi::cpu {
-const KernelTable& kernels_avxvnni() {
-    static KernelTable empty;
-    return empty;
-}
-} // namespace phi::cpu
-#endif
