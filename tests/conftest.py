@@ -5,11 +5,15 @@ tiny_model(kind, dtype=torch.float32) -> hfmodels.TinyModel
     disk across sessions; read-only, copy it (copy_model) before editing its files.
 tiny_gguf(kind, outtype="f16") -> Path
     that checkpoint converted by phicpp, once a session; read-only.
+module_tmp(name) -> Path
+    a new folder for a module-scoped fixture's files, removed when the module's tests end
+    (the suite would otherwise hold a few GB of models until the run ends).
 """
 from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -46,6 +50,17 @@ def tiny_gguf(tiny_model, tmp_path_factory):
         return made[(kind, outtype)]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory):
+    root = tmp_path_factory.mktemp("module")
+
+    def make(name: str) -> Path:
+        return Path(tempfile.mkdtemp(prefix=name, dir=root))
+
+    yield make
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

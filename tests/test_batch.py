@@ -23,8 +23,8 @@ def _devices():
 
 
 @pytest.fixture(scope="module")
-def ggufs(tiny_gguf, tmp_path_factory):
-    d = tmp_path_factory.mktemp("batch")
+def ggufs(tiny_gguf, module_tmp):
+    d = module_tmp("batch")
     out = {kind: tiny_gguf(kind) for kind in KINDS}
     for mix in ("Q4_0", "Q8_0", "Q4_K_M"):
         q = d / f"phi3_mini-{mix.lower()}.gguf"

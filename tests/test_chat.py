@@ -22,8 +22,8 @@ CONVO = [
 
 
 @pytest.fixture(scope="module")
-def ggufs(tiny_model, tmp_path_factory):
-    d = tmp_path_factory.mktemp("chat")
+def ggufs(tiny_model, module_tmp):
+    d = module_tmp("chat")
     out = {}
     for kind in ("phi3_mini", "phi4", "phi2"):
         out[kind] = d / f"{kind}.gguf"

@@ -16,8 +16,8 @@ import phicpp
 
 
 @pytest.fixture(scope="module")
-def gguf(tiny_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("cli") / "phi3_mini-f16.gguf"
+def gguf(tiny_model, module_tmp):
+    out = module_tmp("cli") / "phi3_mini-f16.gguf"
     phicpp.convert_hf_to_gguf(tiny_model("phi3_mini").path, out, "f16")
     return out
 
@@ -210,8 +210,8 @@ def test_quantize(gguf, tmp_path):
 
 # ---------------------------------------------------------------- one line per user error
 @pytest.fixture(scope="module")
-def bad_files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("bad")
+def bad_files(module_tmp):
+    d = module_tmp("bad")
     broken = d / "broken.gguf"
     broken.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 40)
     notgguf = d / "text.gguf"

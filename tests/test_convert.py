@@ -216,10 +216,10 @@ def test_reader_agrees_with_gguf_reader(converted, kind, outtype):
 
 
 @pytest.fixture(scope="module")
-def converted(tiny_model, tmp_path_factory):
+def converted(tiny_model, module_tmp):
     """converted(kind, outtype) -> (TinyModel, Gguf), each converted once per module."""
     done = {}
-    out_dir = tmp_path_factory.mktemp("gguf")
+    out_dir = module_tmp("gguf")
 
     def get(kind: str, outtype: str):
         if (kind, outtype) not in done:

@@ -41,8 +41,8 @@ def run(path, device, steps=8, **kw):
 
 
 @pytest.fixture(scope="module")
-def quantized(tmp_path_factory):
-    d = tmp_path_factory.mktemp("q")
+def quantized(module_tmp):
+    d = module_tmp("q")
     made = {}
 
     def get(mix):

@@ -161,8 +161,8 @@ def write_file(path: Path, alignment: int | None = None, tensors: bool = True) -
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory) -> tuple[Path, dict]:
-    path = tmp_path_factory.mktemp("gguf") / "sample.gguf"
+def sample(module_tmp) -> tuple[Path, dict]:
+    path = module_tmp("gguf") / "sample.gguf"
     return path, write_file(path)
 
 

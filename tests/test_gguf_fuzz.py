@@ -109,8 +109,8 @@ def layout(data: bytes) -> tuple[list[Field], int]:
 
 
 @pytest.fixture(scope="module")
-def valid(tmp_path_factory) -> bytes:
-    return build_valid(tmp_path_factory.mktemp("fuzzsrc") / "valid.gguf")
+def valid(module_tmp) -> bytes:
+    return build_valid(module_tmp("fuzzsrc") / "valid.gguf")
 
 
 class Opener:

@@ -52,7 +52,7 @@ N_PROMPT, N_GEN, N_CTX = 16, 32, 256
 
 
 @pytest.fixture(scope="module")
-def f32_model(tmp_path_factory):
+def f32_model(module_tmp):
     made = {}
 
     def get(shape: str) -> Path:
@@ -60,7 +60,7 @@ def f32_model(tmp_path_factory):
             from phicpp.models import default_model_path
             return Path(default_model_path())
         if shape not in made:
-            out = tmp_path_factory.mktemp("q") / f"{shape}-f32.gguf"
+            out = module_tmp("q") / f"{shape}-f32.gguf"
             args = RANDOM[shape]
             subprocess.run([sys.executable, str(MKRAND), args[0], str(VOCAB), str(out), *args[1:],
                             "--dtype", "f32", "--seed", "5"], check=True, capture_output=True)

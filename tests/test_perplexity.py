@@ -31,8 +31,8 @@ def sample_text() -> str:
 
 
 @pytest.fixture(scope="module")
-def ggufs(tiny_model, tmp_path_factory):
-    d = tmp_path_factory.mktemp("ppl")
+def ggufs(tiny_model, module_tmp):
+    d = module_tmp("ppl")
     out = {}
     for kind in ("phi3_mini", "phi2"):
         out[kind] = d / f"{kind}.gguf"
@@ -41,8 +41,8 @@ def ggufs(tiny_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
-    p = tmp_path_factory.mktemp("ppltext") / "text.txt"
+def text_file(module_tmp):
+    p = module_tmp("ppltext") / "text.txt"
     p.write_text(sample_text(), encoding="utf-8")
     return p
 

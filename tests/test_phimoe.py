@@ -208,7 +208,7 @@ VOCAB = Path(__file__).parent / "data" / "ggml-vocab-phi-3.gguf"
 
 
 @pytest.fixture(scope="module")
-def moe_blocks(tmp_path_factory):
+def moe_blocks(module_tmp):
     """A random Phi-3.5-MoE-shaped F32 file whose rows are whole K-quant blocks
     (tools/mkrand_gguf.py phimoe-tiny: hidden 256, expert FF 512), 2 layers of 2
     experts and router jitter 0: SparseMixer then gives both experts weight 1 at
@@ -216,7 +216,7 @@ def moe_blocks(tmp_path_factory):
     the second is alone among the rest), so the block is continuous in its input and
     what quantized weights change is the kernels' doing, not a routing flip (with more
     experts, 8-bit activations tip near-ties: single steps then move by ~0.2)."""
-    out = tmp_path_factory.mktemp("moe") / "moe-f32.gguf"
+    out = module_tmp("moe") / "moe-f32.gguf"
     subprocess.run([sys.executable, str(MKRAND), "phimoe-tiny", str(VOCAB), str(out), "--layers", "2",
                     "--experts", "2", "--jitter", "0", "--dtype", "f32", "--seed", "3"], check=True, capture_output=True)
     return out

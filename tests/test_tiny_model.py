@@ -101,8 +101,8 @@ def heldout_windows(f16) -> list[list[int]]:
 
 
 @pytest.fixture(scope="module")
-def ppl(f16, heldout_windows, tmp_path_factory) -> dict[str, float]:
-    out = tmp_path_factory.mktemp("tiny")
+def ppl(f16, heldout_windows, module_tmp) -> dict[str, float]:
+    out = module_tmp("tiny")
     result = {"F16": perplexity(f16, heldout_windows)}
     for mix in ("Q8_0", "Q4_K_M"):
         dst = out / f"phi-tiny-code-{mix}.gguf"

@@ -64,10 +64,10 @@ def write_bpe_vocab_gguf(tokenizer_json: Path, pre: str, out: Path) -> None:
 
 
 @pytest.fixture(scope="module", params=["phi2", "phi4", "phi4_mini"])
-def bpe_pair(request, tmp_path_factory):
+def bpe_pair(request, module_tmp):
     from tokenizers import Tokenizer as HFTokenizer
 
-    d = tmp_path_factory.mktemp(request.param)
+    d = module_tmp(request.param)
     reftok.write_tokenizer(request.param, d)
     write_bpe_vocab_gguf(d / "tokenizer.json", PRE[request.param], d / "vocab.gguf")
     return request.param, Tokenizer.from_gguf(d / "vocab.gguf"), HFTokenizer.from_file(str(d / "tokenizer.json"))
