@@ -1,0 +1,55 @@
+"""tools/eval_code.py: its tasks tell right bodies from wrong ones, and its harness cuts
+and runs completions as documented."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import eval_code  # noqa: E402
+from code_tasks import TASKS  # noqa: E402
+
+
+def test_enough_distinct_tasks():
+    names = [t.name for t in TASKS]
+    assert len(names) >= 20 and len(set(names)) == len(names)
+    for t in TASKS:
+        compile(t.prompt + t.solution, t.name, "exec")  # the prompt is a function head
+        assert f"def {t.name}(" in t.prompt, t.name
+
+
+def test_every_reference_body_passes():
+    results = eval_code.evaluate(lambda prompt: next(t.solution for t in TASKS if t.prompt == prompt))
+    failed = [(r["task"], r["error"]) for r in results if not r["passed"]]
+    assert not failed
+
+
+@pytest.mark.parametrize("wrong", ["    return None\n", "    pass\n", "    return 0\n"])
+def test_wrong_bodies_fail(wrong):
+    passed = [r["task"] for r in eval_code.evaluate(lambda prompt: wrong) if r["passed"]]
+    assert not passed
+
+
+def test_the_completion_ends_with_the_function():
+    text = "\n    return a + b\n\n\nprint(add(1, 2))\nimport os\n"
+    assert eval_code.function_body(text) == "\n    return a + b\n"
+    # blank lines and nested blocks stay; a decorator or a comment at column 0 ends it
+    text = "\n    if a:\n\n        return 1\n    return 2\n# done\n"
+    assert eval_code.function_body(text) == "\n    if a:\n\n        return 1\n    return 2\n"
+
+
+def test_a_looping_completion_times_out_and_fails():
+    task = TASKS[0]
+    passed, error = eval_code.run_task(task, "    while True:\n        pass\n", timeout_s=1.0)
+    assert not passed and "timed out" in error
+
+
+def test_the_shipped_model_runs_through_the_harness():
+    """The harness drives the real engine (greedy, cut, run); the score is the model card's business."""
+    from phicpp.models import default_model_path
+    complete = eval_code.model_completer(str(default_model_path()), max_tokens=24, threads=0)
+    results = eval_code.evaluate(complete, TASKS[:3])
+    assert [r["task"] for r in results] == [t.name for t in TASKS[:3]]
+    assert all(r["completion"] and isinstance(r["passed"], bool) for r in results)
