@@ -7,6 +7,7 @@ own output; values are checked against the safetensors the HF model saved.
 from __future__ import annotations
 
 import json
+import os
 import math
 import shutil
 import struct
@@ -563,6 +564,17 @@ def test_output_into_folder_and_config_without_architectures(tiny_model, copy_mo
     path = convert_hf_to_gguf(d, out_dir, "f32")
     assert path == out_dir / "phi4-hf-f32.gguf" and path.is_file()
     assert read_gguf(path).kv["general.architecture"] == "phi3"
+
+
+def test_output_has_the_mode_of_a_new_file(tiny_model, tmp_path):
+    """Written through a private temporary file, the result still gets 0666 & ~umask, as
+    any new file (and as llama.cpp's converter writes it), not the temporary's 0600."""
+    old = os.umask(0o022)
+    try:
+        path = convert_hf_to_gguf(tiny_model("phi2").path, tmp_path / "m.gguf", "f16")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_missing_folder(tmp_path):
