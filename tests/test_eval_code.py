@@ -53,3 +53,11 @@ def test_the_shipped_model_runs_through_the_harness():
     results = eval_code.evaluate(complete, TASKS[:3])
     assert [r["task"] for r in results] == [t.name for t in TASKS[:3]]
     assert all(r["completion"] and isinstance(r["passed"], bool) for r in results)
+
+
+def test_names_in_corpus_counts_definitions_only(tmp_path):
+    corpus = tmp_path / "train.txt"
+    corpus.write_text("def add(a, b):\n    return a + b\nx = add(1, 2)\ndef add_all(xs): pass\n"
+                      "class A:\n    def fizzbuzz(self): pass\n")
+    seen = eval_code.names_in_corpus(corpus, TASKS)
+    assert seen["add"] == 1 and seen["fizzbuzz"] == 1 and seen["fibonacci"] == 0

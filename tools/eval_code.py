@@ -9,6 +9,10 @@ memory limit. A task passes when that process exits 0. pass@1 = passed / tasks.
     PYTHONPATH=build/dev/py python tools/eval_code.py                  # the shipped model
     PYTHONPATH=build/dev/py python tools/eval_code.py -m model.gguf --show --json out.json
 
+With --corpus TRAIN.txt it also says which tasks' function names are defined in the
+training text (`def name(`), and gives pass@1 on the tasks whose names are not: those
+the model cannot have seen under their own name.
+
 Only code the model wrote runs, each task in its own process, with a CPU-time and an
 address-space limit and a wall-clock timeout; still, run it on models you trust as much
 as any other code you execute.
@@ -80,6 +84,13 @@ def evaluate(complete: Callable[[str], str], tasks: Iterable[Task] = TASKS, time
     return results
 
 
+def names_in_corpus(corpus: Path, tasks: Iterable[Task]) -> dict[str, int]:
+    """How often each task's function is defined (`def name(`) in a training text."""
+    import re
+    text = corpus.read_text(encoding="utf-8", errors="replace")
+    return {t.name: len(re.findall(rf"\bdef {re.escape(t.name)}\(", text)) for t in tasks}
+
+
 def model_completer(path: str, max_tokens: int, threads: int) -> Callable[[str], str]:
     import phicpp
     model = phicpp.Model(path, n_ctx=1024, n_threads=threads)
@@ -99,6 +110,7 @@ def main() -> int:
     ap.add_argument("--task", action="append", help="run only these tasks (repeatable)")
     ap.add_argument("--show", action="store_true", help="print every completion")
     ap.add_argument("--json", help="write the per-task results here")
+    ap.add_argument("--corpus", type=Path, help="training text: report which task names it defines")
     args = ap.parse_args()
 
     path = args.model
@@ -116,6 +128,15 @@ def main() -> int:
     passed = sum(r["passed"] for r in results)
     print(f"pass@1 {passed}/{len(results)} = {passed / len(results):.3f}  ({Path(path).name}, greedy, "
           f"{args.max_tokens} tokens at most)")
+    if args.corpus:
+        seen = names_in_corpus(args.corpus, tasks)
+        for r in results:
+            r["defined_in_corpus"] = seen[r["task"]]
+        unseen = [r for r in results if not r["defined_in_corpus"]]
+        print(f"defined in {args.corpus.name}: {', '.join(f'{n} ({c})' for n, c in seen.items() if c) or 'none'}")
+        if unseen:
+            print(f"pass@1 on the {len(unseen)} tasks whose names it does not define: "
+                  f"{sum(r['passed'] for r in unseen)}/{len(unseen)}")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": str(path), "max_tokens": args.max_tokens, "passed": passed,
                                                "tasks": len(results), "results": results}, indent=1))

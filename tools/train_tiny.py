@@ -58,11 +58,22 @@ SAMPLE_PROMPTS = ["def fibonacci(n):", "import os\n", "class Stack:", "def is_pr
 
 # ----------------------------------------------------------------------------- tokenizer
 
-def train_tokenizer(corpus: Path, out: Path, vocab_size: int, ctx: int) -> None:
+def train_tokenizer(corpus: Path, out: Path, vocab_size: int, ctx: int, max_bytes: int = 0, seed: int = 1234) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     docs = (corpus / "train.txt").read_text(encoding="utf-8").split(EOT)
+    if max_bytes and sum(map(len, docs)) > max_bytes:
+        # a seeded sample of whole documents: BPE merges settle long before hundreds of MB
+        order = list(range(len(docs)))
+        random.Random(seed).shuffle(order)
+        picked, total = [], 0
+        for i in order:
+            if total >= max_bytes:
+                break
+            picked.append(i)
+            total += len(docs[i])
+        docs = [docs[i] for i in sorted(picked)]
     tok = Tokenizer(models.BPE())
     # use_regex=True is GPT-2's split regex, which llama.cpp applies for pre-tokenizer "gpt-2"
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -86,14 +97,15 @@ def encode_split(tokenizer, path: Path):
     """One stream of ids: every document followed by <|endoftext|>."""
     import numpy as np
 
-    eot = tokenizer.convert_tokens_to_ids(EOT)
+    eot = np.asarray([tokenizer.convert_tokens_to_ids(EOT)], dtype=np.int32)
     docs = [d for d in path.read_text(encoding="utf-8").split(EOT) if d]
     backend = tokenizer.backend_tokenizer
-    out = []
-    for enc in backend.encode_batch(docs, add_special_tokens=False):
-        out.extend(enc.ids)
-        out.append(eot)
-    return np.asarray(out, dtype=np.int32)
+    parts = []
+    for b in range(0, len(docs), 4096):  # batches: the tokenizer's threads, bounded memory
+        for enc in backend.encode_batch(docs[b:b + 4096], add_special_tokens=False):
+            parts.append(np.asarray(enc.ids, dtype=np.int32))
+            parts.append(eot)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
 
 
 # ----------------------------------------------------------------------------- training
@@ -102,7 +114,7 @@ def build_model(args, vocab_size: int, eot_id: int):
     from transformers import PhiConfig, PhiForCausalLM
 
     cfg = PhiConfig(
-        vocab_size=vocab_size, hidden_size=args.d_model, intermediate_size=4 * args.d_model,
+        vocab_size=vocab_size, hidden_size=args.d_model, intermediate_size=args.mlp or 4 * args.d_model,
         num_hidden_layers=args.layers, num_attention_heads=args.d_model // args.head_dim,
         num_key_value_heads=args.d_model // args.head_dim, max_position_embeddings=args.ctx,
         partial_rotary_factor=0.5, rope_theta=10000.0, hidden_act="gelu_new", layer_norm_eps=1e-5,
@@ -111,10 +123,15 @@ def build_model(args, vocab_size: int, eot_id: int):
     return PhiForCausalLM(cfg)
 
 
-def lr_at(step: int, args) -> float:
+def lr_at(step: int, args, elapsed_s: float = 0.0) -> float:
+    """Linear warmup, then cosine to min_lr at the end of the run: at --steps, or, with
+    --schedule-by-time, at --max-minutes, whichever comes first (so a run that must fit in
+    one device call still ends its schedule, whatever the machine's speed)."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
     t = (step - args.warmup) / max(1, args.steps - args.warmup)
+    if getattr(args, "schedule_by_time", False):
+        t = max(t, elapsed_s / (args.max_minutes * 60))
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
@@ -154,6 +171,29 @@ def samples(model, tokenizer, device, max_new_tokens: int) -> dict[str, str]:
         out[prompt] = tokenizer.decode(y[0], skip_special_tokens=False)
     model.train()
     return out
+
+
+def code_pass_at_1(model, tokenizer, device, max_new_tokens: int) -> dict:
+    """tools/eval_code.py's tasks, greedy through transformers (the engine's own run of the
+    converted file is the number that counts; this one tracks training)."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import eval_code
+
+    model.eval()
+
+    def complete(prompt: str) -> str:
+        x = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(device)
+        with torch.no_grad():
+            y = model.generate(x, max_new_tokens=max_new_tokens, do_sample=False, stop_strings=eval_code.STOPS,
+                               tokenizer=tokenizer, eos_token_id=tokenizer.eos_token_id,
+                               pad_token_id=tokenizer.eos_token_id)
+        return tokenizer.decode(y[0, x.shape[1]:], skip_special_tokens=True)
+    results = eval_code.evaluate(complete)
+    model.train()
+    passed = [r["task"] for r in results if r["passed"]]
+    return {"passed": len(passed), "tasks": len(results), "passed_tasks": passed}
 
 
 def hardware() -> str:
@@ -213,8 +253,9 @@ def train(args) -> dict:
             stopped_early = True
             print(f"time budget reached at step {step}", flush=True)
             break
+        lr = lr_at(step, args, time.time() - t_train)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args)
+            g["lr"] = lr
         starts = torch.randint(0, n_windows, (args.batch,), generator=gen)
         xy = torch.stack([train_t[s:s + args.ctx + 1] for s in starts.tolist()]).to(device, non_blocking=True)
         with autocast:
@@ -225,7 +266,7 @@ def train(args) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         opt.step()
         if step % args.log_every == 0 or step == args.steps - 1:
-            entry = {"step": step, "loss": round(loss.item(), 4), "lr": round(lr_at(step, args), 6),
+            entry = {"step": step, "loss": round(loss.item(), 4), "lr": round(lr, 6),
                      "seconds": round(time.time() - t_train, 1)}
             if step % args.eval_every == 0 and step > 0:
                 hl, _ = heldout_loss(model, held_ids, args.ctx, device, max_tokens=args.eval_tokens)
@@ -255,6 +296,9 @@ def train(args) -> dict:
     outs = samples(model, tokenizer, device, args.sample_tokens)
     for p, s in outs.items():
         print(f"--- sample {p!r}\n{s}\n", flush=True)
+    code = code_pass_at_1(model, tokenizer, device, 128)
+    print(f"pass@1 (transformers, greedy) {code['passed']}/{code['tasks']}: {', '.join(code['passed_tasks'])}",
+          flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
     model.float().save_pretrained(str(args.out), safe_serialization=True)
@@ -285,7 +329,7 @@ def train(args) -> dict:
         "train_seconds": round(train_seconds, 1), "total_seconds": round(time.time() - t0, 1),
         "final_train_loss": round(final_train_loss, 4),
         "heldout_loss": round(held, 4), "heldout_ppl": round(math.exp(held), 4),
-        "heldout_eval_tokens": held_count, "curve": curve, "samples": outs,
+        "heldout_eval_tokens": held_count, "curve": curve, "samples": outs, "pass_at_1": code,
     }
     (args.out / "train_result.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
@@ -347,6 +391,8 @@ def main(argv=None) -> int:
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--vocab", type=int, default=8192)
     t.add_argument("--ctx", type=int, default=1024)
+    t.add_argument("--max-bytes", type=int, default=0, help="train on a seeded sample of this many bytes (0: all)")
+    t.add_argument("--seed", type=int, default=1234)
     m = sub.add_parser("train", help="train the model and save a Hugging Face checkpoint")
     m.add_argument("--corpus", type=Path, required=True)
     m.add_argument("--tokenizer", type=Path, required=True)
@@ -355,6 +401,7 @@ def main(argv=None) -> int:
     m.add_argument("--d-model", type=int, default=256)
     m.add_argument("--layers", type=int, default=8)
     m.add_argument("--head-dim", type=int, default=64)
+    m.add_argument("--mlp", type=int, default=0, help="MLP width (default 4 x d_model)")
     m.add_argument("--ctx", type=int, default=1024)
     m.add_argument("--dropout", type=float, default=0.1)
     m.add_argument("--batch", type=int, default=64)
@@ -365,6 +412,8 @@ def main(argv=None) -> int:
     m.add_argument("--weight-decay", type=float, default=0.1)
     m.add_argument("--clip", type=float, default=1.0)
     m.add_argument("--max-minutes", type=float, default=7.0, help="stop the loop early past this")
+    m.add_argument("--schedule-by-time", action="store_true",
+                   help="end the cosine schedule at --max-minutes (if sooner than --steps)")
     m.add_argument("--log-every", type=int, default=25)
     m.add_argument("--eval-every", type=int, default=100)
     m.add_argument("--eval-tokens", type=int, default=65536, help="held-out tokens for in-loop evals")
@@ -382,7 +431,7 @@ def main(argv=None) -> int:
         if args.out:
             args.out.write_text(json.dumps(res, indent=1) + "\n")
     elif args.stage == "tokenizer":
-        train_tokenizer(args.corpus, args.out, args.vocab, args.ctx)
+        train_tokenizer(args.corpus, args.out, args.vocab, args.ctx, args.max_bytes, args.seed)
     else:
         train(args)
     return 0

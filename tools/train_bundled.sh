@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Make the bundled code model in one device call (issue 20): corpus from the machine's
+# own Python (stdlib + installed distributions that state a license) plus the textbook-like
+# wheels carried in .corpus-wheels/, a code BPE, PhiForCausalLM trained on the GPU with a
+# schedule that ends inside the call, then phicpp convert (F16), quantize (Q8_0) and
+# pass@1 of the quantized file through phicpp's own engine. Everything the model card
+# needs comes back under $OUT (or OUT=... here).
+#
+#   here:   pip download --no-deps -d .corpus-wheels algorithms==1.0.1 pygorithm==1.0.4
+#           tools/device_build.sh /path/to/python3.12          # python/phicpp/_core*.so
+#   device: run(command="bash tools/train_bundled.sh",
+#               carry=[".corpus-wheels", ".devdeps", "python/phicpp/_core.cpython-312-x86_64-linux-gnu.so"])
+#
+# Sizes (env): D_MODEL=384 LAYERS=10 MLP=1536 VOCAB=7168 -> ~23.2M parameters, a Q8_0 file
+# under 25 MB. MINUTES: the training loop's budget (the rest of the call: ~3 min).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:?set OUT to the folder for the results}
+W=${WORK:-/tmp/bundled}
+PY=${PY:-python3}
+export PYTHONPATH=${PHICPP_PATH:-$PWD/python}:$PWD/.devdeps${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+mkdir -p "$W" "$OUT"
+t0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+
+stamp corpus
+wheels=()
+[ -d .corpus-wheels ] && wheels=(--wheels .corpus-wheels --repeat-wheels "${REPEAT_WHEELS:-4}")
+"$PY" tools/make_tiny_corpus.py --out "$W/corpus" --packages "${wheels[@]}" \
+    --code-bytes-per-package "${CODE_BYTES:-8000000}" | tee "$OUT/corpus.log"
+cp "$W/corpus/corpus.json" "$W/corpus/licenses.tsv" "$OUT/"
+gzip -c "$W/corpus/manifest.tsv" > "$OUT/manifest.tsv.gz"
+
+stamp tokenizer
+"$PY" tools/train_tiny.py tokenizer --corpus "$W/corpus" --out "$W/tok" --vocab "${VOCAB:-7168}" \
+    --max-bytes "${TOK_BYTES:-60000000}"
+
+stamp train
+"$PY" tools/train_tiny.py train --corpus "$W/corpus" --tokenizer "$W/tok" --out "$W/phi-tiny-code" \
+    --d-model "${D_MODEL:-384}" --layers "${LAYERS:-10}" --mlp "${MLP:-1536}" --batch "${BATCH:-64}" \
+    --steps "${STEPS:-100000}" --max-minutes "${MINUTES:-5.5}" --schedule-by-time --dropout "${DROPOUT:-0.0}" \
+    --lr "${LR:-2e-3}" --min-lr "${MIN_LR:-1e-4}" --eval-every 500 --log-every 100 2>&1 | tee "$OUT/train.log"
+cp "$W/phi-tiny-code/train_result.json" "$W/phi-tiny-code/config.json" "$OUT/"
+
+stamp convert
+"$PY" -m phicpp convert "$W/phi-tiny-code" -o "$OUT/phi-tiny-code-f16.gguf" --outtype f16
+"$PY" -m phicpp quantize "$OUT/phi-tiny-code-f16.gguf" "$OUT/phi-tiny-code-q8_0.gguf" Q8_0
+gzip -c "$W/corpus/heldout.txt" > "$OUT/heldout.txt.gz"
+
+stamp eval
+for f in q8_0 f16; do
+  "$PY" tools/eval_code.py -m "$OUT/phi-tiny-code-$f.gguf" --corpus "$W/corpus/train.txt" \
+      --json "$OUT/eval-$f.json" --show > "$OUT/eval-$f.txt" || true
+  tail -3 "$OUT/eval-$f.txt"
+done
+stamp done
