@@ -6,7 +6,11 @@
 # pass@1 of the quantized file through phicpp's own engine. Everything the model card
 # needs comes back under $OUT (or OUT=... here).
 #
-#   here:   pip download --no-deps -d .corpus-wheels algorithms==1.0.1 pygorithm==1.0.4
+#   here:   pip download --no-deps -d .corpus-wheels algorithms==1.0.1 pygorithm==1.0.4 \
+#               pydash==8.1.0 boltons==26.2.0 more-itertools==11.2.1 toolz==1.2.0 funcy==2.1 \
+#               inflection==0.5.1 humanize==4.17.0 python-string-utils==1.0.0
+#           (small pure-Python libraries of short documented functions, MIT/BSD: the
+#           "textbook" part, written REPEAT_WHEELS times into the training text)
 #           tools/device_build.sh /path/to/python3.12          # python/phicpp/_core*.so
 #   device: run(command="bash tools/train_bundled.sh",
 #               carry=[".corpus-wheels", ".devdeps", "python/phicpp/_core.cpython-312-x86_64-linux-gnu.so"])
