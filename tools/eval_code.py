@@ -62,8 +62,11 @@ def run_task(task: Task, body: str, timeout_s: float = 5.0) -> tuple[bool, str]:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "task.py"
         path.write_text(source, encoding="utf-8")
+        # the task is plain Python: no preloaded libraries (a sanitizer runtime preloaded into the
+        # test run cannot reserve its shadow memory under the address-space limit)
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
         try:
-            proc = subprocess.run([sys.executable, "-I", str(path)], cwd=d, capture_output=True, text=True,
+            proc = subprocess.run([sys.executable, "-I", str(path)], cwd=d, capture_output=True, text=True, env=env,
                                   timeout=timeout_s, preexec_fn=_limits(int(timeout_s) + 1, 1 << 30))
         except subprocess.TimeoutExpired:
             return False, f"timed out after {timeout_s:g} s"

@@ -21,6 +21,8 @@ file does not depend on which other files exist.
 Output (in --out):
   train.txt, heldout.txt   documents joined by the separator <|endoftext|>
   manifest.tsv             split, bytes, sha256 and source path of every kept file
+  textbook.txt             the train split's --wheels files, once each (for train_tiny.py's
+                           annealing phase)
   licenses.tsv             each distribution that contributed code or docs: name, version,
                            license as its metadata states it, files and bytes kept
   corpus.json              counts, the Python that produced it, the options used
@@ -293,6 +295,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
     splits: dict[str, list[str]] = {"train": [], "heldout": []}
+    textbook: list[str] = []
     manifest = []
     licenses: dict[str, dict] = {}
     # (kind, documents); earlier sources win exact duplicates (stdlib before a vendored copy)
@@ -318,6 +321,7 @@ def main(argv=None) -> int:
             repeat = args.repeat_library if split == "train" and is_library_source(rel) else 1
             if source_kind == "wheels" and split == "train":
                 repeat = args.repeat_wheels
+                textbook.append(text)
             dist = licenses.get(rel.split("/", 1)[0])
             if dist is not None:
                 dist["files"] += 1
@@ -331,6 +335,8 @@ def main(argv=None) -> int:
 
     for split, docs in splits.items():
         (args.out / f"{split}.txt").write_text(EOT.join(docs), encoding="utf-8")
+    if textbook:
+        (args.out / "textbook.txt").write_text(EOT.join(textbook), encoding="utf-8")
     (args.out / "manifest.tsv").write_text("\n".join(manifest) + "\n", encoding="utf-8")
     (args.out / "licenses.tsv").write_text("name\tversion\tlicense\tfiles\tbytes\n" + "".join(
         f"{e['name']}\t{e['version']}\t{e['license']}\t{e['files']}\t{e['bytes']}\n"

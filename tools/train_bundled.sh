@@ -43,6 +43,7 @@ stamp train
 "$PY" tools/train_tiny.py train --corpus "$W/corpus" --tokenizer "$W/tok" --out "$W/phi-tiny-code" \
     --d-model "${D_MODEL:-384}" --layers "${LAYERS:-10}" --mlp "${MLP:-1536}" --batch "${BATCH:-64}" \
     --steps "${STEPS:-100000}" --max-minutes "${MINUTES:-5.5}" --schedule-by-time --dropout "${DROPOUT:-0.0}" \
+    --anneal-fraction "${ANNEAL:-0.2}" --anneal-mix "${ANNEAL_MIX:-0.5}" \
     --lr "${LR:-2e-3}" --min-lr "${MIN_LR:-1e-4}" --eval-every 500 --log-every 100 2>&1 | tee "$OUT/train.log"
 cp "$W/phi-tiny-code/train_result.json" "$W/phi-tiny-code/config.json" "$OUT/"
 

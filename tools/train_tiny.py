@@ -123,10 +123,18 @@ def build_model(args, vocab_size: int, eot_id: int):
     return PhiForCausalLM(cfg)
 
 
+def schedule_progress(step: int, args, elapsed_s: float = 0.0) -> float:
+    """0 -> 1 over the run: to --steps, or, with --schedule-by-time, to --max-minutes,
+    whichever comes first (so a run that must fit in one device call still ends its
+    schedule, whatever the machine's speed)."""
+    t = step / max(1, args.steps)
+    if getattr(args, "schedule_by_time", False):
+        t = max(t, elapsed_s / (args.max_minutes * 60))
+    return min(1.0, t)
+
+
 def lr_at(step: int, args, elapsed_s: float = 0.0) -> float:
-    """Linear warmup, then cosine to min_lr at the end of the run: at --steps, or, with
-    --schedule-by-time, at --max-minutes, whichever comes first (so a run that must fit in
-    one device call still ends its schedule, whatever the machine's speed)."""
+    """Linear warmup, then cosine to min_lr at the end of the schedule."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
     t = (step - args.warmup) / max(1, args.steps - args.warmup)
@@ -242,6 +250,18 @@ def train(args) -> dict:
     gen = torch.Generator().manual_seed(args.seed)
     train_t = torch.as_tensor(train_ids, dtype=torch.long)
     n_windows = len(train_t) - args.ctx - 1
+    # Annealing on the textbook part (corpus textbook.txt: the short documented functions of
+    # --wheels): in the last --anneal-fraction of the schedule, --anneal-mix of every batch's
+    # windows come from it (as Phi-1's fine-tuning on exercises, and the high-quality
+    # annealing phase of later models, at the end of the learning-rate decay).
+    book_t, n_book = None, 0
+    if args.anneal_fraction > 0 and (args.corpus / "textbook.txt").is_file():
+        book_ids = encode_split(tokenizer, args.corpus / "textbook.txt")
+        if len(book_ids) > args.ctx + 1:
+            book_t = torch.as_tensor(book_ids, dtype=torch.long)
+            n_book = len(book_t) - args.ctx - 1
+            print(f"textbook: {len(book_ids):,} tokens for the last {args.anneal_fraction:.0%} "
+                  f"({args.anneal_mix:.0%} of each batch)", flush=True)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     curve = []
@@ -256,8 +276,14 @@ def train(args) -> dict:
         lr = lr_at(step, args, time.time() - t_train)
         for g in opt.param_groups:
             g["lr"] = lr
-        starts = torch.randint(0, n_windows, (args.batch,), generator=gen)
-        xy = torch.stack([train_t[s:s + args.ctx + 1] for s in starts.tolist()]).to(device, non_blocking=True)
+        n_from_book = 0
+        if book_t is not None and schedule_progress(step, args, time.time() - t_train) >= 1 - args.anneal_fraction:
+            n_from_book = round(args.batch * args.anneal_mix)
+        starts = torch.randint(0, n_windows, (args.batch - n_from_book,), generator=gen)
+        windows = [train_t[s:s + args.ctx + 1] for s in starts.tolist()]
+        if n_from_book:
+            windows += [book_t[s:s + args.ctx + 1] for s in torch.randint(0, n_book, (n_from_book,), generator=gen).tolist()]
+        xy = torch.stack(windows).to(device, non_blocking=True)
         with autocast:
             logits = model(input_ids=xy[:, :-1]).logits
         loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.shape[-1]), xy[:, 1:].reshape(-1))
@@ -412,6 +438,9 @@ def main(argv=None) -> int:
     m.add_argument("--weight-decay", type=float, default=0.1)
     m.add_argument("--clip", type=float, default=1.0)
     m.add_argument("--max-minutes", type=float, default=7.0, help="stop the loop early past this")
+    m.add_argument("--anneal-fraction", type=float, default=0.0,
+                   help="the last fraction of the schedule mixes in the corpus's textbook.txt")
+    m.add_argument("--anneal-mix", type=float, default=0.5, help="share of each batch from textbook.txt then")
     m.add_argument("--schedule-by-time", action="store_true",
                    help="end the cosine schedule at --max-minutes (if sooner than --steps)")
     m.add_argument("--log-every", type=int, default=25)
