@@ -216,23 +216,56 @@ struct I8Q4_0 {
 };
 
 // Q4_0 in the interleaved x8 layout (quant/repack.h): row r's qs are its 4
-// quads of 4 bytes in the records of its group of 8.
+// quads of 4 bytes in the records of its group of 8. Converted a whole group
+// at a time (convert_q4_0_x8_block), not a row at a time.
 struct I8Q4_0x8 {
     static constexpr int G = 1, kOff = 8, kMaxCode = 15;
     static constexpr bool kMins = false;
-    static void rows(const uint8_t* data, int64_t K, int64_t r, int64_t k0, int kc, uint8_t* q, float* A) {
-        const int64_t nb = K / QK;
-        const auto* grp = reinterpret_cast<const BlockQ4_0x8*>(data) + (r / kQ4_0x8Rows) * nb;
-        const int l = static_cast<int>(r % kQ4_0x8Rows);
+};
+
+// The rows [mb, mb + rows) of interleaved Q4_0 over the K block [k0, k0 + kc)
+// into the panels of a row block (row mb + i to panel i / MR, slot i % MR),
+// a group of 8 rows at a time: a record's four 32-byte quad planes (the
+// dword of row l in lane l of each) transpose in 8 unpacks into the rows'
+// 16 code bytes, two rows a register, which split into nibbles in element
+// order. A row at a time (4 dword loads and inserts per row and block) cost a
+// quarter of the prefill GEMM's time on Zen 5. mb and rows are multiples of
+// 8: the layout exists only for such tensors, and row blocks are whole groups.
+template <int MR>
+inline void convert_q4_0_x8_block(const GemmI8Args& a, int64_t mb, int rows, int64_t k0, int kc,
+                                  I8PanelOf<MR>* panels) {
+    const int64_t nb = a.K / QK;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int g = 0; g < rows / kQ4_0x8Rows; ++g) {
+        const auto* rec = reinterpret_cast<const BlockQ4_0x8*>(a.w) + (mb / kQ4_0x8Rows + g) * nb + k0 / QK;
+        uint8_t* q[kQ4_0x8Rows];
+        float* A[kQ4_0x8Rows];
+        for (int l = 0; l < kQ4_0x8Rows; ++l) {
+            const int i = g * kQ4_0x8Rows + l;
+            q[l] = panels[i / MR].q[i % MR];
+            A[l] = panels[i / MR].A[i % MR];
+        }
         for (int ib = 0; ib < kc / QK; ++ib) {
-            const BlockQ4_0x8& b = grp[k0 / QK + ib];
-            alignas(16) uint8_t qs[16];
-            for (int j = 0; j < 4; ++j) std::memcpy(qs + 4 * j, b.qs[j][l], 4);
-            store32(q + QK * ib, nibbles_32(qs));
-            A[ib] = h2f(b.d[l]);
+            const BlockQ4_0x8& b = rec[ib];
+            const auto plane = [&](int j) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs[j])); };
+            const __m256i q0 = plane(0), q1 = plane(1), q2 = plane(2), q3 = plane(3);
+            const __m256i t0 = _mm256_unpacklo_epi32(q0, q1), t1 = _mm256_unpackhi_epi32(q0, q1);
+            const __m256i t2 = _mm256_unpacklo_epi32(q2, q3), t3 = _mm256_unpackhi_epi32(q2, q3);
+            // rows j (low lane) and j + 4 (high lane)
+            const __m256i r[4] = {_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2),
+                                  _mm256_unpacklo_epi64(t1, t3), _mm256_unpackhi_epi64(t1, t3)};
+            for (int j = 0; j < 4; ++j) {
+                const __m256i lo = _mm256_and_si256(r[j], m4);
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(r[j], 4), m4);
+                store32(q[j] + QK * ib, _mm256_permute2x128_si256(lo, hi, 0x20));
+                store32(q[j + 4] + QK * ib, _mm256_permute2x128_si256(lo, hi, 0x31));
+            }
+            alignas(32) float d[kQ4_0x8Rows];
+            _mm256_store_ps(d, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.d))));
+            for (int l = 0; l < kQ4_0x8Rows; ++l) A[l][ib] = d[l];
         }
     }
-};
+}
 
 // K-quants (F from kernels_x86_impl.h): F::unpack gives u; Q6_K's weights
 // are A * (u - 32), Q3_K's A * (u - 4). Q4_K / Q5_K have one scale per 32
@@ -380,10 +413,30 @@ inline void i8_micro_rows(int mr, const I8Panel& p, int nb, const I8Tiles& X, fl
 
 template <class U, class Panel>
 inline void i8_convert_row(const GemmI8Args& a, int64_t r, int64_t k0, int kc, Panel& p, int i) {
-    if constexpr (std::is_same_v<U, I8Q4_0x8>) {
-        U::rows(a.w, a.K, r, k0, kc, p.q[i], p.A[i]);
-    } else {
-        U::row(a.w + r * a.w_stride, k0, kc, p.q[i], p.A[i], p.B[i]);
+    U::row(a.w + r * a.w_stride, k0, kc, p.q[i], p.A[i], p.B[i]);
+}
+
+// Interleaved Q4_0 (x8): the records the next K block reads, into L2, for
+// every group of 8 rows of this row block (the first K block of the next row
+// block after the last). The conversion reads a record a row at a time, and
+// without this it waited on memory at each group's first row: six short
+// streams a group apart, which the hardware prefetcher does not keep ahead of.
+// The prefetches are asm statements: GCC 12 counts _mm_prefetch as free of
+// side effects and removed this whole loop nest (it does nothing else) from
+// gemm_i8_blocks, inlined or not.
+inline void prefetch_q4_0_x8_next(const GemmI8Args& a, int64_t mb, int rows, int64_t k0, int kc, int64_t r1) {
+    const int64_t nb = a.K / QK;
+    int64_t row0 = mb, kn = k0 + kc;
+    if (kn >= a.K) {
+        row0 = mb + rows;
+        kn = 0;
+        rows = static_cast<int>(min_i64(rows, r1 - row0));
+    }
+    const int nrec = static_cast<int>(min_i64(kI8Kc, a.K - kn) / QK);
+    const size_t len = sizeof(BlockQ4_0x8) * static_cast<size_t>(nrec);
+    for (int64_t g = row0 / kQ4_0x8Rows; g * kQ4_0x8Rows < row0 + rows; ++g) {
+        const char* rec = reinterpret_cast<const char*>(reinterpret_cast<const BlockQ4_0x8*>(a.w) + g * nb + kn / QK);
+        for (size_t off = 0; off < len; off += 64) asm volatile("prefetcht0 %0" : : "m"(rec[off]));
     }
 }
 
@@ -401,7 +454,9 @@ void gemm_i8_blocks(const GemmI8Args& a, int64_t r0, int64_t r1, Sweep sweep) {
     const int64_t nbk = a.K / QK;
     const int64_t qst = a.K * L, dst = nbk * L, gst = nbk * G * L;  // between tiles
     thread_local AlignedBytes pbuf, cbuf_store;
-    auto& p = *reinterpret_cast<I8PanelOf<MR>*>(pbuf.get(sizeof(I8PanelOf<MR>)));
+    // one panel, converted just before its sweep; interleaved Q4_0: the row block's 8 panels,
+    // converted together a group of rows at a time
+    auto* panels = reinterpret_cast<I8PanelOf<MR>*>(pbuf.get(sizeof(I8PanelOf<MR>) * (x8 ? kRows / MR : 1)));
     float* cbuf = reinterpret_cast<float*>(cbuf_store.get(sizeof(float) * kRows * tiles * L));
     for (int64_t mb = r0; mb < r1; mb += kRows) {
         const int rows = static_cast<int>(min_i64(kRows, r1 - mb));
@@ -410,10 +465,15 @@ void gemm_i8_blocks(const GemmI8Args& a, int64_t r0, int64_t r1, Sweep sweep) {
             const int64_t g0 = k0 / QK * G;  // the K block's first group
             const I8Tiles X{a.xq + k0 * L, a.xd + (k0 / QK) * L, a.xc ? a.xc + g0 * L : nullptr,
                             a.xs ? a.xs + g0 * L : nullptr, qst, dst, gst};
+            if constexpr (x8) {
+                prefetch_q4_0_x8_next(a, mb, rows, k0, kc, r1);
+                convert_q4_0_x8_block<MR>(a, mb, rows, k0, kc, panels);
+            }
             for (int i = 0; i < rows; i += MR) {
                 const int mr = static_cast<int>(min_i64(MR, rows - i));
-                for (int r = 0; r < mr; ++r) i8_convert_row<U>(a, mb + i + r, k0, kc, p, r);
-                if (!x8) {
+                I8PanelOf<MR>& p = x8 ? panels[i / MR] : panels[0];
+                if constexpr (!x8) {
+                    for (int r = 0; r < mr; ++r) i8_convert_row<U>(a, mb + i + r, k0, kc, p, r);
                     const bool last = i + mr >= rows;
                     const int64_t pr = last ? mb : mb + i + mr, pk = last ? k0 + kc : k0;
                     const int pn = pk < a.K ? static_cast<int>(min_i64(MR, last ? rows : rows - i - mr)) : 0;
