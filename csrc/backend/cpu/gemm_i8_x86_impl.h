@@ -292,14 +292,27 @@ struct I8KQuant {
         for (int sb = 0; sb < kc / QK_K; ++sb) {
             const auto& b = blocks[sb];
             F::prep(b, &p);
-            for (int v = 0; v < 8; ++v) {
-                store32(q + QK_K * sb + 32 * v, F::unpack(b, v));
-                const int o = (sb * 8 + v) * G;
-                for (int h = 0; h < G; ++h) {
-                    const int g = 2 * v + h;
-                    A[o + h] = p.d * p.sc[g];
-                    if (kMins) B[o + h] = -p.dmin * p.mn[g];
-                }
+            for (int v = 0; v < 8; ++v) store32(q + QK_K * sb + 32 * v, F::unpack(b, v));
+            // the superblock's 8 * G scales (and mins) in vectors: one scalar conversion,
+            // multiply and store each was a tenth of the K-quant prefill GEMM's time
+            group_values(p.sc, p.d, A + sb * 8 * G);
+            if constexpr (kMins) group_values(p.mn, -p.dmin, B + sb * 8 * G);
+        }
+    }
+
+private:
+    // out[i] = m * per-group value for the 8 * G groups (16-element groups of a
+    // KPrep; with G = 1 every other one: Q4_K's and Q5_K's repeat each 32-element value)
+    static void group_values(const int16_t* v16, float m, float* out) {
+        const __m256 mv = _mm256_set1_ps(m);
+        if constexpr (G == 1) {  // int16 pairs (x, x) as int32 lanes: keep the low half (x >= 0)
+            const __m256i x = _mm256_and_si256(_mm256_load_si256(reinterpret_cast<const __m256i*>(v16)),
+                                               _mm256_set1_epi32(0xFFFF));
+            _mm256_storeu_ps(out, _mm256_mul_ps(mv, _mm256_cvtepi32_ps(x)));
+        } else {
+            for (int h = 0; h < 2; ++h) {
+                const __m256i x = _mm256_cvtepi16_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(v16 + 8 * h)));
+                _mm256_storeu_ps(out + 8 * h, _mm256_mul_ps(mv, _mm256_cvtepi32_ps(x)));
             }
         }
     }
