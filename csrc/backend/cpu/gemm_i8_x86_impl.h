@@ -429,11 +429,11 @@ inline void i8_convert_row(const GemmI8Args& a, int64_t r, int64_t k0, int kc, P
     U::row(a.w + r * a.w_stride, k0, kc, p.q[i], p.A[i], p.B[i]);
 }
 
-// Interleaved Q4_0 (x8): the records the next K block reads, into L2, for
+// Interleaved Q4_0 (x8): the records the next K block reads, into L1, for
 // every group of 8 rows of this row block (the first K block of the next row
-// block after the last). The conversion reads a record a row at a time, and
-// without this it waited on memory at each group's first row: six short
-// streams a group apart, which the hardware prefetcher does not keep ahead of.
+// block after the last). Without this the conversion waited on memory at each
+// group's records: a stream per group, a group apart, which the hardware
+// prefetcher does not keep ahead of.
 // The prefetches are asm statements: GCC 12 counts _mm_prefetch as free of
 // side effects and removed this whole loop nest (it does nothing else) from
 // gemm_i8_blocks, inlined or not.
