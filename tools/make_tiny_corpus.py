@@ -230,8 +230,7 @@ def installed_code_documents(max_file_bytes: int, per_package_bytes: int, licens
         d = dists[key]
         name, version, lic = d.metadata["Name"], d.version, license_of(d.metadata)
         if not lic:
-            licenses[f"{name}-{version}"] = {"name": name, "version": version, "license": "(none stated: skipped)",
-                                             "files": 0, "bytes": 0}
+            _register(licenses, name, version, "(none stated: skipped)")
             continue
 
         def reader(f, d=d):
@@ -259,17 +258,21 @@ def wheel_code_documents(folder: Path, max_file_bytes: int, per_package_bytes: i
             meta = email.message_from_bytes(z.read(meta_name))
             name, version, lic = meta["Name"], meta["Version"], license_of(meta)
             if not lic:
-                licenses[f"{name}-{version}"] = {"name": name, "version": version, "license": "(none stated: skipped)",
-                                             "files": 0, "bytes": 0}
+                _register(licenses, name, version, "(none stated: skipped)")
                 continue
             files = [(n, (lambda n=n: z.read(n))) for n in z.namelist()]
             yield from _counted(name, version, lic, licenses,
                                 distribution_code(name, version, files, max_file_bytes, per_package_bytes))
 
 
-def _counted(name: str, version: str, lic: str, licenses: dict, docs):
-    """Register the distribution (its files are counted once they survive deduplication)."""
+def _register(licenses: dict, name: str, version: str, lic: str) -> None:
+    """A distribution's licenses.tsv entry, keyed as its documents' paths begin; main()
+    counts its files once they survive deduplication."""
     licenses[f"{name}-{version}"] = {"name": name, "version": version, "license": lic, "files": 0, "bytes": 0}
+
+
+def _counted(name: str, version: str, lic: str, licenses: dict, docs):
+    _register(licenses, name, version, lic)
     yield from docs
 
 
@@ -313,7 +316,8 @@ def main(argv=None) -> int:
     counts: dict[str, dict[str, int]] = {}
     for source_kind, source in sources:
         for rel, text in source:
-            digest = hashlib.sha256(text.encode()).hexdigest()
+            encoded = text.encode()
+            digest = hashlib.sha256(encoded).hexdigest()
             if digest in seen:
                 continue
             seen.add(digest)
@@ -322,16 +326,17 @@ def main(argv=None) -> int:
             if source_kind == "wheels" and split == "train":
                 repeat = args.repeat_wheels
                 textbook.append(text)
+            nbytes = len(encoded)
             dist = licenses.get(rel.split("/", 1)[0])
             if dist is not None:
                 dist["files"] += 1
-                dist["bytes"] += len(text.encode())
+                dist["bytes"] += nbytes
             splits[split].extend([text] * repeat)
-            manifest.append(f"{split}\t{len(text.encode())}\t{digest}\t{rel}")
+            manifest.append(f"{split}\t{nbytes}\t{digest}\t{rel}")
             kind = source_kind + ("/py" if rel.endswith(".py") else "/doc")
             c = counts.setdefault(f"{split}:{kind}", {"files": 0, "bytes": 0})
             c["files"] += 1
-            c["bytes"] += len(text.encode())
+            c["bytes"] += nbytes
 
     for split, docs in splits.items():
         (args.out / f"{split}.txt").write_text(EOT.join(docs), encoding="utf-8")

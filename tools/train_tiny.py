@@ -123,23 +123,22 @@ def build_model(args, vocab_size: int, eot_id: int):
     return PhiForCausalLM(cfg)
 
 
+def time_fraction(args, elapsed_s: float) -> float:
+    """With --schedule-by-time, the share of --max-minutes spent (else 0): a run that must
+    fit in one device call still ends its schedule, whatever the machine's speed."""
+    return elapsed_s / (args.max_minutes * 60) if args.schedule_by_time else 0.0
+
+
 def schedule_progress(step: int, args, elapsed_s: float = 0.0) -> float:
-    """0 -> 1 over the run: to --steps, or, with --schedule-by-time, to --max-minutes,
-    whichever comes first (so a run that must fit in one device call still ends its
-    schedule, whatever the machine's speed)."""
-    t = step / max(1, args.steps)
-    if getattr(args, "schedule_by_time", False):
-        t = max(t, elapsed_s / (args.max_minutes * 60))
-    return min(1.0, t)
+    """0 -> 1 over the run: to --steps or to the time budget, whichever comes first."""
+    return min(1.0, max(step / max(1, args.steps), time_fraction(args, elapsed_s)))
 
 
 def lr_at(step: int, args, elapsed_s: float = 0.0) -> float:
     """Linear warmup, then cosine to min_lr at the end of the schedule."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
-    t = (step - args.warmup) / max(1, args.steps - args.warmup)
-    if getattr(args, "schedule_by_time", False):
-        t = max(t, elapsed_s / (args.max_minutes * 60))
+    t = max((step - args.warmup) / max(1, args.steps - args.warmup), time_fraction(args, elapsed_s))
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
@@ -273,11 +272,12 @@ def train(args) -> dict:
             stopped_early = True
             print(f"time budget reached at step {step}", flush=True)
             break
-        lr = lr_at(step, args, time.time() - t_train)
+        elapsed = time.time() - t_train
+        lr = lr_at(step, args, elapsed)
         for g in opt.param_groups:
             g["lr"] = lr
         n_from_book = 0
-        if book_t is not None and schedule_progress(step, args, time.time() - t_train) >= 1 - args.anneal_fraction:
+        if book_t is not None and schedule_progress(step, args, elapsed) >= 1 - args.anneal_fraction:
             n_from_book = round(args.batch * args.anneal_mix)
         starts = torch.randint(0, n_windows, (args.batch - n_from_book,), generator=gen)
         windows = [train_t[s:s + args.ctx + 1] for s in starts.tolist()]
