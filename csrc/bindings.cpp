@@ -453,6 +453,9 @@ struct PyBackend {
         be->synchronize();
         for (void* p : owned) be->dealloc(p);
         owned.clear();
+        for (auto& set : held)
+            for (const Tensor& w : set) be->free_weight(w);
+        held.clear();
     }
     template <class T>
     T* upload(const T* host, size_t count) {
@@ -461,6 +464,20 @@ struct PyBackend {
         if (count) be->copy_to_device(p, host, count * sizeof(T));
         return static_cast<T*>(p);
     }
+    // The norm's vectors (host) into backend memory.
+    RowNorm upload_norm(RowNorm rn, const float* w, const float* b, int64_t K) {
+        if (rn.kind == NormKind::none) return rn;
+        rn.w = upload(w, K);
+        rn.b = b ? upload(b, K) : nullptr;
+        return rn;
+    }
+    // Weights as the backend holds them, for the current step.
+    Experts weights(const std::vector<Tensor>& host, WeightUse use) {
+        held.emplace_back();
+        for (const Tensor& t : host) held.back().push_back(be->weight(t, use));
+        return Experts{held.back().data(), static_cast<int>(held.back().size())};
+    }
+    std::vector<std::vector<Tensor>> held;  // this call's weights
     template <class T>
     T* zeros(size_t count) {
         void* p = be->alloc(std::max<size_t>(1, count) * sizeof(T));
@@ -483,6 +500,47 @@ struct PyBackend {
         release();
     }
 };
+
+// A RowNorm from the harness' arguments (its vectors still on the host).
+static RowNorm parse_row_norm(const std::string& norm, const std::optional<F32Array>& w,
+                              const std::optional<F32Array>& b, float eps, int64_t K) {
+    RowNorm rn;
+    if (norm == "layer" || norm == "rms") {
+        rn.kind = norm == "layer" ? NormKind::layer : NormKind::rms;
+        if (!w || w->size() != K) fail(ErrorKind::invalid_arg, "norm_w must have ", K, " elements");
+        if (b && (rn.kind != NormKind::layer || b->size() != K))
+            fail(ErrorKind::invalid_arg, "norm_b (LayerNorm only) must have ", K, " elements");
+        rn.eps = eps;
+    } else if (norm != "none") {
+        fail(ErrorKind::invalid_arg, "unknown norm '", norm, "' (none, layer, rms)");
+    }
+    return rn;
+}
+
+// Experts for the MoE ops: one weight array each, all of one type and shape.
+static std::vector<Tensor> experts_of(const std::vector<U8Array>& ws, DType t, std::pair<int64_t, int64_t> shape) {
+    if (ws.size() < 2) fail(ErrorKind::invalid_arg, "give at least two experts");
+    std::vector<Tensor> out;
+    for (const U8Array& w : ws) out.push_back(weight_of(w.data(), static_cast<size_t>(w.size()), t, shape));
+    return out;
+}
+
+// Picks [n, 2] (expert ids, weights) as the ops take them, ids checked.
+static std::vector<ExpertPick> picks_of(const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& ids,
+                                        const std::optional<F32Array>& weights, int n, int n_expert) {
+    if (ids.ndim() != 2 || ids.shape(0) != n || ids.shape(1) != 2)
+        fail(ErrorKind::invalid_arg, "ids must be [", n, ", 2]");
+    if (weights && (weights->ndim() != 2 || weights->shape(0) != n || weights->shape(1) != 2))
+        fail(ErrorKind::invalid_arg, "weights must be [", n, ", 2]");
+    std::vector<ExpertPick> picks(2 * static_cast<size_t>(n));
+    for (size_t i = 0; i < picks.size(); ++i) {
+        picks[i].expert = ids.data()[i];
+        if (picks[i].expert < 0 || picks[i].expert >= n_expert)
+            fail(ErrorKind::invalid_arg, "expert id ", picks[i].expert, " is out of range [0, ", n_expert, ")");
+        picks[i].weight = weights ? weights->data()[i] : 0.0f;
+    }
+    return picks;
+}
 
 // K and V caches given as numpy arrays: C-contiguous [>= rows, width] of one
 // dtype, float32 or float16. Returns the cache type.
@@ -530,16 +588,7 @@ static void bind_backend(py::module_& m) {
             else fail(ErrorKind::invalid_arg, "unknown epilogue '", epilogue, "' (store, add, gelu, swiglu)");
             if (ep == Epilogue::swiglu && M % 2) fail(ErrorKind::invalid_arg, "swiglu needs an even number of rows");
             const int64_t cols = ep == Epilogue::swiglu ? M / 2 : M;
-            RowNorm rn;
-            if (norm == "layer" || norm == "rms") {
-                rn.kind = norm == "layer" ? NormKind::layer : NormKind::rms;
-                if (!norm_w || norm_w->size() != K) fail(ErrorKind::invalid_arg, "norm_w must have ", K, " elements");
-                if (norm_b && (rn.kind != NormKind::layer || norm_b->size() != K))
-                    fail(ErrorKind::invalid_arg, "norm_b (LayerNorm only) must have ", K, " elements");
-                rn.eps = eps;
-            } else if (norm != "none") {
-                fail(ErrorKind::invalid_arg, "unknown norm '", norm, "' (none, layer, rms)");
-            }
+            const RowNorm rn = parse_row_norm(norm, norm_w, norm_b, eps, K);
             if (y0 && (y0->ndim() != 2 || y0->shape(0) != n || y0->shape(1) != cols))
                 fail(ErrorKind::invalid_arg, "y0 must be [", n, ", ", cols, "]");
             F32Array y({static_cast<int64_t>(n), cols});
@@ -552,11 +601,7 @@ static void bind_backend(py::module_& m) {
             b.step(0, n, [&] {
                 const Tensor W = b.be->weight(host, rearrange ? WeightUse::matmul : WeightUse::rows);
                 try {
-                    RowNorm dn = rn;
-                    if (rn.kind != NormKind::none) {
-                        dn.w = b.upload(nwp, K);
-                        dn.b = nbp ? b.upload(nbp, K) : nullptr;
-                    }
+                    const RowNorm dn = b.upload_norm(rn, nwp, nbp, K);
                     float* yd = y0p ? b.upload(y0p, n * cols) : b.zeros<float>(n * cols);
                     b.be->matmul(W, b.upload(xp, n * K), n, yd, bp ? b.upload(bp, M) : nullptr, dn, ep);
                     b.be->copy_to_host(yp, yd, sizeof(float) * n * cols);
@@ -704,7 +749,82 @@ static void bind_backend(py::module_& m) {
             return out;
         }, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("pos0"), py::arg("n_tok"), py::arg("t0"),
            py::arg("n_head"), py::arg("n_head_kv"), py::arg("scale"), py::arg("window") = 0,
-           "Causal attention of the queries of step tokens t0.. (a step of n_tok tokens at pos0) over the caches.");
+           "Causal attention of the queries of step tokens t0.. (a step of n_tok tokens at pos0) over the caches.")
+        .def("route_top2", [](PyBackend& b, F32Array scores, float jitter) {
+            if (scores.ndim() != 2 || scores.shape(1) < 2)
+                fail(ErrorKind::invalid_arg, "scores must be [n, n_expert] with n_expert >= 2");
+            const int n = static_cast<int>(scores.shape(0)), X = static_cast<int>(scores.shape(1));
+            std::vector<ExpertPick> picks(2 * static_cast<size_t>(n));
+            const float* sp = scores.data();
+            b.step(0, std::max(1, n), [&] {
+                ExpertPick* d = b.zeros<ExpertPick>(picks.size());
+                b.be->route_top2(b.upload(sp, scores.size()), n, X, jitter, d);
+                b.be->copy_to_host(picks.data(), d, sizeof(ExpertPick) * picks.size());
+            });
+            py::array_t<int32_t> ids({n, 2});
+            F32Array w({n, 2});
+            for (size_t i = 0; i < picks.size(); ++i) {
+                ids.mutable_data()[i] = picks[i].expert;
+                w.mutable_data()[i] = picks[i].weight;
+            }
+            return py::make_tuple(ids, w);
+        }, py::arg("scores"), py::arg("jitter"),
+           "SparseMixer's two picks of each row of scores [n, n_expert]: (ids [n, 2], weights [n, 2]), lower id first.")
+        .def("experts_swiglu", [](PyBackend& b, std::vector<U8Array> gate, std::vector<U8Array> up,
+                                  const std::string& type, std::pair<int64_t, int64_t> shape, F32Array x,
+                                  py::array_t<int32_t, py::array::c_style | py::array::forcecast> ids,
+                                  const std::string& norm, std::optional<F32Array> norm_w,
+                                  std::optional<F32Array> norm_b, float eps) {
+            const DType t = parse_type(type);
+            const std::vector<Tensor> g = experts_of(gate, t, shape), u = experts_of(up, t, shape);
+            if (g.size() != u.size()) fail(ErrorKind::invalid_arg, "as many up experts as gate experts");
+            const int64_t F = shape.first, K = shape.second;
+            if (x.ndim() != 2 || x.shape(1) != K) fail(ErrorKind::invalid_arg, "x must be [n, ", K, "] float32");
+            const int n = static_cast<int>(x.shape(0));
+            const std::vector<ExpertPick> picks = picks_of(ids, std::nullopt, n, static_cast<int>(g.size()));
+            const RowNorm rn = parse_row_norm(norm, norm_w, norm_b, eps, K);
+            F32Array h({2 * static_cast<int64_t>(n), F});
+            const float* xp = x.data();
+            const float* nwp = norm_w ? norm_w->data() : nullptr;
+            const float* nbp = norm_b ? norm_b->data() : nullptr;
+            float* hp = h.mutable_data();
+            b.step(0, std::max(1, n), [&] {
+                const Experts G = b.weights(g, WeightUse::sparse), U = b.weights(u, WeightUse::sparse);
+                float* hd = b.zeros<float>(h.size());
+                b.be->experts_swiglu(G, U, b.upload(xp, x.size()), n, b.upload(picks.data(), picks.size()),
+                                     b.upload_norm(rn, nwp, nbp, K), hd);
+                b.be->copy_to_host(hp, hd, sizeof(float) * h.size());
+            });
+            return h;
+        }, py::arg("gate"), py::arg("up"), py::arg("type"), py::arg("shape"), py::arg("x"), py::arg("ids"),
+           py::arg("norm") = "none", py::arg("norm_w") = py::none(), py::arg("norm_b") = py::none(),
+           py::arg("eps") = 1e-5f,
+           "h[2t + j] = silu(norm(x[t]) . G_e^T) * (norm(x[t]) . U_e^T), e = ids[t, j]; experts of `shape` (ff, K).")
+        .def("experts_down_add", [](PyBackend& b, std::vector<U8Array> down, const std::string& type,
+                                    std::pair<int64_t, int64_t> shape, F32Array h,
+                                    py::array_t<int32_t, py::array::c_style | py::array::forcecast> ids,
+                                    F32Array weights, F32Array x0) {
+            const std::vector<Tensor> d = experts_of(down, parse_type(type), shape);
+            const int64_t E = shape.first, F = shape.second;
+            if (x0.ndim() != 2 || x0.shape(1) != E) fail(ErrorKind::invalid_arg, "x0 must be [n, ", E, "] float32");
+            const int n = static_cast<int>(x0.shape(0));
+            if (h.ndim() != 2 || h.shape(0) != 2 * n || h.shape(1) != F)
+                fail(ErrorKind::invalid_arg, "h must be [", 2 * n, ", ", F, "] float32");
+            const std::vector<ExpertPick> picks = picks_of(ids, weights, n, static_cast<int>(d.size()));
+            F32Array x({static_cast<int64_t>(n), E});
+            const float* hp = h.data();
+            const float* x0p = x0.data();
+            float* xp = x.mutable_data();
+            b.step(0, std::max(1, n), [&] {
+                const Experts D = b.weights(d, WeightUse::sparse);
+                float* xd = b.upload(x0p, x0.size());
+                b.be->experts_down_add(D, b.upload(hp, h.size()), n, b.upload(picks.data(), picks.size()), xd);
+                b.be->copy_to_host(xp, xd, sizeof(float) * x.size());
+            });
+            return x;
+        }, py::arg("down"), py::arg("type"), py::arg("shape"), py::arg("h"), py::arg("ids"), py::arg("weights"),
+           py::arg("x0"),
+           "x = x0 + w[t, 0] (h[2t] . D_e0^T) + w[t, 1] (h[2t + 1] . D_e1^T), e_j = ids[t, j]; experts of `shape` (E, ff).");
 }
 
 // ---------------------------------------------------------------- tokenizer

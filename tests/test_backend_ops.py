@@ -469,3 +469,137 @@ def test_attention_errors(backend):
         backend.attention(q, kv.astype(np.float64), kv, 0, 1, 0, 1, 1, 1.0)
     with pytest.raises(ValueError):
         backend.attention(q, kv, kv, 0, 1, 0, 3, 2, 1.0)
+
+
+# ---------------------------------------------------------------- mixture of experts
+def sparsemixer_reference(scores, jitter):
+    """transformers' `sparsemixer` at inference (Phi-3.5-MoE), in float64: ids [n, 2]
+    with the lower id first and their weights."""
+    s = scores.astype(np.float64)
+    n, X = s.shape
+    ids = np.zeros((n, 2), np.int32)
+    wts = np.zeros((n, 2))
+    for t in range(n):
+        row, taken = s[t].copy(), None
+        for k in range(2):
+            cand = row if taken is None else np.where(np.arange(X) == taken, -np.inf, row)
+            best = int(np.argmax(cand))  # (the first of equal scores, as torch.max on the CPU)
+            m = cand[best]
+            factor = np.maximum(np.abs(row), m)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                masked = (m - row) / factor > 2 * jitter
+            gates = np.where(masked | (np.arange(X) == taken), -np.inf, cand)
+            e = np.exp(gates - m)
+            ids[t, k], wts[t, k] = best, e[best] / e.sum()
+            taken = best
+        if ids[t, 1] < ids[t, 0]:
+            ids[t], wts[t] = ids[t, ::-1].copy(), wts[t, ::-1].copy()
+    return ids, wts
+
+
+@pytest.mark.parametrize("X", [2, 5, 16])
+@pytest.mark.parametrize("jitter", [0.0, 0.01, 0.3])
+def test_route_top2(backend, X, jitter):
+    rng = np.random.default_rng(X * 100 + int(jitter * 100))
+    scores = rng.standard_normal((37, X)).astype(np.float32)
+    scores[3] = 0.0                         # all equal: the first two, by index
+    scores[4, :] = -1.0
+    scores[4, X - 1] = 1.0                  # one far ahead: its weight 1 within the window
+    scores[5] = np.abs(scores[5]) * 1e-3    # close scores: most within the window
+    ids, wts = backend.route_top2(scores, jitter)
+    ref_ids, ref_w = sparsemixer_reference(scores, jitter)
+    assert np.array_equal(ids, ref_ids)
+    assert np.allclose(wts, ref_w, rtol=2e-6, atol=1e-7)
+
+
+def test_route_top2_masks_unlike_softmax(backend):
+    """Within the window every expert counts; outside it none does (plain top-2 softmax
+    weighs the best by all experts)."""
+    scores = np.array([[2.0, 1.9, -3.0, 0.0]], np.float32)
+    ids, wts = backend.route_top2(scores, 0.01)
+    assert ids.tolist() == [[0, 1]]
+    assert wts[0, 0] == pytest.approx(1.0) and wts[0, 1] == pytest.approx(1.0)  # each alone in its window
+    ids, wts = backend.route_top2(scores, 10.0)  # every expert in the window: plain softmax
+    e = np.exp(scores[0].astype(np.float64) - 2.0)
+    assert wts[0, 0] == pytest.approx(e[0] / e.sum(), rel=1e-5)
+    assert wts[0, 1] == pytest.approx(e[1] / e[1:].sum(), rel=1e-5)
+
+
+def expert_weights(typ, X, rows, K, rng, scale=1.0):
+    made = [make_weight(typ, rows, K, rng, scale) for _ in range(X)]
+    return [m[0] for m in made], [m[1] for m in made]
+
+
+def expert_K(typ, blocks):
+    if typ in FLOAT_TYPES:
+        return 613 if blocks > 1 else 64  # odd: the scalar path; 64: 16-byte vectors
+    return 256 * blocks if block_size(typ) == 256 else 160 * blocks
+
+
+def random_picks(rng, n, X):
+    ids = np.sort(np.stack([rng.choice(X, 2, replace=False) for _ in range(n)]), axis=1).astype(np.int32)
+    return ids, rng.uniform(0.1, 1.0, (n, 2)).astype(np.float32)
+
+
+MOE_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q5_1", "q4_K", "q5_K", "q6_K", "q3_K", "iq4_xs"]
+
+
+@pytest.mark.parametrize("typ", MOE_TYPES)
+@pytest.mark.parametrize("n", [1, 3, 8, 11])  # up to 8: a GPU's decode kernels; 11: grouped by expert
+def test_experts_swiglu(backend, typ, n):
+    rng = np.random.default_rng(len(typ) * 17 + n)
+    X, ff, K = 5, 37, expert_K(typ, 2 if n % 2 else 1)
+    graw, gw = expert_weights(typ, X, ff, K, rng)
+    uraw, uw = expert_weights(typ, X, ff, K, rng)
+    x = (rng.standard_normal((n, K)) * 2 + 0.7).astype(np.float32)
+    nw = (1 + 0.2 * rng.standard_normal(K)).astype(np.float32)
+    nb = (0.1 * rng.standard_normal(K)).astype(np.float32)
+    ids, _ = random_picks(rng, n, X)
+    h = backend.experts_swiglu(graw, uraw, typ, (ff, K), x, ids, norm="layer", norm_w=nw, norm_b=nb, eps=1e-5)
+    xn = layer_norm_ref(x, nw, nb, 1e-5)
+    assert h.shape == (2 * n, ff) and np.all(np.isfinite(h))
+    for t in range(n):
+        for j in range(2):
+            e = ids[t, j]
+            g, u = xn[t] @ gw[e].T, xn[t] @ uw[e].T
+            ref = silu_ref(g) * u
+            mg = act_step(xn[t:t + 1], typ)[0] @ np.abs(gw[e]).T + 2e-6 * (np.abs(xn[t]) @ np.abs(gw[e]).T + 1)
+            mu = act_step(xn[t:t + 1], typ)[0] @ np.abs(uw[e]).T + 2e-6 * (np.abs(xn[t]) @ np.abs(uw[e]).T + 1)
+            bound = 1.1 * np.abs(u) * mg + np.abs(silu_ref(g)) * mu + 3e-6 * np.abs(ref) + 1e-7
+            err = np.abs(h[2 * t + j] - ref)
+            assert np.all(err <= bound), f"token {t} pick {j}: max excess {np.max(err - bound):.3g}"
+
+
+@pytest.mark.parametrize("typ", MOE_TYPES)
+@pytest.mark.parametrize("n", [1, 2, 8, 13])
+def test_experts_down_add(backend, typ, n):
+    rng = np.random.default_rng(len(typ) * 19 + n)
+    X, E, ff = 4, 45, expert_K(typ, 1)
+    draw, dw = expert_weights(typ, X, E, ff, rng)
+    h = rng.standard_normal((2 * n, ff)).astype(np.float32)
+    x0 = (rng.standard_normal((n, E)) * 5).astype(np.float32)
+    ids, wts = random_picks(rng, n, X)
+    x = backend.experts_down_add(draw, typ, (E, ff), h, ids, wts, x0)
+    assert x.shape == (n, E) and np.all(np.isfinite(x))
+    for t in range(n):
+        ref, bound = x0[t].astype(np.float64), 1e-6 * np.abs(x0[t]) + 1e-7
+        for j in range(2):
+            e, w, hv = ids[t, j], float(wts[t, j]), h[2 * t + j]
+            ref = ref + w * (hv @ dw[e].T)
+            bound = bound + w * (act_step(hv[None], typ)[0] @ np.abs(dw[e]).T
+                                 + 2e-6 * (np.abs(hv) @ np.abs(dw[e]).T + 1))
+        err = np.abs(x[t] - ref)
+        assert np.all(err <= bound), f"token {t}: max excess {np.max(err - bound):.3g}"
+
+
+def test_experts_errors(backend):
+    rng = np.random.default_rng(0)
+    raw, _ = expert_weights("f32", 3, 4, 8, rng)
+    x = np.zeros((1, 8), np.float32)
+    with pytest.raises(ValueError, match="out of range"):
+        backend.experts_swiglu(raw, raw, "f32", (4, 8), x, np.array([[0, 3]], np.int32))
+    with pytest.raises(ValueError, match="at least two"):
+        backend.experts_swiglu(raw[:1], raw[:1], "f32", (4, 8), x, np.array([[0, 0]], np.int32))
+    with pytest.raises(ValueError, match="h must be"):
+        backend.experts_down_add(raw, "f32", (4, 8), np.zeros((1, 8), np.float32), np.array([[0, 1]], np.int32),
+                                 np.ones((1, 2), np.float32), np.zeros((1, 4), np.float32))

@@ -119,6 +119,17 @@ enum class Epilogue : uint8_t {
     swiglu,  // W's rows are gate | up (2 ff): y[:, i] = silu(P[:, i]) * P[:, ff + i], y has ff columns
 };
 
+// Mixture of experts: one expert picked for a row, and its weight in the sum.
+struct ExpertPick {
+    int32_t expert = 0;
+    float weight = 0.0f;
+};
+// n matrices of one shape and type, one per expert (each from weight()).
+struct Experts {
+    const Tensor* w = nullptr;
+    int n = 0;
+};
+
 class Backend {
 public:
     virtual ~Backend() = default;
@@ -177,6 +188,22 @@ public:
     // cache rows up to its own. out is [n_q, n_head * head_dim].
     virtual void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache,
                            const AttentionParams& p, float* out) = 0;
+
+    // Mixture of experts, two experts a row. The picks stay in backend memory,
+    // so a step that routes never waits for the host.
+    // picks[2t], picks[2t + 1]: the experts SparseMixer picks for score row t of
+    // scores [n, n_expert] (transformers' inference routing: the best expert,
+    // weighed by the softmax over the experts within 2 * jitter (relative) of
+    // it; then the best of the rest, weighed the same way among the rest),
+    // the lower expert index first.
+    virtual void route_top2(const float* scores, int n, int n_expert, float jitter, ExpertPick* picks) = 0;
+    // h[2t + j] = silu(norm(x[t]) . G_e^T) * (norm(x[t]) . U_e^T) for e = picks[2t + j].expert:
+    // x [n, K], h [2n, ff] (G and U: ff rows of K).
+    virtual void experts_swiglu(const Experts& gate, const Experts& up, const float* x, int n, const ExpertPick* picks,
+                                const RowNorm& norm, float* h) = 0;
+    // x[t] += w0 * (h[2t] . D_e0^T) + w1 * (h[2t + 1] . D_e1^T) with (e_j, w_j) = picks[2t + j]:
+    // h [2n, ff], x [n, D rows].
+    virtual void experts_down_add(const Experts& down, const float* h, int n, const ExpertPick* picks, float* x) = 0;
 };
 
 struct BackendOptions {

@@ -18,12 +18,11 @@ struct Scratch {
     float* attn = nullptr;    // [B, q] attention output before the projection
     float* ffn = nullptr;     // [B, n_ff] the MLP's hidden activations
     float* logits = nullptr;  // [min(B, kLogitRows), n_vocab] output rows, projected a slice at a time
-    // mixture of experts only: router scores [B, n_expert]; an expert's rows of
-    // input [B, n_embd], hidden activations [B, n_ff] and output [B, n_embd]
+    // mixture of experts only: router scores [B, n_expert], the two picks of
+    // each row [2B], and the picked experts' hidden activations [2B, n_ff]
     float* router = nullptr;
-    float* expert_in = nullptr;
-    float* expert_up = nullptr;
-    float* expert_out = nullptr;
+    ExpertPick* picks = nullptr;
+    float* expert_h = nullptr;
 };
 
 // The rows of one sequence in a batch: rows [row0, row0 + n) at positions
@@ -66,8 +65,8 @@ struct Architecture {
     void (*load)(WeightLoader& ld, const ModelConfig& c, Weights& w);
     void (*blocks)(const ForwardPass& fp);
     RowNorm (*output_norm)(const ModelConfig& c, const Weights& w);
-    // false when the blocks read results back to the host mid-step (MoE
-    // routing): such steps run op by op, never recorded and replayed
+    // false when the blocks read results back to the host mid-step: such
+    // steps run op by op, never recorded and replayed
     bool replayable = true;
 };
 

@@ -43,9 +43,8 @@ size_t carve_scratch(const ModelConfig& c, size_t B, char* base, Scratch& s) {
     s.logits = take(std::min<size_t>(B, kLogitRows) * c.n_vocab);
     if (c.n_expert > 0) {
         s.router = take(B * c.n_expert);
-        s.expert_in = take(B * c.n_embd);
-        s.expert_up = take(B * c.n_ff);
-        s.expert_out = take(B * c.n_embd);
+        s.picks = reinterpret_cast<ExpertPick*>(take(2 * B * sizeof(ExpertPick) / sizeof(float)));
+        s.expert_h = take(2 * B * c.n_ff);
     }
     return off;
 }

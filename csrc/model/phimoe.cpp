@@ -4,13 +4,9 @@
 // experts in place of the MLP: a router scores the experts, SparseMixer picks
 // two per token and weighs them, each expert is a SwiGLU MLP.
 //
-// Routing runs on the host between the router's matmul and the experts'
-// (the picks decide which weights are read): on the CPU backend that costs a
-// few copies within host memory; on a GPU each layer waits for its scores,
-// and the steps are not recorded as graphs.
-#include <cmath>
-#include <limits>
-#include <vector>
+// Routing and the experts are backend ops: the picks stay in backend memory,
+// so a GPU step never waits for the host and decode steps replay as graphs.
+#include <string>
 
 #include "core/error.h"
 #include "model/forward.h"
@@ -40,88 +36,19 @@ void load_phimoe_weights(WeightLoader& ld, const ModelConfig& c, Weights& w) {
     }
 }
 
-struct Pick {
-    int expert = 0;
-    float weight = 0.0f;
-};
-
-// SparseMixer's inference routing (transformers' `sparsemixer`, not training):
-// the best expert, weighed by the softmax over the experts whose score is
-// within 2 * jitter (relative) of it; then the best of the rest, weighed the
-// same way among the rest. Plain softmax top-2 (llama.cpp) differs whenever
-// an expert falls outside those windows.
-void sparsemixer_top2(const float* s, int n, float jitter, Pick (&out)[2]) {
-    const float inf = std::numeric_limits<float>::infinity();
-    int first = -1;
-    for (int k = 0; k < 2; ++k) {
-        int best = -1;
-        float m = -inf;
-        for (int j = 0; j < n; ++j)
-            if (j != first && (best < 0 || s[j] > m)) {
-                best = j;
-                m = s[j];
-            }
-        // softmax at `best` over the unmasked: 1 / sum of exp(s_j - m)
-        float sum = 0.0f;
-        for (int j = 0; j < n; ++j) {
-            if (j == first) continue;
-            const float factor = std::fmax(std::fabs(s[j]), m);
-            const bool masked = (m - s[j]) / factor > 2.0f * jitter;  // (NaN for 0/0: not masked, as torch)
-            if (!masked) sum += std::exp(s[j] - m);
-        }
-        out[k] = Pick{best, 1.0f / sum};
-        first = best;
-    }
-}
-
 // The experts' part of a block for the last m rows x of the batch: x += the
-// two picked experts' outputs of norm(x), weighed, summed in expert order as
-// transformers does.
+// two picked experts' outputs of norm(x), weighed (Backend::route_top2 has
+// SparseMixer's rule), all in backend memory.
 void moe_ffn(const ForwardPass& fp, const LayerWeights& L, float* x, int m) {
     Backend& be = fp.be;
     const ModelConfig& c = fp.c;
     Scratch& s = fp.s;
-    const int E = c.n_embd, F = c.n_ff, X = c.n_expert;
+    const int X = c.n_expert;
     const RowNorm norm{NormKind::layer, L.ffn_norm_w, L.ffn_norm_b, c.norm_eps};
     be.matmul(L.ffn_gate_inp, x, m, s.router, nullptr, norm, Epilogue::store);
-    std::vector<float> scores(static_cast<size_t>(m) * X), xh(static_cast<size_t>(m) * E);
-    be.copy_to_host(scores.data(), s.router, sizeof(float) * scores.size());
-    be.copy_to_host(xh.data(), x, sizeof(float) * xh.size());
-
-    std::vector<std::vector<std::pair<int, float>>> rows(X);  // per expert: (row, weight)
-    for (int t = 0; t < m; ++t) {
-        Pick p[2];
-        sparsemixer_top2(&scores[static_cast<size_t>(t) * X], X, c.router_jitter, p);
-        for (const Pick& k : p) rows[k.expert].emplace_back(t, k.weight);
-    }
-    std::vector<float> sum(static_cast<size_t>(m) * E, 0.0f), in, g, u, out;
-    for (int e = 0; e < X; ++e) {
-        const int k = static_cast<int>(rows[e].size());
-        if (k == 0) continue;  // (an expert no token picked is never read)
-        in.resize(static_cast<size_t>(k) * E);
-        for (int i = 0; i < k; ++i)
-            std::copy_n(&xh[static_cast<size_t>(rows[e][i].first) * E], E, &in[static_cast<size_t>(i) * E]);
-        be.copy_to_device(s.expert_in, in.data(), sizeof(float) * in.size());
-        be.matmul(L.exp_gate[e], s.expert_in, k, s.ffn, nullptr, norm, Epilogue::store);
-        be.matmul(L.exp_up[e], s.expert_in, k, s.expert_up, nullptr, norm, Epilogue::store);
-        g.resize(static_cast<size_t>(k) * F);
-        u.resize(g.size());
-        be.copy_to_host(g.data(), s.ffn, sizeof(float) * g.size());
-        be.copy_to_host(u.data(), s.expert_up, sizeof(float) * u.size());
-        for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];  // SiLU(gate) * up
-        be.copy_to_device(s.ffn, g.data(), sizeof(float) * g.size());
-        be.matmul(L.exp_down[e], s.ffn, k, s.expert_out, nullptr, RowNorm{}, Epilogue::store);
-        out.resize(static_cast<size_t>(k) * E);
-        be.copy_to_host(out.data(), s.expert_out, sizeof(float) * out.size());
-        for (int i = 0; i < k; ++i) {
-            const auto [t, w] = rows[e][i];
-            float* dst = &sum[static_cast<size_t>(t) * E];
-            const float* o = &out[static_cast<size_t>(i) * E];
-            for (int d = 0; d < E; ++d) dst[d] += o[d] * w;
-        }
-    }
-    for (size_t i = 0; i < xh.size(); ++i) xh[i] += sum[i];
-    be.copy_to_device(x, xh.data(), sizeof(float) * xh.size());
+    be.route_top2(s.router, m, X, c.router_jitter, s.picks);
+    be.experts_swiglu(Experts{L.exp_gate.data(), X}, Experts{L.exp_up.data(), X}, x, m, s.picks, norm, s.expert_h);
+    be.experts_down_add(Experts{L.exp_down.data(), X}, s.expert_h, m, s.picks, x);
 }
 
 void phimoe_blocks(const ForwardPass& fp) {
@@ -146,6 +73,6 @@ RowNorm phimoe_output_norm(const ModelConfig& c, const Weights& w) {
 
 } // namespace
 
-const Architecture kPhimoe{Arch::phimoe, load_phimoe_weights, phimoe_blocks, phimoe_output_norm, false};
+const Architecture kPhimoe{Arch::phimoe, load_phimoe_weights, phimoe_blocks, phimoe_output_norm};
 
 } // namespace phi

@@ -10,6 +10,7 @@
 
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/ops.h"
+#include "backend/experts_host.h"
 #include "core/error.h"
 #include "quant/quant.h"
 
@@ -232,6 +233,24 @@ public:
             return;
         }
         cpu::attention_auto(q, q_stride, cache.k, cache.v, cache.type, cache.slots, n_q, pos0, p, out, pool_, isa_);
+    }
+
+    // Experts: routing per row, then a matmul per expert over the rows that
+    // picked it (experts_host.cpp); in host memory its copies are memcpys.
+    void route_top2(const float* scores, int n, int n_expert, float jitter, ExpertPick* picks) override {
+        for (int t = 0; t < n; ++t) {
+            ExpertPick two[2];
+            sparsemixer_top2(scores + static_cast<int64_t>(t) * n_expert, n_expert, jitter, two);
+            picks[2 * t] = two[0];
+            picks[2 * t + 1] = two[1];
+        }
+    }
+    void experts_swiglu(const Experts& gate, const Experts& up, const float* x, int n, const ExpertPick* picks,
+                        const RowNorm& norm, float* h) override {
+        experts_swiglu_grouped(*this, gate, up, x, n, picks, norm, h);
+    }
+    void experts_down_add(const Experts& down, const float* h, int n, const ExpertPick* picks, float* x) override {
+        experts_down_add_grouped(*this, down, h, n, picks, x);
     }
 
 private:

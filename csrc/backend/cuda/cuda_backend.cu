@@ -21,6 +21,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/kernels.h"
+#include "backend/experts_host.h"
 #include "quant/repack.h"
 
 namespace phi::cuda {
@@ -227,7 +228,10 @@ public:
         hash_ = StepHash{};
         hash_.add(n_tok);
         if (time_steps_) step_begun_ = std::chrono::steady_clock::now();
-        if (replayable && graphs_ && n_tok <= kMatvecMaxTokens) {
+        recordable_ = true;
+        const bool direct = direct_next_;
+        direct_next_ = false;
+        if (replayable && graphs_ && n_tok <= kMatvecMaxTokens && !direct) {
             if (capture_next_) {
                 set_int(d_pos_, pos0, launch_cfg());
                 PHI_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
@@ -257,7 +261,13 @@ public:
                 PHI_CUDA_CHECK(cudaGraphLaunch(recorded_.back().exec, stream_));
                 return true;
             }
-            capture_next_ = true;
+            // not recorded yet: capture it next time, or (an op that waits for
+            // the host) run it directly
+            if (recordable_) {
+                capture_next_ = true;
+            } else {
+                direct_next_ = true;
+            }
             return false;
         }
         capture_next_ = false;
@@ -380,8 +390,52 @@ public:
                         fuse ? &pending_input_ : nullptr);
     }
 
+    // Experts: decode batches (and row-invariant batches, 8 tokens at a time)
+    // through moe.cu's kernels, which read the picks on the GPU; larger
+    // batches a matmul per expert over its rows, grouped on the host (the
+    // step then waits for the picks: such steps are never recorded).
+    void route_top2(const float* scores, int n, int n_expert, float jitter, ExpertPick* picks) override {
+        hash_.all(5, scores, n, n_expert, jitter, picks);
+        if (!running()) return;
+        flush_input_step();
+        cuda::route_top2(scores, n, n_expert, jitter, picks, launch_cfg());
+    }
+    void experts_swiglu(const Experts& gate, const Experts& up, const float* x, int n, const ExpertPick* picks,
+                        const RowNorm& norm, float* h) override {
+        const bool kernels = (n <= kMatvecMaxTokens || row_invariant_) && cuda::experts_fit(gate, &up, x, norm, false);
+        hash_.all(6, x, n, picks, h, norm.kind, norm.w, norm.b, norm.eps, kernels);
+        hash_experts(gate);
+        hash_experts(up);
+        if (!kernels) recordable_ = false;
+        if (!running()) return;
+        flush_input_step();
+        const int64_t K = gate.w[0].ne0, F = gate.w[0].ne1;
+        for (int t = 0; kernels && t < n; t += kMatvecMaxTokens)
+            cuda::experts_swiglu(gate, up, x + t * K, std::min(kMatvecMaxTokens, n - t), picks + 2 * t, norm,
+                                 h + 2 * t * F, launch_cfg(), props_.multiProcessorCount);
+        if (!kernels) experts_swiglu_grouped(*this, gate, up, x, n, picks, norm, h);
+    }
+    void experts_down_add(const Experts& down, const float* h, int n, const ExpertPick* picks, float* x) override {
+        const bool kernels =
+            (n <= kMatvecMaxTokens || row_invariant_) && cuda::experts_fit(down, nullptr, h, RowNorm{}, true);
+        hash_.all(7, h, n, picks, x, kernels);
+        hash_experts(down);
+        if (!kernels) recordable_ = false;
+        if (!running()) return;
+        flush_input_step();
+        const int64_t F = down.w[0].ne0, E = down.w[0].ne1;
+        for (int t = 0; kernels && t < n; t += kMatvecMaxTokens)
+            cuda::experts_down_add(down, h + 2 * t * F, std::min(kMatvecMaxTokens, n - t), picks + 2 * t, x + t * E,
+                                   launch_cfg(), props_.multiProcessorCount);
+        if (!kernels) experts_down_add_grouped(*this, down, h, n, picks, x);
+    }
+
 private:
     enum class Mode { direct, check, capture };
+    void hash_experts(const Experts& e) {
+        hash_.add(e.n);
+        for (int i = 0; i < e.n; ++i) hash_.all(e.w[i].data, e.w[i].type, e.w[i].ne0, e.w[i].ne1);
+    }
     struct Recorded {
         uint64_t key;
         cudaGraphExec_t exec;
@@ -522,6 +576,8 @@ private:
     // the step being issued
     Mode mode_ = Mode::direct;
     bool capture_next_ = false;
+    bool recordable_ = true;     // no op of the step so far waits for the host
+    bool direct_next_ = false;   // the step just checked has one that does
     int pos0_ = 0, n_tok_ = 0;
     StepHash hash_;
     std::vector<Recorded> recorded_;

@@ -36,6 +36,23 @@ struct MatvecConfig {
 };
 bool matvec(const MatmulJob& j, const Launch& l, int sm_count, const MatvecConfig& cfg);
 
+// Whether three pointers are 16-byte aligned (what the decode kernels' vector loads need).
+bool aligned16(const void* a, const void* b, const void* c);
+
+// Mixture of experts (moe.cu): SparseMixer's picks of n rows of scores, and
+// the picked experts' matmuls (Backend::experts_swiglu, experts_down_add) for
+// up to kMatvecMaxTokens tokens, the experts read from the picks on the GPU.
+// experts_fit: whether those kernels take the experts (at most kMoeMaxExperts
+// of one shape and type, activations that fit in shared memory); b: the up
+// projections (swiglu), down: the down projection's launch.
+constexpr int kMoeMaxExperts = 64;
+bool experts_fit(const Experts& a, const Experts* b, const float* x, const RowNorm& norm, bool down);
+void route_top2(const float* scores, int n, int n_expert, float jitter, ExpertPick* picks, const Launch& l);
+bool experts_swiglu(const Experts& gate, const Experts& up, const float* x, int n, const ExpertPick* picks,
+                    const RowNorm& norm, float* h, const Launch& l, int sm_count);
+bool experts_down_add(const Experts& down, const float* h, int n, const ExpertPick* picks, float* x, const Launch& l,
+                      int sm_count);
+
 // Prefill on tensor cores: y[n, ldy] (columns [0, W.ne1)) = epilogue(x . W^T + bias)
 // for Epilogue::store, add or gelu (x already normalized). ws: gemm_workspace(n, K)
 // bytes of scratch for the activations in f16.

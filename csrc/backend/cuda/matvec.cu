@@ -285,17 +285,6 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_steps
     }
 }
 
-constexpr size_t kSmemLimit = 200 * 1024;
-
-// False when smem is more than a matvec may take; else lets kernel have it.
-template <class Kernel>
-bool allow_smem(Kernel kernel, size_t smem) {
-    if (smem > kSmemLimit) return false;
-    if (smem > 40 * 1024)  // (the static shared memory counts against the default 48 KB too)
-        PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    return true;
-}
-
 // matvec_quant: one wave (as many CTAs as fit, each stages the activations once), or fewer
 template <class Kernel>
 bool run_wave(Kernel kernel, const MatvecParams& p, size_t smem, const Launch& l, int sm_count,

@@ -409,6 +409,17 @@ MatvecParams matvec_params(const MatmulJob& j) {
     return p;
 }
 
+constexpr size_t kSmemLimit = 200 * 1024;
+
+// False when smem is more than a matvec may take; else lets kernel have it.
+template <class Kernel>
+bool allow_smem(Kernel kernel, size_t smem) {
+    if (smem > kSmemLimit) return false;
+    if (smem > 40 * 1024)  // (the static shared memory counts against the default 48 KB too)
+        PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    return true;
+}
+
 // Whether token t is past the launch's tokens. A kMaxTok = 1 build has
 // exactly one, and testing n there left a branch between the two rows' dot
 // products (and loaded the activations twice): the Q4_0 matmul chain was 11%
