@@ -90,8 +90,11 @@ def evaluate(complete: Callable[[str], str], tasks: Iterable[Task] = TASKS, time
 def names_in_corpus(corpus: Path, tasks: Iterable[Task]) -> dict[str, int]:
     """How often each task's function is defined (`def name(`) in a training text."""
     import re
+    from collections import Counter
     text = corpus.read_text(encoding="utf-8", errors="replace")
-    return {t.name: len(re.findall(rf"\bdef {re.escape(t.name)}\(", text)) for t in tasks}
+    # one pass over the text (a pattern per task took minutes over a 230 MB corpus)
+    defined = Counter(re.findall(r"\bdef (\w+)\(", text))
+    return {t.name: defined[t.name] for t in tasks}
 
 
 def model_completer(path: str, max_tokens: int, threads: int) -> Callable[[str], str]:

@@ -4,7 +4,9 @@
 # wheels carried in .corpus-wheels/, a code BPE, PhiForCausalLM trained on the GPU with a
 # schedule that ends inside the call, then phicpp convert (F16), quantize (Q8_0) and
 # pass@1 of the quantized file through phicpp's own engine. Everything the model card
-# needs comes back under $OUT (or OUT=... here).
+# needs comes back under $OUT (or OUT=... here): log.txt, results.tar.gz and the Q8_0 file in
+# parts (`cat phi-tiny-code-q8_0.gguf.part-* > phi-tiny-code-q8_0.gguf`, checked against
+# q8_0.sha256 in the tar).
 #
 #   here:   pip download --no-deps -d .corpus-wheels algorithms==1.0.1 pygorithm==1.0.4 \
 #               pydash==8.1.0 boltons==26.2.0 more-itertools==11.2.1 toolz==1.2.0 funcy==2.1 \
@@ -16,26 +18,35 @@
 #               carry=[".corpus-wheels", ".devdeps", "python/phicpp/_core.cpython-312-x86_64-linux-gnu.so"])
 #
 # Sizes (env): D_MODEL=384 LAYERS=10 MLP=1536 VOCAB=7168 -> 23.25M parameters, a Q8_0 file of
-# ~24.9 MB of tensors (+ the vocabulary). MINUTES (default 4): the training loop's budget; the rest of the call (corpus,
-# tokenizer, encoding, evaluations, conversion) was estimated at 3-5 minutes, so that the
-# whole fits in one 600 s device call: check the [N s] stamps of the first run.
+# ~24.9 MB of tensors (+ the vocabulary). MINUTES (default 4): the training loop's budget.
+# Measured on the H200 host (2026-12-02, the first run): corpus, tokenizer and encoding
+# ~2 min, training MINUTES + ~10 s, conversion 2 s; the evaluations then took minutes each
+# (the corpus-name count ran a regex per task over 230 MB; now one pass, a few seconds),
+# so the F16 one did not finish inside a 585 s call and the files were over the return
+# limits. With those fixed the whole should take ~7.5 min at MINUTES=4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:?set OUT to the folder for the results}
 W=${WORK:-/tmp/bundled}
 PY=${PY:-python3}
 export PYTHONPATH=${PHICPP_PATH:-$PWD/python}:$PWD/.devdeps${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-mkdir -p "$W" "$OUT"
+# The device returns at most 8 files of 16 MiB from $OUT: the log as it is written, the
+# shipped Q8_0 file in 15 MiB parts (cat them to rebuild it), everything else in one tar
+# made at the end (R: its contents as they are produced).
+R=$W/results
+mkdir -p "$W" "$OUT" "$R"
+exec > >(tee "$OUT/log.txt") 2>&1
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+pack() { tar -C "$R" -czf "$OUT/results.tar.gz" .; }
 
 stamp corpus
 wheels=()
 [ -d .corpus-wheels ] && wheels=(--wheels .corpus-wheels --repeat-wheels "${REPEAT_WHEELS:-4}")
 "$PY" tools/make_tiny_corpus.py --out "$W/corpus" --packages "${wheels[@]}" \
-    --code-bytes-per-package "${CODE_BYTES:-8000000}" | tee "$OUT/corpus.log"
-cp "$W/corpus/corpus.json" "$W/corpus/licenses.tsv" "$OUT/"
-gzip -c "$W/corpus/manifest.tsv" > "$OUT/manifest.tsv.gz"
+    --code-bytes-per-package "${CODE_BYTES:-8000000}" | tee "$R/corpus.log"
+cp "$W/corpus/corpus.json" "$W/corpus/licenses.tsv" "$R/"
+gzip -c "$W/corpus/manifest.tsv" > "$R/manifest.tsv.gz"
 
 stamp tokenizer
 "$PY" tools/train_tiny.py tokenizer --corpus "$W/corpus" --out "$W/tok" --vocab "${VOCAB:-7168}" \
@@ -46,18 +57,23 @@ stamp train
     --d-model "${D_MODEL:-384}" --layers "${LAYERS:-10}" --mlp "${MLP:-1536}" --batch "${BATCH:-64}" \
     --steps "${STEPS:-100000}" --max-minutes "${MINUTES:-4}" --schedule-by-time --dropout "${DROPOUT:-0.0}" \
     --anneal-fraction "${ANNEAL:-0.2}" --anneal-mix "${ANNEAL_MIX:-0.5}" \
-    --lr "${LR:-2e-3}" --min-lr "${MIN_LR:-1e-4}" --eval-every 500 --log-every 100 2>&1 | tee "$OUT/train.log"
-cp "$W/phi-tiny-code/train_result.json" "$W/phi-tiny-code/config.json" "$OUT/"
+    --lr "${LR:-2e-3}" --min-lr "${MIN_LR:-1e-4}" --eval-every 500 --log-every 100 2>&1 | tee "$R/train.log"
+cp "$W/phi-tiny-code/train_result.json" "$W/phi-tiny-code/config.json" "$R/"
+pack
 
 stamp convert
-"$PY" -m phicpp convert "$W/phi-tiny-code" -o "$OUT/phi-tiny-code-f16.gguf" --outtype f16
-"$PY" -m phicpp quantize "$OUT/phi-tiny-code-f16.gguf" "$OUT/phi-tiny-code-q8_0.gguf" Q8_0
-gzip -c "$W/corpus/heldout.txt" > "$OUT/heldout.txt.gz"
+"$PY" -m phicpp convert "$W/phi-tiny-code" -o "$W/phi-tiny-code-f16.gguf" --outtype f16
+"$PY" -m phicpp quantize "$W/phi-tiny-code-f16.gguf" "$W/phi-tiny-code-q8_0.gguf" Q8_0
+split -b 15M "$W/phi-tiny-code-q8_0.gguf" "$OUT/phi-tiny-code-q8_0.gguf.part-"
+sha256sum "$W/phi-tiny-code-q8_0.gguf" | tee "$R/q8_0.sha256"
+gzip -c "$W/corpus/heldout.txt" > "$R/heldout.txt.gz"
+pack
 
 stamp eval
 for f in q8_0 f16; do
-  "$PY" tools/eval_code.py -m "$OUT/phi-tiny-code-$f.gguf" --corpus "$W/corpus/train.txt" \
-      --json "$OUT/eval-$f.json" --show > "$OUT/eval-$f.txt" || true
-  tail -3 "$OUT/eval-$f.txt"
+  "$PY" tools/eval_code.py -m "$W/phi-tiny-code-$f.gguf" --corpus "$W/corpus/train.txt" \
+      --json "$R/eval-$f.json" --show > "$R/eval-$f.txt" || true
+  tail -3 "$R/eval-$f.txt"
+  pack
 done
 stamp done
