@@ -11,7 +11,13 @@ Only text that already exists offline on this machine is used, nothing from a hu
     big packages cannot drown the rest), generated files (protobuf stubs, "do not edit"
     headers, data tables) skipped;
   * with --wheels DIR, the *.py files of the wheels in DIR (e.g. textbook-like code
-    fetched with `pip download` on a machine that reaches PyPI), --repeat-wheels times.
+    fetched with `pip download` on a machine that reaches PyPI), --repeat-wheels times;
+  * with --functions N, every short documented top-level function of the train split's
+    Python files once more as a document of its own, N times: a file starts with a
+    licence, a module docstring and imports, so a small model trained on whole files
+    learns that a `def` and a one-line docstring at the start of a text end the file
+    (the bundled models completed every task's signature with a blank line and a
+    comment); these documents are what a function-writing prompt looks like.
 
 The build is deterministic for a given Python installation: files are visited in
 sorted order, exact duplicates are dropped, and each file lands in the train or the
@@ -21,8 +27,8 @@ file does not depend on which other files exist.
 Output (in --out):
   train.txt, heldout.txt   documents joined by the separator <|endoftext|>
   manifest.tsv             split, bytes, sha256 and source path of every kept file
-  textbook.txt             the train split's --wheels files, once each (for train_tiny.py's
-                           annealing phase)
+  textbook.txt             the train split's --wheels files and the --functions documents,
+                           once each (for train_tiny.py's annealing phase)
   licenses.tsv             each distribution that contributed code or docs: name, version,
                            license as its metadata states it, files and bytes kept
   corpus.json              counts, the Python that produced it, the options used
@@ -276,6 +282,29 @@ def _counted(name: str, version: str, lic: str, licenses: dict, docs):
     yield from docs
 
 
+def documented_functions(text: str, max_chars: int = 1500, max_statements: int = 12) -> list[str]:
+    """The top-level functions of a Python source that have a docstring and a body besides
+    it of 1..max_statements statements, undecorated, at most max_chars each, as source."""
+    import ast
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (invalid escape sequences in old sources)
+            tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    out = []
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef) or node.decorator_list or ast.get_docstring(node) is None:
+            continue
+        if not 1 <= len(node.body) - 1 <= max_statements:
+            continue
+        source = ast.get_source_segment(text, node)
+        if source and len(source) <= max_chars:
+            out.append(source + "\n")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path)
@@ -291,6 +320,9 @@ def main(argv=None) -> int:
     ap.add_argument("--code-bytes-per-package", type=int, default=8_000_000)
     ap.add_argument("--wheels", type=Path, help="also the .py files of the wheels in this folder")
     ap.add_argument("--repeat-wheels", type=int, default=1, help="write the --wheels files N times into train.txt")
+    ap.add_argument("--functions", type=int, default=0,
+                    help="write each short documented top-level function of the train split's .py files "
+                         "N more times into train.txt as a document of its own")
     ap.add_argument("--pydoc-topics", action="store_true",
                     help="also the pydoc topics (tried for run 2, see MODEL_CARD.md; the shipped model has none)")
     args = ap.parse_args(argv)
@@ -299,6 +331,7 @@ def main(argv=None) -> int:
     seen: set[str] = set()
     splits: dict[str, list[str]] = {"train": [], "heldout": []}
     textbook: list[str] = []
+    functions: list[str] = []
     manifest = []
     licenses: dict[str, dict] = {}
     # (kind, documents); earlier sources win exact duplicates (stdlib before a vendored copy)
@@ -332,12 +365,20 @@ def main(argv=None) -> int:
                 dist["files"] += 1
                 dist["bytes"] += nbytes
             splits[split].extend([text] * repeat)
+            if args.functions and split == "train" and rel.endswith(".py"):
+                functions.extend(documented_functions(text))
             manifest.append(f"{split}\t{nbytes}\t{digest}\t{rel}")
             kind = source_kind + ("/py" if rel.endswith(".py") else "/doc")
             c = counts.setdefault(f"{split}:{kind}", {"files": 0, "bytes": 0})
             c["files"] += 1
             c["bytes"] += nbytes
 
+    if functions:
+        # once each (a function copied between packages is one document), in a seeded order
+        unique = sorted(set(functions), key=lambda f: hashlib.sha256(f"{args.seed}:{f}".encode()).hexdigest())
+        splits["train"].extend(unique * args.functions)
+        textbook.extend(unique)
+        counts["train:functions"] = {"files": len(unique), "bytes": sum(len(f.encode()) for f in unique)}
     for split, docs in splits.items():
         (args.out / f"{split}.txt").write_text(EOT.join(docs), encoding="utf-8")
     if textbook:

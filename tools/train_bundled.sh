@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Make the bundled code model in one device call (issue 20): corpus from the machine's
 # own Python (stdlib + installed distributions that state a license) plus the textbook-like
-# wheels carried in .corpus-wheels/, a code BPE, PhiForCausalLM trained on the GPU with a
+# wheels carried in .corpus-wheels/ and, FUNCTIONS (2) more times, every short documented
+# top-level function of it as a document of its own (the first run, without them, completed
+# every task's signature with a blank line: see make_tiny_corpus.py), a code BPE, PhiForCausalLM trained on the GPU with a
 # schedule that ends inside the call, then phicpp convert (F16), quantize (Q8_0) and
 # pass@1 of the quantized file through phicpp's own engine. Everything the model card
 # needs comes back under $OUT (or OUT=... here): log.txt, results.tar.gz and the Q8_0 file in
@@ -43,7 +45,7 @@ pack() { tar -C "$R" -czf "$OUT/results.tar.gz" .; }
 stamp corpus
 wheels=()
 [ -d .corpus-wheels ] && wheels=(--wheels .corpus-wheels --repeat-wheels "${REPEAT_WHEELS:-4}")
-"$PY" tools/make_tiny_corpus.py --out "$W/corpus" --packages "${wheels[@]}" \
+"$PY" tools/make_tiny_corpus.py --out "$W/corpus" --packages "${wheels[@]}" --functions "${FUNCTIONS:-2}" \
     --code-bytes-per-package "${CODE_BYTES:-8000000}" | tee "$R/corpus.log"
 cp "$W/corpus/corpus.json" "$W/corpus/licenses.tsv" "$R/"
 gzip -c "$W/corpus/manifest.tsv" > "$R/manifest.tsv.gz"
