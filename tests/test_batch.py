@@ -11,7 +11,7 @@ import phicpp
 from phicpp import _core
 from phicpp.quantize import quantize_gguf
 
-KINDS = ["phi3_mini", "phi2", "phi3_medium", "phi_qkln", "phi3_swa"]
+KINDS = ["phi3_mini", "phi2", "phi3_medium", "phi_qkln", "phi3_swa", "phimoe"]
 
 
 def _devices():
@@ -130,7 +130,7 @@ def test_model_shared_by_threads(ggufs):
 
 
 @pytest.mark.parametrize("device,isa", _devices(), ids=lambda v: str(v))
-@pytest.mark.parametrize("kind", ["phi3_mini", "phi2", "phi3_mini-q4_0", "phi3_mini-q4_k_m"])
+@pytest.mark.parametrize("kind", ["phi3_mini", "phi2", "phi3_mini-q4_0", "phi3_mini-q4_k_m", "phimoe"])
 def test_prompt_chunks_beside_decodes_equal_one_token_at_a_time(ggufs, kind, device, isa):
     """batch(): a prompt in chunks of any size next to other sequences' decode tokens gives
     exactly the logits of feeding it one token at a time alone."""
