@@ -2,7 +2,8 @@
 # Issue 13's side-by-side benchmark, in one device call: phicpp against
 # llama.cpp (0c1e57098, the copy in llama-cpp-python 0.3.36, CUDA, sm_90a) on
 # the eight random-weight files (Phi-3-mini and Phi-2: F16, Q8_0, Q4_K_M,
-# Q4_0), `phicpp bench -ngl 99` and `llama-bench -ngl 99 -fa 1` alternately
+# Q4_0; FILES may add phimoe-q4_k_m, phimoe-q8_0: Phi-3.5-MoE's width, MOE_LAYERS
+# layers), `phicpp bench -ngl 99` and `llama-bench -ngl 99 -fa 1` alternately
 # per file, pp512 and tg128, ROUNDS rounds; then where a decode step's time
 # goes (Nsight Compute) on two files.
 #
@@ -50,17 +51,21 @@ fi
 
 # ---- models, made while llama.cpp builds (after any earlier call's prep has finished)
 while pgrep -f "mkrand_gguf|phicpp quantize" > /dev/null && [ "$WHAT" != prep ]; do sleep 2; done
-gen() {  # shape vocab
-  [ -f $M/$1-f16.gguf ] || python3 .bench/mkrand_gguf.py $1 .bench/vocab/$2 $M/$1-f16.tmp --dtype f16 > "$L/gen-$1.log" 2>&1 \
-    && mv $M/$1-f16.tmp $M/$1-f16.gguf
+gen() {  # name vocab [mkrand_gguf.py options]: $M/name-f16.gguf
+  local name=$1 vocab=$2
+  shift 2
+  [ -f $M/$name-f16.gguf ] || python3 tools/mkrand_gguf.py "${SHAPE:-$name}" .bench/vocab/$vocab $M/$name-f16.tmp \
+    --dtype f16 "$@" > "$L/gen-$name.log" 2>&1 && mv $M/$name-f16.tmp $M/$name-f16.gguf
 }
-G1=; G2=
+G1=; G2=; G3=
 case " $FILES" in *" phi3-"*) gen phi3 ggml-vocab-phi-3.gguf & G1=$! ;; esac
 case " $FILES" in *" phi2-"*) gen phi2 ggml-vocab-gpt-2.gguf & G2=$! ;; esac
+# Phi-3.5-MoE at full width, MOE_LAYERS (2) of its 32 layers: ~5.7 GB in F16
+case " $FILES" in *" phimoe-"*) SHAPE=phimoe gen phimoe ggml-vocab-phi-3.gguf --layers "${MOE_LAYERS:-2}" & G3=$! ;; esac
 
 prepare() {
-  wait $G1 $G2 2>/dev/null
-  for a in phi3 phi2; do
+  wait $G1 $G2 $G3 2>/dev/null
+  for a in phi3 phi2 phimoe; do
     want $a-f16 || want $a-q8_0 || want $a-q4_k_m || want $a-q4_0 || continue
     [ -f $M/$a-f16.gguf ] || { log "no $a-f16.gguf: $(tail -2 "$L/gen-$a.log")"; continue; }
     for q in Q8_0 Q4_K_M Q4_0; do
@@ -108,7 +113,7 @@ prepare
 # ---- side by side, alternating
 : > "$OUT/bench.jsonl"
 for r in $(seq 1 "$ROUNDS"); do
-  for a in phi3 phi2; do for q in f16 q8_0 q4_k_m q4_0; do
+  for a in phi3 phi2 phimoe; do for q in f16 q8_0 q4_k_m q4_0; do
     f=$M/$a-$q.gguf; [ -f $f ] && want $a-$q || continue
     python3 -m phicpp bench -m $f -ngl 99 -p 512 -n 128 -r 3 -o json 2> "$L/phicpp-bench.err" \
       | python3 -c "import json,sys; [print(json.dumps(dict(x, engine='phicpp', file='$a-$q', round=$r))) for x in json.load(sys.stdin)]" \
