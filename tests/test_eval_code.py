@@ -21,14 +21,14 @@ def test_enough_distinct_tasks():
 
 
 def test_every_reference_body_passes():
-    results = eval_code.evaluate(lambda prompt: next(t.solution for t in TASKS if t.prompt == prompt))
+    results = eval_code.evaluate(lambda stem: next("\n" + t.solution for t in TASKS if t.stem == stem))
     failed = [(r["task"], r["error"]) for r in results if not r["passed"]]
     assert not failed
 
 
 @pytest.mark.parametrize("wrong", ["    return None\n", "    pass\n", "    return 0\n"])
 def test_wrong_bodies_fail(wrong):
-    passed = [r["task"] for r in eval_code.evaluate(lambda prompt: wrong) if r["passed"]]
+    passed = [r["task"] for r in eval_code.evaluate(lambda stem: "\n" + wrong) if r["passed"]]
     assert not passed
 
 
@@ -40,9 +40,19 @@ def test_the_completion_ends_with_the_function():
     assert eval_code.function_body(text) == "\n    if a:\n\n        return 1\n    return 2\n"
 
 
+def test_the_model_continues_the_prompt_without_its_last_newline():
+    """A bare final newline is a token boundary that code tokenizers (newline merged with
+    the indentation after it) only train on before column 0: the model would end the
+    function there."""
+    seen = []
+    eval_code.evaluate(lambda stem: seen.append(stem) or "\n    return 0\n", TASKS[:2])
+    assert seen == [t.prompt[:-1] for t in TASKS[:2]]
+    assert all(s.endswith('"""') for s in seen)
+
+
 def test_a_looping_completion_times_out_and_fails():
     task = TASKS[0]
-    passed, error = eval_code.run_task(task, "    while True:\n        pass\n", timeout_s=1.0)
+    passed, error = eval_code.run_task(task, "\n    while True:\n        pass\n", timeout_s=1.0)
     assert not passed and "timed out" in error
 
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """pass@1 of a code model on short function-writing tasks (tools/code_tasks.py).
 
-For each task the model continues the prompt (a signature and a docstring) greedily;
-the completion is cut where the function ends (the first line back at column 0), and
-prompt + completion + the task's asserts run in a fresh `python -I` with a time and
+For each task the model continues the prompt (a signature and a docstring, without its
+last newline: code_tasks.Task.stem says why) greedily; the completion is cut where the
+function ends (the first line back at column 0), and stem + completion + the task's
+asserts run in a fresh `python -I` with a time and
 memory limit. A task passes when that process exits 0. pass@1 = passed / tasks.
 
     PYTHONPATH=build/dev/py python tools/eval_code.py                  # the shipped model
@@ -57,8 +58,9 @@ def _limits(cpu_s: int, mem_bytes: int) -> Callable[[], None]:
 
 
 def run_task(task: Task, body: str, timeout_s: float = 5.0) -> tuple[bool, str]:
-    """Run prompt + body + tests in a fresh interpreter: (passed, last line of stderr)."""
-    source = task.prompt + body + "\n\n" + task.tests
+    """Run the task's stem + body (what followed the stem) + tests in a fresh interpreter:
+    (passed, last line of stderr)."""
+    source = task.stem + body + "\n\n" + task.tests
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "task.py"
         path.write_text(source, encoding="utf-8")
@@ -75,11 +77,12 @@ def run_task(task: Task, body: str, timeout_s: float = 5.0) -> tuple[bool, str]:
 
 
 def evaluate(complete: Callable[[str], str], tasks: Iterable[Task] = TASKS, timeout_s: float = 5.0) -> list[dict]:
-    """complete(prompt) -> the model's continuation; one result dict per task."""
+    """complete(text) -> the model's continuation of a task's stem (Task.stem says why not
+    the prompt); one result dict per task."""
     results = []
     for task in tasks:
         t0 = time.perf_counter()
-        completion = complete(task.prompt)
+        completion = complete(task.stem)
         body = function_body(completion)
         passed, error = run_task(task, body, timeout_s)
         results.append({"task": task.name, "passed": passed, "error": error, "completion": body,
