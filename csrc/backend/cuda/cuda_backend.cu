@@ -411,8 +411,10 @@ public:
         flush_input_step();
         const int64_t K = gate.w[0].ne0, F = gate.w[0].ne1;
         for (int t = 0; kernels && t < n; t += kMatvecMaxTokens)
-            cuda::experts_swiglu(gate, up, x + t * K, std::min(kMatvecMaxTokens, n - t), picks + 2 * t, norm,
-                                 h + 2 * t * F, launch_cfg(), props_.multiProcessorCount);
+            if (!cuda::experts_swiglu(gate, up, x + t * K, std::min(kMatvecMaxTokens, n - t), picks + 2 * t, norm,
+                                      h + 2 * t * F, launch_cfg(), props_.multiProcessorCount))
+                fail(ErrorKind::unsupported, "no CUDA expert kernel fits ", dtype_name(gate.w[0].type), " experts of ",
+                     gate.w[0].ne1, " x ", K);
         if (!kernels) experts_swiglu_grouped(*this, gate, up, x, n, picks, norm, h);
     }
     void experts_down_add(const Experts& down, const float* h, int n, const ExpertPick* picks, float* x) override {
@@ -425,8 +427,10 @@ public:
         flush_input_step();
         const int64_t F = down.w[0].ne0, E = down.w[0].ne1;
         for (int t = 0; kernels && t < n; t += kMatvecMaxTokens)
-            cuda::experts_down_add(down, h + 2 * t * F, std::min(kMatvecMaxTokens, n - t), picks + 2 * t, x + t * E,
-                                   launch_cfg(), props_.multiProcessorCount);
+            if (!cuda::experts_down_add(down, h + 2 * t * F, std::min(kMatvecMaxTokens, n - t), picks + 2 * t,
+                                        x + t * E, launch_cfg(), props_.multiProcessorCount))
+                fail(ErrorKind::unsupported, "no CUDA expert kernel fits ", dtype_name(down.w[0].type), " experts of ",
+                     E, " x ", F);
         if (!kernels) experts_down_add_grouped(*this, down, h, n, picks, x);
     }
 
