@@ -34,6 +34,14 @@ LB=${LB:-build/llamacpp-xeon}
 # PY_BUILD=dir: an importable phicpp (e.g. `python` with the extension that
 # tools/device_build.sh leaves there). Either one skips that build.
 LLAMA_BIN=${LLAMA_BIN:-$LB/bin}
+# .llx/llama-bench.xz and .llx/llama-quantize.xz (git-ignored; carried): that pair built on
+# the dev machine (`cmake -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF` with AVX/AVX2/AVX-VNNI/
+# FMA/F16C/BMI2 and AVX512/VBMI/VNNI/BF16 on, AMX off: its AMX build dies with SIGILL on the
+# device host, docs/BENCHMARKS.md), unpacked into LLAMA_BIN instead of building there
+if [ "$LLAMA_BIN" = $LB/bin ] && [ -f .llx/llama-bench.xz ] && [ ! -x $LB/bin/llama-bench ]; then
+  mkdir -p $LB/bin
+  for t in llama-bench llama-quantize; do xz -dc .llx/$t.xz > $LB/bin/$t && chmod +x $LB/bin/$t; done
+fi
 MODELS=${MODELS:-build/models}
 py=${PY_BUILD:-build/xeon/py}
 [ -d .devdeps ] && pyp="$py:$PWD/.devdeps" || pyp=$py
@@ -61,7 +69,7 @@ build() {
   grep -o -w 'avx512f\|avx512_vnni\|avx512_bf16\|avx_vnni\|amx_tile\|amx_int8\|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' '
   echo; uname -r
   [ "$py" = build/xeon/py ] && JOBS=$(nproc) tools/devbuild.sh xeon >/dev/null
-  if [ "$LLAMA_BIN" = $LB/bin ]; then
+  if [ "$LLAMA_BIN" = $LB/bin ] && [ ! -x $LB/bin/llama-bench ]; then
     if [ ! -d $LLAMA_SRC ]; then mkdir -p $LLAMA_SRC && tar -C $LLAMA_SRC -xzf $LLAMA_TGZ; fi
     cmake -S $LLAMA_SRC -B $LB -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_TESTS=OFF \
       -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
