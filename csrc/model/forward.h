@@ -65,9 +65,6 @@ struct Architecture {
     void (*load)(WeightLoader& ld, const ModelConfig& c, Weights& w);
     void (*blocks)(const ForwardPass& fp);
     RowNorm (*output_norm)(const ModelConfig& c, const Weights& w);
-    // false when the blocks read results back to the host mid-step: such
-    // steps run op by op, never recorded and replayed
-    bool replayable = true;
 };
 
 extern const Architecture kPhi2;  // model/phi2.cpp

@@ -340,7 +340,7 @@ void Model::forward(const int32_t* tokens, int n, float* logits_host, int n_out,
     const bool one_pass = n_out <= kLogitRows;
     const ForwardPass fp{be, c_, w_, s_, seqs, n, n_out};
     do {
-        be.begin_step(pos0, n, one_pass && seqs.size() == 1 && arch_->replayable);
+        be.begin_step(pos0, n, one_pass && seqs.size() == 1);
         be.get_rows(w_.token_embd, ids_dev_, n, s_.x);
         arch_->blocks(fp);
         if (n_out > 0 && one_pass) project(first, n_out);
