@@ -402,36 +402,27 @@ public:
     }
     void experts_swiglu(const Experts& gate, const Experts& up, const float* x, int n, const ExpertPick* picks,
                         const RowNorm& norm, float* h) override {
-        const bool kernels = (n <= kMatvecMaxTokens || row_invariant_) && cuda::experts_fit(gate, &up, x, norm, false);
-        hash_.all(6, x, n, picks, h, norm.kind, norm.w, norm.b, norm.eps, kernels);
-        hash_experts(gate);
+        hash_.all(6, x, n, picks, h, norm.kind, norm.w, norm.b, norm.eps);
         hash_experts(up);
-        if (!kernels) recordable_ = false;
-        if (!running()) return;
-        flush_input_step();
         const int64_t K = gate.w[0].ne0, F = gate.w[0].ne1;
-        for (int t = 0; kernels && t < n; t += kMatvecMaxTokens)
-            if (!cuda::experts_swiglu(gate, up, x + t * K, std::min(kMatvecMaxTokens, n - t), picks + 2 * t, norm,
-                                      h + 2 * t * F, launch_cfg(), props_.multiProcessorCount))
-                fail(ErrorKind::unsupported, "no CUDA expert kernel fits ", dtype_name(gate.w[0].type), " experts of ",
-                     gate.w[0].ne1, " x ", K);
-        if (!kernels) experts_swiglu_grouped(*this, gate, up, x, n, picks, norm, h);
+        expert_op(
+            cuda::experts_fit(gate, &up, x, norm, false), gate, n,
+            [&](int t, int m) {
+                return cuda::experts_swiglu(gate, up, x + t * K, m, picks + 2 * t, norm, h + 2 * t * F, launch_cfg(),
+                                            props_.multiProcessorCount);
+            },
+            [&] { experts_swiglu_grouped(*this, gate, up, x, n, picks, norm, h); });
     }
     void experts_down_add(const Experts& down, const float* h, int n, const ExpertPick* picks, float* x) override {
-        const bool kernels =
-            (n <= kMatvecMaxTokens || row_invariant_) && cuda::experts_fit(down, nullptr, h, RowNorm{}, true);
-        hash_.all(7, h, n, picks, x, kernels);
-        hash_experts(down);
-        if (!kernels) recordable_ = false;
-        if (!running()) return;
-        flush_input_step();
+        hash_.all(7, h, n, picks, x);
         const int64_t F = down.w[0].ne0, E = down.w[0].ne1;
-        for (int t = 0; kernels && t < n; t += kMatvecMaxTokens)
-            if (!cuda::experts_down_add(down, h + 2 * t * F, std::min(kMatvecMaxTokens, n - t), picks + 2 * t,
-                                        x + t * E, launch_cfg(), props_.multiProcessorCount))
-                fail(ErrorKind::unsupported, "no CUDA expert kernel fits ", dtype_name(down.w[0].type), " experts of ",
-                     E, " x ", F);
-        if (!kernels) experts_down_add_grouped(*this, down, h, n, picks, x);
+        expert_op(
+            cuda::experts_fit(down, nullptr, h, RowNorm{}, true), down, n,
+            [&](int t, int m) {
+                return cuda::experts_down_add(down, h + 2 * t * F, m, picks + 2 * t, x + t * E, launch_cfg(),
+                                              props_.multiProcessorCount);
+            },
+            [&] { experts_down_add_grouped(*this, down, h, n, picks, x); });
     }
 
 private:
@@ -439,6 +430,27 @@ private:
     void hash_experts(const Experts& e) {
         hash_.add(e.n);
         for (int i = 0; i < e.n; ++i) hash_.all(e.w[i].data, e.w[i].type, e.w[i].ne0, e.w[i].ne1);
+    }
+    // An expert op over n tokens (experts e): moe.cu's kernels when they `fit`
+    // and the batch is a decode's (or row-invariant), `chunk(t, m)` launching
+    // tokens [t, t + m) of at most kMatvecMaxTokens; else `grouped()`, which
+    // waits for the host, so the step is not recorded.
+    template <class Chunk, class Grouped>
+    void expert_op(bool fit, const Experts& e, int n, Chunk&& chunk, Grouped&& grouped) {
+        const bool kernels = fit && (n <= kMatvecMaxTokens || row_invariant_);
+        hash_.add(kernels);
+        hash_experts(e);
+        if (!kernels) recordable_ = false;
+        if (!running()) return;
+        flush_input_step();
+        if (!kernels) {
+            grouped();
+            return;
+        }
+        for (int t = 0; t < n; t += kMatvecMaxTokens)
+            if (!chunk(t, std::min(kMatvecMaxTokens, n - t)))
+                fail(ErrorKind::unsupported, "no CUDA expert kernel fits ", dtype_name(e.w[0].type), " experts of ",
+                     e.w[0].ne1, " x ", e.w[0].ne0);
     }
     struct Recorded {
         uint64_t key;

@@ -357,26 +357,10 @@ bool matvec_takes(const MatmulJob& j) {
 bool matvec(const MatmulJob& j, const Launch& l, int sm_count, const MatvecConfig& cfg) {
     if (!matvec_takes(j)) return false;
     const MatvecParams p = matvec_params(j);
-    const int sm = sm_count;
-    const MatvecConfig& c = cfg;
-    switch (j.W.type) {
-        case DType::F32: return run_float<float>(p, j, l, sm, c);
-        case DType::F16: return run_float<__half>(p, j, l, sm, c);
-        case DType::BF16: return run_float<__nv_bfloat16>(p, j, l, sm, c);
-        case DType::Q4_0: return run_quant<FmtQ4_0>(p, j, l, sm, c);
-        case DType::Q4_1: return run_quant<FmtQ4_1>(p, j, l, sm, c);
-        case DType::Q5_0: return run_quant<FmtQ5_0>(p, j, l, sm, c);
-        case DType::Q5_1: return run_quant<FmtQ5_1>(p, j, l, sm, c);
-        case DType::Q8_0: return run_quant<FmtQ8_0>(p, j, l, sm, c);
-        case DType::IQ4_NL: return run_quant<FmtIQ4_NL>(p, j, l, sm, c);
-        case DType::Q2_K: return run_quant<FmtQ2_K>(p, j, l, sm, c);
-        case DType::Q3_K: return run_quant<FmtQ3_K>(p, j, l, sm, c);
-        case DType::Q4_K: return run_quant<FmtQ4_K>(p, j, l, sm, c);
-        case DType::Q5_K: return run_quant<FmtQ5_K>(p, j, l, sm, c);
-        case DType::Q6_K: return run_quant<FmtQ6_K>(p, j, l, sm, c);
-        case DType::IQ4_XS: return run_quant<FmtIQ4_XS>(p, j, l, sm, c);
-        default: fail(ErrorKind::unsupported, "no CUDA kernel for tensor type ", dtype_name(j.W.type));
-    }
+    return with_weight_format(
+        j.W.type,
+        [&](auto tag) { return run_float<typename decltype(tag)::type>(p, j, l, sm_count, cfg); },
+        [&](auto tag) { return run_quant<typename decltype(tag)::type>(p, j, l, sm_count, cfg); });
 }
 
 } // namespace phi::cuda

@@ -184,22 +184,24 @@ bool run_moe(Kernel kernel, const MoeParams& a, int ys, int threads, size_t smem
     return true;
 }
 
+// Shared memory of an expert launch: its rows of activations (two for down)
+// staged as a decode matvec of that many tokens stages them.
+size_t moe_smem(const Tensor& W, const RowNorm& norm, bool down) {
+    return staged_bytes(MatmulJob{W, nullptr, down ? 2 : 1, nullptr, nullptr, norm, Epilogue::store});
+}
+
 template <class F, bool kDown>
-bool run_moe_quant(MoeParams a, int ys, size_t norm_bytes, const Launch& l, int sm) {
+bool run_moe_quant(MoeParams a, int ys, size_t smem, const Launch& l, int sm) {
     a.p.w.nb = a.p.K / F::kBlock;
     for (int i = 0; i < kMoeMaxExperts; ++i) {  // planar: the bits of every row, then the rest
         const int64_t bits_bytes = static_cast<int64_t>(a.p.M) * a.p.w.nb * F::kBits;
         if (a.a.bits[i]) a.a.rest[i] = a.a.bits[i] + bits_bytes;
         if (a.b.bits[i]) a.b.rest[i] = a.b.bits[i] + bits_bytes;
     }
-    const int kTok = kDown ? 2 : 1;
-    const size_t smem = norm_bytes + static_cast<size_t>(kTok) * (a.p.K + a.p.K / 32 * 12);
     return run_moe(moe_quant<F, kDown>, a, ys, kQuantThreads, smem, l, sm);
 }
 template <class T, bool kDown>
-bool run_moe_float(MoeParams a, int ys, size_t norm_bytes, const Launch& l, int sm) {
-    const int kTok = kDown ? 2 : 1;
-    const size_t smem = norm_bytes + static_cast<size_t>(kTok) * a.p.K * sizeof(float);
+bool run_moe_float(const MoeParams& a, int ys, size_t smem, const Launch& l, int sm) {
     return run_moe(moe_float<T, kDown>, a, ys, kMatvecThreads, smem, l, sm);
 }
 
@@ -224,25 +226,10 @@ bool run_experts(const Experts& A, const Experts* B, const float* x, int n, cons
         if (B) a.b.bits[i] = static_cast<const uint8_t*>(B->w[i].data);
     }
     const int ys = kDown ? n : 2 * n;
-    const size_t nb = sizeof(float) * norm_smem_floats(a.p.norm, norm.b != nullptr, W.ne0);
-    switch (W.type) {
-        case DType::F32: return run_moe_float<float, kDown>(a, ys, nb, l, sm);
-        case DType::F16: return run_moe_float<__half, kDown>(a, ys, nb, l, sm);
-        case DType::BF16: return run_moe_float<__nv_bfloat16, kDown>(a, ys, nb, l, sm);
-        case DType::Q4_0: return run_moe_quant<FmtQ4_0, kDown>(a, ys, nb, l, sm);
-        case DType::Q4_1: return run_moe_quant<FmtQ4_1, kDown>(a, ys, nb, l, sm);
-        case DType::Q5_0: return run_moe_quant<FmtQ5_0, kDown>(a, ys, nb, l, sm);
-        case DType::Q5_1: return run_moe_quant<FmtQ5_1, kDown>(a, ys, nb, l, sm);
-        case DType::Q8_0: return run_moe_quant<FmtQ8_0, kDown>(a, ys, nb, l, sm);
-        case DType::IQ4_NL: return run_moe_quant<FmtIQ4_NL, kDown>(a, ys, nb, l, sm);
-        case DType::Q2_K: return run_moe_quant<FmtQ2_K, kDown>(a, ys, nb, l, sm);
-        case DType::Q3_K: return run_moe_quant<FmtQ3_K, kDown>(a, ys, nb, l, sm);
-        case DType::Q4_K: return run_moe_quant<FmtQ4_K, kDown>(a, ys, nb, l, sm);
-        case DType::Q5_K: return run_moe_quant<FmtQ5_K, kDown>(a, ys, nb, l, sm);
-        case DType::Q6_K: return run_moe_quant<FmtQ6_K, kDown>(a, ys, nb, l, sm);
-        case DType::IQ4_XS: return run_moe_quant<FmtIQ4_XS, kDown>(a, ys, nb, l, sm);
-        default: return false;
-    }
+    const size_t smem = moe_smem(W, norm, kDown);
+    return with_weight_format(
+        W.type, [&](auto tag) { return run_moe_float<typename decltype(tag)::type, kDown>(a, ys, smem, l, sm); },
+        [&](auto tag) { return run_moe_quant<typename decltype(tag)::type, kDown>(a, ys, smem, l, sm); });
 }
 
 // Every expert of a set alike (the kernels take one shape and type).
@@ -261,11 +248,7 @@ bool experts_fit(const Experts& A, const Experts* B, const float* x, const RowNo
     const Tensor& W = A.w[0];
     if (!uniform(A, W) || (B && !uniform(*B, W))) return false;
     if (W.ne0 % 32 != 0 && W.layout == WeightLayout::planar) return false;
-    const int kTok = down ? 2 : 1;
-    const bool is_float = W.layout == WeightLayout::rows;
-    const size_t staged = static_cast<size_t>(kTok) * (is_float ? W.ne0 * sizeof(float) : W.ne0 + W.ne0 / 32 * 12);
-    const size_t nb = sizeof(float) * norm_smem_floats(static_cast<int>(norm.kind), norm.b != nullptr, W.ne0);
-    return staged + nb <= kSmemLimit && aligned16(x, norm.w, norm.b);
+    return moe_smem(W, norm, down) <= kSmemLimit && aligned16(x, norm.w, norm.b);
 }
 
 void route_top2(const float* scores, int n, int n_expert, float jitter, ExpertPick* picks, const Launch& l) {
