@@ -281,6 +281,7 @@ static DType parse_type(const std::string& name) {
 
 using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+using I32Array = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
 
 static void bind_quant(py::module_& m) {
     // Block formats, reference (de)quantizers, the CPU's weight layouts.
@@ -471,12 +472,13 @@ struct PyBackend {
         rn.b = b ? upload(b, K) : nullptr;
         return rn;
     }
-    // Weights as the backend holds them, for the current step.
+    // Weights as the backend holds them, for the current step (freed with its buffers).
     Experts weights(const std::vector<Tensor>& host, WeightUse use) {
         held.emplace_back();
         for (const Tensor& t : host) held.back().push_back(be->weight(t, use));
         return Experts{held.back().data(), static_cast<int>(held.back().size())};
     }
+    Tensor weight(const Tensor& host, WeightUse use) { return weights({host}, use).w[0]; }
     std::vector<std::vector<Tensor>> held;  // this call's weights
     template <class T>
     T* zeros(size_t count) {
@@ -526,8 +528,8 @@ static std::vector<Tensor> experts_of(const std::vector<U8Array>& ws, DType t, s
 }
 
 // Picks [n, 2] (expert ids, weights) as the ops take them, ids checked.
-static std::vector<ExpertPick> picks_of(const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& ids,
-                                        const std::optional<F32Array>& weights, int n, int n_expert) {
+static std::vector<ExpertPick> picks_of(const I32Array& ids, const std::optional<F32Array>& weights, int n,
+                                        int n_expert) {
     if (ids.ndim() != 2 || ids.shape(0) != n || ids.shape(1) != 2)
         fail(ErrorKind::invalid_arg, "ids must be [", n, ", 2]");
     if (weights && (weights->ndim() != 2 || weights->shape(0) != n || weights->shape(1) != 2))
@@ -599,17 +601,11 @@ static void bind_backend(py::module_& m) {
             const float* nbp = norm_b ? norm_b->data() : nullptr;
             const float* y0p = y0 ? y0->data() : nullptr;
             b.step(0, n, [&] {
-                const Tensor W = b.be->weight(host, rearrange ? WeightUse::matmul : WeightUse::rows);
-                try {
-                    const RowNorm dn = b.upload_norm(rn, nwp, nbp, K);
-                    float* yd = y0p ? b.upload(y0p, n * cols) : b.zeros<float>(n * cols);
-                    b.be->matmul(W, b.upload(xp, n * K), n, yd, bp ? b.upload(bp, M) : nullptr, dn, ep);
-                    b.be->copy_to_host(yp, yd, sizeof(float) * n * cols);
-                } catch (...) {
-                    b.be->free_weight(W);
-                    throw;
-                }
-                b.be->free_weight(W);
+                const Tensor W = b.weight(host, rearrange ? WeightUse::matmul : WeightUse::rows);
+                const RowNorm dn = b.upload_norm(rn, nwp, nbp, K);
+                float* yd = y0p ? b.upload(y0p, n * cols) : b.zeros<float>(n * cols);
+                b.be->matmul(W, b.upload(xp, n * K), n, yd, bp ? b.upload(bp, M) : nullptr, dn, ep);
+                b.be->copy_to_host(yp, yd, sizeof(float) * n * cols);
             });
             return y;
         }, py::arg("w"), py::arg("type"), py::arg("shape"), py::arg("x"), py::arg("bias") = py::none(),
@@ -629,16 +625,10 @@ static void bind_backend(py::module_& m) {
             F32Array out({static_cast<int64_t>(n), host.ne0});
             float* op = out.mutable_data();
             b.step(0, std::max(1, n), [&] {
-                const Tensor W = b.be->weight(host, WeightUse::rows);
-                try {
-                    float* od = b.zeros<float>(n * host.ne0);
-                    b.be->get_rows(W, b.upload(ids.data(), ids.size()), n, od);
-                    b.be->copy_to_host(op, od, sizeof(float) * n * host.ne0);
-                } catch (...) {
-                    b.be->free_weight(W);
-                    throw;
-                }
-                b.be->free_weight(W);
+                const Tensor W = b.weight(host, WeightUse::rows);
+                float* od = b.zeros<float>(n * host.ne0);
+                b.be->get_rows(W, b.upload(ids.data(), ids.size()), n, od);
+                b.be->copy_to_host(op, od, sizeof(float) * n * host.ne0);
             });
             return out;
         }, py::arg("table"), py::arg("type"), py::arg("shape"), py::arg("ids"),
@@ -772,8 +762,7 @@ static void bind_backend(py::module_& m) {
            "SparseMixer's two picks of each row of scores [n, n_expert]: (ids [n, 2], weights [n, 2]), lower id first.")
         .def("experts_swiglu", [](PyBackend& b, std::vector<U8Array> gate, std::vector<U8Array> up,
                                   const std::string& type, std::pair<int64_t, int64_t> shape, F32Array x,
-                                  py::array_t<int32_t, py::array::c_style | py::array::forcecast> ids,
-                                  const std::string& norm, std::optional<F32Array> norm_w,
+                                  I32Array ids, const std::string& norm, std::optional<F32Array> norm_w,
                                   std::optional<F32Array> norm_b, float eps) {
             const DType t = parse_type(type);
             const std::vector<Tensor> g = experts_of(gate, t, shape), u = experts_of(up, t, shape);
@@ -801,8 +790,7 @@ static void bind_backend(py::module_& m) {
            py::arg("eps") = 1e-5f,
            "h[2t + j] = silu(norm(x[t]) . G_e^T) * (norm(x[t]) . U_e^T), e = ids[t, j]; experts of `shape` (ff, K).")
         .def("experts_down_add", [](PyBackend& b, std::vector<U8Array> down, const std::string& type,
-                                    std::pair<int64_t, int64_t> shape, F32Array h,
-                                    py::array_t<int32_t, py::array::c_style | py::array::forcecast> ids,
+                                    std::pair<int64_t, int64_t> shape, F32Array h, I32Array ids,
                                     F32Array weights, F32Array x0) {
             const std::vector<Tensor> d = experts_of(down, parse_type(type), shape);
             const int64_t E = shape.first, F = shape.second;
