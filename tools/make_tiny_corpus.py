@@ -13,11 +13,10 @@ Only text that already exists offline on this machine is used, nothing from a hu
   * with --wheels DIR, the *.py files of the wheels in DIR (e.g. textbook-like code
     fetched with `pip download` on a machine that reaches PyPI), --repeat-wheels times;
   * with --functions N, every short documented top-level function of the train split's
-    Python files once more as a document of its own, N times: a file starts with a
-    licence, a module docstring and imports, so a small model trained on whole files
-    learns that a `def` and a one-line docstring at the start of a text end the file
-    (the bundled models completed every task's signature with a blank line and a
-    comment); these documents are what a function-writing prompt looks like.
+    Python files once more as a document of its own, N times: what a function-writing
+    prompt looks like, where whole files mostly open with a licence, a module docstring
+    and imports (on two small models trained alike, the probability of an indented body
+    line after a task's signature and docstring went 0.69 -> 0.88 with them).
 
 The build is deterministic for a given Python installation: files are visited in
 sorted order, exact duplicates are dropped, and each file lands in the train or the

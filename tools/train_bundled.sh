@@ -2,8 +2,7 @@
 # Make the bundled code model in one device call (issue 20): corpus from the machine's
 # own Python (stdlib + installed distributions that state a license) plus the textbook-like
 # wheels carried in .corpus-wheels/ and, FUNCTIONS (2) more times, every short documented
-# top-level function of it as a document of its own (the first run, without them, completed
-# every task's signature with a blank line: see make_tiny_corpus.py), a code BPE, PhiForCausalLM trained on the GPU with a
+# top-level function of it as a document of its own (see make_tiny_corpus.py), a code BPE, PhiForCausalLM trained on the GPU with a
 # schedule that ends inside the call, then phicpp convert (F16), quantize (Q8_0) and
 # pass@1 of the quantized file through phicpp's own engine. Everything the model card
 # needs comes back under $OUT (or OUT=... here): log.txt, results.tar.gz and the Q8_0 file in
