@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "backend/cuda/common.cuh"
+#include "core/dtype.h"
 
 namespace phi::cuda {
 
@@ -383,5 +384,34 @@ template <>
 struct FloatFmt<__nv_bfloat16> {
     __device__ static float get(const uint8_t* row, int64_t k) { return bf2f(reinterpret_cast<const uint16_t*>(row)[k]); }
 };
+
+// The weight types the kernels read: on_float(TypeTag<T>{}) for a float type
+// (T: float, __half, __nv_bfloat16), on_quant(TypeTag<F>{}) for a quantized
+// one (F: its format above); what it returns, or an error for any other type.
+template <class T>
+struct TypeTag {
+    using type = T;
+};
+template <class OnFloat, class OnQuant>
+auto with_weight_format(DType t, OnFloat&& on_float, OnQuant&& on_quant) {
+    switch (t) {
+        case DType::F32: return on_float(TypeTag<float>{});
+        case DType::F16: return on_float(TypeTag<__half>{});
+        case DType::BF16: return on_float(TypeTag<__nv_bfloat16>{});
+        case DType::Q4_0: return on_quant(TypeTag<FmtQ4_0>{});
+        case DType::Q4_1: return on_quant(TypeTag<FmtQ4_1>{});
+        case DType::Q5_0: return on_quant(TypeTag<FmtQ5_0>{});
+        case DType::Q5_1: return on_quant(TypeTag<FmtQ5_1>{});
+        case DType::Q8_0: return on_quant(TypeTag<FmtQ8_0>{});
+        case DType::IQ4_NL: return on_quant(TypeTag<FmtIQ4_NL>{});
+        case DType::Q2_K: return on_quant(TypeTag<FmtQ2_K>{});
+        case DType::Q3_K: return on_quant(TypeTag<FmtQ3_K>{});
+        case DType::Q4_K: return on_quant(TypeTag<FmtQ4_K>{});
+        case DType::Q5_K: return on_quant(TypeTag<FmtQ5_K>{});
+        case DType::Q6_K: return on_quant(TypeTag<FmtQ6_K>{});
+        case DType::IQ4_XS: return on_quant(TypeTag<FmtIQ4_XS>{});
+        default: fail(ErrorKind::unsupported, "no CUDA kernel for tensor type ", dtype_name(t));
+    }
+}
 
 } // namespace phi::cuda

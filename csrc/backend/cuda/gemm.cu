@@ -410,26 +410,16 @@ void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const f
         p.wf = static_cast<const uint8_t*>(W.data);
         p.row_bytes = static_cast<int64_t>(W.row_bytes());
     }
-    switch (W.type) {
-        case DType::F32: return run<FloatA<float>>(p, l);
-        case DType::F16:
-            if (p.K % 8 == 0) return run<F16AsyncA>(p, l);
-            return run<FloatA<__half>>(p, l);
-        case DType::BF16: return run<FloatA<__nv_bfloat16>>(p, l);
-        case DType::Q4_0: return run_quant<FmtQ4_0>(p, W, l);
-        case DType::Q4_1: return run_quant<FmtQ4_1>(p, W, l);
-        case DType::Q5_0: return run_quant<FmtQ5_0>(p, W, l);
-        case DType::Q5_1: return run_quant<FmtQ5_1>(p, W, l);
-        case DType::Q8_0: return run_quant<FmtQ8_0>(p, W, l);
-        case DType::IQ4_NL: return run_quant<FmtIQ4_NL>(p, W, l);
-        case DType::Q2_K: return run_quant<FmtQ2_K>(p, W, l);
-        case DType::Q3_K: return run_quant<FmtQ3_K>(p, W, l);
-        case DType::Q4_K: return run_quant<FmtQ4_K>(p, W, l);
-        case DType::Q5_K: return run_quant<FmtQ5_K>(p, W, l);
-        case DType::Q6_K: return run_quant<FmtQ6_K>(p, W, l);
-        case DType::IQ4_XS: return run_quant<FmtIQ4_XS>(p, W, l);
-        default: fail(ErrorKind::unsupported, "no CUDA kernel for tensor type ", dtype_name(W.type));
-    }
+    with_weight_format(
+        W.type,
+        [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            if constexpr (std::is_same_v<T, __half>) {
+                if (p.K % 8 == 0) return run<F16AsyncA>(p, l);  // (rows that cp.async can copy)
+            }
+            return run<FloatA<T>>(p, l);
+        },
+        [&](auto tag) { return run_quant<typename decltype(tag)::type>(p, W, l); });
 }
 
 void norm_rows(const float* x, int n_rows, int dim, const RowNorm& norm, float* y, const Launch& l) {

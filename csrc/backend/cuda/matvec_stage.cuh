@@ -409,36 +409,6 @@ MatvecParams matvec_params(const MatmulJob& j) {
     return p;
 }
 
-// The decode kernels' weight types: on_float(TypeTag<T>{}) for a float type
-// (T: float, __half, __nv_bfloat16), on_quant(TypeTag<F>{}) for a quantized
-// one (F: its format in formats.cuh); its result, or an error for a type no
-// decode kernel reads.
-template <class T>
-struct TypeTag {
-    using type = T;
-};
-template <class OnFloat, class OnQuant>
-bool with_weight_format(DType t, OnFloat&& on_float, OnQuant&& on_quant) {
-    switch (t) {
-        case DType::F32: return on_float(TypeTag<float>{});
-        case DType::F16: return on_float(TypeTag<__half>{});
-        case DType::BF16: return on_float(TypeTag<__nv_bfloat16>{});
-        case DType::Q4_0: return on_quant(TypeTag<FmtQ4_0>{});
-        case DType::Q4_1: return on_quant(TypeTag<FmtQ4_1>{});
-        case DType::Q5_0: return on_quant(TypeTag<FmtQ5_0>{});
-        case DType::Q5_1: return on_quant(TypeTag<FmtQ5_1>{});
-        case DType::Q8_0: return on_quant(TypeTag<FmtQ8_0>{});
-        case DType::IQ4_NL: return on_quant(TypeTag<FmtIQ4_NL>{});
-        case DType::Q2_K: return on_quant(TypeTag<FmtQ2_K>{});
-        case DType::Q3_K: return on_quant(TypeTag<FmtQ3_K>{});
-        case DType::Q4_K: return on_quant(TypeTag<FmtQ4_K>{});
-        case DType::Q5_K: return on_quant(TypeTag<FmtQ5_K>{});
-        case DType::Q6_K: return on_quant(TypeTag<FmtQ6_K>{});
-        case DType::IQ4_XS: return on_quant(TypeTag<FmtIQ4_XS>{});
-        default: fail(ErrorKind::unsupported, "no CUDA kernel for tensor type ", dtype_name(t));
-    }
-}
-
 constexpr size_t kSmemLimit = 200 * 1024;
 
 // False when smem is more than a matvec may take; else lets kernel have it.

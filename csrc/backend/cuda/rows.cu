@@ -67,24 +67,9 @@ void run_float(const Tensor& t, const int32_t* ids, int n, float* out, const Lau
 
 void get_rows(const Tensor& t, const int32_t* ids, int n, float* out, const Launch& l) {
     if (n <= 0) return;
-    switch (t.type) {
-        case DType::F32: return run_float<float>(t, ids, n, out, l);
-        case DType::F16: return run_float<__half>(t, ids, n, out, l);
-        case DType::BF16: return run_float<__nv_bfloat16>(t, ids, n, out, l);
-        case DType::Q4_0: return run_quant<FmtQ4_0>(t, ids, n, out, l);
-        case DType::Q4_1: return run_quant<FmtQ4_1>(t, ids, n, out, l);
-        case DType::Q5_0: return run_quant<FmtQ5_0>(t, ids, n, out, l);
-        case DType::Q5_1: return run_quant<FmtQ5_1>(t, ids, n, out, l);
-        case DType::Q8_0: return run_quant<FmtQ8_0>(t, ids, n, out, l);
-        case DType::IQ4_NL: return run_quant<FmtIQ4_NL>(t, ids, n, out, l);
-        case DType::Q2_K: return run_quant<FmtQ2_K>(t, ids, n, out, l);
-        case DType::Q3_K: return run_quant<FmtQ3_K>(t, ids, n, out, l);
-        case DType::Q4_K: return run_quant<FmtQ4_K>(t, ids, n, out, l);
-        case DType::Q5_K: return run_quant<FmtQ5_K>(t, ids, n, out, l);
-        case DType::Q6_K: return run_quant<FmtQ6_K>(t, ids, n, out, l);
-        case DType::IQ4_XS: return run_quant<FmtIQ4_XS>(t, ids, n, out, l);
-        default: fail(ErrorKind::unsupported, "no CUDA kernel for tensor type ", dtype_name(t.type));
-    }
+    with_weight_format(
+        t.type, [&](auto tag) { run_float<typename decltype(tag)::type>(t, ids, n, out, l); },
+        [&](auto tag) { run_quant<typename decltype(tag)::type>(t, ids, n, out, l); });
 }
 
 void set_int(int* p, int v, const Launch& l) { launch(set_int_kernel, dim3(1), dim3(1), 0, l, p, v); }
