@@ -545,16 +545,21 @@ MOE_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q5_1", "q4_K", "q5_K", "q6_K
 
 
 @pytest.mark.parametrize("typ", MOE_TYPES)
-@pytest.mark.parametrize("n", [1, 3, 8, 11])  # up to 8: a GPU's decode kernels; 11: grouped by expert
+# up to 8: a GPU's decode kernels; 11, 150: grouped by expert (150: experts with more
+# than one GPU tile of 64 picks)
+@pytest.mark.parametrize("n", [1, 3, 8, 11, 150])
 def test_experts_swiglu(backend, typ, n):
     rng = np.random.default_rng(len(typ) * 17 + n)
-    X, ff, K = 5, 37, expert_K(typ, 2 if n % 2 else 1)
+    check_experts_swiglu(backend, typ, rng, n, 5, *random_picks(rng, n, 5))
+
+
+def check_experts_swiglu(backend, typ, rng, n, X, ids, _wts):
+    ff, K = 37, expert_K(typ, 2 if n % 2 else 1)
     graw, gw = expert_weights(typ, X, ff, K, rng)
     uraw, uw = expert_weights(typ, X, ff, K, rng)
     x = (rng.standard_normal((n, K)) * 2 + 0.7).astype(np.float32)
     nw = (1 + 0.2 * rng.standard_normal(K)).astype(np.float32)
     nb = (0.1 * rng.standard_normal(K)).astype(np.float32)
-    ids, _ = random_picks(rng, n, X)
     h = backend.experts_swiglu(graw, uraw, typ, (ff, K), x, ids, norm="layer", norm_w=nw, norm_b=nb, eps=1e-5)
     xn = layer_norm_ref(x, nw, nb, 1e-5)
     assert h.shape == (2 * n, ff) and np.all(np.isfinite(h))
@@ -571,14 +576,17 @@ def test_experts_swiglu(backend, typ, n):
 
 
 @pytest.mark.parametrize("typ", MOE_TYPES)
-@pytest.mark.parametrize("n", [1, 2, 8, 13])
+@pytest.mark.parametrize("n", [1, 2, 8, 13, 150])
 def test_experts_down_add(backend, typ, n):
     rng = np.random.default_rng(len(typ) * 19 + n)
-    X, E, ff = 4, 45, expert_K(typ, 1)
+    check_experts_down_add(backend, typ, rng, n, 4, *random_picks(rng, n, 4))
+
+
+def check_experts_down_add(backend, typ, rng, n, X, ids, wts):
+    E, ff = 45, expert_K(typ, 1)
     draw, dw = expert_weights(typ, X, E, ff, rng)
     h = rng.standard_normal((2 * n, ff)).astype(np.float32)
     x0 = (rng.standard_normal((n, E)) * 5).astype(np.float32)
-    ids, wts = random_picks(rng, n, X)
     x = backend.experts_down_add(draw, typ, (E, ff), h, ids, wts, x0)
     assert x.shape == (n, E) and np.all(np.isfinite(x))
     for t in range(n):
@@ -590,6 +598,20 @@ def test_experts_down_add(backend, typ, n):
                                  + 2e-6 * (np.abs(hv) @ np.abs(dw[e]).T + 1))
         err = np.abs(x[t] - ref)
         assert np.all(err <= bound), f"token {t}: max excess {np.max(err - bound):.3g}"
+
+
+@pytest.mark.parametrize("typ", ["f16", "q4_K", "q8_0"])
+def test_experts_skewed_groups(backend, typ):
+    """Most tokens pick the same two of 16 experts (several GPU tiles each), a few pick
+    others, most experts none: every grouping edge at once."""
+    rng = np.random.default_rng(7)
+    n, X = 203, 16
+    ids = np.tile(np.array([[0, 15]], np.int32), (n, 1))
+    ids[::17] = [3, 9]
+    ids[5] = [14, 15]
+    wts = rng.uniform(0.1, 1.0, (n, 2)).astype(np.float32)
+    check_experts_swiglu(backend, typ, rng, n, X, ids, wts)
+    check_experts_down_add(backend, typ, rng, n, X, ids, wts)
 
 
 def test_experts_errors(backend):

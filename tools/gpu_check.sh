@@ -71,7 +71,7 @@ if [ "$WHAT" != bench ]; then
   fi
   if command -v compute-sanitizer > /dev/null && [ "${SANITIZE:-1}" = 1 ]; then
     timeout 240 compute-sanitizer --tool memcheck --print-limit 20 python3 -m pytest -q -p no:cacheprovider -o addopts="" \
-      tests/test_backend_ops.py -k "cuda and (epilogues or test_attention or get_rows or model_sized or long)" -x \
+      tests/test_backend_ops.py -k "cuda and (epilogues or test_attention or get_rows or model_sized or long or experts_skewed)" -x \
       > "$L/memcheck.log" 2>&1
     log "memcheck: $(grep -E 'ERROR SUMMARY|passed|failed' "$L/memcheck.log" | tail -2 | tr '\n' ' ')"
   fi

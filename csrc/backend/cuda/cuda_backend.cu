@@ -123,7 +123,7 @@ public:
         for (auto& g : recorded_) cudaGraphExecDestroy(g.exec);
         for (auto& w : weights_) cudaFree(const_cast<void*>(w));
         for (void* p : allocs_) cudaFree(p);
-        for (DeviceBuffer* b : {&norm_ws_, &prod_ws_, &gemm_ws_, &attn_partial_, &attn_counters_})
+        for (DeviceBuffer* b : {&norm_ws_, &prod_ws_, &gemm_ws_, &attn_partial_, &attn_counters_, &moe_groups_, &moe_out_})
             b->release();
         for (int i = 0; i < 2; ++i) {
             if (stage_[i]) cudaFreeHost(stage_[i]);
@@ -392,8 +392,9 @@ public:
 
     // Experts: decode batches (and row-invariant batches, 8 tokens at a time)
     // through moe.cu's kernels, which read the picks on the GPU; larger
-    // batches a matmul per expert over its rows, grouped on the host (the
-    // step then waits for the picks: such steps are never recorded).
+    // batches through the prefill GEMM over the picks grouped by expert on the
+    // GPU; experts neither takes (over kMoeMaxExperts) grouped on the host
+    // (the step then waits for the picks: such steps are never recorded).
     void route_top2(const float* scores, int n, int n_expert, float jitter, ExpertPick* picks) override {
         hash_.all(5, scores, n, n_expert, jitter, picks);
         if (!running()) return;
@@ -405,24 +406,66 @@ public:
         hash_.all(6, x, n, picks, h, norm.kind, norm.w, norm.b, norm.eps);
         hash_experts(up);
         const int64_t K = gate.w[0].ne0, F = gate.w[0].ne1;
-        expert_op(
-            cuda::experts_fit(gate, &up, x, norm, false), gate, n,
-            [&](int t, int m) {
-                return cuda::experts_swiglu(gate, up, x + t * K, m, picks + 2 * t, norm, h + 2 * t * F, launch_cfg(),
+        const bool same = up.n == gate.n && up.w[0].type == gate.w[0].type && up.w[0].ne0 == K && up.w[0].ne1 == F;
+        const ExpertPath path = expert_path(cuda::experts_fit(gate, &up, x, norm, false),
+                                            same && cuda::gemm_experts_fit(gate) && cuda::gemm_experts_fit(up), gate, n);
+        if (path == ExpertPath::gemm) {
+            grow(moe_groups_, cuda::expert_groups_bytes(n, gate.n));
+            if (norm.kind != NormKind::none) grow(norm_ws_, sizeof(float) * n * K);
+            grow(prod_ws_, sizeof(float) * 2 * n * 2 * F);
+            grow(gemm_ws_, gemm_workspace(n, K));
+        }
+        if (!running()) return;
+        flush_input_step();
+        const Launch l = launch_cfg();
+        if (path == ExpertPath::kernels) {
+            expert_chunks(gate, n, [&](int t, int m) {
+                return cuda::experts_swiglu(gate, up, x + t * K, m, picks + 2 * t, norm, h + 2 * t * F, l,
                                             props_.multiProcessorCount);
-            },
-            [&] { experts_swiglu_grouped(*this, gate, up, x, n, picks, norm, h); });
+            });
+        } else if (path == ExpertPath::gemm) {
+            const cuda::ExpertGroups g = cuda::expert_groups_at(moe_groups_.get(), n, gate.n);
+            cuda::moe_group(picks, n, gate.n, g, l);
+            const float* xin = x;
+            if (norm.kind != NormKind::none) {
+                norm_rows(x, n, static_cast<int>(K), norm, static_cast<float*>(norm_ws_.get()), l);
+                xin = static_cast<const float*>(norm_ws_.get());
+            }
+            float* gu = static_cast<float*>(prod_ws_.get());  // [2n][gate | up]
+            cuda::gemm_experts(gate, xin, n, 1, g, gu, 2 * F, gemm_ws_.get(), l);
+            cuda::gemm_experts(up, xin, n, 1, g, gu + F, 2 * F, gemm_ws_.get(), l);
+            swiglu_rows(gu, 2 * n, static_cast<int>(F), h, l);
+        } else {
+            experts_swiglu_grouped(*this, gate, up, x, n, picks, norm, h);
+        }
     }
     void experts_down_add(const Experts& down, const float* h, int n, const ExpertPick* picks, float* x) override {
         hash_.all(7, h, n, picks, x);
         const int64_t F = down.w[0].ne0, E = down.w[0].ne1;
-        expert_op(
-            cuda::experts_fit(down, nullptr, h, RowNorm{}, true), down, n,
-            [&](int t, int m) {
-                return cuda::experts_down_add(down, h + 2 * t * F, m, picks + 2 * t, x + t * E, launch_cfg(),
+        const ExpertPath path =
+            expert_path(cuda::experts_fit(down, nullptr, h, RowNorm{}, true), cuda::gemm_experts_fit(down), down, n);
+        if (path == ExpertPath::gemm) {
+            grow(moe_groups_, cuda::expert_groups_bytes(n, down.n));
+            grow(moe_out_, sizeof(float) * 2 * n * E);
+            grow(gemm_ws_, gemm_workspace(2 * n, F));
+        }
+        if (!running()) return;
+        flush_input_step();
+        const Launch l = launch_cfg();
+        if (path == ExpertPath::kernels) {
+            expert_chunks(down, n, [&](int t, int m) {
+                return cuda::experts_down_add(down, h + 2 * t * F, m, picks + 2 * t, x + t * E, l,
                                               props_.multiProcessorCount);
-            },
-            [&] { experts_down_add_grouped(*this, down, h, n, picks, x); });
+            });
+        } else if (path == ExpertPath::gemm) {
+            const cuda::ExpertGroups g = cuda::expert_groups_at(moe_groups_.get(), n, down.n);
+            cuda::moe_group(picks, n, down.n, g, l);
+            float* o = static_cast<float*>(moe_out_.get());  // [2n][E]: each pick's output
+            cuda::gemm_experts(down, h, 2 * n, 0, g, o, E, gemm_ws_.get(), l);
+            cuda::experts_combine(o, n, static_cast<int>(E), picks, x, l);
+        } else {
+            experts_down_add_grouped(*this, down, h, n, picks, x);
+        }
     }
 
 private:
@@ -431,22 +474,23 @@ private:
         hash_.add(e.n);
         for (int i = 0; i < e.n; ++i) hash_.all(e.w[i].data, e.w[i].type, e.w[i].ne0, e.w[i].ne1);
     }
-    // An expert op over n tokens (experts e): moe.cu's kernels when they `fit`
-    // and the batch is a decode's (or row-invariant), `chunk(t, m)` launching
-    // tokens [t, t + m) of at most kMatvecMaxTokens; else `grouped()`, which
-    // waits for the host, so the step is not recorded.
-    template <class Chunk, class Grouped>
-    void expert_op(bool fit, const Experts& e, int n, Chunk&& chunk, Grouped&& grouped) {
-        const bool kernels = fit && (n <= kMatvecMaxTokens || row_invariant_);
-        hash_.add(kernels);
+    // How an expert op over n tokens runs: moe.cu's decode kernels when they
+    // `fit` and the batch is a decode's (or row-invariant); else the grouped
+    // GEMM when it takes the experts (`gemm_fit`); else on the host, which
+    // waits for the picks, so the step is not recorded.
+    enum class ExpertPath { kernels, gemm, host };
+    ExpertPath expert_path(bool fit, bool gemm_fit, const Experts& e, int n) {
+        const ExpertPath path = fit && (n <= kMatvecMaxTokens || row_invariant_) ? ExpertPath::kernels
+                                : gemm_fit                                        ? ExpertPath::gemm
+                                                                                  : ExpertPath::host;
+        hash_.add(static_cast<int>(path));
         hash_experts(e);
-        if (!kernels) recordable_ = false;
-        if (!running()) return;
-        flush_input_step();
-        if (!kernels) {
-            grouped();
-            return;
-        }
+        if (path == ExpertPath::host) recordable_ = false;
+        return path;
+    }
+    // The decode kernels over tokens [t, t + m), m at most kMatvecMaxTokens.
+    template <class Chunk>
+    void expert_chunks(const Experts& e, int n, Chunk&& chunk) {
         for (int t = 0; t < n; t += kMatvecMaxTokens)
             if (!chunk(t, std::min(kMatvecMaxTokens, n - t)))
                 fail(ErrorKind::unsupported, "no CUDA expert kernel fits ", dtype_name(e.w[0].type), " experts of ",
@@ -586,7 +630,7 @@ private:
     AttentionParams pending_params_;
     std::unordered_set<const void*> weights_;
     std::unordered_set<void*> allocs_;
-    DeviceBuffer norm_ws_, prod_ws_, gemm_ws_, attn_partial_, attn_counters_;
+    DeviceBuffer norm_ws_, prod_ws_, gemm_ws_, attn_partial_, attn_counters_, moe_groups_, moe_out_;
     void* stage_[2] = {nullptr, nullptr};
     cudaEvent_t staged_[2] = {nullptr, nullptr};
     // the step being issued

@@ -26,7 +26,7 @@
 namespace phi::cuda {
 namespace {
 
-constexpr int BM = 128, BN = 64, BK = 64, LDS = BK + 8;  // LDS: padded row (144 bytes: conflict-free ldmatrix)
+constexpr int BM = 128, BN = kGemmTileTokens, BK = 64, LDS = BK + 8;  // LDS: padded row (144 bytes: conflict-free ldmatrix)
 
 struct GemmParams {
     PlanarView w;
@@ -41,6 +41,13 @@ struct GemmParams {
     const float* bias = nullptr;
     float* y = nullptr;
     int ep = 0;
+};
+
+// A grouped GEMM's experts (by value: the tiles pick one on the GPU) and groups.
+struct ExpertGemm {
+    const uint8_t* base[kMoeMaxExperts] = {};
+    ExpertGroups groups;
+    int shift = 0;  // activation row of a pick: pick >> shift
 };
 
 __device__ __forceinline__ uint32_t pack_half2(float a, float b) {
@@ -71,6 +78,11 @@ __device__ __forceinline__ void store8(const float* v, __half* hi, __half* lo) {
 template <class F>
 struct QuantA {
     static constexpr bool kSplit = false, kAsync = false;
+    // the weights at `base` (planar: every row's bits, then the rest)
+    __device__ static void point_at(GemmParams& p, const uint8_t* base) {
+        p.w.bits = base;
+        p.w.rest = base + static_cast<int64_t>(p.M) * p.w.nb * F::kBits;
+    }
     typename F::Raw raw;
     int unit = 0;
     bool valid = false;
@@ -106,6 +118,7 @@ struct QuantA {
 template <class T>
 struct FloatA {
     static constexpr bool kSplit = std::is_same<T, float>::value, kAsync = false;
+    __device__ static void point_at(GemmParams& p, const uint8_t* base) { p.wf = base; }
     float v[32];
     __device__ void load(const GemmParams& p, int m0, int kt) {
         const int row = m0 + threadIdx.x / 2, k0 = kt * BK + 32 * (threadIdx.x % 2);
@@ -134,6 +147,7 @@ struct FloatA {
 // F16 weights with 16-byte rows: copied as they are (cp.async), 4 chunks per thread.
 struct F16AsyncA {
     static constexpr bool kSplit = false, kAsync = true;
+    __device__ static void point_at(GemmParams& p, const uint8_t* base) { p.wf = base; }
     __device__ static void issue(const GemmParams& p, int m0, int kt, __half (*dst)[LDS]) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
@@ -145,13 +159,39 @@ struct F16AsyncA {
     }
 };
 
-// Activation tile: BN tokens x BK of the f16 rows (zero for tokens past n).
-__device__ __forceinline__ void issue_b(const GemmParams& p, const __half* x, int n0, int kt, __half (*dst)[LDS]) {
+// The tokens of a CTA's tile: columns [n0, n0 + count) of the GEMM. A plain
+// GEMM's column c is activation row c and output row c; a grouped one's
+// (experts) is entry c of `ids`, a pick (2 token + j): output row ids[c],
+// activation row ids[c] >> shift (the token for gate/up, the pick for down).
+struct TileCols {
+    int n0 = 0, count = 0;
+    const int* ids = nullptr;
+    int shift = 0;
+    __device__ int out_row(int t) const { return ids ? ids[n0 + t] : n0 + t; }
+    __device__ int x_row(int t) const { return ids ? ids[n0 + t] >> shift : n0 + t; }
+};
+
+// The activation rows a thread copies into every tile (tokens c / 8 for
+// c = threadIdx.x + 256 i), -1 past the tile's count: read once per CTA.
+struct BRows {
+    int row[2];
+    __device__ explicit BRows(const TileCols& tc) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int t = (threadIdx.x + 256 * i) / 8;
+            row[i] = t < tc.count ? tc.x_row(t) : -1;
+        }
+    }
+};
+
+// Activation tile: BN tokens x BK of the f16 rows (zero for tokens past the tile).
+__device__ __forceinline__ void issue_b(const GemmParams& p, const __half* x, const BRows& br, int kt,
+                                        __half (*dst)[LDS]) {
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         const int c = threadIdx.x + 256 * i, t = c / 8, k = kt * BK + 8 * (c % 8);
-        const bool in = n0 + t < p.n;
-        cp_async16(&dst[t][8 * (c % 8)], x + static_cast<int64_t>(in ? n0 + t : 0) * p.Kp + k, in ? 16 : 0);
+        const bool in = br.row[i] >= 0;
+        cp_async16(&dst[t][8 * (c % 8)], x + static_cast<int64_t>(in ? br.row[i] : 0) * p.Kp + k, in ? 16 : 0);
     }
 }
 
@@ -180,8 +220,9 @@ constexpr size_t smem_bytes() {  // double-buffered weight and activation tiles 
     return 2 * sizeof(__half) * LDS * (BM + BN) * (kSplit ? 2 : 1);
 }
 
+// One CTA's tile: rows [m0, m0 + BM) of W against the tile's tokens.
 template <class ALoader>
-__global__ void __launch_bounds__(256) gemm_kernel(GemmParams p) {
+__device__ __forceinline__ void gemm_tile(const GemmParams& p, int m0, const TileCols& tc) {
     constexpr bool kSplit = ALoader::kSplit;
     extern __shared__ __align__(16) uint8_t smem[];
     using TileA = __half[BM][LDS];
@@ -190,17 +231,15 @@ __global__ void __launch_bounds__(256) gemm_kernel(GemmParams p) {
     TileA* Al = As + 2;                           // [2], split only
     TileB* Bh = reinterpret_cast<TileB*>(smem + 2 * sizeof(TileA) * (kSplit ? 2 : 1));
     TileB* Bl = Bh + 2;                           // [2], split only
-    pdl_wait();
-    pdl_launch_dependents();
 
     const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const int KT = (p.K + BK - 1) / BK;
+    const BRows br(tc);
 
     ALoader a;
     auto issue = [&](int kt, int buf) {  // the async copies of step kt into buffer buf
-        issue_b(p, p.xh, n0, kt, Bh[buf]);
-        if constexpr (kSplit) issue_b(p, p.xl, n0, kt, Bl[buf]);
+        issue_b(p, p.xh, br, kt, Bh[buf]);
+        if constexpr (kSplit) issue_b(p, p.xl, br, kt, Bl[buf]);
         if constexpr (ALoader::kAsync) ALoader::issue(p, m0, kt, As[buf]);
         cp_async_commit();
     };
@@ -272,15 +311,15 @@ __global__ void __launch_bounds__(256) gemm_kernel(GemmParams p) {
     }
 
     // c0, c1: row g, tokens 2(lane%4) + {0, 1}; c2, c3: row g + 8
-    const int g = lane / 4, tc = 2 * (lane % 4);
+    const int g = lane / 4, tq = 2 * (lane % 4);
 #pragma unroll
     for (int j = 0; j < 4; ++j)
 #pragma unroll
         for (int c01 = 0; c01 < 2; ++c01) {
-            const int t = n0 + 32 * wn + 8 * j + tc + c01;
-            if (t >= p.n) continue;
-            const float unscale = 1.0f / p.scale[t];  // exact: a power of two
-            float* yt = p.y + static_cast<int64_t>(t) * p.ldy;
+            const int t = 32 * wn + 8 * j + tq + c01;
+            if (t >= tc.count) continue;
+            const float unscale = 1.0f / p.scale[tc.x_row(t)];  // exact: a power of two
+            float* yt = p.y + static_cast<int64_t>(tc.out_row(t)) * p.ldy;
 #pragma unroll
             for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -295,20 +334,61 @@ __global__ void __launch_bounds__(256) gemm_kernel(GemmParams p) {
 }
 
 template <class ALoader>
-void run(const GemmParams& p, const Launch& l) {
-    constexpr size_t smem = smem_bytes<ALoader::kSplit>();
-    auto kernel = gemm_kernel<ALoader>;
-    if (smem > 48 * 1024)
-        PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    launch(kernel, dim3(ceil_div(p.M, BM), ceil_div(p.n, BN)), dim3(256), smem, l, p);
+__global__ void __launch_bounds__(256) gemm_kernel(GemmParams p) {
+    pdl_wait();
+    pdl_launch_dependents();
+    TileCols tc;
+    tc.n0 = blockIdx.y * BN;
+    tc.count = p.n - tc.n0;
+    gemm_tile<ALoader>(p, blockIdx.x * BM, tc);
 }
 
-template <class F>
-void run_quant(GemmParams p, const Tensor& W, const Launch& l) {
-    p.w.nb = W.ne0 / F::kBlock;
-    p.w.bits = static_cast<const uint8_t*>(W.data);
-    p.w.rest = p.w.bits + W.ne1 * p.w.nb * F::kBits;
-    run<QuantA<F>>(p, l);
+// Experts (a prompt's MoE matmuls): tile blockIdx.y of the groups that
+// moe_group wrote, each expert's weights chosen by the tile on the GPU.
+template <class ALoader>
+__global__ void __launch_bounds__(256) gemm_experts_kernel(GemmParams p, ExpertGemm ex) {
+    pdl_wait();
+    pdl_launch_dependents();
+    const int4 tile = ex.groups.tiles[blockIdx.y];  // expert, first entry, entries
+    if (tile.z <= 0) return;
+    ALoader::point_at(p, ex.base[tile.x]);
+    TileCols tc;
+    tc.n0 = tile.y;
+    tc.count = tile.z;
+    tc.ids = ex.groups.sorted;
+    tc.shift = ex.shift;
+    gemm_tile<ALoader>(p, blockIdx.x * BM, tc);
+}
+
+// The loader for W's type, given to fn as TypeTag<Loader>; p gets the
+// weight fields that do not depend on which matrix of that type it is.
+template <class Fn>
+void with_loader(const Tensor& W, GemmParams& p, Fn&& fn) {
+    with_weight_format(
+        W.type,
+        [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            p.row_bytes = static_cast<int64_t>(W.row_bytes());
+            if constexpr (std::is_same_v<T, __half>) {
+                if (p.K % 8 == 0) return fn(TypeTag<F16AsyncA>{});  // (rows that cp.async can copy)
+            }
+            return fn(TypeTag<FloatA<T>>{});
+        },
+        [&](auto tag) {
+            using F = typename decltype(tag)::type;
+            p.w.nb = p.K / F::kBlock;
+            return fn(TypeTag<QuantA<F>>{});
+        });
+}
+
+template <class ALoader>
+constexpr size_t smem_for() {
+    return smem_bytes<ALoader::kSplit>();
+}
+template <class Kernel>
+void allow_smem(Kernel kernel, size_t smem) {
+    if (smem > 48 * 1024)
+        PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
 }
 
 // ---- row helpers
@@ -387,8 +467,11 @@ size_t gemm_workspace(int n, int64_t K) {
     return 2 * n * Kp * sizeof(__half) + n * sizeof(float) + 256;
 }
 
-void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep, void* ws,
-          const Launch& l) {
+namespace {
+// A GEMM's parameters for weights shaped like W, with x's n rows converted
+// into the workspace.
+GemmParams prepare(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep,
+                   void* ws, const Launch& l) {
     GemmParams p;
     p.K = static_cast<int>(W.ne0);
     p.Kp = (p.K + BK - 1) / BK * BK;
@@ -406,20 +489,44 @@ void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const f
     p.xh = xh;
     p.xl = xl;
     p.scale = scale;
-    if (W.type == DType::F32 || W.type == DType::F16 || W.type == DType::BF16) {
-        p.wf = static_cast<const uint8_t*>(W.data);
-        p.row_bytes = static_cast<int64_t>(W.row_bytes());
-    }
-    with_weight_format(
-        W.type,
-        [&](auto tag) {
-            using T = typename decltype(tag)::type;
-            if constexpr (std::is_same_v<T, __half>) {
-                if (p.K % 8 == 0) return run<F16AsyncA>(p, l);  // (rows that cp.async can copy)
-            }
-            return run<FloatA<T>>(p, l);
-        },
-        [&](auto tag) { return run_quant<typename decltype(tag)::type>(p, W, l); });
+    return p;
+}
+} // namespace
+
+void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep, void* ws,
+          const Launch& l) {
+    GemmParams p = prepare(W, x, n, y, ldy, bias, ep, ws, l);
+    with_loader(W, p, [&](auto tag) {
+        using A = typename decltype(tag)::type;
+        A::point_at(p, static_cast<const uint8_t*>(W.data));
+        constexpr size_t smem = smem_for<A>();
+        allow_smem(gemm_kernel<A>, smem);
+        launch(gemm_kernel<A>, dim3(ceil_div(p.M, BM), ceil_div(p.n, BN)), dim3(256), smem, l, p);
+    });
+}
+
+bool gemm_experts_fit(const Experts& W) {
+    if (W.n < 1 || W.n > kMoeMaxExperts) return false;
+    const Tensor& a = W.w[0];
+    for (int i = 0; i < W.n; ++i)
+        if (W.w[i].type != a.type || W.w[i].ne0 != a.ne0 || W.w[i].ne1 != a.ne1 || W.w[i].layout != a.layout)
+            return false;
+    return a.layout == WeightLayout::rows || a.ne0 % 32 == 0;
+}
+
+void gemm_experts(const Experts& W, const float* x, int x_rows, int shift, const ExpertGroups& g, float* y,
+                  int64_t ldy, void* ws, const Launch& l) {
+    GemmParams p = prepare(W.w[0], x, x_rows, y, ldy, nullptr, Epilogue::store, ws, l);
+    ExpertGemm ex;
+    for (int i = 0; i < W.n; ++i) ex.base[i] = static_cast<const uint8_t*>(W.w[i].data);
+    ex.groups = g;
+    ex.shift = shift;
+    with_loader(W.w[0], p, [&](auto tag) {
+        using A = typename decltype(tag)::type;
+        constexpr size_t smem = smem_for<A>();
+        allow_smem(gemm_experts_kernel<A>, smem);
+        launch(gemm_experts_kernel<A>, dim3(ceil_div(p.M, BM), g.max_tiles), dim3(256), smem, l, p, ex);
+    });
 }
 
 void norm_rows(const float* x, int n_rows, int dim, const RowNorm& norm, float* y, const Launch& l) {

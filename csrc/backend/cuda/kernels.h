@@ -23,6 +23,8 @@ struct MatmulJob {
     Epilogue ep = Epilogue::store;
 };
 
+constexpr int kMoeMaxExperts = 64;  // experts the MoE kernels take (their weights travel by value)
+
 // Decode: up to kMatvecMaxTokens tokens, norm and epilogue fused. Takes the
 // job when the activations fit in shared memory and the vectors are 16-byte
 // aligned; matvec() returns false (launching nothing) otherwise.
@@ -45,7 +47,6 @@ bool aligned16(const void* a, const void* b, const void* c);
 // experts_fit: whether those kernels take the experts (at most kMoeMaxExperts
 // of one shape and type, activations that fit in shared memory); b: the up
 // projections (swiglu), down: the down projection's launch.
-constexpr int kMoeMaxExperts = 64;
 bool experts_fit(const Experts& a, const Experts* b, const float* x, const RowNorm& norm, bool down);
 void route_top2(const float* scores, int n, int n_expert, float jitter, ExpertPick* picks, const Launch& l);
 bool experts_swiglu(const Experts& gate, const Experts& up, const float* x, int n, const ExpertPick* picks,
@@ -59,6 +60,29 @@ bool experts_down_add(const Experts& down, const float* h, int n, const ExpertPi
 size_t gemm_workspace(int n, int64_t K);
 void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep, void* ws,
           const Launch& l);
+
+// Experts over a prompt (batches the decode kernels do not take): the picks
+// grouped by expert on the GPU (moe_group), then one launch of the prefill
+// GEMM over every expert's entries, in tiles of kGemmTileTokens picks of one
+// expert, the expert's weights chosen on the GPU by the tile. No step waits
+// for the host.
+constexpr int kGemmTileTokens = 64;
+struct ExpertGroups {
+    int* sorted = nullptr;  // [2n] the picks (2t + j), by expert, in pick order within one
+    int4* tiles = nullptr;  // [max_tiles] (expert, first entry in sorted, entries, 0); entries 0 past the last
+    int max_tiles = 0;
+};
+size_t expert_groups_bytes(int n, int n_expert);
+ExpertGroups expert_groups_at(void* mem, int n, int n_expert);
+void moe_group(const ExpertPick* picks, int n, int n_expert, const ExpertGroups& g, const Launch& l);
+// Whether gemm_experts takes these experts (one shape and type, at most kMoeMaxExperts).
+bool gemm_experts_fit(const Experts& W);
+// For every entry c of the groups (a pick i = sorted[c] of expert e):
+// row i of y (ldy) = row (i >> shift) of x [x_rows, K] . W_e^T. ws: gemm_workspace(x_rows, K).
+void gemm_experts(const Experts& W, const float* x, int x_rows, int shift, const ExpertGroups& g, float* y,
+                  int64_t ldy, void* ws, const Launch& l);
+// x[t] += w0 o[2t] + w1 o[2t + 1] (rows of `width`), the picks' weights in expert order.
+void experts_combine(const float* o, int n, int width, const ExpertPick* picks, float* x, const Launch& l);
 
 // Row-wise helpers of the prefill path.
 void norm_rows(const float* x, int n_rows, int dim, const RowNorm& norm, float* y, const Launch& l);

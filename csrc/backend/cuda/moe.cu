@@ -35,6 +35,78 @@ __global__ void route_top2_kernel(const float* scores, int n, int n_expert, floa
     if (t < n) sparsemixer_top2(scores + static_cast<int64_t>(t) * n_expert, n_expert, jitter, picks + 2 * t);
 }
 
+// ---- prompts: the picks grouped by expert for gemm_experts
+//
+// One CTA: the picks' experts in shared memory a chunk at a time, each warp
+// counting and then placing its experts' picks with ballots (so an expert's
+// picks keep their order and the grouping is the same on every run); between
+// the two passes thread 0 lays out the tiles.
+constexpr int kGroupThreads = 1024, kGroupChunk = 8192;
+
+__device__ __forceinline__ void load_chunk(const ExpertPick* picks, int i0, int m, int* e) {
+    __syncthreads();  // the previous chunk has been read
+    for (int i = threadIdx.x; i < kGroupChunk && i0 + i < m; i += blockDim.x) e[i] = picks[i0 + i].expert;
+    __syncthreads();
+}
+
+__global__ void __launch_bounds__(kGroupThreads) moe_group_kernel(const ExpertPick* picks, int n, int n_expert,
+                                                                  ExpertGroups g) {
+    __shared__ int e_of[kGroupChunk];
+    __shared__ int count[kMoeMaxExperts], first[kMoeMaxExperts];
+    pdl_wait();
+    pdl_launch_dependents();
+    const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, nw = blockDim.x / kWarp;
+    const int m = 2 * n;
+    for (int e = threadIdx.x; e < n_expert; e += blockDim.x) count[e] = 0;
+    for (int i0 = 0; i0 < m; i0 += kGroupChunk) {
+        load_chunk(picks, i0, m, e_of);
+        const int len = min(kGroupChunk, m - i0);
+        for (int e = warp; e < n_expert; e += nw) {
+            int c = 0;
+            for (int i = lane; i - lane < len; i += kWarp) c += __popc(__ballot_sync(0xffffffffu, i < len && e_of[i] == e));
+            if (lane == 0) count[e] += c;
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int at = 0, t = 0;
+        for (int e = 0; e < n_expert; ++e) {
+            first[e] = at;
+            for (int c = 0; c < count[e]; c += kGemmTileTokens)
+                g.tiles[t++] = make_int4(e, at + c, min(kGemmTileTokens, count[e] - c), 0);
+            at += count[e];
+        }
+        for (; t < g.max_tiles; ++t) g.tiles[t] = make_int4(0, 0, 0, 0);
+    }
+    for (int i0 = 0; i0 < m; i0 += kGroupChunk) {
+        load_chunk(picks, i0, m, e_of);  // (its first barrier also publishes `first`)
+        const int len = min(kGroupChunk, m - i0);
+        for (int e = warp; e < n_expert; e += nw) {
+            int at = first[e];
+            for (int i = lane; i - lane < len; i += kWarp) {
+                const bool mine = i < len && e_of[i] == e;
+                const unsigned b = __ballot_sync(0xffffffffu, mine);
+                if (mine) g.sorted[at + __popc(b & ((1u << lane) - 1u))] = i0 + i;
+                at += __popc(b);
+            }
+            __syncwarp();
+            if (lane == 0) first[e] = at;  // where the next chunk's picks of e go
+        }
+    }
+}
+
+__global__ void experts_combine_kernel(const float* o, int n, int width, const ExpertPick* picks, float* x) {
+    pdl_wait();
+    pdl_launch_dependents();
+    const int64_t total = static_cast<int64_t>(n) * width;
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        const int64_t t = i / width, d = i % width;
+        const float w0 = picks[2 * t].weight, w1 = picks[2 * t + 1].weight;
+        x[i] += o[2 * t * width + d] * w0 + o[(2 * t + 1) * width + d] * w1;
+    }
+}
+
 // The CTA's row of the launch (blockIdx.y): swiglu: pick y, of token y / 2,
 // both rows of a task from its expert; down: token y, one row from each of
 // its two experts. The picks whose experts the two rows come from:
@@ -249,6 +321,27 @@ bool experts_fit(const Experts& A, const Experts* B, const float* x, const RowNo
     if (!uniform(A, W) || (B && !uniform(*B, W))) return false;
     if (W.ne0 % 32 != 0 && W.layout == WeightLayout::planar) return false;
     return moe_smem(W, norm, down) <= kSmemLimit && aligned16(x, norm.w, norm.b);
+}
+
+int expert_group_tiles(int n, int n_expert) { return ceil_div(2 * static_cast<int64_t>(n), kGemmTileTokens) + n_expert; }
+size_t expert_groups_bytes(int n, int n_expert) {
+    return sizeof(int4) * expert_group_tiles(n, n_expert) + sizeof(int) * 2 * static_cast<size_t>(n) + 16;
+}
+ExpertGroups expert_groups_at(void* mem, int n, int n_expert) {
+    ExpertGroups g;
+    g.max_tiles = expert_group_tiles(n, n_expert);
+    g.tiles = static_cast<int4*>(mem);
+    g.sorted = reinterpret_cast<int*>(g.tiles + g.max_tiles);
+    return g;
+}
+void moe_group(const ExpertPick* picks, int n, int n_expert, const ExpertGroups& g, const Launch& l) {
+    if (n_expert > kMoeMaxExperts) fail(ErrorKind::unsupported, "at most ", kMoeMaxExperts, " experts on CUDA");
+    launch(moe_group_kernel, dim3(1), dim3(kGroupThreads), 0, l, picks, n, n_expert, g);
+}
+void experts_combine(const float* o, int n, int width, const ExpertPick* picks, float* x, const Launch& l) {
+    const int64_t total = static_cast<int64_t>(n) * width;
+    const int blocks = static_cast<int>(std::min<int64_t>((total + 255) / 256, 4096));
+    if (total > 0) launch(experts_combine_kernel, dim3(blocks), dim3(256), 0, l, o, n, width, picks, x);
 }
 
 void route_top2(const float* scores, int n, int n_expert, float jitter, ExpertPick* picks, const Launch& l) {
