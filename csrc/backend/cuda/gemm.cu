@@ -78,8 +78,9 @@ __device__ __forceinline__ void store8(const float* v, __half* hi, __half* lo) {
 template <class F>
 struct QuantA {
     static constexpr bool kSplit = false, kAsync = false;
-    // the weights at `base` (planar: every row's bits, then the rest)
-    __device__ static void point_at(GemmParams& p, const uint8_t* base) {
+    // the weights at `base` (planar: every row's bits, then the rest): set by the
+    // host for a plain GEMM, by the kernel for an expert's tile
+    __host__ __device__ static void point_at(GemmParams& p, const uint8_t* base) {
         p.w.bits = base;
         p.w.rest = base + static_cast<int64_t>(p.M) * p.w.nb * F::kBits;
     }
@@ -118,7 +119,7 @@ struct QuantA {
 template <class T>
 struct FloatA {
     static constexpr bool kSplit = std::is_same<T, float>::value, kAsync = false;
-    __device__ static void point_at(GemmParams& p, const uint8_t* base) { p.wf = base; }
+    __host__ __device__ static void point_at(GemmParams& p, const uint8_t* base) { p.wf = base; }
     float v[32];
     __device__ void load(const GemmParams& p, int m0, int kt) {
         const int row = m0 + threadIdx.x / 2, k0 = kt * BK + 32 * (threadIdx.x % 2);
@@ -147,7 +148,7 @@ struct FloatA {
 // F16 weights with 16-byte rows: copied as they are (cp.async), 4 chunks per thread.
 struct F16AsyncA {
     static constexpr bool kSplit = false, kAsync = true;
-    __device__ static void point_at(GemmParams& p, const uint8_t* base) { p.wf = base; }
+    __host__ __device__ static void point_at(GemmParams& p, const uint8_t* base) { p.wf = base; }
     __device__ static void issue(const GemmParams& p, int m0, int kt, __half (*dst)[LDS]) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
@@ -381,14 +382,25 @@ void with_loader(const Tensor& W, GemmParams& p, Fn&& fn) {
         });
 }
 
-template <class ALoader>
-constexpr size_t smem_for() {
-    return smem_bytes<ALoader::kSplit>();
-}
 template <class Kernel>
 void allow_smem(Kernel kernel, size_t smem) {
     if (smem > 48 * 1024)
         PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+}
+template <class ALoader>
+void run_gemm(GemmParams p, const void* w, const Launch& l) {
+    constexpr size_t smem = smem_bytes<ALoader::kSplit>();
+    auto kernel = gemm_kernel<ALoader>;
+    ALoader::point_at(p, static_cast<const uint8_t*>(w));
+    allow_smem(kernel, smem);
+    launch(kernel, dim3(ceil_div(p.M, BM), ceil_div(p.n, BN)), dim3(256), smem, l, p);
+}
+template <class ALoader>
+void run_gemm_experts(const GemmParams& p, const ExpertGemm& ex, const Launch& l) {
+    constexpr size_t smem = smem_bytes<ALoader::kSplit>();
+    auto kernel = gemm_experts_kernel<ALoader>;
+    allow_smem(kernel, smem);
+    launch(kernel, dim3(ceil_div(p.M, BM), ex.groups.max_tiles), dim3(256), smem, l, p, ex);
 }
 
 // ---- row helpers
@@ -496,13 +508,7 @@ GemmParams prepare(const Tensor& W, const float* x, int n, float* y, int64_t ldy
 void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep, void* ws,
           const Launch& l) {
     GemmParams p = prepare(W, x, n, y, ldy, bias, ep, ws, l);
-    with_loader(W, p, [&](auto tag) {
-        using A = typename decltype(tag)::type;
-        A::point_at(p, static_cast<const uint8_t*>(W.data));
-        constexpr size_t smem = smem_for<A>();
-        allow_smem(gemm_kernel<A>, smem);
-        launch(gemm_kernel<A>, dim3(ceil_div(p.M, BM), ceil_div(p.n, BN)), dim3(256), smem, l, p);
-    });
+    with_loader(W, p, [&](auto tag) { run_gemm<typename decltype(tag)::type>(p, W.data, l); });
 }
 
 bool gemm_experts_fit(const Experts& W) {
@@ -521,12 +527,7 @@ void gemm_experts(const Experts& W, const float* x, int x_rows, int shift, const
     for (int i = 0; i < W.n; ++i) ex.base[i] = static_cast<const uint8_t*>(W.w[i].data);
     ex.groups = g;
     ex.shift = shift;
-    with_loader(W.w[0], p, [&](auto tag) {
-        using A = typename decltype(tag)::type;
-        constexpr size_t smem = smem_for<A>();
-        allow_smem(gemm_experts_kernel<A>, smem);
-        launch(gemm_experts_kernel<A>, dim3(ceil_div(p.M, BM), g.max_tiles), dim3(256), smem, l, p, ex);
-    });
+    with_loader(W.w[0], p, [&](auto tag) { run_gemm_experts<typename decltype(tag)::type>(p, ex, l); });
 }
 
 void norm_rows(const float* x, int n_rows, int dim, const RowNorm& norm, float* y, const Launch& l) {
