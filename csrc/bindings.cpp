@@ -568,6 +568,8 @@ static void bind_backend(py::module_& m) {
         .def("__repr__", [](const PyBackend& b) { return "Backend(" + b.be->name() + ": " + b.be->variant() + ")"; })
         .def("set_row_invariant", [](PyBackend& b, bool on) { b.be->set_row_invariant(on); }, py::arg("on"),
              "Matmuls give every row of x the arithmetic it gets alone (as a batch of sequences needs).")
+        .def("set_exact_activations", [](PyBackend& b, bool on) { b.be->set_exact_activations(on); }, py::arg("on"),
+             "Float weights' matmuls give f32-accurate products on every path (as a MoE model asks).")
         .def("matmul", [](PyBackend& b, U8Array w, const std::string& type, std::pair<int64_t, int64_t> shape,
                           F32Array x, std::optional<F32Array> bias, const std::string& norm,
                           std::optional<F32Array> norm_w, std::optional<F32Array> norm_b, float eps,

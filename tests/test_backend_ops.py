@@ -162,6 +162,26 @@ def test_matmul(backend, typ, rows, blocks, n):
     check_matmul(y, x.astype(np.float64) @ w.T + bias, w, x, typ)
 
 
+@pytest.fixture
+def exact(backend):
+    """The backend with exact activations on for one test (Backend.set_exact_activations)."""
+    backend.set_exact_activations(True)
+    yield backend
+    backend.set_exact_activations(False)
+
+
+@pytest.mark.parametrize("typ", ["f16", "bf16"])
+@pytest.mark.parametrize("n", [1, 9, 40])
+def test_matmul_exact_activations(exact, typ, n):
+    """With exact activations on, float weights' products are f32-accurate on every
+    path (the GPU's prefill GEMM then meets the activations' f16 low parts too): the
+    bound of f32 weights, with activations of a wide range."""
+    raw, w, x, rng = matmul_case(typ, 70, 3, n, 900 + n)
+    x = x * np.exp(rng.uniform(-4, 4, x.shape[1])).astype(np.float32)
+    y = exact.matmul(raw, typ, (70, w.shape[1]), x)
+    check_matmul(y, x.astype(np.float64) @ w.T, w, x, "f32")
+
+
 @pytest.mark.parametrize("typ", FLOAT_TYPES + QUANT_TYPES)
 @pytest.mark.parametrize("layout,shape", [("rows", "short"), ("preferred", "short"), ("preferred", "long")])
 def test_matmul_row_invariant(backend, typ, layout, shape):
@@ -553,7 +573,7 @@ def test_experts_swiglu(backend, typ, n):
     check_experts_swiglu(backend, typ, rng, n, 5, *random_picks(rng, n, 5))
 
 
-def check_experts_swiglu(backend, typ, rng, n, X, ids, _wts):
+def check_experts_swiglu(backend, typ, rng, n, X, ids, _wts, bound_as=None):
     ff, K = 37, expert_K(typ, 2 if n % 2 else 1)
     graw, gw = expert_weights(typ, X, ff, K, rng)
     uraw, uw = expert_weights(typ, X, ff, K, rng)
@@ -568,8 +588,9 @@ def check_experts_swiglu(backend, typ, rng, n, X, ids, _wts):
             e = ids[t, j]
             g, u = xn[t] @ gw[e].T, xn[t] @ uw[e].T
             ref = silu_ref(g) * u
-            mg = act_step(xn[t:t + 1], typ)[0] @ np.abs(gw[e]).T + 2e-6 * (np.abs(xn[t]) @ np.abs(gw[e]).T + 1)
-            mu = act_step(xn[t:t + 1], typ)[0] @ np.abs(uw[e]).T + 2e-6 * (np.abs(xn[t]) @ np.abs(uw[e]).T + 1)
+            step = act_step(xn[t:t + 1], bound_as or typ)[0]
+            mg = step @ np.abs(gw[e]).T + 2e-6 * (np.abs(xn[t]) @ np.abs(gw[e]).T + 1)
+            mu = step @ np.abs(uw[e]).T + 2e-6 * (np.abs(xn[t]) @ np.abs(uw[e]).T + 1)
             bound = 1.1 * np.abs(u) * mg + np.abs(silu_ref(g)) * mu + 3e-6 * np.abs(ref) + 1e-7
             err = np.abs(h[2 * t + j] - ref)
             assert np.all(err <= bound), f"token {t} pick {j}: max excess {np.max(err - bound):.3g}"
@@ -582,7 +603,7 @@ def test_experts_down_add(backend, typ, n):
     check_experts_down_add(backend, typ, rng, n, 4, *random_picks(rng, n, 4))
 
 
-def check_experts_down_add(backend, typ, rng, n, X, ids, wts):
+def check_experts_down_add(backend, typ, rng, n, X, ids, wts, bound_as=None):
     E, ff = 45, expert_K(typ, 1)
     draw, dw = expert_weights(typ, X, E, ff, rng)
     h = rng.standard_normal((2 * n, ff)).astype(np.float32)
@@ -594,10 +615,21 @@ def check_experts_down_add(backend, typ, rng, n, X, ids, wts):
         for j in range(2):
             e, w, hv = ids[t, j], float(wts[t, j]), h[2 * t + j]
             ref = ref + w * (hv @ dw[e].T)
-            bound = bound + w * (act_step(hv[None], typ)[0] @ np.abs(dw[e]).T
+            bound = bound + w * (act_step(hv[None], bound_as or typ)[0] @ np.abs(dw[e]).T
                                  + 2e-6 * (np.abs(hv) @ np.abs(dw[e]).T + 1))
         err = np.abs(x[t] - ref)
         assert np.all(err <= bound), f"token {t}: max excess {np.max(err - bound):.3g}"
+
+
+@pytest.mark.parametrize("typ", ["f16", "bf16"])
+def test_experts_exact_activations(exact, typ):
+    """Exact activations on: float experts are f32-accurate on every path, also a
+    prompt's grouped GEMM on the GPU (a tiny F16 Phi-3.5-MoE needs it to stay within
+    2e-3 of transformers there)."""
+    rng = np.random.default_rng(11)
+    n = 70
+    check_experts_swiglu(exact, typ, rng, n, 5, *random_picks(rng, n, 5), bound_as="f32")
+    check_experts_down_add(exact, typ, rng, n, 4, *random_picks(rng, n, 4), bound_as="f32")
 
 
 @pytest.mark.parametrize("typ", ["f16", "q4_K", "q8_0"])

@@ -170,6 +170,12 @@ public:
     // alone (no kernel choice that depends on the number of rows), so a
     // sequence decoded beside others gives the tokens it gives alone.
     virtual void set_row_invariant(bool on) = 0;
+    // On: matmuls of float weights (F32, F16, BF16) give f32-accurate products
+    // whatever the kernel (the CUDA prefill GEMM otherwise meets F16 and BF16
+    // weights with the activations rounded to f16, as llama.cpp's cuBLAS path
+    // does). For models whose routing turns small differences into other
+    // experts (Phi-3.5-MoE); the CPU's float matmuls are f32-accurate anyway.
+    virtual void set_exact_activations(bool on) = 0;
 
     // ---- ops (between begin_step and end_step)
     // out[i] = table row ids[i], converted to f32.

@@ -65,6 +65,7 @@ struct Architecture {
     void (*load)(WeightLoader& ld, const ModelConfig& c, Weights& w);
     void (*blocks)(const ForwardPass& fp);
     RowNorm (*output_norm)(const ModelConfig& c, const Weights& w);
+    bool exact_activations = false;  // Backend::set_exact_activations (routing models)
 };
 
 extern const Architecture kPhi2;  // model/phi2.cpp

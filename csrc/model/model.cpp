@@ -87,6 +87,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
     m->history_.assign(params.n_seq, {});
 
     m->be_ = make_backend(BackendOptions{params.device, params.n_threads, params.isa});
+    m->be_->set_exact_activations(phi::architecture(c.arch).exact_activations);
     if (m->kv_type_ == DType::Q8_0 || m->kv_type_ == DType::Q4_0) {
         // a head's keys are whole 32-element blocks, read one head at a time
         if (c.head_dim % 32 != 0)

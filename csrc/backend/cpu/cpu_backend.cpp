@@ -134,6 +134,7 @@ public:
     }
     bool end_step() override { return true; }
     void set_row_invariant(bool on) override { row_invariant_ = on; }
+    void set_exact_activations(bool) override {}  // (f32 activations for float weights always)
 
     void get_rows(const Tensor& table, const int32_t* ids, int n, float* out) override {
         for (int i = 0; i < n; ++i) {

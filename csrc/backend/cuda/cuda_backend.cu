@@ -245,6 +245,7 @@ public:
         }
     }
     void set_row_invariant(bool on) override { row_invariant_ = on; }
+    void set_exact_activations(bool on) override { exact_x_ = on; }
     bool end_step() override {
         if (running()) flush_input_step();
         const Mode mode = mode_;
@@ -301,7 +302,8 @@ public:
 
     void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, const RowNorm& norm,
                 Epilogue ep) override {
-        hash_.all(2, W.data, W.type, W.ne0, W.ne1, x, n, y, bias, norm.kind, norm.w, norm.b, norm.eps, ep, row_invariant_);
+        hash_.all(2, W.data, W.type, W.ne0, W.ne1, x, n, y, bias, norm.kind, norm.w, norm.b, norm.eps, ep, row_invariant_,
+                  exact_x_);
         const MatmulJob j{W, x, n, y, bias, norm, ep};
         const bool mv = matvec_takes(j);
         if (!mv) {
@@ -340,10 +342,10 @@ public:
         }
         if (ep == Epilogue::swiglu) {
             float* p = static_cast<float*>(prod_ws_.get());
-            gemm(W, xin, n, p, W.ne1, bias, Epilogue::store, gws, l);
+            gemm(W, xin, n, p, W.ne1, bias, Epilogue::store, exact_x_, gws, l);
             swiglu_rows(p, n, static_cast<int>(W.ne1 / 2), y, l);
         } else {
-            gemm(W, xin, n, y, W.ne1, bias, ep, gws, l);
+            gemm(W, xin, n, y, W.ne1, bias, ep, exact_x_, gws, l);
         }
     }
 
@@ -432,8 +434,8 @@ public:
                 xin = static_cast<const float*>(norm_ws_.get());
             }
             float* gu = static_cast<float*>(prod_ws_.get());  // [2n][gate | up]
-            cuda::gemm_experts(gate, xin, n, 1, g, gu, 2 * F, gemm_ws_.get(), l);
-            cuda::gemm_experts(up, xin, n, 1, g, gu + F, 2 * F, gemm_ws_.get(), l);
+            cuda::gemm_experts(gate, xin, n, 1, g, gu, 2 * F, exact_x_, gemm_ws_.get(), l);
+            cuda::gemm_experts(up, xin, n, 1, g, gu + F, 2 * F, exact_x_, gemm_ws_.get(), l);
             swiglu_rows(gu, 2 * n, static_cast<int>(F), h, l);
         } else {
             experts_swiglu_grouped(*this, gate, up, x, n, picks, norm, h);
@@ -461,7 +463,7 @@ public:
             const cuda::ExpertGroups g = cuda::expert_groups_at(moe_groups_.get(), n, down.n);
             cuda::moe_group(picks, n, down.n, g, l);
             float* o = static_cast<float*>(moe_out_.get());  // [2n][E]: each pick's output
-            cuda::gemm_experts(down, h, 2 * n, 0, g, o, E, gemm_ws_.get(), l);
+            cuda::gemm_experts(down, h, 2 * n, 0, g, o, E, exact_x_, gemm_ws_.get(), l);
             cuda::experts_combine(o, n, static_cast<int>(E), picks, x, l);
         } else {
             experts_down_add_grouped(*this, down, h, n, picks, x);
@@ -618,6 +620,7 @@ private:
     bool graphs_ = true, pdl_ = true;
     MatvecConfig mv_;  // how decode matmuls are launched
     bool row_invariant_ = false;  // batches of rows through the decode kernels, 8 at a time
+    bool exact_x_ = false;  // float weights' GEMMs with the activations' low parts too
     bool fuse_input_ = true;  // a one-token step's input step runs inside its attention
     bool skip_attention_ = false;
     bool time_steps_ = false;

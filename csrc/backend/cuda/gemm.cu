@@ -77,7 +77,7 @@ __device__ __forceinline__ void store8(const float* v, __half* hi, __half* lo) {
 // Quantized weights: thread t dequantizes unit 2 kt + t % 2 of row t / 2.
 template <class F>
 struct QuantA {
-    static constexpr bool kSplit = false, kAsync = false;
+    static constexpr bool kSplit = false, kSplitX = false, kAsync = false;
     // the weights at `base` (planar: every row's bits, then the rest): set by the
     // host for a plain GEMM, by the kernel for an expert's tile
     __host__ __device__ static void point_at(GemmParams& p, const uint8_t* base) {
@@ -116,9 +116,9 @@ struct QuantA {
 
 // BF16 and F32 weights (and F16 rows that are not 16-byte multiples): thread t
 // converts 32 elements of row t / 2, zero past K; F32 is split in hi and lo.
-template <class T>
+template <class T, bool kExactX = false>
 struct FloatA {
-    static constexpr bool kSplit = std::is_same<T, float>::value, kAsync = false;
+    static constexpr bool kSplit = std::is_same<T, float>::value, kSplitX = kSplit || kExactX, kAsync = false;
     __host__ __device__ static void point_at(GemmParams& p, const uint8_t* base) { p.wf = base; }
     float v[32];
     __device__ void load(const GemmParams& p, int m0, int kt) {
@@ -146,8 +146,9 @@ struct FloatA {
 };
 
 // F16 weights with 16-byte rows: copied as they are (cp.async), 4 chunks per thread.
+template <bool kExactX = false>
 struct F16AsyncA {
-    static constexpr bool kSplit = false, kAsync = true;
+    static constexpr bool kSplit = false, kSplitX = kExactX, kAsync = true;
     __host__ __device__ static void point_at(GemmParams& p, const uint8_t* base) { p.wf = base; }
     __device__ static void issue(const GemmParams& p, int m0, int kt, __half (*dst)[LDS]) {
 #pragma unroll
@@ -216,22 +217,22 @@ __device__ __forceinline__ float gelu_tanh(float v) {
     return v / (1.0f + expf(-2.0f * u));
 }
 
-template <bool kSplit>
+template <bool kSplit, bool kSplitX>
 constexpr size_t smem_bytes() {  // double-buffered weight and activation tiles (hi, and lo when split)
-    return 2 * sizeof(__half) * LDS * (BM + BN) * (kSplit ? 2 : 1);
+    return 2 * sizeof(__half) * LDS * (BM * (kSplit ? 2 : 1) + BN * (kSplitX ? 2 : 1));
 }
 
 // One CTA's tile: rows [m0, m0 + BM) of W against the tile's tokens.
 template <class ALoader>
 __device__ __forceinline__ void gemm_tile(const GemmParams& p, int m0, const TileCols& tc) {
-    constexpr bool kSplit = ALoader::kSplit;
+    constexpr bool kSplit = ALoader::kSplit, kSplitX = ALoader::kSplitX;
     extern __shared__ __align__(16) uint8_t smem[];
     using TileA = __half[BM][LDS];
     using TileB = __half[BN][LDS];
     TileA* As = reinterpret_cast<TileA*>(smem);  // [2]
     TileA* Al = As + 2;                           // [2], split only
     TileB* Bh = reinterpret_cast<TileB*>(smem + 2 * sizeof(TileA) * (kSplit ? 2 : 1));
-    TileB* Bl = Bh + 2;                           // [2], split only
+    TileB* Bl = Bh + 2;                           // [2], kSplitX only
 
     const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
     const int KT = (p.K + BK - 1) / BK;
@@ -240,7 +241,7 @@ __device__ __forceinline__ void gemm_tile(const GemmParams& p, int m0, const Til
     ALoader a;
     auto issue = [&](int kt, int buf) {  // the async copies of step kt into buffer buf
         issue_b(p, p.xh, br, kt, Bh[buf]);
-        if constexpr (kSplit) issue_b(p, p.xl, br, kt, Bl[buf]);
+        if constexpr (kSplitX) issue_b(p, p.xl, br, kt, Bl[buf]);
         if constexpr (ALoader::kAsync) ALoader::issue(p, m0, kt, As[buf]);
         cp_async_commit();
     };
@@ -286,7 +287,7 @@ __device__ __forceinline__ void gemm_tile(const GemmParams& p, int m0, const Til
                 bh[2 * jj][1] = t4[1];
                 bh[2 * jj + 1][0] = t4[2];
                 bh[2 * jj + 1][1] = t4[3];
-                if constexpr (kSplit) {
+                if constexpr (kSplitX) {
                     ldmatrix_x4(t4, &Bl[buf][r][c]);
                     bl[2 * jj][0] = t4[0];
                     bl[2 * jj][1] = t4[1];
@@ -299,10 +300,8 @@ __device__ __forceinline__ void gemm_tile(const GemmParams& p, int m0, const Til
 #pragma unroll
                 for (int j = 0; j < 4; ++j) {
                     mma16816(acc[i][j], af[i], bh[j][0], bh[j][1]);
-                    if constexpr (kSplit) {
-                        mma16816(acc[i][j], af[i], bl[j][0], bl[j][1]);
-                        mma16816(acc[i][j], alf[i], bh[j][0], bh[j][1]);
-                    }
+                    if constexpr (kSplitX) mma16816(acc[i][j], af[i], bl[j][0], bl[j][1]);
+                    if constexpr (kSplit) mma16816(acc[i][j], alf[i], bh[j][0], bh[j][1]);
                 }
         }
         if constexpr (!ALoader::kAsync)
@@ -363,7 +362,9 @@ __global__ void __launch_bounds__(256) gemm_experts_kernel(GemmParams p, ExpertG
 
 // The loader for W's type, given to fn as TypeTag<Loader>; p gets the
 // weight fields that do not depend on which matrix of that type it is.
-template <class Fn>
+// kExactX: float weights meet the activations' f16 high and low parts (two
+// MMAs), as f32 weights always do: f32-accurate products for any float weights.
+template <bool kExactX = false, class Fn>
 void with_loader(const Tensor& W, GemmParams& p, Fn&& fn) {
     with_weight_format(
         W.type,
@@ -371,9 +372,9 @@ void with_loader(const Tensor& W, GemmParams& p, Fn&& fn) {
             using T = typename decltype(tag)::type;
             p.row_bytes = static_cast<int64_t>(W.row_bytes());
             if constexpr (std::is_same_v<T, __half>) {
-                if (p.K % 8 == 0) return fn(TypeTag<F16AsyncA>{});  // (rows that cp.async can copy)
+                if (p.K % 8 == 0) return fn(TypeTag<F16AsyncA<kExactX>>{});  // (rows that cp.async can copy)
             }
-            return fn(TypeTag<FloatA<T>>{});
+            return fn(TypeTag<FloatA<T, kExactX>>{});
         },
         [&](auto tag) {
             using F = typename decltype(tag)::type;
@@ -389,7 +390,7 @@ void allow_smem(Kernel kernel, size_t smem) {
 }
 template <class ALoader>
 void run_gemm(GemmParams p, const void* w, const Launch& l) {
-    constexpr size_t smem = smem_bytes<ALoader::kSplit>();
+    constexpr size_t smem = smem_bytes<ALoader::kSplit, ALoader::kSplitX>();
     auto kernel = gemm_kernel<ALoader>;
     ALoader::point_at(p, static_cast<const uint8_t*>(w));
     allow_smem(kernel, smem);
@@ -397,7 +398,7 @@ void run_gemm(GemmParams p, const void* w, const Launch& l) {
 }
 template <class ALoader>
 void run_gemm_experts(const GemmParams& p, const ExpertGemm& ex, const Launch& l) {
-    constexpr size_t smem = smem_bytes<ALoader::kSplit>();
+    constexpr size_t smem = smem_bytes<ALoader::kSplit, ALoader::kSplitX>();
     auto kernel = gemm_experts_kernel<ALoader>;
     allow_smem(kernel, smem);
     launch(kernel, dim3(ceil_div(p.M, BM), ex.groups.max_tiles), dim3(256), smem, l, p, ex);
@@ -481,9 +482,9 @@ size_t gemm_workspace(int n, int64_t K) {
 
 namespace {
 // A GEMM's parameters for weights shaped like W, with x's n rows converted
-// into the workspace.
+// into the workspace (and their low parts when split).
 GemmParams prepare(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep,
-                   void* ws, const Launch& l) {
+                   bool split, void* ws, const Launch& l) {
     GemmParams p;
     p.K = static_cast<int>(W.ne0);
     p.Kp = (p.K + BK - 1) / BK * BK;
@@ -496,19 +497,26 @@ GemmParams prepare(const Tensor& W, const float* x, int n, float* y, int64_t ldy
     auto* xh = static_cast<__half*>(ws);
     __half* xl = xh + static_cast<size_t>(n) * p.Kp;
     auto* scale = reinterpret_cast<float*>(xl + static_cast<size_t>(n) * p.Kp);
-    const bool split = W.type == DType::F32;
     launch(convert_rows_kernel, dim3(n), dim3(256), 0, l, x, p.K, p.Kp, split, xh, xl, scale);
     p.xh = xh;
     p.xl = xl;
     p.scale = scale;
     return p;
 }
+
+// Whether the activations' low parts are made (and met): F32 weights, and
+// F16/BF16 ones when asked for exact products.
+bool split_x(DType t, bool exact) {
+    return t == DType::F32 || (exact && (t == DType::F16 || t == DType::BF16));
+}
 } // namespace
 
-void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep, void* ws,
-          const Launch& l) {
-    GemmParams p = prepare(W, x, n, y, ldy, bias, ep, ws, l);
-    with_loader(W, p, [&](auto tag) { run_gemm<typename decltype(tag)::type>(p, W.data, l); });
+void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep, bool exact,
+          void* ws, const Launch& l) {
+    GemmParams p = prepare(W, x, n, y, ldy, bias, ep, split_x(W.type, exact), ws, l);
+    auto run = [&](auto tag) { run_gemm<typename decltype(tag)::type>(p, W.data, l); };
+    if (exact) with_loader<true>(W, p, run);
+    else with_loader<false>(W, p, run);
 }
 
 bool gemm_experts_fit(const Experts& W) {
@@ -521,13 +529,15 @@ bool gemm_experts_fit(const Experts& W) {
 }
 
 void gemm_experts(const Experts& W, const float* x, int x_rows, int shift, const ExpertGroups& g, float* y,
-                  int64_t ldy, void* ws, const Launch& l) {
-    GemmParams p = prepare(W.w[0], x, x_rows, y, ldy, nullptr, Epilogue::store, ws, l);
+                  int64_t ldy, bool exact, void* ws, const Launch& l) {
+    GemmParams p = prepare(W.w[0], x, x_rows, y, ldy, nullptr, Epilogue::store, split_x(W.w[0].type, exact), ws, l);
     ExpertGemm ex;
     for (int i = 0; i < W.n; ++i) ex.base[i] = static_cast<const uint8_t*>(W.w[i].data);
     ex.groups = g;
     ex.shift = shift;
-    with_loader(W.w[0], p, [&](auto tag) { run_gemm_experts<typename decltype(tag)::type>(p, ex, l); });
+    auto run = [&](auto tag) { run_gemm_experts<typename decltype(tag)::type>(p, ex, l); };
+    if (exact) with_loader<true>(W.w[0], p, run);
+    else with_loader<false>(W.w[0], p, run);
 }
 
 void norm_rows(const float* x, int n_rows, int dim, const RowNorm& norm, float* y, const Launch& l) {
