@@ -60,6 +60,19 @@ __device__ __forceinline__ void pdl_launch_dependents() {
     asm volatile("griddepcontrol.launch_dependents;");
 #endif
 }
+// Every element (r, c) of an n_rows x width array, grid-stride, as f(r, c, r * width + c).
+template <class F>
+__device__ __forceinline__ void for_each_element(int64_t n_rows, int width, F&& f) {
+    const int64_t total = n_rows * width;
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+        f(i / width, i % width, i);
+}
+// CTAs of 256 threads for such a loop: one element a thread, at most `cap` CTAs.
+inline int element_ctas(int64_t total, int cap) {
+    return static_cast<int>(total <= 0 ? 1 : (total + 255) / 256 < cap ? (total + 255) / 256 : cap);
+}
+
 __device__ __forceinline__ void prefetch_l2(const void* p) {
     asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }

@@ -464,13 +464,10 @@ __global__ void norm_rows_kernel(const float* x, int dim, int kind, const float*
 __global__ void swiglu_kernel(const float* gu, int n_rows, int ff, float* y) {
     pdl_wait();
     pdl_launch_dependents();
-    const int64_t total = static_cast<int64_t>(n_rows) * ff;
-    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        const int64_t r = i / ff, c = i % ff;
+    for_each_element(n_rows, ff, [&](int64_t r, int64_t c, int64_t i) {
         const float g = gu[r * 2 * ff + c], u = gu[r * 2 * ff + ff + c];
         y[i] = g / (1.0f + expf(-g)) * u;
-    }
+    });
 }
 
 } // namespace
@@ -546,9 +543,8 @@ void norm_rows(const float* x, int n_rows, int dim, const RowNorm& norm, float* 
 }
 
 void swiglu_rows(const float* gate_up, int n_rows, int ff, float* y, const Launch& l) {
-    const int64_t total = static_cast<int64_t>(n_rows) * ff;
-    const int blocks = static_cast<int>(std::min<int64_t>((total + 255) / 256, 65535));
-    launch(swiglu_kernel, dim3(blocks), dim3(256), 0, l, gate_up, n_rows, ff, y);
+    launch(swiglu_kernel, dim3(element_ctas(static_cast<int64_t>(n_rows) * ff, 65535)), dim3(256), 0, l, gate_up,
+           n_rows, ff, y);
 }
 
 } // namespace phi::cuda

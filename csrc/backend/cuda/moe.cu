@@ -98,13 +98,10 @@ __global__ void __launch_bounds__(kGroupThreads) moe_group_kernel(const ExpertPi
 __global__ void experts_combine_kernel(const float* o, int n, int width, const ExpertPick* picks, float* x) {
     pdl_wait();
     pdl_launch_dependents();
-    const int64_t total = static_cast<int64_t>(n) * width;
-    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        const int64_t t = i / width, d = i % width;
+    for_each_element(n, width, [&](int64_t t, int64_t d, int64_t i) {
         const float w0 = picks[2 * t].weight, w1 = picks[2 * t + 1].weight;
         x[i] += o[2 * t * width + d] * w0 + o[(2 * t + 1) * width + d] * w1;
-    }
+    });
 }
 
 // The CTA's row of the launch (blockIdx.y): swiglu: pick y, of token y / 2,
@@ -339,9 +336,9 @@ void moe_group(const ExpertPick* picks, int n, int n_expert, const ExpertGroups&
     launch(moe_group_kernel, dim3(1), dim3(kGroupThreads), 0, l, picks, n, n_expert, g);
 }
 void experts_combine(const float* o, int n, int width, const ExpertPick* picks, float* x, const Launch& l) {
-    const int64_t total = static_cast<int64_t>(n) * width;
-    const int blocks = static_cast<int>(std::min<int64_t>((total + 255) / 256, 4096));
-    if (total > 0) launch(experts_combine_kernel, dim3(blocks), dim3(256), 0, l, o, n, width, picks, x);
+    if (n > 0 && width > 0)
+        launch(experts_combine_kernel, dim3(element_ctas(static_cast<int64_t>(n) * width, 4096)), dim3(256), 0, l, o,
+               n, width, picks, x);
 }
 
 void route_top2(const float* scores, int n, int n_expert, float jitter, ExpertPick* picks, const Launch& l) {
