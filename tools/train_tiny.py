@@ -322,9 +322,11 @@ def train(args) -> dict:
     outs = samples(model, tokenizer, device, args.sample_tokens)
     for p, s in outs.items():
         print(f"--- sample {p!r}\n{s}\n", flush=True)
-    code = code_pass_at_1(model, tokenizer, device, 128)
-    print(f"pass@1 (transformers, greedy) {code['passed']}/{code['tasks']}: {', '.join(code['passed_tasks'])}",
-          flush=True)
+    code = None
+    if not args.skip_code_eval:
+        code = code_pass_at_1(model, tokenizer, device, 128)
+        print(f"pass@1 (transformers, greedy) {code['passed']}/{code['tasks']}: {', '.join(code['passed_tasks'])}",
+              flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
     model.float().save_pretrained(str(args.out), safe_serialization=True)
@@ -441,6 +443,8 @@ def main(argv=None) -> int:
     m.add_argument("--anneal-fraction", type=float, default=0.0,
                    help="the last fraction of the schedule mixes in the corpus's textbook.txt")
     m.add_argument("--anneal-mix", type=float, default=0.5, help="share of each batch from textbook.txt then")
+    m.add_argument("--skip-code-eval", action="store_true",
+                   help="no pass@1 through transformers at the end (tools/eval_code.py runs it on the GGUF)")
     m.add_argument("--schedule-by-time", action="store_true",
                    help="end the cosine schedule at --max-minutes (if sooner than --steps)")
     m.add_argument("--log-every", type=int, default=25)
