@@ -321,6 +321,24 @@ def test_matmul_model_sized(backend):
             check_matmul(backend.matmul(raw, typ, (96, 8192), x), x.astype(np.float64) @ w.T, w, x, typ)
 
 
+@pytest.mark.parametrize("exact_x", [False, True])
+@pytest.mark.parametrize("K", [24, 360, 1032])
+@pytest.mark.parametrize("n", [9, 70])
+def test_matmul_f16_rows_of_16_bytes(backend, K, n, exact_x):
+    """F16 rows that are 16-byte multiples: the GPU's prefill GEMM copies them with
+    cp.async, through 1 to 3 k-steps in flight (PHICPP_CUDA_GEMM_STAGES); K from less
+    than one 64-wide step to many with a partial last one, partial row and token tiles."""
+    rng = np.random.default_rng(K + n)
+    raw, w = make_weight("f16", 130, K, rng)
+    x = rng.standard_normal((n, K)).astype(np.float32)
+    backend.set_exact_activations(exact_x)
+    try:
+        y = backend.matmul(raw, "f16", (130, K), x)
+    finally:
+        backend.set_exact_activations(False)
+    check_matmul(y, x.astype(np.float64) @ w.T, w, x, "f32" if exact_x else "f16")
+
+
 def test_matmul_errors(backend):
     with pytest.raises(ValueError, match=r"x must be \[n, 8\]"):
         backend.matmul(np.zeros((2, 32), np.uint8), "f32", (2, 8), np.zeros((1, 7), np.float32))

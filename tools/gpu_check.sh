@@ -62,6 +62,10 @@ if [ "$WHAT" != bench ]; then
     { echo "===== $name"; grep -E "^E |^FAILED|Error|error" "$L/$name.log" | head -150; } >> "$OUT/tests.log"
   }
   run_tests ops tests/test_backend_ops.py -k cuda --maxfail=40
+  # the F16 prefill GEMM's deeper cp.async pipelines (PHICPP_CUDA_GEMM_STAGES; default 2)
+  for s in 3 4; do
+    PHICPP_CUDA_GEMM_STAGES=$s run_tests ops-stages$s tests/test_backend_ops.py -k "cuda and (matmul or experts)" --maxfail=10
+  done
   run_tests cuda tests/test_cuda.py --maxfail=20
   run_tests parity tests/test_model_parity.py -k cuda --maxfail=40
   run_tests batch tests/test_batch.py -k cuda --maxfail=10

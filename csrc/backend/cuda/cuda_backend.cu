@@ -116,6 +116,7 @@ public:
         fuse_input_ = env_int("PHICPP_CUDA_FUSE_ATTN", 1) != 0;
         skip_attention_ = env_int("PHICPP_CUDA_SKIP_ATTENTION", 0) != 0;
         time_steps_ = env_int("PHICPP_CUDA_STEP_TIMES", 0) != 0;
+        gemm_cfg_.stages = std::max(2, std::min(4, env_int("PHICPP_CUDA_GEMM_STAGES", gemm_cfg_.stages)));
     }
     ~CudaBackend() override {
         cudaStreamSynchronize(stream_);
@@ -245,7 +246,7 @@ public:
         }
     }
     void set_row_invariant(bool on) override { row_invariant_ = on; }
-    void set_exact_activations(bool on) override { exact_x_ = on; }
+    void set_exact_activations(bool on) override { gemm_cfg_.exact = on; }
     bool end_step() override {
         if (running()) flush_input_step();
         const Mode mode = mode_;
@@ -303,7 +304,7 @@ public:
     void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, const RowNorm& norm,
                 Epilogue ep) override {
         hash_.all(2, W.data, W.type, W.ne0, W.ne1, x, n, y, bias, norm.kind, norm.w, norm.b, norm.eps, ep, row_invariant_,
-                  exact_x_);
+                  gemm_cfg_.exact);
         const MatmulJob j{W, x, n, y, bias, norm, ep};
         const bool mv = matvec_takes(j);
         if (!mv) {
@@ -342,10 +343,10 @@ public:
         }
         if (ep == Epilogue::swiglu) {
             float* p = static_cast<float*>(prod_ws_.get());
-            gemm(W, xin, n, p, W.ne1, bias, Epilogue::store, exact_x_, gws, l);
+            gemm(W, xin, n, p, W.ne1, bias, Epilogue::store, gemm_cfg_, gws, l);
             swiglu_rows(p, n, static_cast<int>(W.ne1 / 2), y, l);
         } else {
-            gemm(W, xin, n, y, W.ne1, bias, ep, exact_x_, gws, l);
+            gemm(W, xin, n, y, W.ne1, bias, ep, gemm_cfg_, gws, l);
         }
     }
 
@@ -434,8 +435,8 @@ public:
                 xin = static_cast<const float*>(norm_ws_.get());
             }
             float* gu = static_cast<float*>(prod_ws_.get());  // [2n][gate | up]
-            cuda::gemm_experts(gate, xin, n, 1, g, gu, 2 * F, exact_x_, gemm_ws_.get(), l);
-            cuda::gemm_experts(up, xin, n, 1, g, gu + F, 2 * F, exact_x_, gemm_ws_.get(), l);
+            cuda::gemm_experts(gate, xin, n, 1, g, gu, 2 * F, gemm_cfg_, gemm_ws_.get(), l);
+            cuda::gemm_experts(up, xin, n, 1, g, gu + F, 2 * F, gemm_cfg_, gemm_ws_.get(), l);
             swiglu_rows(gu, 2 * n, static_cast<int>(F), h, l);
         } else {
             experts_swiglu_grouped(*this, gate, up, x, n, picks, norm, h);
@@ -463,7 +464,7 @@ public:
             const cuda::ExpertGroups g = cuda::expert_groups_at(moe_groups_.get(), n, down.n);
             cuda::moe_group(picks, n, down.n, g, l);
             float* o = static_cast<float*>(moe_out_.get());  // [2n][E]: each pick's output
-            cuda::gemm_experts(down, h, 2 * n, 0, g, o, E, exact_x_, gemm_ws_.get(), l);
+            cuda::gemm_experts(down, h, 2 * n, 0, g, o, E, gemm_cfg_, gemm_ws_.get(), l);
             cuda::experts_combine(o, n, static_cast<int>(E), picks, x, l);
         } else {
             experts_down_add_grouped(*this, down, h, n, picks, x);
@@ -620,7 +621,7 @@ private:
     bool graphs_ = true, pdl_ = true;
     MatvecConfig mv_;  // how decode matmuls are launched
     bool row_invariant_ = false;  // batches of rows through the decode kernels, 8 at a time
-    bool exact_x_ = false;  // float weights' GEMMs with the activations' low parts too
+    GemmConfig gemm_cfg_;  // prefill GEMMs: exact activations (the model's choice), F16 pipeline depth
     bool fuse_input_ = true;  // a one-token step's input step runs inside its attention
     bool skip_attention_ = false;
     bool time_steps_ = false;

@@ -78,6 +78,7 @@ __device__ __forceinline__ void store8(const float* v, __half* hi, __half* lo) {
 template <class F>
 struct QuantA {
     static constexpr bool kSplit = false, kSplitX = false, kAsync = false;
+    static constexpr int kStages = 2;
     // the weights at `base` (planar: every row's bits, then the rest): set by the
     // host for a plain GEMM, by the kernel for an expert's tile
     __host__ __device__ static void point_at(GemmParams& p, const uint8_t* base) {
@@ -119,6 +120,7 @@ struct QuantA {
 template <class T, bool kExactX = false>
 struct FloatA {
     static constexpr bool kSplit = std::is_same<T, float>::value, kSplitX = kSplit || kExactX, kAsync = false;
+    static constexpr int kStages = 2;
     __host__ __device__ static void point_at(GemmParams& p, const uint8_t* base) { p.wf = base; }
     float v[32];
     __device__ void load(const GemmParams& p, int m0, int kt) {
@@ -145,10 +147,12 @@ struct FloatA {
     }
 };
 
-// F16 weights with 16-byte rows: copied as they are (cp.async), 4 chunks per thread.
-template <bool kExactX = false>
+// F16 weights with 16-byte rows: copied as they are (cp.async), 4 chunks per
+// thread, kStages_ steps of tiles in shared memory (2: double-buffered).
+template <bool kExactX = false, int kStages_ = 2>
 struct F16AsyncA {
     static constexpr bool kSplit = false, kSplitX = kExactX, kAsync = true;
+    static constexpr int kStages = kStages_;
     __host__ __device__ static void point_at(GemmParams& p, const uint8_t* base) { p.wf = base; }
     __device__ static void issue(const GemmParams& p, int m0, int kt, __half (*dst)[LDS]) {
 #pragma unroll
@@ -217,9 +221,52 @@ __device__ __forceinline__ float gelu_tanh(float v) {
     return v / (1.0f + expf(-2.0f * u));
 }
 
+template <class ALoader>
+constexpr size_t smem_bytes() {  // kStages of weight and activation tiles (hi, and lo when split)
+    return ALoader::kStages * sizeof(__half) * LDS * (BM * (ALoader::kSplit ? 2 : 1) + BN * (ALoader::kSplitX ? 2 : 1));
+}
+
+// One k-step (BK) of a warp's 32 x 32 tile: ldmatrix from the stage's tiles,
+// then the MMAs (the low parts' too where split).
 template <bool kSplit, bool kSplitX>
-constexpr size_t smem_bytes() {  // double-buffered weight and activation tiles (hi, and lo when split)
-    return 2 * sizeof(__half) * LDS * (BM * (kSplit ? 2 : 1) + BN * (kSplitX ? 2 : 1));
+__device__ __forceinline__ void mma_k_step(const __half (*As)[LDS], const __half (*Al)[LDS], const __half (*Bh)[LDS],
+                                           const __half (*Bl)[LDS], float (&acc)[2][4][4], int wm, int wn, int lane) {
+#pragma unroll
+    for (int ks = 0; ks < BK / 16; ++ks) {
+        uint32_t af[2][4], alf[2][4], bh[4][2], bl[4][2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int r = 32 * wm + 16 * i + lane % 16, c = ks * 16 + (lane / 16) * 8;
+            ldmatrix_x4(af[i], &As[r][c]);
+            if constexpr (kSplit) ldmatrix_x4(alf[i], &Al[r][c]);
+        }
+#pragma unroll
+        for (int jj = 0; jj < 2; ++jj) {
+            const int mi = lane / 8;
+            const int r = 32 * wn + 16 * jj + (mi / 2) * 8 + lane % 8, c = ks * 16 + (mi % 2) * 8;
+            uint32_t t4[4];
+            ldmatrix_x4(t4, &Bh[r][c]);
+            bh[2 * jj][0] = t4[0];
+            bh[2 * jj][1] = t4[1];
+            bh[2 * jj + 1][0] = t4[2];
+            bh[2 * jj + 1][1] = t4[3];
+            if constexpr (kSplitX) {
+                ldmatrix_x4(t4, &Bl[r][c]);
+                bl[2 * jj][0] = t4[0];
+                bl[2 * jj][1] = t4[1];
+                bl[2 * jj + 1][0] = t4[2];
+                bl[2 * jj + 1][1] = t4[3];
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                mma16816(acc[i][j], af[i], bh[j][0], bh[j][1]);
+                if constexpr (kSplitX) mma16816(acc[i][j], af[i], bl[j][0], bl[j][1]);
+                if constexpr (kSplit) mma16816(acc[i][j], alf[i], bh[j][0], bh[j][1]);
+            }
+    }
 }
 
 // One CTA's tile: rows [m0, m0 + BM) of W against the tile's tokens.
@@ -229,10 +276,11 @@ __device__ __forceinline__ void gemm_tile(const GemmParams& p, int m0, const Til
     extern __shared__ __align__(16) uint8_t smem[];
     using TileA = __half[BM][LDS];
     using TileB = __half[BN][LDS];
-    TileA* As = reinterpret_cast<TileA*>(smem);  // [2]
-    TileA* Al = As + 2;                           // [2], split only
-    TileB* Bh = reinterpret_cast<TileB*>(smem + 2 * sizeof(TileA) * (kSplit ? 2 : 1));
-    TileB* Bl = Bh + 2;                           // [2], kSplitX only
+    constexpr int S = ALoader::kStages;
+    TileA* As = reinterpret_cast<TileA*>(smem);  // [S]
+    TileA* Al = As + S;                           // [S], split only
+    TileB* Bh = reinterpret_cast<TileB*>(smem + S * sizeof(TileA) * (kSplit ? 2 : 1));
+    TileB* Bl = Bh + S;                           // [S], kSplitX only
 
     const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
     const int KT = (p.K + BK - 1) / BK;
@@ -255,59 +303,44 @@ __device__ __forceinline__ void gemm_tile(const GemmParams& p, int m0, const Til
 #pragma unroll
             for (int c = 0; c < 4; ++c) acc[i][j][c] = 0.0f;
 
-    issue(0, 0);
-    if constexpr (!ALoader::kAsync) {
-        a.load(p, m0, 0);
-        a.store(As[0], kSplit ? Al[0] : nullptr);
-    }
-    cp_async_wait<0>();
-    __syncthreads();
-    for (int kt = 0; kt < KT; ++kt) {
-        const int buf = kt % 2;
-        if (kt + 1 < KT) {
-            issue(kt + 1, buf ^ 1);
-            if constexpr (!ALoader::kAsync) a.load(p, m0, kt + 1);
+    if constexpr (S == 2) {  // double-buffered: the next step's copies (and weights in registers) in flight
+        issue(0, 0);
+        if constexpr (!ALoader::kAsync) {
+            a.load(p, m0, 0);
+            a.store(As[0], kSplit ? Al[0] : nullptr);
         }
-#pragma unroll
-        for (int ks = 0; ks < BK / 16; ++ks) {
-            uint32_t af[2][4], alf[2][4], bh[4][2], bl[4][2];
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-                const int r = 32 * wm + 16 * i + lane % 16, c = ks * 16 + (lane / 16) * 8;
-                ldmatrix_x4(af[i], &As[buf][r][c]);
-                if constexpr (kSplit) ldmatrix_x4(alf[i], &Al[buf][r][c]);
-            }
-#pragma unroll
-            for (int jj = 0; jj < 2; ++jj) {
-                const int mi = lane / 8;
-                const int r = 32 * wn + 16 * jj + (mi / 2) * 8 + lane % 8, c = ks * 16 + (mi % 2) * 8;
-                uint32_t t4[4];
-                ldmatrix_x4(t4, &Bh[buf][r][c]);
-                bh[2 * jj][0] = t4[0];
-                bh[2 * jj][1] = t4[1];
-                bh[2 * jj + 1][0] = t4[2];
-                bh[2 * jj + 1][1] = t4[3];
-                if constexpr (kSplitX) {
-                    ldmatrix_x4(t4, &Bl[buf][r][c]);
-                    bl[2 * jj][0] = t4[0];
-                    bl[2 * jj][1] = t4[1];
-                    bl[2 * jj + 1][0] = t4[2];
-                    bl[2 * jj + 1][1] = t4[3];
-                }
-            }
-#pragma unroll
-            for (int i = 0; i < 2; ++i)
-#pragma unroll
-                for (int j = 0; j < 4; ++j) {
-                    mma16816(acc[i][j], af[i], bh[j][0], bh[j][1]);
-                    if constexpr (kSplitX) mma16816(acc[i][j], af[i], bl[j][0], bl[j][1]);
-                    if constexpr (kSplit) mma16816(acc[i][j], alf[i], bh[j][0], bh[j][1]);
-                }
-        }
-        if constexpr (!ALoader::kAsync)
-            if (kt + 1 < KT) a.store(As[buf ^ 1], kSplit ? Al[buf ^ 1] : nullptr);
         cp_async_wait<0>();
         __syncthreads();
+        for (int kt = 0; kt < KT; ++kt) {
+            const int buf = kt % 2;
+            if (kt + 1 < KT) {
+                issue(kt + 1, buf ^ 1);
+                if constexpr (!ALoader::kAsync) a.load(p, m0, kt + 1);
+            }
+            mma_k_step<kSplit, kSplitX>(As[buf], Al[buf], Bh[buf], Bl[buf], acc, wm, wn, lane);
+            if constexpr (!ALoader::kAsync)
+                if (kt + 1 < KT) a.store(As[buf ^ 1], kSplit ? Al[buf ^ 1] : nullptr);
+            cp_async_wait<0>();
+            __syncthreads();
+        }
+    } else {
+        // S - 1 steps' copies in flight (cp.async loaders only): wait for step kt,
+        // then refill the stage that step kt - 1 used, then its MMAs
+        static_assert(ALoader::kAsync, "deeper pipelines take cp.async loaders");
+#pragma unroll
+        for (int st = 0; st < S - 1; ++st) {
+            if (st < KT) issue(st, st);
+            else cp_async_commit();  // (an empty group keeps the count)
+        }
+        for (int kt = 0; kt < KT; ++kt) {
+            cp_async_wait<S - 2>();
+            __syncthreads();
+            const int next = kt + S - 1;
+            if (next < KT) issue(next, next % S);
+            else cp_async_commit();
+            const int buf = kt % S;
+            mma_k_step<kSplit, kSplitX>(As[buf], Al[buf], Bh[buf], Bl[buf], acc, wm, wn, lane);
+        }
     }
 
     // c0, c1: row g, tokens 2(lane%4) + {0, 1}; c2, c3: row g + 8
@@ -364,15 +397,20 @@ __global__ void __launch_bounds__(256) gemm_experts_kernel(GemmParams p, ExpertG
 // weight fields that do not depend on which matrix of that type it is.
 // kExactX: float weights meet the activations' f16 high and low parts (two
 // MMAs), as f32 weights always do: f32-accurate products for any float weights.
+// stages: tiles in flight for F16 weights (2, 3 or 4; the others always 2).
 template <bool kExactX = false, class Fn>
-void with_loader(const Tensor& W, GemmParams& p, Fn&& fn) {
+void with_loader(const Tensor& W, GemmParams& p, int stages, Fn&& fn) {
     with_weight_format(
         W.type,
         [&](auto tag) {
             using T = typename decltype(tag)::type;
             p.row_bytes = static_cast<int64_t>(W.row_bytes());
             if constexpr (std::is_same_v<T, __half>) {
-                if (p.K % 8 == 0) return fn(TypeTag<F16AsyncA<kExactX>>{});  // (rows that cp.async can copy)
+                if (p.K % 8 == 0) {  // (rows that cp.async can copy)
+                    if (stages == 3) return fn(TypeTag<F16AsyncA<kExactX, 3>>{});
+                    if (stages == 4) return fn(TypeTag<F16AsyncA<kExactX, 4>>{});
+                    return fn(TypeTag<F16AsyncA<kExactX, 2>>{});
+                }
             }
             return fn(TypeTag<FloatA<T, kExactX>>{});
         },
@@ -390,7 +428,7 @@ void allow_smem(Kernel kernel, size_t smem) {
 }
 template <class ALoader>
 void run_gemm(GemmParams p, const void* w, const Launch& l) {
-    constexpr size_t smem = smem_bytes<ALoader::kSplit, ALoader::kSplitX>();
+    constexpr size_t smem = smem_bytes<ALoader>();
     auto kernel = gemm_kernel<ALoader>;
     ALoader::point_at(p, static_cast<const uint8_t*>(w));
     allow_smem(kernel, smem);
@@ -398,7 +436,7 @@ void run_gemm(GemmParams p, const void* w, const Launch& l) {
 }
 template <class ALoader>
 void run_gemm_experts(const GemmParams& p, const ExpertGemm& ex, const Launch& l) {
-    constexpr size_t smem = smem_bytes<ALoader::kSplit, ALoader::kSplitX>();
+    constexpr size_t smem = smem_bytes<ALoader>();
     auto kernel = gemm_experts_kernel<ALoader>;
     allow_smem(kernel, smem);
     launch(kernel, dim3(ceil_div(p.M, BM), ex.groups.max_tiles), dim3(256), smem, l, p, ex);
@@ -508,12 +546,12 @@ bool split_x(DType t, bool exact) {
 }
 } // namespace
 
-void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep, bool exact,
-          void* ws, const Launch& l) {
-    GemmParams p = prepare(W, x, n, y, ldy, bias, ep, split_x(W.type, exact), ws, l);
+void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep,
+          const GemmConfig& cfg, void* ws, const Launch& l) {
+    GemmParams p = prepare(W, x, n, y, ldy, bias, ep, split_x(W.type, cfg.exact), ws, l);
     auto run = [&](auto tag) { run_gemm<typename decltype(tag)::type>(p, W.data, l); };
-    if (exact) with_loader<true>(W, p, run);
-    else with_loader<false>(W, p, run);
+    if (cfg.exact) with_loader<true>(W, p, cfg.stages, run);
+    else with_loader<false>(W, p, cfg.stages, run);
 }
 
 bool gemm_experts_fit(const Experts& W) {
@@ -526,15 +564,15 @@ bool gemm_experts_fit(const Experts& W) {
 }
 
 void gemm_experts(const Experts& W, const float* x, int x_rows, int shift, const ExpertGroups& g, float* y,
-                  int64_t ldy, bool exact, void* ws, const Launch& l) {
-    GemmParams p = prepare(W.w[0], x, x_rows, y, ldy, nullptr, Epilogue::store, split_x(W.w[0].type, exact), ws, l);
+                  int64_t ldy, const GemmConfig& cfg, void* ws, const Launch& l) {
+    GemmParams p = prepare(W.w[0], x, x_rows, y, ldy, nullptr, Epilogue::store, split_x(W.w[0].type, cfg.exact), ws, l);
     ExpertGemm ex;
     for (int i = 0; i < W.n; ++i) ex.base[i] = static_cast<const uint8_t*>(W.w[i].data);
     ex.groups = g;
     ex.shift = shift;
     auto run = [&](auto tag) { run_gemm_experts<typename decltype(tag)::type>(p, ex, l); };
-    if (exact) with_loader<true>(W.w[0], p, run);
-    else with_loader<false>(W.w[0], p, run);
+    if (cfg.exact) with_loader<true>(W.w[0], p, cfg.stages, run);
+    else with_loader<false>(W.w[0], p, cfg.stages, run);
 }
 
 void norm_rows(const float* x, int n_rows, int dim, const RowNorm& norm, float* y, const Launch& l) {

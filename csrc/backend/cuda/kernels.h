@@ -56,11 +56,15 @@ bool experts_down_add(const Experts& down, const float* h, int n, const ExpertPi
 
 // Prefill on tensor cores: y[n, ldy] (columns [0, W.ne1)) = epilogue(x . W^T + bias)
 // for Epilogue::store, add or gelu (x already normalized). ws: gemm_workspace(n, K)
-// bytes of scratch for the activations in f16. exact: F16 and BF16 weights meet
-// the activations' f16 high and low parts (two MMAs, f32-accurate; F32 weights always do).
+// bytes of scratch for the activations in f16.
+struct GemmConfig {
+    bool exact = false;  // F16 and BF16 weights meet the activations' f16 high and low
+                         // parts (two MMAs, f32-accurate; F32 weights always do)
+    int stages = 2;      // k-steps of tiles in shared memory for F16 weights (2-4)
+};
 size_t gemm_workspace(int n, int64_t K);
-void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep, bool exact,
-          void* ws, const Launch& l);
+void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep,
+          const GemmConfig& cfg, void* ws, const Launch& l);
 
 // Experts over a prompt (batches the decode kernels do not take): the picks
 // grouped by expert on the GPU (moe_group), then one launch of the prefill
@@ -81,7 +85,7 @@ bool gemm_experts_fit(const Experts& W);
 // For every entry c of the groups (a pick i = sorted[c] of expert e):
 // row i of y (ldy) = row (i >> shift) of x [x_rows, K] . W_e^T. ws: gemm_workspace(x_rows, K).
 void gemm_experts(const Experts& W, const float* x, int x_rows, int shift, const ExpertGroups& g, float* y,
-                  int64_t ldy, bool exact, void* ws, const Launch& l);
+                  int64_t ldy, const GemmConfig& cfg, void* ws, const Launch& l);
 // x[t] += w0 o[2t] + w1 o[2t + 1] (rows of `width`), the picks' weights in expert order.
 void experts_combine(const float* o, int n, int width, const ExpertPick* picks, float* x, const Launch& l);
 
