@@ -1,8 +1,13 @@
 """The table of tools/gpu_bench.sh: per file, the median over rounds of each
 engine's mean t/s for pp512 and tg128, their ratio, and the share of the
-GPU's peak memory bandwidth decode reaches (tensor bytes x tokens/s).
+GPU's peak memory bandwidth decode reaches (the bytes a token reads x tokens/s).
 
-    python tools/bench_table.py bench.jsonl [--peak-tbs 4.8]
+    python tools/bench_table.py bench.jsonl [--peak-tbs 4.8] [--sizes MODELS_DIR]
+
+A token reads every tensor, except in a mixture of experts: there only
+expert_used_count of expert_count experts' rows (`*_exps` tensors). With
+--sizes, the GGUF files FILE.gguf found there give those bytes; without it
+(or a file it cannot read) the share is of all tensor bytes.
 """
 from __future__ import annotations
 
@@ -10,15 +15,36 @@ import argparse
 import json
 import statistics
 from collections import defaultdict
+from pathlib import Path
 
 ORDER = ["phi3-f16", "phi3-q8_0", "phi3-q4_k_m", "phi3-q4_0", "phi2-f16", "phi2-q8_0", "phi2-q4_k_m", "phi2-q4_0"]
+
+
+def token_bytes(path: Path) -> int | None:
+    """Bytes of the tensors a decode token reads from a GGUF file (experts: the used share)."""
+    try:
+        import gguf
+
+        r = gguf.GGUFReader(str(path))
+    except Exception:  # (no gguf package, or not a GGUF file: the caller falls back)
+        return None
+    arch = r.fields.get("general.architecture")
+    name = bytes(arch.parts[arch.data[0]]).decode() if arch else ""
+
+    def key(k: str) -> int | None:
+        f = r.fields.get(f"{name}.{k}")
+        return int(f.parts[f.data[0]][0]) if f else None
+
+    n_exp, n_used = key("expert_count"), key("expert_used_count")
+    share = n_used / n_exp if n_exp and n_used else 1.0
+    return int(sum(t.n_bytes * (share if "_exps" in t.name else 1.0) for t in r.tensors))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("jsonl")
     ap.add_argument("--peak-tbs", type=float, default=4.8, help="peak memory bandwidth, TB/s (H200: 4.8)")
-    ap.add_argument("--sizes", help="(unused: sizes come from the results)")
+    ap.add_argument("--sizes", help="folder of the FILE.gguf files: the bytes a token reads (MoE: its experts only)")
     a = ap.parse_args()
     ts = defaultdict(list)
     size = {}
@@ -31,6 +57,12 @@ def main() -> None:
         if r["engine"] == "phicpp":
             size[r["file"]] = int(r["model_size"])
     med = {k: statistics.median(v) for k, v in ts.items()}
+    read = dict(size)  # bytes a decode token reads
+    if a.sizes:
+        for f in size:
+            b = token_bytes(Path(a.sizes) / f"{f}.gguf")
+            if b:
+                read[f] = b
     print(f"| file | size GB | tg128 phicpp | tg128 llama.cpp | ratio | HBM share (phicpp / llama.cpp) "
           f"| pp512 phicpp | pp512 llama.cpp | ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -47,13 +79,13 @@ def main() -> None:
             return f"{x / y:.2f}" if x and y else "-"
 
         def share(v):
-            return f"{100 * size[f] * v / (a.peak_tbs * 1e12):.0f}%" if v else "-"
+            return f"{100 * read[f] * v / (a.peak_tbs * 1e12):.0f}%" if v else "-"
 
         print(f"| {f} | {gb:.2f} | {fmt(tg_p)} | {fmt(tg_l)} | {ratio(tg_p, tg_l)} | {share(tg_p)} / {share(tg_l)} "
               f"| {fmt(pp_p)} | {fmt(pp_l)} | {ratio(pp_p, pp_l)} |")
     n = max((len(v) for v in ts.values()), default=0)
-    print(f"\nmedian of {n} round(s) of each engine's mean over 3 repetitions; HBM share = tensor bytes x t/s "
-          f"/ {a.peak_tbs} TB/s")
+    print(f"\nmedian of {n} round(s) of each engine's mean over 3 repetitions; HBM share = bytes a token reads "
+          f"(all tensor bytes; a mixture of experts' used experts only) x t/s / {a.peak_tbs} TB/s")
 
 
 if __name__ == "__main__":
