@@ -321,6 +321,22 @@ def test_matmul_model_sized(backend):
             check_matmul(backend.matmul(raw, typ, (96, 8192), x), x.astype(np.float64) @ w.T, w, x, typ)
 
 
+@pytest.mark.parametrize("typ", ["q4_0", "q8_0", "q4_K", "q5_K", "q6_K", "iq4_xs"])
+@pytest.mark.parametrize("rows", [37, 130])
+@pytest.mark.parametrize("n", [1, 2, 8])
+def test_matmul_long_rows_few_pairs(backend, typ, rows, n):
+    """Decode shapes with long rows and few of them (odd counts: a last row alone): on
+    the GPU with PHICPP_CUDA_MV_KPARTS=4 each pair of rows is split into K slices
+    summed by four warps (tools/gpu_check.sh runs the op tests so too)."""
+    rng = np.random.default_rng(rows * 10 + n + len(typ))
+    K = 2048 if block_size(typ) == 256 else 2080
+    raw, w = make_weight(typ, rows, K, rng)
+    x = rng.standard_normal((n, K)).astype(np.float32)
+    bias = rng.standard_normal(rows).astype(np.float32)
+    y = backend.matmul(raw, typ, (rows, K), x, bias=bias)
+    check_matmul(y, x.astype(np.float64) @ w.T + bias, w, x, typ)
+
+
 @pytest.mark.parametrize("exact_x", [False, True])
 @pytest.mark.parametrize("K", [24, 360, 1032])
 @pytest.mark.parametrize("n", [9, 70])

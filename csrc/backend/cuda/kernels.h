@@ -35,6 +35,7 @@ struct MatvecConfig {
     int warps = 8;         // per CTA, float weights
     int quant_warps = 16;  // per CTA, quantized weights
     int ctas_per_sm = 4;   // at most
+    int k_parts = 1;       // quantized: 4 = split pairs of rows into K slices where that balances the warps
 };
 bool matvec(const MatmulJob& j, const Launch& l, int sm_count, const MatvecConfig& cfg);
 
