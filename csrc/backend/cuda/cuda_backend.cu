@@ -410,9 +410,8 @@ public:
         hash_.all(6, x, n, picks, h, norm.kind, norm.w, norm.b, norm.eps);
         hash_experts(up);
         const int64_t K = gate.w[0].ne0, F = gate.w[0].ne1;
-        const bool same = up.n == gate.n && up.w[0].type == gate.w[0].type && up.w[0].ne0 == K && up.w[0].ne1 == F;
-        const ExpertPath path = expert_path(cuda::experts_fit(gate, &up, x, norm, false),
-                                            same && cuda::gemm_experts_fit(gate) && cuda::gemm_experts_fit(up), gate, n);
+        const ExpertPath path =
+            expert_path(cuda::experts_fit(gate, &up, x, norm, false), cuda::experts_alike(gate, &up), gate, n);
         if (path == ExpertPath::gemm) {
             grow(moe_groups_, cuda::expert_groups_bytes(n, gate.n));
             if (norm.kind != NormKind::none) grow(norm_ws_, sizeof(float) * n * K);
@@ -447,7 +446,7 @@ public:
         hash_.all(7, h, n, picks, x);
         const int64_t F = down.w[0].ne0, E = down.w[0].ne1;
         const ExpertPath path =
-            expert_path(cuda::experts_fit(down, nullptr, h, RowNorm{}, true), cuda::gemm_experts_fit(down), down, n);
+            expert_path(cuda::experts_fit(down, nullptr, h, RowNorm{}, true), cuda::experts_alike(down, nullptr), down, n);
         if (path == ExpertPath::gemm) {
             grow(moe_groups_, cuda::expert_groups_bytes(n, down.n));
             grow(moe_out_, sizeof(float) * 2 * n * E);

@@ -554,15 +554,6 @@ void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const f
     else with_loader<false>(W, p, cfg.stages, run);
 }
 
-bool gemm_experts_fit(const Experts& W) {
-    if (W.n < 1 || W.n > kMoeMaxExperts) return false;
-    const Tensor& a = W.w[0];
-    for (int i = 0; i < W.n; ++i)
-        if (W.w[i].type != a.type || W.w[i].ne0 != a.ne0 || W.w[i].ne1 != a.ne1 || W.w[i].layout != a.layout)
-            return false;
-    return a.layout == WeightLayout::rows || a.ne0 % 32 == 0;
-}
-
 void gemm_experts(const Experts& W, const float* x, int x_rows, int shift, const ExpertGroups& g, float* y,
                   int64_t ldy, const GemmConfig& cfg, void* ws, const Launch& l) {
     GemmParams p = prepare(W.w[0], x, x_rows, y, ldy, nullptr, Epilogue::store, split_x(W.w[0].type, cfg.exact), ws, l);

@@ -45,9 +45,11 @@ bool aligned16(const void* a, const void* b, const void* c);
 // Mixture of experts (moe.cu): SparseMixer's picks of n rows of scores, and
 // the picked experts' matmuls (Backend::experts_swiglu, experts_down_add) for
 // up to kMatvecMaxTokens tokens, the experts read from the picks on the GPU.
-// experts_fit: whether those kernels take the experts (at most kMoeMaxExperts
-// of one shape and type, activations that fit in shared memory); b: the up
-// projections (swiglu), down: the down projection's launch.
+// experts_alike: a set of at most kMoeMaxExperts matrices of one shape and
+// type (and b, the up projections of swiglu, like a), what both these kernels
+// and gemm_experts take; experts_fit: whether the decode kernels take them
+// (also: activations that fit in shared memory; down: the down projection's launch).
+bool experts_alike(const Experts& a, const Experts* b);
 bool experts_fit(const Experts& a, const Experts* b, const float* x, const RowNorm& norm, bool down);
 void route_top2(const float* scores, int n, int n_expert, float jitter, ExpertPick* picks, const Launch& l);
 bool experts_swiglu(const Experts& gate, const Experts& up, const float* x, int n, const ExpertPick* picks,
@@ -81,9 +83,7 @@ struct ExpertGroups {
 size_t expert_groups_bytes(int n, int n_expert);
 ExpertGroups expert_groups_at(void* mem, int n, int n_expert);
 void moe_group(const ExpertPick* picks, int n, int n_expert, const ExpertGroups& g, const Launch& l);
-// Whether gemm_experts takes these experts (one shape and type, at most kMoeMaxExperts).
-bool gemm_experts_fit(const Experts& W);
-// For every entry c of the groups (a pick i = sorted[c] of expert e):
+// For every entry c of the groups (a pick i = sorted[c] of expert e; experts_alike(W)):
 // row i of y (ldy) = row (i >> shift) of x [x_rows, K] . W_e^T. ws: gemm_workspace(x_rows, K).
 void gemm_experts(const Experts& W, const float* x, int x_rows, int shift, const ExpertGroups& g, float* y,
                   int64_t ldy, const GemmConfig& cfg, void* ws, const Launch& l);

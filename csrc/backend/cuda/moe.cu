@@ -301,7 +301,7 @@ bool run_experts(const Experts& A, const Experts* B, const float* x, int n, cons
         [&](auto tag) { return run_moe_quant<typename decltype(tag)::type, kDown>(a, ys, smem, l, sm); });
 }
 
-// Every expert of a set alike (the kernels take one shape and type).
+// Every expert of a set like `like` (the kernels take one shape and type).
 bool uniform(const Experts& e, const Tensor& like) {
     for (int i = 0; i < e.n; ++i)
         if (e.w[i].type != like.type || e.w[i].ne0 != like.ne0 || e.w[i].ne1 != like.ne1 ||
@@ -312,12 +312,16 @@ bool uniform(const Experts& e, const Tensor& like) {
 
 } // namespace
 
-bool experts_fit(const Experts& A, const Experts* B, const float* x, const RowNorm& norm, bool down) {
-    if (A.n < 2 || A.n > kMoeMaxExperts || (B && B->n != A.n)) return false;
+bool experts_alike(const Experts& A, const Experts* B) {
+    if (A.n < 1 || A.n > kMoeMaxExperts || (B && B->n != A.n)) return false;
     const Tensor& W = A.w[0];
     if (!uniform(A, W) || (B && !uniform(*B, W))) return false;
-    if (W.ne0 % 32 != 0 && W.layout == WeightLayout::planar) return false;
-    return moe_smem(W, norm, down) <= kSmemLimit && aligned16(x, norm.w, norm.b);
+    return W.layout == WeightLayout::rows || W.ne0 % 32 == 0;
+}
+
+bool experts_fit(const Experts& A, const Experts* B, const float* x, const RowNorm& norm, bool down) {
+    if (A.n < 2 || !experts_alike(A, B)) return false;
+    return moe_smem(A.w[0], norm, down) <= kSmemLimit && aligned16(x, norm.w, norm.b);
 }
 
 int expert_group_tiles(int n, int n_expert) { return ceil_div(2 * static_cast<int64_t>(n), kGemmTileTokens) + n_expert; }
