@@ -516,10 +516,8 @@ size_t gemm_workspace(int n, int64_t K) {
 }
 
 namespace {
-// A GEMM's parameters for weights shaped like W, with x's n rows converted
-// into the workspace (and their low parts when split).
-GemmParams prepare(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep,
-                   bool split, void* ws, const Launch& l) {
+// A GEMM's parameters for weights shaped like W and x of n rows.
+GemmParams gemm_params(const Tensor& W, int n, float* y, int64_t ldy, const float* bias, Epilogue ep) {
     GemmParams p;
     p.K = static_cast<int>(W.ne0);
     p.Kp = (p.K + BK - 1) / BK * BK;
@@ -529,41 +527,46 @@ GemmParams prepare(const Tensor& W, const float* x, int n, float* y, int64_t ldy
     p.bias = bias;
     p.y = y;
     p.ep = static_cast<int>(ep);
-    auto* xh = static_cast<__half*>(ws);
-    __half* xl = xh + static_cast<size_t>(n) * p.Kp;
-    auto* scale = reinterpret_cast<float*>(xl + static_cast<size_t>(n) * p.Kp);
-    launch(convert_rows_kernel, dim3(n), dim3(256), 0, l, x, p.K, p.Kp, split, xh, xl, scale);
-    p.xh = xh;
-    p.xl = xl;
-    p.scale = scale;
     return p;
 }
 
-// Whether the activations' low parts are made (and met): F32 weights, and
-// F16/BF16 ones when asked for exact products.
-bool split_x(DType t, bool exact) {
-    return t == DType::F32 || (exact && (t == DType::F16 || t == DType::BF16));
+// The loader for W under cfg, given to fn as TypeTag<Loader>, after x's n rows
+// are converted into the workspace as that loader meets them (f16, and their
+// low parts where it splits the activations).
+template <class Fn>
+void with_converted_x(const Tensor& W, const float* x, const GemmConfig& cfg, GemmParams& p, void* ws,
+                      const Launch& l, Fn&& fn) {
+    auto run = [&](auto tag) {
+        using A = typename decltype(tag)::type;
+        auto* xh = static_cast<__half*>(ws);
+        __half* xl = xh + static_cast<size_t>(p.n) * p.Kp;
+        auto* scale = reinterpret_cast<float*>(xl + static_cast<size_t>(p.n) * p.Kp);
+        launch(convert_rows_kernel, dim3(p.n), dim3(256), 0, l, x, p.K, p.Kp, A::kSplitX, xh, xl, scale);
+        p.xh = xh;
+        p.xl = xl;
+        p.scale = scale;
+        fn(tag);
+    };
+    if (cfg.exact) with_loader<true>(W, p, cfg.stages, run);
+    else with_loader<false>(W, p, cfg.stages, run);
 }
 } // namespace
 
 void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep,
           const GemmConfig& cfg, void* ws, const Launch& l) {
-    GemmParams p = prepare(W, x, n, y, ldy, bias, ep, split_x(W.type, cfg.exact), ws, l);
-    auto run = [&](auto tag) { run_gemm<typename decltype(tag)::type>(p, W.data, l); };
-    if (cfg.exact) with_loader<true>(W, p, cfg.stages, run);
-    else with_loader<false>(W, p, cfg.stages, run);
+    GemmParams p = gemm_params(W, n, y, ldy, bias, ep);
+    with_converted_x(W, x, cfg, p, ws, l, [&](auto tag) { run_gemm<typename decltype(tag)::type>(p, W.data, l); });
 }
 
 void gemm_experts(const Experts& W, const float* x, int x_rows, int shift, const ExpertGroups& g, float* y,
                   int64_t ldy, const GemmConfig& cfg, void* ws, const Launch& l) {
-    GemmParams p = prepare(W.w[0], x, x_rows, y, ldy, nullptr, Epilogue::store, split_x(W.w[0].type, cfg.exact), ws, l);
+    GemmParams p = gemm_params(W.w[0], x_rows, y, ldy, nullptr, Epilogue::store);
     ExpertGemm ex;
     for (int i = 0; i < W.n; ++i) ex.base[i] = static_cast<const uint8_t*>(W.w[i].data);
     ex.groups = g;
     ex.shift = shift;
-    auto run = [&](auto tag) { run_gemm_experts<typename decltype(tag)::type>(p, ex, l); };
-    if (cfg.exact) with_loader<true>(W.w[0], p, cfg.stages, run);
-    else with_loader<false>(W.w[0], p, cfg.stages, run);
+    with_converted_x(W.w[0], x, cfg, p, ws, l,
+                     [&](auto tag) { run_gemm_experts<typename decltype(tag)::type>(p, ex, l); });
 }
 
 void norm_rows(const float* x, int n_rows, int dim, const RowNorm& norm, float* y, const Launch& l) {
