@@ -319,12 +319,15 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_steps
     }
 }
 
+// Warps in a matvec_quant CTA.
+int quant_warps(const MatvecConfig& cfg) { return std::max(1, std::min(kQuantThreads / kWarp, cfg.quant_warps)); }
+
 // matvec_quant: one wave (as many CTAs as fit, each stages the activations once), or fewer
 template <class Kernel>
 bool run_wave(Kernel kernel, const MatvecParams& p, size_t smem, const Launch& l, int sm_count,
               const MatvecConfig& cfg) {
     if (!allow_smem(kernel, smem)) return false;
-    const int warps = std::max(1, std::min(kQuantThreads / kWarp, cfg.quant_warps));
+    const int warps = quant_warps(cfg);
     int fit = 0;
     PHI_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kernel, warps * kWarp, smem));
     const int ctas = std::max(1, std::min(ceil_div(p.tasks, warps), sm_count * std::max(1, std::min(fit, cfg.ctas_per_sm))));
@@ -367,7 +370,7 @@ template <class F>
 bool run_quant(MatvecParams p, const MatmulJob& j, const Launch& l, int sm, const MatvecConfig& cfg) {
     set_planar<F>(p, j.W);
     constexpr int kParts = 4;
-    const int warps = std::max(1, std::min(kQuantThreads / kWarp, cfg.quant_warps));
+    const int warps = quant_warps(cfg);  // (the CTA's, which a task's kParts warps must divide)
     const int groups = p.K / 32 / QuantRead<F>::kGroup;
     if (cfg.k_parts == kParts && warps % kParts == 0 && k_split_pays(p.tasks, groups, kParts, sm * warps)) {
         p.tasks *= kParts;
