@@ -325,9 +325,8 @@ def test_matmul_model_sized(backend):
 @pytest.mark.parametrize("rows", [37, 130])
 @pytest.mark.parametrize("n", [1, 2, 8])
 def test_matmul_long_rows_few_pairs(backend, typ, rows, n):
-    """Decode shapes with long rows and few of them (odd counts: a last row alone): on
-    the GPU with PHICPP_CUDA_MV_KPARTS=4 each pair of rows is split into K slices
-    summed by four warps (tools/gpu_check.sh runs the op tests so too)."""
+    """Decode shapes with long rows and few of them (odd counts: a last row alone):
+    fewer pairs of rows than the GPU has warps, so most warps have none."""
     rng = np.random.default_rng(rows * 10 + n + len(typ))
     K = 2048 if block_size(typ) == 256 else 2080
     raw, w = make_weight(typ, rows, K, rng)
@@ -342,7 +341,7 @@ def test_matmul_long_rows_few_pairs(backend, typ, rows, n):
 @pytest.mark.parametrize("n", [9, 70])
 def test_matmul_f16_rows_of_16_bytes(backend, K, n, exact_x):
     """F16 rows that are 16-byte multiples: the GPU's prefill GEMM copies them with
-    cp.async, through 1 to 3 k-steps in flight (PHICPP_CUDA_GEMM_STAGES); K from less
+    cp.async, through 2 or 3 k-steps in shared memory (PHICPP_CUDA_GEMM_STAGES); K from less
     than one 64-wide step to many with a partial last one, partial row and token tiles."""
     rng = np.random.default_rng(K + n)
     raw, w = make_weight("f16", 130, K, rng)

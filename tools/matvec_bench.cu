@@ -7,7 +7,7 @@
 // compared without the rest of the model.
 //
 //   matvec_bench TYPE [LAYERS] CONFIG...
-//   TYPE: f16 | q8_0 | q4_0 | q4_k | q6_k      CONFIG: WARPS:CTAS_PER_SM[:KPARTS] (e.g. 16:1, 16:1:4)
+//   TYPE: f16 | q8_0 | q4_0 | q4_k | q6_k      CONFIG: WARPS:CTAS_PER_SM (e.g. 8:4)
 // Built here against the backend's static library that tools/device_build.sh
 // leaves in build/device, then carried to the device (it runs in seconds):
 //   nvcc -std=c++17 -O2 -arch=sm_90a -Icsrc tools/matvec_bench.cu build/device/libphicore.a \
@@ -77,10 +77,7 @@ Cfg parse(const char* s) {
     Cfg c;
     c.name = s;
     c.mv.warps = c.mv.quant_warps = std::atoi(s);
-    if (const char* colon = std::strchr(s, ':')) {
-        c.mv.ctas_per_sm = std::atoi(colon + 1);
-        if (const char* k = std::strchr(colon + 1, ':')) c.mv.k_parts = std::atoi(k + 1);  // WARPS:CTAS:KPARTS
-    }
+    if (const char* colon = std::strchr(s, ':')) c.mv.ctas_per_sm = std::atoi(colon + 1);
     return c;
 }
 

@@ -397,7 +397,7 @@ __global__ void __launch_bounds__(256) gemm_experts_kernel(GemmParams p, ExpertG
 // weight fields that do not depend on which matrix of that type it is.
 // kExactX: float weights meet the activations' f16 high and low parts (two
 // MMAs), as f32 weights always do: f32-accurate products for any float weights.
-// stages: tiles in flight for F16 weights (2, 3 or 4; the others always 2).
+// stages: k-steps of tiles in shared memory for F16 weights (3, or 2; the others always 2).
 template <bool kExactX = false, class Fn>
 void with_loader(const Tensor& W, GemmParams& p, int stages, Fn&& fn) {
     with_weight_format(
@@ -407,9 +407,8 @@ void with_loader(const Tensor& W, GemmParams& p, int stages, Fn&& fn) {
             p.row_bytes = static_cast<int64_t>(W.row_bytes());
             if constexpr (std::is_same_v<T, __half>) {
                 if (p.K % 8 == 0) {  // (rows that cp.async can copy)
-                    if (stages == 3) return fn(TypeTag<F16AsyncA<kExactX, 3>>{});
-                    if (stages == 4) return fn(TypeTag<F16AsyncA<kExactX, 4>>{});
-                    return fn(TypeTag<F16AsyncA<kExactX, 2>>{});
+                    if (stages == 2) return fn(TypeTag<F16AsyncA<kExactX, 2>>{});
+                    return fn(TypeTag<F16AsyncA<kExactX, 3>>{});
                 }
             }
             return fn(TypeTag<FloatA<T, kExactX>>{});

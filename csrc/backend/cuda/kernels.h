@@ -35,7 +35,6 @@ struct MatvecConfig {
     int warps = 8;         // per CTA, float weights
     int quant_warps = 16;  // per CTA, quantized weights
     int ctas_per_sm = 4;   // at most
-    int k_parts = 1;       // quantized: 4 = split pairs of rows into K slices where that balances the warps
 };
 bool matvec(const MatmulJob& j, const Launch& l, int sm_count, const MatvecConfig& cfg);
 
@@ -63,7 +62,7 @@ bool experts_down_add(const Experts& down, const float* h, int n, const ExpertPi
 struct GemmConfig {
     bool exact = false;  // F16 and BF16 weights meet the activations' f16 high and low
                          // parts (two MMAs, f32-accurate; F32 weights always do)
-    int stages = 2;      // k-steps of tiles in shared memory for F16 weights (2-4)
+    int stages = 3;      // k-steps of tiles in shared memory for F16 weights (2 or 3)
 };
 size_t gemm_workspace(int n, int64_t K);
 void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep,

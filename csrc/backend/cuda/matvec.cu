@@ -9,7 +9,6 @@
 // of 16-byte steps over all warps (matvec_steps). What a kernel reads besides the activations
 // is requested before it waits for the kernel before it (PDL), or right after.
 #include <algorithm>
-#include <cmath>
 #include <type_traits>
 
 #include "backend/cuda/matvec_stage.cuh"
@@ -17,35 +16,18 @@
 namespace phi::cuda {
 namespace {
 
-__device__ __forceinline__ int split_at(int n, int i, int parts) {
-    return static_cast<int>(static_cast<int64_t>(n) * i / parts);
-}
-
-// kParts warps (named barrier 1 + warp / kParts) meet: one K part each of a pair of rows.
-template <int kParts>
-__device__ __forceinline__ void parts_meet(int warp) {
-    asm volatile("bar.sync %0, %1;" ::"r"(1 + warp / kParts), "r"(kParts * kWarp) : "memory");
-}
-
 // Quantized weights: a warp per task. kMaxTok: tokens the accumulators are
-// sized for (1: decode's own build, lean in registers). kParts > 1: a task is
-// one of kParts consecutive slices of a pair of rows' units (K split), taken
-// by consecutive warps of a CTA, whose sums the first of them adds in order
-// and writes; for matrices with too few pairs of rows to give every warp of
-// the GPU a whole number of them (MatvecConfig::k_parts).
-template <class F, int kMaxTok, int kParts = 1>
+// sized for (1: decode's own build, lean in registers).
+template <class F, int kMaxTok>
 __global__ void __launch_bounds__(kQuantThreads, kQuantMinBlocks) matvec_quant(MatvecParams p) {
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ float2 red[32];
-    __shared__ float2 part_sums[kParts > 1 ? kQuantThreads / kWarp : 1][kMaxTok];  // [warp][token]
     const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, nw = blockDim.x / kWarp;
     using R = QuantRead<F>;
     constexpr int G = R::kGroup, U = R::kInFlight;  // units per load; loads in flight per row and lane
     const int nblk = p.K / 32;  // units (32-element blocks) per row
     const int groups = nblk / G;
     int task = blockIdx.x * nw + warp;
-    // this warp's slice of every task's groups: [gb, ge) (all of them when kParts == 1)
-    const int gb = split_at(groups, task % kParts, kParts), ge = split_at(groups, task % kParts + 1, kParts);
     int r[2];
     bool has1;
     // Weights never change: this warp's first units go into registers (and the
@@ -55,24 +37,22 @@ __global__ void __launch_bounds__(kQuantThreads, kQuantMinBlocks) matvec_quant(M
     TaskIn in;
     bool preloaded = task < p.tasks;
     if (task < p.tasks) {
-        task_rows(p, task / kParts, r[0], r[1], has1);
+        task_rows(p, task, r[0], r[1], has1);
 #pragma unroll
         for (int j = 0; j < U; ++j) {
-            const int g = gb + lane + j * kWarp;
-            if (g < ge) {
+            const int g = lane + j * kWarp;
+            if (g < groups) {
                 raw[j][0] = R::load(p.w, r[0], g);
                 raw[j][1] = R::load(p.w, r[1], g);
             }
         }
-        load_bias(p, task / kParts, in);
-        const int64_t b0 = static_cast<int64_t>(gb) * G / F::kUnits * F::kBits;  // the slice's bytes of a row
-        const int64_t b1 = kParts == 1 ? p.w.nb * F::kBits : static_cast<int64_t>(ge) * G / F::kUnits * F::kBits;
-        prefetch_rows(p.w.bits + r[0] * p.w.nb * F::kBits + b0, p.w.bits + r[1] * p.w.nb * F::kBits + b0, b1 - b0);
+        load_bias(p, task, in);
+        prefetch_rows(p.w.bits + r[0] * p.w.nb * F::kBits, p.w.bits + r[1] * p.w.nb * F::kBits, p.w.nb * F::kBits);
     }
     const NormVecs nv = norm_into_smem(p, reinterpret_cast<float*>(smem));
     pdl_wait();
     pdl_launch_dependents();
-    if (task < p.tasks) load_added(p, task / kParts, in);
+    if (task < p.tasks) load_added(p, task, in);
 
     uint8_t* xs0 = smem + norm_smem_floats(p) * sizeof(float);
     int8_t* xq = reinterpret_cast<int8_t*>(xs0);                 // [n][K] 8-bit codes
@@ -83,24 +63,23 @@ __global__ void __launch_bounds__(kQuantThreads, kQuantMinBlocks) matvec_quant(M
     __syncthreads();
 
     for (bool first = true; task < p.tasks; task += gridDim.x * nw, first = false) {
-        const int pair = task / kParts;
-        task_rows(p, pair, r[0], r[1], has1);
+        task_rows(p, task, r[0], r[1], has1);
         if (!first) {
             in = TaskIn{};
-            load_bias(p, pair, in);
-            load_added(p, pair, in);
+            load_bias(p, task, in);
+            load_added(p, task, in);
         }
         float acc[2][kMaxTok];
 #pragma unroll
         for (int i = 0; i < 2; ++i)
 #pragma unroll
             for (int t = 0; t < kMaxTok; ++t) acc[i][t] = 0.0f;
-        for (int g0 = gb + lane; g0 < ge; g0 += kWarp * U) {
+        for (int g0 = lane; g0 < groups; g0 += kWarp * U) {
             if (!preloaded) {
 #pragma unroll
                 for (int j = 0; j < U; ++j) {
                     const int g = g0 + j * kWarp;
-                    if (g < ge) {
+                    if (g < groups) {
                         raw[j][0] = R::load(p.w, r[0], g);
                         raw[j][1] = R::load(p.w, r[1], g);
                     }
@@ -110,7 +89,7 @@ __global__ void __launch_bounds__(kQuantThreads, kQuantMinBlocks) matvec_quant(M
 #pragma unroll
             for (int j = 0; j < U; ++j) {
                 const int g = g0 + j * kWarp;
-                if (g >= ge) break;
+                if (g >= groups) break;
 #pragma unroll
                 for (int s = 0; s < G; ++s) {
                     const int uu = g * G + s;                 // the unit in the row
@@ -133,23 +112,7 @@ __global__ void __launch_bounds__(kQuantThreads, kQuantMinBlocks) matvec_quant(M
         for (int t = 0; t < kMaxTok; ++t) {
             if (past_tokens<kMaxTok>(p, t)) break;
             const float v0 = warp_sum(acc[0][t]), v1 = warp_sum(acc[1][t]);
-            if (kParts == 1 && lane == t) write_out(p, pair, t, v0, v1, in);
-            if (kParts > 1 && lane == t) part_sums[warp][t] = make_float2(v0, v1);
-        }
-        if constexpr (kParts > 1) {
-            // (a task's parts are all in range or all past it: tasks and the
-            // stride are multiples of kParts, so the warps meet as often)
-            parts_meet<kParts>(warp);
-            if (warp % kParts == 0 && lane < kMaxTok && !past_tokens<kMaxTok>(p, lane)) {
-                float2 s = part_sums[warp][lane];
-#pragma unroll
-                for (int q = 1; q < kParts; ++q) {
-                    s.x += part_sums[warp + q][lane].x;
-                    s.y += part_sums[warp + q][lane].y;
-                }
-                write_out(p, pair, lane, s.x, s.y, in);
-            }
-            parts_meet<kParts>(warp);  // (part_sums is free again)
+            if (lane == t) write_out(p, task, t, v0, v1, in);
         }
     }
 }
@@ -204,6 +167,9 @@ struct FloatSteps {
 struct StepSplit {
     int tb = 0, sb = 0, se = 0, n = 0;  // n: the CTA's steps
 };
+__device__ __forceinline__ int split_at(int n, int i, int parts) {
+    return static_cast<int>(static_cast<int64_t>(n) * i / parts);
+}
 __device__ __forceinline__ StepSplit split_steps(int tasks, int G, int warp, int nw) {
     StepSplit s;
     s.tb = split_at(tasks, blockIdx.x, gridDim.x);
@@ -354,29 +320,9 @@ void set_planar(MatvecParams& p, const Tensor& W) {
     p.w.rest = p.w.bits + W.ne1 * p.w.nb * F::kBits;
 }
 
-// Whether splitting each pair of rows into kParts K slices gives the GPU's
-// warps a more even share (tasks / warps closer to a whole number from below),
-// with every slice at least 8 groups (a quarter of a warp's lanes). A function of the matrix
-// and the GPU only, never of the tokens: every batch size gets the same sums.
-bool k_split_pays(int pairs, int groups, int kParts, int warps_in_gpu) {
-    auto evenness = [&](int tasks) {
-        const double per = static_cast<double>(tasks) / warps_in_gpu;
-        return per / std::ceil(per);
-    };
-    return groups >= kParts * 8 && evenness(pairs * kParts) > evenness(pairs) + 0.05;
-}
-
 template <class F>
 bool run_quant(MatvecParams p, const MatmulJob& j, const Launch& l, int sm, const MatvecConfig& cfg) {
     set_planar<F>(p, j.W);
-    constexpr int kParts = 4;
-    const int warps = quant_warps(cfg);  // (the CTA's, which a task's kParts warps must divide)
-    const int groups = p.K / 32 / QuantRead<F>::kGroup;
-    if (cfg.k_parts == kParts && warps % kParts == 0 && k_split_pays(p.tasks, groups, kParts, sm * warps)) {
-        p.tasks *= kParts;
-        if (p.n == 1) return run_wave(matvec_quant<F, 1, kParts>, p, staged_bytes(j), l, sm, cfg);
-        return run_wave(matvec_quant<F, kMatvecMaxTokens, kParts>, p, staged_bytes(j), l, sm, cfg);
-    }
     if (p.n == 1) return run_wave(matvec_quant<F, 1>, p, staged_bytes(j), l, sm, cfg);
     return run_wave(matvec_quant<F, kMatvecMaxTokens>, p, staged_bytes(j), l, sm, cfg);
 }
