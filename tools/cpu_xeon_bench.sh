@@ -53,7 +53,7 @@ prepare() {
   mkdir -p .bench .devdeps
   # the CPU backend and the tools only: no docs, models, tests, GPU backends
   tar -C "$src" -czf $LLAMA_TGZ --exclude=./docs --exclude=./models --exclude=./media --exclude=./benches \
-    --exclude=./tests --exclude=./examples --exclude=./tools/server/public --exclude=./.git \
+    --exclude=./tests --exclude=./examples --exclude=./tools/server/public --exclude=./.git --exclude=./build \
     --exclude='./ggml/src/ggml-cuda' --exclude='./ggml/src/ggml-vulkan' --exclude='./ggml/src/ggml-sycl' \
     --exclude='./ggml/src/ggml-opencl' --exclude='./ggml/src/ggml-hexagon' --exclude='./ggml/src/ggml-metal' \
     --exclude='./ggml/src/ggml-et' --exclude='./ggml/src/ggml-cann' --exclude='./ggml/src/ggml-musa' \
@@ -71,9 +71,16 @@ build() {
   [ "$py" = build/xeon/py ] && JOBS=$(nproc) tools/devbuild.sh xeon >/dev/null
   if [ "$LLAMA_BIN" = $LB/bin ] && [ ! -x $LB/bin/llama-bench ]; then
     if [ ! -d $LLAMA_SRC ]; then mkdir -p $LLAMA_SRC && tar -C $LLAMA_SRC -xzf $LLAMA_TGZ; fi
+    # GCC 12 drops the stores that fill llama.cpp's AMX tile configuration (its
+    # _tile_loadconfig builtin does not tell the compiler it reads that memory):
+    # ldtilecfg then loads stack garbage and faults (SIGSEGV or SIGILL). Dead-store
+    # elimination off keeps them; GCC 13 and later compile it as written.
+    local dse=()
+    [ "$(gcc -dumpversion | cut -d. -f1)" -lt 13 ] && dse=(-DCMAKE_C_FLAGS="-fno-dse -fno-tree-dse" -DCMAKE_CXX_FLAGS="-fno-dse -fno-tree-dse")
     cmake -S $LLAMA_SRC -B $LB -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_TESTS=OFF \
-      -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-      -DGGML_NATIVE=ON >/dev/null
+      -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+      -DGGML_NATIVE=ON "${dse[@]}" >/dev/null
+    echo "llama.cpp: gcc $(gcc -dumpversion), GGML_NATIVE=ON ${dse[*]}"
     ninja -C $LB llama-bench llama-quantize | tail -1
   fi
   # the OS side of AMX on its own (ENOSPC: a thread's signal stack is too small for the tile state)
@@ -101,8 +108,9 @@ models() {
 bench() {
   # llama-bench and `phicpp bench` alternated per file and thread count (order
   # swapped each round), -r 2 each; medians and phicpp / llama.cpp ratios
-  PYTHONPATH=$pyp python3 - "$LLAMA_BIN/llama-bench" "$ROUNDS" "$THREADS" $MODELS/phi3-q4_0.gguf \
-    $MODELS/phi3-q4_k_m.gguf $MODELS/phi3-q8_0.gguf <<'EOF'
+  # FILES: other GGUF files than the three of `models` (e.g. on the dev machine)
+  PYTHONPATH=$pyp python3 - "$LLAMA_BIN/llama-bench" "$ROUNDS" "$THREADS" \
+    ${FILES:-$MODELS/phi3-q4_0.gguf $MODELS/phi3-q4_k_m.gguf $MODELS/phi3-q8_0.gguf} <<'EOF'
 import json, os, statistics, subprocess, sys, time
 lb, rounds, threads, files = sys.argv[1], int(sys.argv[2]), [int(t) for t in sys.argv[3].split()], sys.argv[4:]
 from phicpp import _core as C

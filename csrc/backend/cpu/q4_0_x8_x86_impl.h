@@ -100,9 +100,12 @@ inline void q4_0_x8_tile(const MatmulArgs& a, const BlockQ4_0x8* w, int64_t nb, 
         y[i] = reinterpret_cast<const BlockQ8_0*>(a.x + (t + i) * a.x_stride);
     }
     for (int64_t ib = 0; ib < nb; ++ib) {
-        // One sequential stream per thread, so a fixed distance works (2-32 KiB
-        // all within noise). One core, 226 MB matrix: one prefetch per record
-        // (every third line missed) 5.7-6.1 GB/s, all three lines 9.4-12.2 GB/s.
+        // One sequential stream per thread, so a fixed distance works. One core,
+        // 226 MB matrix (Zen 3): one prefetch per record (every third line
+        // missed) 5.7-6.1 GB/s, all three lines 9.4-12.2 GB/s, 2-32 KiB ahead all
+        // within noise. A 2-core Xeon with AMX wants it short: Phi-3-mini Q4_0
+        // decode 9.4 t/s at 4 KiB, 12.1-12.3 at 2 KiB, 10.8 at 576 bytes
+        // (docs/BENCHMARKS.md, issue 17).
         if (t == 0) {  // the 144-byte record spans three cache lines
             const char* pb = reinterpret_cast<const char*>(w + ib) + kQ4x8PrefetchAhead;
             _mm_prefetch(pb, _MM_HINT_T0);
