@@ -94,7 +94,7 @@ if [ -z "$LB" ] && [ -n "${LLAMA_SRC:-}" ]; then
   drv=$(find /usr/local/nvidia /usr/lib /usr/lib64 /usr/local -name 'libcuda.so.1' 2>/dev/null | head -1)
   [ -n "$drv" ] && hints+=(-DCUDA_cuda_driver_LIBRARY=$drv)
   cmake -S "$LLAMA_SRC" -B /tmp/llb -G Ninja -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a -DLLAMA_CURL=OFF \
-    -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+    -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
     -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_COMMIT=0c1e57098 "${hints[@]}" > "$L/llama-cmake.log" 2>&1 \
     && ninja -C /tmp/llb -j"$(nproc)" llama-bench > "$L/llama-build.log" 2>&1 && LB=/tmp/llb/bin/llama-bench \
     || { tail -20 "$L/llama-cmake.log" "$L/llama-build.log"; log "llama.cpp build failed"; }

@@ -22,7 +22,7 @@ CB=$S/cublas/nvidia/cu13
 [ -f "$S/stub/libcuda.so" ] || { echo "void phicpp_stub(void){}" > "$S/stub/stub.c";
   gcc -shared -fPIC -Wl,-soname,libcuda.so.1 "$S/stub/stub.c" -o "$S/stub/libcuda.so"; }
 cmake -S "$S/llama.cpp" -B "$S/build" -G Ninja -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a -DLLAMA_CURL=OFF \
-  -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+  -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
   -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF -DLLAMA_BUILD_COMMIT=0c1e57098 \
   -DCUDA_cuda_driver_LIBRARY="$S/stub/libcuda.so" -DCUDA_cublas_LIBRARY="$CB/lib/libcublas.so" \
   -DCUDA_cublasLt_LIBRARY="$CB/lib/libcublasLt.so" -DCMAKE_CUDA_FLAGS="-I$CB/include" -DCMAKE_CXX_FLAGS="-I$CB/include" \
