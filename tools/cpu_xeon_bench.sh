@@ -36,7 +36,7 @@ LB=${LB:-build/llamacpp-xeon}
 LLAMA_BIN=${LLAMA_BIN:-$LB/bin}
 # .llx/llama-bench.xz and .llx/llama-quantize.xz (git-ignored; carried): that pair built on
 # the dev machine (`cmake -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF` with AVX/AVX2/AVX-VNNI/
-# FMA/F16C/BMI2 and AVX512/VBMI/VNNI/BF16 on, AMX off: its AMX build dies with SIGILL on the
+# FMA/F16C/BMI2 and AVX512/VBMI/VNNI/BF16 on, AMX off: its AMX build made by GCC 12 died on the
 # device host, docs/BENCHMARKS.md), unpacked into LLAMA_BIN instead of building there
 if [ "$LLAMA_BIN" = $LB/bin ] && [ -f .llx/llama-bench.xz ] && [ ! -x $LB/bin/llama-bench ]; then
   mkdir -p $LB/bin
