@@ -285,15 +285,12 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_steps
     }
 }
 
-// Warps in a matvec_quant CTA.
-int quant_warps(const MatvecConfig& cfg) { return std::max(1, std::min(kQuantThreads / kWarp, cfg.quant_warps)); }
-
 // matvec_quant: one wave (as many CTAs as fit, each stages the activations once), or fewer
 template <class Kernel>
 bool run_wave(Kernel kernel, const MatvecParams& p, size_t smem, const Launch& l, int sm_count,
               const MatvecConfig& cfg) {
     if (!allow_smem(kernel, smem)) return false;
-    const int warps = quant_warps(cfg);
+    const int warps = std::max(1, std::min(kQuantThreads / kWarp, cfg.quant_warps));
     int fit = 0;
     PHI_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kernel, warps * kWarp, smem));
     const int ctas = std::max(1, std::min(ceil_div(p.tasks, warps), sm_count * std::max(1, std::min(fit, cfg.ctas_per_sm))));
