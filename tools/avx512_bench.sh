@@ -34,7 +34,8 @@ build)
   lscpu | grep -E "Model name|^CPU\(s\)|L2|L3" || true
   grep -o -w 'avx512f\|avx512_vnni\|avx512_bf16\|amx_int8' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
   JOBS=$(nproc) tools/devbuild.sh avx512 >/dev/null
-  cmake -S "$LLAMA_SRC" -B $LB -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_TESTS=OFF \
+  source tools/llamacpp_gcc_flags.sh  # (its AMX path under GCC 12)
+  cmake -S "$LLAMA_SRC" -B $LB -G Ninja -DCMAKE_BUILD_TYPE=Release "${LLAMA_GCC_FLAGS[@]}" -DLLAMA_BUILD_TESTS=OFF \
     -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_CURL=OFF \
     -DLLAMA_OPENSSL=OFF ${LLAMA_CPU_FLAGS:--DGGML_NATIVE=ON} >/dev/null
   ninja -C $LB llama-bench llama-quantize | tail -1

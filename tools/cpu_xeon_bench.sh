@@ -71,16 +71,11 @@ build() {
   [ "$py" = build/xeon/py ] && JOBS=$(nproc) tools/devbuild.sh xeon >/dev/null
   if [ "$LLAMA_BIN" = $LB/bin ] && [ ! -x $LB/bin/llama-bench ]; then
     if [ ! -d $LLAMA_SRC ]; then mkdir -p $LLAMA_SRC && tar -C $LLAMA_SRC -xzf $LLAMA_TGZ; fi
-    # GCC 12 drops the stores that fill llama.cpp's AMX tile configuration (its
-    # _tile_loadconfig builtin does not tell the compiler it reads that memory):
-    # ldtilecfg then loads stack garbage and faults (SIGSEGV or SIGILL). Dead-store
-    # elimination off keeps them; GCC 13 and later compile it as written.
-    local dse=()
-    [ "$(gcc -dumpversion | cut -d. -f1)" -lt 13 ] && dse=(-DCMAKE_C_FLAGS="-fno-dse -fno-tree-dse" -DCMAKE_CXX_FLAGS="-fno-dse -fno-tree-dse")
+    source tools/llamacpp_gcc_flags.sh  # (its AMX path under GCC 12)
     cmake -S $LLAMA_SRC -B $LB -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_TESTS=OFF \
       -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-      -DGGML_NATIVE=ON "${dse[@]}" >/dev/null
-    echo "llama.cpp: gcc $(gcc -dumpversion), GGML_NATIVE=ON ${dse[*]}"
+      -DGGML_NATIVE=ON "${LLAMA_GCC_FLAGS[@]}" >/dev/null
+    echo "llama.cpp: gcc $(${CC:-gcc} -dumpversion), GGML_NATIVE=ON ${LLAMA_GCC_FLAGS[*]}"
     ninja -C $LB llama-bench llama-quantize | tail -1
   fi
   # the OS side of AMX on its own (ENOSPC: a thread's signal stack is too small for the tile state)

@@ -50,16 +50,8 @@ echo "llama-cpp-python $VER vendors llama.cpp@$COMMIT"
 # 3. configure: CPU only, native ISA (the reference on the machine we run on),
 # Release. Server/UI/tests/openssl off: not needed and slow to build.
 BUILD="$SRC/build"
-# GCC 12 drops the stores that fill ggml's AMX tile configuration (its
-# _tile_loadconfig builtin does not say it reads that memory): on a CPU with
-# AMX, ldtilecfg then loads stack garbage and llama.cpp's quantized prefill
-# dies (SIGSEGV or SIGILL). Dead-store elimination off keeps them; GCC 13 and
-# later compile it as written.
-DSE=()
-if [ "$(${CC:-gcc} -dumpversion | cut -d. -f1)" -lt 13 ]; then
-    DSE=(-DCMAKE_C_FLAGS="-fno-dse -fno-tree-dse" -DCMAKE_CXX_FLAGS="-fno-dse -fno-tree-dse")
-fi
-cmake -S "$SRC" -B "$BUILD" "${DSE[@]}" \
+source "$REPO_ROOT/tools/llamacpp_gcc_flags.sh"  # (its AMX path under GCC 12)
+cmake -S "$SRC" -B "$BUILD" "${LLAMA_GCC_FLAGS[@]}" \
     -DCMAKE_BUILD_TYPE=Release \
     -DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF \
     -DBUILD_SHARED_LIBS=ON \
