@@ -395,11 +395,12 @@ static void bind_quant(py::module_& m) {
         switch (cpu::prefill_path(W, n, cpu::choose_isa(isa))) {
             case cpu::PrefillPath::gemm_f32: return std::string("f32");
             case cpu::PrefillPath::gemm_i8: return std::string("i8");
+            case cpu::PrefillPath::gemm_bf16: return std::string("bf16");
             default: return std::string("rows");
         }
     }, py::arg("type"), py::arg("shape"), py::arg("n"), py::arg("layout") = "rows", py::arg("isa") = "auto",
        "The kernels a CPU matmul with n tokens runs on the ISA: 'rows' (row kernels, 8-bit activations of the "
-       "type's decode kind), 'f32' (f32 GEMM, f32 activations) or 'i8' (int8 GEMM, activations in Q8_0 blocks).");
+       "type's decode kind), 'f32' (f32 GEMM, f32 activations) 'i8' (int8 GEMM, activations in Q8_0 blocks) or 'bf16' (AMX-BF16 tiles: weights and activations rounded to bf16).");
 
 #if defined(PHICPP_AMX_EMULATE)
     m.attr("amx_emulated") = true;  // a test build: the "amx" ISA runs emulated tile instructions

@@ -156,10 +156,29 @@ def uses_gemm(isa, n):
 
 def prefill_acts(isa, typ, n, layout="rows"):
     """The activations a matmul of n tokens multiplies: "f32" (f32 GEMM),
-    "q8_0" (int8 GEMM: Q8_0 blocks for every weight type) or the type's own
-    activation type (row kernels)."""
+    "q8_0" (int8 GEMM: Q8_0 blocks for every weight type), "bf16" (AMX-BF16
+    GEMM: activations and dequantized weights rounded to bf16) or the type's
+    own activation type (row kernels)."""
     path = C.matmul_prefill_path(typ, (8, 256), n, layout=layout, isa=isa)
-    return {"f32": "f32", "i8": "q8_0"}.get(path, ACT_TYPE.get(typ, "q8_K"))
+    return {"f32": "f32", "i8": "q8_0", "bf16": "bf16"}.get(path, ACT_TYPE.get(typ, "q8_K"))
+
+
+def bf16_round(a):
+    """a rounded to bf16 (nearest, ties to even), as float64."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+    return u.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def act_tol(acts):
+    """Bound on |y - ref| / (mag + 1) against quant_reference with these
+    activations: the integer dots are exact, only f32 scale products and sums
+    round (Q8_1's fp16 s = d*sum(q) adds ~1e-3 relative of the min term). The
+    bf16 GEMM's operands are the reference's exactly, except where a weight's
+    f32 value (its scale times code plus min, in another order than the
+    reference dequantizer) lands a last bit apart at a bf16 rounding tie: one
+    bf16 step (2^-8 relative) of one term."""
+    return {"f32": 2e-6, "q8_1": 2e-3, "bf16": 1e-4}.get(acts, 2e-5)
 
 
 def quant_reference(w, typ, rows, K, x, f32_activations=False, acts=None):
@@ -168,11 +187,13 @@ def quant_reference(w, typ, rows, K, x, f32_activations=False, acts=None):
     as they are for the f32 GEMM); `acts` names them ("f32", "q8_0", ...),
     default the type's decode activations (or f32 with f32_activations)."""
     act = acts or ("f32" if f32_activations else ACT_TYPE.get(typ, "q8_K"))
+    wd = C.dequantize(w, typ, [rows, K]).astype(np.float64)
     if act == "f32":
         xq = x.astype(np.float64)
+    elif act == "bf16":
+        xq, wd = bf16_round(x), bf16_round(wd)
     else:
         xq = C.dequantize(C.quantize(x, act), act, list(x.shape)).astype(np.float64)
-    wd = C.dequantize(w, typ, [rows, K]).astype(np.float64)
     return xq @ wd.T, np.abs(xq) @ np.abs(wd).T
 
 
@@ -190,9 +211,7 @@ def test_quant_matmul_matches_reference(isa, typ, rows, blocks, n):
     y = matmul(w, typ, (rows, K), x, bias=bias, isa=isa)
     acts = prefill_acts(isa, typ, n)
     ref, mag = quant_reference(w, typ, rows, K, x, acts=acts)
-    # the integer dot is exact; only the f32 scale products and sums round
-    # (Q8_1's fp16 s = d*sum(q) adds ~1e-3 relative of the min term)
-    tol = (2e-3 if acts == "q8_1" else 2e-5) * (mag + 1)
+    tol = act_tol(acts) * (mag + 1)
     assert np.all(np.abs(y - (ref + bias)) <= tol), np.max(np.abs(y - ref - bias) / (mag + 1))
 
 
@@ -217,7 +236,7 @@ def test_gemm_path_matches_reference(isa, typ, rows, n):
     y = matmul(w, typ, (rows, K), x, bias=bias, isa=isa, n_threads=2)
     acts = "f32" if typ in FLOAT_TYPES else prefill_acts(isa, typ, n)
     ref, mag = quant_reference(w, typ, rows, K, x, acts=acts)
-    tol = 2e-6 if acts == "f32" else 2e-5  # the int8 GEMM: one f32 product and sum per block of 32
+    tol = act_tol(acts)
     assert np.all(np.abs(y - (ref + bias)) <= tol * (mag + 1)), np.max(np.abs(y - ref - bias) / (mag + 1))
     # one token at a time through the same call gives the decode kernels: same numbers for floats
     if typ in FLOAT_TYPES:
@@ -275,6 +294,7 @@ def test_quant_edge_activations(typ, isa):
     for x in [np.zeros((3, K), np.float32), np.full((3, K), -2.5, np.float32),
               (rng.standard_normal((3, K)) * 1e4).astype(np.float32)]:
         y = matmul(w, typ, (rows, K), x, isa=isa)
-        ref, mag = quant_reference(w, typ, rows, K, x, acts=prefill_acts(isa, typ, 3))
+        acts = prefill_acts(isa, typ, 3)
+        ref, mag = quant_reference(w, typ, rows, K, x, acts=acts)
         assert np.all(np.isfinite(y))
-        assert np.all(np.abs(y - ref) <= 2e-5 * (mag + 1)), np.max(np.abs(y - ref) / (mag + 1))
+        assert np.all(np.abs(y - ref) <= act_tol(acts) * (mag + 1)), np.max(np.abs(y - ref) / (mag + 1))

@@ -57,7 +57,7 @@ bool cpu_has_avx512() {
 #endif
 }
 
-// AMX-TILE and AMX-INT8 in cpuid, the tile state enabled in XCR0 (bits 17
+// AMX-TILE, AMX-INT8 and AMX-BF16 in cpuid (every AMX CPU so far has all three), the tile state enabled in XCR0 (bits 17
 // and 18: the OS saves it), and the tile data granted to this process: Linux
 // (5.16+) makes a process ask once (arch_prctl ARCH_REQ_XCOMP_PERM); until it
 // has, the first tile instruction raises SIGILL (as llama.cpp's AMX path does
@@ -70,8 +70,8 @@ bool cpu_has_amx() {
     if (!cpu_has_avx512()) return false;
     unsigned eax, ebx, ecx, edx;
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
-    constexpr unsigned kAmxTile = 1u << 24, kAmxInt8 = 1u << 25;
-    if ((edx & (kAmxTile | kAmxInt8)) != (kAmxTile | kAmxInt8)) return false;
+    constexpr unsigned kAmxBf16 = 1u << 22, kAmxTile = 1u << 24, kAmxInt8 = 1u << 25;
+    if ((edx & (kAmxBf16 | kAmxTile | kAmxInt8)) != (kAmxBf16 | kAmxTile | kAmxInt8)) return false;
     unsigned lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));  // OSXSAVE: implied by the AVX-512 check
     constexpr unsigned kXTileCfg = 1u << 17, kXTileData = 1u << 18;

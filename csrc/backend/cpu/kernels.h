@@ -47,6 +47,7 @@ struct GemmArgs {
     DType type = DType::F32;
     DequantRangeFn dequant = nullptr;
     const float* xp = nullptr;   // activations packed as [ceil(n/T)][K][T], T = gemm_tile_tokens, zero-padded tokens
+    const uint16_t* xb = nullptr;  // the bf16 GEMM's instead: [ceil(n/16)][K/2][16][2] bf16, zero-padded tokens
     int n = 0;
     float* y = nullptr;
     int64_t ldy = 0;
@@ -83,6 +84,10 @@ struct I8ActSpec {
 // (xc null when off == 0, xs null when not wanted).
 using PackI8Fn = void (*)(const float* x, int64_t K, int n, int gs, int off, int tile0, int tile1, int8_t* xq,
                           float* xd, int32_t* xc, float* xs);
+// Prefill on AMX-BF16 tiles (kernels_amx.cpp), a GemmKernel reading GemmArgs::xb:
+// token tiles [tile0, tile1) of x (n rows of K floats, K % 32 == 0) rounded to
+// bf16 and packed as B tiles want them (pairs of columns side by side).
+using PackBf16Fn = void (*)(const float* x, int64_t K, int n, int tile0, int tile1, uint16_t* xb);
 // Convert one activation row of K floats to a quantized activation type.
 using QuantizeRowFn = void (*)(const float* x, void* dst, int64_t K);
 
@@ -103,6 +108,10 @@ struct KernelTable {
     PackI8Fn pack_i8;
     int gemm_i8_tile_tokens;
     int gemm_i8_row_block;
+    GemmKernel gemm_bf16[kNumTypes];        // indexed by weight type id; null: none
+    GemmKernel gemm_bf16_q4_0_x8;           // Q4_0 in WeightLayout::q4_0_x8
+    PackBf16Fn pack_bf16;
+    int gemm_bf16_row_block;
     // Kernels whose arithmetic for one token does not depend on the other tokens
     // of the call (bit = type id; the other kernels have a dedicated one-token
     // path or accumulate differently for several tokens); tests/test_matmul.py checks it.
@@ -132,6 +141,6 @@ const KernelTable& kernels_scalar();
 const KernelTable& kernels_avx2();    // entries null when built without x86
 const KernelTable& kernels_avxvnni();
 const KernelTable& kernels_avx512();
-const KernelTable& kernels_amx();     // the AVX-512 table with AMX-INT8 prefill GEMMs
+const KernelTable& kernels_amx();     // the AVX-512 table with the AMX-BF16 prefill GEMM
 
 } // namespace phi::cpu

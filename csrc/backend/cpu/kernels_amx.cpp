@@ -1,21 +1,24 @@
-// The AVX-512 kernels with AMX-INT8 tiles for the prefill GEMM of quantized
+// The AVX-512 kernels with AMX tiles for the prefill GEMM of quantized
 // weights (Sapphire Rapids and later Xeons). Compiled with the AVX-512 flags
-// plus -mamx-tile -mamx-int8; runs only on a backend whose ISA is "amx",
-// which cpu_features.cpp offers only when cpuid reports AMX-TILE and
-// AMX-INT8, XCR0 says the OS saves the tile state, and the kernel granted
-// this process the tile data (arch_prctl ARCH_REQ_XCOMP_PERM): without that
-// permission the first tile instruction dies with SIGILL.
+// plus -mamx-tile -mamx-int8 -mamx-bf16; runs only on a backend whose ISA is
+// "amx", which cpu_features.cpp offers only when cpuid reports AMX-TILE,
+// AMX-INT8 and AMX-BF16, XCR0 says the OS saves the tile state, and the
+// kernel granted this process the tile data (arch_prctl
+// ARCH_REQ_XCOMP_PERM): without that permission the first tile instruction
+// dies with SIGILL.
 //
-// The table is the AVX-512 one (compiled again here) with the int8 GEMM of
-// the formats with one scale per 32 columns replaced: per block of 32
-// columns, one TDPBUSD multiplies a 16-row x 32-byte tile of weight codes
-// (unsigned) with an 8 x 64-byte tile of 16 tokens' activation codes
-// (signed; the packed layout of gemm_i8_x86_impl.h is already the VNNI
-// layout a B tile wants), into 16 x 16 int32 sums; the sums are stored and
-// scaled into 16 float accumulators (one per row, tokens in the lanes) with
-// the AVX-512 epilogue of the VNNI kernel. Formats with scales per 16
-// columns (Q2_K, Q3_K, Q6_K) keep the VNNI kernel: a 16-column tile would
-// halve the tile's work for the same epilogue.
+// The table is the AVX-512 one (compiled again here) plus a GEMM on bf16
+// tiles for every quantized format: a panel of 32 weight rows is unpacked
+// (the int8 GEMM's panel converters) and rounded to bf16 once per K block,
+// the activations are rounded to bf16 once per call, and TDPBF16PS
+// accumulates in f32 tiles across the whole row. The int8 tiles this file
+// used before (TDPBUSD on 16 x 16 x 32 blocks) left each block's sums to be
+// scaled by its weight and activation scales in vector code: 16 rows of
+// convert / multiply / add per product, which bounded the GEMM (only 4% ahead
+// of the AVX-512 VNNI kernel; the bf16 tiles: +30-80% per matmul, docs/CPU_KERNELS.md).
+// Both operands round to bf16 (8 significant bits, relative 2^-9): less
+// error than the int8 path's Q8_0 activations, and below every weight
+// format's own.
 #include "backend/cpu/kernels.h"
 
 #if defined(PHICPP_X86)
@@ -24,9 +27,7 @@
 namespace phi::cpu {
 namespace {
 
-constexpr int kAmxMr = 16;  // weight rows per tile
-
-// Tile registers: 0 the sums, 2 the weights, 4 the activations.
+// A tile configuration (palette 1): rows and bytes per row of each register.
 struct alignas(64) TileConfig {
     uint8_t palette_id = 1;
     uint8_t start_row = 0;
@@ -37,34 +38,20 @@ struct alignas(64) TileConfig {
 
 #if !defined(PHICPP_AMX_EMULATE)
 // The tile instructions as inline assembly with the memory they read and
-// write declared: GCC 12's _tile_loadd passes only the address (no memory
+// write declared: GCC 12's tile intrinsics pass only the address (no memory
 // operand or clobber), so the compiler could move the stores that fill a
-// panel past the load that reads it. Volatile asm statements keep their order.
-// Two sets of registers, so that one block's products run on the tile unit
-// while the other's sums are scaled: set S has its sums in tmm(0+S), weights
-// (A) in tmm(2+S), activations (B) in tmm(4+S). (The tile registers are
-// named in the instruction text, so each set is its own function.)
+// panel past the load that reads it (and its _tile_loadconfig let GCC drop
+// the stores that fill the configuration: llama.cpp's AMX build, docs/BENCHMARKS.md).
+// Volatile asm statements keep their order. The tile registers are named in
+// the instruction text.
 inline void tile_config(const TileConfig* cfg) { __asm__ volatile("ldtilecfg %0" ::"m"(*cfg)); }
 inline void tile_release() { __asm__ volatile("tilerelease" ::: "memory"); }
-template <int S> void tile_block(const void* a, long a_stride, const void* b, void* sums);
-template <> inline void tile_block<0>(const void* a, long a_stride, const void* b, void* sums) {
-    __asm__ volatile(
-        "tilezero %%tmm0\n\t"
-        "tileloadd (%0,%1,1), %%tmm2\n\t"
-        "tileloadd (%2,%3,1), %%tmm4\n\t"
-        "tdpbusd %%tmm4, %%tmm2, %%tmm0\n\t"  // tmm0 += tmm2 . tmm4
-        "tilestored %%tmm0, (%4,%3,1)"
-        ::"r"(a), "r"(a_stride), "r"(b), "r"(64L), "r"(sums) : "memory");
-}
-template <> inline void tile_block<1>(const void* a, long a_stride, const void* b, void* sums) {
-    __asm__ volatile(
-        "tilezero %%tmm1\n\t"
-        "tileloadd (%0,%1,1), %%tmm3\n\t"
-        "tileloadd (%2,%3,1), %%tmm5\n\t"
-        "tdpbusd %%tmm5, %%tmm3, %%tmm1\n\t"
-        "tilestored %%tmm1, (%4,%3,1)"
-        ::"r"(a), "r"(a_stride), "r"(b), "r"(64L), "r"(sums) : "memory");
-}
+#define PHI_TILE_LOAD(T, p, s) \
+    __asm__ volatile("tileloadd (%0,%1,1), %%tmm" #T ::"r"(p), "r"(static_cast<long>(s)) : "memory")
+#define PHI_TILE_STORE(T, p, s) \
+    __asm__ volatile("tilestored %%tmm" #T ", (%0,%1,1)" ::"r"(p), "r"(static_cast<long>(s)) : "memory")
+#define PHI_TILE_ZERO(T) __asm__ volatile("tilezero %%tmm" #T ::: "memory")
+#define PHI_TDPBF16PS(C, A, B) __asm__ volatile("tdpbf16ps %%tmm" #B ", %%tmm" #A ", %%tmm" #C ::: "memory")
 #else
 // Scalar stand-ins for the tile instructions, so that the AMX kernels' layout
 // and indexing can be tested on a CPU without AMX (cmake -DPHICPP_AMX_EMULATE=ON:
@@ -84,118 +71,246 @@ inline void emu_store(int t, void* p, long stride) {
     for (int r = 0; r < emu.cfg.rows[t]; ++r)
         std::memcpy(static_cast<uint8_t*>(p) + r * stride, emu.t[t][r], emu.cfg.colsb[t]);
 }
-inline void emu_dpbusd(int c, int a, int b) {  // C[m][n] += sum_k u8 A[m][k] * s8 B[k/4][4n + k%4]
+inline float emu_bf16(const uint8_t* p) {
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    const uint32_t u = static_cast<uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+inline void emu_dpbf16(int c, int a, int b) {  // C[m][n] += sum_k A[m][2k + i] * B[k][2n + i]
     for (int m = 0; m < emu.cfg.rows[c]; ++m)
         for (int n = 0; n < emu.cfg.colsb[c] / 4; ++n) {
-            int32_t acc;
+            float acc;
             std::memcpy(&acc, &emu.t[c][m][4 * n], 4);
-            for (int k = 0; k < emu.cfg.colsb[a]; ++k)
-                acc += static_cast<int32_t>(emu.t[a][m][k]) * static_cast<int8_t>(emu.t[b][k / 4][4 * n + k % 4]);
+            for (int k = 0; k < emu.cfg.colsb[a] / 4; ++k)
+                for (int i = 0; i < 2; ++i)
+                    acc += emu_bf16(&emu.t[a][m][4 * k + 2 * i]) * emu_bf16(&emu.t[b][k][4 * n + 2 * i]);
             std::memcpy(&emu.t[c][m][4 * n], &acc, 4);
         }
 }
-template <int S> inline void tile_block(const void* a, long a_stride, const void* b, void* sums) {
-    std::memset(emu.t[0 + S], 0, sizeof emu.t[0 + S]);
-    emu_load(2 + S, a, a_stride);
-    emu_load(4 + S, b, 64);
-    emu_dpbusd(0 + S, 2 + S, 4 + S);
-    emu_store(0 + S, sums, 64);
-}
+#define PHI_TILE_LOAD(T, p, s) emu_load(T, p, s)
+#define PHI_TILE_STORE(T, p, s) emu_store(T, p, s)
+#define PHI_TILE_ZERO(T) std::memset(emu.t[T], 0, sizeof emu.t[T])
+#define PHI_TDPBF16PS(C, A, B) emu_dpbf16(C, A, B)
 #endif
 
-// Every thread that runs tile instructions loads its own configuration (the
-// tile state is per thread); released at the end of each call, so an idle
-// pool thread carries no tile state through context switches.
-inline void amx_configure() {
+// ------------------------------------------------------------ bf16 tiles
+//
+// Tile registers: 0-3 sums (rows 0-15 x token tile j, rows 0-15 x tile j + 1,
+// rows 16-31 x j, rows 16-31 x j + 1), 4-5 weights (16 rows x 32 bf16), 6-7
+// activations (16 pairs of columns x 16 tokens x 2).
+constexpr int kBfRows = 32;   // weight rows per panel (two A tiles)
+constexpr int kBfKc = 256;    // columns per K block
+constexpr int kBfLanes = 16;  // tokens per tile
+constexpr int kBfStep = 32;   // columns per tile product
+
+inline void amx_configure_bf16() {
     TileConfig cfg;
-    for (int s = 0; s < 2; ++s) {
-        cfg.rows[0 + s] = kAmxMr;
-        cfg.colsb[0 + s] = kI8Lanes * 4;  // 16 int32 sums per row
-        cfg.rows[2 + s] = kAmxMr;
-        cfg.colsb[2 + s] = QK;            // 32 weight codes per row
-        cfg.rows[4 + s] = QK / 4;         // 8 rows of 4 columns x 16 tokens
-        cfg.colsb[4 + s] = kI8Lanes * 4;
+    for (int t = 0; t < 8; ++t) {
+        cfg.rows[t] = 16;
+        cfg.colsb[t] = 64;
     }
     tile_config(&cfg);
 }
 
-// The sums of block b (16 rows x 16 tokens, from tilestored) scaled into acc.
-template <class U>
-inline void amx_scale(const I8PanelOf<kAmxMr>& p, const int32_t (*sums)[kI8Lanes], int b, const I8Tiles& X,
-                      __m512* acc) {
-    using V = I8Vec;
-    constexpr int L = kI8Lanes;
-    const __m512 dv = V::loadf(X.d + b * L);
-    const __m512i c0 = U::kOff ? _mm512_loadu_si512(X.c + b * L) : _mm512_setzero_si512();
-    const __m512 sv = U::kMins ? V::loadf(X.s + b * L) : V::zerof();
-    for (int r = 0; r < kAmxMr; ++r) {
-        const __m512i s = _mm512_add_epi32(_mm512_load_si512(sums[r]), c0);
-        acc[r] = V::fma(V::cvt(s), V::mul(dv, V::bcastf(&p.A[r][b])), acc[r]);
-        if (U::kMins) acc[r] = V::fma(V::bcastf(&p.B[r][b]), sv, acc[r]);
-    }
+// 32 floats to bf16 (round to nearest even) at dst
+inline void store_bf16x32(uint16_t* dst, __m512 lo, __m512 hi) {
+    _mm512_storeu_si512(dst, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo)));
 }
 
-// c[mr rows][L] (+)= panel rows x the nb 32-column blocks of one token tile,
-// two blocks at a time: both blocks' tile products are issued before either
-// is scaled, so the tile unit computes the second while the vector units
-// scale the first.
-template <class U>
-void amx_micro(const I8PanelOf<kAmxMr>& p, int mr, int nb, const I8Tiles& X, float* c, bool accumulate) {
-    using V = I8Vec;
-    constexpr int L = kI8Lanes;
-    // written by tilestored before every read (the asm statements declare that
-    // they touch memory, so the compiler assumes they may write these); not
-    // zeroed: clearing both 1 KiB buffers on every call was 4% of a Q8_0 prefill
-    alignas(64) int32_t sums0[kAmxMr][L], sums1[kAmxMr][L];
-    __m512 acc[kAmxMr];
-    for (int r = 0; r < kAmxMr; ++r) acc[r] = accumulate && r < mr ? V::loadf(c + r * L) : V::zerof();
-    int b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        tile_block<0>(&p.q[0][b * QK], kI8Kc, X.q + b * QK * L, sums0);
-        tile_block<1>(&p.q[0][(b + 1) * QK], kI8Kc, X.q + (b + 1) * QK * L, sums1);
-        amx_scale<U>(p, sums0, b, X, acc);
-        amx_scale<U>(p, sums1, b + 1, X, acc);
-    }
-    if (b < nb) {
-        tile_block<0>(&p.q[0][b * QK], kI8Kc, X.q + b * QK * L, sums0);
-        amx_scale<U>(p, sums0, b, X, acc);
-    }
-    for (int r = 0; r < mr; ++r) V::storef(c + r * L, acc[r]);
-}
-
-template <class U>
-void gemm_amx(const GemmI8Args& a, int64_t r0, int64_t r1) {
-    static_assert(U::G == 1, "one scale per 32 columns");
-    amx_configure();
-    gemm_i8_blocks<U, kAmxMr>(a, r0, r1, [](I8PanelOf<kAmxMr>& p, int mr, int nb, const I8Tiles& X, int tiles, float* c,
-                                            bool acc) {
-        // the tile still multiplies 16 rows: the missing ones get zero codes and scales
-        for (int r = mr; r < kAmxMr; ++r) {
-            std::memset(p.q[r], 0, sizeof p.q[r]);
-            std::memset(p.A[r], 0, sizeof p.A[r]);
-            std::memset(p.B[r], 0, sizeof p.B[r]);
+void pack_bf16_activations(const float* x, int64_t K, int n, int tile0, int tile1, uint16_t* xb) {
+    constexpr int L = kBfLanes;
+    // pair p of a 32-column step goes to row p of the step's B tile: 16 uint32 apart
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(L));
+    for (int tile = tile0; tile < tile1; ++tile) {
+        uint32_t* dst = reinterpret_cast<uint32_t*>(xb) + static_cast<int64_t>(tile) * (K / 2) * L;
+        for (int lane = 0; lane < L; ++lane) {
+            const int t = tile * L + lane;
+            const float* xr = x + static_cast<int64_t>(t) * K;
+            for (int64_t k = 0; k < K; k += kBfStep) {
+                const __m512i v = t < n ? reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(
+                                              _mm512_loadu_ps(xr + k + 16), _mm512_loadu_ps(xr + k)))
+                                        : _mm512_setzero_si512();
+                _mm512_i32scatter_epi32(dst + (k / 2) * L + lane, idx, v, 4);
+            }
         }
-        for (int j = 0; j < tiles; ++j)
-            amx_micro<U>(p, mr, nb, tiles_from(X, j), c + static_cast<size_t>(j) * mr * kI8Lanes, acc);
-    });
+    }
+}
+
+// The sums of panel rows [0, 32) x token tiles [j, j + 2) (kTwo) or j alone,
+// over the K block: c holds the row block's sums as [token tile][32 rows][16 tokens].
+template <bool kTwo>
+inline void bf16_tiles(const uint16_t* panel, int kc, const uint16_t* b0, size_t tile_stride, float* c0, bool acc) {
+    constexpr int kC = kBfRows * kBfLanes;  // floats of one token tile's sums
+    float* c1 = c0 + kC;
+    const uint16_t* b1 = b0 + tile_stride;
+    const long pst = 2L * kc;  // bytes between panel rows
+    if (acc) {
+        PHI_TILE_LOAD(0, c0, 64);
+        PHI_TILE_LOAD(2, c0 + kC / 2, 64);
+        if (kTwo) {
+            PHI_TILE_LOAD(1, c1, 64);
+            PHI_TILE_LOAD(3, c1 + kC / 2, 64);
+        }
+    } else {
+        PHI_TILE_ZERO(0);
+        PHI_TILE_ZERO(2);
+        if (kTwo) {
+            PHI_TILE_ZERO(1);
+            PHI_TILE_ZERO(3);
+        }
+    }
+    for (int k = 0; k < kc; k += kBfStep) {
+        PHI_TILE_LOAD(4, panel + k, pst);
+        PHI_TILE_LOAD(6, b0 + k * kBfLanes, 64);  // a step: 16 pairs x 16 tokens x 2
+        PHI_TILE_LOAD(5, panel + 16 * kc + k, pst);
+        PHI_TDPBF16PS(0, 4, 6);
+        PHI_TDPBF16PS(2, 5, 6);
+        if (kTwo) {
+            PHI_TILE_LOAD(7, b1 + k * kBfLanes, 64);
+            PHI_TDPBF16PS(1, 4, 7);
+            PHI_TDPBF16PS(3, 5, 7);
+        }
+    }
+    PHI_TILE_STORE(0, c0, 64);
+    PHI_TILE_STORE(2, c0 + kC / 2, 64);
+    if (kTwo) {
+        PHI_TILE_STORE(1, c1, 64);
+        PHI_TILE_STORE(3, c1 + kC / 2, 64);
+    }
+}
+
+// Row r of an int8 panel (quant codes u, per group of 32 / G columns a scale
+// A and for formats with mins B: weight = A (u - off) + B) as bf16.
+template <class U, int MR>
+inline void panel_row_bf16(const I8PanelOf<MR>& p, int r, int kc, uint16_t* dst) {
+    constexpr int kChunks = 2 / U::G;  // 16-column chunks per group
+    const __m512i off = _mm512_set1_epi32(U::kOff);
+    const auto chunk = [&](int i) {
+        const __m512 u = _mm512_cvtepi32_ps(_mm512_sub_epi32(
+            _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(&p.q[r][16 * i]))), off));
+        const int g = i / kChunks;
+        if constexpr (U::kMins) return _mm512_fmadd_ps(u, _mm512_set1_ps(p.A[r][g]), _mm512_set1_ps(p.B[r][g]));
+        return _mm512_mul_ps(u, _mm512_set1_ps(p.A[r][g]));
+    };
+    for (int i = 0; i < kc / 16; i += 2) store_bf16x32(dst + 16 * i, chunk(i), chunk(i + 1));
+}
+
+// Sums [token tile][32 rows][16 tokens] of rows mb.. (rows of them) into y, with the bias.
+inline void bf16_write_block(const float* cbuf, int rows, int n, float* y0, int64_t ldy, const float* bias) {
+    constexpr int L = kBfLanes;
+    const __m512i col = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(L));  // a token's sums: a column, 16 floats apart
+    for (int t = 0; t < n; ++t) {
+        float* y = y0 + t * ldy;
+        const float* c = cbuf + static_cast<size_t>(t / L) * kBfRows * L + t % L;
+        for (int r = 0; r < rows; r += 16) {
+            const __mmask16 m = rows - r >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (rows - r)) - 1);
+            __m512 v = _mm512_i32gather_ps(col, c + r * L, 4);
+            if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + r));
+            _mm512_mask_storeu_ps(y + r, m, v);
+        }
+    }
+}
+
+// The weight bytes of the panel after this one (the next K block of these
+// rows, or the first of the next row block) into L2 while this one is swept:
+// a panel's rows are short runs a file row apart, which the hardware
+// prefetcher does not follow (as in gemm_i8_blocks). Spread over the sweep,
+// part(i, parts) at a time: issued all at once they filled the line fill
+// buffers and stalled the core.
+struct NextPanel {
+    const uint8_t* w = nullptr;  // the next panel's first row, at its K block
+    size_t stride = 0, len = 0;  // bytes between its rows, bytes of each
+    int rows = 0;
+    void part(int i, int parts) const {
+        for (int r = rows * i / parts; r < rows * (i + 1) / parts; ++r) {
+            const char* p = reinterpret_cast<const char*>(w + r * stride);
+            for (size_t off = 0; off < len; off += 64) asm volatile("prefetcht1 %0" : : "m"(p[off]));
+        }
+    }
+};
+inline NextPanel next_panel(const GemmI8Args& a, int64_t mb, int rows, int64_t k0, int kc, int64_t r1) {
+    int64_t row0 = mb, kn = k0 + kc;
+    if (kn >= a.K) {
+        row0 = mb + rows;
+        kn = 0;
+        rows = static_cast<int>(min_i64(kBfRows, r1 - row0));
+    }
+    NextPanel np;
+    np.w = a.w + row0 * a.w_stride + a.w_stride * static_cast<size_t>(kn) / static_cast<size_t>(a.K);
+    np.stride = a.w_stride;
+    np.len = a.w_stride * static_cast<size_t>(min_i64(kBfKc, a.K - kn)) / static_cast<size_t>(a.K);
+    np.rows = rows > 0 ? rows : 0;
+    return np;
+}
+
+// Output rows [r0, r1): row block by row block (32 rows), K block by K block:
+// the panel's rows unpacked (U::row, as the int8 GEMM's panels; interleaved
+// Q4_0 a group of 8 rows at a time) and rounded to bf16, then every pair of
+// token tiles swept over it, their sums kept in memory between K blocks (a
+// tile load and store per 8 products).
+template <class U>
+void gemm_amx_bf16(const GemmArgs& a, int64_t r0, int64_t r1) {
+    constexpr int L = kBfLanes, MR = 16;
+    constexpr bool x8 = std::is_same_v<U, I8Q4_0x8>;
+    const int tiles = (a.n + L - 1) / L;
+    const size_t tile_stride = static_cast<size_t>(a.K) * L;  // uint16 between token tiles
+    thread_local AlignedBytes pbuf, cbuf_store, ibuf;
+    auto* panel = reinterpret_cast<uint16_t*>(pbuf.get(sizeof(uint16_t) * kBfRows * kBfKc));
+    float* cbuf = reinterpret_cast<float*>(cbuf_store.get(sizeof(float) * kBfRows * L * (tiles + 1)));
+    auto* ip = reinterpret_cast<I8PanelOf<MR>*>(ibuf.get(sizeof(I8PanelOf<MR>) * (kBfRows / MR)));
+    GemmI8Args ia;  // what the int8 panel converters read
+    ia.w = a.w;
+    ia.w_stride = a.w_stride;
+    ia.K = a.K;
+    amx_configure_bf16();
+    for (int64_t mb = r0; mb < r1; mb += kBfRows) {
+        const int rows = static_cast<int>(min_i64(kBfRows, r1 - mb));
+        for (int64_t k0 = 0; k0 < a.K; k0 += kBfKc) {
+            const int kc = static_cast<int>(min_i64(kBfKc, a.K - k0));
+            if constexpr (x8) {
+                convert_q4_0_x8_block<MR>(ia, mb, rows, k0, kc, ip);
+            } else {
+                for (int r = 0; r < rows; ++r) i8_convert_row<U>(ia, mb + r, k0, kc, ip[r / MR], r % MR);
+            }
+            for (int r = 0; r < rows; ++r) panel_row_bf16<U>(ip[r / MR], r % MR, kc, panel + r * kc);
+            if (rows < kBfRows) std::memset(panel + rows * kc, 0, sizeof(uint16_t) * (kBfRows - rows) * kc);
+            if constexpr (x8) prefetch_q4_0_x8_next(ia, mb, rows, k0, kc, r1);
+            const NextPanel np = x8 ? NextPanel{} : next_panel(ia, mb, rows, k0, kc, r1);
+            const uint16_t* xb = a.xb + k0 * L;
+            for (int j = 0; j < tiles; j += 2) {
+                np.part(j / 2, (tiles + 1) / 2);
+                float* c = cbuf + static_cast<size_t>(j) * kBfRows * L;
+                if (j + 1 < tiles) bf16_tiles<true>(panel, kc, xb + j * tile_stride, tile_stride, c, k0 > 0);
+                else bf16_tiles<false>(panel, kc, xb + j * tile_stride, tile_stride, c, k0 > 0);
+            }
+        }
+        bf16_write_block(cbuf, rows, a.n, a.y + mb, a.ldy, a.bias ? a.bias + mb : nullptr);
+    }
     tile_release();
 }
 
 void fill_amx_table(KernelTable* t) {
-    fill_x86_table(t);
-    // a thread's chunk: whole AMX panels (16 rows) and whole row blocks of the
-    // VNNI kernel the 16-column-scale formats keep (48 rows)
-    t->gemm_i8_row_block = 96;
-    t->gemm_i8[static_cast<int>(DType::Q4_0)] = gemm_amx<I8Q4_0>;
-    t->gemm_i8[static_cast<int>(DType::Q4_1)] = gemm_amx<I8Legacy<LegacyQ4_1, 0>>;
-    t->gemm_i8[static_cast<int>(DType::Q5_0)] = gemm_amx<I8Legacy<LegacyQ5_0, 16>>;
-    t->gemm_i8[static_cast<int>(DType::Q5_1)] = gemm_amx<I8Legacy<LegacyQ5_1, 0>>;
-    t->gemm_i8[static_cast<int>(DType::Q8_0)] = gemm_amx<I8Legacy<LegacyQ8_0, 128>>;
-    t->gemm_i8[static_cast<int>(DType::IQ4_NL)] = gemm_amx<I8Legacy<LegacyIQ4_NL, 128>>;
-    t->gemm_i8[static_cast<int>(DType::IQ4_XS)] = gemm_amx<I8IQ4XS>;
-    t->gemm_i8[static_cast<int>(DType::Q4_K)] = gemm_amx<I8KQuant<KQ4>>;
-    t->gemm_i8[static_cast<int>(DType::Q5_K)] = gemm_amx<I8KQuant<KQ5>>;
-    t->gemm_i8_q4_0_x8 = gemm_amx<I8Q4_0x8>;
+    fill_x86_table(t);  // the int8 GEMM stays AVX-512 VNNI's (reached with PHICPP_GEMM_BF16=0)
+    t->gemm_bf16[static_cast<int>(DType::Q4_0)] = gemm_amx_bf16<I8Q4_0>;
+    t->gemm_bf16[static_cast<int>(DType::Q4_1)] = gemm_amx_bf16<I8Legacy<LegacyQ4_1, 0>>;
+    t->gemm_bf16[static_cast<int>(DType::Q5_0)] = gemm_amx_bf16<I8Legacy<LegacyQ5_0, 16>>;
+    t->gemm_bf16[static_cast<int>(DType::Q5_1)] = gemm_amx_bf16<I8Legacy<LegacyQ5_1, 0>>;
+    t->gemm_bf16[static_cast<int>(DType::Q8_0)] = gemm_amx_bf16<I8Legacy<LegacyQ8_0, 128>>;
+    t->gemm_bf16[static_cast<int>(DType::IQ4_NL)] = gemm_amx_bf16<I8Legacy<LegacyIQ4_NL, 128>>;
+    t->gemm_bf16[static_cast<int>(DType::IQ4_XS)] = gemm_amx_bf16<I8IQ4XS>;
+    t->gemm_bf16[static_cast<int>(DType::Q2_K)] = gemm_amx_bf16<I8KQuant<KQ2>>;
+    t->gemm_bf16[static_cast<int>(DType::Q3_K)] = gemm_amx_bf16<I8KQuant<KQ3>>;
+    t->gemm_bf16[static_cast<int>(DType::Q4_K)] = gemm_amx_bf16<I8KQuant<KQ4>>;
+    t->gemm_bf16[static_cast<int>(DType::Q5_K)] = gemm_amx_bf16<I8KQuant<KQ5>>;
+    t->gemm_bf16[static_cast<int>(DType::Q6_K)] = gemm_amx_bf16<I8KQuant<KQ6>>;
+    t->gemm_bf16_q4_0_x8 = gemm_amx_bf16<I8Q4_0x8>;
+    t->pack_bf16 = pack_bf16_activations;
+    t->gemm_bf16_row_block = 2 * kBfRows;
 }
 
 } // namespace

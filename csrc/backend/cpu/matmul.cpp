@@ -92,10 +92,28 @@ GemmI8Kernel gemm_i8_kernel(const Tensor& W, Isa isa) {
     return id < kNumTypes && W.layout == WeightLayout::rows ? t.gemm_i8[id] : nullptr;
 }
 
+// PHICPP_GEMM_BF16=0 keeps quantized prefill off the AMX-BF16 tiles (for comparisons); read once
+bool gemm_bf16_enabled() {
+    static const bool on = [] {
+        const char* env = std::getenv("PHICPP_GEMM_BF16");
+        return !(env && std::string(env) == "0");
+    }();
+    return on;
+}
+
+// The bf16 tile GEMM for quantized W on `isa` (its own table only), or null.
+GemmKernel gemm_bf16_kernel(const Tensor& W, Isa isa) {
+    const KernelTable& t = table_for(isa);
+    const int id = static_cast<int>(W.type);
+    if (W.layout == WeightLayout::q4_0_x8) return t.gemm_bf16_q4_0_x8;
+    return id < kNumTypes && W.layout == WeightLayout::rows ? t.gemm_bf16[id] : nullptr;
+}
+
 } // namespace
 
 PrefillPath prefill_path(const Tensor& W, int n, Isa isa) {
     if (n < kGemmMinTokens) return PrefillPath::rows;
+    if (gemm_bf16_enabled() && gemm_bf16_kernel(W, isa)) return PrefillPath::gemm_bf16;
     if (gemm_i8_enabled() && gemm_i8_kernel(W, isa)) return PrefillPath::gemm_i8;
     const KernelTable& t = table_for(isa);
     const int id = static_cast<int>(W.type);
@@ -156,11 +174,47 @@ void matmul_gemm_i8(const Tensor& W, const float* x, int n, float* y, const floa
     pool.parallel_for_dynamic(W.ne1, t.gemm_i8_row_block, [jp](int64_t r0, int64_t r1) { jp->gemm(jp->args, r0, r1); });
 }
 
+// The bf16 tile GEMM: activations rounded and packed into tiles (split over
+// the threads by tile), then row blocks in dynamic order.
+void matmul_gemm_bf16(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool, Isa isa) {
+    const KernelTable& t = table_for(isa);
+    const int64_t K = W.ne0;
+    constexpr int L = 16;
+    const int tiles = (n + L - 1) / L;
+    // grows only (no allocation once warm); 64-byte aligned: a tile row that
+    // straddles two cache lines made the tile loads several times slower
+    thread_local std::vector<uint16_t> packed;
+    const size_t need = static_cast<size_t>(tiles) * L * K + 32;
+    if (packed.size() < need) packed.resize(need);
+    uint16_t* xb = packed.data() + (64 - reinterpret_cast<uintptr_t>(packed.data()) % 64) % 64 / sizeof(uint16_t);
+    const PackBf16Fn pack = t.pack_bf16;
+    pool.parallel_for(tiles, 1, [&](int64_t j0, int64_t j1) {
+        pack(x, K, n, static_cast<int>(j0), static_cast<int>(j1), xb);
+    });
+    GemmJob job{gemm_bf16_kernel(W, isa), GemmArgs{}};
+    GemmArgs& a = job.args;
+    a.w = static_cast<const uint8_t*>(W.data);
+    a.w_stride = W.row_bytes();
+    a.K = K;
+    a.type = W.type;
+    a.xb = xb;
+    a.n = n;
+    a.y = y;
+    a.ldy = W.ne1;
+    a.bias = bias;
+    const GemmJob* jp = &job;
+    pool.parallel_for_dynamic(W.ne1, t.gemm_bf16_row_block, [jp](int64_t r0, int64_t r1) { jp->gemm(jp->args, r0, r1); });
+}
+
 // The GEMM paths, when one applies; returns false to use the row kernels.
 bool matmul_gemm(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool, Isa isa) {
     const PrefillPath path = prefill_path(W, n, isa);
     if (path == PrefillPath::gemm_i8) {
         matmul_gemm_i8(W, x, n, y, bias, pool, isa);
+        return true;
+    }
+    if (path == PrefillPath::gemm_bf16) {
+        matmul_gemm_bf16(W, x, n, y, bias, pool, isa);
         return true;
     }
     if (path != PrefillPath::gemm_f32) return false;

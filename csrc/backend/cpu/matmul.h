@@ -22,7 +22,7 @@ bool gemm_applies(const Tensor& W, int n, Isa isa);
 // (8-bit activations, one weight row group at a time), the f32 GEMM
 // (dequantized panels x f32 activations) or the int8 GEMM (8-bit panels x
 // activations quantized per call in blocks of 32, gemm_i8_x86_impl.h).
-enum class PrefillPath { rows, gemm_f32, gemm_i8 };
+enum class PrefillPath { rows, gemm_f32, gemm_i8, gemm_bf16 };
 PrefillPath prefill_path(const Tensor& W, int n, Isa isa);
 
 // y[n, W.ne1] = x[n, W.ne0] . W^T (+ bias) with the kernels of `isa` (or the
