@@ -10,6 +10,7 @@
 #   tools/cpu_xeon_bench.sh build     # phicpp (build/xeon) + llama-bench, llama-quantize; CPU flags; AMX op tests
 #   tools/cpu_xeon_bench.sh models    # Phi-3-mini random F16 -> Q4_0, Q4_K_M, Q8_0 in build/models (LAYERS=n: fewer layers)
 #   tools/cpu_xeon_bench.sh bench     # pp128 and pp512 at 4 and 16 threads, engines alternated, ratios
+#   tools/cpu_xeon_bench.sh decode    # tg32 of the quantized files (and pp128 of phi3-f16 if `models` kept it: KEEP_F16=1)
 #   tools/cpu_xeon_bench.sh all       # build + models + bench in one call (likely past 10 minutes: prefer steps)
 # Estimated on the 16-core host: build 2-4 min, models 3-6 min (full Phi-3-mini;
 # LAYERS=8 for less), bench ~7 min for both thread counts (THREADS=4 or
@@ -96,8 +97,40 @@ models() {
     out=$MODELS/phi3-${q,,}.gguf
     [ -f "$out" ] || $LLAMA_BIN/llama-quantize $f16 "$out" $q "$(nproc)" >/dev/null 2>&1
   done
-  rm -f $f16
+  [ -n "${KEEP_F16:-}" ] || rm -f $f16
   ls -la $MODELS
+}
+
+decode() {
+  # tg32 (decode) of each file, and pp128 of the F16 one (kept by `KEEP_F16=1 ... models`), llama-bench and
+  # `phicpp bench` alternated per file and thread count, -r 2 each; medians and phicpp / llama.cpp ratios
+  PYTHONPATH=$pyp python3 - "$LLAMA_BIN/llama-bench" "$ROUNDS" "$THREADS" \
+    ${FILES:-$(ls $MODELS/phi3-q4_0.gguf $MODELS/phi3-q4_k_m.gguf $MODELS/phi3-q8_0.gguf $MODELS/phi3-f16.gguf 2>/dev/null)} <<'EOF'
+import json, os, statistics, subprocess, sys
+lb, rounds, threads, files = sys.argv[1], int(sys.argv[2]), [int(t) for t in sys.argv[3].split()], sys.argv[4:]
+def test(f):  # (llama-bench -p, -n) and the label
+    return ("128", "0", "pp128") if "f16" in os.path.basename(f) else ("0", "32", "tg32")
+def run(side, f, t):
+    p, n, _ = test(f)
+    cmd = ([lb, "-m", f] if side == "llama.cpp" else [sys.executable, "-m", "phicpp", "bench", "-m", f, "--device", "cpu"])
+    out = subprocess.run(cmd + ["-t", str(t), "-p", p, "-n", n, "-r", "2", "-o", "json"], check=True,
+                         capture_output=True, text=True).stdout
+    return [float(x) for r in json.loads(out) for x in r["samples_ts"]]
+print("| threads | file | test | llama.cpp | phicpp | ratio |")
+print("|---|---|---|---|---|---|")
+for t in threads:
+    for f in files:
+        acc = {"llama.cpp": [], "phicpp": []}
+        for r in range(rounds):
+            for side in (["llama.cpp", "phicpp"] if r % 2 == 0 else ["phicpp", "llama.cpp"]):
+                try:
+                    acc[side] += run(side, f, t)
+                except subprocess.CalledProcessError as e:
+                    print(f"  {side} {f} t={t} FAILED rc={e.returncode}: {e.stderr[-300:]}", flush=True)
+        lm = statistics.median(acc["llama.cpp"]) if acc["llama.cpp"] else float("nan")
+        qm = statistics.median(acc["phicpp"]) if acc["phicpp"] else float("nan")
+        print(f"| {t} | {os.path.basename(f)} | {test(f)[2]} | {lm:.2f} | {qm:.2f} | **{qm / lm:.2f}** |", flush=True)
+EOF
 }
 
 bench() {
@@ -161,6 +194,7 @@ prepare) prepare ;;
 build) build ;;
 models) models ;;
 bench) bench ;;
+decode) decode ;;
 all) build; models; bench ;;
-*) echo "unknown step $step (prepare, build, models, bench, all)" >&2; exit 2 ;;
+*) echo "unknown step $step (prepare, build, models, bench, decode, all)" >&2; exit 2 ;;
 esac
