@@ -74,39 +74,41 @@ struct GemmJob {
     GemmArgs args;
 };
 
-// PHICPP_GEMM_I8=0 keeps quantized prefill on the f32 GEMM (for comparisons); read once
+// Whether the environment variable `name` is "0" (a GEMM turned off, for comparisons).
+bool env_off(const char* name) {
+    const char* env = std::getenv(name);
+    return env && std::string(env) == "0";
+}
+// PHICPP_GEMM_I8=0 keeps quantized prefill off the int8 GEMM (on the f32 one),
+// PHICPP_GEMM_BF16=0 off the AMX-BF16 tiles (on the int8 GEMM); each read once
 bool gemm_i8_enabled() {
-    static const bool on = [] {
-        const char* env = std::getenv("PHICPP_GEMM_I8");
-        return !(env && std::string(env) == "0");
-    }();
+    static const bool on = !env_off("PHICPP_GEMM_I8");
     return on;
+}
+bool gemm_bf16_enabled() {
+    static const bool on = !env_off("PHICPP_GEMM_BF16");
+    return on;
+}
+
+// A table's kernel for W: by_type[W.type] in the file layout, x8 for repacked Q4_0.
+template <class Kernel>
+Kernel kernel_for(const Tensor& W, Kernel const (&by_type)[kNumTypes], Kernel x8) {
+    const int id = static_cast<int>(W.type);
+    if (W.layout == WeightLayout::q4_0_x8) return x8;
+    return id < kNumTypes && W.layout == WeightLayout::rows ? by_type[id] : nullptr;
 }
 
 // The int8 GEMM for W on `isa` (its own table only: a weaker ISA's int8 GEMM
 // loses to this ISA's f32 one), or null.
 GemmI8Kernel gemm_i8_kernel(const Tensor& W, Isa isa) {
     const KernelTable& t = table_for(isa);
-    const int id = static_cast<int>(W.type);
-    if (W.layout == WeightLayout::q4_0_x8) return t.gemm_i8_q4_0_x8;
-    return id < kNumTypes && W.layout == WeightLayout::rows ? t.gemm_i8[id] : nullptr;
-}
-
-// PHICPP_GEMM_BF16=0 keeps quantized prefill off the AMX-BF16 tiles (for comparisons); read once
-bool gemm_bf16_enabled() {
-    static const bool on = [] {
-        const char* env = std::getenv("PHICPP_GEMM_BF16");
-        return !(env && std::string(env) == "0");
-    }();
-    return on;
+    return kernel_for(W, t.gemm_i8, t.gemm_i8_q4_0_x8);
 }
 
 // The bf16 tile GEMM for quantized W on `isa` (its own table only), or null.
 GemmKernel gemm_bf16_kernel(const Tensor& W, Isa isa) {
     const KernelTable& t = table_for(isa);
-    const int id = static_cast<int>(W.type);
-    if (W.layout == WeightLayout::q4_0_x8) return t.gemm_bf16_q4_0_x8;
-    return id < kNumTypes && W.layout == WeightLayout::rows ? t.gemm_bf16[id] : nullptr;
+    return kernel_for(W, t.gemm_bf16, t.gemm_bf16_q4_0_x8);
 }
 
 } // namespace
@@ -174,6 +176,20 @@ void matmul_gemm_i8(const Tensor& W, const float* x, int n, float* y, const floa
     pool.parallel_for_dynamic(W.ne1, t.gemm_i8_row_block, [jp](int64_t r0, int64_t r1) { jp->gemm(jp->args, r0, r1); });
 }
 
+// What a GemmKernel reads of W and the call (the packed activations aside).
+GemmArgs gemm_args(const Tensor& W, int n, float* y, const float* bias) {
+    GemmArgs a;
+    a.w = static_cast<const uint8_t*>(W.data);
+    a.w_stride = W.row_bytes();
+    a.K = W.ne0;
+    a.type = W.type;
+    a.n = n;
+    a.y = y;
+    a.ldy = W.ne1;
+    a.bias = bias;
+    return a;
+}
+
 // The bf16 tile GEMM: activations rounded and packed into tiles (split over
 // the threads by tile), then row blocks in dynamic order.
 void matmul_gemm_bf16(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool, Isa isa) {
@@ -191,17 +207,8 @@ void matmul_gemm_bf16(const Tensor& W, const float* x, int n, float* y, const fl
     pool.parallel_for(tiles, 1, [&](int64_t j0, int64_t j1) {
         pack(x, K, n, static_cast<int>(j0), static_cast<int>(j1), xb);
     });
-    GemmJob job{gemm_bf16_kernel(W, isa), GemmArgs{}};
-    GemmArgs& a = job.args;
-    a.w = static_cast<const uint8_t*>(W.data);
-    a.w_stride = W.row_bytes();
-    a.K = K;
-    a.type = W.type;
-    a.xb = xb;
-    a.n = n;
-    a.y = y;
-    a.ldy = W.ne1;
-    a.bias = bias;
+    GemmJob job{gemm_bf16_kernel(W, isa), gemm_args(W, n, y, bias)};
+    job.args.xb = xb;
     const GemmJob* jp = &job;
     pool.parallel_for_dynamic(W.ne1, t.gemm_bf16_row_block, [jp](int64_t r0, int64_t r1) { jp->gemm(jp->args, r0, r1); });
 }
@@ -233,18 +240,9 @@ bool matmul_gemm(const Tensor& W, const float* x, int n, float* y, const float* 
         else pack_activations<16>(x, K, n, static_cast<int>(j0), static_cast<int>(j1), xp);
     });
 
-    GemmJob job{t.gemm, GemmArgs{}};
-    GemmArgs& a = job.args;
-    a.w = static_cast<const uint8_t*>(W.data);
-    a.w_stride = W.row_bytes();
-    a.K = K;
-    a.type = W.type;
-    a.dequant = t.dequant[id] ? t.dequant[id] : dequantize_range_reference;
-    a.xp = xp;
-    a.n = n;
-    a.y = y;
-    a.ldy = W.ne1;
-    a.bias = bias;
+    GemmJob job{t.gemm, gemm_args(W, n, y, bias)};
+    job.args.dequant = t.dequant[id] ? t.dequant[id] : dequantize_range_reference;
+    job.args.xp = xp;
     const GemmJob* jp = &job;
     pool.parallel_for_dynamic(W.ne1, t.gemm_row_block, [jp](int64_t r0, int64_t r1) { jp->gemm(jp->args, r0, r1); });
     return true;
