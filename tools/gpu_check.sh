@@ -64,6 +64,8 @@ if [ "$WHAT" != bench ]; then
   run_tests ops tests/test_backend_ops.py -k cuda --maxfail=40
   # the F16 prefill GEMM double-buffered (PHICPP_CUDA_GEMM_STAGES=2; default 3 k-steps in flight)
   PHICPP_CUDA_GEMM_STAGES=2 run_tests ops-stages2 tests/test_backend_ops.py -k "cuda and (matmul or experts)" --maxfail=10
+  # Q4_K's decode matmuls without the pipelined loads (PHICPP_CUDA_MV_PIPE=0: the kernel every other format runs)
+  PHICPP_CUDA_MV_PIPE=0 run_tests ops-nopipe tests/test_backend_ops.py -k "cuda and (matmul or epilogues) and q4_K" --maxfail=10
   run_tests cuda tests/test_cuda.py --maxfail=20
   run_tests parity tests/test_model_parity.py -k cuda --maxfail=40
   run_tests batch tests/test_batch.py -k cuda --maxfail=10

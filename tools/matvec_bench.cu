@@ -7,7 +7,7 @@
 // compared without the rest of the model.
 //
 //   matvec_bench TYPE [LAYERS] CONFIG...
-//   TYPE: f16 | q8_0 | q4_0 | q4_k | q6_k      CONFIG: WARPS:CTAS_PER_SM (e.g. 8:4)
+//   TYPE: f16 | q8_0 | q4_0 | q4_k | q6_k      CONFIG: WARPS:CTAS_PER_SM[:PIPE] (e.g. 8:4, 16:1:0)
 // Built here against the backend's static library that tools/device_build.sh
 // leaves in build/device, then carried to the device (it runs in seconds):
 //   nvcc -std=c++17 -O2 -arch=sm_90a -Icsrc tools/matvec_bench.cu build/device/libphicore.a \
@@ -77,7 +77,10 @@ Cfg parse(const char* s) {
     Cfg c;
     c.name = s;
     c.mv.warps = c.mv.quant_warps = std::atoi(s);
-    if (const char* colon = std::strchr(s, ':')) c.mv.ctas_per_sm = std::atoi(colon + 1);
+    if (const char* colon = std::strchr(s, ':')) {
+        c.mv.ctas_per_sm = std::atoi(colon + 1);
+        if (const char* c2 = std::strchr(colon + 1, ':')) c.mv.pipe = std::atoi(c2 + 1) != 0;  // WARPS:CTAS:PIPE
+    }
     return c;
 }
 

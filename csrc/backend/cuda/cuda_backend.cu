@@ -113,6 +113,7 @@ public:
         mv_.warps = std::max(1, std::min(16, env_int("PHICPP_CUDA_MV_WARPS", mv_.warps)));
         mv_.quant_warps = std::max(1, std::min(16, env_int("PHICPP_CUDA_MV_QWARPS", mv_.quant_warps)));
         mv_.ctas_per_sm = std::max(1, env_int("PHICPP_CUDA_MV_CTAS", mv_.ctas_per_sm));
+        mv_.pipe = env_int("PHICPP_CUDA_MV_PIPE", 1) != 0;
         fuse_input_ = env_int("PHICPP_CUDA_FUSE_ATTN", 1) != 0;
         skip_attention_ = env_int("PHICPP_CUDA_SKIP_ATTENTION", 0) != 0;
         time_steps_ = env_int("PHICPP_CUDA_STEP_TIMES", 0) != 0;

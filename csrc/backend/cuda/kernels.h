@@ -35,6 +35,7 @@ struct MatvecConfig {
     int warps = 8;         // per CTA, float weights
     int quant_warps = 16;  // per CTA, quantized weights
     int ctas_per_sm = 4;   // at most
+    bool pipe = true;      // quantized: the next chunk's loads issued before the current one is computed
 };
 bool matvec(const MatmulJob& j, const Launch& l, int sm_count, const MatvecConfig& cfg);
 

@@ -117,6 +117,122 @@ __global__ void __launch_bounds__(kQuantThreads, kQuantMinBlocks) matvec_quant(M
     }
 }
 
+// The same with the loads software-pipelined: a warp's work is a sequence of
+// chunks (a task's next kWarp * U groups, or the next task's first), and the
+// next chunk's loads are issued before the current one is computed, reduced
+// and written, so a warp always has a chunk's bytes in flight (matvec_quant
+// issues a task's loads only after the previous task's sums are written: a
+// round trip to memory per task in series). Two buffers of half as many
+// groups: the same registers in flight as matvec_quant. For the formats whose
+// QuantRead says kPipe: Q4_K (Phi-3-mini's 128 decode matmuls, H200,
+// tools/matvec_bench.cu: 1177 -> 1037 us; Q4_K_M tg128 605-613 -> 632-645 t/s).
+// Measured and left off: Q4_0 (907 against 931 us, but tg128 within noise:
+// wo and down, one task per warp, lost what qkv and gate_up gained), Q8_0
+// (its three loads in flight became one per buffer, and spills: 1266 -> 1416).
+template <class F, int kMaxTok>
+__global__ void __launch_bounds__(kQuantThreads, kQuantMinBlocks) matvec_quant_pipe(MatvecParams p) {
+    extern __shared__ __align__(16) uint8_t smem[];
+    __shared__ float2 red[32];
+    const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, nw = blockDim.x / kWarp;
+    using R = QuantRead<F>;
+    constexpr int G = R::kGroup, U = R::kInFlight / 2;  // groups per load; loads per buffer, row and lane
+    static_assert(U >= 1, "two buffers of at least one load");
+    const int nblk = p.K / 32;
+    const int groups = nblk / G;
+    const int stride = gridDim.x * nw, step = kWarp * U;
+    using Buf = typename R::Raw[U][2];
+    const auto load_chunk = [&](Buf& b, int task, int g0) {
+        int r0, r1;
+        bool has1;
+        task_rows(p, task, r0, r1, has1);
+#pragma unroll
+        for (int j = 0; j < U; ++j) {
+            const int g = g0 + lane + j * kWarp;
+            if (g < groups) {
+                b[j][0] = R::load(p.w, r0, g);
+                b[j][1] = R::load(p.w, r1, g);
+            }
+        }
+    };
+    int task = blockIdx.x * nw + warp, g0 = 0;
+    Buf cur, nxt;
+    TaskIn in;
+    // weights never change: the first chunk loads before waiting for the kernel
+    // before (loading the second there too measured slower: Q4_K chain 1037 ->
+    // 1156 us, Q4_0 907 -> 977)
+    if (task < p.tasks) {
+        load_chunk(cur, task, 0);
+        load_bias(p, task, in);
+    }
+    const NormVecs nv = norm_into_smem(p, reinterpret_cast<float*>(smem));
+    pdl_wait();
+    pdl_launch_dependents();
+    if (task < p.tasks) load_added(p, task, in);
+
+    uint8_t* xs0 = smem + norm_smem_floats(p) * sizeof(float);
+    int8_t* xq = reinterpret_cast<int8_t*>(xs0);
+    int* xs = reinterpret_cast<int*>(xs0 + p.n * p.K);
+    float* xd = reinterpret_cast<float*>(xs + 2 * p.n * nblk);
+    cp_async_wait<0>();
+    for (int t = 0; t < p.n; ++t) stage_q8<G>(p, nv, t, xq, xs, xd, red);
+    __syncthreads();
+
+    float acc[2][kMaxTok];
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int t = 0; t < kMaxTok; ++t) acc[i][t] = 0.0f;
+    while (task < p.tasks) {
+        int ntask = task, ng0 = g0 + step;  // the next chunk: this task's next groups, or the next task's first
+        if (ng0 >= groups) {
+            ntask = task + stride;
+            ng0 = 0;
+        }
+        if (ntask < p.tasks) load_chunk(nxt, ntask, ng0);
+#pragma unroll
+        for (int j = 0; j < U; ++j) {
+            const int g = g0 + lane + j * kWarp;
+            if (g >= groups) break;
+#pragma unroll
+            for (int s = 0; s < G; ++s) {
+                const int uu = g * G + s;
+                const int slot = s * groups + g;
+#pragma unroll
+                for (int i = 0; i < 2; ++i) {
+                    Unit un;
+                    R::unpack(cur[j][i], s, uu % F::kUnits, un);
+#pragma unroll
+                    for (int t = 0; t < kMaxTok; ++t) {
+                        if (past_tokens<kMaxTok>(p, t)) break;
+                        acc[i][t] = acc_unit_q8<F>(acc[i][t], un, xq, xs, xd, p.K, nblk, t, slot);
+                    }
+                }
+            }
+        }
+        if (ng0 == 0) {  // the task's last chunk: its sums out, the next task's epilogue inputs in
+#pragma unroll
+            for (int t = 0; t < kMaxTok; ++t) {
+                if (past_tokens<kMaxTok>(p, t)) break;
+                const float v0 = warp_sum(acc[0][t]), v1 = warp_sum(acc[1][t]);
+                acc[0][t] = acc[1][t] = 0.0f;
+                if (lane == t) write_out(p, task, t, v0, v1, in);
+            }
+            if (ntask < p.tasks) {
+                in = TaskIn{};
+                load_bias(p, ntask, in);
+                load_added(p, ntask, in);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < U; ++j) {
+            cur[j][0] = nxt[j][0];
+            cur[j][1] = nxt[j][1];
+        }
+        task = ntask;
+        g0 = ng0;
+    }
+}
+
 // ---- Float weights: even streams of steps
 //
 // A task's rows (two rows, or a gate row and its up row) are cut into *steps*
@@ -320,6 +436,12 @@ void set_planar(MatvecParams& p, const Tensor& W) {
 template <class F>
 bool run_quant(MatvecParams p, const MatmulJob& j, const Launch& l, int sm, const MatvecConfig& cfg) {
     set_planar<F>(p, j.W);
+    if constexpr (QuantRead<F>::kPipe) {
+        if (cfg.pipe) {
+            if (p.n == 1) return run_wave(matvec_quant_pipe<F, 1>, p, staged_bytes(j), l, sm, cfg);
+            return run_wave(matvec_quant_pipe<F, kMatvecMaxTokens>, p, staged_bytes(j), l, sm, cfg);
+        }
+    }
     if (p.n == 1) return run_wave(matvec_quant<F, 1>, p, staged_bytes(j), l, sm, cfg);
     return run_wave(matvec_quant<F, kMatvecMaxTokens>, p, staged_bytes(j), l, sm, cfg);
 }

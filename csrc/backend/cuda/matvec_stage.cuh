@@ -269,6 +269,7 @@ struct QuantRead {
     // registers (4 spilled ~100 bytes: matmul chain 1417 -> 1262 us); 16-byte
     // units: 4 (6 measured slower, 930 -> 961)
     static constexpr int kGroup = 1, kInFlight = F::kBits <= 16 ? 4 : F::kBits <= 32 ? 3 : 2;
+    static constexpr bool kPipe = false;  // matvec_quant_pipe: measured no faster (matvec.cu)
     using Raw = typename F::Raw;
     __device__ static Raw load(const PlanarView& w, int64_t row, int group) { return load_unit<F>(w, row, group); }
     __device__ static void unpack(const Raw& r, int, int u, Unit& un) { unpack_for_dot<F>(r, u, un); }
@@ -281,6 +282,7 @@ struct QuantRead {
 template <class F, int kLoads>
 struct QuantReadPairs {
     static constexpr int kGroup = 2, kInFlight = kLoads;
+    static constexpr bool kPipe = kLoads % 2 == 0;  // matvec_quant_pipe (Q4_K: chain 1177 -> 1037 us)
     using Raw = typename F::Raw;
     __device__ static Raw load(const PlanarView& w, int64_t row, int group) { return load_unit<F>(w, row, 2 * group); }
     __device__ static void unpack(const Raw& r, int, int u, Unit& un) { F::unpack(r, u, un); }
@@ -293,6 +295,7 @@ struct QuantRead<FmtQ5_K> : QuantReadPairs<FmtQ5_K, 1> {};
 template <>
 struct QuantRead<FmtQ6_K> {
     static constexpr int kGroup = 4, kInFlight = 1;
+    static constexpr bool kPipe = false;
     // units 4k..4k+3 of a block: ql[64k ..+64], qh[32k ..+32], their 4 scales, d
     struct Raw {
         uint4 l[4], h[2];
