@@ -199,6 +199,38 @@ inline void panel_row_bf16(const I8PanelOf<MR>& p, int r, int kc, uint16_t* dst)
     for (int i = 0; i < kc / 16; i += 2) store_bf16x32(dst + 16 * i, chunk(i), chunk(i + 1));
 }
 
+// The legacy formats straight from their blocks into bf16 (weight = d q, or
+// d u + m), without the int8 panel in between: Bf16Direct<U>::kOn for the
+// GEMM's U (the file-layout Q4_0 through LegacyQ4_0's signed codes).
+template <class F>
+struct Bf16Legacy {
+    static constexpr bool kOn = true;
+    static void row(const uint8_t* row, int64_t k0, int kc, uint16_t* dst) {
+        const auto* b = reinterpret_cast<const typename F::Block*>(row) + k0 / QK;
+        for (int ib = 0; ib < kc / QK; ++ib) {
+            const __m256i q = F::load(b[ib]);
+            const __m128i q0 = _mm256_castsi256_si128(q), q1 = _mm256_extracti128_si256(q, 1);
+            const __m512 d = _mm512_set1_ps(h2f(b[ib].d));
+            if constexpr (F::kSigned) {
+                store_bf16x32(dst + ib * QK, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d),
+                              _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), d));
+            } else {
+                const __m512 m = _mm512_set1_ps(min_of(b[ib]));
+                store_bf16x32(dst + ib * QK, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q0)), d, m),
+                              _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q1)), d, m));
+            }
+        }
+    }
+};
+template <class U>
+struct Bf16Direct {
+    static constexpr bool kOn = false;
+};
+template <class F, int Off>
+struct Bf16Direct<I8Legacy<F, Off>> : Bf16Legacy<F> {};
+template <>
+struct Bf16Direct<I8Q4_0> : Bf16Legacy<LegacyQ4_0> {};
+
 // Sums [token tile][32 rows][16 tokens] of rows mb.. (rows of them) into y, with the bias.
 inline void bf16_write_block(const float* cbuf, int rows, int n, float* y0, int64_t ldy, const float* bias) {
     constexpr int L = kBfLanes;
@@ -272,12 +304,16 @@ void gemm_amx_bf16(const GemmArgs& a, int64_t r0, int64_t r1) {
         const int rows = static_cast<int>(min_i64(kBfRows, r1 - mb));
         for (int64_t k0 = 0; k0 < a.K; k0 += kBfKc) {
             const int kc = static_cast<int>(min_i64(kBfKc, a.K - k0));
-            if constexpr (x8) {
-                convert_q4_0_x8_block<MR>(ia, mb, rows, k0, kc, ip);
+            if constexpr (Bf16Direct<U>::kOn) {
+                for (int r = 0; r < rows; ++r) Bf16Direct<U>::row(a.w + (mb + r) * a.w_stride, k0, kc, panel + r * kc);
             } else {
-                for (int r = 0; r < rows; ++r) i8_convert_row<U>(ia, mb + r, k0, kc, ip[r / MR], r % MR);
+                if constexpr (x8) {
+                    convert_q4_0_x8_block<MR>(ia, mb, rows, k0, kc, ip);
+                } else {
+                    for (int r = 0; r < rows; ++r) i8_convert_row<U>(ia, mb + r, k0, kc, ip[r / MR], r % MR);
+                }
+                for (int r = 0; r < rows; ++r) panel_row_bf16<U>(ip[r / MR], r % MR, kc, panel + r * kc);
             }
-            for (int r = 0; r < rows; ++r) panel_row_bf16<U>(ip[r / MR], r % MR, kc, panel + r * kc);
             if (rows < kBfRows) std::memset(panel + rows * kc, 0, sizeof(uint16_t) * (kBfRows - rows) * kc);
             if constexpr (x8) prefetch_q4_0_x8_next(ia, mb, rows, k0, kc, r1);
             const NextPanel np = x8 ? NextPanel{} : next_panel(ia, mb, rows, k0, kc, r1);
