@@ -16,6 +16,30 @@
 namespace phi::cuda {
 namespace {
 
+// acc plus the dot products of group g (R::kGroup units) of a task's two rows,
+// loaded in raw, with the staged 8-bit activations of every token.
+template <class F, int kMaxTok>
+__device__ __forceinline__ void acc_group(const MatvecParams& p, const typename QuantRead<F>::Raw (&raw)[2], int g,
+                                          int groups, int nblk, const int8_t* xq, const int* xs, const float* xd,
+                                          float (&acc)[2][kMaxTok]) {
+    using R = QuantRead<F>;
+#pragma unroll
+    for (int s = 0; s < R::kGroup; ++s) {
+        const int uu = g * R::kGroup + s;  // the unit in the row
+        const int slot = s * groups + g;   // = unit_slot<kGroup>(uu): its staged activations
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            Unit un;
+            R::unpack(raw[i], s, uu % F::kUnits, un);
+#pragma unroll
+            for (int t = 0; t < kMaxTok; ++t) {
+                if (past_tokens<kMaxTok>(p, t)) break;
+                acc[i][t] = acc_unit_q8<F>(acc[i][t], un, xq, xs, xd, p.K, nblk, t, slot);
+            }
+        }
+    }
+}
+
 // Quantized weights: a warp per task. kMaxTok: tokens the accumulators are
 // sized for (1: decode's own build, lean in registers).
 template <class F, int kMaxTok>
@@ -90,21 +114,7 @@ __global__ void __launch_bounds__(kQuantThreads, kQuantMinBlocks) matvec_quant(M
             for (int j = 0; j < U; ++j) {
                 const int g = g0 + j * kWarp;
                 if (g >= groups) break;
-#pragma unroll
-                for (int s = 0; s < G; ++s) {
-                    const int uu = g * G + s;                 // the unit in the row
-                    const int slot = s * groups + g;           // = unit_slot<G>(uu): its staged activations
-#pragma unroll
-                    for (int i = 0; i < 2; ++i) {
-                        Unit un;
-                        R::unpack(raw[j][i], s, uu % F::kUnits, un);
-#pragma unroll
-                        for (int t = 0; t < kMaxTok; ++t) {
-                            if (past_tokens<kMaxTok>(p, t)) break;
-                            acc[i][t] = acc_unit_q8<F>(acc[i][t], un, xq, xs, xd, p.K, nblk, t, slot);
-                        }
-                    }
-                }
+                acc_group<F, kMaxTok>(p, raw[j], g, groups, nblk, xq, xs, xd, acc);
             }
         }
         preloaded = false;  // (a lane past the row's units loaded nothing)
@@ -193,21 +203,7 @@ __global__ void __launch_bounds__(kQuantThreads, kQuantMinBlocks) matvec_quant_p
         for (int j = 0; j < U; ++j) {
             const int g = g0 + lane + j * kWarp;
             if (g >= groups) break;
-#pragma unroll
-            for (int s = 0; s < G; ++s) {
-                const int uu = g * G + s;
-                const int slot = s * groups + g;
-#pragma unroll
-                for (int i = 0; i < 2; ++i) {
-                    Unit un;
-                    R::unpack(cur[j][i], s, uu % F::kUnits, un);
-#pragma unroll
-                    for (int t = 0; t < kMaxTok; ++t) {
-                        if (past_tokens<kMaxTok>(p, t)) break;
-                        acc[i][t] = acc_unit_q8<F>(acc[i][t], un, xq, xs, xd, p.K, nblk, t, slot);
-                    }
-                }
-            }
+            acc_group<F, kMaxTok>(p, cur[j], g, groups, nblk, xq, xs, xd, acc);
         }
         if (ng0 == 0) {  // the task's last chunk: its sums out, the next task's epilogue inputs in
 #pragma unroll
