@@ -57,8 +57,9 @@ bool cpu_has_avx512() {
 #endif
 }
 
-// AMX-TILE, AMX-INT8 and AMX-BF16 in cpuid (every AMX CPU so far has all three), the tile state enabled in XCR0 (bits 17
-// and 18: the OS saves it), and the tile data granted to this process: Linux
+// AMX-TILE, AMX-INT8 and AMX-BF16 in cpuid (every AMX CPU so far has all
+// three), the tile state enabled in XCR0 (bits 17 and 18: the OS saves it),
+// and the tile data granted to this process: Linux
 // (5.16+) makes a process ask once (arch_prctl ARCH_REQ_XCOMP_PERM); until it
 // has, the first tile instruction raises SIGILL (as llama.cpp's AMX path does
 // on hosts where it skips the request or the request fails). The request is

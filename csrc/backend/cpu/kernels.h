@@ -47,7 +47,7 @@ struct GemmArgs {
     DType type = DType::F32;
     DequantRangeFn dequant = nullptr;
     const float* xp = nullptr;   // activations packed as [ceil(n/T)][K][T], T = gemm_tile_tokens, zero-padded tokens
-    const uint16_t* xb = nullptr;  // the bf16 GEMM's instead: [ceil(n/16)][K/2][16][2] bf16, zero-padded tokens
+    const uint16_t* xb = nullptr;  // the bf16 GEMM's instead: [ceil(n/T)][K/2][T][2] bf16, T = kBf16TileTokens
     int n = 0;
     float* y = nullptr;
     int64_t ldy = 0;
@@ -86,7 +86,9 @@ using PackI8Fn = void (*)(const float* x, int64_t K, int n, int gs, int off, int
                           float* xd, int32_t* xc, float* xs);
 // Prefill on AMX-BF16 tiles (kernels_amx.cpp), a GemmKernel reading GemmArgs::xb:
 // token tiles [tile0, tile1) of x (n rows of K floats, K % 32 == 0) rounded to
-// bf16 and packed as B tiles want them (pairs of columns side by side).
+// bf16 and packed as B tiles want them (pairs of columns side by side), tiles
+// of kBf16TileTokens tokens.
+constexpr int kBf16TileTokens = 16;
 using PackBf16Fn = void (*)(const float* x, int64_t K, int n, int tile0, int tile1, uint16_t* xb);
 // Convert one activation row of K floats to a quantized activation type.
 using QuantizeRowFn = void (*)(const float* x, void* dst, int64_t K);

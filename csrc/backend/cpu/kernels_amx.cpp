@@ -103,7 +103,7 @@ inline void emu_dpbf16(int c, int a, int b) {  // C[m][n] += sum_k A[m][2k + i] 
 // activations (16 pairs of columns x 16 tokens x 2).
 constexpr int kBfRows = 32;   // weight rows per panel (two A tiles)
 constexpr int kBfKc = 256;    // columns per K block
-constexpr int kBfLanes = 16;  // tokens per tile
+constexpr int kBfLanes = kBf16TileTokens;  // tokens per tile
 constexpr int kBfStep = 32;   // columns per tile product
 
 inline void amx_configure_bf16() {

@@ -195,7 +195,7 @@ GemmArgs gemm_args(const Tensor& W, int n, float* y, const float* bias) {
 void matmul_gemm_bf16(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool, Isa isa) {
     const KernelTable& t = table_for(isa);
     const int64_t K = W.ne0;
-    constexpr int L = 16;
+    constexpr int L = kBf16TileTokens;
     const int tiles = (n + L - 1) / L;
     // grows only (no allocation once warm); 64-byte aligned: a tile row that
     // straddles two cache lines made the tile loads several times slower

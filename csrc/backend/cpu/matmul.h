@@ -20,8 +20,9 @@ bool gemm_applies(const Tensor& W, int n, Isa isa);
 
 // Which kernels matmul() gives W with n tokens on `isa`: the row kernels
 // (8-bit activations, one weight row group at a time), the f32 GEMM
-// (dequantized panels x f32 activations) or the int8 GEMM (8-bit panels x
-// activations quantized per call in blocks of 32, gemm_i8_x86_impl.h).
+// (dequantized panels x f32 activations), the int8 GEMM (8-bit panels x
+// activations quantized per call in blocks of 32, gemm_i8_x86_impl.h) or, on
+// AMX, the bf16 tile GEMM (panels and activations rounded to bf16, kernels_amx.cpp).
 enum class PrefillPath { rows, gemm_f32, gemm_i8, gemm_bf16 };
 PrefillPath prefill_path(const Tensor& W, int n, Isa isa);
 
