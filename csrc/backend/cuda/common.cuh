@@ -116,6 +116,13 @@ void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, const 
     PHI_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...));
 }
 
+__device__ __forceinline__ float gelu_tanh(float v) {
+    // 0.5 v (1 + tanh(u)) = v * sigmoid(2u): no cancellation for v < 0
+    const float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+    return v / (1.0f + expf(-2.0f * u));
+}
+__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+
 __device__ __forceinline__ float h2f(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 __device__ __forceinline__ float bf2f(uint16_t h) { return __uint_as_float(static_cast<uint32_t>(h) << 16); }
 

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cublaslt.h"
 #include "backend/cuda/kernels.h"
 #include "backend/experts_host.h"
 #include "quant/repack.h"
@@ -118,6 +119,9 @@ public:
         skip_attention_ = env_int("PHICPP_CUDA_SKIP_ATTENTION", 0) != 0;
         time_steps_ = env_int("PHICPP_CUDA_STEP_TIMES", 0) != 0;
         gemm_cfg_.stages = std::max(2, std::min(3, env_int("PHICPP_CUDA_GEMM_STAGES", gemm_cfg_.stages)));
+        lt_ = CublasLt::load(&lt_why_);
+        lt_min_f16_ = std::max(kMatvecMaxTokens + 1, env_int("PHICPP_CUDA_LT_MIN_F16", lt_min_f16_));
+        lt_min_quant_ = std::max(kMatvecMaxTokens + 1, env_int("PHICPP_CUDA_LT_MIN_QUANT", lt_min_quant_));
     }
     ~CudaBackend() override {
         cudaStreamSynchronize(stream_);
@@ -125,7 +129,8 @@ public:
         for (auto& g : recorded_) cudaGraphExecDestroy(g.exec);
         for (auto& w : weights_) cudaFree(const_cast<void*>(w));
         for (void* p : allocs_) cudaFree(p);
-        for (DeviceBuffer* b : {&norm_ws_, &prod_ws_, &gemm_ws_, &attn_partial_, &attn_counters_, &moe_groups_, &moe_out_})
+        for (DeviceBuffer* b : {&norm_ws_, &prod_ws_, &gemm_ws_, &attn_partial_, &attn_counters_, &moe_groups_, &moe_out_,
+                                &lt_ws_, &lt_slice_, &lt_cublas_})
             b->release();
         for (int i = 0; i < 2; ++i) {
             if (stage_[i]) cudaFreeHost(stage_[i]);
@@ -137,7 +142,8 @@ public:
 
     std::string name() const override { return "cuda"; }
     std::string variant() const override {
-        return std::string(props_.name) + " (sm_" + std::to_string(props_.major) + std::to_string(props_.minor) + ")";
+        return std::string(props_.name) + " (sm_" + std::to_string(props_.major) + std::to_string(props_.minor) + ")" +
+               (lt_ ? ", cuBLASLt " + lt_->version() : ", no cuBLASLt: " + lt_why_);
     }
 
     // ---- memory
@@ -182,7 +188,8 @@ public:
         return std::max<size_t>(free, 1);
     }
     size_t workspace_bytes(int n_batch, int width) const override {
-        return 2 * static_cast<size_t>(n_batch) * width * sizeof(float) + (size_t{32} << 20);
+        return 2 * static_cast<size_t>(n_batch) * width * sizeof(float) + (size_t{32} << 20) +
+               (lt_ ? kLtSliceBytes + kLtCublasBytes : 0);
     }
 
     Tensor weight(const Tensor& host, WeightUse) override {
@@ -308,10 +315,17 @@ public:
                   gemm_cfg_.exact);
         const MatmulJob j{W, x, n, y, bias, norm, ep};
         const bool mv = matvec_takes(j);
+        const bool lt = !mv && use_lt(W, n);
         if (!mv) {
             if (norm.kind != NormKind::none) grow(norm_ws_, sizeof(float) * n * W.ne0);
             if (ep == Epilogue::swiglu) grow(prod_ws_, sizeof(float) * n * W.ne1);
             grow(gemm_ws_, gemm_workspace(n, W.ne0));
+            if (lt) {
+                grow(lt_ws_, lt_workspace(n, W.ne0));
+                grow(prod_ws_, sizeof(float) * n * W.ne1);
+                grow(lt_cublas_, kLtCublasBytes);
+                if (W.type != DType::F16) grow(lt_slice_, kLtSliceBytes);
+            }
         }
         if (!running()) return;
         flush_input_step();
@@ -342,6 +356,9 @@ public:
             norm_rows(x, n, static_cast<int>(W.ne0), norm, xn, l);
             xin = xn;
         }
+        const LtBuffers lb{lt_ws_.get(), static_cast<float*>(prod_ws_.get()), lt_slice_.get(), kLtSliceBytes,
+                           lt_cublas_.get(), kLtCublasBytes};
+        if (lt && gemm_lt(*lt_, W, xin, n, y, bias, ep, lb, l)) return;
         if (ep == Epilogue::swiglu) {
             float* p = static_cast<float*>(prod_ws_.get());
             gemm(W, xin, n, p, W.ne1, bias, Epilogue::store, gemm_cfg_, gws, l);
@@ -349,6 +366,14 @@ public:
         } else {
             gemm(W, xin, n, y, W.ne1, bias, ep, gemm_cfg_, gws, l);
         }
+    }
+    // cuBLASLt for a prefill matmul: where it loaded, for F16 weights from
+    // lt_min_f16_ tokens and quantized ones (dequantized per slice) from
+    // lt_min_quant_; not for f32-accurate products, nor row-invariant batches
+    bool use_lt(const Tensor& W, int n) const {
+        if (!lt_ || gemm_cfg_.exact || row_invariant_) return false;
+        if (!lt_takes(W)) return false;
+        return n >= (W.type == DType::F16 ? lt_min_f16_ : lt_min_quant_);
     }
 
     void attention_input(const QKVRows& t, const AttentionParams& p, const QKNorm& qk, const RopeParams& rope,
@@ -635,6 +660,12 @@ private:
     std::unordered_set<const void*> weights_;
     std::unordered_set<void*> allocs_;
     DeviceBuffer norm_ws_, prod_ws_, gemm_ws_, attn_partial_, attn_counters_, moe_groups_, moe_out_;
+    // cuBLASLt (null where no library loaded): its buffers, and the batch sizes from which it runs
+    static constexpr size_t kLtSliceBytes = size_t{16} << 20, kLtCublasBytes = size_t{32} << 20;
+    std::unique_ptr<CublasLt> lt_;
+    std::string lt_why_;
+    DeviceBuffer lt_ws_, lt_slice_, lt_cublas_;
+    int lt_min_f16_ = 16, lt_min_quant_ = 128;
     void* stage_[2] = {nullptr, nullptr};
     cudaEvent_t staged_[2] = {nullptr, nullptr};
     // the step being issued

@@ -216,11 +216,6 @@ __device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], 
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ float gelu_tanh(float v) {
-    const float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
-    return v / (1.0f + expf(-2.0f * u));
-}
-
 template <class ALoader>
 constexpr size_t smem_bytes() {  // kStages of weight and activation tiles (hi, and lo when split)
     return ALoader::kStages * sizeof(__half) * LDS * (BM * (ALoader::kSplit ? 2 : 1) + BN * (ALoader::kSplitX ? 2 : 1));
@@ -503,7 +498,7 @@ __global__ void swiglu_kernel(const float* gu, int n_rows, int ff, float* y) {
     pdl_launch_dependents();
     for_each_element(n_rows, ff, [&](int64_t r, int64_t c, int64_t i) {
         const float g = gu[r * 2 * ff + c], u = gu[r * 2 * ff + ff + c];
-        y[i] = g / (1.0f + expf(-g)) * u;
+        y[i] = silu(g) * u;
     });
 }
 
@@ -567,6 +562,13 @@ void gemm_experts(const Experts& W, const float* x, int x_rows, int shift, const
     with_converted_x(W.w[0], x, cfg, p, ws, l,
                      [&](auto tag) { run_gemm_experts<typename decltype(tag)::type>(p, ex, l); });
 }
+
+void convert_rows(const float* x, int n, int64_t K, __half* xh, float* scale, const Launch& l) {
+    const int Kp = static_cast<int>((K + BK - 1) / BK * BK);
+    launch(convert_rows_kernel, dim3(n), dim3(256), 0, l, x, static_cast<int>(K), Kp, false, xh,
+           static_cast<__half*>(nullptr), scale);
+}
+int64_t converted_ld(int64_t K) { return (K + BK - 1) / BK * BK; }
 
 void norm_rows(const float* x, int n_rows, int dim, const RowNorm& norm, float* y, const Launch& l) {
     launch(norm_rows_kernel, dim3(n_rows), dim3(256), 0, l, x, dim, static_cast<int>(norm.kind), norm.w, norm.b,

@@ -69,6 +69,25 @@ size_t gemm_workspace(int n, int64_t K);
 void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep,
           const GemmConfig& cfg, void* ws, const Launch& l);
 
+// Prefill through cuBLASLt (gemm_lt.cu), when the backend loaded it:
+// y = epilogue(x . W^T + bias), every epilogue, for F16 weights as they are
+// and quantized ones dequantized to f16 a slice of rows at a time. gemm_lt:
+// false when not taken (cuBLASLt has no algorithm for the shape); y has not
+// changed then.
+class CublasLt;
+struct LtBuffers {
+    void* ws = nullptr;          // lt_workspace(n, K) bytes: the activations in f16, their scales
+    float* product = nullptr;    // [n, W.ne1]: the scaled product before the epilogue
+    void* slice = nullptr;       // quantized weights: a slice of rows in f16
+    size_t slice_bytes = 0;
+    void* cublas_ws = nullptr;   // cuBLASLt's own scratch
+    size_t cublas_ws_bytes = 0;
+};
+bool lt_takes(const Tensor& W);
+size_t lt_workspace(int n, int64_t K);
+bool gemm_lt(CublasLt& lt, const Tensor& W, const float* x, int n, float* y, const float* bias, Epilogue ep,
+             const LtBuffers& b, const Launch& l);
+
 // Experts over a prompt (batches the decode kernels do not take): the picks
 // grouped by expert on the GPU (moe_group), then one launch of the prefill
 // GEMM over every expert's entries, in tiles of kGemmTileTokens picks of one
@@ -91,6 +110,10 @@ void gemm_experts(const Experts& W, const float* x, int x_rows, int shift, const
 void experts_combine(const float* o, int n, int width, const ExpertPick* picks, float* x, const Launch& l);
 
 // Row-wise helpers of the prefill path.
+// x [n, K] as the GEMMs meet it: row t times scale[t] (a power of two that
+// puts its largest magnitude near 2^14) in f16, rows of converted_ld(K).
+void convert_rows(const float* x, int n, int64_t K, __half* xh, float* scale, const Launch& l);
+int64_t converted_ld(int64_t K);
 void norm_rows(const float* x, int n_rows, int dim, const RowNorm& norm, float* y, const Launch& l);
 void swiglu_rows(const float* gate_up, int n_rows, int ff, float* y, const Launch& l);
 

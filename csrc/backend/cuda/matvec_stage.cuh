@@ -35,12 +35,6 @@ struct MatvecParams {
     int tasks = 0;
 };
 
-__device__ __forceinline__ float gelu_tanh(float v) {
-    // 0.5 v (1 + tanh(u)) = v * sigmoid(2u): no cancellation for v < 0
-    const float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
-    return v / (1.0f + expf(-2.0f * u));
-}
-__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
 
 // Sums of two values over the block; every thread gets both.
 __device__ __forceinline__ float2 block_sum2(float a, float b, float2* red) {
