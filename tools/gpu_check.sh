@@ -66,7 +66,7 @@ if [ "$WHAT" != bench ]; then
   PHICPP_CUDA_GEMM_STAGES=2 run_tests ops-stages2 tests/test_backend_ops.py -k "cuda and (matmul or experts)" --maxfail=10
   # Q4_K's decode matmuls without the pipelined loads (PHICPP_CUDA_MV_PIPE=0: the kernel every other format runs)
   PHICPP_CUDA_MV_PIPE=0 run_tests ops-nopipe tests/test_backend_ops.py -k "cuda and (matmul or epilogues) and q4_K" --maxfail=10
-  # every prefill matmul through cuBLASLt where the device has it (from 9 tokens: default 16 for F16, 128 quantized)
+  # every prefill matmul through cuBLASLt where the device has it (from 9 tokens: by default F16 from 9, quantized from 64)
   PHICPP_CUDA_LT_MIN_F16=9 PHICPP_CUDA_LT_MIN_QUANT=9 run_tests ops-lt tests/test_backend_ops.py \
     -k "cuda and matmul and not exact" --maxfail=10
   run_tests cuda tests/test_cuda.py --maxfail=20

@@ -665,7 +665,7 @@ private:
     std::unique_ptr<CublasLt> lt_;
     std::string lt_why_;
     DeviceBuffer lt_ws_, lt_slice_, lt_cublas_;
-    int lt_min_f16_ = 16, lt_min_quant_ = 128;
+    int lt_min_f16_ = kMatvecMaxTokens + 1, lt_min_quant_ = 64;  // (H100, 2026-12-02: docs/CUDA.md)
     void* stage_[2] = {nullptr, nullptr};
     cudaEvent_t staged_[2] = {nullptr, nullptr};
     // the step being issued
