@@ -318,11 +318,10 @@ public:
         const bool lt = !mv && use_lt(W, n);
         if (!mv) {
             if (norm.kind != NormKind::none) grow(norm_ws_, sizeof(float) * n * W.ne0);
-            if (ep == Epilogue::swiglu) grow(prod_ws_, sizeof(float) * n * W.ne1);
+            if (ep == Epilogue::swiglu || lt) grow(prod_ws_, sizeof(float) * n * W.ne1);  // (lt: the product)
             grow(gemm_ws_, gemm_workspace(n, W.ne0));
             if (lt) {
                 grow(lt_ws_, lt_workspace(n, W.ne0));
-                grow(prod_ws_, sizeof(float) * n * W.ne1);
                 grow(lt_cublas_, kLtCublasBytes);
                 if (W.type != DType::F16) grow(lt_slice_, kLtSliceBytes);
             }

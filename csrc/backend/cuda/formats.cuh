@@ -25,6 +25,10 @@ struct Unit {
     int q[8];
     float d[2], m[2];
 };
+// Element e (0..31) of an unpacked unit: d * q + m of its half.
+__device__ __forceinline__ float unit_value(const Unit& u, int e) {
+    return u.d[e / 16] * static_cast<float>(static_cast<int8_t>((u.q[e / 4] >> (8 * (e % 4))) & 0xFF)) + u.m[e / 16];
+}
 
 __device__ __forceinline__ uint32_t ld_u32(const uint8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
 __device__ __forceinline__ uint16_t ld_u16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }

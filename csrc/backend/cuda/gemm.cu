@@ -101,11 +101,7 @@ struct QuantA {
             Unit u;
             F::unpack(raw, unit % F::kUnits, u);
 #pragma unroll
-            for (int e = 0; e < 32; ++e) {
-                const int half = e / 16;
-                v[e] = u.d[half] * static_cast<float>(static_cast<int8_t>((u.q[e / 4] >> (8 * (e % 4))) & 0xFF)) +
-                       u.m[half];
-            }
+            for (int e = 0; e < 32; ++e) v[e] = unit_value(u, e);
         } else {
 #pragma unroll
             for (int e = 0; e < 32; ++e) v[e] = 0.0f;

@@ -34,13 +34,7 @@ __global__ void dequant_rows_kernel(PlanarView w, int64_t r0, int rows, int K, _
         uint32_t h[16];
 #pragma unroll
         for (int e = 0; e < 32; e += 2) {
-            float v[2];
-#pragma unroll
-            for (int k = 0; k < 2; ++k) {
-                const int q = static_cast<int8_t>((u.q[(e + k) / 4] >> (8 * ((e + k) % 4))) & 0xFF);
-                v[k] = u.d[e / 16] * static_cast<float>(q) + u.m[e / 16];
-            }
-            const __half2 hh = __floats2half2_rn(v[0], v[1]);
+            const __half2 hh = __floats2half2_rn(unit_value(u, e), unit_value(u, e + 1));
             h[e / 2] = *reinterpret_cast<const uint32_t*>(&hh);
         }
         uint4* dst = reinterpret_cast<uint4*>(out + r * K + unit * 32);
@@ -97,8 +91,8 @@ bool gemm_lt(CublasLt& lt, const Tensor& W, const float* x, int n, float* y, con
                static_cast<const float*>(b.product), n, static_cast<int>(M), static_cast<const float*>(scale), bias,
                static_cast<int>(ep), y);
     };
+    convert_rows(x, n, K, xh, scale, l);
     if (W.type == DType::F16) {
-        convert_rows(x, n, K, xh, scale, l);
         if (!lt.matmul(static_cast<const __half*>(W.data), M, K, K, xh, n, ld, b.product, M, &one, &zero,
                        b.cublas_ws, b.cublas_ws_bytes, l.stream))
             return false;
@@ -109,7 +103,6 @@ bool gemm_lt(CublasLt& lt, const Tensor& W, const float* x, int n, float* y, con
     const int64_t slice_rows = std::max<int64_t>(128, static_cast<int64_t>(b.slice_bytes / (2 * K)) / 128 * 128);
     if (static_cast<size_t>(std::min(slice_rows, M)) * K * 2 > b.slice_bytes) return false;
     auto* slice = static_cast<__half*>(b.slice);
-    convert_rows(x, n, K, xh, scale, l);
     const bool done = with_weight_format(
         W.type, [](auto) { return false; },
         [&](auto tag) {

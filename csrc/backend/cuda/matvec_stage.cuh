@@ -35,7 +35,6 @@ struct MatvecParams {
     int tasks = 0;
 };
 
-
 // Sums of two values over the block; every thread gets both.
 __device__ __forceinline__ float2 block_sum2(float a, float b, float2* red) {
     const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, nw = blockDim.x / kWarp;

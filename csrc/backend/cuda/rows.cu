@@ -19,10 +19,7 @@ __global__ void get_rows_quant(PlanarView w, const int32_t* ids, int units, int6
     F::unpack(load_unit<F>(w, ids[i], unit), unit % F::kUnits, u);
     float* o = out + i * K + static_cast<int64_t>(unit) * 32;
 #pragma unroll
-    for (int e = 0; e < 32; ++e) {
-        const int h = e / 16;
-        o[e] = u.d[h] * static_cast<float>(static_cast<int8_t>((u.q[e / 4] >> (8 * (e % 4))) & 0xFF)) + u.m[h];
-    }
+    for (int e = 0; e < 32; ++e) o[e] = unit_value(u, e);
 }
 
 template <class T>
