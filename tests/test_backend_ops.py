@@ -14,6 +14,8 @@ Bounds are what the seam promises, not what one backend happens to reach:
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -484,7 +486,68 @@ def test_attention(backend, cache, n_head, n_head_kv, hd, pos0, n_tok, t0, windo
     scale = 1 / np.sqrt(hd)
     y = backend.attention(q, k, v, pos0, n_tok, t0, n_head, n_head_kv, scale, window)
     ref = attention_reference(q, k, v, pos0 + t0, n_head, n_head_kv, scale, window)
-    assert np.allclose(y, ref, rtol=1e-5, atol=2e-5), np.max(np.abs(y - ref))
+    tol = FLASH_TOL if takes_flash(backend, cache, n_q, hd) else 2e-5
+    assert np.allclose(y, ref, rtol=tol / 2, atol=tol), np.max(np.abs(y - ref))
+
+
+# CUDA's flash attention (f16 queries and probabilities on tensor cores) takes
+# batches from PHICPP_CUDA_FLASH_MIN tokens (default 16; 0: never) over an f16
+# cache, for head sizes that are multiples of 16 up to 128.
+FLASH_HD = (16, 32, 48, 64, 80, 96, 112, 128)
+FLASH_TOL = 4e-3  # values ~N(0, 1): f16 probabilities and queries, a few units of 2^-11
+
+
+def takes_flash(backend, cache, n_q, hd):
+    flash_min = int(os.environ.get("PHICPP_CUDA_FLASH_MIN", "16"))
+    return (backend.name == "cuda" and cache == "f16" and hd in FLASH_HD and flash_min > 0
+            and n_q >= flash_min)
+
+
+@pytest.fixture
+def flash_backend(monkeypatch):
+    """A CUDA backend whose every batch of 2 or more tokens takes flash attention."""
+    from phicpp import _core as C
+
+    if not C.cuda_available():
+        pytest.skip("no CUDA device")
+    monkeypatch.setenv("PHICPP_CUDA_FLASH_MIN", "2")
+    return C.Backend("cuda")
+
+
+@pytest.mark.parametrize("hd", FLASH_HD)
+@pytest.mark.parametrize("n_head,n_head_kv", [(4, 4), (6, 2)])
+@pytest.mark.parametrize("pos0,n_tok,t0,window", [(0, 2, 0, 0), (0, 64, 0, 0), (0, 200, 0, 0), (37, 130, 0, 0),
+                                                  (5, 129, 60, 0), (0, 300, 0, 48), (90, 77, 0, 5),
+                                                  (250, 65, 1, 2047), (0, 140, 0, 64)])
+def test_flash_attention(flash_backend, hd, n_head, n_head_kv, pos0, n_tok, t0, window):
+    """Causal, GQA, windows shorter and longer than a 64-key block, partial tiles, a
+    chunk after earlier tokens (pos0) and queries from inside the step (t0)."""
+    rng = np.random.default_rng(hd * 7 + pos0 + n_tok + window)
+    rows = pos0 + n_tok + 3
+    k = rng.standard_normal((rows, n_head_kv * hd)).astype(np.float16)
+    v = rng.standard_normal((rows, n_head_kv * hd)).astype(np.float16)
+    n_q = n_tok - t0
+    q = (rng.standard_normal((n_q, n_head * hd)) * 2).astype(np.float32)
+    scale = 1 / np.sqrt(hd)
+    y = flash_backend.attention(q, k, v, pos0, n_tok, t0, n_head, n_head_kv, scale, window)
+    ref = attention_reference(q, k, v, pos0 + t0, n_head, n_head_kv, scale, window)
+    assert np.allclose(y, ref, rtol=FLASH_TOL / 2, atol=FLASH_TOL), np.max(np.abs(y - ref))
+
+
+def test_flash_attention_sharp_and_flat_scores(flash_backend):
+    """Scores far apart (one key takes all the weight, in f32 softmax arithmetic) and
+    all equal (the mean of the values), with large query and key magnitudes."""
+    hd, n = 64, 96
+    k = np.zeros((n, hd), np.float16)
+    k[::3] = 30.0  # every third key scores 30 * 30 * hd * scale with a query of 30s
+    v = np.tile(np.arange(n, dtype=np.float16)[:, None], (1, hd))
+    q = np.full((n, hd), 30.0, np.float32)
+    y = flash_backend.attention(q, k, v, 0, n, 0, 1, 1, 1 / np.sqrt(hd), 0)
+    ties = np.array([np.mean(np.arange(0, t + 1, 3)) for t in range(n)])
+    assert np.all(np.isfinite(y))
+    assert np.allclose(y[:, 0], ties, rtol=1e-3), (y[:5, 0], ties[:5])
+    y = flash_backend.attention(np.zeros((n, hd), np.float32), k, v, 0, n, 0, 1, 1, 1.0, 0)
+    assert np.allclose(y[:, 0], np.arange(n) / 2, rtol=1e-3)
 
 
 @pytest.mark.parametrize("n_head,n_head_kv,n_tok,window", [(8, 2, 1, 0), (8, 2, 3, 0), (12, 3, 1, 0), (4, 4, 9, 0),

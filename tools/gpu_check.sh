@@ -72,6 +72,8 @@ if [ "$WHAT" != bench ]; then
   run_tests cuda tests/test_cuda.py --maxfail=20
   PHICPP_CUDA_LT_MIN_QUANT=9 run_tests cuda-lt tests/test_cuda.py -k "quantized_logits or greedy" --maxfail=10
   run_tests parity tests/test_model_parity.py -k cuda --maxfail=40
+  # attention of every batch of 2 tokens or more through flash attention (by default from 16)
+  PHICPP_CUDA_FLASH_MIN=2 run_tests parity-flash tests/test_model_parity.py -k "cuda and f16" --maxfail=10
   PHICPP_CUDA_LT_MIN_F16=9 PHICPP_CUDA_LT_MIN_QUANT=9 run_tests parity-lt tests/test_model_parity.py -k cuda --maxfail=10
   run_tests batch tests/test_batch.py -k cuda --maxfail=10
   if [ "${DIAG:-0}" = 1 ]; then
@@ -80,7 +82,7 @@ if [ "$WHAT" != bench ]; then
   fi
   if command -v compute-sanitizer > /dev/null && [ "${SANITIZE:-1}" = 1 ]; then
     timeout 240 compute-sanitizer --tool memcheck --print-limit 20 python3 -m pytest -q -p no:cacheprovider -o addopts="" \
-      tests/test_backend_ops.py -k "cuda and (epilogues or test_attention or get_rows or model_sized or long or experts_skewed)" -x \
+      tests/test_backend_ops.py -k "cuda and (epilogues or test_attention or flash_attention_sharp or get_rows or model_sized or long or experts_skewed)" -x \
       > "$L/memcheck.log" 2>&1
     log "memcheck: $(grep -E 'ERROR SUMMARY|passed|failed' "$L/memcheck.log" | tail -2 | tr '\n' ' ')"
   fi
@@ -97,16 +99,16 @@ if [ "$WHAT" != tests ]; then
     log "files: $(ls -la $M | tail -n +2 | awk '{print $NF, $5}' | tr '\n' ' ')"
     for f in $(ls $M/*.gguf | xargs -n1 basename | sed 's/.gguf//'); do
       for cfg in ${CONFIGS:-default PHICPP_CUDA_PDL=0 PHICPP_CUDA_MV_CTAS=8}; do
-        env $( [ $cfg = default ] || echo $cfg | tr , " " ) python3 -m phicpp bench -m $M/$f.gguf -ngl 99 -p 512 -n 128 -r 3 \
-          > "$L/bench.log" 2>&1
-        log "$f $cfg: $(grep -E 'pp512|tg128' "$L/bench.log" | awk -F'|' '{print $7 $8}' | tr -s ' ' | tr '\n' ';')"
+        env $( [ $cfg = default ] || echo $cfg | tr , " " ) python3 -m phicpp bench -m $M/$f.gguf -ngl 99 \
+          ${BENCH_ARGS:--p 512 -n 128} -r 3 > "$L/bench.log" 2>&1
+        log "$f $cfg: $(grep -E '\| *(pp|tg)[0-9]+ ' "$L/bench.log" | awk -F'|' '{print $7 $8}' | tr -s ' ' | tr '\n' ';')"
       done
     done
     if command -v ncu > /dev/null && [ "${PROFILE:-}" != none ]; then
       for f in ${PROFILE:-phi3-q4_0 phi3-f16}; do
-        wall=$(python3 tools/gpu_profile.py $M/$f.gguf 2>&1 | tee -a "$OUT/summary.txt" | grep -o "wall [0-9.]*" | cut -d' ' -f2)
+        wall=$(python3 tools/gpu_profile.py $M/$f.gguf ${PROFILE_ARGS:-} 2>&1 | tee -a "$OUT/summary.txt" | grep -o "wall [0-9.]*" | cut -d' ' -f2)
         timeout 240 ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --csv \
-          python3 tools/gpu_profile.py $M/$f.gguf --profile --steps 1 > "$L/ncu-$f.csv" 2> "$L/ncu.err"
+          python3 tools/gpu_profile.py $M/$f.gguf ${PROFILE_ARGS:-} --profile --steps 1 > "$L/ncu-$f.csv" 2> "$L/ncu.err"
         python3 tools/gpu_profile.py --summarize "$L/ncu-$f.csv" --steps 1 ${wall:+--wall-ms $wall} > "$OUT/profile-$f.txt" 2>&1
         log "profile $f:"; tail -14 "$OUT/profile-$f.txt" | tee -a "$OUT/summary.txt"
       done

@@ -1,6 +1,7 @@
 """Where a decode step's time goes on the GPU: per-kernel durations from
 Nsight Compute for a few decode steps, summed by kernel, against the step's
-wall time measured without the profiler.
+wall time measured without the profiler. With --prefill N, the same for the
+evaluation of an N-token prompt (a "step" is then one prompt).
 
     python tools/gpu_profile.py MODEL.gguf            # wall time per step only
     ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --csv \\
@@ -17,6 +18,33 @@ import re
 import sys
 import time
 from collections import defaultdict
+
+
+def run_prefill(path: str, profile: bool, steps: int, n: int) -> None:
+    import numpy as np
+
+    import phicpp
+
+    m = phicpp.Model(path, n_ctx=n, n_batch=n, device="cuda")
+    prompt = np.random.default_rng(0).integers(0, m.n_vocab, n).astype(np.int32)
+    m.eval(prompt)  # workspaces sized, cuBLASLt plans made
+    m.reset()
+    if profile:
+        cuda = ctypes.CDLL("libcuda.so.1")
+        cuda.cuProfilerStart()
+        for _ in range(steps):
+            m.eval(prompt)
+            m.reset()
+        cuda.cuProfilerStop()
+        return
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        m.eval(prompt)
+        times.append(time.perf_counter() - t0)
+        m.reset()
+    dt = sorted(times)[len(times) // 2]
+    print(f"wall {dt * 1e3:.3f} ms per {n}-token prompt ({n / dt:.0f} t/s)")
 
 
 def run(path: str, profile: bool, steps: int, ctx: int) -> None:
@@ -76,11 +104,14 @@ if __name__ == "__main__":
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--ctx", type=int, default=128)
+    ap.add_argument("--prefill", type=int, default=0, help="profile the evaluation of a prompt of this many tokens")
     ap.add_argument("--summarize")
     ap.add_argument("--wall-ms", type=float)
     a = ap.parse_args()
     if a.summarize:
         summarize(a.summarize, a.steps, a.wall_ms)
+    elif a.model and a.prefill:
+        run_prefill(a.model, a.profile, a.steps, a.prefill)
     elif a.model:
         run(a.model, a.profile, a.steps, a.ctx)
     else:

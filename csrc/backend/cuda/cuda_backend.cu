@@ -117,6 +117,7 @@ public:
         mv_.pipe = env_int("PHICPP_CUDA_MV_PIPE", 1) != 0;
         fuse_input_ = env_int("PHICPP_CUDA_FUSE_ATTN", 1) != 0;
         skip_attention_ = env_int("PHICPP_CUDA_SKIP_ATTENTION", 0) != 0;
+        flash_min_ = env_int("PHICPP_CUDA_FLASH_MIN", flash_min_);
         time_steps_ = env_int("PHICPP_CUDA_STEP_TIMES", 0) != 0;
         gemm_cfg_.stages = std::max(2, std::min(3, env_int("PHICPP_CUDA_GEMM_STAGES", gemm_cfg_.stages)));
         lt_ = CublasLt::load(&lt_why_);
@@ -317,7 +318,6 @@ public:
         const bool mv = matvec_takes(j);
         const bool lt = !mv && use_lt(W, n);
         if (!mv) {
-            if (norm.kind != NormKind::none) grow(norm_ws_, sizeof(float) * n * W.ne0);
             if (ep == Epilogue::swiglu || lt) grow(prod_ws_, sizeof(float) * n * W.ne1);  // (lt: the product)
             grow(gemm_ws_, gemm_workspace(n, W.ne0));
             if (lt) {
@@ -349,21 +349,16 @@ public:
             return;
         }
         void* gws = gemm_ws_.get();
-        const float* xin = x;
-        if (norm.kind != NormKind::none) {
-            float* xn = static_cast<float*>(norm_ws_.get());
-            norm_rows(x, n, static_cast<int>(W.ne0), norm, xn, l);
-            xin = xn;
-        }
+        // (the norm, if any, is done as the GEMMs convert the activations to f16)
         const LtBuffers lb{lt_ws_.get(), static_cast<float*>(prod_ws_.get()), lt_slice_.get(), kLtSliceBytes,
                            lt_cublas_.get(), kLtCublasBytes};
-        if (lt && gemm_lt(*lt_, W, xin, n, y, bias, ep, lb, l)) return;
+        if (lt && gemm_lt(*lt_, W, x, norm, n, y, bias, ep, lb, l)) return;
         if (ep == Epilogue::swiglu) {
             float* p = static_cast<float*>(prod_ws_.get());
-            gemm(W, xin, n, p, W.ne1, bias, Epilogue::store, gemm_cfg_, gws, l);
+            gemm(W, x, norm, n, p, W.ne1, bias, Epilogue::store, gemm_cfg_, gws, l);
             swiglu_rows(p, n, static_cast<int>(W.ne1 / 2), y, l);
         } else {
-            gemm(W, xin, n, y, W.ne1, bias, ep, gemm_cfg_, gws, l);
+            gemm(W, x, norm, n, y, W.ne1, bias, ep, gemm_cfg_, gws, l);
         }
     }
     // cuBLASLt for a prefill matmul: where it loaded, for F16 weights from
@@ -394,6 +389,14 @@ public:
 
     void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache, const AttentionParams& p,
                    float* out) override {
+        if (use_flash(q, q_stride, n_q, cache, p, out)) {
+            hash_.all(8, q, q_stride, t0, n_q, cache.k, cache.v, p.n_head, p.n_head_kv, p.head_dim, p.scale, p.window,
+                      p.pos, out);
+            if (!running()) return;
+            flush_input_step();
+            if (!skip_attention_) cuda::flash_attention(q, q_stride, t0, n_q, cache, p, d_pos_, out, launch_cfg());
+            return;
+        }
         const AttentionPlan plan =
             attention_plan(n_q, p, pos0_ + p.pos + t0 + n_q, cache.type, props_.multiProcessorCount);
         hash_.all(4, q, q_stride, t0, n_q, cache.k, cache.v, cache.type, p.n_head, p.n_head_kv, p.head_dim, p.scale,
@@ -416,6 +419,14 @@ public:
         has_pending_input_ = false;
         cuda::attention(q, q_stride, t0, n_q, cache, p, plan, ws, d_pos_, out, launch_cfg(),
                         fuse ? &pending_input_ : nullptr);
+    }
+
+    // Batches of flash_min_ tokens or more through the tensor-core kernel,
+    // never where the product must be exact or match the one-token path's bits
+    bool use_flash(const float* q, int64_t q_stride, int n_q, const KVCache& cache, const AttentionParams& p,
+                   const float* out) const {
+        if (flash_min_ <= 0 || n_q < flash_min_ || gemm_cfg_.exact || row_invariant_) return false;
+        return cuda::flash_attention_takes(p.head_dim, cache.type, q, q_stride, out);
     }
 
     // Experts: decode batches (and row-invariant batches, 8 tokens at a time)
@@ -648,6 +659,7 @@ private:
     GemmConfig gemm_cfg_;  // prefill GEMMs: exact activations (the model's choice), F16 pipeline depth
     bool fuse_input_ = true;  // a one-token step's input step runs inside its attention
     bool skip_attention_ = false;
+    int flash_min_ = 16;  // tokens from which a batch's attention is flash attention (0: never)
     bool time_steps_ = false;
     std::chrono::steady_clock::time_point step_begun_;
     double check_us_ = 0.0;

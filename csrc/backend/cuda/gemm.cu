@@ -22,6 +22,7 @@
 
 #include "backend/cuda/formats.cuh"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/mma.cuh"
 
 namespace phi::cuda {
 namespace {
@@ -49,11 +50,6 @@ struct ExpertGemm {
     ExpertGroups groups;
     int shift = 0;  // activation row of a pick: pick >> shift
 };
-
-__device__ __forceinline__ uint32_t pack_half2(float a, float b) {
-    const __half2 h = __floats2half2_rn(a, b);
-    return *reinterpret_cast<const uint32_t*>(&h);
-}
 
 // 8 values to 8 halves (and the low parts when split) as 16-byte stores.
 template <bool kSplit>
@@ -195,21 +191,6 @@ __device__ __forceinline__ void issue_b(const GemmParams& p, const __half* x, co
         const bool in = br.row[i] >= 0;
         cp_async16(&dst[t][8 * (c % 8)], x + static_cast<int64_t>(in ? br.row[i] : 0) * p.Kp + k, in ? 16 : 0);
     }
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const __half* p) {
-    const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-
-__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 template <class ALoader>
@@ -433,18 +414,59 @@ void run_gemm_experts(const GemmParams& p, const ExpertGemm& ex, const Launch& l
 }
 
 // ---- row helpers
-// The GEMM's activations: each row scaled by a power of two that puts its
-// largest magnitude in [2^14, 2^15) (1 for a row of zeros, or with a
-// non-finite value, which then shows in the result), as f16 (high part, and
-// low part when split), zero-padded to Kp.
-__global__ void convert_rows_kernel(const float* x, int K, int Kp, bool split, __half* xh, __half* xl, float* scale) {
+// The row's normalization (RowNorm, kind none: the row as it is): the block's
+// mean and inverse deviation, then each element as norm_rows_kernel computes it.
+struct RowNormArgs {
+    int kind = static_cast<int>(NormKind::none);
+    const float* w = nullptr;
+    const float* b = nullptr;
+    float eps = 0.0f;
+};
+RowNormArgs row_norm_args(const RowNorm& n) {
+    return RowNormArgs{static_cast<int>(n.kind), n.w, n.b, n.eps};
+}
+struct RowNormStats {
+    float mean = 0.0f, inv = 1.0f;
+};
+__device__ __forceinline__ RowNormStats row_norm_stats(const float* xr, int dim, const RowNormArgs& nm, float* red) {
+    RowNormStats st;
+    float s = 0.0f;
+    if (nm.kind == static_cast<int>(NormKind::layer)) {
+        for (int k = threadIdx.x; k < dim; k += blockDim.x) s += xr[k];
+        st.mean = block_sum(s, red) / static_cast<float>(dim);
+        s = 0.0f;
+        for (int k = threadIdx.x; k < dim; k += blockDim.x) s += (xr[k] - st.mean) * (xr[k] - st.mean);
+    } else {
+        for (int k = threadIdx.x; k < dim; k += blockDim.x) s += xr[k] * xr[k];
+    }
+    st.inv = 1.0f / sqrtf(block_sum(s, red) / static_cast<float>(dim) + nm.eps);
+    return st;
+}
+__device__ __forceinline__ float row_norm_value(float x, int k, const RowNormStats& st, const RowNormArgs& nm) {
+    const float v = (x - st.mean) * st.inv * nm.w[k];
+    return nm.kind == static_cast<int>(NormKind::layer) && nm.b ? v + nm.b[k] : v;
+}
+
+// The GEMM's activations: each row (normalized first when nm says so) scaled
+// by a power of two that puts its largest magnitude in [2^14, 2^15) (1 for a
+// row of zeros, or with a non-finite value, which then shows in the result),
+// as f16 (high part, and low part when split), zero-padded to Kp.
+__global__ void convert_rows_kernel(const float* x, int K, int Kp, bool split, __half* xh, __half* xl, float* scale,
+                                    RowNormArgs nm) {
     __shared__ float red[32];
     __shared__ float row_scale;
     pdl_wait();
     pdl_launch_dependents();
     const float* xr = x + static_cast<int64_t>(blockIdx.x) * K;
+    const bool normed = nm.kind != static_cast<int>(NormKind::none);
+    RowNormStats st;
+    if (normed) {
+        st = row_norm_stats(xr, K, nm, red);
+        __syncthreads();  // red is read by every thread before it is written again below
+    }
+    auto value = [&](int k) { return normed ? row_norm_value(xr[k], k, st, nm) : xr[k]; };
     float m = 0.0f;
-    for (int k = threadIdx.x; k < K; k += blockDim.x) m = fmaxf(m, fabsf(xr[k]));
+    for (int k = threadIdx.x; k < K; k += blockDim.x) m = fmaxf(m, fabsf(value(k)));
     m = warp_max(m);
     const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
     if (lane == 0) red[warp] = m;
@@ -459,34 +481,21 @@ __global__ void convert_rows_kernel(const float* x, int K, int Kp, bool split, _
     __half* hr = xh + static_cast<int64_t>(blockIdx.x) * Kp;
     __half* lr = split ? xl + static_cast<int64_t>(blockIdx.x) * Kp : nullptr;
     for (int k = threadIdx.x; k < Kp; k += blockDim.x) {
-        const float v = k < K ? xr[k] * s : 0.0f;
+        const float v = k < K ? value(k) * s : 0.0f;
         const __half h = __float2half_rn(v);
         hr[k] = h;
         if (split) lr[k] = __float2half_rn(v - __half2float(h));
     }
 }
 
-__global__ void norm_rows_kernel(const float* x, int dim, int kind, const float* w, const float* b, float eps,
-                                 float* y) {
+__global__ void norm_rows_kernel(const float* x, int dim, RowNormArgs nm, float* y) {
     __shared__ float red[32];
     pdl_wait();
     pdl_launch_dependents();
     const float* xr = x + static_cast<int64_t>(blockIdx.x) * dim;
     float* yr = y + static_cast<int64_t>(blockIdx.x) * dim;
-    float s = 0.0f, mean = 0.0f;
-    if (kind == static_cast<int>(NormKind::layer)) {
-        for (int k = threadIdx.x; k < dim; k += blockDim.x) s += xr[k];
-        mean = block_sum(s, red) / static_cast<float>(dim);
-        s = 0.0f;
-        for (int k = threadIdx.x; k < dim; k += blockDim.x) s += (xr[k] - mean) * (xr[k] - mean);
-    } else {
-        for (int k = threadIdx.x; k < dim; k += blockDim.x) s += xr[k] * xr[k];
-    }
-    const float inv = 1.0f / sqrtf(block_sum(s, red) / static_cast<float>(dim) + eps);
-    for (int k = threadIdx.x; k < dim; k += blockDim.x) {
-        const float v = (xr[k] - mean) * inv * w[k];
-        yr[k] = kind == static_cast<int>(NormKind::layer) && b ? v + b[k] : v;
-    }
+    const RowNormStats st = row_norm_stats(xr, dim, nm, red);
+    for (int k = threadIdx.x; k < dim; k += blockDim.x) yr[k] = row_norm_value(xr[k], k, st, nm);
 }
 
 __global__ void swiglu_kernel(const float* gu, int n_rows, int ff, float* y) {
@@ -524,14 +533,15 @@ GemmParams gemm_params(const Tensor& W, int n, float* y, int64_t ldy, const floa
 // are converted into the workspace as that loader meets them (f16, and their
 // low parts where it splits the activations).
 template <class Fn>
-void with_converted_x(const Tensor& W, const float* x, const GemmConfig& cfg, GemmParams& p, void* ws,
-                      const Launch& l, Fn&& fn) {
+void with_converted_x(const Tensor& W, const float* x, const RowNorm& norm, const GemmConfig& cfg, GemmParams& p,
+                      void* ws, const Launch& l, Fn&& fn) {
     auto run = [&](auto tag) {
         using A = typename decltype(tag)::type;
         auto* xh = static_cast<__half*>(ws);
         __half* xl = xh + static_cast<size_t>(p.n) * p.Kp;
         auto* scale = reinterpret_cast<float*>(xl + static_cast<size_t>(p.n) * p.Kp);
-        launch(convert_rows_kernel, dim3(p.n), dim3(256), 0, l, x, p.K, p.Kp, A::kSplitX, xh, xl, scale);
+        launch(convert_rows_kernel, dim3(p.n), dim3(256), 0, l, x, p.K, p.Kp, A::kSplitX, xh, xl, scale,
+               row_norm_args(norm));
         p.xh = xh;
         p.xl = xl;
         p.scale = scale;
@@ -542,10 +552,10 @@ void with_converted_x(const Tensor& W, const float* x, const GemmConfig& cfg, Ge
 }
 } // namespace
 
-void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep,
-          const GemmConfig& cfg, void* ws, const Launch& l) {
+void gemm(const Tensor& W, const float* x, const RowNorm& norm, int n, float* y, int64_t ldy, const float* bias,
+          Epilogue ep, const GemmConfig& cfg, void* ws, const Launch& l) {
     GemmParams p = gemm_params(W, n, y, ldy, bias, ep);
-    with_converted_x(W, x, cfg, p, ws, l, [&](auto tag) { run_gemm<typename decltype(tag)::type>(p, W.data, l); });
+    with_converted_x(W, x, norm, cfg, p, ws, l, [&](auto tag) { run_gemm<typename decltype(tag)::type>(p, W.data, l); });
 }
 
 void gemm_experts(const Experts& W, const float* x, int x_rows, int shift, const ExpertGroups& g, float* y,
@@ -555,20 +565,19 @@ void gemm_experts(const Experts& W, const float* x, int x_rows, int shift, const
     for (int i = 0; i < W.n; ++i) ex.base[i] = static_cast<const uint8_t*>(W.w[i].data);
     ex.groups = g;
     ex.shift = shift;
-    with_converted_x(W.w[0], x, cfg, p, ws, l,
+    with_converted_x(W.w[0], x, RowNorm{}, cfg, p, ws, l,
                      [&](auto tag) { run_gemm_experts<typename decltype(tag)::type>(p, ex, l); });
 }
 
-void convert_rows(const float* x, int n, int64_t K, __half* xh, float* scale, const Launch& l) {
+void convert_rows(const float* x, const RowNorm& norm, int n, int64_t K, __half* xh, float* scale, const Launch& l) {
     const int Kp = static_cast<int>((K + BK - 1) / BK * BK);
     launch(convert_rows_kernel, dim3(n), dim3(256), 0, l, x, static_cast<int>(K), Kp, false, xh,
-           static_cast<__half*>(nullptr), scale);
+           static_cast<__half*>(nullptr), scale, row_norm_args(norm));
 }
 int64_t converted_ld(int64_t K) { return (K + BK - 1) / BK * BK; }
 
 void norm_rows(const float* x, int n_rows, int dim, const RowNorm& norm, float* y, const Launch& l) {
-    launch(norm_rows_kernel, dim3(n_rows), dim3(256), 0, l, x, dim, static_cast<int>(norm.kind), norm.w, norm.b,
-           norm.eps, y);
+    launch(norm_rows_kernel, dim3(n_rows), dim3(256), 0, l, x, dim, row_norm_args(norm), y);
 }
 
 void swiglu_rows(const float* gate_up, int n_rows, int ff, float* y, const Launch& l) {

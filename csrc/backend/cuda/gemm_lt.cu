@@ -76,8 +76,8 @@ size_t lt_workspace(int n, int64_t K) {
     return (static_cast<size_t>(n) * converted_ld(K) * sizeof(__half) + 255) / 256 * 256 + n * sizeof(float) + 256;
 }
 
-bool gemm_lt(CublasLt& lt, const Tensor& W, const float* x, int n, float* y, const float* bias, Epilogue ep,
-             const LtBuffers& b, const Launch& l) {
+bool gemm_lt(CublasLt& lt, const Tensor& W, const float* x, const RowNorm& norm, int n, float* y, const float* bias,
+             Epilogue ep, const LtBuffers& b, const Launch& l) {
     if (!lt_takes(W)) return false;
     const int K = static_cast<int>(W.ne0);
     const int64_t M = W.ne1, ld = converted_ld(K);
@@ -91,7 +91,7 @@ bool gemm_lt(CublasLt& lt, const Tensor& W, const float* x, int n, float* y, con
                static_cast<const float*>(b.product), n, static_cast<int>(M), static_cast<const float*>(scale), bias,
                static_cast<int>(ep), y);
     };
-    convert_rows(x, n, K, xh, scale, l);
+    convert_rows(x, norm, n, K, xh, scale, l);
     if (W.type == DType::F16) {
         if (!lt.matmul(static_cast<const __half*>(W.data), M, K, K, xh, n, ld, b.product, M, &one, &zero,
                        b.cublas_ws, b.cublas_ws_bytes, l.stream))

@@ -57,8 +57,8 @@ bool experts_swiglu(const Experts& gate, const Experts& up, const float* x, int 
 bool experts_down_add(const Experts& down, const float* h, int n, const ExpertPick* picks, float* x, const Launch& l,
                       int sm_count);
 
-// Prefill on tensor cores: y[n, ldy] (columns [0, W.ne1)) = epilogue(x . W^T + bias)
-// for Epilogue::store, add or gelu (x already normalized). ws: gemm_workspace(n, K)
+// Prefill on tensor cores: y[n, ldy] (columns [0, W.ne1)) = epilogue(norm(x) . W^T + bias)
+// for Epilogue::store, add or gelu (the norm done as the activations are converted). ws: gemm_workspace(n, K)
 // bytes of scratch for the activations in f16.
 struct GemmConfig {
     bool exact = false;  // F16 and BF16 weights meet the activations' f16 high and low
@@ -66,11 +66,11 @@ struct GemmConfig {
     int stages = 3;      // k-steps of tiles in shared memory for F16 weights (2 or 3)
 };
 size_t gemm_workspace(int n, int64_t K);
-void gemm(const Tensor& W, const float* x, int n, float* y, int64_t ldy, const float* bias, Epilogue ep,
-          const GemmConfig& cfg, void* ws, const Launch& l);
+void gemm(const Tensor& W, const float* x, const RowNorm& norm, int n, float* y, int64_t ldy, const float* bias,
+          Epilogue ep, const GemmConfig& cfg, void* ws, const Launch& l);
 
 // Prefill through cuBLASLt (gemm_lt.cu), when the backend loaded it:
-// y = epilogue(x . W^T + bias), every epilogue, for F16 weights as they are
+// y = epilogue(norm(x) . W^T + bias), every epilogue, for F16 weights as they are
 // and quantized ones dequantized to f16 a slice of rows at a time. gemm_lt:
 // false when not taken (cuBLASLt has no algorithm for the shape); y has not
 // changed then.
@@ -85,8 +85,8 @@ struct LtBuffers {
 };
 bool lt_takes(const Tensor& W);
 size_t lt_workspace(int n, int64_t K);
-bool gemm_lt(CublasLt& lt, const Tensor& W, const float* x, int n, float* y, const float* bias, Epilogue ep,
-             const LtBuffers& b, const Launch& l);
+bool gemm_lt(CublasLt& lt, const Tensor& W, const float* x, const RowNorm& norm, int n, float* y, const float* bias,
+             Epilogue ep, const LtBuffers& b, const Launch& l);
 
 // Experts over a prompt (batches the decode kernels do not take): the picks
 // grouped by expert on the GPU (moe_group), then one launch of the prefill
@@ -110,9 +110,10 @@ void gemm_experts(const Experts& W, const float* x, int x_rows, int shift, const
 void experts_combine(const float* o, int n, int width, const ExpertPick* picks, float* x, const Launch& l);
 
 // Row-wise helpers of the prefill path.
-// x [n, K] as the GEMMs meet it: row t times scale[t] (a power of two that
-// puts its largest magnitude near 2^14) in f16, rows of converted_ld(K).
-void convert_rows(const float* x, int n, int64_t K, __half* xh, float* scale, const Launch& l);
+// x [n, K] as the GEMMs meet it: row t normalized (norm, if any), times
+// scale[t] (a power of two that puts its largest magnitude near 2^14) in f16,
+// rows of converted_ld(K).
+void convert_rows(const float* x, const RowNorm& norm, int n, int64_t K, __half* xh, float* scale, const Launch& l);
 int64_t converted_ld(int64_t K);
 void norm_rows(const float* x, int n_rows, int dim, const RowNorm& norm, float* y, const Launch& l);
 void swiglu_rows(const float* gate_up, int n_rows, int ff, float* y, const Launch& l);
@@ -148,6 +149,13 @@ struct FusedInput {
 void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache,
                const AttentionParams& p, const AttentionPlan& plan, const AttentionWorkspace& ws, const int* pos0,
                float* out, const Launch& l, const FusedInput* fuse = nullptr);
+
+// Prefill attention on tensor cores (flash_attention.cu): the queries and
+// probabilities rounded to f16, so only for batches whose caller accepts that.
+// takes: whether the kernel handles this head size, cache and alignment.
+bool flash_attention_takes(int head_dim, DType cache_type, const float* q, int64_t q_stride, const float* out);
+void flash_attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache, const AttentionParams& a,
+                     const int* pos0, float* out, const Launch& l);
 
 // *p = v (the step's position, where the kernels read it).
 void set_int(int* p, int v, const Launch& l);
