@@ -1,6 +1,7 @@
 """The table of tools/gpu_bench.sh: per file, the median over rounds of each
-engine's mean t/s for pp512 and tg128, their ratio, and the share of the
-GPU's peak memory bandwidth decode reaches (the bytes a token reads x tokens/s).
+engine's mean t/s for each test (tg128, pp512, pp4096, ...), their ratio,
+and the share of the GPU's peak memory bandwidth decode reaches (the bytes a
+token reads x tokens/s).
 
     python tools/bench_table.py bench.jsonl [--peak-tbs 4.8] [--sizes MODELS_DIR]
 
@@ -52,7 +53,7 @@ def main() -> None:
         if not line.strip():
             continue
         r = json.loads(line)
-        test = "pp" if r.get("n_prompt") and not r.get("n_gen") else "tg"
+        test = f"pp{r['n_prompt']}" if r.get("n_prompt") and not r.get("n_gen") else f"tg{r.get('n_gen')}"
         ts[r["file"], r["engine"], test].append(float(r["avg_ts"]))
         if r["engine"] == "phicpp":
             size[r["file"]] = int(r["model_size"])
@@ -63,26 +64,31 @@ def main() -> None:
             b = token_bytes(Path(a.sizes) / f"{f}.gguf")
             if b:
                 read[f] = b
-    print(f"| file | size GB | tg128 phicpp | tg128 llama.cpp | ratio | HBM share (phicpp / llama.cpp) "
-          f"| pp512 phicpp | pp512 llama.cpp | ratio |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    tests = sorted({k[2] for k in ts}, key=lambda t: (t[:2] != "tg", int(t[2:] or 0)))  # tg first, then pp by length
+    head = "| file | size GB |"
+    rule = "|---|---:|"
+    for t in tests:
+        head += f" {t} phicpp | {t} llama.cpp | ratio |" + (" HBM share (phicpp / llama.cpp) |" if t.startswith("tg") else "")
+        rule += "---:|---:|---:|" + ("---:|" if t.startswith("tg") else "")
+    print(head)
+    print(rule)
     files = [f for f in ORDER if f in size] + sorted(f for f in size if f not in ORDER)
+
+    def fmt(v, d=0):
+        return f"{v:.{d}f}" if v is not None else "-"
+
+    def ratio(x, y):
+        return f"{x / y:.2f}" if x and y else "-"
+
     for f in files:
-        gb = size[f] / 1e9
-        tg_p, tg_l = med.get((f, "phicpp", "tg")), med.get((f, "llama.cpp", "tg"))
-        pp_p, pp_l = med.get((f, "phicpp", "pp")), med.get((f, "llama.cpp", "pp"))
-
-        def fmt(v, d=0):
-            return f"{v:.{d}f}" if v is not None else "-"
-
-        def ratio(x, y):
-            return f"{x / y:.2f}" if x and y else "-"
-
         def share(v):
             return f"{100 * read[f] * v / (a.peak_tbs * 1e12):.0f}%" if v else "-"
 
-        print(f"| {f} | {gb:.2f} | {fmt(tg_p)} | {fmt(tg_l)} | {ratio(tg_p, tg_l)} | {share(tg_p)} / {share(tg_l)} "
-              f"| {fmt(pp_p)} | {fmt(pp_l)} | {ratio(pp_p, pp_l)} |")
+        row = f"| {f} | {size[f] / 1e9:.2f} |"
+        for t in tests:
+            p, l = med.get((f, "phicpp", t)), med.get((f, "llama.cpp", t))
+            row += f" {fmt(p)} | {fmt(l)} | {ratio(p, l)} |" + (f" {share(p)} / {share(l)} |" if t.startswith("tg") else "")
+        print(row)
     n = max((len(v) for v in ts.values()), default=0)
     print(f"\nmedian of {n} round(s) of each engine's mean over 3 repetitions; HBM share = bytes a token reads "
           f"(all tensor bytes; a mixture of experts' used experts only) x t/s / {a.peak_tbs} TB/s")

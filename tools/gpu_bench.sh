@@ -4,7 +4,7 @@
 # the eight random-weight files (Phi-3-mini and Phi-2: F16, Q8_0, Q4_K_M,
 # Q4_0; FILES may add phimoe-q4_k_m, phimoe-q8_0: Phi-3.5-MoE's width, MOE_LAYERS
 # layers), `phicpp bench -ngl 99` and `llama-bench -ngl 99 -fa 1` alternately
-# per file, pp512 and tg128, ROUNDS rounds; then where a decode step's time
+# per file, pp512 (PP: more prompt lengths) and tg128, ROUNDS rounds; then where a decode step's time
 # goes (Nsight Compute) on two files.
 #
 # On the device (repo root), carrying the extension, .bench (mkrand_gguf.py,
@@ -26,6 +26,7 @@ cd "$(dirname "$0")/.."
 WHAT=${1:-all}
 OUT=${OUT:-/tmp/gpu_bench}
 ROUNDS=${ROUNDS:-2}
+PP=${PP:-512}  # prompt lengths, comma-separated (e.g. 512,4096)
 FILES=${FILES:-phi3-f16 phi3-q8_0 phi3-q4_k_m phi3-q4_0 phi2-f16 phi2-q8_0 phi2-q4_k_m phi2-q4_0}
 want() { case " $FILES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 M=${MODELS:-/tmp/m}
@@ -115,11 +116,11 @@ prepare
 for r in $(seq 1 "$ROUNDS"); do
   for a in phi3 phi2 phimoe; do for q in f16 q8_0 q4_k_m q4_0; do
     f=$M/$a-$q.gguf; [ -f $f ] && want $a-$q || continue
-    python3 -m phicpp bench -m $f -ngl 99 -p 512 -n 128 -r 3 -o json 2> "$L/phicpp-bench.err" \
+    python3 -m phicpp bench -m $f -ngl 99 -p "$PP" -n 128 -r 3 -o json 2> "$L/phicpp-bench.err" \
       | python3 -c "import json,sys; [print(json.dumps(dict(x, engine='phicpp', file='$a-$q', round=$r))) for x in json.load(sys.stdin)]" \
       >> "$OUT/bench.jsonl" || log "phicpp bench $a-$q failed: $(tail -2 "$L/phicpp-bench.err")"
     if [ -n "$LB" ]; then
-      "$LB" -m $f -ngl 99 -fa 1 -p 512 -n 128 -r 3 -o json 2> "$L/llama-bench.err" \
+      "$LB" -m $f -ngl 99 -fa 1 -p "$PP" -n 128 -r 3 -o json 2> "$L/llama-bench.err" \
         | python3 -c "import json,sys; [print(json.dumps(dict(x, engine='llama.cpp', file='$a-$q', round=$r))) for x in json.load(sys.stdin)]" \
         >> "$OUT/bench.jsonl" || log "llama-bench $a-$q failed: $(tail -2 "$L/llama-bench.err")"
     fi

@@ -66,13 +66,17 @@ AttnParams attn_params(const float* q, int64_t q_stride, int t0, int n_q, const 
     return p;
 }
 
-// One warp per (head slot, token): slots [0, n_head) are q heads, the rest k heads
-// (which also carry their v head into the cache).
-__global__ void attention_input_kernel(InputParams p) {
-    __shared__ float buf[kMaxHead];
+// One warp per (head slot, token), kInputWarps slots of a token per CTA:
+// slots [0, n_head) are q heads, the rest k heads (which also carry their v
+// head into the cache).
+constexpr int kInputWarps = 8;
+__global__ void __launch_bounds__(kInputWarps * kWarp) attention_input_kernel(InputParams p) {
+    __shared__ float bufs[kInputWarps][kMaxHead];
     pdl_wait();
     pdl_launch_dependents();
-    const int lane = threadIdx.x, slot = blockIdx.x, t = blockIdx.y;
+    const int lane = threadIdx.x % kWarp, slot = blockIdx.x * kInputWarps + threadIdx.x / kWarp, t = blockIdx.y;
+    if (slot >= p.n_head + p.n_head_kv) return;  // (no barrier below but __syncwarp)
+    float* buf = bufs[threadIdx.x / kWarp];
     const int pos = *p.pos0 + p.pos + t;
     const bool is_q = slot < p.n_head;
     const int h = is_q ? slot : slot - p.n_head;
@@ -120,7 +124,9 @@ void launch_attention(const AttnParams& p, dim3 grid, int warps, const Launch& l
 void attention_input(const QKVRows& t, int n_tok, const AttentionParams& a, const QKNorm& qk, const RopeParams& rope,
                      const KVCache& cache, const int* pos0, const Launch& l) {
     const InputParams p = input_params(t, a, qk, rope, cache, pos0);
-    launch(attention_input_kernel, dim3(a.n_head + a.n_head_kv, n_tok), dim3(kWarp), 0, l, p);
+    const int slots = a.n_head + a.n_head_kv;
+    launch(attention_input_kernel, dim3((slots + kInputWarps - 1) / kInputWarps, n_tok), dim3(kInputWarps * kWarp), 0, l,
+           p);
 }
 
 size_t AttentionPlan::partial_floats() const {

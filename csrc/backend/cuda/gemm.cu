@@ -451,6 +451,8 @@ __device__ __forceinline__ float row_norm_value(float x, int k, const RowNormSta
 // by a power of two that puts its largest magnitude in [2^14, 2^15) (1 for a
 // row of zeros, or with a non-finite value, which then shows in the result),
 // as f16 (high part, and low part when split), zero-padded to Kp.
+// kVec4: K a multiple of 4 and x 16-byte aligned: four elements per access.
+template <bool kVec4>
 __global__ void convert_rows_kernel(const float* x, int K, int Kp, bool split, __half* xh, __half* xl, float* scale,
                                     RowNormArgs nm) {
     __shared__ float red[32];
@@ -464,9 +466,26 @@ __global__ void convert_rows_kernel(const float* x, int K, int Kp, bool split, _
         st = row_norm_stats(xr, K, nm, red);
         __syncthreads();  // red is read by every thread before it is written again below
     }
-    auto value = [&](int k) { return normed ? row_norm_value(xr[k], k, st, nm) : xr[k]; };
+    constexpr int V = kVec4 ? 4 : 1;
+    // elements [k, k + V) of the (normalized) row
+    auto values = [&](int k, float (&v)[V]) {
+        if constexpr (kVec4) {
+            const float4 f = *reinterpret_cast<const float4*>(xr + k);
+            v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
+        } else {
+            v[0] = xr[k];
+        }
+        if (normed)
+#pragma unroll
+            for (int i = 0; i < V; ++i) v[i] = row_norm_value(v[i], k + i, st, nm);
+    };
     float m = 0.0f;
-    for (int k = threadIdx.x; k < K; k += blockDim.x) m = fmaxf(m, fabsf(value(k)));
+    for (int k = threadIdx.x * V; k < K; k += blockDim.x * V) {
+        float v[V];
+        values(k, v);
+#pragma unroll
+        for (int i = 0; i < V; ++i) m = fmaxf(m, fabsf(v[i]));
+    }
     m = warp_max(m);
     const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
     if (lane == 0) red[warp] = m;
@@ -480,12 +499,31 @@ __global__ void convert_rows_kernel(const float* x, int K, int Kp, bool split, _
     const float s = row_scale;
     __half* hr = xh + static_cast<int64_t>(blockIdx.x) * Kp;
     __half* lr = split ? xl + static_cast<int64_t>(blockIdx.x) * Kp : nullptr;
-    for (int k = threadIdx.x; k < Kp; k += blockDim.x) {
-        const float v = k < K ? value(k) * s : 0.0f;
-        const __half h = __float2half_rn(v);
-        hr[k] = h;
-        if (split) lr[k] = __float2half_rn(v - __half2float(h));
+    for (int k = threadIdx.x * V; k < Kp; k += blockDim.x * V) {  // (Kp, a multiple of 64: no row ends inside a group)
+        float v[V];
+        if (k < K) values(k, v);
+        __half h[V], lo[V];
+#pragma unroll
+        for (int i = 0; i < V; ++i) {
+            const float e = k < K ? v[i] * s : 0.0f;
+            h[i] = __float2half_rn(e);
+            lo[i] = __float2half_rn(e - __half2float(h[i]));
+        }
+        if constexpr (kVec4) {
+            *reinterpret_cast<uint2*>(hr + k) = *reinterpret_cast<const uint2*>(h);
+            if (split) *reinterpret_cast<uint2*>(lr + k) = *reinterpret_cast<const uint2*>(lo);
+        } else {
+            hr[k] = h[0];
+            if (split) lr[k] = lo[0];
+        }
     }
+}
+// The conversion of n rows (kVec4 where the row length and x allow).
+void launch_convert_rows(const float* x, int n, int K, int Kp, bool split, __half* xh, __half* xl, float* scale,
+                         const RowNorm& norm, const Launch& l) {
+    const bool vec4 = K % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+    launch(vec4 ? convert_rows_kernel<true> : convert_rows_kernel<false>, dim3(n), dim3(256), 0, l, x, K, Kp, split,
+           xh, xl, scale, row_norm_args(norm));
 }
 
 __global__ void norm_rows_kernel(const float* x, int dim, RowNormArgs nm, float* y) {
@@ -540,8 +578,7 @@ void with_converted_x(const Tensor& W, const float* x, const RowNorm& norm, cons
         auto* xh = static_cast<__half*>(ws);
         __half* xl = xh + static_cast<size_t>(p.n) * p.Kp;
         auto* scale = reinterpret_cast<float*>(xl + static_cast<size_t>(p.n) * p.Kp);
-        launch(convert_rows_kernel, dim3(p.n), dim3(256), 0, l, x, p.K, p.Kp, A::kSplitX, xh, xl, scale,
-               row_norm_args(norm));
+        launch_convert_rows(x, p.n, p.K, p.Kp, A::kSplitX, xh, xl, scale, norm, l);
         p.xh = xh;
         p.xl = xl;
         p.scale = scale;
@@ -571,8 +608,7 @@ void gemm_experts(const Experts& W, const float* x, int x_rows, int shift, const
 
 void convert_rows(const float* x, const RowNorm& norm, int n, int64_t K, __half* xh, float* scale, const Launch& l) {
     const int Kp = static_cast<int>((K + BK - 1) / BK * BK);
-    launch(convert_rows_kernel, dim3(n), dim3(256), 0, l, x, static_cast<int>(K), Kp, false, xh,
-           static_cast<__half*>(nullptr), scale, row_norm_args(norm));
+    launch_convert_rows(x, n, static_cast<int>(K), Kp, false, xh, nullptr, scale, norm, l);
 }
 int64_t converted_ld(int64_t K) { return (K + BK - 1) / BK * BK; }
 

@@ -43,25 +43,60 @@ __global__ void dequant_rows_kernel(PlanarView w, int64_t r0, int rows, int K, _
     }
 }
 
+template <int kV>
+__device__ __forceinline__ void load_floats(const float* p, float (&v)[kV]) {
+    if constexpr (kV == 4) {
+        const float4 f = *reinterpret_cast<const float4*>(p);
+        v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
+    } else {
+        v[0] = *p;
+    }
+}
+template <int kV>
+__device__ __forceinline__ void store_floats(float* p, const float (&v)[kV]) {
+    if constexpr (kV == 4) *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+    else *p = v[0];
+}
+
 // y = epilogue(z / scale[t] + bias) for z [n, M] (the product of the scaled
 // activations); swiglu: y [n, M / 2] from the gate half and the up half.
+// CTA row blockIdx.y takes tokens blockIdx.y, + gridDim.y, ...; a thread
+// takes kV consecutive columns (4 where the widths allow 16-byte accesses).
+template <int kV>
 __global__ void lt_epilogue_kernel(const float* z, int n, int M, const float* scale, const float* bias, int ep,
                                    float* y) {
     pdl_wait();
     pdl_launch_dependents();
     const bool swiglu = ep == static_cast<int>(Epilogue::swiglu);
     const int width = swiglu ? M / 2 : M;
-    for_each_element(n, width, [&](int64_t t, int64_t c, int64_t i) {
+    const int c = (blockIdx.x * blockDim.x + threadIdx.x) * kV;
+    if (c >= width) return;
+    float b[kV], bu[kV];  // the bias of these columns (and of their up half)
+#pragma unroll
+    for (int i = 0; i < kV; ++i) {
+        b[i] = bias ? bias[c + i] : 0.0f;
+        bu[i] = bias && swiglu ? bias[width + c + i] : 0.0f;
+    }
+    for (int64_t t = blockIdx.y; t < n; t += gridDim.y) {
         const float unscale = 1.0f / scale[t];  // exact: a power of two
-        const float v = z[t * M + c] * unscale + (bias ? bias[c] : 0.0f);
+        float v[kV], out[kV];
+        load_floats(z + t * M + c, v);
         if (swiglu) {
-            y[i] = silu(v) * (z[t * M + width + c] * unscale + (bias ? bias[width + c] : 0.0f));
+            float u[kV];
+            load_floats(z + t * M + width + c, u);
+#pragma unroll
+            for (int i = 0; i < kV; ++i) out[i] = silu(v[i] * unscale + b[i]) * (u[i] * unscale + bu[i]);
         } else if (ep == static_cast<int>(Epilogue::add)) {
-            y[i] += v;
+            load_floats(y + t * width + c, out);
+#pragma unroll
+            for (int i = 0; i < kV; ++i) out[i] += v[i] * unscale + b[i];
         } else {
-            y[i] = ep == static_cast<int>(Epilogue::gelu) ? gelu_tanh(v) : v;
+            const bool gelu = ep == static_cast<int>(Epilogue::gelu);
+#pragma unroll
+            for (int i = 0; i < kV; ++i) out[i] = gelu ? gelu_tanh(v[i] * unscale + b[i]) : v[i] * unscale + b[i];
         }
-    });
+        store_floats(y + t * width + c, out);
+    }
 }
 
 } // namespace
@@ -87,7 +122,10 @@ bool gemm_lt(CublasLt& lt, const Tensor& W, const float* x, const RowNorm& norm,
     const float one = 1.0f, zero = 0.0f;
     auto epilogue = [&] {
         const int64_t width = ep == Epilogue::swiglu ? M / 2 : M;
-        launch(lt_epilogue_kernel, dim3(element_ctas(n * width, 4096)), dim3(256), 0, l,
+        const bool vec4 = width % 4 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;  // (product: aligned, M even)
+        const int v = vec4 ? 4 : 1;
+        const dim3 grid(static_cast<unsigned>((width / v + 255) / 256), static_cast<unsigned>(std::min(n, 65535)));
+        launch(vec4 ? lt_epilogue_kernel<4> : lt_epilogue_kernel<1>, grid, dim3(256), 0, l,
                static_cast<const float*>(b.product), n, static_cast<int>(M), static_cast<const float*>(scale), bias,
                static_cast<int>(ep), y);
     };
