@@ -78,6 +78,20 @@ def test_prefill_then_decode_matches_transformers(gguf_of, kind, outtype, device
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["phi2", "phi3_medium", "phi3_swa"])
+def test_prompt_longer_than_the_batch_matches_transformers(gguf_of, kind, device):
+    """A prompt of 70 tokens in batches of 24 (24, 24, 22: each batch attends to the
+    cache the batches before wrote; on the GPU the batches take flash attention),
+    F16 weights and cache, every position's logits against transformers."""
+    tiny, path = gguf_of(kind, "f16")
+    rng = np.random.default_rng(77)
+    tokens = rng.integers(0, tiny.tokenizer.n_tokens, 70).astype(np.int32)
+    ref = hf_logits(tiny, tokens, "f16")
+    m = phicpp.Model(path, n_ctx=128, n_batch=24, n_threads=2, kv_type="f16", device=device)
+    assert rel_err(m.eval(tokens, all_logits=True), ref) <= TOL["f16"]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", ["phi3_128k", "phi4_mini"])
 def test_longrope_long_factors(gguf_of, kind, device):
     """A sequence longer than the original context: transformers switches to
