@@ -12,10 +12,14 @@
 #   LLAMA_BENCH=/path/to/llama-bench   a prebuilt one (libcublas, libcudart found on the machine), or
 #   LLAMA_SRC=.bench/llama.cpp         its source (../shared/tools/prep_llamacpp_bench.sh lays it out), built here:
 #   bash tools/gpu_bench.sh
-# The 2026-12-01 run used a llama-bench built on the dev machine by
+# The 2026-12-01 and 2026-12-03 runs used a llama-bench built on the dev machine by
 # tools/llamacpp_cuda_build.sh (41 MB compressed, carried in two calls of one
-# warm machine: the first copied one part to /tmp); the LLAMA_SRC path
-# follows ../shared/tools/llamacpp_cuda_bench.sh and has not been run.
+# warm machine, the repository's own 26 MB counting against the 64 MiB: the
+# first call, with the extension and `tools/gpu_check.sh tests`, copied part
+# .aa to /tmp and started `gpu_bench.sh prep` under setsid; the second carried
+# part .ab, then (a call that named only that part found no usable .devdeps)
+# .devdeps with the extension again); the LLAMA_SRC path follows ../shared/tools/llamacpp_cuda_bench.sh
+# and has not been run.
 # The files are made with `phicpp quantize`, whose output is byte-identical to
 # llama-quantize's for these mixes (tests/test_llamacpp_quant.py). Results:
 # $OUT/bench.md (table), $OUT/bench.json (every sample), $OUT/profile-*.txt.
