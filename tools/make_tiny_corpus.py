@@ -322,6 +322,9 @@ def main(argv=None) -> int:
     ap.add_argument("--functions", type=int, default=0,
                     help="write each short documented top-level function of the train split's .py files "
                          "N more times into train.txt as a document of its own")
+    ap.add_argument("--exercises", type=int, default=0,
+                    help="also N synthetic textbook exercises (tools/make_exercises.py, seeded by --seed) in "
+                         "train.txt and textbook.txt")
     ap.add_argument("--pydoc-topics", action="store_true",
                     help="also the pydoc topics (tried for run 2, see MODEL_CARD.md; the shipped model has none)")
     args = ap.parse_args(argv)
@@ -378,6 +381,13 @@ def main(argv=None) -> int:
         splits["train"].extend(unique * args.functions)
         textbook.extend(unique)
         counts["train:functions"] = {"files": len(unique), "bytes": sum(len(f.encode()) for f in unique)}
+    if args.exercises:
+        from make_exercises import exercises  # (tools/, beside this file)
+
+        made = exercises(args.exercises, args.seed)
+        splits["train"].extend(made)
+        textbook.extend(made)
+        counts["train:exercises"] = {"files": len(made), "bytes": sum(len(e.encode()) for e in made)}
     for split, docs in splits.items():
         (args.out / f"{split}.txt").write_text(EOT.join(docs), encoding="utf-8")
     if textbook:

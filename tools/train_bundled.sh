@@ -2,7 +2,9 @@
 # Make the bundled code model in one device call (issue 20): corpus from the machine's
 # own Python (stdlib + installed distributions that state a license) plus the textbook-like
 # wheels carried in .corpus-wheels/ and, FUNCTIONS (2) more times, every short documented
-# top-level function of it as a document of its own (see make_tiny_corpus.py), a code BPE, PhiForCausalLM trained on the GPU with a
+# top-level function of it as a document of its own (see make_tiny_corpus.py), EXERCISES
+# (150000) synthetic textbook exercises (tools/make_exercises.py; in the anneal phase's
+# textbook share too), a code BPE, PhiForCausalLM trained on the GPU with a
 # schedule that ends inside the call, then phicpp convert (F16), quantize (Q8_0) and
 # pass@1 of the quantized file through phicpp's own engine. Everything the model card
 # needs comes back under $OUT (or OUT=... here): log.txt, results.tar.gz and the Q8_0 file in
@@ -49,6 +51,7 @@ stamp corpus
 wheels=()
 [ -d .corpus-wheels ] && wheels=(--wheels .corpus-wheels --repeat-wheels "${REPEAT_WHEELS:-4}")
 "$PY" tools/make_tiny_corpus.py --out "$W/corpus" --packages "${wheels[@]}" --functions "${FUNCTIONS:-2}" \
+    --exercises "${EXERCISES:-150000}" \
     --code-bytes-per-package "${CODE_BYTES:-8000000}" | tee "$R/corpus.log"
 cp "$W/corpus/corpus.json" "$W/corpus/licenses.tsv" "$R/"
 gzip -c "$W/corpus/manifest.tsv" > "$R/manifest.tsv.gz"

@@ -1,0 +1,67 @@
+"""tools/make_exercises.py: every synthetic exercise is correct code, and none repeats a
+prompt of the evaluation (tools/code_tasks.py)."""
+from __future__ import annotations
+
+import ast
+import copy
+import itertools
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import code_tasks  # noqa: E402
+import make_exercises as ex  # noqa: E402
+
+
+def _define(source: str, name: str):
+    scope: dict = {}
+    exec(compile(source, f"<{name}>", "exec"), scope)  # noqa: S102 (our own generated code)
+    return scope[name]
+
+
+@pytest.mark.parametrize("fi", range(len(ex.FAMILIES)))
+def test_every_body_agrees_with_the_reference(fi):
+    """Each name x argument names x body of a family, on each of its examples."""
+    fam = ex.FAMILIES[fi]
+    assert len(fam.examples) >= 2 and fam.names and fam.docs and fam.bodies
+    for name, args, body in itertools.product(fam.names, fam.args, fam.bodies):
+        text = ex.render(fam, name, args, fam.docs[0], body, random.Random(0), asserts=False)
+        tree = ast.parse(text)
+        fn_name = tree.body[0].name
+        fn = _define(text, fn_name)
+        for example in fam.examples:
+            want = fam.ref(*copy.deepcopy(example))
+            got = fn(*copy.deepcopy(example))
+            assert got == want and type(got) is type(want), (text, example, got, want)
+
+
+def test_rendered_exercises_run_and_are_reproducible():
+    docs = ex.exercises(1500, seed=7)
+    assert docs == ex.exercises(1500, seed=7)
+    assert docs != ex.exercises(1500, seed=8)
+    with_asserts = 0
+    for text in docs:
+        tree = ast.parse(text)
+        assert isinstance(tree.body[0], ast.FunctionDef) and ast.get_docstring(tree.body[0])
+        exec(compile(text, "<exercise>", "exec"), {})  # its asserts hold  # noqa: S102
+        with_asserts += "\nassert " in text
+    assert 0.5 < with_asserts / len(docs) < 0.9
+    # every family shows up under several surfaces
+    assert len({t.split("(")[0] for t in docs}) > 2 * len(ex.FAMILIES)
+
+
+def test_no_exercise_repeats_an_evaluation_prompt():
+    """The evaluation's skills overlap with a first course's; its wording must not appear:
+    no signature-and-docstring of any family equals a task's prompt, and no docstring
+    equals a task's."""
+    prompts = {t.prompt for t in code_tasks.TASKS}
+    task_docs = {ast.get_docstring(ast.parse(t.prompt + "    pass\n").body[0]) for t in code_tasks.TASKS}
+    for fam in ex.FAMILIES:
+        for name, args, doc in itertools.product(fam.names, fam.args, fam.docs):
+            text = ex.render(fam, name, args, doc, fam.bodies[0], random.Random(0), asserts=False)
+            header = text[:text.index('"""', text.index('"""') + 3) + 4]
+            assert header not in prompts, header
+            assert ex._fmt(doc, args) not in task_docs, doc
