@@ -519,7 +519,7 @@ def flash_backend(monkeypatch):
 @pytest.mark.parametrize("pos0,n_tok,t0,window", [(0, 2, 0, 0), (0, 64, 0, 0), (0, 200, 0, 0), (37, 130, 0, 0),
                                                   (5, 129, 60, 0), (0, 300, 0, 48), (90, 77, 0, 5),
                                                   (250, 65, 1, 2047), (0, 140, 0, 64)])
-def test_flash_attention(flash_backend, hd, n_head, n_head_kv, pos0, n_tok, t0, window):
+def test_cuda_flash_attention(flash_backend, hd, n_head, n_head_kv, pos0, n_tok, t0, window):
     """Causal, GQA, windows shorter and longer than a 64-key block, partial tiles, a
     chunk after earlier tokens (pos0) and queries from inside the step (t0)."""
     rng = np.random.default_rng(hd * 7 + pos0 + n_tok + window)
@@ -534,7 +534,7 @@ def test_flash_attention(flash_backend, hd, n_head, n_head_kv, pos0, n_tok, t0, 
     assert np.allclose(y, ref, rtol=FLASH_TOL / 2, atol=FLASH_TOL), np.max(np.abs(y - ref))
 
 
-def test_flash_attention_sharp_and_flat_scores(flash_backend):
+def test_cuda_flash_attention_sharp_and_flat_scores(flash_backend):
     """Scores far apart (one key takes all the weight, in f32 softmax arithmetic) and
     all equal (the mean of the values), with large query and key magnitudes."""
     hd, n = 64, 96
