@@ -125,6 +125,26 @@ __device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
 
 __device__ __forceinline__ float h2f(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 __device__ __forceinline__ float bf2f(uint16_t h) { return __uint_as_float(static_cast<uint32_t>(h) << 16); }
+// Two floats rounded to f16, as the 32-bit word the tensor-core operands and 16-byte stores take.
+__device__ __forceinline__ uint32_t pack_half2(float a, float b) {
+    const __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&h);
+}
+// kV (1 or 4) consecutive floats; 4: one 16-byte access (p 16-byte aligned).
+template <int kV>
+__device__ __forceinline__ void load_floats(const float* p, float (&v)[kV]) {
+    if constexpr (kV == 4) {
+        const float4 f = *reinterpret_cast<const float4*>(p);
+        v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
+    } else {
+        v[0] = *p;
+    }
+}
+template <int kV>
+__device__ __forceinline__ void store_floats(float* p, const float (&v)[kV]) {
+    if constexpr (kV == 4) *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+    else *p = v[0];
+}
 
 inline int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 

@@ -234,8 +234,7 @@ void launch_flash(const FlashParams& p, const Launch& l) {
 } // namespace
 
 bool flash_attention_takes(int head_dim, DType cache_type, const float* q, int64_t q_stride, const float* out) {
-    const bool hd_ok = head_dim == 16 || head_dim == 32 || head_dim == 48 || head_dim == 64 || head_dim == 80 ||
-                       head_dim == 96 || head_dim == 112 || head_dim == 128;
+    const bool hd_ok = head_dim % 16 == 0 && head_dim >= 16 && head_dim <= 128;  // (the instantiations below)
     // float2 loads of the queries and stores of the output
     return hd_ok && cache_type == DType::F16 && q_stride % 2 == 0 && reinterpret_cast<uintptr_t>(q) % 8 == 0 &&
            reinterpret_cast<uintptr_t>(out) % 8 == 0;

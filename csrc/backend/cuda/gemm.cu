@@ -469,12 +469,7 @@ __global__ void convert_rows_kernel(const float* x, int K, int Kp, bool split, _
     constexpr int V = kVec4 ? 4 : 1;
     // elements [k, k + V) of the (normalized) row
     auto values = [&](int k, float (&v)[V]) {
-        if constexpr (kVec4) {
-            const float4 f = *reinterpret_cast<const float4*>(xr + k);
-            v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
-        } else {
-            v[0] = xr[k];
-        }
+        load_floats(xr + k, v);
         if (normed)
 #pragma unroll
             for (int i = 0; i < V; ++i) v[i] = row_norm_value(v[i], k + i, st, nm);

@@ -33,29 +33,11 @@ __global__ void dequant_rows_kernel(PlanarView w, int64_t r0, int rows, int K, _
         F::unpack(load_unit<F>(w, r0 + r, unit), unit % F::kUnits, u);
         uint32_t h[16];
 #pragma unroll
-        for (int e = 0; e < 32; e += 2) {
-            const __half2 hh = __floats2half2_rn(unit_value(u, e), unit_value(u, e + 1));
-            h[e / 2] = *reinterpret_cast<const uint32_t*>(&hh);
-        }
+        for (int e = 0; e < 32; e += 2) h[e / 2] = pack_half2(unit_value(u, e), unit_value(u, e + 1));
         uint4* dst = reinterpret_cast<uint4*>(out + r * K + unit * 32);
 #pragma unroll
         for (int j = 0; j < 4; ++j) dst[j] = make_uint4(h[4 * j], h[4 * j + 1], h[4 * j + 2], h[4 * j + 3]);
     }
-}
-
-template <int kV>
-__device__ __forceinline__ void load_floats(const float* p, float (&v)[kV]) {
-    if constexpr (kV == 4) {
-        const float4 f = *reinterpret_cast<const float4*>(p);
-        v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
-    } else {
-        v[0] = *p;
-    }
-}
-template <int kV>
-__device__ __forceinline__ void store_floats(float* p, const float (&v)[kV]) {
-    if constexpr (kV == 4) *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
-    else *p = v[0];
 }
 
 // y = epilogue(z / scale[t] + bias) for z [n, M] (the product of the scaled

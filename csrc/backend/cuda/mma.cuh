@@ -1,6 +1,7 @@
 // Tensor-core building blocks (sm_80+): mma.sync m16n8k16 with f16 operands
-// and f32 accumulation, the ldmatrix loads that feed it from shared memory,
-// and f16 packing. Shared by the prefill GEMM and flash attention.
+// and f32 accumulation and the ldmatrix loads that feed it from shared memory
+// (f16 packing: pack_half2 in common.cuh). Shared by the prefill GEMM and
+// flash attention.
 //
 // Fragment layout of m16n8k16 (g = lane / 4, t = lane % 4):
 //   A (16 x 16, 4 regs): a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..)
@@ -10,11 +11,6 @@
 #include "backend/cuda/common.cuh"
 
 namespace phi::cuda {
-
-__device__ __forceinline__ uint32_t pack_half2(float a, float b) {
-    const __half2 h = __floats2half2_rn(a, b);
-    return *reinterpret_cast<const uint32_t*>(&h);
-}
 
 // Four 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i.
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const __half* p) {
