@@ -20,6 +20,15 @@ import time
 from collections import defaultdict
 
 
+def profiled(step, steps: int) -> None:
+    """steps calls of step() inside the profiler's range (ncu --profile-from-start off)."""
+    cuda = ctypes.CDLL("libcuda.so.1")
+    cuda.cuProfilerStart()
+    for _ in range(steps):
+        step()
+    cuda.cuProfilerStop()
+
+
 def run_prefill(path: str, profile: bool, steps: int, n: int) -> None:
     import numpy as np
 
@@ -29,13 +38,13 @@ def run_prefill(path: str, profile: bool, steps: int, n: int) -> None:
     prompt = np.random.default_rng(0).integers(0, m.n_vocab, n).astype(np.int32)
     m.eval(prompt)  # workspaces sized, cuBLASLt plans made
     m.reset()
+
+    def prefill():
+        m.eval(prompt)
+        m.reset()
+
     if profile:
-        cuda = ctypes.CDLL("libcuda.so.1")
-        cuda.cuProfilerStart()
-        for _ in range(steps):
-            m.eval(prompt)
-            m.reset()
-        cuda.cuProfilerStop()
+        profiled(prefill, steps)
         return
     times = []
     for _ in range(5):
@@ -58,11 +67,7 @@ def run(path: str, profile: bool, steps: int, ctx: int) -> None:
     for _ in range(4):  # record the step (CUDA graph) before measuring
         m.eval([int(rng.integers(0, m.n_vocab))])
     if profile:
-        cuda = ctypes.CDLL("libcuda.so.1")
-        cuda.cuProfilerStart()
-        for _ in range(steps):
-            m.eval([int(rng.integers(0, m.n_vocab))])
-        cuda.cuProfilerStop()
+        profiled(lambda: m.eval([int(rng.integers(0, m.n_vocab))]), steps)
         return
     t0 = time.perf_counter()
     n = 64
