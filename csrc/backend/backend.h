@@ -149,6 +149,11 @@ public:
     // Frees the copy weight() made (nothing when it made none); the tensor is
     // not used again.
     virtual void free_weight(const Tensor& w) = 0;
+    // Whether the model should stack matrices that read the same input (q, k
+    // and v stored apart) into one weight: worth it where every weight is
+    // copied anyway (a device: one matmul launch instead of three); the CPU
+    // reads the mapped file in place and keeps them as they are.
+    virtual bool stacks_weights() const { return false; }
     virtual void synchronize() = 0;
     // Memory free on the device for a model (0: the backend uses host memory
     // and nothing is checked), and the scratch its ops need at most for n_batch

@@ -1,5 +1,6 @@
 #include "model/weights.h"
 
+#include <cstring>
 #include <utility>
 
 #include "quant/quant.h"
@@ -60,6 +61,47 @@ std::vector<Tensor> WeightLoader::matrices(const std::string& name, int64_t ne0,
     return out;
 }
 
+Tensor WeightLoader::stacked_matrix(const std::vector<std::string>& names, int64_t ne0,
+                                    const std::vector<int64_t>& ne1s) {
+    if (!be_.stacks_weights()) return Tensor{};
+    std::vector<const gguf::TensorInfo*> parts;
+    int64_t rows = 0;
+    for (size_t i = 0; i < names.size(); ++i) {
+        parts.push_back(&lookup(names[i], 2, ne0, ne1s[i]));
+        if (parts.back()->type != parts.front()->type) return Tensor{};
+        rows += ne1s[i];
+    }
+    // whole rows, so the stack is the tensors' bytes one after the other
+    std::vector<uint8_t> host(row_bytes(parts.front()->type, ne0) * static_cast<size_t>(rows));
+    size_t at = 0;
+    for (size_t i = 0; i < parts.size(); ++i) {
+        const size_t n = row_bytes(parts[i]->type, ne0) * static_cast<size_t>(ne1s[i]);
+        std::memcpy(host.data() + at, parts[i]->data, n);
+        at += n;
+    }
+    const Tensor w = be_.weight(Tensor{host.data(), parts.front()->type, WeightLayout::rows, ne0, rows}, WeightUse::matmul);
+    if (w.data == host.data()) fail(ErrorKind::generic, "a backend that stacks weights must copy them");
+    for (size_t i = 0; i < parts.size(); ++i) {
+        const size_t n = row_bytes(parts[i]->type, ne0) * static_cast<size_t>(ne1s[i]);
+        f_.release(parts[i]->data, n);
+        done_ += n;
+    }
+    if (progress_) progress_(done_, total_);
+    return w;
+}
+
+const float* WeightLoader::stacked_opt_vector(const std::vector<std::string>& names, const std::vector<int64_t>& ns) {
+    std::vector<float> v;
+    bool any = false;
+    for (size_t i = 0; i < names.size(); ++i) {
+        std::vector<float> part = has(names[i]) ? host_vector(names[i], ns[i]) : std::vector<float>();
+        any = any || !part.empty();
+        part.resize(static_cast<size_t>(ns[i]), 0.0f);
+        v.insert(v.end(), part.begin(), part.end());
+    }
+    return any ? to_backend(v) : nullptr;
+}
+
 Tensor WeightLoader::opt_matrix(const std::string& name, int64_t ne0, int64_t ne1) {
     return has(name) ? matrix(name, ne0, ne1) : Tensor{};
 }
@@ -78,7 +120,10 @@ const float* WeightLoader::vector(const std::string& name, int64_t n) {
         const Tensor host{t.data, t.type, WeightLayout::rows, n, 1};
         return static_cast<const float*>(be_.weight(host, WeightUse::rows).data);
     }
-    std::vector<float> v = host_vector(name, n);
+    return to_backend(host_vector(name, n));
+}
+
+const float* WeightLoader::to_backend(const std::vector<float>& v) {
     void* dst = be_.alloc(sizeof(float) * v.size());
     owned_.push_back(dst);
     be_.copy_to_device(dst, v.data(), sizeof(float) * v.size());
@@ -106,6 +151,14 @@ void load_qkv(WeightLoader& ld, const ModelConfig& c, const std::string& p, Laye
     if (ld.has(p + "attn_qkv.weight")) {
         L.wqkv = ld.matrix(p + "attn_qkv.weight", E, qw + 2 * kvw);
         L.bqkv = ld.opt_vector(p + "attn_qkv.bias", qw + 2 * kvw);
+        return;
+    }
+    // separate in the file: one stacked weight where the backend copies weights
+    // anyway (one matmul instead of three)
+    const std::vector<std::string> names{p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"};
+    L.wqkv = ld.stacked_matrix(names, E, {qw, kvw, kvw});
+    if (L.fused_qkv()) {
+        L.bqkv = ld.stacked_opt_vector({p + "attn_q.bias", p + "attn_k.bias", p + "attn_v.bias"}, {qw, kvw, kvw});
         return;
     }
     L.wq = ld.matrix(p + "attn_q.weight", E, qw);

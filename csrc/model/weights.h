@@ -59,6 +59,13 @@ public:
     // `use`: WeightUse::rows for tables also read by rows (token embeddings).
     Tensor matrix(const std::string& name, int64_t ne0, int64_t ne1, WeightUse use = WeightUse::matmul);
     Tensor opt_matrix(const std::string& name, int64_t ne0, int64_t ne1);  // data == nullptr if absent
+    // Matrices of one input width ne0 and one type stacked by rows into one
+    // weight (outputs in the order given), where the backend asks for it
+    // (Backend::stacks_weights) and the types agree; data == nullptr otherwise.
+    Tensor stacked_matrix(const std::vector<std::string>& names, int64_t ne0, const std::vector<int64_t>& ne1s);
+    // Their vectors (biases) stacked the same way, zeros for an absent one;
+    // nullptr when all are absent.
+    const float* stacked_opt_vector(const std::vector<std::string>& names, const std::vector<int64_t>& ns);
     // The n matrices [ne0 inputs, ne1 outputs] of a 3-D tensor (experts stacked
     // as llama.cpp writes them), each handed to the backend on its own as a
     // sparse weight (the CPU reads them where the file is mapped).
@@ -72,6 +79,7 @@ private:
     const gguf::TensorInfo& lookup(const std::string& name, int n_dims, int64_t ne0, int64_t ne1);
     // host (a view of the mapped file) to the backend; counts it for progress
     Tensor hand_over(const Tensor& host, WeightUse use);
+    const float* to_backend(const std::vector<float>& v);  // f32 values into backend memory
 
     const gguf::File& f_;
     Backend& be_;

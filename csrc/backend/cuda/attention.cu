@@ -81,7 +81,10 @@ __global__ void __launch_bounds__(kInputWarps * kWarp) attention_input_kernel(In
     const bool is_q = slot < p.n_head;
     const int h = is_q ? slot : slot - p.n_head;
     float* vec = is_q ? p.q + t * p.q_stride + h * p.hd : p.k + t * p.kv_stride + h * p.hd;
-    for (int i = lane; i < p.hd; i += kWarp) buf[i] = vec[i];
+    const int64_t col = (is_q ? 0 : p.k_off) + h * p.hd;  // (of a src row)
+    const float unscale = p.src ? 1.0f / p.src_scale[t] : 1.0f;  // (exact: a power of two)
+    auto src_value = [&](int64_t c) { return p.src[t * p.src_stride + c] * unscale + (p.src_bias ? p.src_bias[c] : 0.0f); };
+    for (int i = lane; i < p.hd; i += kWarp) buf[i] = p.src ? src_value(col + i) : vec[i];
     __syncwarp();
     if (p.qk.q_w) head_layernorm(buf, p.hd, is_q ? p.qk.q_w : p.qk.k_w, is_q ? p.qk.q_b : p.qk.k_b, p.qk.eps);
     head_rotary(buf, p.n_rot, rotary_angles(p, rotary_freqs(p), pos));
@@ -91,12 +94,13 @@ __global__ void __launch_bounds__(kInputWarps * kWarp) attention_input_kernel(In
     for (int i = lane; i < p.hd; i += kWarp) {
         vec[i] = buf[i];
         if (is_q) continue;
+        const float vi = p.src ? src_value(p.v_off + h * p.hd + i) : v[i];
         if (p.f16) {
             static_cast<__half*>(p.kc)[at + i] = __float2half_rn(buf[i]);
-            static_cast<__half*>(p.vc)[at + i] = __float2half_rn(v[i]);
+            static_cast<__half*>(p.vc)[at + i] = __float2half_rn(vi);
         } else {
             static_cast<float*>(p.kc)[at + i] = buf[i];
-            static_cast<float*>(p.vc)[at + i] = v[i];
+            static_cast<float*>(p.vc)[at + i] = vi;
         }
     }
 }
@@ -122,8 +126,16 @@ void launch_attention(const AttnParams& p, dim3 grid, int warps, const Launch& l
 } // namespace
 
 void attention_input(const QKVRows& t, int n_tok, const AttentionParams& a, const QKNorm& qk, const RopeParams& rope,
-                     const KVCache& cache, const int* pos0, const Launch& l) {
-    const InputParams p = input_params(t, a, qk, rope, cache, pos0);
+                     const KVCache& cache, const int* pos0, const Launch& l, const LtHeld* from) {
+    InputParams p = input_params(t, a, qk, rope, cache, pos0);
+    if (from) {
+        p.src = from->product;
+        p.src_scale = from->scale;
+        p.src_bias = from->bias;
+        p.src_stride = from->M;
+        p.k_off = t.k - t.q;
+        p.v_off = t.v - t.q;
+    }
     const int slots = a.n_head + a.n_head_kv;
     launch(attention_input_kernel, dim3((slots + kInputWarps - 1) / kInputWarps, n_tok), dim3(kInputWarps * kWarp), 0, l,
            p);

@@ -39,6 +39,13 @@ struct InputParams {
     bool f16 = true;
     const int* pos0 = nullptr;
     int pos = 0;  // added to *pos0
+    // the input kernel only: q, k, v read from a product not yet through its
+    // epilogue (src_scale per token, src_bias per column; k and v at k_off and
+    // v_off of a src row), not from q, k, v
+    const float* src = nullptr;
+    const float* src_scale = nullptr;
+    const float* src_bias = nullptr;
+    int64_t src_stride = 0, k_off = 0, v_off = 0;
 };
 
 // Per-head LayerNorm of buf[0, hd) (one warp; buf in shared memory).

@@ -46,6 +46,17 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
     return warp_sum(v);
 }
 
+// The same for the largest value.
+__device__ __forceinline__ float block_max(float v, float* red) {
+    const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, nw = blockDim.x / kWarp;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : -INFINITY;
+    return warp_max(v);
+}
+
 // Programmatic dependent launch (Hopper): a kernel launched with it may start
 // while the one before still runs. It reads only weights (never written)
 // before pdl_wait(); after it, everything the earlier kernels wrote is there.

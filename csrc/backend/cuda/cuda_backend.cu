@@ -220,6 +220,7 @@ public:
         t.layout = is_float ? WeightLayout::rows : WeightLayout::planar;
         return t;
     }
+    bool stacks_weights() const override { return true; }
     void free_weight(const Tensor& w) override {
         auto it = weights_.find(w.data);
         if (it == weights_.end()) return;
@@ -233,6 +234,8 @@ public:
     void begin_step(int pos0, int n_tok, bool replayable) override {
         end_dangling_capture();
         has_pending_input_ = false;  // left by a step that threw
+        has_held_ = false;
+        lt_input_ = LtInput{};
         pos0_ = pos0;
         n_tok_ = n_tok;
         hash_ = StepHash{};
@@ -327,6 +330,7 @@ public:
             }
         }
         if (!running()) return;
+        const LtInput before = lt_input_;  // (kept past the flush, which forgets it for every other op)
         flush_input_step();
         const Launch l = launch_cfg();
         if (!mv && row_invariant_ && n > kMatvecMaxTokens) {
@@ -352,7 +356,20 @@ public:
         // (the norm, if any, is done as the GEMMs convert the activations to f16)
         const LtBuffers lb{lt_ws_.get(), static_cast<float*>(prod_ws_.get()), lt_slice_.get(), kLtSliceBytes,
                            lt_cublas_.get(), kLtCublasBytes};
-        if (lt && gemm_lt(*lt_, W, x, norm, n, y, bias, ep, lb, l)) return;
+        if (lt) {
+            const LtInput input{x, n, W.ne0, norm, lt_ws_.get()};
+            LtHeld held;
+            if (gemm_lt(*lt_, W, x, norm, n, y, bias, ep, lb, l, before.same(input), &held)) {
+                if (held.product) {
+                    held_ = held;
+                    has_held_ = true;
+                }
+                // reusable by the next matmul unless this one wrote over its rows
+                const int64_t ldy = ep == Epilogue::swiglu ? W.ne1 / 2 : W.ne1;
+                if (y + n * ldy <= x || x + n * W.ne0 <= y) lt_input_ = input;
+                return;
+            }
+        }
         if (ep == Epilogue::swiglu) {
             float* p = static_cast<float*>(prod_ws_.get());
             gemm(W, x, norm, n, p, W.ne1, bias, Epilogue::store, gemm_cfg_, gws, l);
@@ -377,6 +394,14 @@ public:
                   p.pos, p.n_tok);
         if (!running()) return;
         const int n = p.n_tok > 0 ? p.n_tok : n_tok_;
+        if (has_held_ && held_.y == t.q && held_.n == n && t.q_stride == held_.M && t.kv_stride == held_.M &&
+            t.k > t.q && t.v > t.q && t.v + (p.n_head_kv * p.head_dim) <= t.q + held_.M) {
+            // the q|k|v rows the matmul before left unwritten: read from its product
+            has_held_ = false;
+            flush_input_step();
+            cuda::attention_input(t, n, p, qk, rope, cache, d_pos_, launch_cfg(), &held_);
+            return;
+        }
         flush_input_step();
         if (n == 1 && fuse_input_) {  // done by the attention launch that follows
             pending_input_ = FusedInput{t, qk, rope, cache};
@@ -410,6 +435,8 @@ public:
             has_pending_input_ = false;
             return;
         }
+        lt_input_ = LtInput{};
+        if (has_held_) flush_input_step();  // (never held in a step that fuses the input step)
         const AttentionWorkspace ws{static_cast<float*>(attn_partial_.get()), static_cast<int*>(attn_counters_.get())};
         const bool fuse = has_pending_input_ && n_q == 1 && t0 == 0 && pending_input_.rows.q == q &&
                           pending_input_.cache.k == cache.k && pending_params_.n_head == p.n_head &&
@@ -586,6 +613,11 @@ private:
     }
     // A deferred input step that no attention took.
     void flush_input_step() {
+        lt_input_ = LtInput{};  // (every op but a matmul right after one: see matmul)
+        if (has_held_) {
+            has_held_ = false;
+            lt_epilogue(held_, launch_cfg());
+        }
         if (!has_pending_input_) return;
         has_pending_input_ = false;
         cuda::attention_input(pending_input_.rows, 1, pending_params_, pending_input_.qk, pending_input_.rope,
@@ -654,6 +686,27 @@ private:
     cudaStream_t stream_ = nullptr;
     int* d_pos_ = nullptr;  // the step's pos0, where the kernels read it
     bool graphs_ = true, pdl_ = true;
+    // The activations the last cuBLASLt matmul converted (f16 and token scales
+    // in lt_ws_): a matmul right after it of the same rows with the same norm
+    // (q, k, v stored apart; the MLP of phi2's parallel block) takes them as
+    // they are. Any other op forgets them (flush_input_step).
+    struct LtInput {
+        const float* x = nullptr;
+        int n = 0;
+        int64_t K = 0;
+        RowNorm norm;
+        const void* ws = nullptr;
+        bool same(const LtInput& o) const {
+            return x && x == o.x && n == o.n && K == o.K && ws == o.ws && norm.kind == o.norm.kind &&
+                   norm.w == o.norm.w && norm.b == o.norm.b && norm.eps == o.norm.eps;
+        }
+    };
+    LtInput lt_input_;
+    // A cuBLASLt store whose epilogue has not run (its y not yet written): the
+    // attention input step right after it reads the product itself (one pass
+    // over the q|k|v rows less); any other op runs it first (flush_input_step).
+    LtHeld held_;
+    bool has_held_ = false;
     MatvecConfig mv_;  // how decode matmuls are launched
     bool row_invariant_ = false;  // batches of rows through the decode kernels, 8 at a time
     GemmConfig gemm_cfg_;  // prefill GEMMs: exact activations (the model's choice), F16 pipeline depth

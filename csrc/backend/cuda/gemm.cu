@@ -513,12 +513,106 @@ __global__ void convert_rows_kernel(const float* x, int K, int Kp, bool split, _
         }
     }
 }
-// The conversion of n rows (kVec4 where the row length and x allow).
+// The same conversion with the row held in registers (kPer groups of four
+// elements a thread, 256 threads: rows of up to 1024 kPer elements, padding
+// included), so that it is read from memory once and each reduction runs over
+// registers; the norm's weights are requested before the wait for the row.
+constexpr int kHeldThreads = 256;
+template <int kPer, bool kNormed>
+__global__ void __launch_bounds__(kHeldThreads) convert_rows_held_kernel(const float* x, int K, int Kp, bool split,
+                                                                         __half* xh, __half* xl, float* scale,
+                                                                         RowNormArgs nm) {
+    __shared__ float red[32];
+    const bool layer = nm.kind == static_cast<int>(NormKind::layer);
+    float4 v[kPer], w[kNormed ? kPer : 1], b[kNormed ? kPer : 1];
+    if constexpr (kNormed) {
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) {
+            const int k = (i * kHeldThreads + threadIdx.x) * 4;
+            const bool in = k < K;
+            w[i] = in ? *reinterpret_cast<const float4*>(nm.w + k) : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+            b[i] = layer && nm.b && in ? *reinterpret_cast<const float4*>(nm.b + k) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+    }
+    pdl_wait();
+    pdl_launch_dependents();
+    const float* xr = x + static_cast<int64_t>(blockIdx.x) * K;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+        const int k = (i * kHeldThreads + threadIdx.x) * 4;
+        v[i] = k < K ? *reinterpret_cast<const float4*>(xr + k) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    if constexpr (kNormed) {
+        float mean = 0.0f, s = 0.0f;
+        if (layer) {
+#pragma unroll
+            for (int i = 0; i < kPer; ++i) s += (v[i].x + v[i].y) + (v[i].z + v[i].w);
+            mean = block_sum(s, red) / static_cast<float>(K);
+            s = 0.0f;
+        }
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) {
+            if ((i * kHeldThreads + threadIdx.x) * 4 >= K) continue;  // (padding: not (0 - mean)^2)
+            const float a = v[i].x - mean, c = v[i].y - mean, d = v[i].z - mean, e = v[i].w - mean;
+            s += (a * a + c * c) + (d * d + e * e);
+        }
+        const float inv = 1.0f / sqrtf(block_sum(s, red) / static_cast<float>(K) + nm.eps);
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) {
+            if ((i * kHeldThreads + threadIdx.x) * 4 >= K) continue;
+            v[i].x = (v[i].x - mean) * inv * w[i].x + b[i].x;
+            v[i].y = (v[i].y - mean) * inv * w[i].y + b[i].y;
+            v[i].z = (v[i].z - mean) * inv * w[i].z + b[i].z;
+            v[i].w = (v[i].w - mean) * inv * w[i].w + b[i].w;
+        }
+    }
+    float m = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) m = fmaxf(m, fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
+    m = block_max(m, red);
+    const float sc = m > 0.0f && m <= 3.4e38f ? ldexpf(1.0f, min(14 - ilogbf(m), 126)) : 1.0f;
+    if (threadIdx.x == 0) scale[blockIdx.x] = sc;
+    __half* hr = xh + static_cast<int64_t>(blockIdx.x) * Kp;
+    __half* lr = split ? xl + static_cast<int64_t>(blockIdx.x) * Kp : nullptr;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+        const int k = (i * kHeldThreads + threadIdx.x) * 4;
+        if (k >= Kp) continue;
+        const float e[4] = {v[i].x * sc, v[i].y * sc, v[i].z * sc, v[i].w * sc};
+        __half h[4], lo[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            h[j] = __float2half_rn(e[j]);
+            lo[j] = __float2half_rn(e[j] - __half2float(h[j]));
+        }
+        *reinterpret_cast<uint2*>(hr + k) = *reinterpret_cast<const uint2*>(h);
+        if (split) *reinterpret_cast<uint2*>(lr + k) = *reinterpret_cast<const uint2*>(lo);
+    }
+}
+
+// The conversion of n rows: held in registers where the row fits them and
+// every access can take four elements, else the looping kernel (kVec4 where
+// the row length and x allow).
 void launch_convert_rows(const float* x, int n, int K, int Kp, bool split, __half* xh, __half* xl, float* scale,
                          const RowNorm& norm, const Launch& l) {
-    const bool vec4 = K % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+    auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    const bool vec4 = K % 4 == 0 && aligned(x);
+    const RowNormArgs nm = row_norm_args(norm);
+    const bool normed = norm.kind != NormKind::none;
+    const int per = (Kp + 4 * kHeldThreads - 1) / (4 * kHeldThreads);  // (with a norm: its weights in registers too)
+    if (vec4 && aligned(norm.w) && aligned(norm.b) && per <= (normed ? 8 : 16)) {
+        auto kernel = normed ? (per <= 2 ? convert_rows_held_kernel<2, true>
+                                : per <= 4 ? convert_rows_held_kernel<4, true>
+                                           : convert_rows_held_kernel<8, true>)
+                             : (per <= 2 ? convert_rows_held_kernel<2, false>
+                                : per <= 4 ? convert_rows_held_kernel<4, false>
+                                : per <= 8 ? convert_rows_held_kernel<8, false>
+                                           : convert_rows_held_kernel<16, false>);
+        launch(kernel, dim3(n), dim3(kHeldThreads), 0, l, x, K, Kp, split, xh, xl, scale, nm);
+        return;
+    }
     launch(vec4 ? convert_rows_kernel<true> : convert_rows_kernel<false>, dim3(n), dim3(256), 0, l, x, K, Kp, split,
-           xh, xl, scale, row_norm_args(norm));
+           xh, xl, scale, nm);
 }
 
 __global__ void norm_rows_kernel(const float* x, int dim, RowNormArgs nm, float* y) {

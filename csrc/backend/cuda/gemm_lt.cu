@@ -93,8 +93,17 @@ size_t lt_workspace(int n, int64_t K) {
     return (static_cast<size_t>(n) * converted_ld(K) * sizeof(__half) + 255) / 256 * 256 + n * sizeof(float) + 256;
 }
 
+void lt_epilogue(const LtHeld& h, const Launch& l) {
+    const int64_t width = h.ep == Epilogue::swiglu ? h.M / 2 : h.M;
+    const bool vec4 = width % 4 == 0 && reinterpret_cast<uintptr_t>(h.y) % 16 == 0;  // (product: aligned, M even)
+    const int v = vec4 ? 4 : 1;
+    const dim3 grid(static_cast<unsigned>((width / v + 255) / 256), static_cast<unsigned>(std::min(h.n, 65535)));
+    launch(vec4 ? lt_epilogue_kernel<4> : lt_epilogue_kernel<1>, grid, dim3(256), 0, l, static_cast<const float*>(h.product),
+           h.n, static_cast<int>(h.M), h.scale, h.bias, static_cast<int>(h.ep), h.y);
+}
+
 bool gemm_lt(CublasLt& lt, const Tensor& W, const float* x, const RowNorm& norm, int n, float* y, const float* bias,
-             Epilogue ep, const LtBuffers& b, const Launch& l) {
+             Epilogue ep, const LtBuffers& b, const Launch& l, bool x_converted, LtHeld* held) {
     if (!lt_takes(W)) return false;
     const int K = static_cast<int>(W.ne0);
     const int64_t M = W.ne1, ld = converted_ld(K);
@@ -102,16 +111,13 @@ bool gemm_lt(CublasLt& lt, const Tensor& W, const float* x, const RowNorm& norm,
     auto* scale = reinterpret_cast<float*>(static_cast<uint8_t*>(b.ws) +
                                            (static_cast<size_t>(n) * ld * sizeof(__half) + 255) / 256 * 256);
     const float one = 1.0f, zero = 0.0f;
+    const LtHeld product{b.product, scale, n, M, bias, ep, y};
+    // a plain store may be held for the op after it (LtHeld)
     auto epilogue = [&] {
-        const int64_t width = ep == Epilogue::swiglu ? M / 2 : M;
-        const bool vec4 = width % 4 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;  // (product: aligned, M even)
-        const int v = vec4 ? 4 : 1;
-        const dim3 grid(static_cast<unsigned>((width / v + 255) / 256), static_cast<unsigned>(std::min(n, 65535)));
-        launch(vec4 ? lt_epilogue_kernel<4> : lt_epilogue_kernel<1>, grid, dim3(256), 0, l,
-               static_cast<const float*>(b.product), n, static_cast<int>(M), static_cast<const float*>(scale), bias,
-               static_cast<int>(ep), y);
+        if (held && ep == Epilogue::store) *held = product;
+        else lt_epilogue(product, l);
     };
-    convert_rows(x, norm, n, K, xh, scale, l);
+    if (!x_converted) convert_rows(x, norm, n, K, xh, scale, l);
     if (W.type == DType::F16) {
         if (!lt.matmul(static_cast<const __half*>(W.data), M, K, K, xh, n, ld, b.product, M, &one, &zero,
                        b.cublas_ws, b.cublas_ws_bytes, l.stream))

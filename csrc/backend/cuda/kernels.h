@@ -85,8 +85,25 @@ struct LtBuffers {
 };
 bool lt_takes(const Tensor& W);
 size_t lt_workspace(int n, int64_t K);
+// The product of a gemm_lt whose epilogue has not run yet: y[t, i] =
+// product[t, i] / scale[t] + bias[i] (+ the epilogue ep), n rows of M.
+struct LtHeld {
+    const float* product = nullptr;
+    const float* scale = nullptr;
+    int n = 0;
+    int64_t M = 0;
+    const float* bias = nullptr;
+    Epilogue ep = Epilogue::store;
+    float* y = nullptr;
+};
+// x_converted: b.ws already holds these activations, converted by the call
+// before (the same rows and norm), and they are not converted again. held:
+// a store's epilogue is not run but described there (valid until the next
+// gemm_lt), for an op that reads y to apply as it reads (attention_input), or
+// for lt_epilogue() to run.
 bool gemm_lt(CublasLt& lt, const Tensor& W, const float* x, const RowNorm& norm, int n, float* y, const float* bias,
-             Epilogue ep, const LtBuffers& b, const Launch& l);
+             Epilogue ep, const LtBuffers& b, const Launch& l, bool x_converted = false, LtHeld* held = nullptr);
+void lt_epilogue(const LtHeld& h, const Launch& l);
 
 // Experts over a prompt (batches the decode kernels do not take): the picks
 // grouped by expert on the GPU (moe_group), then one launch of the prefill
@@ -122,8 +139,11 @@ void swiglu_rows(const float* gate_up, int n_rows, int ff, float* y, const Launc
 void get_rows(const Tensor& table, const int32_t* ids, int n, float* out, const Launch& l);
 
 // QK-norm, rotary and cache write for the step's n_tok tokens at positions *pos0...
+// from: t's rows are a held store's y (fused q|k|v rows, t.q == from->y): the
+// values are read from its product (and q, k written to t as they are now).
 void attention_input(const QKVRows& t, int n_tok, const AttentionParams& p, const QKNorm& qk,
-                     const RopeParams& rope, const KVCache& cache, const int* pos0, const Launch& l);
+                     const RopeParams& rope, const KVCache& cache, const int* pos0, const Launch& l,
+                     const LtHeld* from = nullptr);
 
 // Attention scratch: partial results of key splits and a counter per tile.
 struct AttentionWorkspace {
