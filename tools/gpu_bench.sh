@@ -59,8 +59,8 @@ while pgrep -f "mkrand_gguf|phicpp quantize" > /dev/null && [ "$WHAT" != prep ];
 gen() {  # name vocab [mkrand_gguf.py options]: $M/name-f16.gguf
   local name=$1 vocab=$2
   shift 2
-  [ -f $M/$name-f16.gguf ] || python3 tools/mkrand_gguf.py "${SHAPE:-$name}" .bench/vocab/$vocab $M/$name-f16.tmp \
-    --dtype f16 "$@" > "$L/gen-$name.log" 2>&1 && mv $M/$name-f16.tmp $M/$name-f16.gguf
+  [ -f $M/$name-f16.gguf ] || { python3 tools/mkrand_gguf.py "${SHAPE:-$name}" .bench/vocab/$vocab $M/$name-f16.tmp \
+    --dtype f16 "$@" > "$L/gen-$name.log" 2>&1 && mv $M/$name-f16.tmp $M/$name-f16.gguf; }
 }
 G1=; G2=; G3=
 case " $FILES" in *" phi3-"*) gen phi3 ggml-vocab-phi-3.gguf & G1=$! ;; esac
