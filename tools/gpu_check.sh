@@ -71,7 +71,7 @@ if [ "$WHAT" != bench ]; then
     -k "cuda and matmul and not exact" --maxfail=10
   run_tests cuda tests/test_cuda.py --maxfail=20
   PHICPP_CUDA_LT_MIN_QUANT=9 run_tests cuda-lt tests/test_cuda.py -k "quantized_logits or greedy" --maxfail=10
-  run_tests parity tests/test_model_parity.py -k cuda --maxfail=40
+  run_tests parity tests/test_model_parity.py tests/test_phimoe.py -k cuda --maxfail=40
   # attention of every batch of 2 tokens or more through flash attention (by default from 16)
   PHICPP_CUDA_FLASH_MIN=2 run_tests parity-flash tests/test_model_parity.py -k "cuda and f16" --maxfail=10
   PHICPP_CUDA_LT_MIN_F16=9 PHICPP_CUDA_LT_MIN_QUANT=9 run_tests parity-lt tests/test_model_parity.py -k cuda --maxfail=10
