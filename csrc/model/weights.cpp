@@ -1,6 +1,5 @@
 #include "model/weights.h"
 
-#include <cstring>
 #include <utility>
 
 #include "quant/quant.h"
@@ -65,26 +64,24 @@ Tensor WeightLoader::stacked_matrix(const std::vector<std::string>& names, int64
                                     const std::vector<int64_t>& ne1s) {
     if (!be_.stacks_weights()) return Tensor{};
     std::vector<const gguf::TensorInfo*> parts;
+    std::vector<size_t> bytes;  // (whole rows: the stack is the parts' bytes one after the other)
     int64_t rows = 0;
     for (size_t i = 0; i < names.size(); ++i) {
         parts.push_back(&lookup(names[i], 2, ne0, ne1s[i]));
         if (parts.back()->type != parts.front()->type) return Tensor{};
+        bytes.push_back(row_bytes(parts[i]->type, ne0) * static_cast<size_t>(ne1s[i]));
         rows += ne1s[i];
     }
-    // whole rows, so the stack is the tensors' bytes one after the other
-    std::vector<uint8_t> host(row_bytes(parts.front()->type, ne0) * static_cast<size_t>(rows));
-    size_t at = 0;
+    std::vector<uint8_t> host;
     for (size_t i = 0; i < parts.size(); ++i) {
-        const size_t n = row_bytes(parts[i]->type, ne0) * static_cast<size_t>(ne1s[i]);
-        std::memcpy(host.data() + at, parts[i]->data, n);
-        at += n;
+        const auto* p = static_cast<const uint8_t*>(parts[i]->data);
+        host.insert(host.end(), p, p + bytes[i]);
     }
     const Tensor w = be_.weight(Tensor{host.data(), parts.front()->type, WeightLayout::rows, ne0, rows}, WeightUse::matmul);
     if (w.data == host.data()) fail(ErrorKind::generic, "a backend that stacks weights must copy them");
     for (size_t i = 0; i < parts.size(); ++i) {
-        const size_t n = row_bytes(parts[i]->type, ne0) * static_cast<size_t>(ne1s[i]);
-        f_.release(parts[i]->data, n);
-        done_ += n;
+        f_.release(parts[i]->data, bytes[i]);
+        done_ += bytes[i];
     }
     if (progress_) progress_(done_, total_);
     return w;

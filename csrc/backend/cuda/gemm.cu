@@ -447,6 +447,17 @@ __device__ __forceinline__ float row_norm_value(float x, int k, const RowNormSta
     return nm.kind == static_cast<int>(NormKind::layer) && nm.b ? v + nm.b[k] : v;
 }
 
+// The power of two that puts a row's largest magnitude m in [2^14, 2^15)
+// (1 for a row of zeros, or with a non-finite value, which then shows in the result).
+__device__ __forceinline__ float row_scale_for(float m) {
+    return m > 0.0f && m <= 3.4e38f ? ldexpf(1.0f, min(14 - ilogbf(m), 126)) : 1.0f;
+}
+// e as an f16 high part and the f16 of what it leaves (the low part).
+__device__ __forceinline__ void split_half(float e, __half& hi, __half& lo) {
+    hi = __float2half_rn(e);
+    lo = __float2half_rn(e - __half2float(hi));
+}
+
 // The GEMM's activations: each row (normalized first when nm says so) scaled
 // by a power of two that puts its largest magnitude in [2^14, 2^15) (1 for a
 // row of zeros, or with a non-finite value, which then shows in the result),
@@ -487,7 +498,7 @@ __global__ void convert_rows_kernel(const float* x, int K, int Kp, bool split, _
     __syncthreads();
     if (threadIdx.x == 0) {
         for (int w = 0; w < static_cast<int>(blockDim.x / kWarp); ++w) m = fmaxf(m, red[w]);
-        row_scale = m > 0.0f && m <= 3.4e38f ? ldexpf(1.0f, min(14 - ilogbf(m), 126)) : 1.0f;
+        row_scale = row_scale_for(m);
         scale[blockIdx.x] = row_scale;
     }
     __syncthreads();
@@ -500,9 +511,7 @@ __global__ void convert_rows_kernel(const float* x, int K, int Kp, bool split, _
         __half h[V], lo[V];
 #pragma unroll
         for (int i = 0; i < V; ++i) {
-            const float e = k < K ? v[i] * s : 0.0f;
-            h[i] = __float2half_rn(e);
-            lo[i] = __float2half_rn(e - __half2float(h[i]));
+            split_half(k < K ? v[i] * s : 0.0f, h[i], lo[i]);
         }
         if constexpr (kVec4) {
             *reinterpret_cast<uint2*>(hr + k) = *reinterpret_cast<const uint2*>(h);
@@ -570,7 +579,7 @@ __global__ void __launch_bounds__(kHeldThreads) convert_rows_held_kernel(const f
 #pragma unroll
     for (int i = 0; i < kPer; ++i) m = fmaxf(m, fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
     m = block_max(m, red);
-    const float sc = m > 0.0f && m <= 3.4e38f ? ldexpf(1.0f, min(14 - ilogbf(m), 126)) : 1.0f;
+    const float sc = row_scale_for(m);
     if (threadIdx.x == 0) scale[blockIdx.x] = sc;
     __half* hr = xh + static_cast<int64_t>(blockIdx.x) * Kp;
     __half* lr = split ? xl + static_cast<int64_t>(blockIdx.x) * Kp : nullptr;
@@ -581,10 +590,7 @@ __global__ void __launch_bounds__(kHeldThreads) convert_rows_held_kernel(const f
         const float e[4] = {v[i].x * sc, v[i].y * sc, v[i].z * sc, v[i].w * sc};
         __half h[4], lo[4];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            h[j] = __float2half_rn(e[j]);
-            lo[j] = __float2half_rn(e[j] - __half2float(h[j]));
-        }
+        for (int j = 0; j < 4; ++j) split_half(e[j], h[j], lo[j]);
         *reinterpret_cast<uint2*>(hr + k) = *reinterpret_cast<const uint2*>(h);
         if (split) *reinterpret_cast<uint2*>(lr + k) = *reinterpret_cast<const uint2*>(lo);
     }
