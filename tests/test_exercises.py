@@ -65,3 +65,11 @@ def test_no_exercise_repeats_an_evaluation_prompt():
             header = text[:text.index('"""', text.index('"""') + 3) + 4]
             assert header not in prompts, header
             assert ex._fmt(doc, args) not in task_docs, doc
+
+
+def test_no_family_is_named_like_an_evaluation_task():
+    """A skill may be taught, but under other names: pass@1 then measures whether the model
+    writes a function from its name and docstring, not whether it recalls an exercise."""
+    task_names = {t.name for t in code_tasks.TASKS}
+    for fam in ex.FAMILIES:
+        assert not task_names & set(fam.names), fam.names
