@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make the bundled code model in one device call (issue 20): corpus from the machine's
+# Make the bundled code model in one device call, or several (CALL_SECONDS, below) (issue 20): corpus from the machine's
 # own Python (stdlib + installed distributions that state a license) plus the textbook-like
 # wheels carried in .corpus-wheels/ and, FUNCTIONS (2) more times, every short documented
 # top-level function of it as a document of its own (see make_tiny_corpus.py), EXERCISES
@@ -31,6 +31,11 @@
 # 240 s, final losses, samples and a pass@1 through transformers 55 s (that pass@1 is now
 # skipped: eval_code.py gives it on the GGUF files), both GGUF evaluations 31 s: 440 s in all,
 # so MINUTES=6 fits a 600 s call (~520 s).
+# Runs 7 and 8 (2026-12-03 23:20, with torch.compile, MINUTES=5.5): a cold machine took 498 s
+# and 597 s (corpus 53-123 s, tokenizer 12-19 s, encoding 24-38 s, compile 30-41 s, training,
+# final loss and samples ~50 s, both evaluations ~35 s): one call holds ~5.5 minutes of
+# training; a longer run takes CALL_SECONDS=585 and the same command again while the machine
+# is warm (it goes back 30 s after a call).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:?set OUT to the folder for the results}
@@ -47,25 +52,54 @@ t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 pack() { tar -C "$R" -czf "$OUT/results.tar.gz" .; }
 
-stamp corpus
-wheels=()
-[ -d .corpus-wheels ] && wheels=(--wheels .corpus-wheels --repeat-wheels "${REPEAT_WHEELS:-4}")
-"$PY" tools/make_tiny_corpus.py --out "$W/corpus" --packages "${wheels[@]}" --functions "${FUNCTIONS:-2}" \
-    --exercises "${EXERCISES:-150000}" \
-    --code-bytes-per-package "${CODE_BYTES:-8000000}" | tee "$R/corpus.log"
-cp "$W/corpus/corpus.json" "$W/corpus/licenses.tsv" "$R/"
-gzip -c "$W/corpus/manifest.tsv" > "$R/manifest.tsv.gz"
+# A run longer than one call (the device's 600 s): CALL_SECONDS (e.g. 585) makes training stop
+# RESERVE (130) s before this call's limit with its state in $W/state; the same command on the
+# same (warm) machine then resumes it, and the call that finishes the schedule converts and
+# evaluates. MINUTES is the whole run's training time.
+STATE=$W/state
+CALL_SECONDS=${CALL_SECONDS:-0}
 
-stamp tokenizer
-"$PY" tools/train_tiny.py tokenizer --corpus "$W/corpus" --out "$W/tok" --vocab "${VOCAB:-7168}" \
-    --max-bytes "${TOK_BYTES:-60000000}"
+prepare() {  # the corpus and the tokenizer (a resumed run has them)
+  stamp corpus
+  local wheels=()
+  [ -d .corpus-wheels ] && wheels=(--wheels .corpus-wheels --repeat-wheels "${REPEAT_WHEELS:-4}")
+  "$PY" tools/make_tiny_corpus.py --out "$W/corpus" --packages "${wheels[@]}" --functions "${FUNCTIONS:-2}" \
+      --exercises "${EXERCISES:-150000}" \
+      --code-bytes-per-package "${CODE_BYTES:-8000000}" | tee "$R/corpus.log"
+  cp "$W/corpus/corpus.json" "$W/corpus/licenses.tsv" "$R/"
+  gzip -c "$W/corpus/manifest.tsv" > "$R/manifest.tsv.gz"
+  stamp tokenizer
+  "$PY" tools/train_tiny.py tokenizer --corpus "$W/corpus" --out "$W/tok" --vocab "${VOCAB:-7168}" \
+      --max-bytes "${TOK_BYTES:-60000000}"
+}
+
+if [ -f "$STATE/state.pt" ]; then
+  stamp "resuming the run in $W"
+else
+  rm -rf "$STATE" "$R/train.log"
+  prepare
+fi
 
 stamp train
+extra=()
+[ "$CALL_SECONDS" -gt 0 ] && extra+=(--stop-at "$(( t0 + CALL_SECONDS - ${RESERVE:-130} ))")
+# torch.compile (COMPILE=0 turns it off): twice the steps of the eager model on the H200 (runs 6, 8)
+[ "${COMPILE:-1}" = 1 ] && extra+=(--compile)
+set +e
 "$PY" tools/train_tiny.py train --corpus "$W/corpus" --tokenizer "$W/tok" --out "$W/phi-tiny-code" \
     --d-model "${D_MODEL:-384}" --layers "${LAYERS:-10}" --mlp "${MLP:-1536}" --batch "${BATCH:-64}" \
     --steps "${STEPS:-100000}" --max-minutes "${MINUTES:-4}" --schedule-by-time --dropout "${DROPOUT:-0.0}" \
     --anneal-fraction "${ANNEAL:-0.2}" --anneal-mix "${ANNEAL_MIX:-0.5}" \
-    --lr "${LR:-2e-3}" --min-lr "${MIN_LR:-1e-4}" --eval-every 500 --log-every 100 --skip-code-eval 2>&1 | tee "$R/train.log"
+    --lr "${LR:-2e-3}" --min-lr "${MIN_LR:-1e-4}" --eval-every 500 --log-every 100 --skip-code-eval \
+    --state "$STATE" "${extra[@]}" 2>&1 | tee -a "$R/train.log"
+rc=${PIPESTATUS[0]}
+set -e
+if [ "$rc" = 75 ]; then
+  pack
+  stamp "this call's time is up: run the same command again on this machine to resume"
+  exit 0
+fi
+[ "$rc" = 0 ] || exit "$rc"
 cp "$W/phi-tiny-code/train_result.json" "$W/phi-tiny-code/config.json" "$R/"
 pack
 

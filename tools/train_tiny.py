@@ -110,6 +110,24 @@ def encode_split(tokenizer, path: Path):
 
 # ----------------------------------------------------------------------------- training
 
+RESUME_EXIT = 75  # train's exit status when --stop-at ended the call before the schedule
+
+
+def cached_ids(tokenizer, path: Path, state: Path | None):
+    """encode_split, kept in the --state folder for a resumed call."""
+    import numpy as np
+
+    if state is None:
+        return encode_split(tokenizer, path)
+    cache = state / (path.stem + ".ids.npy")
+    if cache.is_file():
+        return np.load(cache)
+    ids = encode_split(tokenizer, path)
+    state.mkdir(parents=True, exist_ok=True)
+    np.save(cache, ids)
+    return ids
+
+
 def build_model(args, vocab_size: int, eot_id: int):
     from transformers import PhiConfig, PhiForCausalLM
 
@@ -218,6 +236,8 @@ def train(args) -> dict:
     import transformers
     from transformers import PreTrainedTokenizerFast
 
+    if args.stop_at and not args.state:
+        raise SystemExit("--stop-at needs --state (where the run waits for the next call)")
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -232,8 +252,8 @@ def train(args) -> dict:
                                         eos_token=EOT, unk_token=EOT, model_max_length=args.ctx,
                                         clean_up_tokenization_spaces=False)
     eot_id = tokenizer.convert_tokens_to_ids(EOT)
-    train_ids = encode_split(tokenizer, args.corpus / "train.txt")
-    held_ids = encode_split(tokenizer, args.corpus / "heldout.txt")
+    train_ids = cached_ids(tokenizer, args.corpus / "train.txt", args.state)
+    held_ids = cached_ids(tokenizer, args.corpus / "heldout.txt", args.state)
     print(f"tokens: train {len(train_ids):,}  heldout {len(held_ids):,}  ({time.time() - t0:.1f}s)", flush=True)
 
     model = build_model(args, len(tokenizer), eot_id).to(device)
@@ -255,23 +275,43 @@ def train(args) -> dict:
     # annealing phase of later models, at the end of the learning-rate decay).
     book_t, n_book = None, 0
     if args.anneal_fraction > 0 and (args.corpus / "textbook.txt").is_file():
-        book_ids = encode_split(tokenizer, args.corpus / "textbook.txt")
+        book_ids = cached_ids(tokenizer, args.corpus / "textbook.txt", args.state)
         if len(book_ids) > args.ctx + 1:
             book_t = torch.as_tensor(book_ids, dtype=torch.long)
             n_book = len(book_t) - args.ctx - 1
             print(f"textbook: {len(book_ids):,} tokens for the last {args.anneal_fraction:.0%} "
                   f"({args.anneal_mix:.0%} of each batch)", flush=True)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    # --compile: the training forward through torch.compile (the evaluations keep the plain
+    # module, which shares its parameters); a compile that fails at the first step falls
+    # back to the plain module rather than losing the run
+    forward = torch.compile(model) if args.compile else model
 
     curve = []
     t_train = time.time()
-    step = 0
+    step = first = 0
     stopped_early = False
-    for step in range(args.steps):
+    # --state: a run that spans several calls (each under a wall-clock limit) carries
+    # its weights, optimizer, batch sampler, step and training seconds from one to the next
+    state_file = args.state / "state.pt" if args.state else None
+    if state_file and state_file.is_file():
+        st = torch.load(state_file, map_location=device, weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        gen.set_state(st["gen"])
+        first, curve = st["step"], st["curve"]
+        t_train -= st["train_seconds"]  # the schedule counts the earlier calls' training time
+        print(f"resumed at step {first} after {st['train_seconds']:.0f}s of training", flush=True)
+    for step in range(first, args.steps):
         if time.time() - t_train > args.max_minutes * 60:
             stopped_early = True
             print(f"time budget reached at step {step}", flush=True)
             break
+        if args.stop_at and time.time() > args.stop_at:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "step": step,
+                        "curve": curve, "train_seconds": time.time() - t_train}, state_file)
+            print(f"call's time is up at step {step}: state saved to {state_file}; run again to resume", flush=True)
+            raise SystemExit(RESUME_EXIT)
         elapsed = time.time() - t_train
         lr = lr_at(step, args, elapsed)
         for g in opt.param_groups:
@@ -284,11 +324,25 @@ def train(args) -> dict:
         if n_from_book:
             windows += [book_t[s:s + args.ctx + 1] for s in torch.randint(0, n_book, (n_from_book,), generator=gen).tolist()]
         xy = torch.stack(windows).to(device, non_blocking=True)
-        with autocast:
-            logits = model(input_ids=xy[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.shape[-1]), xy[:, 1:].reshape(-1))
+        def step_loss(fwd):
+            with autocast:
+                logits = fwd(input_ids=xy[:, :-1]).logits
+            return torch.nn.functional.cross_entropy(logits.float().view(-1, logits.shape[-1]), xy[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if forward is not model and step == first:
+            try:
+                loss = step_loss(forward)
+                loss.backward()
+                print(f"torch.compile: first step in {time.time() - t_train:.1f}s", flush=True)
+            except Exception as e:  # noqa: BLE001 (any compiler failure: train on without it)
+                print(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); training uncompiled", flush=True)
+                forward = model
+                opt.zero_grad(set_to_none=True)
+                loss = step_loss(forward)
+                loss.backward()
+        else:
+            loss = step_loss(forward)
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         opt.step()
         if step % args.log_every == 0 or step == args.steps - 1:
@@ -301,6 +355,8 @@ def train(args) -> dict:
             print(json.dumps(entry), flush=True)
     train_seconds = time.time() - t_train
     steps_done = step + (0 if stopped_early else 1)
+    if state_file and state_file.is_file():
+        state_file.unlink()  # the schedule is done: nothing to resume
 
     # final loss: mean over the last 50 steps would need bookkeeping; report the last logged
     # step's loss and a fresh loss on 16 train batches without dropout (the honest number).
@@ -447,6 +503,11 @@ def main(argv=None) -> int:
                    help="no pass@1 through transformers at the end (tools/eval_code.py runs it on the GGUF)")
     m.add_argument("--schedule-by-time", action="store_true",
                    help="end the cosine schedule at --max-minutes (if sooner than --steps)")
+    m.add_argument("--state", type=Path, default=None,
+                   help="folder that carries the run between calls (token ids, and with --stop-at the training state)")
+    m.add_argument("--stop-at", type=float, default=0.0,
+                   help=f"Unix time: past it, save the state in --state and exit with status {RESUME_EXIT} (run again to resume)")
+    m.add_argument("--compile", action="store_true", help="train through torch.compile (falls back if it fails)")
     m.add_argument("--log-every", type=int, default=25)
     m.add_argument("--eval-every", type=int, default=100)
     m.add_argument("--eval-tokens", type=int, default=65536, help="held-out tokens for in-loop evals")
