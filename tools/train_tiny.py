@@ -287,6 +287,11 @@ def train(args) -> dict:
     # back to the plain module rather than losing the run
     forward = torch.compile(model) if args.compile else model
 
+    def step_loss(fwd, xy):
+        with autocast:
+            logits = fwd(input_ids=xy[:, :-1]).logits
+        return torch.nn.functional.cross_entropy(logits.float().view(-1, logits.shape[-1]), xy[:, 1:].reshape(-1))
+
     curve = []
     t_train = time.time()
     step = first = 0
@@ -324,24 +329,20 @@ def train(args) -> dict:
         if n_from_book:
             windows += [book_t[s:s + args.ctx + 1] for s in torch.randint(0, n_book, (n_from_book,), generator=gen).tolist()]
         xy = torch.stack(windows).to(device, non_blocking=True)
-        def step_loss(fwd):
-            with autocast:
-                logits = fwd(input_ids=xy[:, :-1]).logits
-            return torch.nn.functional.cross_entropy(logits.float().view(-1, logits.shape[-1]), xy[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         if forward is not model and step == first:
             try:
-                loss = step_loss(forward)
+                loss = step_loss(forward, xy)
                 loss.backward()
                 print(f"torch.compile: first step in {time.time() - t_train:.1f}s", flush=True)
             except Exception as e:  # noqa: BLE001 (any compiler failure: train on without it)
                 print(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); training uncompiled", flush=True)
                 forward = model
                 opt.zero_grad(set_to_none=True)
-                loss = step_loss(forward)
+                loss = step_loss(forward, xy)
                 loss.backward()
         else:
-            loss = step_loss(forward)
+            loss = step_loss(forward, xy)
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         opt.step()
