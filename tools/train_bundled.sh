@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Make the bundled code model in one device call, or several (CALL_SECONDS, below) (issue 20): corpus from the machine's
-# own Python (stdlib + installed distributions that state a license) plus the textbook-like
+# Make the bundled code model in one device call, or several (CALL_SECONDS, below) (issue 20):
+# corpus from the machine's own Python (stdlib + installed distributions that state a license) plus the textbook-like
 # wheels carried in .corpus-wheels/ and, FUNCTIONS (2) more times, every short documented
 # top-level function of it as a document of its own (see make_tiny_corpus.py), EXERCISES
 # (150000, 36 MB) synthetic textbook exercises (tools/make_exercises.py; in the anneal phase's
@@ -94,7 +94,7 @@ set +e
     --state "$STATE" "${extra[@]}" 2>&1 | tee -a "$R/train.log"
 rc=${PIPESTATUS[0]}
 set -e
-if [ "$rc" = 75 ]; then
+if [ "$rc" = 75 ]; then  # train_tiny.py RESUME_EXIT: --stop-at ended this call first
   pack
   stamp "this call's time is up: run the same command again on this machine to resume"
   exit 0

@@ -330,20 +330,19 @@ def train(args) -> dict:
             windows += [book_t[s:s + args.ctx + 1] for s in torch.randint(0, n_book, (n_from_book,), generator=gen).tolist()]
         xy = torch.stack(windows).to(device, non_blocking=True)
         opt.zero_grad(set_to_none=True)
-        if forward is not model and step == first:
-            try:
-                loss = step_loss(forward, xy)
-                loss.backward()
-                print(f"torch.compile: first step in {time.time() - t_train:.1f}s", flush=True)
-            except Exception as e:  # noqa: BLE001 (any compiler failure: train on without it)
-                print(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); training uncompiled", flush=True)
-                forward = model
-                opt.zero_grad(set_to_none=True)
-                loss = step_loss(forward, xy)
-                loss.backward()
-        else:
+        try:
             loss = step_loss(forward, xy)
             loss.backward()
+        except Exception as e:  # noqa: BLE001 (a compiler failure at the first step: train on without it)
+            if forward is model or step != first:
+                raise
+            print(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); training uncompiled", flush=True)
+            forward = model
+            opt.zero_grad(set_to_none=True)
+            loss = step_loss(forward, xy)
+            loss.backward()
+        if forward is not model and step == first:
+            print(f"torch.compile: first step in {time.time() - t_train:.1f}s", flush=True)
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         opt.step()
         if step % args.log_every == 0 or step == args.steps - 1:
