@@ -1,11 +1,12 @@
-"""tools/make_exercises.py: every synthetic exercise is correct code, and none repeats a
-prompt of the evaluation (tools/code_tasks.py)."""
+"""tools/make_exercises.py: every synthetic exercise is correct code, none repeats a prompt
+of the evaluation (tools/code_tasks.py), and none teaches a held-out task's skill."""
 from __future__ import annotations
 
 import ast
 import copy
 import itertools
 import random
+import signal
 import sys
 from pathlib import Path
 
@@ -57,8 +58,9 @@ def test_no_exercise_repeats_an_evaluation_prompt():
     """The evaluation's skills overlap with a first course's; its wording must not appear:
     no signature-and-docstring of any family equals a task's prompt, and no docstring
     equals a task's."""
-    prompts = {t.prompt for t in code_tasks.TASKS}
-    task_docs = {ast.get_docstring(ast.parse(t.prompt + "    pass\n").body[0]) for t in code_tasks.TASKS}
+    tasks = code_tasks.TASKS + code_tasks.HELDOUT_TASKS
+    prompts = {t.prompt for t in tasks}
+    task_docs = {ast.get_docstring(ast.parse(t.prompt + "    pass\n").body[-1]) for t in tasks}
     for fam in ex.FAMILIES:
         for name, args, doc in itertools.product(fam.names, fam.args, fam.docs):
             text = ex.render(fam, name, args, doc, fam.bodies[0], random.Random(0), asserts=False)
@@ -70,6 +72,43 @@ def test_no_exercise_repeats_an_evaluation_prompt():
 def test_no_family_is_named_like_an_evaluation_task():
     """A skill may be taught, but under other names: pass@1 then measures whether the model
     writes a function from its name and docstring, not whether it recalls an exercise."""
-    task_names = {t.name for t in code_tasks.TASKS}
+    task_names = {t.name for t in code_tasks.TASKS + code_tasks.HELDOUT_TASKS}
     for fam in ex.FAMILIES:
         assert not task_names & set(fam.names), fam.names
+
+
+def _arity(task) -> int:
+    fn = next(n for n in ast.parse(task.prompt + "    pass\n").body if isinstance(n, ast.FunctionDef))
+    return len(fn.args.args)
+
+
+def _passes_with(task, ref) -> bool:
+    """Whether task's asserts hold with ref standing in for its function (at most 0.2 s:
+    a reference may loop on arguments outside its family's domain)."""
+    scope = {"math": __import__("math"), task.name: lambda *a: ref(*copy.deepcopy(a))}
+
+    def give_up(*_):
+        raise TimeoutError
+
+    old = signal.signal(signal.SIGALRM, give_up)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    try:
+        exec(compile(task.tests, f"<{task.name}>", "exec"), scope)  # noqa: S102 (our own asserts)
+        return True
+    except BaseException:  # a failed assert, a type error, a time-out: not the task's function
+        return False
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_no_family_solves_a_heldout_task():
+    """The held-out set measures skills the curriculum does not teach: no family's reference,
+    under any name, passes a held-out task's tests (the taught set is the opposite: nearly
+    every task there has such a family)."""
+    taught = [t.name for t in code_tasks.TASKS
+              if any(len(f.args[0]) == _arity(t) and _passes_with(t, f.ref) for f in ex.FAMILIES)]
+    assert len(taught) > len(code_tasks.TASKS) // 2  # the check itself finds what it looks for
+    for task in code_tasks.HELDOUT_TASKS:
+        twins = [f.names[0] for f in ex.FAMILIES if len(f.args[0]) == _arity(task) and _passes_with(task, f.ref)]
+        assert not twins, (task.name, twins)

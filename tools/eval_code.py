@@ -4,11 +4,14 @@
 For each task the model continues the prompt (a signature and a docstring, without its
 last newline: code_tasks.Task.stem says why) greedily; the completion is cut where the
 function ends (the first line back at column 0), and stem + completion + the task's
-asserts run in a fresh `python -I` with a time and
-memory limit. A task passes when that process exits 0. pass@1 = passed / tasks.
+asserts run in a fresh `python -I` with a time and memory limit. A task passes when that
+process exits 0. pass@1 = passed / tasks, given for each of code_tasks.py's sets: "taught"
+(skills the bundled model's exercises teach under other names) and "held-out" (skills no
+exercise teaches: the figure for generalisation).
 
     PYTHONPATH=build/dev/py python tools/eval_code.py                  # the shipped model
     PYTHONPATH=build/dev/py python tools/eval_code.py -m model.gguf --show --json out.json
+    PYTHONPATH=build/dev/py python tools/eval_code.py --set held-out
 
 With --corpus TRAIN.txt it also says which tasks' function names are defined in the
 training text (`def name(`), and gives pass@1 on the tasks whose names are not: those
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from code_tasks import TASKS, Task  # noqa: E402
+from code_tasks import TASK_SETS, TASKS, Task  # noqa: E402
 
 # Generation stops here (a new top-level statement); the cut below is the rule itself.
 STOPS = ["\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#", "\n@", "\nimport ", "\nfrom ", "\nassert "]
@@ -116,6 +119,7 @@ def main() -> int:
     ap.add_argument("-n", "--max-tokens", type=int, default=192, help="tokens per completion (default 192)")
     ap.add_argument("-t", "--threads", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds per task's tests (default 5)")
+    ap.add_argument("--set", choices=["all", *TASK_SETS], default="all", help="which tasks (default: all sets)")
     ap.add_argument("--task", action="append", help="run only these tasks (repeatable)")
     ap.add_argument("--show", action="store_true", help="print every completion")
     ap.add_argument("--json", help="write the per-task results here")
@@ -126,14 +130,23 @@ def main() -> int:
     if path is None:
         from phicpp.models import default_model_path
         path = str(default_model_path())
-    tasks = [t for t in TASKS if not args.task or t.name in args.task]
+    sets = {k: v for k, v in TASK_SETS.items() if args.set in ("all", k)}
+    set_of = {t.name: k for k, v in sets.items() for t in v}
+    tasks = [t for v in sets.values() for t in v if not args.task or t.name in args.task]
     if not tasks:
-        ap.error(f"no such task; the tasks are: {', '.join(t.name for t in TASKS)}")
+        ap.error(f"no such task; the tasks are: {', '.join(set_of)}")
     results = evaluate(model_completer(path, args.max_tokens, args.threads), tasks, args.timeout)
     for r in results:
+        r["set"] = set_of[r["task"]]
         print(f"{'PASS' if r['passed'] else 'fail'}  {r['task']:<24} {r['error'][:80]}")
         if args.show:
             print("    | " + r["completion"].rstrip().replace("\n", "\n    | "))
+    by_set = {}
+    for k in sets:
+        rs = [r for r in results if r["set"] == k]
+        if rs:
+            by_set[k] = {"passed": sum(r["passed"] for r in rs), "tasks": len(rs)}
+            print(f"pass@1 {k:<9} {by_set[k]['passed']}/{len(rs)} = {by_set[k]['passed'] / len(rs):.3f}")
     passed = sum(r["passed"] for r in results)
     print(f"pass@1 {passed}/{len(results)} = {passed / len(results):.3f}  ({Path(path).name}, greedy, "
           f"{args.max_tokens} tokens at most)")
@@ -148,7 +161,8 @@ def main() -> int:
                   f"{sum(r['passed'] for r in unseen)}/{len(unseen)}")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": str(path), "max_tokens": args.max_tokens, "passed": passed,
-                                               "tasks": len(results), "results": results}, indent=1))
+                                               "tasks": len(results), "by_set": by_set,
+                                               "results": results}, indent=1))
     return 0
 
 

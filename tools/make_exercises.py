@@ -11,9 +11,12 @@ correct bodies (a loop and a built-in, say); an exercise draws one of each, so t
 sees the same skill under many surfaces and the same surface with different skills.
 
 Every body is checked against the family's reference on its examples (the asserts are
-computed from the reference, tests/test_corpus_tools.py runs them all), and no exercise
-reproduces a prompt of tools/code_tasks.py (the evaluation): the evaluation's skills
-overlap with a first course's by nature, its wording must not.
+computed from the reference, tests/test_exercises.py runs them all), and no exercise
+reproduces a prompt of tools/code_tasks.py (the evaluation). The families teach, under
+other names and wording, the skills of the evaluation's "taught" set (the functions a new
+user tries first: a family's reference passes 39 of its 40 tasks) and none of its
+"held-out" set (tests/test_exercises.py runs every reference against those tasks' tests):
+a family added here must not implement a held-out task.
 
     python tools/make_exercises.py --count 20000 --seed 1 > exercises.txt    # a sample
     make_tiny_corpus.py --exercises 20000 ...                                  # into the corpus
