@@ -15,7 +15,9 @@ def _import_and_report(tmp_path, env_extra, sub):
     lib.write_bytes(b"not a library")
     env = {k: v for k, v in os.environ.items() if k != "PHICPP_CUDA_CUBLASLT"}
     env.update(env_extra)
-    code = (f"import sys; sys.path.append({str(site)!r}); import phicpp, os; "
+    # first on sys.path, as an installed wheel would be found before one further down
+    # (the device machine has PyTorch's real cuBLAS wheel on its path too)
+    code = (f"import sys; sys.path.insert(0, {str(site)!r}); import phicpp, os; "
             "print(os.environ.get('PHICPP_CUDA_CUBLASLT', ''))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return out.stdout.strip(), str(lib)

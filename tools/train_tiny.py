@@ -303,7 +303,7 @@ def train(args) -> dict:
         st = torch.load(state_file, map_location=device, weights_only=False)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
-        gen.set_state(st["gen"])
+        gen.set_state(st["gen"].cpu())  # torch.load maps it to the model's device; the generator wants a CPU byte tensor
         first, curve = st["step"], st["curve"]
         t_train -= st["train_seconds"]  # the schedule counts the earlier calls' training time
         print(f"resumed at step {first} after {st['train_seconds']:.0f}s of training", flush=True)
