@@ -116,6 +116,26 @@ def test_requantize_a_quantized_file(tmp_path):
     assert types["blk.0.ffn_up.weight"] == QT.Q4_0
 
 
+def test_f16_target_dequantizes_every_weight(tmp_path):
+    """llama-quantize's F16 type: the weights a mix would quantize become F16 (the output and
+    embedding too, no bumps), norms and biases keep their type, the values those of the source."""
+    rng = np.random.default_rng(3)
+    src, mid, dst = tmp_path / "f16.gguf", tmp_path / "q8.gguf", tmp_path / "back.gguf"
+    write_source(src, rng)
+    quantize_gguf(src, mid, "Q8_0")
+    quantize_gguf(mid, dst, "F16")
+    r_mid, r_dst = GGUFReader(mid), GGUFReader(dst)
+    assert r_dst.fields["general.file_type"].contents() == 1  # MOSTLY_F16
+    for a, b in zip(r_mid.tensors, r_dst.tensors):
+        assert a.name == b.name
+        if QT(int(a.tensor_type)) == QT.Q8_0:
+            assert QT(int(b.tensor_type)) == QT.F16, b.name
+            want = gq.dequantize(a.data, QT.Q8_0).astype(np.float16)
+            assert np.array_equal(np.asarray(b.data).reshape(want.shape), want), b.name
+        else:
+            assert QT(int(b.tensor_type)) == QT(int(a.tensor_type)), b.name
+
+
 def test_mix_rules_match_llama_cpp():
     st = _State(n_layer=32, n_attention_wv=32, n_gqa=1, has_output=True)
     # Q4_K_M attn_v: use_more_bits(i, 32) -> layers 0-3, 28-31 and every third in between

@@ -423,7 +423,7 @@ def perplexity(model, text_file, ctx_size, batch_size, threads, chunks, device, 
 @click.argument("qtype")
 @click.option("-t", "--threads", type=int, default=0, help="Threads (0: all cores).")
 def quantize(src, dst, qtype, threads):
-    """Quantize a GGUF with llama-quantize's mixes (Q4_0, Q4_K_M, Q8_0, ...)."""
+    """Quantize a GGUF with llama-quantize's mixes (Q4_0, Q4_K_M, Q8_0, ...), or to F16 (dequantizes)."""
     with run_errors():
         from .quantize import quantize_gguf
         if threads < 0:

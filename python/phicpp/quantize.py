@@ -49,6 +49,9 @@ MIXES = {
     "Q5_K_M": Mix(QT.Q5_K, LlamaFileType.MOSTLY_Q5_K_M),
     "Q6_K": Mix(QT.Q6_K, LlamaFileType.MOSTLY_Q6_K),
 }
+# llama-quantize's F16 target: every weight it would quantize in F16, no per-tensor rules (it
+# applies them only to quantized defaults); from a quantized file it dequantizes.
+MIXES["F16"] = Mix(QT.F16, LlamaFileType.MOSTLY_F16)
 MIXES["Q4_K"] = MIXES["Q4_K_M"]  # llama-quantize's aliases
 MIXES["Q5_K"] = MIXES["Q5_K_M"]
 MIXES["Q3_K"] = MIXES["Q3_K_M"]
@@ -94,6 +97,8 @@ def tensor_type(mix_name: str, name: str, ncols: int, st: _State) -> QT:
     mix = MIXES[mix_name]
     f = mix.ftype
     t = mix.base
+    if t == QT.F16:
+        return t
     if name == "output.weight" or (not st.has_output and name == "token_embd.weight"):
         if ncols % _core.type_info(t.name)[1] != 0:
             t = QT.Q8_0
