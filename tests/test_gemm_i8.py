@@ -113,7 +113,7 @@ LOGITS_SCRIPT = """
 import sys, numpy as np, phicpp
 m = phicpp.Model(sys.argv[1], n_ctx=128, n_threads=2)
 rng = np.random.default_rng(0)
-prompt = [int(t) for t in rng.integers(1, 8000, 40)]
+prompt = [int(t) for t in rng.integers(1, m.n_vocab, 40)]
 np.save(sys.argv[2], np.asarray(m.eval(prompt, all_logits=True)))
 """
 

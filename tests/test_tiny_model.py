@@ -1,15 +1,18 @@
-"""The tiny code model shipped in phicpp/models (issue 7).
+"""The tiny code model shipped in phicpp/models (issues 7 and 20).
 
 Quantization quality is measured the way the model card reports it: perplexity on
 held-out text that the model never saw in training (tests/data/tiny_heldout.txt.gz,
-the held-out split of tools/make_tiny_corpus.py, see MODEL_CARD.md), computed by the
-engine on the shipped F16 file and on Q8_0 / Q4_K_M files quantized from it here.
+from the held-out split of tools/make_tiny_corpus.py, see MODEL_CARD.md), computed by the
+engine on the shipped Q8_0 file and on a Q4_K_M file quantized from it here. The file's
+F16 original is not shipped (it would not fit in the package's 25 MiB); the card gives
+Q8_0 against it as measured when the model was made.
 """
 from __future__ import annotations
 
 import ast
 import gzip
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +27,7 @@ HELDOUT = Path(__file__).parent / "data" / "tiny_heldout.txt.gz"
 EOT = "<|endoftext|>"
 CTX = 512            # tokens per perplexity window (the model was trained on 1024)
 N_WINDOWS = 4        # spread evenly over the held-out stream: 2048 scored windows' tokens
-MAX_BYTES = 25_000_000
+MAX_BYTES = 25 << 20   # the package data the bundled model may take (issue 20)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -85,14 +88,14 @@ def first_python_block(code: str) -> str:
 # ----------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
-def f16() -> Path:
+def shipped() -> Path:
     return default_model_path()
 
 
 @pytest.fixture(scope="module")
-def heldout_windows(f16) -> list[list[int]]:
+def heldout_windows(shipped) -> list[list[int]]:
     text = gzip.decompress(HELDOUT.read_bytes()).decode("utf-8")
-    tok = Tokenizer.from_gguf(str(f16))
+    tok = Tokenizer.from_gguf(str(shipped))
     stream: list[int] = []
     for doc in text.split(EOT):
         stream += tok.tokenize(doc, add_special=False) + [tok.eos_id]
@@ -101,34 +104,34 @@ def heldout_windows(f16) -> list[list[int]]:
 
 
 @pytest.fixture(scope="module")
-def ppl(f16, heldout_windows, module_tmp) -> dict[str, float]:
-    out = module_tmp("tiny")
-    result = {"F16": perplexity(f16, heldout_windows)}
-    for mix in ("Q8_0", "Q4_K_M"):
-        dst = out / f"phi-tiny-code-{mix}.gguf"
-        quantize_gguf(f16, dst, mix)
-        result[mix] = perplexity(dst, heldout_windows)
+def ppl(shipped, heldout_windows, module_tmp) -> dict[str, float]:
+    result = {"Q8_0": perplexity(shipped, heldout_windows)}
+    dst = module_tmp("tiny") / "phi-tiny-code-Q4_K_M.gguf"
+    quantize_gguf(shipped, dst, "Q4_K_M")  # from the Q8_0 values, as `phicpp quantize` would
+    result["Q4_K_M"] = perplexity(dst, heldout_windows)
     print("held-out perplexity:", result)
     return result
 
 
 # ----------------------------------------------------------------------------- tests
 
-def test_shipped_file_is_small_phi2_f16_with_license(f16):
-    assert f16.name == DEFAULT_MODEL_NAME and f16.parent.name == "models"
-    assert f16.stat().st_size <= MAX_BYTES
-    meta = phicpp.GGUFFile(str(f16)).metadata
+def test_shipped_file_is_small_phi2_q8_0_with_license(shipped):
+    assert shipped.name == DEFAULT_MODEL_NAME and shipped.parent.name == "models"
+    assert shipped.stat().st_size <= MAX_BYTES
+    assert [p.name for p in shipped.parent.glob("*.gguf")] == [DEFAULT_MODEL_NAME]  # no older model left in
+    gguf = phicpp.GGUFFile(str(shipped))
+    meta = gguf.metadata
     assert meta["general.architecture"] == "phi2"
     assert meta["general.license"] == "mit"
-    assert meta["general.file_type"] == 1   # MOSTLY_F16
+    assert meta["general.file_type"] == 7   # MOSTLY_Q8_0
     assert meta["tokenizer.ggml.model"] == "gpt2" and meta["tokenizer.ggml.pre"] == "gpt-2"
     for name in ("MODEL_CARD.md", "LICENSE"):
-        assert (f16.parent / name).is_file(), name
+        assert (shipped.parent / name).is_file(), name
 
 
-def test_heldout_text_round_trips_through_the_tokenizer(f16):
+def test_heldout_text_round_trips_through_the_tokenizer(shipped):
     text = gzip.decompress(HELDOUT.read_bytes()).decode("utf-8").split(EOT)[0]
-    tok = Tokenizer.from_gguf(str(f16))
+    tok = Tokenizer.from_gguf(str(shipped))
     ids = tok.tokenize(text, add_special=False)
     assert text_of(tok, ids) == text
     assert len(text) / len(ids) > 2.5   # a BPE trained on Python: far fewer tokens than bytes
@@ -140,21 +143,17 @@ def test_heldout_windows_are_distinct_and_full(heldout_windows):
     assert len({tuple(w[:16]) for w in heldout_windows}) == N_WINDOWS
 
 
-def test_f16_model_is_trained(ppl):
-    # an untrained model scores about the vocabulary size (8192); the card reports ~8-10
-    assert ppl["F16"] < 20.0
+def test_shipped_model_is_trained(ppl):
+    # an untrained model scores about the vocabulary size (7168); the card reports ~5-7
+    assert ppl["Q8_0"] < 12.0
 
 
-def test_q8_0_perplexity_within_1_percent_of_f16(ppl):
-    assert abs(ppl["Q8_0"] / ppl["F16"] - 1.0) <= 0.01, ppl
+def test_q4_k_m_perplexity_within_5_percent_of_the_shipped_q8_0(ppl):
+    assert abs(ppl["Q4_K_M"] / ppl["Q8_0"] - 1.0) <= 0.05, ppl
 
 
-def test_q4_k_m_perplexity_within_5_percent_of_f16(ppl):
-    assert abs(ppl["Q4_K_M"] / ppl["F16"] - 1.0) <= 0.05, ppl
-
-
-def test_fibonacci_prompt_continues_as_python(f16):
-    text = greedy(f16, "def fibonacci(n):", 48)
+def test_fibonacci_prompt_continues_as_python(shipped):
+    text = greedy(shipped, "def fibonacci(n):", 48)
     body = first_python_block(text)
     # the parsable prefix holds the function header plus at least one statement of its body
     tree = ast.parse(body)
@@ -163,9 +162,27 @@ def test_fibonacci_prompt_continues_as_python(f16):
     assert len(body.splitlines()) >= 3, text
 
 
-def test_perplexity_measures_the_text_not_the_file(f16, heldout_windows, ppl):
+def test_the_readme_prompt_gets_a_working_fibonacci(shipped):
+    """Issue 20: `phicpp generate -p "def fibonacci(n):" -n 64 --temp 0` writes a body that
+    works, run as the evaluation runs a completion (cut where the function ends, executed in
+    a fresh interpreter). The bare signature leaves the meaning to the model: the n-th
+    number or the list of the first n are both right."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import eval_code
+    from code_tasks import Task
+
+    model = phicpp.Model(str(shipped), n_ctx=256)
+    text = model.generate("def fibonacci(n):", max_tokens=64, temperature=0.0, stream=False)
+    task = Task("fibonacci", "def fibonacci(n):\n",
+                "fib = [0, 1, 1, 2, 3, 5, 8, 13, 21, 34]\ngot = [fibonacci(k) for k in range(10)]\n"
+                "assert got == fib or got == [fib[:k] for k in range(10)], got\n", "")
+    passed, error = eval_code.run_task(task, eval_code.function_body(text))
+    assert passed, (error, text)
+
+
+def test_perplexity_measures_the_text_not_the_file(shipped, heldout_windows, ppl):
     # control for the comparisons above: the same tokens in a shuffled order must score far
     # worse, so a perplexity near F16's really means the model still predicts the text
     rng = np.random.default_rng(0)
     shuffled = [list(rng.permutation(heldout_windows[0]))]
-    assert perplexity(f16, shuffled) > 5 * ppl["F16"]
+    assert perplexity(shipped, shuffled) > 5 * ppl["Q8_0"]

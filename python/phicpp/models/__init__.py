@@ -1,9 +1,10 @@
 """Models shipped inside the package.
 
-phi-tiny-code-f16.gguf is a 10.5M-parameter phi2-architecture model trained by
-tools/train_tiny.py on the Python standard library and on documentation shipped in
-installed packages (see MODEL_CARD.md here, MIT license in LICENSE). It is what
-`phicpp generate` and `phicpp chat` load when no -m/--model is given.
+phi-tiny-code-q8_0.gguf is a 23.2M-parameter phi2-architecture (Phi-1-style) model in
+Q8_0, trained by tools/train_tiny.py on Python (the standard library, installed packages,
+small textbook-like libraries) and synthetic exercises (tools/make_exercises.py); see
+MODEL_CARD.md here, MIT license in LICENSE. It is what `phicpp generate`, `phicpp chat`
+and `phicpp serve` load when no -m/--model is given.
 
     from phicpp.models import default_model_path
     path = default_model_path()      # pathlib.Path of the shipped GGUF
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEFAULT_MODEL_NAME = "phi-tiny-code-f16.gguf"
+DEFAULT_MODEL_NAME = "phi-tiny-code-q8_0.gguf"
 _HERE = Path(__file__).resolve().parent
 
 
