@@ -67,3 +67,13 @@ def test_documented_functions_limits_and_bad_sources():
         ["def add", "def long_body", "def clamp"]
     assert corpus.documented_functions("def broken(:\n    pass\n") == []
     assert corpus.documented_functions("") == []
+
+
+def test_only_open_licenses_go_into_the_text():
+    for lic in ("MIT", "Apache-2.0", "BSD-3-Clause AND 0BSD", "Python Software Foundation License", "MPL-2.0"):
+        assert corpus.is_open_license(lic), lic
+    for lic in ("", "LicenseRef-NVIDIA-Proprietary", "LicenseRef-NVIDIA-SOFTWARE-LICENSE", "Other/Proprietary License"):
+        assert not corpus.is_open_license(lic), lic
+    seen: dict = {}
+    assert not corpus._usable_license(seen, "cuda-bindings", "13.3.1", "LicenseRef-NVIDIA-SOFTWARE-LICENSE")
+    assert "skipped" in seen["cuda-bindings-13.3.1"]["license"]

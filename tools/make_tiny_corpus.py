@@ -7,7 +7,7 @@ Only text that already exists offline on this machine is used, nothing from a hu
   * documentation shipped inside installed packages: *.rst / *.md / *.txt files and
     the long descriptions in *.dist-info/METADATA under site-packages;
   * with --packages, the Python sources (*.py) of every installed distribution whose
-    metadata names a license, at most --code-bytes-per-package of each (so that a few
+    metadata names an open-source license (not a proprietary or LicenseRef- one), at most --code-bytes-per-package of each (so that a few
     big packages cannot drown the rest), generated files (protobuf stubs, "do not edit"
     headers, data tables) skipped;
   * with --wheels DIR, the *.py files of the wheels in DIR (e.g. textbook-like code
@@ -199,6 +199,22 @@ def license_of(meta) -> str:
     return " / ".join(classifiers)
 
 
+def is_open_license(lic: str) -> bool:
+    """Whether a stated license may go into the training text: any but a proprietary one or a
+    custom LicenseRef-... (run 9's corpus took 13 files of cuda-bindings, NVIDIA Software
+    License, before this check)."""
+    return bool(lic) and "proprietary" not in lic.lower() and "licenseref-" not in lic.lower()
+
+
+def _usable_license(licenses: dict, name: str, version: str, lic: str) -> bool:
+    """Register a distribution the corpus skips for its license (none, or not open)."""
+    if not lic:
+        _register(licenses, name, version, "(none stated: skipped)")
+    elif not is_open_license(lic):
+        _register(licenses, name, version, f"{lic} (not an open-source license: skipped)")
+    return is_open_license(lic)
+
+
 def distribution_code(dist_name: str, version: str, files, max_file_bytes: int, per_package_bytes: int):
     """(rel, text) for the .py files of one distribution, in sorted order, up to its byte budget.
     files: (relative posix path, reader) pairs."""
@@ -234,8 +250,7 @@ def installed_code_documents(max_file_bytes: int, per_package_bytes: int, licens
     for key in sorted(dists):
         d = dists[key]
         name, version, lic = d.metadata["Name"], d.version, license_of(d.metadata)
-        if not lic:
-            _register(licenses, name, version, "(none stated: skipped)")
+        if not _usable_license(licenses, name, version, lic):
             continue
 
         def reader(f, d=d):
@@ -262,8 +277,7 @@ def wheel_code_documents(folder: Path, max_file_bytes: int, per_package_bytes: i
                 continue
             meta = email.message_from_bytes(z.read(meta_name))
             name, version, lic = meta["Name"], meta["Version"], license_of(meta)
-            if not lic:
-                _register(licenses, name, version, "(none stated: skipped)")
+            if not _usable_license(licenses, name, version, lic):
                 continue
             files = [(n, (lambda n=n: z.read(n))) for n in z.namelist()]
             yield from _counted(name, version, lic, licenses,
