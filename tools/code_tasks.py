@@ -191,6 +191,7 @@ TASKS: list[Task] = [
        "assert word_lengths(['a', 'abc']) == {'a': 1, 'abc': 3}\nassert word_lengths([]) == {}",
        "    return {w: len(w) for w in words}"),
 ]
+
 # Skills no exercise family implements (tests/test_exercises.py checks it by running every
 # family's reference against these tests); a family added to the curriculum must keep it so.
 HELDOUT_TASKS: list[Task] = [
