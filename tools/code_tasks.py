@@ -284,7 +284,8 @@ HELDOUT_TASKS: list[Task] = [
        "assert longest_word_length(['a', 'abc', 'ab']) == 3\nassert longest_word_length(['hello']) == 5",
        "    return max(len(w) for w in words)"),
     _t("count_odd", "def count_odd(numbers):", "Return how many odd numbers the list numbers contains.",
-       "assert count_odd([1, 2, 3, 5]) == 3\nassert count_odd([]) == 0\nassert count_odd([2, 4]) == 0",
+       "assert count_odd([1, 2, 3, 5]) == 3\nassert count_odd([]) == 0\nassert count_odd([2, 4]) == 0\n"
+       "assert count_odd([7, 9, 11, 4]) == 3",
        "    return sum(1 for x in numbers if x % 2 == 1)"),
     _t("sum_of_odds", "def sum_of_odds(numbers):", "Return the sum of the odd numbers in the list numbers.",
        "assert sum_of_odds([1, 2, 3, 4, 5]) == 9\nassert sum_of_odds([]) == 0\nassert sum_of_odds([2]) == 0\n"
