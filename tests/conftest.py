@@ -52,6 +52,20 @@ def tiny_gguf(tiny_model, tmp_path_factory):
     return get
 
 
+@pytest.fixture(scope="session")
+def bundled_f16(tmp_path_factory) -> str:
+    """The bundled (Q8_0) model with its weights in F16 (`phicpp quantize ... F16`): a model
+    whose matmuls agree to rounding between paths and devices, which tests that compare prefill
+    with decode or the CPU with the GPU need (Q8_0 weights would add each path's own activation
+    rounding, ~1% of a logit), and the reference quantized types are measured from."""
+    from phicpp.models import default_model_path
+    from phicpp.quantize import quantize_gguf
+
+    out = tmp_path_factory.mktemp("bundled") / "bundled-f16.gguf"
+    quantize_gguf(default_model_path(), out, "F16")
+    return str(out)
+
+
 @pytest.fixture(scope="module")
 def module_tmp(tmp_path_factory):
     root = tmp_path_factory.mktemp("module")

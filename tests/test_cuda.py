@@ -27,17 +27,6 @@ def shipped():
     return str(default_model_path())
 
 
-@pytest.fixture(scope="module")
-def shipped_f16(module_tmp):
-    """The shipped (Q8_0) model with F16 weights: the reference the quantized types are
-    measured from, and a model whose CPU and GPU matmuls agree to rounding (Q8_0 weights
-    would add each device's own activation rounding, ~1% of a logit)."""
-    out = module_tmp("f16") / "bundled-f16.gguf"
-    subprocess.run([sys.executable, "-m", "phicpp", "quantize", shipped(), str(out), "F16"], check=True,
-                   capture_output=True)
-    return str(out)
-
-
 CONTINUATION = [int(t) for t in np.random.default_rng(0).integers(3, 7000, 64)]  # ids every tested vocabulary has (the bundled: 7168)
 
 
@@ -52,14 +41,14 @@ def run(path, device, steps=8, **kw):
 
 
 @pytest.fixture(scope="module")
-def quantized(module_tmp, shipped_f16):
+def quantized(module_tmp, bundled_f16):
     d = module_tmp("q")
     made = {}
 
     def get(mix):
         if mix not in made:
             out = d / f"{mix}.gguf"
-            subprocess.run([sys.executable, "-m", "phicpp", "quantize", shipped_f16, str(out), mix], check=True,
+            subprocess.run([sys.executable, "-m", "phicpp", "quantize", bundled_f16, str(out), mix], check=True,
                            capture_output=True)
             made[mix] = str(out)
         return made[mix]
@@ -72,7 +61,7 @@ def rms(a):
 
 
 @pytest.mark.parametrize("mix", MIXES)
-def test_quantized_logits_gpu_match_cpu(quantized, shipped_f16, mix):
+def test_quantized_logits_gpu_match_cpu(quantized, bundled_f16, mix):
     """Both devices round activations to 8 bits in decode (blocks of 32 on the
     GPU, of 32 or 256 on the CPU) and keep them finer in prefill, so they differ
     by rounding noise: within what the quantization itself moves the logits,
@@ -80,7 +69,7 @@ def test_quantized_logits_gpu_match_cpu(quantized, shipped_f16, mix):
     (the 1.1 bound test_llamacpp_quant.py puts on the CPU against llama.cpp).
     For Q8_0 the weights' noise is as small as the activations' own rounding,
     so the two devices' different roundings show at that size."""
-    f16 = run(shipped_f16, "cpu")
+    f16 = run(bundled_f16, "cpu")
     cpu = run(quantized(mix), "cpu")
     gpu = run(quantized(mix), "cuda")
     noise = rms(cpu - f16)  # what quantizing did to the logits
@@ -108,9 +97,9 @@ def test_recorded_steps_equal_direct_steps(monkeypatch):
     assert np.array_equal(a, b)
 
 
-def test_truncate_and_reset_with_recorded_steps(shipped_f16):
-    m = phicpp.Model(shipped_f16, n_ctx=128, device="cuda")
-    ref = phicpp.Model(shipped_f16, n_ctx=128, device="cpu")
+def test_truncate_and_reset_with_recorded_steps(bundled_f16):
+    m = phicpp.Model(bundled_f16, n_ctx=128, device="cuda")
+    ref = phicpp.Model(bundled_f16, n_ctx=128, device="cpu")
     for model in (m, ref):
         model.eval(PROMPT[:20])
         for t in (5, 9, 11):

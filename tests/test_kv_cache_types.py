@@ -1,8 +1,9 @@
 """Quantized KV caches (kv_type q8_0 / q4_0, llama.cpp's -ctk/-ctv): the
-shipped model (head size 64), its weights in F16, against its f32-cache logits, prefill against
-token-by-token decode over the same quantized cache, the memory they take, and
-the clear errors where they do not apply. Perplexity and speed per type are in
-docs/BENCHMARKS.md."""
+shipped model (head size 64) with its weights in F16 (conftest's bundled_f16: then
+prefill and decode matmuls agree to the last bits and what differs is the cache) against
+its f32-cache logits, prefill against token-by-token decode over the same quantized
+cache, the memory they take, and the clear errors where they do not apply. Perplexity and
+speed per type are in docs/BENCHMARKS.md."""
 from __future__ import annotations
 
 import subprocess
@@ -13,7 +14,6 @@ import pytest
 
 import phicpp
 from phicpp.models import default_model_path
-from phicpp.quantize import quantize_gguf
 
 # relative RMS of the logits against the f32 cache: rounding to 8 bits per 32
 # values moves them ~0.4%, to 4 bits ~6% (measured 0.37% and 5.5%)
@@ -22,24 +22,13 @@ BLOCK_BYTES = {"f16": 64, "q8_0": 34, "q4_0": 18}  # per 32 values
 
 
 @pytest.fixture(scope="module")
-def model_f16(module_tmp) -> str:
-    """The shipped model with F16 weights: its prefill and decode matmuls then agree to the
-    last bits, so what differs between them is the cache (with the shipped Q8_0 weights the
-    int8 GEMM of prefill and the row kernels of decode round activations differently, ~1%
-    of the largest logit, which would hide it)."""
-    path = module_tmp("kv") / "bundled-f16.gguf"
-    quantize_gguf(default_model_path(), path, "F16")
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def tokens():
     return np.random.default_rng(0).integers(10, 5000, 120).astype(np.int32)
 
 
 @pytest.fixture(scope="module")
-def ref(model_f16, tokens):
-    return phicpp.Model(model_f16, n_ctx=160, kv_type="f32", n_threads=2).eval(tokens, all_logits=True)
+def ref(bundled_f16, tokens):
+    return phicpp.Model(bundled_f16, n_ctx=160, kv_type="f32", n_threads=2).eval(tokens, all_logits=True)
 
 
 def rms(d, ref):
@@ -47,8 +36,8 @@ def rms(d, ref):
 
 
 @pytest.mark.parametrize("kv", ["f16", "q8_0", "q4_0"])
-def test_quantized_cache_logits(model_f16, tokens, ref, kv):
-    m = phicpp.Model(model_f16, n_ctx=160, kv_type=kv, n_threads=2)
+def test_quantized_cache_logits(bundled_f16, tokens, ref, kv):
+    m = phicpp.Model(bundled_f16, n_ctx=160, kv_type=kv, n_threads=2)
     assert m.kv_type == kv.upper() or m.kv_type == kv
     prefill = m.eval(tokens, all_logits=True)
     assert rms(prefill - ref, ref) <= BOUND[kv]
@@ -59,7 +48,7 @@ def test_quantized_cache_logits(model_f16, tokens, ref, kv):
     decode = np.stack([m.eval([t]) for t in tokens])
     assert float(np.abs(decode - prefill).max() / np.abs(prefill).max()) <= 0.2 * BOUND[kv] + 1e-3
     # and the memory: a block of 32 values in 34 (q8_0) or 18 (q4_0) bytes instead of 64
-    f16 = phicpp.Model(model_f16, n_ctx=160, kv_type="f16", n_threads=2).kv_cache_bytes
+    f16 = phicpp.Model(bundled_f16, n_ctx=160, kv_type="f16", n_threads=2).kv_cache_bytes
     assert m.kv_cache_bytes * BLOCK_BYTES["f16"] == f16 * BLOCK_BYTES[kv]
 
 

@@ -7,8 +7,8 @@ Only text that already exists offline on this machine is used, nothing from a hu
   * documentation shipped inside installed packages: *.rst / *.md / *.txt files and
     the long descriptions in *.dist-info/METADATA under site-packages;
   * with --packages, the Python sources (*.py) of every installed distribution whose
-    metadata names an open-source license (not a proprietary or LicenseRef- one), at most --code-bytes-per-package of each (so that a few
-    big packages cannot drown the rest), generated files (protobuf stubs, "do not edit"
+    metadata names an open-source license (not a proprietary or LicenseRef- one), at most
+    --code-bytes-per-package of each (so that a few big packages cannot drown the rest), generated files (protobuf stubs, "do not edit"
     headers, data tables) skipped;
   * with --wheels DIR, the *.py files of the wheels in DIR (e.g. textbook-like code
     fetched with `pip download` on a machine that reaches PyPI), --repeat-wheels times;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make the bundled code model in one device call, or several (CALL_SECONDS, below) (issue 20):
-# corpus from the machine's own Python (stdlib + installed distributions that state a license) plus the textbook-like
-# wheels carried in .corpus-wheels/ and, FUNCTIONS (2) more times, every short documented
-# top-level function of it as a document of its own (see make_tiny_corpus.py), EXERCISES
+# corpus from the machine's own Python (stdlib + installed distributions that state an
+# open-source license) plus the textbook-like wheels carried in .corpus-wheels/ and,
+# FUNCTIONS (2) more times, every short documented top-level function of it as a document
+# of its own (see make_tiny_corpus.py), EXERCISES
 # (150000, 36 MB) synthetic textbook exercises (tools/make_exercises.py; in the anneal phase's
 # textbook share too), a code BPE, PhiForCausalLM trained on the GPU with a
 # schedule that ends inside the call, then phicpp convert (F16), quantize (Q8_0) and
