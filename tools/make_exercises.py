@@ -29,6 +29,8 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
+from exercise_grids import grid_families  # (tools/, beside this file)
+
 EOT = "<|endoftext|>"
 
 
@@ -894,79 +896,9 @@ FAMILIES += [
 ]
 
 
-# ---- a third unit, generated: one list operation under one condition ("how many of the
-# numbers are negative", "the largest even number"...), every operation with every condition.
-# A docstring's words then name the parts of a function separately, so the model can meet a
-# combination it was never shown as the sum of two it was. Combinations that are tasks of the
-# evaluation's held-out set are left out (tests/test_exercises.py finds any).
-CONDITIONS = [  # (word for names, phrase for docstrings, test on x)
-    ("even", "even", "x % 2 == 0"),
-    ("odd", "odd", "x % 2 == 1"),
-    ("positive", "greater than zero", "x > 0"),
-    ("negative", "less than zero", "x < 0"),
-    ("nonzero", "not zero", "x != 0"),
-    ("below_ten", "smaller than 10", "x < 10"),
-    ("multiple_of_three", "divisible by 3", "x % 3 == 0"),
-    ("over_hundred", "greater than 100", "x > 100"),
-]
-OPERATIONS = {  # name patterns, docstrings, bodies ({w}, {p}, {c}: the condition's word, phrase,
-    # test), and the reference given the condition as a predicate
-    "count": ("count_{w} how_many_{w}",
-              ["Return how many numbers in {{a}} are {p}.", "Count the elements of {{a}} that are {p}."],
-              ["    count = 0\n    for x in {{a}}:\n        if {c}:\n            count += 1\n    return count",
-               "    return sum(1 for x in {{a}} if {c})"],
-              lambda keep, xs: sum(1 for x in xs if keep(x))),
-    "sum": ("sum_{w} total_of_{w}",
-            ["Return the sum of the numbers in {{a}} that are {p} (0 if there are none).",
-             "Add up the elements of {{a}} that are {p}."],
-            ["    total = 0\n    for x in {{a}}:\n        if {c}:\n            total += x\n    return total",
-             "    return sum(x for x in {{a}} if {c})"],
-            lambda keep, xs: sum(x for x in xs if keep(x))),
-    "keep": ("keep_{w} select_{w}",
-             ["Return a list of the numbers in {{a}} that are {p}, in order.",
-              "Keep the elements of {{a}} that are {p}."],
-             ["    result = []\n    for x in {{a}}:\n        if {c}:\n            result.append(x)\n    return result",
-              "    return [x for x in {{a}} if {c}]"],
-             lambda keep, xs: [x for x in xs if keep(x)]),
-    "any": ("any_{w} has_{w}",
-            ["Return True if at least one number in {{a}} is {p}.", "Check whether some element of {{a}} is {p}."],
-            ["    for x in {{a}}:\n        if {c}:\n            return True\n    return False",
-             "    return any({c} for x in {{a}})"],
-            lambda keep, xs: any(keep(x) for x in xs)),
-    "all": ("all_{w} all_are_{w}",
-            ["Return True if every number in {{a}} is {p} (True for an empty list).",
-             "Check that each element of {{a}} is {p}."],
-            ["    for x in {{a}}:\n        if not ({c}):\n            return False\n    return True",
-             "    return all({c} for x in {{a}})"],
-            lambda keep, xs: all(keep(x) for x in xs)),
-    "first": ("first_{w} find_first_{w}",
-              ["Return the first number in {{a}} that is {p}, or None if there is none.",
-               "Find the first element of {{a}} that is {p} (None when no element is)."],
-              ["    for x in {{a}}:\n        if {c}:\n            return x\n    return None",
-               "    return next((x for x in {{a}} if {c}), None)"],
-              lambda keep, xs: next((x for x in xs if keep(x)), None)),
-    "largest": ("largest_{w} max_{w}",
-                ["Return the largest number in {{a}} that is {p}, or None if there is none.",
-                 "Find the biggest element of {{a}} that is {p} (None when no element is)."],
-                ["    best = None\n    for x in {{a}}:\n        if {c} and (best is None or x > best):\n            best = x\n"
-                 "    return best",
-                 "    return max((x for x in {{a}} if {c}), default=None)"],
-                lambda keep, xs: max((x for x in xs if keep(x)), default=None)),
-}
-# held-out evaluation tasks (tools/code_tasks.py): count_odd, sum_of_odds, keep_positive
-LEFT_OUT = {("count", "odd"), ("sum", "odd"), ("keep", "positive")}
-GRID_EXAMPLES = [([1, -2, 3, 0, 12, 150, -7, 6],), ([],), ([2, 4, 101, 300],), ([-3, -9, 5],), ([7],)]
-
-
-def _condition_family(op: str, word: str, phrase: str, test: str) -> Family:
-    names, docs, bodies, ref = OPERATIONS[op]
-    keep = eval(f"lambda x: {test}")  # noqa: S307 (our own table above)
-    return F(names.format(w=word), [(n,) for n in NUMS], [d.format(p=phrase) for d in docs],
-             [b.format(c=test) for b in bodies], GRID_EXAMPLES, lambda xs: ref(keep, xs))
-
-
-FAMILIES += [_condition_family(op, word, phrase, test) for op in OPERATIONS for word, phrase, test in CONDITIONS
-             if (op, word) not in LEFT_OUT]
+# ---- the generated units (tools/exercise_grids.py): list operations under a condition,
+# string operations on a class of characters, a change to each number
+FAMILIES += grid_families(F)
 
 
 def _fmt(template: str, names: tuple[str, ...]) -> str:
