@@ -68,14 +68,16 @@ def test_quantized_logits_gpu_match_cpu(quantized, bundled_f16, mix):
     and the GPU's logits are no further from the F16 model's than the CPU's
     (the 1.1 bound test_llamacpp_quant.py puts on the CPU against llama.cpp).
     For Q8_0 the weights' noise is as small as the activations' own rounding,
-    so the two devices' different roundings show at that size."""
+    so the two devices' different roundings show at that size: each is about
+    the whole of `noise`, and their difference up to sqrt(2) of it (the bundled
+    model of run 10: 1.11x)."""
     f16 = run(bundled_f16, "cpu")
     cpu = run(quantized(mix), "cpu")
     gpu = run(quantized(mix), "cuda")
     noise = rms(cpu - f16)  # what quantizing did to the logits
     per_row = [(round(rms(g - c), 4), round(rms(c - f), 4)) for g, c, f in zip(gpu, cpu, f16)]
     assert np.all(np.isfinite(gpu))
-    assert rms(gpu - cpu) <= noise, (rms(gpu - cpu), noise, per_row)
+    assert rms(gpu - cpu) <= (1.5 if mix == "Q8_0" else 1.0) * noise, (rms(gpu - cpu), noise, per_row)
     assert rms(gpu - f16) <= 1.1 * noise, (rms(gpu - f16), noise, per_row)
 
 
