@@ -147,7 +147,7 @@ def test_heldout_windows_are_distinct_and_full(heldout_windows):
 
 
 def test_shipped_model_is_trained(ppl):
-    # an untrained model scores about the vocabulary size (7168); the card reports ~4.5-5
+    # an untrained model scores about the vocabulary size (7168); the card reports ~4-5
     assert ppl["Q8_0"] < 12.0
 
 
