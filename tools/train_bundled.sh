@@ -41,6 +41,9 @@
 # 459 s (corpus 70 s, tokenizer 13 s, encoding 31 s, 320 s of training to step 5363, state
 # saved); call 2 409 s (resume, ~30 s compiling again, the other 340 s, final loss and
 # samples, conversion, both evaluations 31 s).
+# Run 10 (2026-12-04 05:54, CALL_SECONDS=585 MINUTES=12 EXERCISES=200000, the shipped model):
+# call 1 (cold) 459 s (corpus 92 s, tokenizer 13 s, encoding 33 s, 290 s of training to step
+# 4851); call 2 513 s (the other 430 s, conversion, both evaluations 45 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:?set OUT to the folder for the results}
@@ -117,7 +120,11 @@ gzip -c "$W/corpus/heldout.txt" > "$R/heldout.txt.gz"
 pack
 
 stamp eval
+gunzip -c tests/data/tiny_heldout.txt.gz > "$W/tiny_heldout.txt"
 for f in q8_0 f16; do
+  # the model card's perplexity (tests/data's held-out sample, as llama-perplexity computes it)
+  "$PY" -m phicpp perplexity -m "$W/phi-tiny-code-$f.gguf" -f "$W/tiny_heldout.txt" -c 512 2>&1 \
+      | tail -2 | tee "$R/ppl-$f.txt" || true
   "$PY" tools/eval_code.py -m "$W/phi-tiny-code-$f.gguf" --corpus "$W/corpus/train.txt" \
       --json "$R/eval-$f.json" --show > "$R/eval-$f.txt" || true
   grep "^pass@1\|^defined" "$R/eval-$f.txt" || true  # per set (taught, held-out), all, and by name
