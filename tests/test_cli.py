@@ -206,6 +206,11 @@ def test_quantize(gguf, tmp_path):
     assert "q8_0" in {t.lower() for t in types}
     assert_one_line_error(phicpp_cli("quantize", gguf, tmp_path / "x.gguf", "Q9_9"), "Q9_9")
     assert_one_line_error(phicpp_cli("quantize", tmp_path / "missing.gguf", tmp_path / "x.gguf", "Q8_0"), "missing")
+    # a quantized file again, to another type: refused as llama-quantize refuses it, unless asked
+    assert_one_line_error(phicpp_cli("quantize", out, tmp_path / "q4.gguf", "Q4_0"), "--allow-requantize")
+    assert not (tmp_path / "q4.gguf").exists()
+    r = phicpp_cli("quantize", out, tmp_path / "q4.gguf", "Q4_0", "--allow-requantize", "-t", "1")
+    assert r.returncode == 0, r.stderr
 
 
 # ---------------------------------------------------------------- one line per user error

@@ -1,5 +1,7 @@
 """phicpp.quantize.quantize_gguf: llama.cpp's tensor-type mixes, metadata copy,
 and data equal to our (ggml-compatible) quantizers' output."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QT
@@ -111,9 +113,25 @@ def test_requantize_a_quantized_file(tmp_path):
     src, mid, dst = tmp_path / "f16.gguf", tmp_path / "q8.gguf", tmp_path / "q4.gguf"
     write_source(src, rng)
     quantize_gguf(src, mid, "Q8_0")
-    quantize_gguf(mid, dst, "Q4_0")
+    with pytest.raises(QuantizeError, match="allow-requantize"):  # as llama-quantize, only when asked
+        quantize_gguf(mid, dst, "Q4_0")
+    assert not dst.exists() and not Path(str(dst) + ".tmp").exists()
+    quantize_gguf(mid, dst, "Q4_0", allow_requantize=True)
     _, types = read_types(dst)
     assert types["blk.0.ffn_up.weight"] == QT.Q4_0
+
+
+def test_a_tensor_already_of_its_target_type_is_copied(tmp_path):
+    """Q8_0 again from a Q8_0 file: every tensor's bytes as they were (no second rounding),
+    and no flag needed."""
+    rng = np.random.default_rng(4)
+    src, mid, dst = tmp_path / "f16.gguf", tmp_path / "q8.gguf", tmp_path / "again.gguf"
+    write_source(src, rng)
+    quantize_gguf(src, mid, "Q8_0")
+    quantize_gguf(mid, dst, "Q8_0")
+    for a, b in zip(GGUFReader(mid).tensors, GGUFReader(dst).tensors):
+        assert a.name == b.name and int(a.tensor_type) == int(b.tensor_type)
+        assert np.array_equal(np.asarray(a.data), np.asarray(b.data)), a.name
 
 
 def test_f16_target_dequantizes_every_weight(tmp_path):

@@ -126,7 +126,8 @@ def test_model_repacked_equals_file_layout(tmp_path):
     the same model run in the file layout (PHICPP_REPACK=0)."""
     from phicpp.models import default_model_path
     q = tmp_path / "q4_0.gguf"
-    subprocess.run([sys.executable, "-m", "phicpp", "quantize", str(default_model_path()), str(q), "Q4_0"],
+    subprocess.run([sys.executable, "-m", "phicpp", "quantize", str(default_model_path()), str(q), "Q4_0",
+                    "--allow-requantize"],
                    check=True, capture_output=True)
     outs = []
     for repack in ["1", "0"]:

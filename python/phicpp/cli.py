@@ -422,7 +422,9 @@ def perplexity(model, text_file, ctx_size, batch_size, threads, chunks, device, 
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.argument("qtype")
 @click.option("-t", "--threads", type=int, default=0, help="Threads (0: all cores).")
-def quantize(src, dst, qtype, threads):
+@click.option("--allow-requantize", is_flag=True,
+              help="Requantize tensors that are already quantized (adds a second rounding to the first).")
+def quantize(src, dst, qtype, threads, allow_requantize):
     """Quantize a GGUF with llama-quantize's mixes (Q4_0, Q4_K_M, Q8_0, ...), or to F16 (dequantizes)."""
     with run_errors():
         from .quantize import quantize_gguf
@@ -430,7 +432,7 @@ def quantize(src, dst, qtype, threads):
             raise ValueError(f"-t must be >= 0, got {threads}")
         if not src.is_file():
             raise FileNotFoundError(f"no such file: {src}")
-        counts = quantize_gguf(src, dst, qtype, n_threads=threads)
+        counts = quantize_gguf(src, dst, qtype, n_threads=threads, allow_requantize=allow_requantize)
         summary = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
         click.echo(f"wrote {dst} ({summary})")
 

@@ -175,6 +175,9 @@ def _field_int(reader: GGUFReader, key: str, default: int) -> int:
     return int(f.contents()) if f is not None else default
 
 
+_FLOAT_TYPES = (QT.F32, QT.F16, QT.BF16)
+
+
 def _as_f32(t) -> np.ndarray:
     """A tensor of the input file as float32 [rows, ncols]."""
     ncols = int(t.shape[0])
@@ -188,9 +191,14 @@ def _as_f32(t) -> np.ndarray:
     return _core.dequantize(raw.reshape(-1), qt.name.lower(), [rows, ncols])
 
 
-def quantize_gguf(src: str | os.PathLike, dst: str | os.PathLike, mix: str, n_threads: int = 0) -> dict[str, int]:
+def quantize_gguf(src: str | os.PathLike, dst: str | os.PathLike, mix: str, n_threads: int = 0,
+                  allow_requantize: bool = False) -> dict[str, int]:
     """Quantize GGUF `src` into `dst` with llama.cpp's mix `mix` (e.g. "Q4_K_M").
-    Returns {type name: tensor count} of the written file."""
+    Returns {type name: tensor count} of the written file.
+
+    As llama-quantize: a tensor already of its target type is copied as it is, and one of
+    another quantized type is requantized only with allow_requantize (its rounding would
+    add to the first one's; the F16 target, which only dequantizes, needs no flag)."""
     mix = mix.upper()
     if mix not in MIXES:
         raise QuantizeError(f"unknown quantization type {mix!r}; expected one of {', '.join(sorted(MIXES))}")
@@ -214,10 +222,13 @@ def quantize_gguf(src: str | os.PathLike, dst: str | os.PathLike, mix: str, n_th
     plan = []
     for t in reader.tensors:
         shape = [int(d) for d in t.shape]  # GGML order: ne0 (row length) first
-        if _should_quantize(t.name, shape):
-            plan.append((t, tensor_type(mix, t.name, shape[0], st)))
-        else:
-            plan.append((t, None))  # copied unchanged
+        have = QT(int(t.tensor_type))
+        want = tensor_type(mix, t.name, shape[0], st) if _should_quantize(t.name, shape) else have
+        if want != have and have not in _FLOAT_TYPES and want != QT.F16 and not allow_requantize:
+            raise QuantizeError(f"{src}: {t.name} is already {have.name}; requantizing it to {want.name} adds a "
+                                "second rounding to the first (quantize the F16/F32 file instead, or pass "
+                                "--allow-requantize)")
+        plan.append((t, None if want == have else want))  # None: copied unchanged
 
     dst = os.fspath(dst)
     tmp = dst + ".tmp"
