@@ -77,3 +77,15 @@ def test_only_open_licenses_go_into_the_text():
     seen: dict = {}
     assert not corpus._usable_license(seen, "cuda-bindings", "13.3.1", "LicenseRef-NVIDIA-SOFTWARE-LICENSE")
     assert "skipped" in seen["cuda-bindings-13.3.1"]["license"]
+
+
+def test_documentation_only_from_openly_licensed_distributions(tmp_path):
+    prose = "This package does useful things. It has a clear and readable guide for its users.\n" * 5
+    for pkg in ("open_pkg", "closed_pkg", "orphan_pkg"):
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "GUIDE.md").write_text(prose.replace("package", pkg))
+    owners = {str((tmp_path / "open_pkg" / "GUIDE.md").resolve()): "MIT",
+              str((tmp_path / "closed_pkg" / "GUIDE.md").resolve()): "LicenseRef-NVIDIA-Proprietary"}
+    docs = list(corpus.doc_documents(100_000, 100_000, file_licenses=owners, roots=[tmp_path]))
+    assert [rel for rel, _ in docs] == ["site-packages/open_pkg/GUIDE.md"]
+    assert "open_pkg" in docs[0][1]

@@ -144,8 +144,27 @@ def package_of(rel: Path) -> str:
     return top.lower().replace("-", "_")
 
 
-def doc_documents(max_file_bytes: int, per_package_bytes: int):
-    roots = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+def installed_file_licenses() -> dict[str, str]:
+    """{resolved path: the license its distribution states} for every file an installed
+    distribution lists in its RECORD."""
+    import importlib.metadata as md
+
+    owner: dict[str, str] = {}
+    for d in md.distributions():
+        lic = license_of(d.metadata)
+        for f in d.files or []:
+            owner[str(Path(d.locate_file(f)).resolve())] = lic
+    return owner
+
+
+def doc_documents(max_file_bytes: int, per_package_bytes: int, file_licenses: dict[str, str] | None = None,
+                  roots: list[Path] | None = None):
+    """Documentation shipped in site-packages (or roots): a file only when the distribution
+    that installed it states an open-source license (file_licenses, by resolved path)."""
+    if roots is None:
+        roots = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    if file_licenses is None:
+        file_licenses = installed_file_licenses()
     used: dict[str, int] = {}
     for root in map(Path, roots):
         if not root.is_dir():
@@ -157,6 +176,8 @@ def doc_documents(max_file_bytes: int, per_package_bytes: int):
             if path.name in DOC_SKIP_NAMES or set(rel.parts[:-1]) & DOC_SKIP_PARTS:
                 continue
             if not path.is_file() or path.stat().st_size > max_file_bytes:
+                continue
+            if not is_open_license(file_licenses.get(str(path.resolve()), "")):
                 continue
             text = read_text(path)
             if text is None:
