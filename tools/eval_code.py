@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from code_tasks import TASK_SETS, TASKS, Task  # noqa: E402
+from code_tasks import GRID_CELL_TASKS, TASK_SETS, TASKS, Task  # noqa: E402
 
 # Generation stops here (a new top-level statement); the cut below is the rule itself.
 STOPS = ["\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#", "\n@", "\nimport ", "\nfrom ", "\nassert "]
@@ -147,6 +147,12 @@ def main() -> int:
         if rs:
             by_set[k] = {"passed": sum(r["passed"] for r in rs), "tasks": len(rs)}
             print(f"pass@1 {k:<9} {by_set[k]['passed']}/{len(rs)} = {by_set[k]['passed'] / len(rs):.3f}")
+    held = [r for r in results if r["set"] == "held-out"]
+    for part, rs in (("grid cells", [r for r in held if r["task"] in GRID_CELL_TASKS]),
+                     ("no neighbour", [r for r in held if r["task"] not in GRID_CELL_TASKS])):
+        if rs:
+            by_set[f"held-out: {part}"] = {"passed": sum(r["passed"] for r in rs), "tasks": len(rs)}
+            print(f"  held-out, {part}: {sum(r['passed'] for r in rs)}/{len(rs)}")
     passed = sum(r["passed"] for r in results)
     print(f"pass@1 {passed}/{len(results)} = {passed / len(results):.3f}  ({Path(path).name}, greedy, "
           f"{args.max_tokens} tokens at most)")
