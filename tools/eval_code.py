@@ -149,7 +149,7 @@ def main() -> int:
             print(f"pass@1 {k:<9} {by_set[k]['passed']}/{len(rs)} = {by_set[k]['passed'] / len(rs):.3f}")
     held = [r for r in results if r["set"] == "held-out"]
     for part, rs in (("grid cells", [r for r in held if r["task"] in GRID_CELL_TASKS]),
-                     ("no neighbour", [r for r in held if r["task"] not in GRID_CELL_TASKS])):
+                     ("other", [r for r in held if r["task"] not in GRID_CELL_TASKS])):
         if rs:
             by_set[f"held-out: {part}"] = {"passed": sum(r["passed"] for r in rs), "tasks": len(rs)}
             print(f"  held-out, {part}: {sum(r['passed'] for r in rs)}/{len(rs)}")

@@ -7,7 +7,7 @@ combination it was never shown as the sum of two it was. The combinations that a
 the evaluation's held-out set (tools/code_tasks.py) are left out, each grid's LEFT_OUT says
 which; tests/test_exercises.py runs every family's reference against every held-out task and
 finds any that should have been. The held-out tasks that are such cells measure that
-composition; the card reports them apart from the held-out tasks with no neighbour here.
+composition; the card reports them apart from the other held-out tasks.
 """
 from __future__ import annotations
 
