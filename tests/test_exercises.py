@@ -102,32 +102,29 @@ def _passes_with(task, ref) -> bool:
         signal.signal(signal.SIGALRM, old)
 
 
+def _twins(task, families) -> list[str]:
+    """The families whose reference passes task's tests (first names)."""
+    n = _arity(task)
+    return [f.names[0] for f in families if len(f.args[0]) == n and _passes_with(task, f.ref)]
+
+
 def test_no_family_solves_a_heldout_task():
     """The held-out set measures skills the curriculum does not teach: no family's reference,
     under any name, passes a held-out task's tests (the taught set is the opposite: nearly
     every task there has such a family)."""
-    def twins(task) -> list[str]:
-        n = _arity(task)
-        return [f.names[0] for f in ex.FAMILIES if len(f.args[0]) == n and _passes_with(task, f.ref)]
-
-    taught = [t.name for t in code_tasks.TASKS if twins(t)]
+    taught = [t.name for t in code_tasks.TASKS if _twins(t, ex.FAMILIES)]
     assert len(taught) > len(code_tasks.TASKS) // 2  # the check itself finds what it looks for
     for task in code_tasks.HELDOUT_TASKS:
-        assert not twins(task), (task.name, twins(task))
+        found = _twins(task, ex.FAMILIES)
+        assert not found, (task.name, found)
 
 
 def test_each_left_out_grid_cell_is_a_heldout_task():
     """The grids leave out only what they must: each cell of exercise_grids.LEFT_OUT, put
     back, solves a held-out task (and the cells that do are exactly those)."""
     import exercise_grids as grids
-    kept = grids.LEFT_OUT
-    grids.LEFT_OUT = set()
-    try:
-        every_cell = grids.grid_families(ex.F)
-    finally:
-        grids.LEFT_OUT = kept
-    solved = {(task.name, f.names[0]) for task in code_tasks.HELDOUT_TASKS for f in every_cell
-              if len(f.args[0]) == _arity(task) and _passes_with(task, f.ref)}
-    assert len({cell for _, cell in solved}) == len(kept)
+    every_cell = grids.grid_families(ex.F, left_out=set())
+    solved = {(task.name, cell) for task in code_tasks.HELDOUT_TASKS for cell in _twins(task, every_cell)}
+    assert len({cell for _, cell in solved}) == len(grids.LEFT_OUT)
     assert {task for task, _ in solved} == code_tasks.GRID_CELL_TASKS  # what eval_code.py reports apart
-    assert len(every_cell) - len(kept) == len(grids.grid_families(ex.F))
+    assert len(every_cell) - len(grids.LEFT_OUT) == len(grids.grid_families(ex.F))

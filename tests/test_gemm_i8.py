@@ -132,7 +132,8 @@ def test_model_logits_against_the_f32_gemm(tmp_path, mix):
     is plus that bound."""
     from phicpp.models import default_model_path
     q = tmp_path / f"{mix}.gguf"
-    subprocess.run([sys.executable, "-m", "phicpp", "quantize", str(default_model_path()), str(q), mix, "--allow-requantize"],
+    subprocess.run([sys.executable, "-m", "phicpp", "quantize", str(default_model_path()), str(q), mix,
+                    "--allow-requantize"],
                    check=True, capture_output=True)
     outs = {}
     for name, model, env in [("i8", q, {}), ("f32", q, {"PHICPP_GEMM_I8": "0", "PHICPP_GEMM_BF16": "0", "PHICPP_REPACK": "0"}),

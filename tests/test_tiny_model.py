@@ -111,7 +111,8 @@ def heldout_windows(shipped) -> list[list[int]]:
 def ppl(shipped, heldout_windows, module_tmp) -> dict[str, float]:
     result = {"Q8_0": perplexity(shipped, heldout_windows)}
     dst = module_tmp("tiny") / "phi-tiny-code-Q4_K_M.gguf"
-    quantize_gguf(shipped, dst, "Q4_K_M", allow_requantize=True)  # from the Q8_0 values, as `phicpp quantize --allow-requantize`
+    # from the Q8_0 values, as `phicpp quantize --allow-requantize`
+    quantize_gguf(shipped, dst, "Q4_K_M", allow_requantize=True)
     result["Q4_K_M"] = perplexity(dst, heldout_windows)
     print("held-out perplexity:", result)
     return result

@@ -141,18 +141,15 @@ def main() -> int:
         print(f"{'PASS' if r['passed'] else 'fail'}  {r['task']:<24} {r['error'][:80]}")
         if args.show:
             print("    | " + r["completion"].rstrip().replace("\n", "\n    | "))
+    # each set, then the held-out set's two parts (code_tasks.GRID_CELL_TASKS and the others)
+    groups = {k: [r for r in results if r["set"] == k] for k in sets}
+    groups["held-out: grid cells"] = [r for r in groups.get("held-out", []) if r["task"] in GRID_CELL_TASKS]
+    groups["held-out: other"] = [r for r in groups.get("held-out", []) if r["task"] not in GRID_CELL_TASKS]
     by_set = {}
-    for k in sets:
-        rs = [r for r in results if r["set"] == k]
+    for k, rs in groups.items():
         if rs:
             by_set[k] = {"passed": sum(r["passed"] for r in rs), "tasks": len(rs)}
             print(f"pass@1 {k:<9} {by_set[k]['passed']}/{len(rs)} = {by_set[k]['passed'] / len(rs):.3f}")
-    held = [r for r in results if r["set"] == "held-out"]
-    for part, rs in (("grid cells", [r for r in held if r["task"] in GRID_CELL_TASKS]),
-                     ("other", [r for r in held if r["task"] not in GRID_CELL_TASKS])):
-        if rs:
-            by_set[f"held-out: {part}"] = {"passed": sum(r["passed"] for r in rs), "tasks": len(rs)}
-            print(f"  held-out, {part}: {sum(r['passed'] for r in rs)}/{len(rs)}")
     passed = sum(r["passed"] for r in results)
     print(f"pass@1 {passed}/{len(results)} = {passed / len(results):.3f}  ({Path(path).name}, greedy, "
           f"{args.max_tokens} tokens at most)")

@@ -181,13 +181,13 @@ def _on_argument(expr: str) -> str:
     return re.sub(r"\bx\b", "{a}", expr)
 
 
-def grid_families(F) -> list:
-    """Every cell of the three grids not in LEFT_OUT, as families made by F (make_exercises.F)."""
+def grid_families(F, left_out=LEFT_OUT) -> list:
+    """Every cell of the three grids not in left_out, as families made by F (make_exercises.F)."""
     out = []
     for op, (names, docs, bodies, ref) in LIST_OPERATIONS.items():
         args, examples = (SCALAR, SCALAR_EXAMPLES) if op == "is" else (NUMS, LIST_EXAMPLES)
         for word, phrase, test in CONDITIONS:
-            if (op, word) in LEFT_OUT:
+            if (op, word) in left_out:
                 continue
             keep = _predicate("x", test)
             cond = _on_argument(test) if op == "is" else test
@@ -195,14 +195,14 @@ def grid_families(F) -> list:
                          [b.format(c=cond) for b in bodies], examples, lambda v, keep=keep, ref=ref: ref(keep, v)))
     for op, (names, docs, bodies, ref) in TEXT_OPERATIONS.items():
         for word, phrase, test in CHAR_CLASSES:
-            if (op, word) in LEFT_OUT:
+            if (op, word) in left_out:
                 continue
             keep = _predicate("ch", test)
             out.append(F(names.format(w=word), [(a,) for a in TEXT], [d.format(p=phrase) for d in docs],
                          [b.format(c=test) for b in bodies], TEXT_EXAMPLES, lambda s, keep=keep, ref=ref: ref(keep, s)))
     for op, (names, args, examples, docs, bodies, ref) in TRANSFORM_OPERATIONS.items():
         for verb, participle, phrase, expr in TRANSFORMS:
-            if (op, verb) in LEFT_OUT:
+            if (op, verb) in left_out:
                 continue
             f = _predicate("x", expr)
             fill = dict(v=verb, pp=participle, p=phrase, e=_on_argument(expr) if op == "one" else expr)
