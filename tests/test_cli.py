@@ -206,6 +206,10 @@ def test_quantize(gguf, tmp_path):
     assert "q8_0" in {t.lower() for t in types}
     assert_one_line_error(phicpp_cli("quantize", gguf, tmp_path / "x.gguf", "Q9_9"), "Q9_9")
     assert_one_line_error(phicpp_cli("quantize", tmp_path / "missing.gguf", tmp_path / "x.gguf", "Q8_0"), "missing")
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(Path(gguf).read_bytes()[:2000])
+    assert_one_line_error(phicpp_cli("quantize", truncated, tmp_path / "y.gguf", "Q8_0"), "truncated.gguf")
+    assert not (tmp_path / "y.gguf").exists()
     # a quantized file again, to another type: refused as llama-quantize refuses it, unless asked
     assert_one_line_error(phicpp_cli("quantize", out, tmp_path / "q4.gguf", "Q4_0"), "--allow-requantize")
     assert not (tmp_path / "q4.gguf").exists()

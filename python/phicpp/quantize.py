@@ -203,6 +203,7 @@ def quantize_gguf(src: str | os.PathLike, dst: str | os.PathLike, mix: str, n_th
     if mix not in MIXES:
         raise QuantizeError(f"unknown quantization type {mix!r}; expected one of {', '.join(sorted(MIXES))}")
     n_threads = n_threads or os.cpu_count() or 1
+    _core.GGUFFile(os.fspath(src))  # our validating reader first: a broken file gets its clear error here
     reader = GGUFReader(src)
     arch_field = reader.fields.get("general.architecture")
     if arch_field is None:
