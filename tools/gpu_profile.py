@@ -56,12 +56,12 @@ def run_prefill(path: str, profile: bool, steps: int, n: int) -> None:
     print(f"wall {dt * 1e3:.3f} ms per {n}-token prompt ({n / dt:.0f} t/s)")
 
 
-def run(path: str, profile: bool, steps: int, ctx: int) -> None:
+def run(path: str, profile: bool, steps: int, ctx: int, kv_type: str = "auto") -> None:
     import numpy as np
 
     import phicpp
 
-    m = phicpp.Model(path, n_ctx=ctx + 128, device="cuda")
+    m = phicpp.Model(path, n_ctx=ctx + 128, device="cuda", kv_type=kv_type)
     rng = np.random.default_rng(0)
     m.eval(rng.integers(0, m.n_vocab, ctx).astype(np.int32))
     for _ in range(4):  # record the step (CUDA graph) before measuring
@@ -110,6 +110,7 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--ctx", type=int, default=128)
     ap.add_argument("--prefill", type=int, default=0, help="profile the evaluation of a prompt of this many tokens")
+    ap.add_argument("--kv-type", default="auto", help="decode: the KV cache type (f16, q8_0, q4_0...)")
     ap.add_argument("--summarize")
     ap.add_argument("--wall-ms", type=float)
     a = ap.parse_args()
@@ -118,6 +119,6 @@ if __name__ == "__main__":
     elif a.model and a.prefill:
         run_prefill(a.model, a.profile, a.steps, a.prefill)
     elif a.model:
-        run(a.model, a.profile, a.steps, a.ctx)
+        run(a.model, a.profile, a.steps, a.ctx, a.kv_type)
     else:
         sys.exit("give a model, or --summarize CSV")
