@@ -547,14 +547,30 @@ static std::vector<ExpertPick> picks_of(const I32Array& ids, const std::optional
 
 // K and V caches given as numpy arrays: C-contiguous [>= rows, width] of one
 // dtype, float32 or float16. Returns the cache type.
-static DType check_caches(const py::array& k, const py::array& v, int64_t rows, int64_t width) {
-    const bool f16 = k.dtype().is(py::dtype("float16"));
-    if ((!f16 && !k.dtype().is(py::dtype::of<float>())) || !k.dtype().is(v.dtype()) || k.ndim() != 2 ||
-        v.ndim() != 2 || k.shape(1) != width || v.shape(1) != width || k.shape(0) < rows ||
-        v.shape(0) != k.shape(0) || !(k.flags() & py::array::c_style) || !(v.flags() & py::array::c_style))
-        fail(ErrorKind::invalid_arg, "caches must be C-contiguous [>= ", rows, ", ", width,
-             "] of one dtype, float32 or float16");
-    return f16 ? DType::F16 : DType::F32;
+// The caches' type: float32 or float16 arrays [rows, width], or with
+// quantized = "q8_0" / "q4_0" uint8 arrays [rows, the row's bytes].
+static DType check_caches(const py::array& k, const py::array& v, int64_t rows, int64_t width,
+                          const std::string& quantized) {
+    DType type = DType::F32;
+    int64_t cols = width;
+    if (!quantized.empty()) {
+        if (quantized != "q8_0" && quantized != "q4_0")
+            fail(ErrorKind::invalid_arg, "cache_type must be q8_0 or q4_0, not '", quantized, "'");
+        type = parse_type(quantized);
+        if (width % 32 != 0) fail(ErrorKind::invalid_arg, "a quantized cache row must be whole blocks of 32");
+        cols = static_cast<int64_t>(row_bytes(type, width));
+        if (!k.dtype().is(py::dtype::of<uint8_t>()))
+            fail(ErrorKind::invalid_arg, "a ", quantized, " cache is a uint8 array");
+    } else if (k.dtype().is(py::dtype("float16"))) {
+        type = DType::F16;
+    } else if (!k.dtype().is(py::dtype::of<float>())) {
+        fail(ErrorKind::invalid_arg, "caches must be float32 or float16 (or uint8 with cache_type)");
+    }
+    if (!k.dtype().is(v.dtype()) || k.ndim() != 2 || v.ndim() != 2 || k.shape(1) != cols || v.shape(1) != cols ||
+        k.shape(0) < rows || v.shape(0) != k.shape(0) || !(k.flags() & py::array::c_style) ||
+        !(v.flags() & py::array::c_style))
+        fail(ErrorKind::invalid_arg, "caches must be C-contiguous [>= ", rows, ", ", cols, "] of one dtype");
+    return type;
 }
 
 static void bind_backend(py::module_& m) {
@@ -639,7 +655,7 @@ static void bind_backend(py::module_& m) {
         .def("attention_input", [](PyBackend& b, F32Array q, F32Array k, F32Array v, py::array k_cache,
                                    py::array v_cache, int pos0, int n_head, int n_head_kv, int n_rot,
                                    F32Array inv_freq, float mscale, std::optional<py::tuple> qk_norm,
-                                   std::optional<py::tuple> attend) -> py::tuple {
+                                   std::optional<py::tuple> attend, const std::string& cache_type) -> py::tuple {
             // q [n, n_head*hd], k/v [n, n_head_kv*hd]; caches [rows, n_head_kv*hd] float32 or float16
             if (q.ndim() != 2 || k.ndim() != 2 || v.ndim() != 2 || n_head <= 0 || n_head_kv <= 0 ||
                 q.shape(1) % n_head != 0)
@@ -652,7 +668,7 @@ static void bind_backend(py::module_& m) {
                 fail(ErrorKind::invalid_arg, "n_rot must be even and <= head_dim, with n_rot/2 frequencies");
             if (attend && (attend->size() != 2 || n_head % n_head_kv != 0))
                 fail(ErrorKind::invalid_arg, "attend is (scale, window), with n_head a multiple of n_head_kv");
-            const DType cache_type = check_caches(k_cache, v_cache, pos0 + n, kvw);
+            const DType ctype = check_caches(k_cache, v_cache, pos0 + n, kvw, cache_type);
             std::vector<float> norms;  // q_w, q_b, k_w, k_b (hd each), then eps
             if (qk_norm) {
                 if (qk_norm->size() != 5) fail(ErrorKind::invalid_arg, "qk_norm is (q_w, q_b, k_w, k_b, eps)");
@@ -689,7 +705,7 @@ static void bind_backend(py::module_& m) {
                     qk = QKNorm{nd, nd + hd, nd + 2 * hd, nd + 3 * hd, norms.back()};
                 }
                 const RopeParams rope{n_rot, b.upload(fp, inv_freq.size()), mscale};
-                const KVCache cache{b.upload(kcp, cache_bytes), b.upload(vcp, cache_bytes), cache_type};
+                const KVCache cache{b.upload(kcp, cache_bytes), b.upload(vcp, cache_bytes), ctype};
                 b.be->attention_input(t, p, qk, rope, cache);
                 if (attend) {  // as a layer does it (a backend may do both in one launch): the output replaces q
                     float* od = b.zeros<float>(q.size());
@@ -706,12 +722,14 @@ static void bind_backend(py::module_& m) {
             return py::make_tuple(q_out, k_out, kc_out, vc_out);
         }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("k_cache"), py::arg("v_cache"), py::arg("pos0"),
            py::arg("n_head"), py::arg("n_head_kv"), py::arg("n_rot"), py::arg("inv_freq"), py::arg("mscale") = 1.0f,
-           py::arg("qk_norm") = py::none(), py::arg("attend") = py::none(),
+           py::arg("qk_norm") = py::none(), py::arg("attend") = py::none(), py::arg("cache_type") = "",
            "QK-LayerNorm (qk_norm = (q_w, q_b, k_w, k_b, eps)), rotary and cache write for n tokens at pos0..;\n"
+           "caches float32 or float16 [rows, n_head_kv * head_dim], or uint8 rows of cache_type (q8_0, q4_0);\n"
            "returns (q, k, k_cache, v_cache) after the op. With attend = (scale, window) the step's attention\n"
            "follows in the same step and the result is (attention output, k_cache, v_cache).")
         .def("attention", [](PyBackend& b, F32Array q, py::array k_cache, py::array v_cache, int pos0, int n_tok,
-                             int t0, int n_head, int n_head_kv, float scale, int window) {
+                             int t0, int n_head, int n_head_kv, float scale, int window,
+                             const std::string& cache_type) {
             // q [n_q, n_head * hd] for step tokens t0..t0+n_q-1 of a step of n_tok at pos0
             if (q.ndim() != 2 || n_head <= 0 || n_head_kv <= 0 || n_head % n_head_kv != 0 || q.shape(1) % n_head != 0)
                 fail(ErrorKind::invalid_arg, "q must be [n_q, n_head * head_dim] with n_head a multiple of n_head_kv");
@@ -720,7 +738,8 @@ static void bind_backend(py::module_& m) {
                 fail(ErrorKind::invalid_arg, "the queries (t0 ", t0, ", ", n_q, " rows) must lie in the step's ", n_tok,
                      " tokens");
             const int hd = static_cast<int>(q.shape(1) / n_head);
-            const DType cache_type = check_caches(k_cache, v_cache, pos0 + n_tok, static_cast<int64_t>(n_head_kv) * hd);
+            const DType ctype =
+                check_caches(k_cache, v_cache, pos0 + n_tok, static_cast<int64_t>(n_head_kv) * hd, cache_type);
             F32Array out({n_q, n_head * hd});
             AttentionParams p;
             p.n_head = n_head;
@@ -734,7 +753,7 @@ static void bind_backend(py::module_& m) {
             const float* qp = q.data();
             float* op = out.mutable_data();
             b.step(pos0, n_tok, [&] {
-                const KVCache cache{b.upload(kcp, cache_bytes), b.upload(vcp, cache_bytes), cache_type};
+                const KVCache cache{b.upload(kcp, cache_bytes), b.upload(vcp, cache_bytes), ctype};
                 float* od = b.zeros<float>(out.size());
                 b.be->attention(b.upload(qp, q.size()), q.shape(1), t0, n_q, cache, p, od);
                 b.be->copy_to_host(op, od, sizeof(float) * out.size());
@@ -742,6 +761,7 @@ static void bind_backend(py::module_& m) {
             return out;
         }, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("pos0"), py::arg("n_tok"), py::arg("t0"),
            py::arg("n_head"), py::arg("n_head_kv"), py::arg("scale"), py::arg("window") = 0,
+           py::arg("cache_type") = "",
            "Causal attention of the queries of step tokens t0.. (a step of n_tok tokens at pos0) over the caches.")
         .def("route_top2", [](PyBackend& b, F32Array scores, float jitter) {
             if (scores.ndim() != 2 || scores.shape(1) < 2)

@@ -52,6 +52,22 @@ def test_quantized_cache_logits(bundled_f16, tokens, ref, kv):
     assert m.kv_cache_bytes * BLOCK_BYTES["f16"] == f16 * BLOCK_BYTES[kv]
 
 
+@pytest.mark.skipif(not phicpp._core.cuda_available(), reason="no CUDA device")
+@pytest.mark.parametrize("kv", ["q8_0", "q4_0"])
+def test_quantized_cache_on_gpu(bundled_f16, tokens, ref, kv):
+    """The same on the CUDA backend: within the cache type's bound of the CPU's f32-cache logits, and
+    decode over the cache prefill wrote agrees with prefill as on the CPU."""
+    m = phicpp.Model(bundled_f16, n_ctx=160, kv_type=kv, device="cuda")
+    prefill = m.eval(tokens, all_logits=True)
+    assert rms(prefill - ref, ref) <= BOUND[kv]
+    m.reset()
+    m.eval(tokens[:100])  # prefill, then the rest one token at a time
+    decode = np.stack([m.eval([t]) for t in tokens[100:]])
+    assert float(np.abs(decode - prefill[100:]).max() / np.abs(prefill).max()) <= 0.2 * BOUND[kv] + 1e-3
+    cpu = phicpp.Model(bundled_f16, n_ctx=160, kv_type=kv, n_threads=2)
+    assert m.kv_cache_bytes == cpu.kv_cache_bytes
+
+
 def test_quantized_cache_needs_whole_blocks_per_head(tiny_gguf):
     # the tiny Phi-3 checkpoints have heads of 16
     with pytest.raises(ValueError, match="multiple of 32"):
@@ -61,8 +77,6 @@ def test_quantized_cache_needs_whole_blocks_per_head(tiny_gguf):
 
 
 def test_cli_cache_type_flags():
-    # --device cpu: quantized caches are CPU-only so far (on a GPU machine the default device
-    # would refuse them with its own clear error)
     run = lambda *a: subprocess.run([sys.executable, "-m", "phicpp", "generate", "-p", "def f(x):", "-n", "8",
                                      "--temp", "0", "-t", "1", "--device", "cpu", *a],
                                     capture_output=True, text=True, timeout=120)

@@ -93,9 +93,6 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
         if (c.head_dim % 32 != 0)
             fail(ErrorKind::invalid_arg, "a ", dtype_name(m->kv_type_), " KV cache needs a head size that is a multiple "
                  "of 32; this model's is ", c.head_dim, " (use kv_type f16)");
-        if (m->be_->name() != "cpu")
-            fail(ErrorKind::unsupported, "a ", dtype_name(m->kv_type_), " KV cache runs on the CPU only so far "
-                 "(use kv_type f16 on ", m->be_->name(), ")");
     }
     // a sliding-window model reads at most window + one step of keys: on the CPU
     // each layer keeps just those, as a ring (the GPU kernels keep every position)

@@ -19,7 +19,7 @@ struct ModelParams {
     int n_batch = 512;           // tokens per forward pass during prefill
     int n_threads = 0;           // 0: all cores
     std::string device = "cpu";  // cpu | cuda | auto
-    std::string kv_type = "auto";  // f32 | f16 | q8_0 | q4_0 (CPU) | auto (f32 for F32 models, else f16)
+    std::string kv_type = "auto";  // f32 | f16 | q8_0 | q4_0 | auto (f32 for F32 models, else f16)
     std::string isa = "auto";      // CPU kernels (scalar | avx2 | avxvnni | avx512 | amx | auto)
     int n_seq = 1;                 // sequences held at once, n_ctx tokens of cache each
     // Called as weights load: (bytes done, bytes in all). May be empty.

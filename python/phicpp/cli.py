@@ -166,7 +166,7 @@ def _kv_options(f):
     for flag, name in (("-ctv", "--cache-type-v"), ("-ctk", "--cache-type-k")):
         f = click.option(flag, name, type=click.Choice(_KV_TYPES), default=None, expose_value=False,
                          callback=_kv_type, help="KV cache type (default f16; f32 for F32 models). "
-                         "q8_0/q4_0: CPU only, heads of a multiple of 32.")(f)
+                         "q8_0/q4_0: heads of a multiple of 32.")(f)
     return f
 
 

@@ -13,11 +13,24 @@ namespace {
 
 // ---- host side: the parameters of a launch
 
+KvFormat kv_format(DType type, int head_dim) {
+    switch (type) {
+        case DType::F32: return KvFormat::f32;
+        case DType::F16: return KvFormat::f16;
+        case DType::Q8_0:
+        case DType::Q4_0:
+            if (head_dim % 32 != 0)
+                fail(ErrorKind::invalid_arg, "a ", dtype_name(type), " KV cache needs a head size that is a multiple "
+                     "of 32, not ", head_dim);
+            return type == DType::Q8_0 ? KvFormat::q8_0 : KvFormat::q4_0;
+        default: fail(ErrorKind::unsupported, "KV cache type ", dtype_name(type), " is not supported on CUDA");
+    }
+}
+
 InputParams input_params(const QKVRows& t, const AttentionParams& a, const QKNorm& qk, const RopeParams& rope,
                          const KVCache& cache, const int* pos0) {
     if (a.head_dim > kMaxHead) fail(ErrorKind::unsupported, "head_dim ", a.head_dim, " > ", kMaxHead, " on CUDA");
-    if (cache.type != DType::F16 && cache.type != DType::F32)
-        fail(ErrorKind::unsupported, "KV cache type ", dtype_name(cache.type), " is not supported on CUDA");
+    const KvFormat kv = kv_format(cache.type, a.head_dim);
     InputParams p;
     p.q = t.q;
     p.k = t.k;
@@ -33,7 +46,7 @@ InputParams input_params(const QKVRows& t, const AttentionParams& a, const QKNor
     p.mscale = rope.mscale;
     p.kc = cache.k;
     p.vc = cache.v;
-    p.f16 = cache.type == DType::F16;
+    p.kv = kv;
     p.pos0 = pos0;
     p.pos = a.pos;
     return p;
@@ -91,33 +104,51 @@ __global__ void __launch_bounds__(kInputWarps * kWarp) attention_input_kernel(In
     const int64_t kvw = static_cast<int64_t>(p.n_head_kv) * p.hd;
     const int64_t at = pos * kvw + h * p.hd;
     const float* v = p.v + t * p.kv_stride + h * p.hd;
+    auto v_value = [&](int i) { return p.src ? src_value(p.v_off + h * p.hd + i) : v[i]; };
     for (int i = lane; i < p.hd; i += kWarp) {
         vec[i] = buf[i];
         if (is_q) continue;
-        const float vi = p.src ? src_value(p.v_off + h * p.hd + i) : v[i];
-        if (p.f16) {
+        if (p.kv == KvFormat::f16) {
             static_cast<__half*>(p.kc)[at + i] = __float2half_rn(buf[i]);
-            static_cast<__half*>(p.vc)[at + i] = __float2half_rn(vi);
-        } else {
+            static_cast<__half*>(p.vc)[at + i] = __float2half_rn(v_value(i));
+        } else if (p.kv == KvFormat::f32) {
             static_cast<float*>(p.kc)[at + i] = buf[i];
-            static_cast<float*>(p.vc)[at + i] = vi;
+            static_cast<float*>(p.vc)[at + i] = v_value(i);
+        }
+    }
+    if (is_q || !kv_quantized(p.kv)) return;
+    // whole blocks, a value per lane (hd % 32 == 0)
+    const int64_t row = static_cast<int64_t>(p.n_head_kv) * kv_head_bytes(p.kv, p.hd);
+    uint8_t* kb = static_cast<uint8_t*>(p.kc) + pos * row + h * kv_head_bytes(p.kv, p.hd);
+    uint8_t* vb = static_cast<uint8_t*>(p.vc) + pos * row + h * kv_head_bytes(p.kv, p.hd);
+    const int bb = kv_block_bytes(p.kv);
+    for (int b = 0; b < p.hd / kWarp; ++b) {
+        const int i = b * kWarp + lane;
+        if (p.kv == KvFormat::q8_0) {
+            kv_store_block<KvFormat::q8_0>(kb + b * bb, buf[i]);
+            kv_store_block<KvFormat::q8_0>(vb + b * bb, v_value(i));
+        } else {
+            kv_store_block<KvFormat::q4_0>(kb + b * bb, buf[i]);
+            kv_store_block<KvFormat::q4_0>(vb + b * bb, v_value(i));
         }
     }
 }
 
-template <class T, int kVec, bool kFused, int kR>
+template <class T, int kVec, bool kFused, int kR, KvFormat F>
 __global__ void attention_kernel(AttnParams p) {
     extern __shared__ __align__(16) uint8_t smem_all[];
-    attention_tile<T, kVec, kFused, kR>(p, smem_all, blockIdx.x, blockIdx.y, threadIdx.x / kWarp, blockDim.x / kWarp);
+    attention_tile<T, kVec, kFused, kR, F>(p, smem_all, blockIdx.x, blockIdx.y, threadIdx.x / kWarp,
+                                           blockDim.x / kWarp);
 }
 
-template <class T, int kVec>
+// T: the rows' type in shared memory (float for a quantized cache)
+template <class T, int kVec, KvFormat F>
 void launch_attention(const AttnParams& p, dim3 grid, int warps, const Launch& l, bool fused) {
     const bool one_row = p.n_q * (p.n_head / p.n_head_kv) == 1;
-    auto kernel = !fused   ? attention_kernel<T, kVec, false, kRows>
-                  : one_row ? attention_kernel<T, kVec, true, 1>
-                            : attention_kernel<T, kVec, true, kRows>;
-    const size_t smem = warps * attention_smem<T>(p.hd);
+    auto kernel = !fused   ? attention_kernel<T, kVec, false, kRows, F>
+                  : one_row ? attention_kernel<T, kVec, true, 1, F>
+                            : attention_kernel<T, kVec, true, kRows, F>;
+    const size_t smem = warps * attention_smem<T, F>(p.hd);
     if (smem > 48 * 1024)
         PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     launch(kernel, grid, dim3(warps * kWarp), smem, l, p);
@@ -145,7 +176,8 @@ size_t AttentionPlan::partial_floats() const {
     return splits > 1 ? static_cast<size_t>(tiles) * splits * rows_per_tile : 0;
 }
 
-AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DType cache_type, int sm_count) {
+AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DType cache_type, int sm_count,
+                             size_t smem_limit) {
     AttentionPlan plan;
     const int group = p.n_head / p.n_head_kv;
     plan.tiles = p.n_head_kv * ((n_q * group + kRows - 1) / kRows);
@@ -159,9 +191,12 @@ AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DTyp
     while (cap * 2 <= std::min(want, kWarp)) cap *= 2;  // the combine gives each split a lane
     while (s < useful && s < cap) s *= 2;
     // up to 8 of them as the warps of one CTA, combined in shared memory
-    const size_t per_warp = attention_smem(p.head_dim, cache_type == DType::F16 ? 2 : 4);
+    const KvFormat kv = kv_format(cache_type, p.head_dim);
+    const size_t per_warp = attention_smem(p.head_dim, kv == KvFormat::f16 ? 2 : 4, kv_stage_row(kv, p.head_dim));
+    // (160 KB: what the H200 plans were measured with; less where the device allows less, e.g. sm_86's 99 KB)
+    const size_t limit = std::min<size_t>(160 * 1024, smem_limit);
     int w = 1;
-    while (w * 2 <= std::min(s, 8) && (w * 2) * per_warp <= kAttnSmemLimit) w *= 2;
+    while (w * 2 <= std::min(s, 8) && (w * 2) * per_warp <= limit) w *= 2;
     plan.warps = w;
     plan.splits = s / w;
     return plan;
@@ -177,14 +212,19 @@ void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache&
     const AttnParams p = attn_params(q, q_stride, t0, n_q, cache, a, plan.tiles, plan.splits, ws.partial, ws.counters,
                                      pos0, out, fuse);
     const dim3 grid(plan.tiles, plan.splits);
-    if (cache.type == DType::F16) {
-        if (a.head_dim % 8 == 0) launch_attention<__half, 8>(p, grid, plan.warps, l, fused);
-        else launch_attention<__half, 1>(p, grid, plan.warps, l, fused);
-    } else if (cache.type == DType::F32) {
-        if (a.head_dim % 4 == 0) launch_attention<float, 4>(p, grid, plan.warps, l, fused);
-        else launch_attention<float, 1>(p, grid, plan.warps, l, fused);
-    } else {
-        fail(ErrorKind::unsupported, "KV cache type ", dtype_name(cache.type), " is not supported on CUDA");
+    switch (kv_format(cache.type, a.head_dim)) {
+        case KvFormat::f16:
+            if (a.head_dim % 8 == 0) launch_attention<__half, 8, KvFormat::f16>(p, grid, plan.warps, l, fused);
+            else launch_attention<__half, 1, KvFormat::f16>(p, grid, plan.warps, l, fused);
+            break;
+        case KvFormat::f32:
+            if (a.head_dim % 4 == 0) launch_attention<float, 4, KvFormat::f32>(p, grid, plan.warps, l, fused);
+            else launch_attention<float, 1, KvFormat::f32>(p, grid, plan.warps, l, fused);
+            break;
+        // (head_dim % 32 == 0: f32 rows of 16-byte multiples. f16 rows measured slower: the plan then
+        // fits 8 warps in a CTA, half the SMs, and the dequantization is bound by each SM's issue rate)
+        case KvFormat::q8_0: launch_attention<float, 4, KvFormat::q8_0>(p, grid, plan.warps, l, fused); break;
+        case KvFormat::q4_0: launch_attention<float, 4, KvFormat::q4_0>(p, grid, plan.warps, l, fused); break;
     }
 }
 

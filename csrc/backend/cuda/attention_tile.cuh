@@ -16,13 +16,13 @@
 #include <cmath>
 
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/kv_formats.cuh"
 
 namespace phi::cuda {
 namespace {
 
 constexpr int kRows = 8;      // query rows per warp
 constexpr int kMaxHead = 256;  // head_dim limit (acc registers, shared q)
-constexpr size_t kAttnSmemLimit = 160 * 1024;
 
 struct InputParams {
     float* q = nullptr;
@@ -36,7 +36,7 @@ struct InputParams {
     float mscale = 1.0f;
     void* kc = nullptr;
     void* vc = nullptr;
-    bool f16 = true;
+    KvFormat kv = KvFormat::f16;
     const int* pos0 = nullptr;
     int pos = 0;  // added to *pos0
     // the input kernel only: q, k, v read from a product not yet through its
@@ -136,14 +136,16 @@ template <>
 __device__ __forceinline__ float ld_elem<__half>(const __half* p, int64_t i) { return __half2float(p[i]); }
 
 // Shared memory of one warp: the chunk's key and value rows (32 keys, padded
-// rows of ld elements), the queries, and (fused input step) the new key and value.
-__host__ __device__ inline size_t attention_smem(int hd, int elem_bytes) {
+// rows of ld elements), the queries, (fused input step) the new key and value,
+// and for a quantized cache the chunk's raw key and value rows (stage_row
+// bytes each) before they are dequantized.
+__host__ __device__ inline size_t attention_smem(int hd, int elem_bytes, int stage_row) {
     const int ld = hd + 16 / elem_bytes;
-    return (2 * kWarp * ld * elem_bytes + (kRows + 2) * hd * sizeof(float) + 15) / 16 * 16;
+    return (2 * kWarp * ld * elem_bytes + (kRows + 2) * hd * sizeof(float) + 2 * kWarp * stage_row + 15) / 16 * 16;
 }
-template <class T>
+template <class T, KvFormat F>
 __host__ __device__ inline size_t attention_smem(int hd) {
-    return attention_smem(hd, static_cast<int>(sizeof(T)));
+    return attention_smem(hd, static_cast<int>(sizeof(T)), kv_stage_row(F, hd));
 }
 
 template <class T>
@@ -210,22 +212,25 @@ __device__ __forceinline__ void bar_sync_warps(int n) {
 }
 
 // kR: the rows a warp holds in registers (kRows, or 1 where a tile has one
-// row: a one-token step without GQA).
+// row: a one-token step without GQA). F: the cache's format; T its elements,
+// or for Q8_0/Q4_0 blocks float, the rows' type in shared memory (the blocks'
+// values exactly, as the CPU reads them).
 // kFused (one token): the input step too. Each warp normalizes and rotates
 // its own copies of the token's q heads and of its key; the warp whose keys
 // include the token's position writes the key and value into the cache (and
 // takes them from shared memory rather than reading them back).
 // block, split: the tile (block of the attention kernel) and key split;
 // warps [0, n_warps) of the CTA take part (the others must not call).
-template <class T, int kVec, bool kFused, int kR>
+template <class T, int kVec, bool kFused, int kR, KvFormat F>
 __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block, int split, int warp, int n_warps) {
-    uint8_t* smem = smem_all + warp * attention_smem<T>(p.hd);  // this warp's part
+    uint8_t* smem = smem_all + warp * attention_smem<T, F>(p.hd);  // this warp's part
     const int ld = p.hd + 16 / static_cast<int>(sizeof(T));  // padding keeps 16-byte rows apart in the banks
     T* ks = reinterpret_cast<T*>(smem);                          // [32][ld] key rows of the chunk
     T* vs = ks + kWarp * ld;                                     // [32][ld] value rows
     float* qs = reinterpret_cast<float*>(vs + kWarp * ld);       // [kRows][hd] the queries, pre-scaled
     float* cur_k = qs + kRows * p.hd;                            // [hd] fused: the token's key
     float* cur_v = cur_k + p.hd;                                 // [hd] and value
+    uint8_t* stage = reinterpret_cast<uint8_t*>(cur_v + p.hd);   // [2][32][kv_stage_row] quantized: raw rows
     if constexpr (!kFused) {
         pdl_wait();
         pdl_launch_dependents();
@@ -279,6 +284,86 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
             Vw[cur_pos * kvw + d + e] = vv;
         }
     };
+    // a quantized cache: a row of position pos is n_head_kv heads of hd / 32 blocks
+    constexpr bool kQuant = kv_quantized(F);
+    const int64_t q_row = kQuant ? p.n_head_kv * kv_head_bytes(F, p.hd) : 0;
+    const uint8_t* Kq = static_cast<const uint8_t*>(p.kc) + (kQuant ? kvh * kv_head_bytes(F, p.hd) : 0);
+    const uint8_t* Vq = static_cast<const uint8_t*>(p.vc) + (kQuant ? kvh * kv_head_bytes(F, p.hd) : 0);
+    // kFused, quantized (the whole warp): the token's key and value as blocks
+    // into the cache, and what they hold into shared row j
+    auto put_current_q = [&](int j) {
+        if constexpr (kQuant) {
+            uint8_t* kd = const_cast<uint8_t*>(Kq) + cur_pos * q_row;
+            uint8_t* vd = const_cast<uint8_t*>(Vq) + cur_pos * q_row;
+            for (int b = 0; b < p.hd / kWarp; ++b) {
+                const int i = b * kWarp + lane;
+                ks[j * ld + i] = from_f32<T>(kv_store_block<F>(kd + b * kv_block_bytes(F), cur_k[i]));
+                vs[j * ld + i] = from_f32<T>(kv_store_block<F>(vd + b * kv_block_bytes(F), cur_v[i]));
+            }
+        }
+    };
+    // quantized: a chunk's rows into shared memory as f32 (T is float). Where the
+    // cache's rows divide into pieces (kv_piece), their bytes are first copied raw
+    // by cp.async (start: every request in flight at once) and dequantized from
+    // shared memory after the wait (finish); otherwise finish loads them from
+    // global memory. The token's own row (fused) is put by put_current_q.
+    const int qg = kQuant ? kv_piece(q_row) : 0;
+    const int q_mis = kQuant && qg ? static_cast<int>((kvh * kv_head_bytes(F, p.hd)) % qg) : 0;
+    auto start_chunk_q = [&](int kb, int nk) {
+        if constexpr (kQuant) {
+            if (qg == 0) return;
+            __syncwarp();  // every lane has read the chunk before from the staging rows
+            const int pieces = (q_mis + static_cast<int>(kv_head_bytes(F, p.hd)) + qg - 1) / qg;
+            for (int c = lane; c < 2 * nk * pieces; c += kWarp) {
+                const int which = c / (nk * pieces), j = c % (nk * pieces) / pieces, piece = c % pieces;
+                if (kFused && kb + j == cur_pos) continue;  // written by this step
+                const uint8_t* src = (which ? Vq : Kq) + (kb + j) * q_row - q_mis + piece * qg;
+                cp_async_g(stage + (which * kWarp + j) * kv_stage_row(F, p.hd) + piece * qg, src, qg);
+            }
+        }
+    };
+    auto finish_chunk_q = [&](int kb, int nk, bool current) {
+        if constexpr (kQuant) {
+            if (qg) {
+                cp_async_commit();
+                cp_async_wait<0>();
+                __syncwarp();
+            }
+            // a half-warp per block (two values a lane), kBatch pairs of blocks of keys
+            // and of values loaded before any is stored: the stores to shared memory
+            // would otherwise order every load after the one before
+            constexpr int kBatch = 8;
+            const int nb = p.hd / kWarp, units = nk * nb, half = lane / 16, i2 = lane % 16;
+            int j = half / nb, b = half % nb;  // this lane's block: unit u = 2 step + half
+            for (int u0 = 0; u0 < units; u0 += 2 * kBatch) {
+                float2 kx[kBatch], vx[kBatch];
+                int jj = j, bb = b;
+#pragma unroll
+                for (int i = 0; i < kBatch; ++i) {
+                    if (u0 + 2 * i + half < units) {
+                        const int at = bb * kv_block_bytes(F);
+                        const uint8_t* kr = qg ? stage + jj * kv_stage_row(F, p.hd) + q_mis + at
+                                               : Kq + (kb + jj) * q_row + at;
+                        const uint8_t* vr = qg ? stage + (kWarp + jj) * kv_stage_row(F, p.hd) + q_mis + at
+                                               : Vq + (kb + jj) * q_row + at;
+                        kx[i] = kv_load_pair<F>(kr, i2);
+                        vx[i] = kv_load_pair<F>(vr, i2);
+                    }
+                    for (bb += 2; bb >= nb; bb -= nb) ++jj;
+                }
+#pragma unroll
+                for (int i = 0; i < kBatch; ++i) {
+                    // (the token's own row, fused: its bytes were not copied; put_current_q puts it)
+                    if (u0 + 2 * i + half < units && !(kFused && kb + j == cur_pos)) {
+                        *reinterpret_cast<float2*>(ks + j * ld + b * kWarp + 2 * i2) = kx[i];
+                        *reinterpret_cast<float2*>(vs + j * ld + b * kWarp + 2 * i2) = vx[i];
+                    }
+                    for (b += 2; b >= nb; b -= nb) ++j;
+                }
+            }
+            if (kFused && current && cur_pos >= kb && cur_pos < kb + nk) put_current_q(cur_pos - kb);
+        }
+    };
     // (fused: the token's own row is put by put_current once it is computed;
     // `current` says whether it is yet)
     auto issue_chunk = [&](int kb, int nk, bool current) {
@@ -293,8 +378,11 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
             cp_async16(vs + j * ld + d, V + (kb + j) * kvw + d);
         }
     };
-    if constexpr (kVec > 1)
+    if constexpr (kQuant) {
+        if (k_begin < k_end) start_chunk_q(k_begin, min(kWarp, k_end - k_begin));
+    } else if constexpr (kVec > 1) {
         if (k_begin < k_end) issue_chunk(k_begin, min(kWarp, k_end - k_begin), false);
+    }
     // the queries, pre-scaled, while the first chunk is in flight
     if constexpr (kFused) {
         const InputParams& in = p.in;
@@ -319,8 +407,14 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
         for (int r = 0; r < nrows; ++r)
             for (int d = lane; d < p.hd; d += kWarp) qs[r * p.hd + d] *= p.scale;
         // the token's own row, if the first chunk (issued before) holds it
-        if (kVec > 1 && cur_pos >= k_begin && cur_pos < min(k_end, k_begin + kWarp))
-            for (int d = lane * kVec; d < p.hd; d += kWarp * kVec) put_current(cur_pos - k_begin, d, kVec);
+        if (kVec > 1 && cur_pos >= k_begin && cur_pos < min(k_end, k_begin + kWarp)) {
+            if constexpr (kQuant) {
+                __syncwarp();  // cur_k, cur_v complete
+                put_current_q(cur_pos - k_begin);
+            } else {
+                for (int d = lane * kVec; d < p.hd; d += kWarp * kVec) put_current(cur_pos - k_begin, d, kVec);
+            }
+        }
     } else {
         for (int r = 0; r < nrows; ++r) {
             const int rho = rho0 + r, t = rho / group, h = kvh * group + rho % group;
@@ -331,7 +425,11 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
     __syncwarp();
     for (int kb = k_begin; kb < k_end; kb += kWarp) {
         const int nk = min(kWarp, k_end - kb);
-        if constexpr (kVec > 1) {
+        if constexpr (kQuant) {
+            finish_chunk_q(kb, nk, kb != k_begin);  // (the first chunk's own row is put above)
+            // the next chunk's bytes in flight while this one is used
+            if (kb + kWarp < k_end) start_chunk_q(kb + kWarp, min(kWarp, k_end - kb - kWarp));
+        } else if constexpr (kVec > 1) {
             if (kb != k_begin) issue_chunk(kb, nk, true);
             cp_async_commit();  // wait_group counts committed groups only
             cp_async_wait<0>();
@@ -397,12 +495,13 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
         for (int r = 0; r < nrows; ++r) {
             float mx = -INFINITY;
             for (int w = 0; w < n_warps; ++w)
-                mx = fmaxf(mx, reinterpret_cast<const float*>(smem_all + w * attention_smem<T>(p.hd))[r * stride]);
+                mx = fmaxf(mx, reinterpret_cast<const float*>(smem_all + w * attention_smem<T, F>(p.hd))[r * stride]);
             float L = 0.0f, o[kMaxHead / kWarp];
 #pragma unroll
             for (int i = 0; i < kMaxHead / kWarp; ++i) o[i] = 0.0f;
             for (int w = 0; w < n_warps; ++w) {
-                const float* part = reinterpret_cast<const float*>(smem_all + w * attention_smem<T>(p.hd)) + r * stride;
+                const float* part =
+                    reinterpret_cast<const float*>(smem_all + w * attention_smem<T, F>(p.hd)) + r * stride;
                 const float wt = part[0] == -INFINITY ? 0.0f : expf(part[0] - mx);
                 L += wt * part[1];
 #pragma unroll

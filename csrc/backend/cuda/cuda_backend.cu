@@ -423,7 +423,8 @@ public:
             return;
         }
         const AttentionPlan plan =
-            attention_plan(n_q, p, pos0_ + p.pos + t0 + n_q, cache.type, props_.multiProcessorCount);
+            attention_plan(n_q, p, pos0_ + p.pos + t0 + n_q, cache.type, props_.multiProcessorCount,
+                           props_.sharedMemPerBlockOptin);
         hash_.all(4, q, q_stride, t0, n_q, cache.k, cache.v, cache.type, p.n_head, p.n_head_kv, p.head_dim, p.scale,
                   p.window, p.pos, out, plan.tiles, plan.splits, plan.warps);
         if (plan.splits > 1) {

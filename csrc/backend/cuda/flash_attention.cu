@@ -1,6 +1,6 @@
 // Prefill attention on tensor cores: one fused flash-attention kernel
-// (causal, GQA, sliding window) over an f16 KV cache, with no n x n score
-// matrix in memory.
+// (causal, GQA, sliding window) over an f16, Q8_0 or Q4_0 KV cache, with no
+// n x n score matrix in memory.
 //
 // A CTA takes 64 query tokens of one head (four warps of 16 rows each) and
 // walks the keys its rows can see in blocks of 64: each block's key and value
@@ -11,14 +11,21 @@
 // P entering the second MMA straight from the registers the first one
 // produced. The tiles with the most keys start first.
 //
+// A Q8_0 or Q4_0 cache (kv_formats.cuh): each block of 64 keys comes in raw
+// (cp.async in pieces where the rows divide into them, the next block in
+// flight) and is dequantized into one f16 stage of key and value rows, which
+// the MMAs then read as they read an f16 cache.
+//
 // Precision: the queries and the probabilities meet the MMA as f16 (the keys
-// and values are f16 already); scores, softmax and sums are f32. That is the
+// and values are f16 already, or rounded to f16 from their blocks); scores,
+// softmax and sums are f32. That is the
 // rounding llama.cpp's flash attention has, not f32 arithmetic: the backend
 // takes this kernel for batches of tokens only, never for exact or
 // row-invariant work.
 #include <cmath>
 
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/kv_formats.cuh"
 #include "backend/cuda/mma.cuh"
 
 namespace phi::cuda {
@@ -31,8 +38,8 @@ constexpr int kFlashThreads = 128;
 struct FlashParams {
     const float* q = nullptr;
     int64_t q_stride = 0;
-    const __half* kc = nullptr;
-    const __half* vc = nullptr;
+    const void* kc = nullptr;
+    const void* vc = nullptr;
     float* out = nullptr;
     int n_q = 0, n_head = 0, n_head_kv = 0;
     float q_scale = 1.0f;  // softmax scale * log2(e)
@@ -41,17 +48,23 @@ struct FlashParams {
     int pos = 0;  // token t sits at *pos0 + pos + t
 };
 
-constexpr size_t flash_smem(int hd) {  // two stages of key and value rows
-    return size_t{2} * 2 * kFlashKeys * (hd + 8) * sizeof(__half);
+// f16: two stages of key and value rows; quantized: one, and two stages of raw rows
+template <KvFormat F>
+constexpr size_t flash_smem(int hd) {
+    const size_t rows = size_t{2} * kFlashKeys * (hd + 8) * sizeof(__half);  // a stage of key and value rows
+    return kv_quantized(F) ? rows + size_t{2} * 2 * kFlashKeys * kv_stage_row(F, hd) : 2 * rows;
 }
 
-template <int HD>
+template <int HD, KvFormat F>
 __global__ void __launch_bounds__(kFlashThreads) flash_attention_kernel(FlashParams p) {
     constexpr int LD = HD + 8;  // padded rows: 16-byte aligned, an odd number of 16-byte units (ldmatrix conflict-free)
     constexpr int KSTEPS = HD / 16, NTILES = HD / 8;
+    constexpr bool kQuant = kv_quantized(F);
+    constexpr int kStages = kQuant ? 1 : 2;  // of f16 rows
     extern __shared__ __align__(16) uint8_t smem[];
-    __half* ks = reinterpret_cast<__half*>(smem);  // [2][kFlashKeys][LD]
-    __half* vs = ks + 2 * kFlashKeys * LD;         // [2][kFlashKeys][LD]
+    __half* ks = reinterpret_cast<__half*>(smem);  // [kStages][kFlashKeys][LD]
+    __half* vs = ks + kStages * kFlashKeys * LD;   // [kStages][kFlashKeys][LD]
+    uint8_t* raw = reinterpret_cast<uint8_t*>(vs + kStages * kFlashKeys * LD);  // quantized: [2][2][kFlashKeys][SROW]
     pdl_wait();
     pdl_launch_dependents();
     const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t4 = lane % 4;
@@ -70,11 +83,70 @@ __global__ void __launch_bounds__(kFlashThreads) flash_attention_kernel(FlashPar
     const int pos_a = pos_base + row_a, pos_b = pos_base + row_b;
 
     const int64_t kvw = static_cast<int64_t>(p.n_head_kv) * HD;
-    const __half* K = p.kc + kvh * HD;
-    const __half* V = p.vc + kvh * HD;
+    const __half* K = static_cast<const __half*>(p.kc) + kvh * HD;
+    const __half* V = static_cast<const __half*>(p.vc) + kvh * HD;
     const int kb0 = lo / kFlashKeys * kFlashKeys;
     const int n_blocks = (hi - kb0 + kFlashKeys - 1) / kFlashKeys;
+    // a quantized cache: rows of n_head_kv slices of HD / 32 blocks, copied in pieces of qg bytes (0: read directly)
+    constexpr int SLICE = kQuant ? static_cast<int>(kv_head_bytes(F, HD)) : 0, SROW = kv_stage_row(F, HD);
+    const int64_t q_row = int64_t{p.n_head_kv} * SLICE;
+    const int qg = kQuant ? kv_piece(q_row) : 0;
+    const int q_mis = qg ? static_cast<int>(int64_t{kvh} * SLICE % qg) : 0;
+    const uint8_t* Kq = static_cast<const uint8_t*>(p.kc) + int64_t{kvh} * SLICE;
+    const uint8_t* Vq = static_cast<const uint8_t*>(p.vc) + int64_t{kvh} * SLICE;
+    auto issue_quant = [&](int kb, int stage) {
+        if constexpr (kQuant) {
+            if (qg) {
+                const int pieces = (q_mis + SLICE + qg - 1) / qg;
+                for (int c = threadIdx.x; c < 2 * kFlashKeys * pieces; c += kFlashThreads) {
+                    const int which = c / (kFlashKeys * pieces), j = c / pieces % kFlashKeys, piece = c % pieces;
+                    const int key = kb + j;
+                    if (key >= hi) continue;
+                    cp_async_g(raw + ((stage * 2 + which) * kFlashKeys + j) * SROW + piece * qg,
+                               (which ? Vq : Kq) + key * q_row - q_mis + piece * qg, qg);
+                }
+            }
+        }
+        cp_async_commit();
+    };
+    // the block's raw rows (stage) into the f16 rows, a 32-value block per warp step (rows past the last key: zeros)
+    auto dequantize = [&](int kb, int stage) {
+        if constexpr (kQuant) {
+            // a half-warp per block (two values a lane: unit u = 2 pair + half, over K's then V's
+            // blocks; pairs dealt to the warps in turn), kBatch pairs loaded before any is stored
+            // (stores to shared memory would order each load after the one before)
+            constexpr int NB = HD / 32, kPairs = kFlashKeys * NB, kWarps = kFlashThreads / kWarp, kBatch = 8;
+            static_assert(kPairs % (kWarps * kBatch) == 0, "whole batches");
+            const int half = lane / 16, i2 = lane % 16;
+            for (int p0 = warp; p0 < kPairs; p0 += kWarps * kBatch) {
+                float2 x[kBatch];
+#pragma unroll
+                for (int i = 0; i < kBatch; ++i) {
+                    const int u = 2 * (p0 + i * kWarps) + half;
+                    const int which = u / (kFlashKeys * NB), j = u / NB % kFlashKeys, b = u % NB, key = kb + j;
+                    x[i] = make_float2(0.0f, 0.0f);
+                    if (key < hi) {
+                        const uint8_t* src = qg ? raw + ((stage * 2 + which) * kFlashKeys + j) * SROW + q_mis
+                                                : (which ? Vq : Kq) + key * q_row;
+                        x[i] = kv_load_pair<F>(src + b * kv_block_bytes(F), i2);
+                    }
+                }
+#pragma unroll
+                for (int i = 0; i < kBatch; ++i) {
+                    const int u = 2 * (p0 + i * kWarps) + half;
+                    const int which = u / (kFlashKeys * NB), j = u / NB % kFlashKeys, b = u % NB;
+                    *reinterpret_cast<__half2*>((which ? vs : ks) + j * LD + b * kWarp + 2 * i2) =
+                        __floats2half2_rn(x[i].x, x[i].y);
+                }
+            }
+            __syncthreads();
+        }
+    };
     auto issue = [&](int kb, int stage) {
+        if constexpr (kQuant) {
+            issue_quant(kb, stage);
+            return;
+        }
         constexpr int kPieces = HD / 8;  // 16-byte pieces of a row
         __half* kd = ks + stage * kFlashKeys * LD;
         __half* vd = vs + stage * kFlashKeys * LD;
@@ -124,9 +196,10 @@ __global__ void __launch_bounds__(kFlashThreads) flash_attention_kernel(FlashPar
             cp_async_wait<0>();
         }
         __syncthreads();
+        dequantize(kb, stage);
         if (has_rows && kb < whi && kb + kFlashKeys > wlo) {
-            const __half* kt = ks + stage * kFlashKeys * LD;
-            const __half* vt = vs + stage * kFlashKeys * LD;
+            const __half* kt = ks + (kQuant ? 0 : stage) * kFlashKeys * LD;
+            const __half* vt = vs + (kQuant ? 0 : stage) * kFlashKeys * LD;
             // S = Q K^T (16 x 64): one ldmatrix gives two key tiles' B fragments for a k-step
             float s[8][4];
 #pragma unroll
@@ -221,22 +294,35 @@ __global__ void __launch_bounds__(kFlashThreads) flash_attention_kernel(FlashPar
     }
 }
 
-template <int HD>
+template <int HD, KvFormat F>
 void launch_flash(const FlashParams& p, const Launch& l) {
-    const size_t smem = flash_smem(HD);
+    const size_t smem = flash_smem<F>(HD);
     if (smem > 48 * 1024)
-        PHI_CUDA_CHECK(cudaFuncSetAttribute(flash_attention_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        PHI_CUDA_CHECK(cudaFuncSetAttribute(flash_attention_kernel<HD, F>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(smem)));
     const dim3 grid((p.n_q + kFlashRows - 1) / kFlashRows, p.n_head);
-    launch(flash_attention_kernel<HD>, grid, dim3(kFlashThreads), smem, l, p);
+    launch(flash_attention_kernel<HD, F>, grid, dim3(kFlashThreads), smem, l, p);
+}
+
+// quantized caches: head sizes that are whole blocks
+template <KvFormat F>
+void launch_flash_quant(const FlashParams& p, int hd, const Launch& l) {
+    switch (hd) {
+        case 32: launch_flash<32, F>(p, l); break;
+        case 64: launch_flash<64, F>(p, l); break;
+        case 96: launch_flash<96, F>(p, l); break;
+        default: launch_flash<128, F>(p, l); break;
+    }
 }
 
 } // namespace
 
 bool flash_attention_takes(int head_dim, DType cache_type, const float* q, int64_t q_stride, const float* out) {
     const bool hd_ok = head_dim % 16 == 0 && head_dim >= 16 && head_dim <= 128;  // (the instantiations below)
+    const bool cache_ok =
+        cache_type == DType::F16 || ((cache_type == DType::Q8_0 || cache_type == DType::Q4_0) && head_dim % 32 == 0);
     // float2 loads of the queries and stores of the output
-    return hd_ok && cache_type == DType::F16 && q_stride % 2 == 0 && reinterpret_cast<uintptr_t>(q) % 8 == 0 &&
+    return hd_ok && cache_ok && q_stride % 2 == 0 && reinterpret_cast<uintptr_t>(q) % 8 == 0 &&
            reinterpret_cast<uintptr_t>(out) % 8 == 0;
 }
 
@@ -248,8 +334,8 @@ void flash_attention(const float* q, int64_t q_stride, int t0, int n_q, const KV
     FlashParams p;
     p.q = q;
     p.q_stride = q_stride;
-    p.kc = static_cast<const __half*>(cache.k);
-    p.vc = static_cast<const __half*>(cache.v);
+    p.kc = cache.k;
+    p.vc = cache.v;
     p.out = out;
     p.n_q = n_q;
     p.n_head = a.n_head;
@@ -258,15 +344,17 @@ void flash_attention(const float* q, int64_t q_stride, int t0, int n_q, const KV
     p.window = a.window;
     p.pos0 = pos0;
     p.pos = a.pos + t0;
+    if (cache.type == DType::Q8_0) return launch_flash_quant<KvFormat::q8_0>(p, a.head_dim, l);
+    if (cache.type == DType::Q4_0) return launch_flash_quant<KvFormat::q4_0>(p, a.head_dim, l);
     switch (a.head_dim) {
-        case 16: launch_flash<16>(p, l); break;
-        case 32: launch_flash<32>(p, l); break;
-        case 48: launch_flash<48>(p, l); break;
-        case 64: launch_flash<64>(p, l); break;
-        case 80: launch_flash<80>(p, l); break;
-        case 96: launch_flash<96>(p, l); break;
-        case 112: launch_flash<112>(p, l); break;
-        default: launch_flash<128>(p, l); break;
+        case 16: launch_flash<16, KvFormat::f16>(p, l); break;
+        case 32: launch_flash<32, KvFormat::f16>(p, l); break;
+        case 48: launch_flash<48, KvFormat::f16>(p, l); break;
+        case 64: launch_flash<64, KvFormat::f16>(p, l); break;
+        case 80: launch_flash<80, KvFormat::f16>(p, l); break;
+        case 96: launch_flash<96, KvFormat::f16>(p, l); break;
+        case 112: launch_flash<112, KvFormat::f16>(p, l); break;
+        default: launch_flash<128, KvFormat::f16>(p, l); break;
     }
 }
 

@@ -156,7 +156,9 @@ struct AttentionPlan {
     int tiles = 0, splits = 1, warps = 1, rows_per_tile = 0;
     size_t partial_floats() const;
 };
-AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DType cache_type, int sm_count);
+// smem_limit: the shared memory a CTA may have (the device's opt-in maximum).
+AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DType cache_type, int sm_count,
+                             size_t smem_limit);
 // The input step of a one-token step, done inside its attention launch (decode).
 struct FusedInput {
     QKVRows rows;
