@@ -46,15 +46,21 @@ KV_SHAPES = [(4, 4, 32), (3, 1, 32), (4, 2, 32), (8, 2, 64), (6, 3, 96), (8, 8, 
 @pytest.mark.parametrize("window", [0, 5])
 def test_attention_quantized_cache(backend, cache, n_head, n_head_kv, hd, pos0, n_tok, t0, window):
     rng = np.random.default_rng(pos0 * 31 + n_tok + hd + window)
+    y, ref = attention_case(backend, rng, cache, n_head, n_head_kv, hd, pos0, n_tok, t0, window)
+    tol = FLASH_TOL if takes_flash(backend, n_tok - t0, hd) else 2e-5
+    assert np.allclose(y, ref, rtol=tol / 2, atol=tol), np.max(np.abs(y - ref))
+
+
+def attention_case(backend, rng, cache, n_head, n_head_kv, hd, pos0, n_tok, t0, window):
+    """The backend's attention of step tokens t0.. over a random quantized cache, and the reference
+    over its dequantized rows."""
     kq, vq = quantized_case(rng, pos0 + n_tok + 2, n_head_kv * hd, cache)
-    n_q = n_tok - t0
-    q = (rng.standard_normal((n_q, n_head * hd)) * 2).astype(np.float32)
+    q = (rng.standard_normal((n_tok - t0, n_head * hd)) * 2).astype(np.float32)
     scale = 1 / np.sqrt(hd)
     y = backend.attention(q, kq, vq, pos0, n_tok, t0, n_head, n_head_kv, scale, window, cache_type=cache)
     ref = attention_reference(q, dequantize(kq, cache), dequantize(vq, cache), pos0 + t0, n_head, n_head_kv, scale,
                               window)
-    tol = FLASH_TOL if takes_flash(backend, n_q, hd) else 2e-5
-    assert np.allclose(y, ref, rtol=tol / 2, atol=tol), np.max(np.abs(y - ref))
+    return y, ref
 
 
 def takes_flash(backend, n_q, hd):
@@ -73,13 +79,7 @@ def test_cuda_flash_attention_quantized_cache(flash_backend, cache, n_head, n_he
     """Flash attention over blocks copied in pieces of 16, 8 or 4 bytes or read directly (odd
     rows), partial 64-key blocks, windows, chunks after earlier tokens."""
     rng = np.random.default_rng(hd * 7 + pos0 + n_tok + window)
-    kq, vq = quantized_case(rng, pos0 + n_tok + 3, n_head_kv * hd, cache)
-    n_q = n_tok - t0
-    q = (rng.standard_normal((n_q, n_head * hd)) * 2).astype(np.float32)
-    scale = 1 / np.sqrt(hd)
-    y = flash_backend.attention(q, kq, vq, pos0, n_tok, t0, n_head, n_head_kv, scale, window, cache_type=cache)
-    ref = attention_reference(q, dequantize(kq, cache), dequantize(vq, cache), pos0 + t0, n_head, n_head_kv, scale,
-                              window)
+    y, ref = attention_case(flash_backend, rng, cache, n_head, n_head_kv, hd, pos0, n_tok, t0, window)
     assert np.allclose(y, ref, rtol=FLASH_TOL / 2, atol=FLASH_TOL), np.max(np.abs(y - ref))
 
 
