@@ -6,8 +6,8 @@
 // A quantized block is written by a whole warp, a value per lane, so the
 // block's maximum is one warp reduction; a head is hd / 32 whole blocks
 // (the model checks hd % 32 == 0), so a head's slice of a row reads alone.
-// Blocks are 34 or 18 bytes: only 2-byte aligned, read and written a byte
-// (or the scale's two bytes) per lane.
+// Blocks are 34 or 18 bytes, only 2-byte aligned: written a byte per lane
+// (Q4_0: a nibble pair per low lane), read by a half-warp, two values a lane.
 #pragma once
 #include <cuda_fp16.h>
 
