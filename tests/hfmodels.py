@@ -15,6 +15,8 @@ the logits visibly. Kinds (see SPECS):
     phi3_128k   LongRoPE (long/short factors), max_position 256 vs original 64
     phi3_medium GQA (8 heads, 2 kv heads), 3 layers
     phi3_swa    sliding_window 16 (smaller than a 40-token prompt)
+    phi3_swa_hd32  the same with heads of 32 (whole blocks: quantized KV caches); named tests
+                only (not in KINDS)
     phi4        GQA, rope_theta 250000, no sliding window, cl100k-style BPE vocab
     phi4_mini   GQA, partial_rotary_factor 0.75, LongRoPE, tied embeddings, o200k-style BPE vocab
     phimoe      PhimoeConfig: 4 experts, router jitter 0.01, GQA, biases (MOE_KINDS, not in KINDS)
@@ -46,6 +48,8 @@ SPECS: dict[str, dict] = {
     "phi3_medium": dict(arch="phi3", tok="phi3", hidden=128, heads=8, kv=2, layers=3, ff=256, ctx=4096,
                         sliding_window=2047),
     "phi3_swa": dict(arch="phi3", tok="phi3", hidden=64, heads=4, kv=4, layers=2, ff=128, ctx=4096, sliding_window=16),
+    "phi3_swa_hd32": dict(arch="phi3", tok="phi3", hidden=64, heads=2, kv=2, layers=2, ff=128, ctx=4096,
+                          sliding_window=16, named_only=True),
     "phi4": dict(arch="phi3", tok="phi4", hidden=128, heads=8, kv=2, layers=2, ff=256, ctx=16384, theta=250000.0),
     "phi4_mini": dict(arch="phi3", tok="phi4_mini", hidden=128, heads=8, kv=2, layers=2, ff=256, ctx=256, orig_ctx=64,
                       rot=0.75, longrope=True, tied=True, sliding_window=262144),
@@ -59,7 +63,7 @@ SPECS: dict[str, dict] = {
                             experts=4, jitter=0.01, center=True),
 }
 # the dense kinds (every test of the dense families runs over these); MoE kinds apart
-KINDS = tuple(k for k in SPECS if SPECS[k]["arch"] != "phimoe")
+KINDS = tuple(k for k in SPECS if SPECS[k]["arch"] != "phimoe" and not SPECS[k].get("named_only"))
 MOE_KINDS = tuple(k for k in SPECS if SPECS[k]["arch"] == "phimoe")
 
 

@@ -68,6 +68,25 @@ def test_quantized_cache_on_gpu(bundled_f16, tokens, ref, kv):
     assert m.kv_cache_bytes == cpu.kv_cache_bytes
 
 
+@pytest.mark.parametrize("kv", ["q8_0", "q4_0"])
+def test_quantized_cache_in_a_sliding_window_ring(tiny_gguf, kv):
+    """A sliding-window model (window 16, heads of 32) over 60 tokens: on the CPU its cache is a
+    ring of window + batch rows (24 here), quantized rows as f32 ones. Prefill (8 tokens a pass)
+    and decode against the f32 cache's logits and each other."""
+    path = str(tiny_gguf("phi3_swa_hd32", "f32"))
+    tokens = np.random.default_rng(0).integers(10, 5000, 60).astype(np.int32)
+    ref = phicpp.Model(path, n_ctx=128, kv_type="f32", n_threads=2).eval(tokens, all_logits=True)
+    m = phicpp.Model(path, n_ctx=128, n_batch=8, kv_type=kv, n_threads=2)  # a ring of 16 + 8 rows
+    whole = phicpp.Model(path, n_ctx=128, n_batch=8, kv_type="f16", n_threads=2).kv_cache_bytes
+    assert m.kv_cache_bytes * BLOCK_BYTES["f16"] == whole * BLOCK_BYTES[kv]
+    assert whole == 2 * 2 * (16 + 8) * 64 * 2  # layers, k and v, rows, kv width, f16 bytes
+    prefill = m.eval(tokens, all_logits=True)
+    m.reset()
+    decode = np.stack([m.eval([t]) for t in tokens])
+    assert rms(prefill - ref, ref) <= BOUND[kv]
+    assert float(np.abs(decode - prefill).max() / np.abs(prefill).max()) <= 1e-4
+
+
 def test_quantized_cache_needs_whole_blocks_per_head(tiny_gguf):
     # the tiny Phi-3 checkpoints have heads of 16
     with pytest.raises(ValueError, match="multiple of 32"):
