@@ -165,3 +165,6 @@ def test_quantized_cache_errors(backend):
         backend.attention(q, kc[:, :30].copy(), kc[:, :30].copy(), 0, 1, 0, 2, 1, 1.0, cache_type="q8_0")
     with pytest.raises(ValueError, match="uint8"):
         backend.attention(q, kc.astype(np.float32), kc.astype(np.float32), 0, 1, 0, 2, 1, 1.0, cache_type="q8_0")
+    # heads of 16: a row of two heads is one block, a head no whole block
+    with pytest.raises(ValueError, match="multiple of 32"):
+        backend.attention(np.zeros((1, 4 * 16), np.float32), kc, kc, 0, 1, 0, 4, 2, 1.0, cache_type="q8_0")

@@ -17,6 +17,7 @@
 #include <new>
 
 #include "backend/cpu/ops.h"
+#include "quant/blocks.h"
 
 namespace phi::cpu {
 namespace {
@@ -48,46 +49,29 @@ inline __m256 exp8(__m256 x) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-// A KV cache's element format; a quantized row is whole 32-value blocks
-// (a head's slice too: the model checks head_dim % 32 == 0).
-enum class Kv : uint8_t { f32, f16, q8_0, q4_0 };
-inline Kv kv_kind(DType t) {
-    return t == DType::F16 ? Kv::f16 : t == DType::Q8_0 ? Kv::q8_0 : t == DType::Q4_0 ? Kv::q4_0 : Kv::f32;
-}
-// bytes of n elements (n a multiple of 32 when quantized)
-inline int64_t kv_bytes(Kv k, int64_t n) {
-    return k == Kv::f32 ? 4 * n : k == Kv::f16 ? 2 * n : n / 32 * (k == Kv::q8_0 ? 34 : 18);
-}
-// A quantized block's scale (an unaligned f16).
-inline float block_scale(const uint8_t* b) {
-    uint16_t h;
-    __builtin_memcpy(&h, b, 2);
-    return _cvtsh_ss(h);
-}
-
-// Eight elements of a KV row at element i (a multiple of 8); a quantized
-// block's values d * q exactly as quant::dequantize_row gives them.
-inline __m256 load8(const void* row, Kv k, int i) {
-    if (k == Kv::f16) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + i)));
-    if (k == Kv::f32) return _mm256_loadu_ps(static_cast<const float*>(row) + i);
-    const int off = i % 32;
-    const uint8_t* b = static_cast<const uint8_t*>(row) + i / 32 * (k == Kv::q8_0 ? 34 : 18);
-    const __m256 d = _mm256_set1_ps(block_scale(b));
-    if (k == Kv::q8_0)
-        return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + off)))), d);
+// Eight elements of a KV row (F32, F16, or Q8_0/Q4_0 blocks: quant/blocks.h)
+// at element i, a multiple of 8; a block's values d * q exactly as
+// quant::dequantize_row gives them.
+inline __m256 load8(const void* row, DType t, int i) {
+    if (t == DType::F16) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + i)));
+    if (t == DType::F32) return _mm256_loadu_ps(static_cast<const float*>(row) + i);
+    const int off = i % quant::QK;
+    if (t == DType::Q8_0) {
+        const auto* b = static_cast<const quant::BlockQ8_0*>(row) + i / quant::QK;
+        const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b->qs + off)));
+        return _mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(_cvtsh_ss(b->d)));
+    }
     // Q4_0: values 0-15 the low nibbles of bytes 0-15, values 16-31 their high nibbles
-    __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + off % 16)));
-    if (off >= 16) v = _mm256_srli_epi32(v, 4);
-    v = _mm256_sub_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0xF)), _mm256_set1_epi32(8));
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(v), d);
+    const auto* b = static_cast<const quant::BlockQ4_0*>(row) + i / quant::QK;
+    __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b->qs + off % 16)));
+    if (off >= 16) q = _mm256_srli_epi32(q, 4);
+    q = _mm256_sub_epi32(_mm256_and_si256(q, _mm256_set1_epi32(0xF)), _mm256_set1_epi32(8));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(_cvtsh_ss(b->d)));
 }
-inline float load1(const void* row, Kv k, int i) {
-    if (k == Kv::f16) return _cvtsh_ss(static_cast<const uint16_t*>(row)[i]);
-    if (k == Kv::f32) return static_cast<const float*>(row)[i];
-    const uint8_t* b = static_cast<const uint8_t*>(row) + i / 32 * (k == Kv::q8_0 ? 34 : 18);
-    const int off = i % 32;
-    const int q = k == Kv::q8_0 ? static_cast<int8_t>(b[2 + off]) : ((b[2 + off % 16] >> (off < 16 ? 0 : 4)) & 0xF) - 8;
-    return static_cast<float>(q) * block_scale(b);
+// One element of a float row (the tail of a head that is not a multiple of 8;
+// a quantized head is whole blocks, so never one).
+inline float load1(const void* row, DType t, int i) {
+    return t == DType::F16 ? _cvtsh_ss(static_cast<const uint16_t*>(row)[i]) : static_cast<const float*>(row)[i];
 }
 
 // Per-thread scratch for one item. No std:: containers or algorithms in this
@@ -111,10 +95,12 @@ inline int min_i(int a, int b) { return a < b ? a : b; }
 // Rows of one head in a KV cache: position j's row, or in a ring of `slots`
 // rows, row j % slots. A query reads positions [lo, pos] with pos - lo < slots:
 // with b0 the multiple of slots at or below lo, j - b0 < 2 slots, so the ring's
-// row is one compare away (no division per key).
+// row is one compare away (no division per key). head_bytes: the head's part
+// of a row (what a key's prefetch covers).
 struct HeadRows {
     const char* base;
     int64_t row_bytes;
+    int head_bytes;
     int64_t slots;
     int64_t b0;
     const char* row(int64_t j) const {
@@ -168,38 +154,37 @@ struct AttnScratch {
 // chains (the FMA latency hidden), each key's row loaded once for all
 // queries, then one horizontal sum each (in the order one query alone has).
 template <int Q, int NK>
-inline void scores_block(float* const* q, const HeadRows& K, Kv kv, int hd, int j0, int hi, float* const* sc) {
+inline void scores_block(float* const* q, const HeadRows& K, DType type, int hd, int j0, int hi, float* const* sc) {
     const int hd8 = hd - hd % 8;
     const char* kr[NK];
     for (int u = 0; u < NK; ++u) kr[u] = K.row(j0 + u);
     for (int u = 0; u < NK; ++u)
-        if (j0 + u + kAhead <= hi) prefetch_row(K.row(j0 + u + kAhead), static_cast<int>(kv_bytes(kv, hd)));
+        if (j0 + u + kAhead <= hi) prefetch_row(K.row(j0 + u + kAhead), K.head_bytes);
     __m256 a[Q][NK];
     for (int i = 0; i < Q; ++i)
         for (int u = 0; u < NK; ++u) a[i][u] = _mm256_setzero_ps();
     for (int c = 0; c < hd8; c += 8) {
-        __m256 kvec[NK];
-        for (int u = 0; u < NK; ++u) kvec[u] = load8(kr[u], kv, c);
+        __m256 kv[NK];
+        for (int u = 0; u < NK; ++u) kv[u] = load8(kr[u], type, c);
         for (int i = 0; i < Q; ++i) {
             const __m256 qv = _mm256_loadu_ps(q[i] + c);
-            for (int u = 0; u < NK; ++u) a[i][u] = _mm256_fmadd_ps(qv, kvec[u], a[i][u]);
+            for (int u = 0; u < NK; ++u) a[i][u] = _mm256_fmadd_ps(qv, kv[u], a[i][u]);
         }
     }
     for (int i = 0; i < Q; ++i)
         for (int u = 0; u < NK; ++u) {
             float d = hsum8(a[i][u]);
-            for (int c = hd8; c < hd; ++c) d += q[i][c] * load1(kr[u], kv, c);
+            for (int c = hd8; c < hd; ++c) d += q[i][c] * load1(kr[u], type, c);
             sc[i][j0 + u] = d;
         }
 }
 
 // Where a values pass runs: keys [lo, hi] of the block's [.., end], adding
 // to acc (first: starting from zero), prefetching the rows kAhead keys on
-// (the first pass over a chunk) of head_bytes each.
+// (the first pass over a chunk).
 struct ValuesRange {
     int lo, hi, end;
     bool first, prefetch;
-    int head_bytes;
 };
 
 // acc_i[c0, c0 + 8 NV) += sum over keys j in [lo, hi] of w_i[j] * V[j][c0, ...)
@@ -207,15 +192,15 @@ struct ValuesRange {
 // all queries, Q * NV independent FMA chains (carried across chunks through
 // acc, so each sum is the same chain of FMAs over the keys in order).
 template <int Q, int NV>
-inline void values_pass(float* const* w, const HeadRows& V, Kv kv, const ValuesRange& r, int c0, float* const* acc) {
+inline void values_pass(float* const* w, const HeadRows& V, DType type, const ValuesRange& r, int c0, float* const* acc) {
     __m256 a[Q][NV];
     for (int i = 0; i < Q; ++i)
         for (int u = 0; u < NV; ++u) a[i][u] = r.first ? _mm256_setzero_ps() : _mm256_loadu_ps(acc[i] + c0 + 8 * u);
     for (int j = r.lo; j <= r.hi; ++j) {
-        if (r.prefetch && j + kAhead <= r.end) prefetch_row(V.row(j + kAhead), r.head_bytes);
+        if (r.prefetch && j + kAhead <= r.end) prefetch_row(V.row(j + kAhead), V.head_bytes);
         const char* v = V.row(j);
         __m256 vv[NV];
-        for (int u = 0; u < NV; ++u) vv[u] = load8(v, kv, c0 + 8 * u);
+        for (int u = 0; u < NV; ++u) vv[u] = load8(v, type, c0 + 8 * u);
         for (int i = 0; i < Q; ++i) {
             const __m256 wj = _mm256_broadcast_ss(w[i] + j);
             for (int u = 0; u < NV; ++u) a[i][u] = _mm256_fmadd_ps(wj, vv[u], a[i][u]);
@@ -237,17 +222,17 @@ template <int Q, int kRegs>
 constexpr int kKeys = kRegs == 16 ? (Q == 1 ? 4 : 2) : min_c(4, (kRegs - 2) / (Q + 1));
 
 template <int Q, int kRegs>
-inline void values_cols(int nv, float* const* w, const HeadRows& V, Kv kv, const ValuesRange& r, int c0,
+inline void values_cols(int nv, float* const* w, const HeadRows& V, DType type, const ValuesRange& r, int c0,
                         float* const* acc) {
     switch (nv) {
-        case 8: if constexpr (kMaxNV<Q, kRegs> >= 8) { values_pass<Q, 8>(w, V, kv, r, c0, acc); break; } [[fallthrough]];
-        case 7: if constexpr (kMaxNV<Q, kRegs> >= 7) { values_pass<Q, 7>(w, V, kv, r, c0, acc); break; } [[fallthrough]];
-        case 6: if constexpr (kMaxNV<Q, kRegs> >= 6) { values_pass<Q, 6>(w, V, kv, r, c0, acc); break; } [[fallthrough]];
-        case 5: if constexpr (kMaxNV<Q, kRegs> >= 5) { values_pass<Q, 5>(w, V, kv, r, c0, acc); break; } [[fallthrough]];
-        case 4: if constexpr (kMaxNV<Q, kRegs> >= 4) { values_pass<Q, 4>(w, V, kv, r, c0, acc); break; } [[fallthrough]];
-        case 3: if constexpr (kMaxNV<Q, kRegs> >= 3) { values_pass<Q, 3>(w, V, kv, r, c0, acc); break; } [[fallthrough]];
-        case 2: values_pass<Q, 2>(w, V, kv, r, c0, acc); break;
-        default: values_pass<Q, 1>(w, V, kv, r, c0, acc); break;
+        case 8: if constexpr (kMaxNV<Q, kRegs> >= 8) { values_pass<Q, 8>(w, V, type, r, c0, acc); break; } [[fallthrough]];
+        case 7: if constexpr (kMaxNV<Q, kRegs> >= 7) { values_pass<Q, 7>(w, V, type, r, c0, acc); break; } [[fallthrough]];
+        case 6: if constexpr (kMaxNV<Q, kRegs> >= 6) { values_pass<Q, 6>(w, V, type, r, c0, acc); break; } [[fallthrough]];
+        case 5: if constexpr (kMaxNV<Q, kRegs> >= 5) { values_pass<Q, 5>(w, V, type, r, c0, acc); break; } [[fallthrough]];
+        case 4: if constexpr (kMaxNV<Q, kRegs> >= 4) { values_pass<Q, 4>(w, V, type, r, c0, acc); break; } [[fallthrough]];
+        case 3: if constexpr (kMaxNV<Q, kRegs> >= 3) { values_pass<Q, 3>(w, V, type, r, c0, acc); break; } [[fallthrough]];
+        case 2: values_pass<Q, 2>(w, V, type, r, c0, acc); break;
+        default: values_pass<Q, 1>(w, V, type, r, c0, acc); break;
     }
 }
 
@@ -282,7 +267,7 @@ inline double softmax_weights(float* sc, int lo, int pos, int lo_min, int hi_max
 }
 
 template <int Q, int kRegs>
-void attend_block(const QueryBlock& b, const HeadRows& K, const HeadRows& V, Kv kv, int hd, float scale,
+void attend_block(const QueryBlock& b, const HeadRows& K, const HeadRows& V, DType type, int hd, float scale,
                   AttnScratch& s) {
     float* q[Q];
     float* sc[Q];
@@ -296,18 +281,18 @@ void attend_block(const QueryBlock& b, const HeadRows& K, const HeadRows& V, Kv 
     const int hd8 = hd - hd % 8;
     constexpr int NK = kKeys<Q, kRegs>;
     int j = b.lo_min;
-    for (; j + NK <= b.hi_max + 1; j += NK) scores_block<Q, NK>(q, K, kv, hd, j, b.hi_max, sc);
-    for (; j <= b.hi_max; ++j) scores_block<Q, 1>(q, K, kv, hd, j, b.hi_max, sc);
+    for (; j + NK <= b.hi_max + 1; j += NK) scores_block<Q, NK>(q, K, type, hd, j, b.hi_max, sc);
+    for (; j <= b.hi_max; ++j) scores_block<Q, 1>(q, K, type, hd, j, b.hi_max, sc);
     double sum[Q];
     for (int i = 0; i < Q; ++i) sum[i] = softmax_weights(sc[i], b.lo[i], b.pos[i], b.lo_min, b.hi_max);
     // the head's 8-column vectors in as few passes over the keys as the
     // accumulators allow, split evenly (96 columns, one query: 2 x 48)
     const int nvec = hd8 / 8, passes = (nvec + kMaxNV<Q, kRegs> - 1) / kMaxNV<Q, kRegs>;
     for (int j0 = b.lo_min; j0 <= b.hi_max; j0 += kChunk) {
-        ValuesRange r{j0, min_i(j0 + kChunk - 1, b.hi_max), b.hi_max, j0 == b.lo_min, true, static_cast<int>(kv_bytes(kv, hd))};
+        ValuesRange r{j0, min_i(j0 + kChunk - 1, b.hi_max), b.hi_max, j0 == b.lo_min, true};
         for (int p = 0, c0 = 0; p < passes; ++p) {
             const int nv = (nvec - c0 / 8 + (passes - p) - 1) / (passes - p);
-            values_cols<Q, kRegs>(nv, sc, V, kv, r, c0, acc);
+            values_cols<Q, kRegs>(nv, sc, V, type, r, c0, acc);
             r.prefetch = false;
             c0 += 8 * nv;
         }
@@ -315,7 +300,7 @@ void attend_block(const QueryBlock& b, const HeadRows& K, const HeadRows& V, Kv 
     for (int c = hd8; c < hd; ++c)
         for (int i = 0; i < Q; ++i) {
             float a = 0.0f;
-            for (int jj = b.lo_min; jj <= b.hi_max; ++jj) a += sc[i][jj] * load1(V.row(jj), kv, c);
+            for (int jj = b.lo_min; jj <= b.hi_max; ++jj) a += sc[i][jj] * load1(V.row(jj), type, c);
             acc[i][c] = a;
         }
     for (int i = 0; i < Q; ++i) {
@@ -330,8 +315,8 @@ void attention_x86(const float* q, int64_t q_stride, const void* k_cache, const 
                    int slots, int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool) {
     static_assert(kBlock <= kMaxBlock, "blocks up to kMaxBlock queries");
     const int hd = p.head_dim;
-    const Kv kv = kv_kind(cache_type);
-    const int64_t row_bytes = static_cast<int64_t>(p.n_head_kv) * kv_bytes(kv, hd);
+    const int head_bytes = static_cast<int>(row_bytes(cache_type, hd));  // whole blocks when quantized
+    const int64_t kv_row_bytes = static_cast<int64_t>(p.n_head_kv) * head_bytes;
     const int group = p.n_head / p.n_head_kv;
     // The queries of KV head g, in order: token t's heads g * group + 0..group-1,
     // then token t + 1's; items are blocks of bs of them: kBlock, or fewer where
@@ -362,19 +347,19 @@ void attention_x86(const float* q, int64_t q_stride, const void* k_cache, const 
                 b.lo_min = min_i(b.lo_min, b.lo[b.n]);
                 b.hi_max = max_i(b.hi_max, pos);
             }
-            const int64_t off = static_cast<int64_t>(kvh) * kv_bytes(kv, hd);
+            const int64_t off = static_cast<int64_t>(kvh) * head_bytes;
             const int64_t b0 = slots ? b.lo_min - b.lo_min % slots : 0;
-            const HeadRows K{static_cast<const char*>(k_cache) + off, row_bytes, slots, b0};
-            const HeadRows V{static_cast<const char*>(v_cache) + off, row_bytes, slots, b0};
+            const HeadRows K{static_cast<const char*>(k_cache) + off, kv_row_bytes, head_bytes, slots, b0};
+            const HeadRows V{static_cast<const char*>(v_cache) + off, kv_row_bytes, head_bytes, slots, b0};
             switch (b.n) {
-                case 8: if constexpr (kBlock >= 8) { attend_block<8, kRegs>(b, K, V, kv, hd, p.scale, s); break; } [[fallthrough]];
-                case 7: if constexpr (kBlock >= 7) { attend_block<7, kRegs>(b, K, V, kv, hd, p.scale, s); break; } [[fallthrough]];
-                case 6: if constexpr (kBlock >= 6) { attend_block<6, kRegs>(b, K, V, kv, hd, p.scale, s); break; } [[fallthrough]];
-                case 5: if constexpr (kBlock >= 5) { attend_block<5, kRegs>(b, K, V, kv, hd, p.scale, s); break; } [[fallthrough]];
-                case 4: attend_block<4, kRegs>(b, K, V, kv, hd, p.scale, s); break;
-                case 3: attend_block<3, kRegs>(b, K, V, kv, hd, p.scale, s); break;
-                case 2: attend_block<2, kRegs>(b, K, V, kv, hd, p.scale, s); break;
-                default: attend_block<1, kRegs>(b, K, V, kv, hd, p.scale, s); break;
+                case 8: if constexpr (kBlock >= 8) { attend_block<8, kRegs>(b, K, V, cache_type, hd, p.scale, s); break; } [[fallthrough]];
+                case 7: if constexpr (kBlock >= 7) { attend_block<7, kRegs>(b, K, V, cache_type, hd, p.scale, s); break; } [[fallthrough]];
+                case 6: if constexpr (kBlock >= 6) { attend_block<6, kRegs>(b, K, V, cache_type, hd, p.scale, s); break; } [[fallthrough]];
+                case 5: if constexpr (kBlock >= 5) { attend_block<5, kRegs>(b, K, V, cache_type, hd, p.scale, s); break; } [[fallthrough]];
+                case 4: attend_block<4, kRegs>(b, K, V, cache_type, hd, p.scale, s); break;
+                case 3: attend_block<3, kRegs>(b, K, V, cache_type, hd, p.scale, s); break;
+                case 2: attend_block<2, kRegs>(b, K, V, cache_type, hd, p.scale, s); break;
+                default: attend_block<1, kRegs>(b, K, V, cache_type, hd, p.scale, s); break;
             }
         }
     };

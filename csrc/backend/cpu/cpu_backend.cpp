@@ -216,7 +216,11 @@ public:
     void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache, const AttentionParams& p,
                    float* out) override {
         const int pos0 = pos0_ + p.pos + t0;
-        if ((cache.type == DType::Q8_0 || cache.type == DType::Q4_0) && n_q >= kDequantizeCacheRows) {
+        const bool quantized = cache.type == DType::Q8_0 || cache.type == DType::Q4_0;
+        if (quantized && p.head_dim % 32 != 0)  // a head's slice of a row is read alone: whole blocks
+            fail(ErrorKind::invalid_arg, "a ", dtype_name(cache.type), " KV cache needs a head size that is a "
+                 "multiple of 32, not ", p.head_dim);
+        if (quantized && n_q >= kDequantizeCacheRows) {
             // many queries read every key: the cache rows in f32 once, then the f32 kernels
             // (one query reads each key once: dequantized on the way, no copy)
             const int rows = cache.slots ? std::min(cache.slots, pos0 + n_q) : pos0 + n_q;

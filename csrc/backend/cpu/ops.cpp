@@ -151,8 +151,8 @@ bool use_avx2(Isa isa) {
 void attention_auto(const float* q, int64_t q_stride, const void* k_cache, const void* v_cache, DType cache_type,
                     int slots, int n_tok, int pos0, const AttentionParams& p, float* out, ThreadPool& pool, Isa isa) {
 #if defined(PHICPP_X86)
-    if (use_avx2(isa) && (cache_type == DType::F32 || cache_type == DType::F16 ||
-                          ((cache_type == DType::Q8_0 || cache_type == DType::Q4_0) && p.head_dim % 32 == 0))) {
+    if (use_avx2(isa) && (cache_type == DType::F32 || cache_type == DType::F16 || cache_type == DType::Q8_0 ||
+                          cache_type == DType::Q4_0)) {
         if (isa >= Isa::avx512)
             return attention_avx512(q, q_stride, k_cache, v_cache, cache_type, slots, n_tok, pos0, p, out, pool);
         return attention_avx2(q, q_stride, k_cache, v_cache, cache_type, slots, n_tok, pos0, p, out, pool);
