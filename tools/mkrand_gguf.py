@@ -11,7 +11,8 @@ with the phimoe shapes) for the shapes both have.
 
 usage: mkrand_gguf.py SHAPE VOCAB_GGUF OUT [--layers N] [--experts N] [--jitter J] [--dtype f16|f32] [--seed S]
   SHAPE: phi2 (Phi-2 2.7B) | phi3 (Phi-3-mini 3.8B) | phi4-mini (its attention: 24 heads,
-         8 KV, rotary 0.75; Phi-3 vocab) | phi3-1b (16 layers of 2048) | phi2-tiny | phi3-tiny
+         8 KV, rotary 0.75; Phi-3 vocab) | phi3-medium (Phi-3-medium 14B: 40 heads / 10 KV
+         of 128) | phi3-1b (16 layers of 2048) | phi2-tiny | phi3-tiny
          | phimoe (Phi-3.5-MoE: 32 layers of 4096, 16 experts of FF 6400, 32 heads / 8 KV)
          | phimoe-tiny (rows of whole K-quant blocks, 8 heads / 2 KV, 8 experts)
 The phimoe files carry what phicpp's converter writes for Phi-3.5-MoE (LayerNorms
@@ -30,6 +31,8 @@ SHAPES = {
     "phi2": dict(arch="phi2", n_embd=2560, n_layer=32, n_head=32, n_head_kv=32, n_ff=10240, n_vocab=51200, n_ctx=2048, rot=0.4),
     "phi3": dict(arch="phi3", n_embd=3072, n_layer=32, n_head=32, n_head_kv=32, n_ff=8192, n_vocab=32064, n_ctx=4096, rot=1.0),
     "phi4-mini": dict(arch="phi3", n_embd=3072, n_layer=32, n_head=24, n_head_kv=8, n_ff=8192, n_vocab=32064, n_ctx=4096, rot=0.75),
+    "phi3-medium": dict(arch="phi3", n_embd=5120, n_layer=40, n_head=40, n_head_kv=10, n_ff=17920, n_vocab=32064, n_ctx=4096,
+                        rot=1.0),
     "phi3-1b": dict(arch="phi3", n_embd=2048, n_layer=16, n_head=16, n_head_kv=16, n_ff=5632, n_vocab=32064, n_ctx=4096, rot=1.0),
     "phi2-tiny": dict(arch="phi2", n_embd=256, n_layer=4, n_head=4, n_head_kv=4, n_ff=1024, n_vocab=51200, n_ctx=2048, rot=0.4),
     "phi3-tiny": dict(arch="phi3", n_embd=256, n_layer=4, n_head=4, n_head_kv=4, n_ff=512, n_vocab=32064, n_ctx=4096, rot=1.0),

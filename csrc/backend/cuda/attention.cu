@@ -148,7 +148,7 @@ void launch_attention(const AttnParams& p, dim3 grid, int warps, const Launch& l
     auto kernel = !fused   ? attention_kernel<T, kVec, false, kRows, F>
                   : one_row ? attention_kernel<T, kVec, true, 1, F>
                             : attention_kernel<T, kVec, true, kRows, F>;
-    const size_t smem = warps * attention_smem<T, F>(p.hd);
+    const size_t smem = warps * attention_smem<T, F>(p);
     if (smem > 48 * 1024)
         PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     launch(kernel, grid, dim3(warps * kWarp), smem, l, p);
@@ -176,27 +176,53 @@ size_t AttentionPlan::partial_floats() const {
     return splits > 1 ? static_cast<size_t>(tiles) * splits * rows_per_tile : 0;
 }
 
-AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DType cache_type, int sm_count,
-                             size_t smem_limit) {
+AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DType cache_type, const AttentionDevice& dev,
+                             const AttentionTuning& tuning) {
     AttentionPlan plan;
     const int group = p.n_head / p.n_head_kv;
     plan.tiles = p.n_head_kv * ((n_q * group + kRows - 1) / kRows);
     plan.rows_per_tile = kRows * (p.head_dim + 2);
-    // keys split so a warp takes one 32-key chunk where the GPU has room for
-    // that many warps (several per SM); powers of two, so that a recorded
-    // decode step stays valid while the context grows within a bucket
-    const int want = std::max(1, 4 * sm_count / std::max(1, plan.tiles));
+    plan.q_rows = std::min(kRows, n_q * group);
+    const KvFormat kv = kv_format(cache_type, p.head_dim);
+    const size_t cta_limit =
+        tuning.cta_smem_kb > 0 ? std::min<size_t>(size_t{1024} * tuning.cta_smem_kb, dev.smem_per_cta) : dev.smem_per_cta;
+    auto per_warp = [&](int stages) {
+        return attention_smem(p.head_dim, kv == KvFormat::f16 ? 2 : 4, kv_stage_row(kv, p.head_dim), stages,
+                              plan.q_rows);
+    };
+    // the warps an SM holds at once (shared memory; registers allow 8 of every build), a power of two
+    auto resident = [&](int stages) {
+        const size_t per_sm = dev.smem_per_sm / (per_warp(stages) + kCtaSmemReserve);
+        int r = 1;
+        while (r * 2 <= std::min<size_t>(per_sm, std::max(1, tuning.warps_per_sm))) r *= 2;
+        return r;
+    };
+    // keys split so a warp takes one 32-key chunk, up to the warps the SMs hold
+    // at once (one wave: a second would run after the first); powers of two, so
+    // that a recorded decode step stays valid while the context grows within a
+    // bucket
+    const int warps_per_sm = resident(1);
+    const int slots = warps_per_sm * dev.sm_count;
+    const int want = std::max(1, slots / std::max(1, plan.tiles));
     const int useful = std::max(1, (kv_len + 31) / 32);
     int cap = 1, s = 1;
-    while (cap * 2 <= std::min(want, kWarp)) cap *= 2;  // the combine gives each split a lane
+    while (cap * 2 <= want) cap *= 2;
     while (s < useful && s < cap) s *= 2;
-    // up to 8 of them as the warps of one CTA, combined in shared memory
-    const KvFormat kv = kv_format(cache_type, p.head_dim);
-    const size_t per_warp = attention_smem(p.head_dim, kv == KvFormat::f16 ? 2 : 4, kv_stage_row(kv, p.head_dim));
-    // (160 KB: what the H200 plans were measured with; less where the device allows less, e.g. sm_86's 99 KB)
-    const size_t limit = std::min<size_t>(160 * 1024, smem_limit);
+    // but no warp without a chunk where the tiles' warps would fill more than half
+    // the SMs: each warp has its own prologue and share of the combine (H200, 3072
+    // keys, 8 KV heads of 128, rows of 3 queries: 64 warps a tile 1662 t/s, 128
+    // warps 1566; halving further where a warp has one chunk cost Phi-3-mini 10%)
+    while (s > 1 && plan.tiles * s > slots / 2 && s > useful) s /= 2;
+    // two chunk buffers a warp (the next chunk's rows in flight while one is used) where the rows are
+    // copied as they are used (f16/f32 rows of 16-byte pieces; a quantized cache's raw rows are staged
+    // apart already), a warp has more than one chunk, and the SM still holds as many warps; 0: that choice
+    const bool copied = (kv == KvFormat::f16 && p.head_dim % 8 == 0) || (kv == KvFormat::f32 && p.head_dim % 4 == 0);
+    const bool two = copied && useful > s && per_warp(2) <= cta_limit &&
+                     (tuning.stages == 2 || (tuning.stages == 0 && resident(2) == warps_per_sm));
+    plan.stages = two ? 2 : 1;
+    // up to cta_warps of them as the warps of one CTA, combined in shared memory
     int w = 1;
-    while (w * 2 <= std::min(s, 8) && (w * 2) * per_warp <= limit) w *= 2;
+    while (w * 2 <= std::min(s, std::max(1, tuning.cta_warps)) && (w * 2) * per_warp(plan.stages) <= cta_limit) w *= 2;
     plan.warps = w;
     plan.splits = s / w;
     return plan;
@@ -209,8 +235,10 @@ void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache&
     const bool fused = fuse != nullptr;
     if (fused && (n_q != 1 || t0 != 0 || fuse->rows.q != q || fuse->cache.k != cache.k))
         fail(ErrorKind::invalid_arg, "fused attention input: not this attention's token");
-    const AttnParams p = attn_params(q, q_stride, t0, n_q, cache, a, plan.tiles, plan.splits, ws.partial, ws.counters,
-                                     pos0, out, fuse);
+    AttnParams p = attn_params(q, q_stride, t0, n_q, cache, a, plan.tiles, plan.splits, ws.partial, ws.counters,
+                               pos0, out, fuse);
+    p.stages = plan.stages;
+    p.q_rows = plan.q_rows;
     const dim3 grid(plan.tiles, plan.splits);
     switch (kv_format(cache.type, a.head_dim)) {
         case KvFormat::f16:

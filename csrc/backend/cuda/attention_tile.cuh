@@ -7,7 +7,8 @@
 // A tile's rows are the (token, query head) pairs that share a KV head, so GQA
 // reads each key once for the whole group; each warp takes a run of 32-key
 // chunks, whose key and value rows are copied into shared memory together
-// (cp.async, all in flight at once); then each lane owns a key for the scores
+// (cp.async, all in flight at once; with two chunk buffers the next chunk's
+// copies are in flight while one is used); then each lane owns a key for the scores
 // and a slice of the head for the weighted sum of values (online softmax,
 // f32). The warps of a tile combine in shared memory; key splits over several
 // CTAs leave partial results for the last one to finish. Positions come from
@@ -125,6 +126,7 @@ struct AttnParams {
     int tiles = 0, splits = 1;  // tiles: of all KV heads together
     float* partial = nullptr;
     int* counters = nullptr;
+    int stages = 1, q_rows = kRows;  // key chunks of a warp in shared memory, query rows of a tile (AttentionPlan)
     InputParams in;  // kFused: the input step of the step's one token, done here
 };
 
@@ -135,17 +137,18 @@ __device__ __forceinline__ float ld_elem<float>(const float* p, int64_t i) { ret
 template <>
 __device__ __forceinline__ float ld_elem<__half>(const __half* p, int64_t i) { return __half2float(p[i]); }
 
-// Shared memory of one warp: the chunk's key and value rows (32 keys, padded
-// rows of ld elements), the queries, (fused input step) the new key and value,
-// and for a quantized cache the chunk's raw key and value rows (stage_row
-// bytes each) before they are dequantized.
-__host__ __device__ inline size_t attention_smem(int hd, int elem_bytes, int stage_row) {
+// Shared memory of one warp: `stages` chunks' key and value rows (32 keys,
+// padded rows of ld elements), the tile's q_rows queries, (fused input step)
+// the new key and value, and for a quantized cache the chunk's raw key and
+// value rows (stage_row bytes each) before they are dequantized.
+__host__ __device__ inline size_t attention_smem(int hd, int elem_bytes, int stage_row, int stages, int q_rows) {
     const int ld = hd + 16 / elem_bytes;
-    return (2 * kWarp * ld * elem_bytes + (kRows + 2) * hd * sizeof(float) + 2 * kWarp * stage_row + 15) / 16 * 16;
+    return (stages * 2 * kWarp * ld * elem_bytes + (q_rows + 2) * hd * sizeof(float) + 2 * kWarp * stage_row + 15) /
+           16 * 16;
 }
 template <class T, KvFormat F>
-__host__ __device__ inline size_t attention_smem(int hd) {
-    return attention_smem(hd, static_cast<int>(sizeof(T)), kv_stage_row(F, hd));
+__host__ __device__ inline size_t attention_smem(const AttnParams& p) {
+    return attention_smem(p.hd, static_cast<int>(sizeof(T)), kv_stage_row(F, p.hd), p.stages, p.q_rows);
 }
 
 template <class T>
@@ -223,12 +226,15 @@ __device__ __forceinline__ void bar_sync_warps(int n) {
 // warps [0, n_warps) of the CTA take part (the others must not call).
 template <class T, int kVec, bool kFused, int kR, KvFormat F>
 __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block, int split, int warp, int n_warps) {
-    uint8_t* smem = smem_all + warp * attention_smem<T, F>(p.hd);  // this warp's part
+    const size_t warp_smem = attention_smem<T, F>(p);
+    uint8_t* smem = smem_all + warp * warp_smem;  // this warp's part
     const int ld = p.hd + 16 / static_cast<int>(sizeof(T));  // padding keeps 16-byte rows apart in the banks
-    T* ks = reinterpret_cast<T*>(smem);                          // [32][ld] key rows of the chunk
-    T* vs = ks + kWarp * ld;                                     // [32][ld] value rows
-    float* qs = reinterpret_cast<float*>(vs + kWarp * ld);       // [kRows][hd] the queries, pre-scaled
-    float* cur_k = qs + kRows * p.hd;                            // [hd] fused: the token's key
+    // [stages] chunks of [32][ld] key rows then [32][ld] value rows; ks, vs: the chunk in use
+    T* const rows = reinterpret_cast<T*>(smem);
+    T* ks = rows;
+    T* vs = ks + kWarp * ld;
+    float* qs = reinterpret_cast<float*>(rows + p.stages * 2 * kWarp * ld);  // [q_rows][hd] the queries, pre-scaled
+    float* cur_k = qs + p.q_rows * p.hd;                                     // [hd] fused: the token's key
     float* cur_v = cur_k + p.hd;                                 // [hd] and value
     uint8_t* stage = reinterpret_cast<uint8_t*>(cur_v + p.hd);   // [2][32][kv_stage_row] quantized: raw rows
     if constexpr (!kFused) {
@@ -274,12 +280,14 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
     const int cur_pos = pos_base;  // kFused: the token's position
     T* Kw = static_cast<T*>(const_cast<void*>(p.kc)) + kvh * p.hd;
     T* Vw = static_cast<T*>(const_cast<void*>(p.vc)) + kvh * p.hd;
-    // kFused: elements [d, d + n) of the token's key and value, into shared row j and the cache
-    auto put_current = [&](int j, int d, int n) {
+    // kFused: elements [d, d + n) of the token's key and value, into shared row j of
+    // chunk buffer buf and the cache
+    auto put_current = [&](int buf, int j, int d, int n) {
+        T* kd = rows + buf * 2 * kWarp * ld;
         for (int e = 0; e < n; ++e) {
             const T kk = from_f32<T>(cur_k[d + e]), vv = from_f32<T>(cur_v[d + e]);
-            ks[j * ld + d + e] = kk;
-            vs[j * ld + d + e] = vv;
+            kd[j * ld + d + e] = kk;
+            kd[(kWarp + j) * ld + d + e] = vv;
             Kw[cur_pos * kvw + d + e] = kk;
             Vw[cur_pos * kvw + d + e] = vv;
         }
@@ -364,24 +372,27 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
             if (kFused && current && cur_pos >= kb && cur_pos < kb + nk) put_current_q(cur_pos - kb);
         }
     };
+    // the rows of keys [kb, kb + nk) into chunk buffer buf, as one committed group
     // (fused: the token's own row is put by put_current once it is computed;
     // `current` says whether it is yet)
-    auto issue_chunk = [&](int kb, int nk, bool current) {
+    auto issue_chunk = [&](int buf, int kb, int nk, bool current) {
+        T* kd = rows + buf * 2 * kWarp * ld;
         const int per_row = p.hd / kVec;  // 16-byte pieces
         for (int c = lane; c < nk * per_row; c += kWarp) {
             const int j = c / per_row, d = (c % per_row) * kVec;
             if (kFused && kb + j == cur_pos) {
-                if (current) put_current(j, d, kVec);
+                if (current) put_current(buf, j, d, kVec);
                 continue;
             }
-            cp_async16(ks + j * ld + d, K + (kb + j) * kvw + d);
-            cp_async16(vs + j * ld + d, V + (kb + j) * kvw + d);
+            cp_async16(kd + j * ld + d, K + (kb + j) * kvw + d);
+            cp_async16(kd + (kWarp + j) * ld + d, V + (kb + j) * kvw + d);
         }
+        cp_async_commit();  // wait_group counts committed groups only
     };
     if constexpr (kQuant) {
         if (k_begin < k_end) start_chunk_q(k_begin, min(kWarp, k_end - k_begin));
     } else if constexpr (kVec > 1) {
-        if (k_begin < k_end) issue_chunk(k_begin, min(kWarp, k_end - k_begin), false);
+        if (k_begin < k_end) issue_chunk(0, k_begin, min(kWarp, k_end - k_begin), false);
     }
     // the queries, pre-scaled, while the first chunk is in flight
     if constexpr (kFused) {
@@ -412,7 +423,7 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
                 __syncwarp();  // cur_k, cur_v complete
                 put_current_q(cur_pos - k_begin);
             } else {
-                for (int d = lane * kVec; d < p.hd; d += kWarp * kVec) put_current(cur_pos - k_begin, d, kVec);
+                for (int d = lane * kVec; d < p.hd; d += kWarp * kVec) put_current(0, cur_pos - k_begin, d, kVec);
             }
         }
     } else {
@@ -423,21 +434,34 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
         }
     }
     __syncwarp();
-    for (int kb = k_begin; kb < k_end; kb += kWarp) {
+    for (int kb = k_begin, ci = 0; kb < k_end; kb += kWarp, ++ci) {
         const int nk = min(kWarp, k_end - kb);
         if constexpr (kQuant) {
             finish_chunk_q(kb, nk, kb != k_begin);  // (the first chunk's own row is put above)
             // the next chunk's bytes in flight while this one is used
             if (kb + kWarp < k_end) start_chunk_q(kb + kWarp, min(kWarp, k_end - kb - kWarp));
         } else if constexpr (kVec > 1) {
-            if (kb != k_begin) issue_chunk(kb, nk, true);
-            cp_async_commit();  // wait_group counts committed groups only
-            cp_async_wait<0>();
+            const int buf = p.stages > 1 ? ci & 1 : 0;
+            ks = rows + buf * 2 * kWarp * ld;
+            vs = ks + kWarp * ld;
+            if (p.stages > 1) {
+                // the next chunk's rows in flight while this one is used (its buffer's
+                // last reader, chunk ci - 1, is done: the __syncwarp at the loop's end)
+                if (kb + kWarp < k_end) {
+                    issue_chunk(buf ^ 1, kb + kWarp, min(kWarp, k_end - kb - kWarp), true);
+                    cp_async_wait<1>();
+                } else {
+                    cp_async_wait<0>();
+                }
+            } else {
+                if (kb != k_begin) issue_chunk(0, kb, nk, true);
+                cp_async_wait<0>();
+            }
         } else {
             for (int c = lane; c < nk * p.hd; c += kWarp) {
                 const int j = c / p.hd, d = c % p.hd;
                 if (kFused && kb + j == cur_pos) {
-                    put_current(j, d, 1);
+                    put_current(0, j, d, 1);
                     continue;
                 }
                 ks[j * ld + d] = K[(kb + j) * kvw + d];
@@ -489,19 +513,18 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
         // rows where its key rows were, warp 0 takes the sum
         __syncwarp();
         const int stride = p.hd + 2;
-        put_partial(reinterpret_cast<float*>(ks), stride, nrows, p.hd, m, l, acc);
+        put_partial(reinterpret_cast<float*>(rows), stride, nrows, p.hd, m, l, acc);
         bar_sync_warps(n_warps);
         if (warp != 0) return;
         for (int r = 0; r < nrows; ++r) {
             float mx = -INFINITY;
             for (int w = 0; w < n_warps; ++w)
-                mx = fmaxf(mx, reinterpret_cast<const float*>(smem_all + w * attention_smem<T, F>(p.hd))[r * stride]);
+                mx = fmaxf(mx, reinterpret_cast<const float*>(smem_all + w * warp_smem)[r * stride]);
             float L = 0.0f, o[kMaxHead / kWarp];
 #pragma unroll
             for (int i = 0; i < kMaxHead / kWarp; ++i) o[i] = 0.0f;
             for (int w = 0; w < n_warps; ++w) {
-                const float* part =
-                    reinterpret_cast<const float*>(smem_all + w * attention_smem<T, F>(p.hd)) + r * stride;
+                const float* part = reinterpret_cast<const float*>(smem_all + w * warp_smem) + r * stride;
                 const float wt = part[0] == -INFINITY ? 0.0f : expf(part[0] - mx);
                 L += wt * part[1];
 #pragma unroll
@@ -544,25 +567,35 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
     ticket = __shfl_sync(0xffffffffu, ticket, 0);
     if (ticket != p.splits - 1) return;
     __threadfence();
-    // lane s reads split s's (m, l); every partial sum is loaded before any is used
+    // lane s reads the (m, l) of splits s, s + 32...; every partial sum is loaded before any is used
     const float* base = p.partial + static_cast<int64_t>(block) * p.splits * kRows * stride;
     for (int r = 0; r < nrows; ++r) {
-        const float ms = lane < p.splits ? __ldcg(base + (lane * kRows + r) * stride) : -INFINITY;
-        const float ls = lane < p.splits ? __ldcg(base + (lane * kRows + r) * stride + 1) : 0.0f;
-        const float mx = warp_max(ms);
-        const float w = ms == -INFINITY ? 0.0f : expf(ms - mx);
-        const float L = warp_sum(w * ls);
+        auto m_of = [&](int sp) { return __ldcg(base + (sp * kRows + r) * stride); };
+        float mx = -INFINITY;
+        for (int sp = lane; sp < p.splits; sp += kWarp) mx = fmaxf(mx, m_of(sp));
+        mx = warp_max(mx);
+        float L = 0.0f;
+        for (int sp = lane; sp < p.splits; sp += kWarp) {
+            const float ms = m_of(sp);
+            L += (ms == -INFINITY ? 0.0f : expf(ms - mx)) * __ldcg(base + (sp * kRows + r) * stride + 1);
+        }
+        L = warp_sum(L);
         float o[kMaxHead / kWarp];
 #pragma unroll
         for (int i = 0; i < kMaxHead / kWarp; ++i) o[i] = 0.0f;
+        for (int s0 = 0; s0 < p.splits; s0 += kWarp) {
+            const float ms = s0 + lane < p.splits ? m_of(s0 + lane) : -INFINITY;
+            const float w = ms == -INFINITY ? 0.0f : expf(ms - mx);
+            const int n = min(kWarp, p.splits - s0);
 #pragma unroll 4
-        for (int sp = 0; sp < p.splits; ++sp) {
-            const float ws = __shfl_sync(0xffffffffu, w, sp);
-            const float* ps = base + (sp * kRows + r) * stride + 2;
+            for (int k = 0; k < n; ++k) {
+                const float ws = __shfl_sync(0xffffffffu, w, k);
+                const float* ps = base + ((s0 + k) * kRows + r) * stride + 2;
 #pragma unroll
-            for (int i = 0; i < kMaxHead / kWarp; ++i) {
-                const int d = lane + kWarp * i;
-                if (i < nd && d < p.hd) o[i] += ws * __ldcg(ps + d);
+                for (int i = 0; i < kMaxHead / kWarp; ++i) {
+                    const int d = lane + kWarp * i;
+                    if (i < nd && d < p.hd) o[i] += ws * __ldcg(ps + d);
+                }
             }
         }
         const float inv = L > 0.0f ? 1.0f / L : 0.0f;

@@ -116,6 +116,10 @@ public:
         mv_.ctas_per_sm = std::max(1, env_int("PHICPP_CUDA_MV_CTAS", mv_.ctas_per_sm));
         mv_.pipe = env_int("PHICPP_CUDA_MV_PIPE", 1) != 0;
         fuse_input_ = env_int("PHICPP_CUDA_FUSE_ATTN", 1) != 0;
+        attn_.warps_per_sm = std::max(1, env_int("PHICPP_CUDA_ATTN_WARPS_PER_SM", attn_.warps_per_sm));
+        attn_.cta_warps = std::max(1, std::min(16, env_int("PHICPP_CUDA_ATTN_CTA_WARPS", attn_.cta_warps)));
+        attn_.stages = std::max(0, std::min(2, env_int("PHICPP_CUDA_ATTN_STAGES", attn_.stages)));
+        attn_.cta_smem_kb = std::max(0, env_int("PHICPP_CUDA_ATTN_CTA_SMEM_KB", attn_.cta_smem_kb));
         skip_attention_ = env_int("PHICPP_CUDA_SKIP_ATTENTION", 0) != 0;
         flash_min_ = env_int("PHICPP_CUDA_FLASH_MIN", flash_min_);
         time_steps_ = env_int("PHICPP_CUDA_STEP_TIMES", 0) != 0;
@@ -423,10 +427,12 @@ public:
             return;
         }
         const AttentionPlan plan =
-            attention_plan(n_q, p, pos0_ + p.pos + t0 + n_q, cache.type, props_.multiProcessorCount,
-                           props_.sharedMemPerBlockOptin);
+            attention_plan(n_q, p, pos0_ + p.pos + t0 + n_q, cache.type,
+                           {props_.multiProcessorCount, props_.sharedMemPerBlockOptin,
+                            props_.sharedMemPerMultiprocessor},
+                           attn_);
         hash_.all(4, q, q_stride, t0, n_q, cache.k, cache.v, cache.type, p.n_head, p.n_head_kv, p.head_dim, p.scale,
-                  p.window, p.pos, out, plan.tiles, plan.splits, plan.warps);
+                  p.window, p.pos, out, plan.tiles, plan.splits, plan.warps, plan.stages, plan.q_rows);
         if (plan.splits > 1) {
             grow(attn_partial_, sizeof(float) * plan.partial_floats());
             grow(attn_counters_, sizeof(int) * plan.tiles);
@@ -712,6 +718,7 @@ private:
     bool row_invariant_ = false;  // batches of rows through the decode kernels, 8 at a time
     GemmConfig gemm_cfg_;  // prefill GEMMs: exact activations (the model's choice), F16 pipeline depth
     bool fuse_input_ = true;  // a one-token step's input step runs inside its attention
+    cuda::AttentionTuning attn_;  // how the one-token (tile) attention spreads the keys
     bool skip_attention_ = false;
     int flash_min_ = 16;  // tokens from which a batch's attention is flash attention (0: never)
     bool time_steps_ = false;
