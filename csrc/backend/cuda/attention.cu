@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "backend/cuda/attention_tile.cuh"
+#include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/formats.cuh"
 #include "backend/cuda/kernels.h"
 
@@ -154,6 +155,12 @@ void launch_attention(const AttnParams& p, dim3 grid, int warps, const Launch& l
     launch(kernel, grid, dim3(warps * kWarp), smem, l, p);
 }
 
+// A warp's shared memory in the attention kernels (their rows: f16 for an f16
+// cache, f32 for the others).
+size_t warp_smem(int hd, KvFormat kv, int stages, int q_rows) {
+    return attention_smem(hd, kv == KvFormat::f16 ? 2 : 4, kv_stage_row(kv, hd), stages, q_rows);
+}
+
 } // namespace
 
 void attention_input(const QKVRows& t, int n_tok, const AttentionParams& a, const QKNorm& qk, const RopeParams& rope,
@@ -186,10 +193,7 @@ AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DTyp
     const KvFormat kv = kv_format(cache_type, p.head_dim);
     const size_t cta_limit =
         tuning.cta_smem_kb > 0 ? std::min<size_t>(size_t{1024} * tuning.cta_smem_kb, dev.smem_per_cta) : dev.smem_per_cta;
-    auto per_warp = [&](int stages) {
-        return attention_smem(p.head_dim, kv == KvFormat::f16 ? 2 : 4, kv_stage_row(kv, p.head_dim), stages,
-                              plan.q_rows);
-    };
+    auto per_warp = [&](int stages) { return warp_smem(p.head_dim, kv, stages, plan.q_rows); };
     // the warps an SM holds at once (shared memory; registers allow 8 of every build), a power of two
     auto resident = [&](int stages) {
         const size_t per_sm = dev.smem_per_sm / (per_warp(stages) + kCtaSmemReserve);
@@ -226,6 +230,25 @@ AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DTyp
     plan.warps = w;
     plan.splits = s / w;
     return plan;
+}
+
+AttentionPlanInfo describe_attention_plan(const AttentionPlanQuery& q) {
+    AttentionParams a;
+    a.n_head = q.n_head;
+    a.n_head_kv = q.n_head_kv;
+    a.head_dim = q.head_dim;
+    const AttentionPlan plan = attention_plan(q.n_q, a, q.kv_len, q.cache_type,
+                                              {q.sm_count, q.smem_per_cta, q.smem_per_sm},
+                                              {q.warps_per_sm, q.cta_warps, q.stages, q.cta_smem_kb});
+    const KvFormat kv = kv_format(q.cache_type, q.head_dim);
+    AttentionPlanInfo info;
+    info.tiles = plan.tiles;
+    info.splits = plan.splits;
+    info.warps = plan.warps;
+    info.stages = plan.stages;
+    info.q_rows = plan.q_rows;
+    info.cta_smem = plan.warps * warp_smem(q.head_dim, kv, plan.stages, plan.q_rows);
+    return info;
 }
 
 void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache,
