@@ -240,15 +240,9 @@ AttentionPlanInfo describe_attention_plan(const AttentionPlanQuery& q) {
     const AttentionPlan plan = attention_plan(q.n_q, a, q.kv_len, q.cache_type,
                                               {q.sm_count, q.smem_per_cta, q.smem_per_sm},
                                               {q.warps_per_sm, q.cta_warps, q.stages, q.cta_smem_kb});
-    const KvFormat kv = kv_format(q.cache_type, q.head_dim);
-    AttentionPlanInfo info;
-    info.tiles = plan.tiles;
-    info.splits = plan.splits;
-    info.warps = plan.warps;
-    info.stages = plan.stages;
-    info.q_rows = plan.q_rows;
-    info.cta_smem = plan.warps * warp_smem(q.head_dim, kv, plan.stages, plan.q_rows);
-    return info;
+    const size_t cta_smem = plan.warps * warp_smem(q.head_dim, kv_format(q.cache_type, q.head_dim), plan.stages,
+                                                   plan.q_rows);
+    return {plan.tiles, plan.splits, plan.warps, plan.stages, plan.q_rows, cta_smem};
 }
 
 void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache,
