@@ -440,7 +440,8 @@ static void bind_quant(py::module_& m) {
 #ifdef PHICPP_WITH_CUDA
     m.def("cuda_attention_plan", [](int n_q, int n_head, int n_head_kv, int head_dim, int kv_len,
                                     const std::string& cache_type, int sm_count, size_t smem_per_cta,
-                                    size_t smem_per_sm, int warps_per_sm, int cta_warps, int stages, int cta_smem_kb) {
+                                    size_t smem_per_sm, int warps_per_sm, int cta_warps, int stages, int cta_smem_kb,
+                                    int window) {
         cuda::AttentionPlanQuery q;
         q.n_q = n_q;
         q.n_head = n_head;
@@ -455,6 +456,7 @@ static void bind_quant(py::module_& m) {
         q.cta_warps = cta_warps;
         q.stages = stages;
         q.cta_smem_kb = cta_smem_kb;
+        q.window = window;
         const cuda::AttentionPlanInfo p = cuda::describe_attention_plan(q);
         py::dict d;
         d["tiles"] = p.tiles;
@@ -467,7 +469,7 @@ static void bind_quant(py::module_& m) {
     }, py::arg("n_q"), py::arg("n_head"), py::arg("n_head_kv"), py::arg("head_dim"), py::arg("kv_len"),
        py::arg("cache_type") = "f16", py::arg("sm_count") = 132, py::arg("smem_per_cta") = 232448,
        py::arg("smem_per_sm") = 233472, py::arg("warps_per_sm") = 8, py::arg("cta_warps") = 8, py::arg("stages") = 0,
-       py::arg("cta_smem_kb") = 0,
+       py::arg("cta_smem_kb") = 0, py::arg("window") = 0,
        "Test hook (CUDA builds; no device needed): the one-token attention's plan for a device of sm_count SMs "
        "and that shared memory (defaults: an H100/H200), as a dict of tiles, splits, warps, stages, q_rows and "
        "cta_smem (bytes).");

@@ -157,3 +157,15 @@ def test_plan_measured_on_the_h200(shape, cache, splits_times_warps, warps, stag
     that moves them should come with new measurements."""
     p = plan_of("H100-H200", shape, cache, 1, 3072)
     assert (p["splits"] * p["warps"], p["warps"], p["stages"]) == (splits_times_warps, warps, stages), p
+
+
+@pytest.mark.parametrize("shape", ["phi-3-mini", "phi-3-medium", "bundled"])
+@pytest.mark.parametrize("n_q", [1, 5])
+def test_plan_of_a_sliding_window(shape, n_q):
+    """Phi-3-mini-4k's window of 2047: past it a tile reads window + n_q - 1 keys however long the
+    context, so the plan is that length's and stops changing (no new recorded steps)."""
+    window = 2047
+    at_window = plan_of("H100-H200", shape, "f16", n_q, window + n_q - 1)
+    for kv_len in (window + n_q, 3000, 4096, 131072):
+        assert plan_of("H100-H200", shape, "f16", n_q, kv_len, window=window) == at_window
+    assert plan_of("H100-H200", shape, "f16", n_q, 1000, window=window) == plan_of("H100-H200", shape, "f16", n_q, 1000)

@@ -208,7 +208,9 @@ AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DTyp
     const int warps_per_sm = resident(1);
     const int slots = warps_per_sm * dev.sm_count;
     const int want = std::max(1, slots / std::max(1, plan.tiles));
-    const int useful = std::max(1, (kv_len + 31) / 32);
+    // the keys a tile reads: a sliding window bounds them (its n_q queries see window + n_q - 1)
+    const int keys = p.window > 0 ? std::min(kv_len, p.window + n_q - 1) : kv_len;
+    const int useful = std::max(1, (keys + 31) / 32);
     int cap = 1, s = 1;
     while (cap * 2 <= want) cap *= 2;
     while (s < useful && s < cap) s *= 2;
@@ -237,6 +239,7 @@ AttentionPlanInfo describe_attention_plan(const AttentionPlanQuery& q) {
     a.n_head = q.n_head;
     a.n_head_kv = q.n_head_kv;
     a.head_dim = q.head_dim;
+    a.window = q.window;
     const AttentionPlan plan = attention_plan(q.n_q, a, q.kv_len, q.cache_type,
                                               {q.sm_count, q.smem_per_cta, q.smem_per_sm},
                                               {q.warps_per_sm, q.cta_warps, q.stages, q.cta_smem_kb});

@@ -27,7 +27,7 @@ struct AttentionPlanInfo {
     size_t cta_smem = 0;
 };
 struct AttentionPlanQuery {
-    int n_q = 1, n_head = 1, n_head_kv = 1, head_dim = 64, kv_len = 1;
+    int n_q = 1, n_head = 1, n_head_kv = 1, head_dim = 64, kv_len = 1, window = 0;
     DType cache_type = DType::F16;
     int sm_count = 1;
     size_t smem_per_cta = 0, smem_per_sm = 0;        // the opt-in maximum, the SM's
