@@ -3,7 +3,9 @@ keys over the warps of a CTA and over CTAs (`PHICPP_CUDA_ATTN_*`, read when a ba
 made); the tunings here force each way it can go on any GPU: two chunk buffers per warp
 (the next 32 keys in flight), one buffer, a warp per CTA, and more CTAs per tile than a warp
 has lanes (the last CTA's combine then loops over them, and some get no key at all).
-Decode at long positions, windows, GQA, f32/f16/Q8_0 caches, the input step fused or not."""
+Decode at long positions, windows, GQA, f32/f16/Q8_0 caches, the input step fused or not.
+Below them, the plan itself for four GPUs and every Phi shape, which needs a CUDA build but
+no GPU."""
 from __future__ import annotations
 
 import numpy as np
