@@ -41,9 +41,15 @@
 # 459 s (corpus 70 s, tokenizer 13 s, encoding 31 s, 320 s of training to step 5363, state
 # saved); call 2 409 s (resume, ~30 s compiling again, the other 340 s, final loss and
 # samples, conversion, both evaluations 31 s).
-# Run 10 (2026-12-04 05:54, CALL_SECONDS=585 MINUTES=12 EXERCISES=200000, the shipped model):
+# Run 10 (2026-12-04 05:54, CALL_SECONDS=585 MINUTES=12 EXERCISES=200000, shipped until run 11):
 # call 1 (cold) 459 s (corpus 92 s, tokenizer 13 s, encoding 33 s, 290 s of training to step
 # 4851); call 2 513 s (the other 430 s, conversion, both evaluations 45 s).
+# Run 11 (2026-12-04 15:16, the same, the shipped model): the machine went back between
+# calls 1 and 2, so call 2 started cold and began the run again (459 s lost); RESUME=1 below
+# now makes a resuming call stop at once on a machine without the state (call 3 checked it
+# in its command line). Call 3 (CALL_SECONDS=592 RESERVE=60: 450 s of training were left,
+# more than 585 - 130) resumed and took 531 s: the other 450 s of training, final loss and
+# samples 17 s, conversion 1 s, perplexity and pass@1 of both files 42 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:?set OUT to the folder for the results}
@@ -63,7 +69,8 @@ pack() { tar -C "$R" -czf "$OUT/results.tar.gz" .; }
 # A run longer than one call (the device's 600 s): CALL_SECONDS (e.g. 585) makes training stop
 # RESERVE (130) s before this call's limit with its state in $W/state; the same command on the
 # same (warm) machine then resumes it, and the call that finishes the schedule converts and
-# evaluates. MINUTES is the whole run's training time.
+# evaluates. MINUTES is the whole run's training time. Give the resuming calls RESUME=1: a
+# machine that went back between calls has no state, and such a call then ends at once.
 STATE=$W/state
 CALL_SECONDS=${CALL_SECONDS:-0}
 
@@ -83,6 +90,10 @@ prepare() {  # the corpus and the tokenizer (a resumed run has them)
 
 if [ -f "$STATE/state.pt" ]; then
   stamp "resuming the run in $W"
+elif [ "${RESUME:-0}" = 1 ]; then
+  # a call meant to resume that landed on a fresh machine: starting over would spend the call
+  stamp "RESUME=1 but no saved state in $STATE (a fresh machine?): nothing to resume"
+  exit 3
 else
   rm -rf "$STATE" "$R/train.log"
   prepare
