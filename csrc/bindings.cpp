@@ -10,6 +10,7 @@
 #include "backend/cpu/matmul.h"
 #include "quant/repack.h"
 #ifdef PHICPP_WITH_CUDA
+#include "backend/cuda/attention_plan.h"
 #include "backend/cuda/cuda_backend.h"
 #endif
 #include "quant/quant.h"
@@ -442,29 +443,21 @@ static void bind_quant(py::module_& m) {
                                     const std::string& cache_type, int sm_count, size_t smem_per_cta,
                                     size_t smem_per_sm, int warps_per_sm, int cta_warps, int stages, int cta_smem_kb,
                                     int window) {
-        cuda::AttentionPlanQuery q;
-        q.n_q = n_q;
-        q.n_head = n_head;
-        q.n_head_kv = n_head_kv;
-        q.head_dim = head_dim;
-        q.kv_len = kv_len;
-        q.cache_type = parse_type(cache_type);
-        q.sm_count = sm_count;
-        q.smem_per_cta = smem_per_cta;
-        q.smem_per_sm = smem_per_sm;
-        q.warps_per_sm = warps_per_sm;
-        q.cta_warps = cta_warps;
-        q.stages = stages;
-        q.cta_smem_kb = cta_smem_kb;
-        q.window = window;
-        const cuda::AttentionPlanInfo p = cuda::describe_attention_plan(q);
+        AttentionParams a;
+        a.n_head = n_head;
+        a.n_head_kv = n_head_kv;
+        a.head_dim = head_dim;
+        a.window = window;
+        const DType type = parse_type(cache_type);
+        const cuda::AttentionPlan p = cuda::attention_plan(n_q, a, kv_len, type, {sm_count, smem_per_cta, smem_per_sm},
+                                                           {warps_per_sm, cta_warps, stages, cta_smem_kb});
         py::dict d;
         d["tiles"] = p.tiles;
         d["splits"] = p.splits;
         d["warps"] = p.warps;
         d["stages"] = p.stages;
         d["q_rows"] = p.q_rows;
-        d["cta_smem"] = p.cta_smem;
+        d["cta_smem"] = cuda::attention_cta_smem(p, head_dim, type);
         return d;
     }, py::arg("n_q"), py::arg("n_head"), py::arg("n_head_kv"), py::arg("head_dim"), py::arg("kv_len"),
        py::arg("cache_type") = "f16", py::arg("sm_count") = 132, py::arg("smem_per_cta") = 232448,

@@ -234,18 +234,8 @@ AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DTyp
     return plan;
 }
 
-AttentionPlanInfo describe_attention_plan(const AttentionPlanQuery& q) {
-    AttentionParams a;
-    a.n_head = q.n_head;
-    a.n_head_kv = q.n_head_kv;
-    a.head_dim = q.head_dim;
-    a.window = q.window;
-    const AttentionPlan plan = attention_plan(q.n_q, a, q.kv_len, q.cache_type,
-                                              {q.sm_count, q.smem_per_cta, q.smem_per_sm},
-                                              {q.warps_per_sm, q.cta_warps, q.stages, q.cta_smem_kb});
-    const size_t cta_smem = plan.warps * warp_smem(q.head_dim, kv_format(q.cache_type, q.head_dim), plan.stages,
-                                                   plan.q_rows);
-    return {plan.tiles, plan.splits, plan.warps, plan.stages, plan.q_rows, cta_smem};
+size_t attention_cta_smem(const AttentionPlan& plan, int head_dim, DType cache_type) {
+    return plan.warps * warp_smem(head_dim, kv_format(cache_type, head_dim), plan.stages, plan.q_rows);
 }
 
 void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache,

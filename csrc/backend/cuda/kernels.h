@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "backend/backend.h"
+#include "backend/cuda/attention_plan.h"
 #include "backend/cuda/common.cuh"
 
 namespace phi::cuda {
@@ -150,30 +151,6 @@ struct AttentionWorkspace {
     float* partial = nullptr;  // [tiles * splits * rows_per_tile * (head_dim + 2)]
     int* counters = nullptr;   // [tiles], zero between launches
 };
-// Tiles (of query rows), CTAs per tile (splits of the keys), warps per CTA
-// (splits of a CTA's keys, combined in shared memory), the key chunks a warp
-// holds in shared memory (2: the next chunk's rows in flight while the
-// current one is used) and the query rows of a tile.
-struct AttentionPlan {
-    int tiles = 0, splits = 1, warps = 1, rows_per_tile = 0, stages = 1, q_rows = 1;
-    size_t partial_floats() const;
-};
-// What the plan needs of the device.
-struct AttentionDevice {
-    int sm_count = 1;
-    size_t smem_per_cta = 48 * 1024;  // the opt-in maximum
-    size_t smem_per_sm = 48 * 1024;
-};
-constexpr size_t kCtaSmemReserve = 1024;  // shared memory the GPU keeps per CTA (sm_80 and later)
-// How the plan spreads the keys: warps_per_sm, the most warps per SM it aims
-// at (fewer where shared memory holds fewer); cta_warps, the most warps of a
-// tile in one CTA, whose shared memory cta_smem_kb caps (0: the device's
-// maximum); stages 1 or 2, or 0: 2 where it costs no warps per SM.
-struct AttentionTuning {
-    int warps_per_sm = 8, cta_warps = 8, stages = 0, cta_smem_kb = 0;
-};
-AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DType cache_type, const AttentionDevice& dev,
-                             const AttentionTuning& tuning = {});
 // The input step of a one-token step, done inside its attention launch (decode).
 struct FusedInput {
     QKVRows rows;
