@@ -298,3 +298,46 @@ def test_quant_edge_activations(typ, isa):
         ref, mag = quant_reference(w, typ, rows, K, x, acts=acts)
         assert np.all(np.isfinite(y))
         assert np.all(np.abs(y - ref) <= act_tol(acts) * (mag + 1)), np.max(np.abs(y - ref) / (mag + 1))
+
+
+def _q8_0_unit_rows(K):
+    """Q8_0 weights whose row r is the unit vector e_r (d = 1, code 1 at r): W x reads back
+    each activation's code times its block's scale, exactly (one nonzero product a row)."""
+    w = np.zeros((K, K // 32, 34), np.uint8)
+    r = np.arange(K)
+    w[r, r // 32, :2] = np.frombuffer(np.float16(1.0).tobytes(), np.uint8)
+    w[r, r // 32, 2 + r % 32] = 1
+    return w.reshape(K, -1)
+
+
+def _q8_0_activations_reference(x):
+    """ggml's x86 activation quantizer, as the scalar path computes it: amax over the block
+    without NaN, d = fp16(amax / 127), codes x * (127 / amax) rounded half to even, -128 for
+    what is no number in [-128, 127]."""
+    out = np.empty_like(x)
+    for b in range(x.size // 32):
+        blk = x[32 * b:32 * b + 32]
+        amax = np.float32(np.nanmax(np.abs(blk))) if not np.all(np.isnan(blk)) else np.float32(0)
+        d = np.float32(np.float16(amax / np.float32(127)))
+        scale = np.float32(127) / amax if amax != 0 else np.float32(0)
+        with np.errstate(invalid="ignore"):
+            codes = np.rint(blk * scale)
+        codes[~(np.abs(codes + 0.5) <= 127.5)] = -128  # NaN, and the inf of a subnormal block's 127 / amax
+        out[32 * b:32 * b + 32] = d * codes
+    return out
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_q8_0_activation_codes_every_isa(isa):
+    """One token's Q8_0 activations, read back through unit weights: every ISA gives the
+    reference's scales and codes bit for bit (ties to even, zero blocks, NaN, subnormal,
+    large and mixed blocks; a scale past fp16's range would make every row NaN), so a matmul's 8-bit inputs never depend on the ISA."""
+    K = 32 * 9
+    rng = np.random.default_rng(7)
+    ties = np.array([127, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -126.5, 3.5] + [0.25] * 22, np.float32)
+    blocks = [rng.standard_normal(32) * 3, ties, np.zeros(32), rng.standard_normal(32) * 1e6,
+              np.full(32, 1e-40), np.r_[np.nan, rng.standard_normal(31)], np.full(32, np.nan),
+              np.r_[-7.0, np.full(31, 7.0)], rng.standard_normal(32) * 1e-3]
+    x = np.concatenate(blocks).astype(np.float32)[None, :]
+    y = matmul(_q8_0_unit_rows(K), "q8_0", (K, K), x, isa=isa)
+    assert np.array_equal(y[0], _q8_0_activations_reference(x[0]))

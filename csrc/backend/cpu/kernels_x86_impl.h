@@ -984,8 +984,41 @@ struct KQuantTile {
 namespace phi::cpu {
 namespace {
 
+// One row of Q8_0 activations with the scalar quantize_q8_0's arithmetic
+// (kernels_scalar.cpp), so every ISA's matmul sees the same codes: amax over the
+// block with NaN ignored, d = fp16(amax / 127), codes x * (127 / amax) rounded
+// half to even, a NaN's code -128 (the conversion's 0x80000000, saturated).
+void quantize_q8_0_x86(const float* x, void* dst, int64_t K) {
+    auto* y = static_cast<quant::BlockQ8_0*>(dst);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    // after packs_epi32 and packs_epi16 the dwords hold codes 0-3 of v[0], v[1], v[2], v[3], then codes
+    // 4-7 of each: the permutation puts each vector's two halves side by side
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t i = 0; i < K / 32; ++i, x += 32) {
+        __m256 v[4];
+        __m256 m = _mm256_setzero_ps();
+        for (int j = 0; j < 4; ++j) {
+            v[j] = _mm256_loadu_ps(x + 8 * j);
+            m = _mm256_max_ps(_mm256_andnot_ps(sign, v[j]), m);  // a NaN lane returns m, the second operand
+        }
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        const float amax = _mm_cvtss_f32(h);
+        y[i].d = fp32_to_fp16(amax / 127.f);
+        const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.f / amax : 0.0f);
+        __m256i q[4];
+        for (int j = 0; j < 4; ++j)
+            q[j] = _mm256_cvtps_epi32(
+                _mm256_round_ps(_mm256_mul_ps(v[j], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[i].qs), _mm256_permutevar8x32_epi32(b, order));
+    }
+}
+
 void fill_x86_table(KernelTable* t) {
     fill_gemm_table(t);
+    t->quantize_act[static_cast<int>(DType::Q8_0)] = quantize_q8_0_x86;
     fill_gemm_i8_table(t);
     t->rows[static_cast<int>(DType::Q8_0)] = rows_quant<LegacyTile, LegacyQ8_0>;
     t->rows[static_cast<int>(DType::Q4_0)] = rows_quant<LegacyTile, LegacyQ4_0>;
