@@ -41,12 +41,14 @@ def test_layout_bytes(rows, K):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("rows,K", [(8, 32), (24, 96), (56, 160), (104, 608)])
+@pytest.mark.parametrize("rows,K", [(8, 32), (24, 96), (56, 160), (104, 608), (1064, 64)])
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 9, 17])
 def test_matmul_matches_file_layout_and_reference(isa, rows, K, n):
     """Decode (n=1), a few tokens (looped inside each 8-row group) and
     prefill (n >= 8: the int8 GEMM unpacking the interleaved bytes, on AVX2
-    and AVX-512); rows span several threads' chunks and GEMM row blocks."""
+    and AVX-512); rows span several threads' chunks and GEMM row blocks.
+    1064 rows: two threads' chunks of 48 rows, where decode takes four 8-row
+    groups at once and then two one by one."""
     rng = np.random.default_rng(rows * 31 + K + n)
     w = q4_0_weight(rows, K, rng)
     x = rng.standard_normal((n, K)).astype(np.float32)

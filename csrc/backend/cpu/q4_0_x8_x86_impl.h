@@ -129,6 +129,33 @@ inline void q4_0_x8_tile(const MatmulArgs& a, const BlockQ4_0x8* w, int64_t nb, 
     for (int i = 0; i < N; ++i) _mm256_storeu_ps(a.y + (t + i) * a.ldy + r, acc[i]);
 }
 
+// One token against G consecutive groups of 8 rows at once: each block's
+// activations are broadcast once for 8G rows, and the G streams' loads and
+// multiply-adds interleave. Each row's arithmetic is q4_0_x8_tile<1>'s.
+template <int G>
+inline void q4_0_x8_decode_groups(const MatmulArgs& a, const BlockQ4_0x8* w, int64_t nb, const Q4x8Act* act,
+                                  int64_t r) {
+    __m256 acc[G];
+    for (int g = 0; g < G; ++g)
+        acc[g] = a.bias ? _mm256_loadu_ps(a.bias + r + g * kQ4_0x8Rows) : _mm256_setzero_ps();
+    const auto* y = reinterpret_cast<const BlockQ8_0*>(a.x);
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        const __m256 dy = _mm256_set1_ps(act[ib].d);
+        const __m256i m8 = _mm256_set1_epi32(act[ib].m8);
+        for (int g = 0; g < G; ++g) {
+            const BlockQ4_0x8& b = w[g * nb + ib];
+            const char* pb = reinterpret_cast<const char*>(&b) + kQ4x8PrefetchAhead;  // as q4_0_x8_tile, per stream
+            _mm_prefetch(pb, _MM_HINT_T0);
+            _mm_prefetch(pb + 64, _MM_HINT_T0);
+            _mm_prefetch(pb + 128, _MM_HINT_T0);
+            const __m256i s = _mm256_sub_epi32(q4_0_x8_block_sums(b, y[ib].qs), m8);
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.d)));
+            acc[g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, dy), acc[g]);
+        }
+    }
+    for (int g = 0; g < G; ++g) _mm256_storeu_ps(a.y + r + g * kQ4_0x8Rows, acc[g]);
+}
+
 // The last n < kTile tokens as one tile of n.
 template <int kMax>
 inline void q4_0_x8_rest(int n, const MatmulArgs& a, const BlockQ4_0x8* w, int64_t nb, const Q4x8Act* act, int64_t r,
@@ -158,7 +185,16 @@ void rows_q4_0_x8(const MatmulArgs& a, int64_t r0, int64_t r1) {
 #else
     constexpr int kTile = 4;  // 16 registers: 8 of nibbles, 4 accumulators, temporaries
 #endif
-    for (int64_t r = r0; r < r1; r += kQ4_0x8Rows) {
+    // Decode takes 4 groups (32 rows) at a time. Phi-3-mini Q4_0, 2 threads, a 2-vCPU Xeon
+    // (AVX-512, 480 MiB L3): 12.1-12.3 t/s one group at a time, 13.1-13.5 two, 13.9-14.5
+    // four, 13.2-13.3 eight (AVX2 kernels: 14.0 four, 12.8 eight)
+    constexpr int kDecodeGroups = 4;
+    int64_t r = r0;
+    if (a.n == 1)  // decode: kDecodeGroups groups at a time, then the rest one by one as below
+        for (; r + kDecodeGroups * kQ4_0x8Rows <= r1; r += kDecodeGroups * kQ4_0x8Rows)
+            q4_0_x8_decode_groups<kDecodeGroups>(
+                a, reinterpret_cast<const BlockQ4_0x8*>(a.w + r / kQ4_0x8Rows * group_bytes), nb, act, r);
+    for (; r < r1; r += kQ4_0x8Rows) {
         const auto* w = reinterpret_cast<const BlockQ4_0x8*>(a.w + r / kQ4_0x8Rows * group_bytes);
         int t = 0;  // full tiles, then the rest in one (a token's arithmetic is the same in any)
         for (; t + kTile <= a.n; t += kTile) q4_0_x8_tile<kTile>(a, w, nb, act, r, t);
