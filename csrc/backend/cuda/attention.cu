@@ -5,7 +5,6 @@
 #include <cmath>
 
 #include "backend/cuda/attention_tile.cuh"
-#include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/formats.cuh"
 #include "backend/cuda/kernels.h"
 
