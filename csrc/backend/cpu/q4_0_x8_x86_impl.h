@@ -113,12 +113,6 @@ inline void q4_0_x8_tile(const MatmulArgs& a, const BlockQ4_0x8* w, int64_t nb, 
             _mm_prefetch(pb + 128, _MM_HINT_T0);
         }
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[ib].d)));
-        if constexpr (N == 1) {  // decode
-            const Q4x8Act& p = act[t * nb + ib];
-            const __m256i s = _mm256_sub_epi32(q4_0_x8_block_sums(w[ib], y[0][ib].qs), _mm256_set1_epi32(p.m8));
-            acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(p.d)), acc[0]);
-            continue;
-        }
         const Q4x8Nibbles u = q4_0_x8_unpack(w[ib]);
         for (int i = 0; i < N; ++i) {
             const Q4x8Act& p = act[(t + i) * nb + ib];
@@ -129,9 +123,9 @@ inline void q4_0_x8_tile(const MatmulArgs& a, const BlockQ4_0x8* w, int64_t nb, 
     for (int i = 0; i < N; ++i) _mm256_storeu_ps(a.y + (t + i) * a.ldy + r, acc[i]);
 }
 
-// One token against G consecutive groups of 8 rows at once: each block's
-// activations are broadcast once for 8G rows, and the G streams' loads and
-// multiply-adds interleave. Each row's arithmetic is q4_0_x8_tile<1>'s.
+// Decode: one token against G consecutive groups of 8 rows at once: each
+// block's activations are broadcast once for 8G rows, and the G streams' loads
+// and multiply-adds interleave. Each row's arithmetic is q4_0_x8_tile<1>'s.
 template <int G>
 inline void q4_0_x8_decode_groups(const MatmulArgs& a, const BlockQ4_0x8* w, int64_t nb, const Q4x8Act* act,
                                   int64_t r) {
@@ -190,12 +184,17 @@ void rows_q4_0_x8(const MatmulArgs& a, int64_t r0, int64_t r1) {
     // four, 13.2-13.3 eight (AVX2 kernels: 14.0 four, 12.8 eight)
     constexpr int kDecodeGroups = 4;
     int64_t r = r0;
-    if (a.n == 1)  // decode: kDecodeGroups groups at a time, then the rest one by one as below
+    auto group = [&](int64_t row) {  // rows row..row + 7
+        return reinterpret_cast<const BlockQ4_0x8*>(a.w + row / kQ4_0x8Rows * group_bytes);
+    };
+    if (a.n == 1) {  // decode: kDecodeGroups groups at a time, then the rest one by one
         for (; r + kDecodeGroups * kQ4_0x8Rows <= r1; r += kDecodeGroups * kQ4_0x8Rows)
-            q4_0_x8_decode_groups<kDecodeGroups>(
-                a, reinterpret_cast<const BlockQ4_0x8*>(a.w + r / kQ4_0x8Rows * group_bytes), nb, act, r);
+            q4_0_x8_decode_groups<kDecodeGroups>(a, group(r), nb, act, r);
+        for (; r < r1; r += kQ4_0x8Rows) q4_0_x8_decode_groups<1>(a, group(r), nb, act, r);
+        return;
+    }
     for (; r < r1; r += kQ4_0x8Rows) {
-        const auto* w = reinterpret_cast<const BlockQ4_0x8*>(a.w + r / kQ4_0x8Rows * group_bytes);
+        const BlockQ4_0x8* w = group(r);
         int t = 0;  // full tiles, then the rest in one (a token's arithmetic is the same in any)
         for (; t + kTile <= a.n; t += kTile) q4_0_x8_tile<kTile>(a, w, nb, act, r, t);
         if (t < a.n) q4_0_x8_rest<kTile - 1>(a.n - t, a, w, nb, act, r, t);
