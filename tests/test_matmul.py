@@ -331,7 +331,8 @@ def _q8_0_activations_reference(x):
 def test_q8_0_activation_codes_every_isa(isa):
     """One token's Q8_0 activations, read back through unit weights: every ISA gives the
     reference's scales and codes bit for bit (ties to even, zero blocks, NaN, subnormal,
-    large and mixed blocks; a scale past fp16's range would make every row NaN), so a matmul's 8-bit inputs never depend on the ISA."""
+    large and mixed blocks; a scale past fp16's range would make every row NaN), so a
+    matmul's 8-bit inputs never depend on the ISA."""
     K = 32 * 9
     rng = np.random.default_rng(7)
     ties = np.array([127, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -126.5, 3.5] + [0.25] * 22, np.float32)
