@@ -664,6 +664,67 @@ static void bind_backend(py::module_& m) {
            "y = epilogue(norm(x) . W^T + bias) for W of `shape` (rows, K) in `layout`; x [n, K]. epilogue:\n"
            "store, add (y = y0 + P), gelu, swiglu (W rows gate | up; y has rows/2 columns).\n"
            "rearrange=False: the weight as a table also read by rows (the CPU keeps the file layout).")
+        .def("matmul_chain", [](PyBackend& b, F32Array x, py::list links) {
+            // each link (w, type, shape, norm, norm_w, epilogue, y0 or None) reads the one before's output
+            struct Link {
+                Tensor host;
+                RowNorm rn;
+                std::vector<float> nw, y0;
+                Epilogue ep;
+                int64_t cols;
+            };
+            if (x.ndim() != 2) fail(ErrorKind::invalid_arg, "x must be [n, K] float32");
+            const int n = static_cast<int>(x.shape(0));
+            std::vector<Link> ls;
+            int64_t K = x.shape(1);
+            for (py::handle h : links) {
+                const py::tuple t = h.cast<py::tuple>();
+                if (t.size() != 7) fail(ErrorKind::invalid_arg, "a link is (w, type, shape, norm, norm_w, epilogue, y0)");
+                const U8Array w = t[0].cast<U8Array>();
+                Link l;
+                l.host = weight_of(w.data(), static_cast<size_t>(w.size()), parse_type(t[1].cast<std::string>()),
+                                   t[2].cast<std::pair<int64_t, int64_t>>());
+                if (l.host.ne0 != K) fail(ErrorKind::invalid_arg, "link ", ls.size(), " must take ", K, " inputs");
+                const std::string e = t[5].cast<std::string>();
+                l.ep = e == "add" ? Epilogue::add : e == "swiglu" ? Epilogue::swiglu : e == "gelu" ? Epilogue::gelu
+                                                                                                   : Epilogue::store;
+                l.cols = l.ep == Epilogue::swiglu ? l.host.ne1 / 2 : l.host.ne1;
+                const auto nw = t[4].cast<std::optional<F32Array>>();
+                l.rn = parse_row_norm(t[3].cast<std::string>(), nw, std::nullopt, 1e-5f, K);
+                if (nw) l.nw.assign(nw->data(), nw->data() + nw->size());
+                if (!t[6].is_none()) {
+                    const F32Array y0 = t[6].cast<F32Array>();
+                    if (y0.size() != n * l.cols) fail(ErrorKind::invalid_arg, "y0 of link ", ls.size(), " must be [n, ", l.cols, "]");
+                    l.y0.assign(y0.data(), y0.data() + y0.size());
+                }
+                K = l.cols;
+                ls.push_back(std::move(l));
+            }
+            std::vector<F32Array> ys;
+            for (const Link& l : ls) ys.emplace_back(std::vector<int64_t>{n, l.cols});
+            b.step(0, n, [&] {
+                const float* in = b.upload(x.data(), n * x.shape(1));
+                std::vector<Tensor> Ws;
+                std::vector<RowNorm> norms;
+                std::vector<float*> outs;
+                for (const Link& l : ls) {  // (everything uploaded first: the matmuls follow one another)
+                    Ws.push_back(b.weight(l.host, WeightUse::matmul));
+                    norms.push_back(b.upload_norm(l.rn, l.nw.data(), nullptr, l.host.ne0));
+                    outs.push_back(l.y0.empty() ? b.zeros<float>(n * l.cols) : b.upload(l.y0.data(), l.y0.size()));
+                }
+                for (size_t i = 0; i < ls.size(); ++i) {
+                    b.be->matmul(Ws[i], in, n, outs[i], nullptr, norms[i], ls[i].ep);
+                    in = outs[i];
+                }
+                for (size_t i = 0; i < ls.size(); ++i)
+                    b.be->copy_to_host(ys[i].mutable_data(), outs[i], sizeof(float) * n * ls[i].cols);
+            });
+            py::list out;
+            for (F32Array& y : ys) out.append(y);
+            return out;
+        }, py::arg("x"), py::arg("links"),
+           "Matmuls in one step, each reading the one before's output (the first x): links of\n"
+           "(w, type, shape, norm, norm_w, epilogue, y0 or None). Their outputs, in order.")
         .def("get_rows", [](PyBackend& b, U8Array w, const std::string& type, std::pair<int64_t, int64_t> shape,
                             std::vector<int32_t> ids) {
             const Tensor host = weight_of(w.data(), static_cast<size_t>(w.size()), parse_type(type), shape);

@@ -230,6 +230,35 @@ def test_matmul_with_input_norm(backend, typ, norm, n):
     check_matmul(y, xn @ w.T, w, xn, typ)
 
 
+@pytest.mark.parametrize("typ", ["q8_0", "q4_0", "q5_0", "q4_1", "q3_K", "q4_K", "q5_K", "q6_K", "iq4_xs", "f16"])
+@pytest.mark.parametrize("n", [1, 3, 8, 9, 33])
+def test_matmul_chain_equals_matmuls_alone(backend, typ, n):
+    """Matmuls in a chain as a block runs them (an add into the residual, then an RMSNorm'd
+    gate|up with SwiGLU, the down projection's add, an RMSNorm'd qkv), each reading the one
+    before's output in one step, give bit for bit what each gives alone on the same input:
+    a backend may hold work back between ops, reuse a converted input or hand an output on
+    in another form, but not change a matmul's arithmetic."""
+    bs = block_size(typ)
+    E, F, Q = (256, 512, 40) if bs == 256 else (96, 160, 40)  # (odd multiples of 32)
+    rng = np.random.default_rng(n * 31 + bs)
+    ws = [make_weight(typ, rows, K, rng, scale=0.3)[0] for rows, K in ((E, E), (2 * F, E), (E, F), (Q, E))]
+    nw1 = (1 + 0.3 * rng.standard_normal(E)).astype(np.float32)
+    nw3 = (1 + 0.3 * rng.standard_normal(E)).astype(np.float32)
+    x = rng.standard_normal((n, E)).astype(np.float32)
+    r0 = (3 * rng.standard_normal((n, E))).astype(np.float32)
+    r2 = (3 * rng.standard_normal((n, E))).astype(np.float32)
+    links = [(ws[0], typ, (E, E), "none", None, "add", r0), (ws[1], typ, (2 * F, E), "rms", nw1, "swiglu", None),
+             (ws[2], typ, (E, F), "none", None, "add", r2), (ws[3], typ, (Q, E), "rms", nw3, "store", None)]
+    chain = backend.matmul_chain(x, links)
+    alone = [backend.matmul(ws[0], typ, (E, E), x, epilogue="add", y0=r0),
+             backend.matmul(ws[1], typ, (2 * F, E), chain[0], norm="rms", norm_w=nw1, epilogue="swiglu"),
+             backend.matmul(ws[2], typ, (E, F), chain[1], epilogue="add", y0=r2),
+             backend.matmul(ws[3], typ, (Q, E), chain[2], norm="rms", norm_w=nw3)]
+    for i, (c, a) in enumerate(zip(chain, alone)):
+        assert np.all(np.isfinite(a)) and np.abs(a).max() > 0
+        assert np.array_equal(c, a), f"link {i}: {np.count_nonzero(c != a)} of {a.size} differ"
+
+
 @pytest.mark.parametrize("typ", ["f32", "f16", "bf16", "q8_0", "q4_0", "q5_1", "q4_K", "q6_K", "iq4_xs"])
 @pytest.mark.parametrize("epilogue", ["add", "gelu", "swiglu"])
 @pytest.mark.parametrize("n", [1, 2, 9, 33])
