@@ -24,20 +24,12 @@
 #include <vector>
 
 #include "backend/cuda/matvec_stage.cuh"
+#include "cuda_bench.cuh"
 
 using namespace phi;
 using namespace phi::cuda;
 
 namespace chain_bench {
-
-#define CHECK(x)                                                             \
-    do {                                                                     \
-        cudaError_t e = (x);                                                 \
-        if (e != cudaSuccess) {                                              \
-            std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e));     \
-            std::exit(1);                                                    \
-        }                                                                    \
-    } while (0)
 
 enum Variant { kEmpty, kRead, kStats, kStage, kQSmem, kQReg, kVariants };
 const char* kNames[kVariants] = {"empty", "read", "stats", "stage", "q_smem", "q_reg"};
@@ -179,20 +171,10 @@ double time_chain(const Args& a0, int ctas, int threads, cudaStream_t st, bool p
     }
     CHECK(cudaStreamEndCapture(st, &g));
     CHECK(cudaGraphInstantiate(&ge, g, 0));
-    for (int w = 0; w < 3; ++w) CHECK(cudaGraphLaunch(ge, st));
-    cudaEvent_t e0, e1;
-    CHECK(cudaEventCreate(&e0));
-    CHECK(cudaEventCreate(&e1));
-    const int reps = 50;
-    CHECK(cudaEventRecord(e0, st));
-    for (int r = 0; r < reps; ++r) CHECK(cudaGraphLaunch(ge, st));
-    CHECK(cudaEventRecord(e1, st));
-    CHECK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    const double us = graph_launch_us(ge, st, 50);
     cudaGraphExecDestroy(ge);
     cudaGraphDestroy(g);
-    return ms * 1e3 / reps / n;
+    return us / n;
 }
 
 }  // namespace chain_bench

@@ -23,19 +23,11 @@
 #include <vector>
 
 #include "backend/cuda/kernels.h"
+#include "cuda_bench.cuh"
 
 using namespace phi;
 
 namespace {
-
-#define CHECK(x)                                                                       \
-    do {                                                                               \
-        cudaError_t e = (x);                                                           \
-        if (e != cudaSuccess) {                                                        \
-            std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e));               \
-            std::exit(1);                                                              \
-        }                                                                              \
-    } while (0)
 
 __global__ void fill_random(uint8_t* p, size_t n, uint32_t seed) {
     for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
@@ -162,23 +154,10 @@ int main(int argc, char** argv) {
                 std::printf(" %14s", "-");
                 continue;
             }
-            for (int w = 0; w < 3; ++w) CHECK(cudaGraphLaunch(ge, st));
-            cudaEvent_t e0, e1;
-            CHECK(cudaEventCreate(&e0));
-            CHECK(cudaEventCreate(&e1));
-            const int reps = 20;
-            CHECK(cudaEventRecord(e0, st));
-            for (int r = 0; r < reps; ++r) CHECK(cudaGraphLaunch(ge, st));
-            CHECK(cudaEventRecord(e1, st));
-            CHECK(cudaEventSynchronize(e1));
-            float ms = 0;
-            CHECK(cudaEventElapsedTime(&ms, e0, e1));
-            const double us = ms * 1e3 / reps;
+            const double us = graph_launch_us(ge, st, 20);
             std::printf(" %8.1f (%2.0f%%)", us, 100.0 * kb / (us * 1e-6) / 4.8e12);
             cudaGraphExecDestroy(ge);
             cudaGraphDestroy(g);
-            cudaEventDestroy(e0);
-            cudaEventDestroy(e1);
         }
         std::printf("\n");
         std::fflush(stdout);

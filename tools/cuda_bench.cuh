@@ -1,0 +1,34 @@
+// What the GPU benchmarks in tools/ share: a CUDA call that must succeed
+// (CHECK: else the benchmark stops with the error), and the mean time of a
+// launch of an instantiated CUDA graph (three warm-up launches, then `reps`
+// timed by events).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#define CHECK(x)                                                             \
+    do {                                                                     \
+        cudaError_t e = (x);                                                 \
+        if (e != cudaSuccess) {                                              \
+            std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e));     \
+            std::exit(1);                                                    \
+        }                                                                    \
+    } while (0)
+
+inline double graph_launch_us(cudaGraphExec_t ge, cudaStream_t st, int reps) {
+    for (int w = 0; w < 3; ++w) CHECK(cudaGraphLaunch(ge, st));
+    cudaEvent_t e0, e1;
+    CHECK(cudaEventCreate(&e0));
+    CHECK(cudaEventCreate(&e1));
+    CHECK(cudaEventRecord(e0, st));
+    for (int r = 0; r < reps; ++r) CHECK(cudaGraphLaunch(ge, st));
+    CHECK(cudaEventRecord(e1, st));
+    CHECK(cudaEventSynchronize(e1));
+    float ms = 0.0f;
+    CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    return ms * 1e3 / reps;
+}
