@@ -17,7 +17,7 @@
 namespace phi::cpu {
 namespace {
 
-// Memory for repacked weights: tensors side by side in large chunks advised
+// Memory for copied and repacked weights: tensors side by side in large chunks advised
 // as transparent huge pages where the kernel offers them, so a 2 GB model
 // takes ~1k page faults at load instead of ~500k (the kernel's page zeroing
 // stays) and decode walks fewer TLB entries. A chunk's unused tail is never
@@ -116,14 +116,20 @@ public:
     void copy_to_host(void* dst, const void* src, size_t n) override {
         if (dst != src) std::memcpy(dst, src, n);
     }
-    // Mapped file pages used in place, except matmul-only weights with a faster
-    // interleaved layout (Q4_0 on AVX2/AVX-512): those are repacked into memory
-    // the backend owns, once, at load.
+    // Mapped file pages used in place, except matmul-only weights: those are
+    // copied once, at load, into memory the backend owns (huge pages where the
+    // kernel offers them), repacked where a faster interleaved layout exists
+    // (Q4_0 on AVX2/AVX-512). Decode streams them every token, and mapped
+    // file pages can stream slower: on a 2-vCPU Xeon VM (2026-12-04) two
+    // threads read a 4 GB file mapping at 18.5 GB/s and a copy of it at 31
+    // (Phi-3-mini Q8_0 decode from the mapping 4.6 t/s, llama.cpp from its
+    // own copy 7.0).
     Tensor weight(const Tensor& host, WeightUse use) override {
-        if (use != WeightUse::matmul || host.layout != WeightLayout::rows) return host;
+        if (use != WeightUse::matmul || host.layout != WeightLayout::rows || !weights_copied()) return host;
         const WeightLayout layout = preferred_layout(host, isa_);
-        if (layout == WeightLayout::rows) return host;
-        return repack_weight(host, layout, repacked_.alloc(host.nbytes()), pool_);
+        void* dst = repacked_.alloc(host.nbytes());
+        if (layout == WeightLayout::rows) return copy_weight(host, dst, pool_);
+        return repack_weight(host, layout, dst, pool_);
     }
     void free_weight(const Tensor& w) override { repacked_.free(w.data); }
     void synchronize() override {}
@@ -275,7 +281,7 @@ private:
 
     ThreadPool pool_;
     const Isa isa_;
-    WeightArena repacked_;  // weights this backend copied into another layout
+    WeightArena repacked_;  // the matmul weights this backend copied (repacked where it can)
     GrowBuffer norm_scratch_, product_scratch_;
     GrowBuffer kv_scratch_;  // a quantized cache's rows in f32, for a step of many queries
     static constexpr int kDequantizeCacheRows = 8;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -261,15 +262,18 @@ bool layout_fits(const Tensor& W, WeightLayout layout) {
     return W.type == DType::Q4_0 && W.ne1 > 0 && W.ne1 % quant::kQ4_0x8Rows == 0 && W.ne0 > 0 && W.ne0 % quant::QK == 0;
 }
 
-WeightLayout preferred_layout(const Tensor& W, Isa isa) {
-    // PHICPP_REPACK=0 keeps every weight in the file's layout (as llama.cpp's
-    // --no-repack), for comparisons; read once
-    static const bool repack = [] {
+bool weights_copied() {
+    // read once: a setting of the process's environment, not state
+    static const bool copied = [] {
         const char* env = std::getenv("PHICPP_REPACK");
         return !(env && std::string(env) == "0");
     }();
+    return copied;
+}
+
+WeightLayout preferred_layout(const Tensor& W, Isa isa) {
     // only where a SIMD kernel exists: the scalar one gathers rows back and is slower
-    const bool simd = repack && isa != Isa::scalar && table_for(isa).rows_q4_0_x8;
+    const bool simd = weights_copied() && isa != Isa::scalar && table_for(isa).rows_q4_0_x8;
     if (simd && W.layout == WeightLayout::rows && layout_fits(W, WeightLayout::q4_0_x8)) return WeightLayout::q4_0_x8;
     return WeightLayout::rows;
 }
@@ -288,6 +292,20 @@ Tensor repack_weight(const Tensor& W, WeightLayout layout, void* dst, ThreadPool
     out.data = dst;
     out.layout = layout;
     return out;
+}
+
+Tensor copy_weight(const Tensor& W, void* dst, ThreadPool& pool) {
+    constexpr int64_t kPiece = int64_t{1} << 20;
+    const int64_t bytes = static_cast<int64_t>(W.nbytes());
+    const auto* src = static_cast<const uint8_t*>(W.data);
+    auto* out = static_cast<uint8_t*>(dst);
+    pool.parallel_for((bytes + kPiece - 1) / kPiece, 1, [&](int64_t p0, int64_t p1) {
+        const int64_t b0 = p0 * kPiece, b1 = std::min(bytes, p1 * kPiece);
+        std::memcpy(out + b0, src + b0, static_cast<size_t>(b1 - b0));
+    });
+    Tensor t = W;
+    t.data = dst;
+    return t;
 }
 
 void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool, Isa isa,

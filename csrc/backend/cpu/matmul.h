@@ -37,13 +37,24 @@ void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias,
 // Whether W's type and shape can be held in `layout` (always for rows).
 bool layout_fits(const Tensor& W, WeightLayout layout);
 
+// Whether the CPU backend copies matmul weights into its own memory at load
+// (repacking those with an interleaved layout); PHICPP_REPACK=0: no, every
+// weight is read in place from the file mapping (as llama.cpp's --no-repack
+// with mmap), for comparisons.
+bool weights_copied();
+
 // The layout matmul() is fastest with for a weight of this type and shape on
-// `isa` (WeightLayout::rows when no interleaved kernel applies).
+// `isa` (WeightLayout::rows when no interleaved kernel applies, or with
+// PHICPP_REPACK=0).
 WeightLayout preferred_layout(const Tensor& W, Isa isa);
 
 // W (file layout) reordered into `layout` at dst (W.nbytes() bytes), split
 // over the pool. Returns W with data = dst and the new layout.
 Tensor repack_weight(const Tensor& W, WeightLayout layout, void* dst, ThreadPool& pool);
+
+// W copied as it is to dst (W.nbytes() bytes), split over the pool. Returns W
+// with data = dst.
+Tensor copy_weight(const Tensor& W, void* dst, ThreadPool& pool);
 
 // Convert n elements of one row of `type` to f32 (get_rows, tests).
 void dequantize_row(DType type, const void* src, float* dst, int64_t n);
