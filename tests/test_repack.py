@@ -184,3 +184,18 @@ def test_planar_layout_bytes(typ, rows):
 def test_planar_has_no_float_layout():
     with pytest.raises(ValueError, match="no planar layout"):
         C.repack_weight(np.zeros((2, 64), np.uint8), "f16", (2, 32), "planar")
+
+
+def test_model_copied_equals_mapped(tmp_path):
+    """The shipped model (Q8_0: no interleaved layout) with its matmul weights copied
+    into the backend's memory at load (the default) gives bit for bit the logits of
+    the same weights read in place from the file mapping (PHICPP_REPACK=0)."""
+    from phicpp.models import default_model_path
+    outs = []
+    for copy in ["1", "0"]:
+        out = tmp_path / f"logits_{copy}.npy"
+        env = dict(os.environ, PHICPP_REPACK=copy)
+        subprocess.run([sys.executable, "-c", LOGITS_SCRIPT, str(default_model_path()), str(out)], check=True, env=env)
+        outs.append(np.load(out))
+    assert np.all(np.isfinite(outs[0])) and np.abs(outs[0]).max() > 0
+    assert np.array_equal(outs[0], outs[1])
