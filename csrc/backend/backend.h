@@ -141,9 +141,10 @@ public:
     virtual void dealloc(void* p) = 0;
     virtual void copy_to_device(void* dst, const void* host_src, size_t bytes) = 0;
     virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;  // synchronizes
-    // A weight from the mapped file, usable by this backend's ops: zero-copy on
-    // the CPU (or rearranged into a copy for faster kernels when `use` allows),
-    // uploaded once on a device. The backend owns any copy it makes; a result
+    // A weight from the mapped file, usable by this backend's ops: on the CPU
+    // read in place, or copied (and rearranged for faster kernels) into the
+    // backend's memory where `use` allows; uploaded once on a device. The
+    // backend owns any copy it makes; a result
     // whose data differs from host.data no longer needs the host bytes.
     virtual Tensor weight(const Tensor& host, WeightUse use) = 0;
     // Frees the copy weight() made (nothing when it made none); the tensor is
