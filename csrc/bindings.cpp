@@ -534,6 +534,18 @@ struct PyBackend {
     }
 };
 
+// An Epilogue from its name; swiglu needs an even number of rows (gate | up).
+static Epilogue parse_epilogue(const std::string& name, int64_t rows) {
+    Epilogue ep;
+    if (name == "store") ep = Epilogue::store;
+    else if (name == "add") ep = Epilogue::add;
+    else if (name == "gelu") ep = Epilogue::gelu;
+    else if (name == "swiglu") ep = Epilogue::swiglu;
+    else fail(ErrorKind::invalid_arg, "unknown epilogue '", name, "' (store, add, gelu, swiglu)");
+    if (ep == Epilogue::swiglu && rows % 2) fail(ErrorKind::invalid_arg, "swiglu needs an even number of rows");
+    return ep;
+}
+
 // A RowNorm from the harness' arguments (its vectors still on the host).
 static RowNorm parse_row_norm(const std::string& norm, const std::optional<F32Array>& w,
                               const std::optional<F32Array>& b, float eps, int64_t K) {
@@ -631,13 +643,7 @@ static void bind_backend(py::module_& m) {
             if (x.ndim() != 2 || x.shape(1) != K) fail(ErrorKind::invalid_arg, "x must be [n, ", K, "] float32");
             if (bias && bias->size() != M) fail(ErrorKind::invalid_arg, "bias must have ", M, " elements");
             const int n = static_cast<int>(x.shape(0));
-            Epilogue ep;
-            if (epilogue == "store") ep = Epilogue::store;
-            else if (epilogue == "add") ep = Epilogue::add;
-            else if (epilogue == "gelu") ep = Epilogue::gelu;
-            else if (epilogue == "swiglu") ep = Epilogue::swiglu;
-            else fail(ErrorKind::invalid_arg, "unknown epilogue '", epilogue, "' (store, add, gelu, swiglu)");
-            if (ep == Epilogue::swiglu && M % 2) fail(ErrorKind::invalid_arg, "swiglu needs an even number of rows");
+            const Epilogue ep = parse_epilogue(epilogue, M);
             const int64_t cols = ep == Epilogue::swiglu ? M / 2 : M;
             const RowNorm rn = parse_row_norm(norm, norm_w, norm_b, eps, K);
             if (y0 && (y0->ndim() != 2 || y0->shape(0) != n || y0->shape(1) != cols))
@@ -685,9 +691,7 @@ static void bind_backend(py::module_& m) {
                 l.host = weight_of(w.data(), static_cast<size_t>(w.size()), parse_type(t[1].cast<std::string>()),
                                    t[2].cast<std::pair<int64_t, int64_t>>());
                 if (l.host.ne0 != K) fail(ErrorKind::invalid_arg, "link ", ls.size(), " must take ", K, " inputs");
-                const std::string e = t[5].cast<std::string>();
-                l.ep = e == "add" ? Epilogue::add : e == "swiglu" ? Epilogue::swiglu : e == "gelu" ? Epilogue::gelu
-                                                                                                   : Epilogue::store;
+                l.ep = parse_epilogue(t[5].cast<std::string>(), l.host.ne1);
                 l.cols = l.ep == Epilogue::swiglu ? l.host.ne1 / 2 : l.host.ne1;
                 const auto nw = t[4].cast<std::optional<F32Array>>();
                 l.rn = parse_row_norm(t[3].cast<std::string>(), nw, std::nullopt, 1e-5f, K);
