@@ -239,7 +239,7 @@ def test_matmul_chain_equals_matmuls_alone(backend, typ, n):
     a backend may hold work back between ops, reuse a converted input or hand an output on
     in another form, but not change a matmul's arithmetic."""
     bs = block_size(typ)
-    E, F, Q = (256, 512, 40) if bs == 256 else (96, 160, 40)  # (odd multiples of 32)
+    E, F, Q = (256, 512, 40) if bs == 256 else (96, 160, 40)  # (96, 160: odd multiples of 32)
     rng = np.random.default_rng(n * 31 + bs)
     ws = [make_weight(typ, rows, K, rng, scale=0.3)[0] for rows, K in ((E, E), (2 * F, E), (E, F), (Q, E))]
     nw1 = (1 + 0.3 * rng.standard_normal(E)).astype(np.float32)

@@ -122,6 +122,17 @@ np.save(sys.argv[2], np.concatenate([np.asarray(pre).reshape(-1), np.asarray(one
 """
 
 
+def _logits_with_and_without_repack(model, tmp_path):
+    """LOGITS_SCRIPT's logits of `model` in a process with PHICPP_REPACK=1, then =0."""
+    outs = []
+    for repack in ["1", "0"]:
+        out = tmp_path / f"logits_{repack}.npy"
+        env = dict(os.environ, PHICPP_REPACK=repack)
+        subprocess.run([sys.executable, "-c", LOGITS_SCRIPT, str(model), str(out)], check=True, env=env)
+        outs.append(np.load(out))
+    return outs
+
+
 @pytest.mark.skipif(len(ISAS) < 2, reason="no SIMD ISA: nothing is repacked")
 def test_model_repacked_equals_file_layout(tmp_path):
     """A Q4_0 model loaded with repacking (the default) gives the logits of
@@ -131,13 +142,7 @@ def test_model_repacked_equals_file_layout(tmp_path):
     subprocess.run([sys.executable, "-m", "phicpp", "quantize", str(default_model_path()), str(q), "Q4_0",
                     "--allow-requantize"],
                    check=True, capture_output=True)
-    outs = []
-    for repack in ["1", "0"]:
-        out = tmp_path / f"logits_{repack}.npy"
-        env = dict(os.environ, PHICPP_REPACK=repack)
-        subprocess.run([sys.executable, "-c", LOGITS_SCRIPT, str(q), str(out)], check=True, env=env)
-        outs.append(np.load(out))
-    a, b = outs
+    a, b = _logits_with_and_without_repack(q, tmp_path)
     assert a.shape == b.shape and np.all(np.isfinite(a))
     n_vocab = a.size // 2
     scale = np.max(np.abs(b))
@@ -191,11 +196,6 @@ def test_model_copied_equals_mapped(tmp_path):
     into the backend's memory at load (the default) gives bit for bit the logits of
     the same weights read in place from the file mapping (PHICPP_REPACK=0)."""
     from phicpp.models import default_model_path
-    outs = []
-    for copy in ["1", "0"]:
-        out = tmp_path / f"logits_{copy}.npy"
-        env = dict(os.environ, PHICPP_REPACK=copy)
-        subprocess.run([sys.executable, "-c", LOGITS_SCRIPT, str(default_model_path()), str(out)], check=True, env=env)
-        outs.append(np.load(out))
-    assert np.all(np.isfinite(outs[0])) and np.abs(outs[0]).max() > 0
-    assert np.array_equal(outs[0], outs[1])
+    copied, mapped = _logits_with_and_without_repack(default_model_path(), tmp_path)
+    assert np.all(np.isfinite(copied)) and np.abs(copied).max() > 0
+    assert np.array_equal(copied, mapped)

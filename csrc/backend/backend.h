@@ -144,8 +144,8 @@ public:
     // A weight from the mapped file, usable by this backend's ops: on the CPU
     // read in place, or copied (and rearranged for faster kernels) into the
     // backend's memory where `use` allows; uploaded once on a device. The
-    // backend owns any copy it makes; a result
-    // whose data differs from host.data no longer needs the host bytes.
+    // backend owns any copy it makes; a result whose data differs from
+    // host.data no longer needs the host bytes.
     virtual Tensor weight(const Tensor& host, WeightUse use) = 0;
     // Frees the copy weight() made (nothing when it made none); the tensor is
     // not used again.
