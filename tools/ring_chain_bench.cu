@@ -1,0 +1,434 @@
+// Can one persistent kernel keep HBM busy across the decode matmuls' data
+// dependencies? tools/prefetch_chain_bench.cu showed that a chain of one
+// kernel per matmul cannot read Phi-3-mini Q4_0's matmul bytes faster than
+// ~670 us a token (63% of peak), whatever the kernel does. This models the
+// other design: one resident CTA per SM for the whole chain, its weight bytes
+// streamed into a ring of shared-memory slots by one thread (TMA bulk copies,
+// an mbarrier per slot) that never waits on the data dependency, so the next
+// matmul's weights arrive while the CTA waits for the previous one's outputs.
+//
+// The chain is the 128 matmuls of a Phi-3-mini Q4_0 token with their real
+// arithmetic: qkv (RMS-normalized input), wo, gate_up (normalized), down, x32,
+// each reading the outputs of the one before (the first K of them), with
+// distinct weights (2.04 GB; nothing stays in L2). The 15 computing warps of
+// a CTA wait on a grid-wide counter, stage the input rounded to 8 bits a
+// 32-element unit in shared memory, then take the CTA's rows chunk by chunk
+// from the ring (dp4a against the nibbles), and bump the counter when their
+// rows are written. The outputs of the first and last layers are checked
+// against a host reference. Attention, residuals and norm weights are left
+// out: this asks what the weight stream alone can reach. Parts of the work
+// can be left out (Mode) to see what each costs; docs/CUDA.md has the figures.
+//
+//   ring_chain_bench [SLOTS ...]      ring slots of 13.5 KB (default 2 4 8 14)
+//   RING_MODES=7,0,...                Mode bits to run, comma-separated (default 7: all)
+//   RING_PRODUCERS=bc                 b: TMA bulk copies, c: cp.async from a warp (default both)
+// Built here and carried to the device:
+//   nvcc -std=c++17 -O2 -arch=sm_90a -Icsrc tools/ring_chain_bench.cu -o .bench/ring_chain_bench
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "cuda_bench.cuh"
+
+namespace ring_bench {
+
+constexpr int kThreads = 512, kConsumers = 15;  // warp 0 streams the weights, warps 1..15 compute
+constexpr int kMaxK = 8192, kMaxUnits = kMaxK / 32;
+constexpr int kStageRounds = (kMaxUnits + kConsumers - 1) / kConsumers;
+constexpr int kSlotBytes = 13824;  // 8 rows of K = 3072 (1728 bytes), 3 of K = 8192 (4608)
+
+// One Q4_0 matmul of the chain, y = W x (x RMS-normalized first when norm).
+struct Mat {
+    const uint8_t* nib;  // M x K/2: byte j of a 32-element block holds element j (low nibble) and j + 16
+    const __half* d;     // M x K/32 block scales
+    const float* x;      // K inputs
+    float* y;            // M outputs
+    int M, K, norm;
+};
+
+struct Params {
+    const Mat* mats;
+    int n_mats, slots;
+    unsigned* done;  // CTAs done with matmul j: j * gridDim.x .. ; zeroed before each launch
+    int mode;        // what the computing warps do (kFull: all), to see what costs
+};
+// Bits of Params::mode: wait for the matmul before, stage the input, compute
+// the rows; kNoStream: the ring is never (re)filled and nobody waits on it
+// (what the computing warps cost alone); kWarpChunks: a chunk's rows all go to
+// one warp (chunk c to warp c % 15), which alone waits for it and frees it
+// (else the rows of every chunk are spread over the warps).
+enum Mode { kWait = 1, kStage = 2, kRows = 4, kFull = 7, kNoStream = 8, kWarpChunks = 16 };
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+__device__ __forceinline__ void mbar_init(uint64_t* b, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(b)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint64_t* b, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(b)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* b) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(b)) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint64_t* b, unsigned parity) {
+    asm volatile(
+        "{\n .reg .pred p;\n"
+        "W_%=:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra W_%=;\n}" ::"r"(smem_u32(b)),
+        "r"(parity)
+        : "memory");
+}
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, uint64_t* b) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                     smem_u32(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_u32(b))
+                 : "memory");
+}
+__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+    unsigned v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ void red_release(unsigned* p, unsigned v) {
+    asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_u32(dst)), "l"(src) : "memory");
+}
+__device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, %0;" ::"n"(kConsumers * 32) : "memory"); }
+
+// The CTA's rows of a matmul and how they fill slots.
+struct Share {
+    int r0, rows, per_slot, chunks;
+    __device__ Share(const Mat& m) {
+        r0 = static_cast<int>(static_cast<long long>(m.M) * blockIdx.x / gridDim.x);
+        rows = static_cast<int>(static_cast<long long>(m.M) * (blockIdx.x + 1) / gridDim.x) - r0;
+        per_slot = kSlotBytes / (m.K / 2 + m.K / 16);
+        chunks = (rows + per_slot - 1) / per_slot;
+    }
+};
+
+struct Smem {
+    uint64_t full[32], empty[32];
+    int8_t lo[kMaxK / 2], hi[kMaxK / 2];  // a unit's elements 0..15 and 16..31, 16 bytes a unit in each
+    float scale[kMaxUnits];
+    int sum[kMaxUnits];  // of a unit's 8-bit codes
+    float red[kConsumers];
+};
+
+// The input of m, normalized if asked, as 8-bit codes and a scale per unit:
+// warp w rounds units w, w + 15, ..., a value a lane.
+__device__ void stage(const Mat& m, Smem& s, int cw, int lane) {
+    const int units = m.K / 32;
+    float v[kStageRounds];
+    float ss = 0.0f;
+#pragma unroll
+    for (int r = 0; r < kStageRounds; ++r) {
+        const int u = cw + r * kConsumers;
+        v[r] = u < units ? __ldcg(m.x + u * 32 + lane) : 0.0f;
+        ss += v[r] * v[r];
+    }
+    float inv = 1.0f;
+    if (m.norm) {
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        if (lane == 0) s.red[cw] = ss;
+        consumers_sync();
+        float t = 0.0f;
+        for (int i = 0; i < kConsumers; ++i) t += s.red[i];
+        inv = rsqrtf(t / m.K + 1e-6f);
+    }
+#pragma unroll
+    for (int r = 0; r < kStageRounds; ++r) {
+        const int u = cw + r * kConsumers;
+        if (u >= units) break;
+        const float x = v[r] * inv;
+        float a = fabsf(x);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
+        const float d = a / 127.0f;
+        const int q = d > 0.0f ? __float2int_rn(x / d) : 0;
+        (lane < 16 ? s.lo : s.hi)[u * 16 + lane % 16] = static_cast<int8_t>(q);
+        const int qs = __reduce_add_sync(0xffffffffu, q);
+        if (lane == 0) {
+            s.scale[u] = d;
+            s.sum[u] = qs;
+        }
+    }
+}
+
+// One row from its slot: nibbles (K/2 bytes) and block scales; lane l takes
+// units l, l + 32, ...
+__device__ __forceinline__ float row_dot(const uint8_t* nib, const __half* d, const Smem& s, int units, int lane) {
+    float acc = 0.0f;
+    for (int u = lane; u < units; u += 32) {
+        const uint4 w = *reinterpret_cast<const uint4*>(nib + u * 16);
+        const int4 a = *reinterpret_cast<const int4*>(s.lo + u * 16);
+        const int4 b = *reinterpret_cast<const int4*>(s.hi + u * 16);
+        int t = __dp4a(static_cast<int>(w.x & 0x0F0F0F0Fu), a.x, 0);
+        t = __dp4a(static_cast<int>(w.y & 0x0F0F0F0Fu), a.y, t);
+        t = __dp4a(static_cast<int>(w.z & 0x0F0F0F0Fu), a.z, t);
+        t = __dp4a(static_cast<int>(w.w & 0x0F0F0F0Fu), a.w, t);
+        t = __dp4a(static_cast<int>((w.x >> 4) & 0x0F0F0F0Fu), b.x, t);
+        t = __dp4a(static_cast<int>((w.y >> 4) & 0x0F0F0F0Fu), b.y, t);
+        t = __dp4a(static_cast<int>((w.z >> 4) & 0x0F0F0F0Fu), b.z, t);
+        t = __dp4a(static_cast<int>((w.w >> 4) & 0x0F0F0F0Fu), b.w, t);
+        acc += __half2float(d[u]) * s.scale[u] * static_cast<float>(t - 8 * s.sum[u]);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    return acc;
+}
+
+// kBulk: one thread streams each chunk with two TMA bulk copies; else the 32
+// lanes of warp 0 with 16-byte cp.async copies that arrive on the slot's barrier.
+template <bool kBulk>
+__global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
+    extern __shared__ __align__(128) uint8_t smem_all[];
+    Smem& s = *reinterpret_cast<Smem*>(smem_all);
+    uint8_t* ring = smem_all + (sizeof(Smem) + 127) / 128 * 128;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < p.slots; ++i) {
+            mbar_init(&s.full[i], kBulk ? 1 : 32);
+            mbar_init(&s.empty[i], (p.mode & kWarpChunks) ? 1 : kConsumers);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    if (warp == 0) {  // the stream: every chunk of every matmul, as slots come free
+        if ((kBulk && lane != 0) || (p.mode & kNoStream)) return;
+        unsigned it = 0;
+        for (int j = 0; j < p.n_mats; ++j) {
+            const Mat m = p.mats[j];
+            const Share sh(m);
+            const int nb = m.K / 2, db = m.K / 16;
+            for (int c = 0; c < sh.chunks; ++c, ++it) {
+                const int slot = it % p.slots, use = it / p.slots;
+                if (use > 0) mbar_wait(&s.empty[slot], (use - 1) & 1);
+                const int row = sh.r0 + c * sh.per_slot, n = min(sh.per_slot, sh.rows - c * sh.per_slot);
+                uint8_t* dst = ring + slot * kSlotBytes;
+                const uint8_t* nib = m.nib + static_cast<size_t>(row) * nb;
+                const uint8_t* dsc = reinterpret_cast<const uint8_t*>(m.d) + static_cast<size_t>(row) * db;
+                if (kBulk) {
+                    mbar_expect_tx(&s.full[slot], n * (nb + db));
+                    bulk_copy(dst, nib, n * nb, &s.full[slot]);
+                    bulk_copy(dst + n * nb, dsc, n * db, &s.full[slot]);
+                } else {
+                    for (int o = lane * 16; o < n * nb; o += 32 * 16) cp_async16(dst + o, nib + o);
+                    for (int o = lane * 16; o < n * db; o += 32 * 16) cp_async16(dst + n * nb + o, dsc + o);
+                    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_u32(&s.full[slot]))
+                                 : "memory");
+                }
+            }
+        }
+        return;
+    }
+    const int cw = warp - 1;
+    unsigned it = 0;
+    for (int j = 0; j < p.n_mats; ++j) {
+        const Mat m = p.mats[j];
+        const Share sh(m);
+        if (j > 0 && (p.mode & kWait)) {  // the matmul before done everywhere
+            if (cw == 0 && lane == 0)
+                while (ld_acquire(p.done) < static_cast<unsigned>(j) * gridDim.x) {
+                }
+            consumers_sync();
+        }
+        if (p.mode & kStage) stage(m, s, cw, lane);
+        consumers_sync();
+        const int nb = m.K / 2, units = m.K / 32;
+        for (int c = 0; c < sh.chunks; ++c, ++it) {
+            const int slot = it % p.slots;
+            const int n = min(sh.per_slot, sh.rows - c * sh.per_slot);
+            const uint8_t* base = ring + slot * kSlotBytes;
+            const bool stream = !(p.mode & kNoStream), own = !(p.mode & kWarpChunks) || c % kConsumers == cw;
+            if (!own) continue;
+            // rows spread: every warp waits, rows or not, so that none arrives on a slot's next use early
+            if (stream) mbar_wait(&s.full[slot], (it / p.slots) & 1);
+            for (int r = 0; r < n && (p.mode & kRows); ++r) {
+                if (!(p.mode & kWarpChunks) && (c * sh.per_slot + r) % kConsumers != cw) continue;
+                const float y = row_dot(base + r * nb, reinterpret_cast<const __half*>(base + n * nb) + r * units, s,
+                                        units, lane);
+                if (lane == 0) m.y[sh.r0 + c * sh.per_slot + r] = y;
+            }
+            __syncwarp();
+            if (lane == 0 && stream) mbar_arrive(&s.empty[slot]);
+        }
+        consumers_sync();  // every row of j written (and the staged input free again)
+        if (cw == 0 && lane == 0) red_release(p.done, 1);
+    }
+}
+
+__global__ void fill_bytes(uint8_t* p, size_t n, uint32_t seed) {
+    for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+        h ^= h >> 15;
+        h *= 2246822519u;
+        h ^= h >> 13;
+        p[i] = static_cast<uint8_t>(h);
+    }
+}
+__global__ void fill_input(float* x, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] = sinf(0.37f * i);
+}
+// Scales that keep a row's output about as large as its input: codes - 8 have
+// a standard deviation of 4.61.
+__global__ void fill_scales(__half* d, size_t n, int K, uint32_t seed) {
+    for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        uint32_t h = static_cast<uint32_t>(i) * 2246822519u ^ seed;
+        h ^= h >> 13;
+        h *= 2654435761u;
+        h ^= h >> 16;
+        d[i] = __float2half((0.5f + (h & 0xFFFF) / 65536.0f) / (4.61f * sqrtf(static_cast<float>(K))));
+    }
+}
+
+// Host reference of one matmul from the same inputs: the same 8-bit rounding
+// of the (normalized) input, then exact sums. Returns the largest error
+// relative to the row's sum of |w x|.
+double check(const Mat& m) {
+    const size_t nb = static_cast<size_t>(m.M) * m.K / 2, nd = static_cast<size_t>(m.M) * m.K / 32;
+    std::vector<uint8_t> nib(nb);
+    std::vector<__half> d(nd);
+    std::vector<float> x(m.K), y(m.M);
+    CHECK(cudaMemcpy(nib.data(), m.nib, nb, cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpy(d.data(), m.d, nd * sizeof(__half), cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpy(x.data(), m.x, m.K * sizeof(float), cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpy(y.data(), m.y, m.M * sizeof(float), cudaMemcpyDeviceToHost));
+    float inv = 1.0f;
+    if (m.norm) {
+        double ss = 0;
+        for (float v : x) ss += static_cast<double>(v) * v;
+        inv = static_cast<float>(1.0 / std::sqrt(ss / m.K + 1e-6));
+    }
+    std::vector<float> xq(m.K);
+    for (int u = 0; u < m.K / 32; ++u) {
+        float a = 0;
+        for (int e = 0; e < 32; ++e) a = std::max(a, std::fabs(x[u * 32 + e] * inv));
+        const float dx = a / 127.0f;
+        for (int e = 0; e < 32; ++e) xq[u * 32 + e] = dx > 0 ? dx * std::nearbyint(x[u * 32 + e] * inv / dx) : 0.0f;
+    }
+    double worst = 0;
+    for (int r = 0; r < m.M; ++r) {
+        double sum = 0, mag = 0;
+        for (int k = 0; k < m.K; ++k) {
+            const int b = k / 32, e = k % 32;
+            const uint8_t byte = nib[static_cast<size_t>(r) * m.K / 2 + b * 16 + e % 16];
+            const int code = (e < 16 ? byte & 0xF : byte >> 4) - 8;
+            const double w = static_cast<double>(__half2float(d[static_cast<size_t>(r) * m.K / 32 + b])) * code;
+            sum += w * xq[k];
+            mag += std::fabs(w * xq[k]);
+        }
+        worst = std::max(worst, std::fabs(sum - y[r]) / std::max(mag, 1e-30));
+    }
+    return worst;
+}
+
+}  // namespace ring_bench
+
+using namespace ring_bench;
+
+int main(int argc, char** argv) {
+    cudaDeviceProp props;
+    CHECK(cudaGetDeviceProperties(&props, 0));
+    const int sm = props.multiProcessorCount;
+    cudaStream_t st;
+    CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    const int shapes[4][3] = {{9216, 3072, 1}, {3072, 3072, 0}, {16384, 3072, 1}, {3072, 8192, 0}};  // M, K, norm
+    std::vector<Mat> mats;
+    float* x0;
+    CHECK(cudaMalloc(&x0, kMaxK * sizeof(float)));
+    fill_input<<<32, 256>>>(x0, kMaxK);
+    double total = 0;
+    const float* x = x0;
+    for (int i = 0; i < 128; ++i) {
+        const int M = shapes[i % 4][0], K = shapes[i % 4][1];
+        Mat m{};
+        uint8_t* nib;
+        __half* d;
+        float* y;
+        CHECK(cudaMalloc(&nib, static_cast<size_t>(M) * K / 2));
+        CHECK(cudaMalloc(&d, static_cast<size_t>(M) * K / 32 * sizeof(__half)));
+        CHECK(cudaMalloc(&y, M * sizeof(float)));
+        fill_bytes<<<1024, 256>>>(nib, static_cast<size_t>(M) * K / 2, 1000 + i);
+        fill_scales<<<256, 256>>>(d, static_cast<size_t>(M) * K / 32, K, 2000 + i);
+        m.nib = nib;
+        m.d = d;
+        m.x = x;
+        m.y = y;
+        m.M = M;
+        m.K = K;
+        m.norm = shapes[i % 4][2];
+        mats.push_back(m);
+        x = y;
+        total += static_cast<double>(M) * K * (0.5 + 2.0 / 32);
+    }
+    Mat* dmats;
+    CHECK(cudaMalloc(&dmats, mats.size() * sizeof(Mat)));
+    CHECK(cudaMemcpy(dmats, mats.data(), mats.size() * sizeof(Mat), cudaMemcpyHostToDevice));
+    unsigned* done;
+    CHECK(cudaMalloc(&done, sizeof(unsigned)));
+    CHECK(cudaDeviceSynchronize());
+
+    std::vector<int> slot_counts;
+    for (int i = 1; i < argc; ++i) slot_counts.push_back(std::atoi(argv[i]));
+    if (slot_counts.empty()) slot_counts = {2, 4, 8, 14};
+    std::vector<int> modes;  // RING_MODES: Mode bits, comma-separated; default 7 (all)
+    for (const char* e = std::getenv("RING_MODES"); e && *e;) {
+        char* end;
+        modes.push_back(static_cast<int>(std::strtol(e, &end, 10)));
+        e = *end ? end + 1 : end;
+    }
+    if (modes.empty()) modes = {kFull};
+    const char* prod_env = std::getenv("RING_PRODUCERS");  // b: bulk copies, c: cp.async; default both
+    const std::string producers = prod_env ? prod_env : "bc";
+    std::printf("persistent Q4_0 chain: 128 matmuls, %.2f GB, %d CTAs of %d threads\n", total / 1e9, sm, kThreads);
+    for (int rep = 0; rep < 2; ++rep)
+        for (char pc : producers)
+            for (int mode : modes)
+                for (int slots : slot_counts) {
+                    const bool bulk = pc == 'b';
+                    auto kernel = bulk ? chain_kernel<true> : chain_kernel<false>;
+                    const size_t smem = (sizeof(Smem) + 127) / 128 * 128 + static_cast<size_t>(slots) * kSlotBytes;
+                    CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(smem)));
+                    int per_sm = 0;
+                    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
+                    if (per_sm < 1 || slots > 32) {
+                        std::printf("  %d slots: does not fit\n", slots);
+                        continue;
+                    }
+                    const Params p{dmats, static_cast<int>(mats.size()), slots, done, mode};
+                    cudaGraph_t g;
+                    cudaGraphExec_t ge;
+                    CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+                    CHECK(cudaMemsetAsync(done, 0, sizeof(unsigned), st));
+                    kernel<<<sm, kThreads, smem, st>>>(p);
+                    CHECK(cudaStreamEndCapture(st, &g));
+                    CHECK(cudaGraphInstantiate(&ge, g, 0));
+                    const double us = graph_launch_us(ge, st, 10);
+                    CHECK(cudaStreamSynchronize(st));
+                    const bool verify = rep == 0 && (mode & ~kWarpChunks) == kFull;
+                    double err = 0;
+                    if (verify)
+                        for (int i : {0, 1, 2, 3, 124, 125, 126, 127}) err = std::max(err, check(mats[i]));
+                    char what[64];
+                    std::snprintf(what, sizeof what, "%s%s%s%s%s", mode & kWait ? "wait " : "",
+                                  mode & kStage ? "stage " : "", mode & kRows ? "rows " : "",
+                                  mode & kNoStream ? "no-stream " : "", mode & kWarpChunks ? "warp-chunks" : "");
+                    std::printf("  %-8s %-32s ring %2d x %.1f KB  %8.1f us  %5.2f TB/s (%2.0f%% of 4.8)",
+                                bulk ? "bulk" : "cp.async", mode ? what : "stream only", slots, kSlotBytes / 1024.0, us,
+                                total / us / 1e6, 100 * total / us / 1e6 / 4.8);
+                    if (verify) std::printf("  max error %.1e of sum |w x|%s", err, err < 1e-3 ? "" : "  WRONG");
+                    std::printf("\n");
+                    cudaGraphExecDestroy(ge);
+                    cudaGraphDestroy(g);
+                }
+    return 0;
+}
