@@ -42,6 +42,7 @@ namespace ring_bench {
 constexpr int kThreads = 512, kConsumers = 15;  // warp 0 streams the weights, warps 1..15 compute
 constexpr int kMaxK = 8192, kMaxUnits = kMaxK / 32;
 constexpr int kStageRounds = (kMaxUnits + kConsumers - 1) / kConsumers;
+constexpr int kRowsAtOnce = 4;  // rows a warp computes together (kBatched)
 constexpr int kSlotBytes = 13824;  // 8 rows of K = 3072 (1728 bytes), 3 of K = 8192 (4608)
 
 // One Q4_0 matmul of the chain, y = W x (x RMS-normalized first when norm).
@@ -63,8 +64,10 @@ struct Params {
 // the rows; kNoStream: the ring is never (re)filled and nobody waits on it
 // (what the computing warps cost alone); kWarpChunks: a chunk's rows all go to
 // one warp (chunk c to warp c % 15), which alone waits for it and frees it
-// (else the rows of every chunk are spread over the warps).
-enum Mode { kWait = 1, kStage = 2, kRows = 4, kFull = 7, kNoStream = 8, kWarpChunks = 16 };
+// (else the rows of every chunk are spread over the warps); kBatched: chunks
+// as kWarpChunks, staged a thread per unit, kRowsAtOnce rows computed together
+// (written 2026-12-04 but not yet run on a GPU: its first run is also its test).
+enum Mode { kWait = 1, kStage = 2, kRows = 4, kFull = 7, kNoStream = 8, kWarpChunks = 16, kBatched = 32 };
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
 __device__ __forceinline__ void mbar_init(uint64_t* b, unsigned count) {
@@ -185,9 +188,96 @@ __device__ __forceinline__ float row_dot(const uint8_t* nib, const __half* d, co
     return acc;
 }
 
+// kBatched's staging (written, not yet run on a GPU): the same rounding, but
+// thread t of the computing warps rounds unit t alone (its 32 values read as
+// 8 float4), so no shuffles sit in the way; the norm's sum is the one
+// exchange between warps.
+__device__ void stage_by_unit(const Mat& m, Smem& s, int t, int lane) {
+    const int units = m.K / 32;
+    const bool mine = t < units;
+    float4 v[8];
+    float ss = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        v[i] = mine ? __ldcg(reinterpret_cast<const float4*>(m.x) + t * 8 + i) : make_float4(0, 0, 0, 0);
+        ss += v[i].x * v[i].x + v[i].y * v[i].y + v[i].z * v[i].z + v[i].w * v[i].w;
+    }
+    float inv = 1.0f;
+    if (m.norm) {
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        if (lane == 0) s.red[t / 32] = ss;
+        consumers_sync();
+        float sum = 0.0f;
+        for (int i = 0; i < kConsumers; ++i) sum += s.red[i];
+        inv = rsqrtf(sum / m.K + 1e-6f);
+    }
+    if (!mine) return;
+    float amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        v[i].x *= inv, v[i].y *= inv, v[i].z *= inv, v[i].w *= inv;
+        amax = fmaxf(amax, fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
+    }
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    int q[8], sum = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const int a = __float2int_rn(v[i].x * id), b = __float2int_rn(v[i].y * id);
+        const int c = __float2int_rn(v[i].z * id), d = __float2int_rn(v[i].w * id);
+        sum += a + b + c + d;
+        q[i] = (a & 0xFF) | (b & 0xFF) << 8 | (c & 0xFF) << 16 | (d & 0xFF) << 24;
+    }
+    *reinterpret_cast<int4*>(s.lo + t * 16) = make_int4(q[0], q[1], q[2], q[3]);
+    *reinterpret_cast<int4*>(s.hi + t * 16) = make_int4(q[4], q[5], q[6], q[7]);
+    s.scale[t] = amax / 127.0f;
+    s.sum[t] = sum;
+}
+
+// kR rows of a slot at once (the staged input read once for all of them):
+// row r's nibbles at nib + r * K/2, its block scales at d + r * units; rows
+// past n repeat the last one (their sums are not stored).
+template <int kR>
+__device__ __forceinline__ void rows_dot(const uint8_t* nib, const __half* d, int n, int units, const Smem& s, int lane,
+                                         float (&out)[kR]) {
+    const uint8_t* w_row[kR];
+    const __half* d_row[kR];
+#pragma unroll
+    for (int r = 0; r < kR; ++r) {
+        const int rr = min(r, n - 1);
+        w_row[r] = nib + rr * units * 16;
+        d_row[r] = d + rr * units;
+        out[r] = 0.0f;
+    }
+    for (int u = lane; u < units; u += 32) {
+        const int4 a = *reinterpret_cast<const int4*>(s.lo + u * 16);
+        const int4 b = *reinterpret_cast<const int4*>(s.hi + u * 16);
+        const float sa = s.scale[u];
+        const int zero = 8 * s.sum[u];
+#pragma unroll
+        for (int r = 0; r < kR; ++r) {
+            const uint4 w = *reinterpret_cast<const uint4*>(w_row[r] + u * 16);
+            int t = __dp4a(static_cast<int>(w.x & 0x0F0F0F0Fu), a.x, 0);
+            t = __dp4a(static_cast<int>(w.y & 0x0F0F0F0Fu), a.y, t);
+            t = __dp4a(static_cast<int>(w.z & 0x0F0F0F0Fu), a.z, t);
+            t = __dp4a(static_cast<int>(w.w & 0x0F0F0F0Fu), a.w, t);
+            t = __dp4a(static_cast<int>((w.x >> 4) & 0x0F0F0F0Fu), b.x, t);
+            t = __dp4a(static_cast<int>((w.y >> 4) & 0x0F0F0F0Fu), b.y, t);
+            t = __dp4a(static_cast<int>((w.z >> 4) & 0x0F0F0F0Fu), b.z, t);
+            t = __dp4a(static_cast<int>((w.w >> 4) & 0x0F0F0F0Fu), b.w, t);
+            out[r] += __half2float(d_row[r][u]) * sa * static_cast<float>(t - zero);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < kR; ++r)
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) out[r] += __shfl_xor_sync(0xffffffffu, out[r], o);
+}
+
 // kBulk: one thread streams each chunk with two TMA bulk copies; else the 32
 // lanes of warp 0 with 16-byte cp.async copies that arrive on the slot's barrier.
-template <bool kBulk>
+// kBatched: stage_by_unit and rows_dot<kRowsAtOnce> on whole chunks a warp.
+template <bool kBulk, bool kBatched>
 __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
     extern __shared__ __align__(128) uint8_t smem_all[];
     Smem& s = *reinterpret_cast<Smem*>(smem_all);
@@ -196,7 +286,7 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
     if (threadIdx.x == 0) {
         for (int i = 0; i < p.slots; ++i) {
             mbar_init(&s.full[i], kBulk ? 1 : 32);
-            mbar_init(&s.empty[i], (p.mode & kWarpChunks) ? 1 : kConsumers);
+            mbar_init(&s.empty[i], (p.mode & (kWarpChunks | kBatched)) ? 1 : kConsumers);
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
@@ -240,10 +330,29 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
                 }
             consumers_sync();
         }
-        if (p.mode & kStage) stage(m, s, cw, lane);
+        if ((p.mode & kStage) && kBatched) stage_by_unit(m, s, threadIdx.x - 32, lane);
+        if ((p.mode & kStage) && !kBatched) stage(m, s, cw, lane);
         consumers_sync();
         const int nb = m.K / 2, units = m.K / 32;
-        for (int c = 0; c < sh.chunks; ++c, ++it) {
+        for (int c = 0; c < sh.chunks && kBatched; ++c, ++it) {
+            if (c % kConsumers != cw) continue;  // chunk c is warp c % 15's
+            const int slot = it % p.slots;
+            const int n = min(sh.per_slot, sh.rows - c * sh.per_slot);
+            const uint8_t* base = ring + slot * kSlotBytes;
+            const bool stream = !(p.mode & kNoStream);
+            if (stream) mbar_wait(&s.full[slot], (it / p.slots) & 1);
+            for (int r = 0; r < n && (p.mode & kRows); r += kRowsAtOnce) {
+                float y[kRowsAtOnce];
+                rows_dot<kRowsAtOnce>(base + r * nb, reinterpret_cast<const __half*>(base + n * nb) + r * units,
+                                      n - r, units, s, lane, y);
+#pragma unroll
+                for (int i = 0; i < kRowsAtOnce; ++i)
+                    if (lane == i && r + i < n) m.y[sh.r0 + c * sh.per_slot + r + i] = y[i];
+            }
+            __syncwarp();
+            if (lane == 0 && stream) mbar_arrive(&s.empty[slot]);
+        }
+        for (int c = 0; c < sh.chunks && !kBatched; ++c, ++it) {
             const int slot = it % p.slots;
             const int n = min(sh.per_slot, sh.rows - c * sh.per_slot);
             const uint8_t* base = ring + slot * kSlotBytes;
@@ -394,7 +503,9 @@ int main(int argc, char** argv) {
             for (int mode : modes)
                 for (int slots : slot_counts) {
                     const bool bulk = pc == 'b';
-                    auto kernel = bulk ? chain_kernel<true> : chain_kernel<false>;
+                    const bool batched = mode & kBatched;
+                    auto kernel = bulk ? (batched ? chain_kernel<true, true> : chain_kernel<true, false>)
+                                       : (batched ? chain_kernel<false, true> : chain_kernel<false, false>);
                     const size_t smem = (sizeof(Smem) + 127) / 128 * 128 + static_cast<size_t>(slots) * kSlotBytes;
                     CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                static_cast<int>(smem)));
@@ -414,14 +525,14 @@ int main(int argc, char** argv) {
                     CHECK(cudaGraphInstantiate(&ge, g, 0));
                     const double us = graph_launch_us(ge, st, 10);
                     CHECK(cudaStreamSynchronize(st));
-                    const bool verify = rep == 0 && (mode & ~kWarpChunks) == kFull;
+                    const bool verify = rep == 0 && (mode & ~(kWarpChunks | kBatched)) == kFull;
                     double err = 0;
                     if (verify)
                         for (int i : {0, 1, 2, 3, 124, 125, 126, 127}) err = std::max(err, check(mats[i]));
                     char what[64];
                     std::snprintf(what, sizeof what, "%s%s%s%s%s", mode & kWait ? "wait " : "",
                                   mode & kStage ? "stage " : "", mode & kRows ? "rows " : "",
-                                  mode & kNoStream ? "no-stream " : "", mode & kWarpChunks ? "warp-chunks" : "");
+                                  mode & kNoStream ? "no-stream " : "", mode & kWarpChunks ? "warp-chunks" : mode & kBatched ? "batched" : "");
                     std::printf("  %-8s %-32s ring %2d x %.1f KB  %8.1f us  %5.2f TB/s (%2.0f%% of 4.8)",
                                 bulk ? "bulk" : "cp.async", mode ? what : "stream only", slots, kSlotBytes / 1024.0, us,
                                 total / us / 1e6, 100 * total / us / 1e6 / 4.8);
