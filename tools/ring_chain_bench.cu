@@ -219,7 +219,7 @@ __device__ void stage_by_unit(const Mat& m, Smem& s, int t, int lane) {
         v[i].x *= inv, v[i].y *= inv, v[i].z *= inv, v[i].w *= inv;
         amax = fmaxf(amax, fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
     }
-    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;  // (the shipped matvecs' rounding)
     int q[8], sum = 0;
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
@@ -230,7 +230,7 @@ __device__ void stage_by_unit(const Mat& m, Smem& s, int t, int lane) {
     }
     *reinterpret_cast<int4*>(s.lo + t * 16) = make_int4(q[0], q[1], q[2], q[3]);
     *reinterpret_cast<int4*>(s.hi + t * 16) = make_int4(q[4], q[5], q[6], q[7]);
-    s.scale[t] = amax / 127.0f;
+    s.scale[t] = d;
     s.sum[t] = sum;
 }
 
