@@ -199,3 +199,87 @@ def test_model_copied_equals_mapped(tmp_path):
     copied, mapped = _logits_with_and_without_repack(default_model_path(), tmp_path)
     assert np.all(np.isfinite(copied)) and np.abs(copied).max() > 0
     assert np.array_equal(copied, mapped)
+
+
+# ---------------------------------------------------------------- copies that do not fit
+
+SEED_PHI3 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "fuzz_seeds", "model", "phi3.gguf")
+
+
+def _sparse_phi3(path, n_ff, n_layer):
+    """The phi3 seed model (tools/make_fuzz_seeds.py) with feed_forward_length n_ff and its one
+    layer repeated n_layer times: the FFN weights (Q8_0, 102 bytes per unit of n_ff a layer) a
+    hole of zeros in a sparse file, every other tensor copied. Returns the file's size."""
+    import gguf
+    from gguf import GGUFValueType as VT
+    r = gguf.GGUFReader(SEED_PHI3)
+    w = gguf.GGUFWriter(str(path), "phi3")
+    changed = {"phi3.feed_forward_length": n_ff, "phi3.block_count": n_layer}
+    for key, field in r.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        vtype = field.types[0]
+        w.add_key_value(key, changed.get(key, field.contents()), vtype,
+                        sub_type=field.types[-1] if vtype == VT.ARRAY else None)
+    big = {"ffn_up.weight": lambda ne: [ne[0], 2 * n_ff], "ffn_down.weight": lambda ne: [n_ff, ne[1]]}
+    tensors = []  # (name, the seed's tensor, shape)
+    for t in r.tensors:
+        ne = [int(v) for v in t.shape]
+        grow = next((f for suffix, f in big.items() if t.name.endswith(suffix)), None)
+        names = [t.name.replace("blk.0.", f"blk.{i}.") for i in range(n_layer)] if t.name.startswith("blk.0.") \
+            else [t.name]
+        tensors += [(name, t, grow(ne) if grow else ne) for name in names]
+    for name, t, ne in tensors:
+        block, size = gguf.GGML_QUANT_SIZES[t.tensor_type]
+        w.add_tensor_info(name, list(reversed(ne)), np.float32, int(np.prod(ne)) // block * size,
+                          raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    w.close()
+    pad = lambda n: (n + 31) // 32 * 32  # (the writer's data alignment)
+    total = pad(os.path.getsize(path)) + sum(pad(ti.nbytes) for ti in w.tensors[0].values())
+    os.truncate(path, total)  # the FFN bytes: a hole, never written
+    placed = {t.name: t.data_offset for t in gguf.GGUFReader(str(path)).tensors}
+    with open(path, "r+b") as f:
+        for name, t, _ in tensors:
+            if not any(name.endswith(s) for s in big):
+                f.seek(placed[name])
+                f.write(np.asarray(t.data).tobytes())
+    return total
+
+
+LOAD_CAPPED = r"""
+import resource, sys
+import phicpp
+# room for the file's mapping and 1 GiB more: copying its weights would fail here
+# (an error, not the OOM killer) where the backend did not decide to keep them mapped
+with open("/proc/self/status") as f:
+    vm = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + int(sys.argv[2]) + (1 << 30), resource.RLIM_INFINITY))
+m = phicpp.Model(sys.argv[1], n_ctx=16, n_batch=1, n_threads=1, device="cpu")
+with open("/proc/self/status") as f:
+    print(next(int(l.split()[1]) >> 10 for l in f if l.startswith("VmRSS:")))
+"""
+
+
+def test_weights_beyond_host_memory_stay_mapped(tmp_path):
+    # a model larger than the memory the host has left loads with its matmul weights
+    # mapped (read from the file as needed), where copying them would get the process killed
+    avail_kb = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemAvailable:")), None) \
+        if os.path.exists("/proc/meminfo") else None
+    if avail_kb is None:
+        pytest.skip("no /proc/meminfo")
+    n_ff = 2**22  # (428 MB of FFN weights a layer; a step's buffers stay small)
+    n_layer = -(-2 * avail_kb * 1024 // (102 * n_ff))  # twice what is available
+    if n_layer > 2048:
+        pytest.skip("the host has more memory than this file claims")
+    path = tmp_path / "big.gguf"
+    size = _sparse_phi3(path, n_ff, n_layer)
+    if os.stat(path).st_blocks * 512 > (64 << 20):
+        pytest.skip("the file system wrote the hole out")
+    env = dict(os.environ, PHICPP_REPACK="1")
+    r = subprocess.run([sys.executable, "-c", LOAD_CAPPED, str(path), str(size)], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert int(r.stdout.split()[-1]) < 1024, f"{r.stdout.split()[-1]} MiB resident after load"

@@ -102,6 +102,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
         slots = c.sliding_window + m->n_batch_;
     m->kv_rows_ = slots ? slots : m->n_ctx_;
     m->check_device_memory(path);
+    m->be_->expect_weights(f.tensor_bytes(), m->kv_cache_bytes() + m->buffer_bytes());
     WeightLoader ld(f, *m->be_, m->owned_, params.progress);
     try {
         m->arch_->load(ld, c, m->w_);

@@ -12,6 +12,7 @@
 #include "backend/cpu/ops.h"
 #include "backend/experts_host.h"
 #include "core/error.h"
+#include "core/host_memory.h"
 #include "quant/quant.h"
 
 namespace phi::cpu {
@@ -125,13 +126,22 @@ public:
     // (Phi-3-mini Q8_0 decode from the mapping 4.6 t/s, llama.cpp from its
     // own copy 7.0).
     Tensor weight(const Tensor& host, WeightUse use) override {
-        if (use != WeightUse::matmul || host.layout != WeightLayout::rows || !weights_copied()) return host;
+        if (use != WeightUse::matmul || host.layout != WeightLayout::rows || !copy_weights_) return host;
         const WeightLayout layout = preferred_layout(host, isa_);
         void* dst = repacked_.alloc(host.nbytes());
         if (layout == WeightLayout::rows) return copy_weight(host, dst, pool_);
         return repack_weight(host, layout, dst, pool_);
     }
     void free_weight(const Tensor& w) override { repacked_.free(w.data); }
+    // Copies are anonymous memory, which the kernel cannot drop: a model that
+    // would not fit beside what else it allocates (one near or beyond the size
+    // of RAM) stays mapped, its pages read again from the file as needed,
+    // rather than the process being killed once the copies are written.
+    void expect_weights(size_t weight_bytes, size_t other_bytes) override {
+        constexpr size_t kSpare = size_t{256} << 20;  // (this process's own growth, the arena's last chunk)
+        const size_t avail = host_memory_available();
+        copy_weights_ = weights_copied() && (avail == 0 || weight_bytes + other_bytes + kSpare <= avail);
+    }
     void synchronize() override {}
 
     void begin_step(int pos0, int n_tok, bool) override {
@@ -287,6 +297,7 @@ private:
     static constexpr int kDequantizeCacheRows = 8;
     int pos0_ = 0, n_tok_ = 0;
     bool row_invariant_ = false;  // no GEMM path: rows keep their one-row arithmetic
+    bool copy_weights_ = weights_copied();  // matmul weights copied at load (expect_weights may say no)
 };
 
 } // namespace
