@@ -1,10 +1,11 @@
 // What the GPU benchmarks in tools/ share: a CUDA call that must succeed
-// (CHECK: else the benchmark stops with the error), and the mean time of a
-// launch of an instantiated CUDA graph (three warm-up launches, then `reps`
-// timed by events).
+// (CHECK: else the benchmark stops with the error), the hash their random
+// buffers are filled from, and the mean time of a launch of an instantiated
+// CUDA graph (three warm-up launches, then `reps` timed by events).
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 
@@ -16,6 +17,15 @@
             std::exit(1);                                                    \
         }                                                                    \
     } while (0)
+
+// A well-mixed 32-bit value for element i of a benchmark's random buffer.
+__device__ __forceinline__ uint32_t bench_hash(size_t i, uint32_t seed) {
+    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    return h;
+}
 
 inline double graph_launch_us(cudaGraphExec_t ge, cudaStream_t st, int reps) {
     for (int w = 0; w < 3; ++w) CHECK(cudaGraphLaunch(ge, st));

@@ -31,10 +31,7 @@ namespace {
 
 __global__ void fill_random(uint8_t* p, size_t n, uint32_t seed) {
     for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-        uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-        h ^= h >> 15;
-        h *= 2246822519u;
-        h ^= h >> 13;
+        const uint32_t h = bench_hash(i, seed);
         // keep float16 exponents small (no inf/nan): clear bit 6 of every odd byte
         p[i] = static_cast<uint8_t>(i % 2 ? h & 0xBF : h);
     }

@@ -165,6 +165,19 @@ __device__ void stage(const Mat& m, Smem& s, int cw, int lane) {
     }
 }
 
+// A Q4_0 unit's 32 codes (0..15: its 16 bytes of nibbles, w) against the
+// staged 8-bit codes of elements 0..15 (a) and 16..31 (b).
+__device__ __forceinline__ int dot_codes(uint4 w, int4 a, int4 b) {
+    int t = __dp4a(static_cast<int>(w.x & 0x0F0F0F0Fu), a.x, 0);
+    t = __dp4a(static_cast<int>(w.y & 0x0F0F0F0Fu), a.y, t);
+    t = __dp4a(static_cast<int>(w.z & 0x0F0F0F0Fu), a.z, t);
+    t = __dp4a(static_cast<int>(w.w & 0x0F0F0F0Fu), a.w, t);
+    t = __dp4a(static_cast<int>((w.x >> 4) & 0x0F0F0F0Fu), b.x, t);
+    t = __dp4a(static_cast<int>((w.y >> 4) & 0x0F0F0F0Fu), b.y, t);
+    t = __dp4a(static_cast<int>((w.z >> 4) & 0x0F0F0F0Fu), b.z, t);
+    return __dp4a(static_cast<int>((w.w >> 4) & 0x0F0F0F0Fu), b.w, t);
+}
+
 // One row from its slot: nibbles (K/2 bytes) and block scales; lane l takes
 // units l, l + 32, ...
 __device__ __forceinline__ float row_dot(const uint8_t* nib, const __half* d, const Smem& s, int units, int lane) {
@@ -173,14 +186,7 @@ __device__ __forceinline__ float row_dot(const uint8_t* nib, const __half* d, co
         const uint4 w = *reinterpret_cast<const uint4*>(nib + u * 16);
         const int4 a = *reinterpret_cast<const int4*>(s.lo + u * 16);
         const int4 b = *reinterpret_cast<const int4*>(s.hi + u * 16);
-        int t = __dp4a(static_cast<int>(w.x & 0x0F0F0F0Fu), a.x, 0);
-        t = __dp4a(static_cast<int>(w.y & 0x0F0F0F0Fu), a.y, t);
-        t = __dp4a(static_cast<int>(w.z & 0x0F0F0F0Fu), a.z, t);
-        t = __dp4a(static_cast<int>(w.w & 0x0F0F0F0Fu), a.w, t);
-        t = __dp4a(static_cast<int>((w.x >> 4) & 0x0F0F0F0Fu), b.x, t);
-        t = __dp4a(static_cast<int>((w.y >> 4) & 0x0F0F0F0Fu), b.y, t);
-        t = __dp4a(static_cast<int>((w.z >> 4) & 0x0F0F0F0Fu), b.z, t);
-        t = __dp4a(static_cast<int>((w.w >> 4) & 0x0F0F0F0Fu), b.w, t);
+        const int t = dot_codes(w, a, b);
         acc += __half2float(d[u]) * s.scale[u] * static_cast<float>(t - 8 * s.sum[u]);
     }
 #pragma unroll
@@ -257,14 +263,7 @@ __device__ __forceinline__ void rows_dot(const uint8_t* nib, const __half* d, in
 #pragma unroll
         for (int r = 0; r < kR; ++r) {
             const uint4 w = *reinterpret_cast<const uint4*>(w_row[r] + u * 16);
-            int t = __dp4a(static_cast<int>(w.x & 0x0F0F0F0Fu), a.x, 0);
-            t = __dp4a(static_cast<int>(w.y & 0x0F0F0F0Fu), a.y, t);
-            t = __dp4a(static_cast<int>(w.z & 0x0F0F0F0Fu), a.z, t);
-            t = __dp4a(static_cast<int>(w.w & 0x0F0F0F0Fu), a.w, t);
-            t = __dp4a(static_cast<int>((w.x >> 4) & 0x0F0F0F0Fu), b.x, t);
-            t = __dp4a(static_cast<int>((w.y >> 4) & 0x0F0F0F0Fu), b.y, t);
-            t = __dp4a(static_cast<int>((w.z >> 4) & 0x0F0F0F0Fu), b.z, t);
-            t = __dp4a(static_cast<int>((w.w >> 4) & 0x0F0F0F0Fu), b.w, t);
+            const int t = dot_codes(w, a, b);
             out[r] += __half2float(d_row[r][u]) * sa * static_cast<float>(t - zero);
         }
     }
@@ -334,36 +333,27 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
         if ((p.mode & kStage) && !kBatched) stage(m, s, cw, lane);
         consumers_sync();
         const int nb = m.K / 2, units = m.K / 32;
-        for (int c = 0; c < sh.chunks && kBatched; ++c, ++it) {
-            if (c % kConsumers != cw) continue;  // chunk c is warp c % 15's
+        for (int c = 0; c < sh.chunks; ++c, ++it) {
+            // whole chunks a warp (chunk c is warp c % 15's), or every chunk's rows spread over the warps
+            const bool whole = kBatched || (p.mode & kWarpChunks);
+            if (whole && c % kConsumers != cw) continue;
             const int slot = it % p.slots;
             const int n = min(sh.per_slot, sh.rows - c * sh.per_slot);
             const uint8_t* base = ring + slot * kSlotBytes;
+            const __half* scales = reinterpret_cast<const __half*>(base + n * nb);
             const bool stream = !(p.mode & kNoStream);
+            // (rows spread: every warp waits, rows or not, so that none arrives on a slot's next use early)
             if (stream) mbar_wait(&s.full[slot], (it / p.slots) & 1);
-            for (int r = 0; r < n && (p.mode & kRows); r += kRowsAtOnce) {
+            for (int r = 0; r < n && (p.mode & kRows) && kBatched; r += kRowsAtOnce) {
                 float y[kRowsAtOnce];
-                rows_dot<kRowsAtOnce>(base + r * nb, reinterpret_cast<const __half*>(base + n * nb) + r * units,
-                                      n - r, units, s, lane, y);
+                rows_dot<kRowsAtOnce>(base + r * nb, scales + r * units, n - r, units, s, lane, y);
 #pragma unroll
                 for (int i = 0; i < kRowsAtOnce; ++i)
                     if (lane == i && r + i < n) m.y[sh.r0 + c * sh.per_slot + r + i] = y[i];
             }
-            __syncwarp();
-            if (lane == 0 && stream) mbar_arrive(&s.empty[slot]);
-        }
-        for (int c = 0; c < sh.chunks && !kBatched; ++c, ++it) {
-            const int slot = it % p.slots;
-            const int n = min(sh.per_slot, sh.rows - c * sh.per_slot);
-            const uint8_t* base = ring + slot * kSlotBytes;
-            const bool stream = !(p.mode & kNoStream), own = !(p.mode & kWarpChunks) || c % kConsumers == cw;
-            if (!own) continue;
-            // rows spread: every warp waits, rows or not, so that none arrives on a slot's next use early
-            if (stream) mbar_wait(&s.full[slot], (it / p.slots) & 1);
-            for (int r = 0; r < n && (p.mode & kRows); ++r) {
-                if (!(p.mode & kWarpChunks) && (c * sh.per_slot + r) % kConsumers != cw) continue;
-                const float y = row_dot(base + r * nb, reinterpret_cast<const __half*>(base + n * nb) + r * units, s,
-                                        units, lane);
+            for (int r = 0; r < n && (p.mode & kRows) && !kBatched; ++r) {
+                if (!whole && (c * sh.per_slot + r) % kConsumers != cw) continue;
+                const float y = row_dot(base + r * nb, scales + r * units, s, units, lane);
                 if (lane == 0) m.y[sh.r0 + c * sh.per_slot + r] = y;
             }
             __syncwarp();
@@ -375,13 +365,8 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
 }
 
 __global__ void fill_bytes(uint8_t* p, size_t n, uint32_t seed) {
-    for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-        uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-        h ^= h >> 15;
-        h *= 2246822519u;
-        h ^= h >> 13;
-        p[i] = static_cast<uint8_t>(h);
-    }
+    for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        p[i] = static_cast<uint8_t>(bench_hash(i, seed));
 }
 __global__ void fill_input(float* x, int n) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] = sinf(0.37f * i);
@@ -390,10 +375,7 @@ __global__ void fill_input(float* x, int n) {
 // a standard deviation of 4.61.
 __global__ void fill_scales(__half* d, size_t n, int K, uint32_t seed) {
     for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-        uint32_t h = static_cast<uint32_t>(i) * 2246822519u ^ seed;
-        h ^= h >> 13;
-        h *= 2654435761u;
-        h ^= h >> 16;
+        const uint32_t h = bench_hash(i, seed);
         d[i] = __float2half((0.5f + (h & 0xFFFF) / 65536.0f) / (4.61f * sqrtf(static_cast<float>(K))));
     }
 }
