@@ -161,20 +161,14 @@ double time_chain(const Args& a0, int ctas, int threads, cudaStream_t st, bool p
     const size_t smem = a0.K * sizeof(float) + a0.K + a0.K / 32 * 12;
     CHECK(cudaFuncSetAttribute(boundary<V>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     const int n = 128;
-    cudaGraph_t g;
-    cudaGraphExec_t ge;
-    CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-    for (int i = 0; i < n; ++i) {
-        Args a = a0;
-        if (i % 2) std::swap(a.in, a.out);
-        launch(boundary<V>, dim3(ctas), dim3(threads), smem, Launch{st, pdl}, a);
-    }
-    CHECK(cudaStreamEndCapture(st, &g));
-    CHECK(cudaGraphInstantiate(&ge, g, 0));
-    const double us = graph_launch_us(ge, st, 50);
-    cudaGraphExecDestroy(ge);
-    cudaGraphDestroy(g);
-    return us / n;
+    return captured_us(st, 50, [&] {
+               for (int i = 0; i < n; ++i) {
+                   Args a = a0;
+                   if (i % 2) std::swap(a.in, a.out);
+                   launch(boundary<V>, dim3(ctas), dim3(threads), smem, Launch{st, pdl}, a);
+               }
+           }) /
+           n;
 }
 
 }  // namespace chain_bench
@@ -182,13 +176,11 @@ double time_chain(const Args& a0, int ctas, int threads, cudaStream_t st, bool p
 using namespace chain_bench;
 
 int main(int argc, char** argv) {
-    cudaDeviceProp props;
-    CHECK(cudaGetDeviceProperties(&props, 0));
+    const BenchDevice dev = bench_device();
     const int K = argc > 1 ? std::atoi(argv[1]) : 3072;
-    const int ctas = argc > 2 ? std::atoi(argv[2]) : props.multiProcessorCount;
+    const int ctas = argc > 2 ? std::atoi(argv[2]) : dev.props.multiProcessorCount;
     const int threads = argc > 3 ? std::atoi(argv[3]) : 512;
-    cudaStream_t st;
-    CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    cudaStream_t st = dev.stream;
     Args a;
     a.in = make_buf(K);
     a.out = make_buf(K);

@@ -85,11 +85,9 @@ int main(int argc, char** argv) {
                   : ts == "q6_k" ? DType::Q6_K : ts == "q5_k" ? DType::Q5_K : DType::Q4_0;
     int a = 2, layers = 32;
     if (!std::strchr(argv[2], ':')) layers = std::atoi(argv[a++]);
-    cudaDeviceProp props;
-    CHECK(cudaGetDeviceProperties(&props, 0));
-    const int sm = props.multiProcessorCount;
-    cudaStream_t st;
-    CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    const BenchDevice dev = bench_device();
+    const int sm = dev.props.multiProcessorCount;
+    cudaStream_t st = dev.stream;
     const int64_t D = 3072, FF = 8192;
     struct Layer {
         Mat qkv, wo, gu, down;
@@ -120,7 +118,7 @@ int main(int argc, char** argv) {
     rms.kind = std::getenv("BENCH_NORM") && std::atoi(std::getenv("BENCH_NORM")) == 0 ? NormKind::none : NormKind::rms;
     rms.w = nw;
     rms.eps = 1e-5f;
-    const cuda::Launch l{st, props.major >= 9 && !(std::getenv("BENCH_PDL") && std::atoi(std::getenv("BENCH_PDL")) == 0)};
+    const cuda::Launch l{st, dev.props.major >= 9 && !(std::getenv("BENCH_PDL") && std::atoi(std::getenv("BENCH_PDL")) == 0)};
 
     std::printf("%s, %d layers, %.2f GB of weights; us per token (share of 4.8 TB/s)\n", ts.c_str(), layers, bytes / 1e9);
     std::printf("%-24s %14s %14s %14s %14s %14s\n", "config", "chain", "qkv", "wo", "gate_up", "down");

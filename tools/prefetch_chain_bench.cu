@@ -81,19 +81,12 @@ double chain_us(const std::vector<uint8_t*>& bufs, const std::vector<size_t>& si
     auto k = read_share<kThreads, kMinBlocks, kInFlight>;
     smem = std::max<size_t>(smem, std::max(pre, 16));
     CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    cudaGraph_t g;
-    cudaGraphExec_t ge;
-    CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-    for (size_t i = 0; i < bufs.size(); ++i) {
-        const Args a{bufs[i], sizes[i], io + 128 * (i % 2), io + 128 * ((i + 1) % 2), pre};
-        launch(k, dim3(ctas), dim3(kThreads), smem, Launch{st, true}, a);
-    }
-    CHECK(cudaStreamEndCapture(st, &g));
-    CHECK(cudaGraphInstantiate(&ge, g, 0));
-    const double us = graph_launch_us(ge, st, 10);
-    cudaGraphExecDestroy(ge);
-    cudaGraphDestroy(g);
-    return us;
+    return captured_us(st, 10, [&] {
+        for (size_t i = 0; i < bufs.size(); ++i) {
+            const Args a{bufs[i], sizes[i], io + 128 * (i % 2), io + 128 * ((i + 1) % 2), pre};
+            launch(k, dim3(ctas), dim3(kThreads), smem, Launch{st, true}, a);
+        }
+    });
 }
 
 }  // namespace prefetch_bench
@@ -101,11 +94,9 @@ double chain_us(const std::vector<uint8_t*>& bufs, const std::vector<size_t>& si
 using namespace prefetch_bench;
 
 int main(int argc, char** argv) {
-    cudaDeviceProp props;
-    CHECK(cudaGetDeviceProperties(&props, 0));
-    const int sm = props.multiProcessorCount;
-    cudaStream_t st;
-    CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    const BenchDevice dev = bench_device();
+    const int sm = dev.props.multiProcessorCount;
+    cudaStream_t st = dev.stream;
     const size_t kinds[4] = {15925248, 5308416, 28311552, 14155776};  // Phi-3-mini Q4_0: qkv, wo, gate_up, down
     std::vector<uint8_t*> bufs;
     std::vector<size_t> sizes;

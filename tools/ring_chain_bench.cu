@@ -426,11 +426,9 @@ double check(const Mat& m) {
 using namespace ring_bench;
 
 int main(int argc, char** argv) {
-    cudaDeviceProp props;
-    CHECK(cudaGetDeviceProperties(&props, 0));
-    const int sm = props.multiProcessorCount;
-    cudaStream_t st;
-    CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    const BenchDevice dev = bench_device();
+    const int sm = dev.props.multiProcessorCount;
+    cudaStream_t st = dev.stream;
     const int shapes[4][3] = {{9216, 3072, 1}, {3072, 3072, 0}, {16384, 3072, 1}, {3072, 8192, 0}};  // M, K, norm
     std::vector<Mat> mats;
     float* x0;
@@ -498,14 +496,10 @@ int main(int argc, char** argv) {
                         continue;
                     }
                     const Params p{dmats, static_cast<int>(mats.size()), slots, done, mode};
-                    cudaGraph_t g;
-                    cudaGraphExec_t ge;
-                    CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-                    CHECK(cudaMemsetAsync(done, 0, sizeof(unsigned), st));
-                    kernel<<<sm, kThreads, smem, st>>>(p);
-                    CHECK(cudaStreamEndCapture(st, &g));
-                    CHECK(cudaGraphInstantiate(&ge, g, 0));
-                    const double us = graph_launch_us(ge, st, 10);
+                    const double us = captured_us(st, 10, [&] {
+                        CHECK(cudaMemsetAsync(done, 0, sizeof(unsigned), st));
+                        kernel<<<sm, kThreads, smem, st>>>(p);
+                    });
                     CHECK(cudaStreamSynchronize(st));
                     const bool verify = rep == 0 && (mode & ~(kWarpChunks | kBatched)) == kFull;
                     double err = 0;
@@ -520,8 +514,6 @@ int main(int argc, char** argv) {
                                 total / us / 1e6, 100 * total / us / 1e6 / 4.8);
                     if (verify) std::printf("  max error %.1e of sum |w x|%s", err, err < 1e-3 ? "" : "  WRONG");
                     std::printf("\n");
-                    cudaGraphExecDestroy(ge);
-                    cudaGraphDestroy(g);
                 }
     return 0;
 }
