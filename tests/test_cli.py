@@ -280,7 +280,9 @@ def test_context_beyond_host_memory(tiny_gguf):
 
 
 def test_prompt_errors(gguf, tmp_path):
-    assert_one_line_error(phicpp_cli("generate", "-m", gguf, "-p", "word " * 200, "-c", "32"), "context")
+    r = phicpp_cli("generate", "-m", gguf, "-p", "word " * 200, "-c", "32")
+    assert_one_line_error(r, "context")
+    assert r.stdout == ""  # the prompt is not echoed before the error
     assert_one_line_error(phicpp_cli("generate", "-m", gguf), "prompt")
     assert_one_line_error(phicpp_cli("generate", "-m", gguf, "-f", tmp_path / "none.txt"), "none.txt")
     f = tmp_path / "short.txt"

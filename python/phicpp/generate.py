@@ -143,14 +143,18 @@ class Generator:
             n += 1
         return n
 
-    def prefill(self, tokens: Sequence[int]) -> tuple[np.ndarray, int]:
-        """Bring the cache to exactly `tokens`; returns (logits after the last one, tokens reused)."""
+    def check_prompt(self, tokens: Sequence[int]) -> None:
+        """Raise if `tokens` cannot start a generation (empty, or longer than the context)."""
         if not tokens:
             raise ValueError("the prompt is empty (no tokens to start from)")
         n_ctx = self.model.n_ctx
         if len(tokens) > n_ctx:
             raise ContextOverflowError(f"the prompt is {len(tokens)} tokens but the context holds {n_ctx} "
                                        "(raise -c/--ctx-size or shorten the prompt)")
+
+    def prefill(self, tokens: Sequence[int]) -> tuple[np.ndarray, int]:
+        """Bring the cache to exactly `tokens`; returns (logits after the last one, tokens reused)."""
+        self.check_prompt(tokens)
         if self.model.n_past != len(self.cached):  # someone else used the model: start over
             self.model.reset()
             self.cached = []
@@ -171,6 +175,7 @@ class Generator:
             ignore_eos: bool = False, should_stop: Callable[[], bool] | None = None) -> Run:
         """Start a generation after `prompt` (token ids). max_tokens < 0: until an end token or
         the context is full. should_stop() is polled once per token (Ctrl-C handling)."""
+        self.check_prompt(prompt)  # now, not at the first token: a caller may print before iterating
         r = Run(prompt_tokens=len(prompt))
         r._it = self._loop(r, list(prompt), sampler, max_tokens, list(stop or ()), ignore_eos, should_stop)
         return r
