@@ -22,6 +22,8 @@
 //   ring_chain_bench [SLOTS ...]      ring slots of 13.5 KB (default 2 4 8 14)
 //   RING_MODES=7,0,...                Mode bits to run, comma-separated (default 7: all)
 //   RING_PRODUCERS=bc                 b: TMA bulk copies, c: cp.async from a warp (default both)
+//   RING_SLOT_DIV=2                   slots of 13.5 KB / 2 (a matmul's last chunk shorter)
+// tools/ring_bench.sh runs the modes that matter in one device call.
 // Built here and carried to the device:
 //   nvcc -std=c++17 -O2 -arch=sm_90a -Icsrc tools/ring_chain_bench.cu -o .bench/ring_chain_bench
 #include <cuda_fp16.h>
@@ -43,7 +45,9 @@ constexpr int kThreads = 512, kConsumers = 15;  // warp 0 streams the weights, w
 constexpr int kMaxK = 8192, kMaxUnits = kMaxK / 32;
 constexpr int kStageRounds = (kMaxUnits + kConsumers - 1) / kConsumers;
 constexpr int kRowsAtOnce = 4;  // rows a warp computes together (kBatched)
-constexpr int kSlotBytes = 13824;  // 8 rows of K = 3072 (1728 bytes), 3 of K = 8192 (4608)
+constexpr int kSlotBytes = 13824;  // 8 rows of K = 3072 (1728 bytes), 3 of K = 8192 (4608); RING_SLOT_DIV divides it
+constexpr int kMaxSlots = 64;
+constexpr int kGroupsPerThread = (kMaxK / 8 + kConsumers * 32 - 1) / (kConsumers * 32);  // kFlags staging
 
 // One Q4_0 matmul of the chain, y = W x (x RMS-normalized first when norm).
 struct Mat {
@@ -51,6 +55,8 @@ struct Mat {
     const __half* d;     // M x K/32 block scales
     const float* x;      // K inputs
     float* y;            // M outputs
+    const uint64_t* x_words;  // kFlags: the same K inputs as (epoch << 32 | float bits)
+    uint64_t* y_words;        // kFlags: the outputs again, so published
     int M, K, norm;
 };
 
@@ -59,6 +65,9 @@ struct Params {
     int n_mats, slots;
     unsigned* done;  // CTAs done with matmul j: j * gridDim.x .. ; zeroed before each launch
     int mode;        // what the computing warps do (kFull: all), to see what costs
+    int slot_bytes;  // kSlotBytes / RING_SLOT_DIV
+    const unsigned* epoch;  // kFlags: this launch's number, bumped by a kernel before it
+    unsigned* stuck;        // kFlags: set when a poll gave up (a bug, or a mode that publishes nothing)
 };
 // Bits of Params::mode: wait for the matmul before, stage the input, compute
 // the rows; kNoStream: the ring is never (re)filled and nobody waits on it
@@ -67,7 +76,22 @@ struct Params {
 // (else the rows of every chunk are spread over the warps); kBatched: chunks
 // as kWarpChunks, staged a thread per unit, kRowsAtOnce rows computed together
 // (written 2026-12-04 but not yet run on a GPU: its first run is also its test).
-enum Mode { kWait = 1, kStage = 2, kRows = 4, kFull = 7, kNoStream = 8, kWarpChunks = 16, kBatched = 32 };
+// kFlags (with kBatched; written 2026-12-04, late, not yet run): no grid-wide
+// counter. Every output is also published as one 64-bit word, the launch's
+// epoch beside the value, written by a single store; staging polls the words
+// it reads until each carries the epoch (the words are their own flags, as in
+// NCCL's LL protocol), so there is no fence, no barrier between CTAs, and the
+// wait and the staging's L2 round trip are one and the same.
+enum Mode {
+    kWait = 1,
+    kStage = 2,
+    kRows = 4,
+    kFull = 7,
+    kNoStream = 8,
+    kWarpChunks = 16,
+    kBatched = 32,
+    kFlags = 64
+};
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
 __device__ __forceinline__ void mbar_init(uint64_t* b, unsigned count) {
@@ -100,6 +124,17 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
 __device__ __forceinline__ void red_release(unsigned* p, unsigned v) {
     asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
+__device__ __forceinline__ ulonglong2 ld_relaxed_words(const uint64_t* p) {  // two words, each read whole
+    ulonglong2 v;
+    asm volatile("ld.relaxed.gpu.global.v2.u64 {%0, %1}, [%2];" : "=l"(v.x), "=l"(v.y) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ void st_relaxed_word(uint64_t* p, uint64_t v) {
+    asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+__device__ __forceinline__ uint64_t published(float v, unsigned epoch) {
+    return static_cast<uint64_t>(epoch) << 32 | __float_as_uint(v);
+}
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_u32(dst)), "l"(src) : "memory");
 }
@@ -108,16 +143,16 @@ __device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, %0;
 // The CTA's rows of a matmul and how they fill slots.
 struct Share {
     int r0, rows, per_slot, chunks;
-    __device__ Share(const Mat& m) {
+    __device__ Share(const Mat& m, int p_slot_bytes) {
         r0 = static_cast<int>(static_cast<long long>(m.M) * blockIdx.x / gridDim.x);
         rows = static_cast<int>(static_cast<long long>(m.M) * (blockIdx.x + 1) / gridDim.x) - r0;
-        per_slot = kSlotBytes / (m.K / 2 + m.K / 16);
+        per_slot = max(1, p_slot_bytes / (m.K / 2 + m.K / 16));
         chunks = (rows + per_slot - 1) / per_slot;
     }
 };
 
 struct Smem {
-    uint64_t full[32], empty[32];
+    uint64_t full[kMaxSlots], empty[kMaxSlots];
     int8_t lo[kMaxK / 2], hi[kMaxK / 2];  // a unit's elements 0..15 and 16..31, 16 bytes a unit in each
     float scale[kMaxUnits];
     int sum[kMaxUnits];  // of a unit's 8-bit codes
@@ -240,6 +275,90 @@ __device__ void stage_by_unit(const Mat& m, Smem& s, int t, int lane) {
     s.sum[t] = sum;
 }
 
+// kFlags' staging: thread t takes the groups of 8 inputs t, t + 480, ...
+// (a quarter of a unit each; the four threads of a unit are adjacent lanes),
+// reads their words with all loads in flight, polls until each group carries
+// this launch's epoch, then the unit is rounded as stage_by_unit rounds it,
+// its maximum and code sum shared over the four lanes.
+__device__ void stage_flags(const Mat& m, Smem& s, int t, int lane, unsigned epoch, unsigned* stuck) {
+    const int groups = m.K / 8;
+    ulonglong2 w[kGroupsPerThread][4];
+#pragma unroll
+    for (int i = 0; i < kGroupsPerThread; ++i) {
+        const int g = t + i * kConsumers * 32;
+#pragma unroll
+        for (int h = 0; h < 4; ++h)
+            w[i][h] = g < groups ? ld_relaxed_words(m.x_words + g * 8 + h * 2) : make_ulonglong2(0, 0);
+    }
+    float v[kGroupsPerThread][8];
+    float ss = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kGroupsPerThread; ++i) {
+        const int g = t + i * kConsumers * 32;
+        if (g < groups) {
+            for (int polls = 0;; ++polls) {  // (a bench must not hang the device call: give up after ~1 s)
+                bool ready = true;
+#pragma unroll
+                for (int h = 0; h < 4; ++h)
+                    ready &= static_cast<unsigned>(w[i][h].x >> 32) == epoch &&
+                             static_cast<unsigned>(w[i][h].y >> 32) == epoch;
+                if (ready) break;
+                if (polls == (1 << 20)) {
+                    atomicExch(stuck, 1u);
+                    break;
+                }
+#pragma unroll
+                for (int h = 0; h < 4; ++h) w[i][h] = ld_relaxed_words(m.x_words + g * 8 + h * 2);
+            }
+        }
+#pragma unroll
+        for (int h = 0; h < 4; ++h) {
+            v[i][2 * h] = __uint_as_float(static_cast<unsigned>(w[i][h].x));
+            v[i][2 * h + 1] = __uint_as_float(static_cast<unsigned>(w[i][h].y));
+            ss += v[i][2 * h] * v[i][2 * h] + v[i][2 * h + 1] * v[i][2 * h + 1];
+        }
+    }
+    float inv = 1.0f;
+    if (m.norm) {
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        if (lane == 0) s.red[t / 32] = ss;
+        consumers_sync();
+        float sum = 0.0f;
+        for (int i = 0; i < kConsumers; ++i) sum += s.red[i];
+        inv = rsqrtf(sum / m.K + 1e-6f);
+    }
+#pragma unroll
+    for (int i = 0; i < kGroupsPerThread; ++i) {
+        const int g = t + i * kConsumers * 32;
+        if (i * kConsumers * 32 >= groups) break;  // (the whole CTA's last round; shuffles below need every lane)
+        float amax = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(v[i][e] *= inv));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+        const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        int q[2] = {0, 0}, sum = 0;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            const int c = __float2int_rn(v[i][e] * id);
+            sum += c;
+            q[e / 4] |= (c & 0xFF) << (8 * (e % 4));
+        }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        if (g < groups) {
+            const int u = g / 4, quarter = g % 4;
+            int8_t* dst = (quarter < 2 ? s.lo : s.hi) + u * 16 + 8 * (quarter % 2);
+            *reinterpret_cast<int2*>(dst) = make_int2(q[0], q[1]);
+            if (quarter == 0) {
+                s.scale[u] = d;
+                s.sum[u] = sum;
+            }
+        }
+    }
+}
+
 // kR rows of a slot at once (the staged input read once for all of them):
 // row r's nibbles at nib + r * K/2, its block scales at d + r * units; rows
 // past n repeat the last one (their sums are not stored).
@@ -276,7 +395,7 @@ __device__ __forceinline__ void rows_dot(const uint8_t* nib, const __half* d, in
 // kBulk: one thread streams each chunk with two TMA bulk copies; else the 32
 // lanes of warp 0 with 16-byte cp.async copies that arrive on the slot's barrier.
 // kBatched: stage_by_unit and rows_dot<kRowsAtOnce> on whole chunks a warp.
-template <bool kBulk, bool kBatched>
+template <bool kBulk, bool kBatched, bool kFlagWords>
 __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
     extern __shared__ __align__(128) uint8_t smem_all[];
     Smem& s = *reinterpret_cast<Smem*>(smem_all);
@@ -295,13 +414,13 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
         unsigned it = 0;
         for (int j = 0; j < p.n_mats; ++j) {
             const Mat m = p.mats[j];
-            const Share sh(m);
+            const Share sh(m, p.slot_bytes);
             const int nb = m.K / 2, db = m.K / 16;
             for (int c = 0; c < sh.chunks; ++c, ++it) {
                 const int slot = it % p.slots, use = it / p.slots;
                 if (use > 0) mbar_wait(&s.empty[slot], (use - 1) & 1);
                 const int row = sh.r0 + c * sh.per_slot, n = min(sh.per_slot, sh.rows - c * sh.per_slot);
-                uint8_t* dst = ring + slot * kSlotBytes;
+                uint8_t* dst = ring + slot * p.slot_bytes;
                 const uint8_t* nib = m.nib + static_cast<size_t>(row) * nb;
                 const uint8_t* dsc = reinterpret_cast<const uint8_t*>(m.d) + static_cast<size_t>(row) * db;
                 if (kBulk) {
@@ -319,27 +438,30 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
         return;
     }
     const int cw = warp - 1;
+    const unsigned epoch = kFlagWords ? *p.epoch : 0;
     unsigned it = 0;
     for (int j = 0; j < p.n_mats; ++j) {
         const Mat m = p.mats[j];
-        const Share sh(m);
-        if (j > 0 && (p.mode & kWait)) {  // the matmul before done everywhere
+        const Share sh(m, p.slot_bytes);
+        if (j > 0 && (p.mode & kWait) && !kFlagWords) {  // the matmul before done everywhere
             if (cw == 0 && lane == 0)
                 while (ld_acquire(p.done) < static_cast<unsigned>(j) * gridDim.x) {
                 }
             consumers_sync();
         }
-        if ((p.mode & kStage) && kBatched) stage_by_unit(m, s, threadIdx.x - 32, lane);
+        if ((p.mode & kStage) && kFlagWords) stage_flags(m, s, threadIdx.x - 32, lane, epoch, p.stuck);
+        if ((p.mode & kStage) && kBatched && !kFlagWords) stage_by_unit(m, s, threadIdx.x - 32, lane);
         if ((p.mode & kStage) && !kBatched) stage(m, s, cw, lane);
         consumers_sync();
         const int nb = m.K / 2, units = m.K / 32;
         for (int c = 0; c < sh.chunks; ++c, ++it) {
             // whole chunks a warp (chunk c is warp c % 15's), or every chunk's rows spread over the warps
             const bool whole = kBatched || (p.mode & kWarpChunks);
-            if (whole && c % kConsumers != cw) continue;
+            // (batched: chunks dealt round the warps across matmuls, so the first warps do not take every tail)
+            if (whole && (kBatched ? it : c) % kConsumers != static_cast<unsigned>(cw)) continue;
             const int slot = it % p.slots;
             const int n = min(sh.per_slot, sh.rows - c * sh.per_slot);
-            const uint8_t* base = ring + slot * kSlotBytes;
+            const uint8_t* base = ring + slot * p.slot_bytes;
             const __half* scales = reinterpret_cast<const __half*>(base + n * nb);
             const bool stream = !(p.mode & kNoStream);
             // (rows spread: every warp waits, rows or not, so that none arrives on a slot's next use early)
@@ -349,8 +471,15 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
                 rows_dot<kRowsAtOnce>(base + r * nb, scales + r * units, n - r, units, s, lane, y);
 #pragma unroll
                 for (int i = 0; i < kRowsAtOnce; ++i)
-                    if (lane == i && r + i < n) m.y[sh.r0 + c * sh.per_slot + r + i] = y[i];
+                    if (lane == i && r + i < n) {
+                        const int row = sh.r0 + c * sh.per_slot + r + i;
+                        m.y[row] = y[i];
+                        if (kFlagWords) st_relaxed_word(m.y_words + row, published(y[i], epoch));
+                    }
             }
+            if (kFlagWords && !(p.mode & kRows))  // publish anyway, or the next matmul's staging waits for ever
+                for (int r = lane; r < n; r += 32)
+                    st_relaxed_word(m.y_words + sh.r0 + c * sh.per_slot + r, published(0.0f, epoch));
             for (int r = 0; r < n && (p.mode & kRows) && !kBatched; ++r) {
                 if (!whole && (c * sh.per_slot + r) % kConsumers != cw) continue;
                 const float y = row_dot(base + r * nb, scales + r * units, s, units, lane);
@@ -360,13 +489,19 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
             if (lane == 0 && stream) mbar_arrive(&s.empty[slot]);
         }
         consumers_sync();  // every row of j written (and the staged input free again)
-        if (cw == 0 && lane == 0) red_release(p.done, 1);
+        if (cw == 0 && lane == 0 && !kFlagWords) red_release(p.done, 1);
     }
 }
 
 __global__ void fill_bytes(uint8_t* p, size_t n, uint32_t seed) {
     for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
         p[i] = static_cast<uint8_t>(bench_hash(i, seed));
+}
+// Before each launch: a new epoch, and the chain's input published with it.
+__global__ void next_epoch(unsigned* epoch) { ++*epoch; }
+__global__ void publish_input(const float* x, uint64_t* words, int n, const unsigned* epoch) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        words[i] = published(x[i], *epoch);
 }
 __global__ void fill_input(float* x, int n) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] = sinf(0.37f * i);
@@ -432,16 +567,22 @@ int main(int argc, char** argv) {
     const int shapes[4][3] = {{9216, 3072, 1}, {3072, 3072, 0}, {16384, 3072, 1}, {3072, 8192, 0}};  // M, K, norm
     std::vector<Mat> mats;
     float* x0;
+    uint64_t* x0_words;
     CHECK(cudaMalloc(&x0, kMaxK * sizeof(float)));
+    CHECK(cudaMalloc(&x0_words, kMaxK * sizeof(uint64_t)));
     fill_input<<<32, 256>>>(x0, kMaxK);
     double total = 0;
     const float* x = x0;
+    const uint64_t* x_words = x0_words;
     for (int i = 0; i < 128; ++i) {
         const int M = shapes[i % 4][0], K = shapes[i % 4][1];
         Mat m{};
         uint8_t* nib;
         __half* d;
         float* y;
+        uint64_t* y_words;
+        CHECK(cudaMalloc(&y_words, M * sizeof(uint64_t)));
+        CHECK(cudaMemset(y_words, 0, M * sizeof(uint64_t)));
         CHECK(cudaMalloc(&nib, static_cast<size_t>(M) * K / 2));
         CHECK(cudaMalloc(&d, static_cast<size_t>(M) * K / 32 * sizeof(__half)));
         CHECK(cudaMalloc(&y, M * sizeof(float)));
@@ -451,18 +592,25 @@ int main(int argc, char** argv) {
         m.d = d;
         m.x = x;
         m.y = y;
+        m.x_words = x_words;
+        m.y_words = y_words;
         m.M = M;
         m.K = K;
         m.norm = shapes[i % 4][2];
         mats.push_back(m);
         x = y;
+        x_words = y_words;
         total += static_cast<double>(M) * K * (0.5 + 2.0 / 32);
     }
     Mat* dmats;
     CHECK(cudaMalloc(&dmats, mats.size() * sizeof(Mat)));
     CHECK(cudaMemcpy(dmats, mats.data(), mats.size() * sizeof(Mat), cudaMemcpyHostToDevice));
-    unsigned* done;
+    unsigned *done, *epoch, *stuck;
     CHECK(cudaMalloc(&done, sizeof(unsigned)));
+    CHECK(cudaMalloc(&stuck, sizeof(unsigned)));
+    CHECK(cudaMemset(stuck, 0, sizeof(unsigned)));
+    CHECK(cudaMalloc(&epoch, sizeof(unsigned)));
+    CHECK(cudaMemset(epoch, 0, sizeof(unsigned)));
     CHECK(cudaDeviceSynchronize());
 
     std::vector<int> slot_counts;
@@ -477,42 +625,55 @@ int main(int argc, char** argv) {
     if (modes.empty()) modes = {kFull};
     const char* prod_env = std::getenv("RING_PRODUCERS");  // b: bulk copies, c: cp.async; default both
     const std::string producers = prod_env ? prod_env : "bc";
+    const char* div_env = std::getenv("RING_SLOT_DIV");  // smaller slots (a shorter last chunk a matmul)
+    const int slot_bytes = kSlotBytes / std::max(1, div_env ? std::atoi(div_env) : 1) / 16 * 16;
     std::printf("persistent Q4_0 chain: 128 matmuls, %.2f GB, %d CTAs of %d threads\n", total / 1e9, sm, kThreads);
     for (int rep = 0; rep < 2; ++rep)
         for (char pc : producers)
             for (int mode : modes)
                 for (int slots : slot_counts) {
                     const bool bulk = pc == 'b';
-                    const bool batched = mode & kBatched;
-                    auto kernel = bulk ? (batched ? chain_kernel<true, true> : chain_kernel<true, false>)
-                                       : (batched ? chain_kernel<false, true> : chain_kernel<false, false>);
-                    const size_t smem = (sizeof(Smem) + 127) / 128 * 128 + static_cast<size_t>(slots) * kSlotBytes;
+                    const bool batched = mode & (kBatched | kFlags), flags = mode & kFlags;
+                    if (flags && !bulk) continue;  // (only built with the bulk-copy producer)
+                    auto kernel = flags ? chain_kernel<true, true, true>
+                                  : bulk ? (batched ? chain_kernel<true, true, false> : chain_kernel<true, false, false>)
+                                         : (batched ? chain_kernel<false, true, false> : chain_kernel<false, false, false>);
+                    const size_t smem = (sizeof(Smem) + 127) / 128 * 128 + static_cast<size_t>(slots) * slot_bytes;
                     CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                static_cast<int>(smem)));
                     int per_sm = 0;
                     CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
-                    if (per_sm < 1 || slots > 32) {
+                    if (per_sm < 1 || slots > kMaxSlots) {
                         std::printf("  %d slots: does not fit\n", slots);
                         continue;
                     }
-                    const Params p{dmats, static_cast<int>(mats.size()), slots, done, mode};
+                    const Params p{dmats, static_cast<int>(mats.size()), slots, done, mode, slot_bytes, epoch, stuck};
                     const double us = captured_us(st, 10, [&] {
                         CHECK(cudaMemsetAsync(done, 0, sizeof(unsigned), st));
+                        if (flags) {
+                            next_epoch<<<1, 1, 0, st>>>(epoch);
+                            publish_input<<<8, 256, 0, st>>>(x0, x0_words, kMaxK, epoch);
+                        }
                         kernel<<<sm, kThreads, smem, st>>>(p);
                     });
                     CHECK(cudaStreamSynchronize(st));
-                    const bool verify = rep == 0 && (mode & ~(kWarpChunks | kBatched)) == kFull;
+                    const bool verify = rep == 0 && (mode & kStage) && (mode & kRows) && (mode & (kWait | kFlags)) &&
+                                        !(mode & kNoStream);
                     double err = 0;
                     if (verify)
                         for (int i : {0, 1, 2, 3, 124, 125, 126, 127}) err = std::max(err, check(mats[i]));
                     char what[64];
-                    std::snprintf(what, sizeof what, "%s%s%s%s%s", mode & kWait ? "wait " : "",
+                    std::snprintf(what, sizeof what, "%s%s%s%s%s%s", flags ? "flags " : "", mode & kWait ? "wait " : "",
                                   mode & kStage ? "stage " : "", mode & kRows ? "rows " : "",
                                   mode & kNoStream ? "no-stream " : "", mode & kWarpChunks ? "warp-chunks" : mode & kBatched ? "batched" : "");
                     std::printf("  %-8s %-32s ring %2d x %.1f KB  %8.1f us  %5.2f TB/s (%2.0f%% of 4.8)",
-                                bulk ? "bulk" : "cp.async", mode ? what : "stream only", slots, kSlotBytes / 1024.0, us,
+                                bulk ? "bulk" : "cp.async", mode ? what : "stream only", slots, slot_bytes / 1024.0, us,
                                 total / us / 1e6, 100 * total / us / 1e6 / 4.8);
                     if (verify) std::printf("  max error %.1e of sum |w x|%s", err, err < 1e-3 ? "" : "  WRONG");
+                    unsigned gave_up = 0;
+                    CHECK(cudaMemcpy(&gave_up, stuck, sizeof gave_up, cudaMemcpyDeviceToHost));
+                    if (gave_up) std::printf("  STUCK (a poll gave up)");
+                    CHECK(cudaMemset(stuck, 0, sizeof(unsigned)));
                     std::printf("\n");
                 }
     return 0;

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One device call for the persistent-decode experiments (docs/CUDA.md, "A
+# persistent model with a weight ring"): tools/ring_chain_bench.cu in every
+# mode that says what a part of the work costs, then the shipped kernels'
+# chain (tools/matvec_bench.cu) in the same call, as the figure to beat.
+#
+# Here (dev machine):
+#   nvcc -std=c++17 -O2 -arch=sm_90a -Icsrc tools/ring_chain_bench.cu -o .bench/ring_chain_bench
+#   tools/device_build.sh ...; nvcc -std=c++17 -O2 -arch=sm_90a -Icsrc tools/matvec_bench.cu \
+#     build/device/libphicore.a -o .bench/matvec_bench -lpthread      (optional)
+# then on the device (carry .bench):  bash tools/ring_bench.sh [quick]
+#
+# Mode bits (RING_MODES): 1 grid-wide wait, 2 stage, 4 rows, 8 nothing
+# streamed, 16 a chunk's rows on one warp, 32 batched (a thread per unit, four
+# rows a warp at once), 64 flag words instead of the grid-wide counter (with
+# 32). RING_SLOT_DIV=2 halves the slots (a shorter last chunk), so the same
+# ring takes twice the slots.
+set -u
+cd "$(dirname "$0")/.."
+B=.bench
+chmod +x $B/*_bench 2>/dev/null
+T0=$(date +%s)
+log() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader 2>/dev/null
+git log --oneline -1 2>/dev/null
+
+# The batched and flag-word consumers are checked against the host reference
+# in their first run (a "max error" column; WRONG if it is not small).
+log "correctness and the full runs"
+RING_PRODUCERS=b RING_MODES=39,102 timeout 150 $B/ring_chain_bench 14
+RING_PRODUCERS=b RING_SLOT_DIV=2 RING_MODES=39,102 timeout 150 $B/ring_chain_bench 28
+[ "${1:-}" = quick ] && exit 0
+
+log "the parts, 14 slots: stream alone, rows alone (nothing streamed), staging alone, wait alone"
+RING_PRODUCERS=b RING_MODES=0,44,42,41,98,106,108,36,38,37 timeout 150 $B/ring_chain_bench 14
+log "the parts, half slots"
+RING_PRODUCERS=b RING_SLOT_DIV=2 RING_MODES=0,44,36,98 timeout 150 $B/ring_chain_bench 28
+log "ring depth, flag words"
+RING_PRODUCERS=b RING_MODES=102 timeout 150 $B/ring_chain_bench 4 8 11
+log "the earlier consumer, for the record in this call"
+RING_PRODUCERS=b RING_MODES=7,23 timeout 150 $B/ring_chain_bench 14
+if [ -x $B/matvec_bench ]; then
+  log "the shipped kernels' chain"
+  timeout 150 $B/matvec_bench q4_0 16:1 16:1
+fi
+log end
