@@ -13,8 +13,8 @@
 # Mode bits (RING_MODES): 1 grid-wide wait, 2 stage, 4 rows, 8 nothing
 # streamed, 16 a chunk's rows on one warp, 32 batched (a thread per unit, four
 # rows a warp at once), 64 flag words instead of the grid-wide counter (with
-# 32). RING_SLOT_DIV=2 halves the slots (a shorter last chunk), so the same
-# ring takes twice the slots.
+# 32), 128 a stand-in attention between qkv and wo (with 64). RING_SLOT_DIV=2
+# halves the slots (a shorter last chunk), so the same ring takes twice the slots.
 set -u
 cd "$(dirname "$0")/.."
 B=.bench
@@ -27,8 +27,8 @@ git log --oneline -1 2>/dev/null
 # The batched and flag-word consumers are checked against the host reference
 # in their first run (a "max error" column; WRONG if it is not small).
 log "correctness and the full runs"
-RING_PRODUCERS=b RING_MODES=39,102 timeout 150 $B/ring_chain_bench 14
-RING_PRODUCERS=b RING_SLOT_DIV=2 RING_MODES=39,102 timeout 150 $B/ring_chain_bench 28
+RING_PRODUCERS=b RING_MODES=39,102,230 timeout 150 $B/ring_chain_bench 14
+RING_PRODUCERS=b RING_SLOT_DIV=2 RING_MODES=39,102,230 timeout 150 $B/ring_chain_bench 28
 [ "${1:-}" = quick ] && exit 0
 
 log "the parts, 14 slots: stream alone, rows alone (nothing streamed), staging alone, wait alone"

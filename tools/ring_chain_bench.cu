@@ -58,6 +58,8 @@ struct Mat {
     const uint64_t* x_words;  // kFlags: the same K inputs as (epoch << 32 | float bits)
     uint64_t* y_words;        // kFlags: the outputs again, so published
     int M, K, norm;
+    float* att;               // kAttnHop, qkv only: the stand-in attention's outputs (wo's input)
+    uint64_t* att_words;
 };
 
 struct Params {
@@ -90,8 +92,17 @@ enum Mode {
     kNoStream = 8,
     kWarpChunks = 16,
     kBatched = 32,
-    kFlags = 64
+    kFlags = 64,
+    kAttnHop = 128
 };
+// kAttnHop (with kFlags; written 2026-12-04, late, not yet run): the step
+// from qkv to wo goes through a stand-in for attention, so that the chain has
+// a decode step's five dependent stages a layer, not four: the CTA that owns
+// head h (32 of the 132) polls the head's q, k and v words, writes
+// v * sigmoid(q . k / sqrt(96)) as the head's 96 outputs, published, and wo
+// stages those. It models the extra hop's latency, not attention's reads of
+// the cache (small at short context).
+constexpr int kHeads = 32, kHeadDim = 96;
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
 __device__ __forceinline__ void mbar_init(uint64_t* b, unsigned count) {
@@ -359,6 +370,41 @@ __device__ void stage_flags(const Mat& m, Smem& s, int t, int lane, unsigned epo
     }
 }
 
+// kAttnHop's stand-in for head h, by one warp: lane l holds dims l, l + 32, l + 64.
+__device__ void attention_hop(const Mat& m, int h, int lane, unsigned epoch, unsigned* stuck) {
+    float q[3], k[3], v[3];
+#pragma unroll
+    for (int i = 0; i < 3; ++i) {
+        const int d = h * kHeadDim + lane + 32 * i;
+        const uint64_t* src[3] = {m.y_words + d, m.y_words + kHeads * kHeadDim + d,
+                                  m.y_words + 2 * kHeads * kHeadDim + d};
+        float* dst[3] = {&q[i], &k[i], &v[i]};
+#pragma unroll
+        for (int j = 0; j < 3; ++j) {
+            uint64_t w;
+            asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(w) : "l"(src[j]) : "memory");
+            for (int polls = 0; static_cast<unsigned>(w >> 32) != epoch; ++polls) {
+                if (polls == (1 << 20)) {
+                    atomicExch(stuck, 1u);
+                    break;
+                }
+                asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(w) : "l"(src[j]) : "memory");
+            }
+            *dst[j] = __uint_as_float(static_cast<unsigned>(w));
+        }
+    }
+    float qk = q[0] * k[0] + q[1] * k[1] + q[2] * k[2];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) qk += __shfl_xor_sync(0xffffffffu, qk, o);
+    const float g = 1.0f / (1.0f + __expf(-qk * rsqrtf(static_cast<float>(kHeadDim))));
+#pragma unroll
+    for (int i = 0; i < 3; ++i) {
+        const int d = h * kHeadDim + lane + 32 * i;
+        m.att[d] = v[i] * g;
+        st_relaxed_word(m.att_words + d, published(v[i] * g, epoch));
+    }
+}
+
 // kR rows of a slot at once (the staged input read once for all of them):
 // row r's nibbles at nib + r * K/2, its block scales at d + r * units; rows
 // past n repeat the last one (their sums are not stored).
@@ -490,6 +536,10 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
         }
         consumers_sync();  // every row of j written (and the staged input free again)
         if (cw == 0 && lane == 0 && !kFlagWords) red_release(p.done, 1);
+        if (kFlagWords && (p.mode & kAttnHop) && m.att) {  // this CTA's heads, a warp each
+            const int h0 = kHeads * blockIdx.x / gridDim.x, h1 = kHeads * (blockIdx.x + 1) / gridDim.x;
+            for (int h = h0 + cw; h < h1; h += kConsumers) attention_hop(m, h, lane, epoch, p.stuck);
+        }
     }
 }
 
@@ -556,6 +606,26 @@ double check(const Mat& m) {
     return worst;
 }
 
+// kAttnHop's stand-in from the same qkv outputs; the largest error relative
+// to the output's magnitude (|v|).
+double check_attention(const Mat& m) {
+    std::vector<float> y(3 * kHeads * kHeadDim), att(kHeads * kHeadDim);
+    CHECK(cudaMemcpy(y.data(), m.y, y.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpy(att.data(), m.att, att.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    double worst = 0;
+    for (int h = 0; h < kHeads; ++h) {
+        double qk = 0;
+        for (int d = 0; d < kHeadDim; ++d)
+            qk += static_cast<double>(y[h * kHeadDim + d]) * y[kHeads * kHeadDim + h * kHeadDim + d];
+        const double g = 1.0 / (1.0 + std::exp(-qk / std::sqrt(static_cast<double>(kHeadDim))));
+        for (int d = 0; d < kHeadDim; ++d) {
+            const double v = y[2 * kHeads * kHeadDim + h * kHeadDim + d];
+            worst = std::max(worst, std::fabs(v * g - att[h * kHeadDim + d]) / std::max(std::fabs(v), 1e-30));
+        }
+    }
+    return worst;
+}
+
 }  // namespace ring_bench
 
 using namespace ring_bench;
@@ -597,14 +667,26 @@ int main(int argc, char** argv) {
         m.M = M;
         m.K = K;
         m.norm = shapes[i % 4][2];
+        if (i % 4 == 0) {  // qkv: the stand-in attention's outputs
+            CHECK(cudaMalloc(&m.att, kHeads * kHeadDim * sizeof(float)));
+            CHECK(cudaMalloc(&m.att_words, kHeads * kHeadDim * sizeof(uint64_t)));
+            CHECK(cudaMemset(m.att_words, 0, kHeads * kHeadDim * sizeof(uint64_t)));
+        }
         mats.push_back(m);
         x = y;
         x_words = y_words;
         total += static_cast<double>(M) * K * (0.5 + 2.0 / 32);
     }
-    Mat* dmats;
+    std::vector<Mat> mats_attn = mats;  // kAttnHop: wo reads the stand-in attention, not qkv's first outputs
+    for (size_t i = 0; i + 1 < mats.size(); i += 4) {
+        mats_attn[i + 1].x = mats[i].att;
+        mats_attn[i + 1].x_words = mats[i].att_words;
+    }
+    Mat *dmats, *dmats_attn;
     CHECK(cudaMalloc(&dmats, mats.size() * sizeof(Mat)));
     CHECK(cudaMemcpy(dmats, mats.data(), mats.size() * sizeof(Mat), cudaMemcpyHostToDevice));
+    CHECK(cudaMalloc(&dmats_attn, mats.size() * sizeof(Mat)));
+    CHECK(cudaMemcpy(dmats_attn, mats_attn.data(), mats.size() * sizeof(Mat), cudaMemcpyHostToDevice));
     unsigned *done, *epoch, *stuck;
     CHECK(cudaMalloc(&done, sizeof(unsigned)));
     CHECK(cudaMalloc(&stuck, sizeof(unsigned)));
@@ -647,7 +729,8 @@ int main(int argc, char** argv) {
                         std::printf("  %d slots: does not fit\n", slots);
                         continue;
                     }
-                    const Params p{dmats, static_cast<int>(mats.size()), slots, done, mode, slot_bytes, epoch, stuck};
+                    const bool attn = (mode & kAttnHop) && flags;
+                    const Params p{attn ? dmats_attn : dmats, static_cast<int>(mats.size()), slots, done, mode, slot_bytes, epoch, stuck};
                     const double us = captured_us(st, 10, [&] {
                         CHECK(cudaMemsetAsync(done, 0, sizeof(unsigned), st));
                         if (flags) {
@@ -661,9 +744,12 @@ int main(int argc, char** argv) {
                                         !(mode & kNoStream);
                     double err = 0;
                     if (verify)
-                        for (int i : {0, 1, 2, 3, 124, 125, 126, 127}) err = std::max(err, check(mats[i]));
-                    char what[64];
-                    std::snprintf(what, sizeof what, "%s%s%s%s%s%s", flags ? "flags " : "", mode & kWait ? "wait " : "",
+                        for (int i : {0, 1, 2, 3, 124, 125, 126, 127}) {
+                            err = std::max(err, check(attn ? mats_attn[i] : mats[i]));
+                            if (attn && i % 4 == 0) err = std::max(err, check_attention(mats[i]));
+                        }
+                    char what[96];
+                    std::snprintf(what, sizeof what, "%s%s%s%s%s%s%s", attn ? "attn-hop " : "", flags ? "flags " : "", mode & kWait ? "wait " : "",
                                   mode & kStage ? "stage " : "", mode & kRows ? "rows " : "",
                                   mode & kNoStream ? "no-stream " : "", mode & kWarpChunks ? "warp-chunks" : mode & kBatched ? "batched" : "");
                     std::printf("  %-8s %-32s ring %2d x %.1f KB  %8.1f us  %5.2f TB/s (%2.0f%% of 4.8)",
