@@ -15,6 +15,7 @@
 # rows a warp at once), 64 flag words instead of the grid-wide counter (with
 # 32), 128 a stand-in attention between qkv and wo (with 64). RING_SLOT_DIV=2
 # halves the slots (a shorter last chunk), so the same ring takes twice the slots.
+# RING_FORMAT=q8_0: Q8_0 weights (flag-word modes only).
 set -u
 cd "$(dirname "$0")/.."
 B=.bench
@@ -37,10 +38,13 @@ log "the parts, half slots"
 RING_PRODUCERS=b RING_SLOT_DIV=2 RING_MODES=0,44,36,98 timeout 150 $B/ring_chain_bench 28
 log "ring depth, flag words"
 RING_PRODUCERS=b RING_MODES=102 timeout 150 $B/ring_chain_bench 4 8 11
+log "Q8_0 (3.85 GB): stream alone, rows alone, everything, with the attention hop"
+RING_FORMAT=q8_0 RING_PRODUCERS=b RING_MODES=96,108,102,230 timeout 150 $B/ring_chain_bench 14
 log "the earlier consumer, for the record in this call"
 RING_PRODUCERS=b RING_MODES=7,23 timeout 150 $B/ring_chain_bench 14
 if [ -x $B/matvec_bench ]; then
   log "the shipped kernels' chain"
   timeout 150 $B/matvec_bench q4_0 16:1 16:1
+  timeout 150 $B/matvec_bench q8_0 16:1 16:1
 fi
 log end

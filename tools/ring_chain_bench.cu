@@ -23,6 +23,7 @@
 //   RING_MODES=7,0,...                Mode bits to run, comma-separated (default 7: all)
 //   RING_PRODUCERS=bc                 b: TMA bulk copies, c: cp.async from a warp (default both)
 //   RING_SLOT_DIV=2                   slots of 13.5 KB / 2 (a matmul's last chunk shorter)
+//   RING_FORMAT=q8_0                  Q8_0 weights (flag-word modes only; default Q4_0)
 // tools/ring_bench.sh runs the modes that matter in one device call.
 // Built here and carried to the device:
 //   nvcc -std=c++17 -O2 -arch=sm_90a -Icsrc tools/ring_chain_bench.cu -o .bench/ring_chain_bench
@@ -51,13 +52,15 @@ constexpr int kGroupsPerThread = (kMaxK / 8 + kConsumers * 32 - 1) / (kConsumers
 
 // One Q4_0 matmul of the chain, y = W x (x RMS-normalized first when norm).
 struct Mat {
-    const uint8_t* nib;  // M x K/2: byte j of a 32-element block holds element j (low nibble) and j + 16
+    const uint8_t* nib;  // Q4_0: M x K/2, byte j of a 32-element block holds element j (low nibble) and j + 16;
+                         // Q8_0 (RING_FORMAT=q8_0): M x K signed codes
     const __half* d;     // M x K/32 block scales
     const float* x;      // K inputs
     float* y;            // M outputs
     const uint64_t* x_words;  // kFlags: the same K inputs as (epoch << 32 | float bits)
     uint64_t* y_words;        // kFlags: the outputs again, so published
     int M, K, norm;
+    int code_bytes;           // a row's codes: K/2 (Q4_0) or K (Q8_0)
     float* att;               // kAttnHop, qkv only: the stand-in attention's outputs (wo's input)
     uint64_t* att_words;
 };
@@ -157,7 +160,7 @@ struct Share {
     __device__ Share(const Mat& m, int p_slot_bytes) {
         r0 = static_cast<int>(static_cast<long long>(m.M) * blockIdx.x / gridDim.x);
         rows = static_cast<int>(static_cast<long long>(m.M) * (blockIdx.x + 1) / gridDim.x) - r0;
-        per_slot = max(1, p_slot_bytes / (m.K / 2 + m.K / 16));
+        per_slot = max(1, p_slot_bytes / (m.code_bytes + m.K / 16));
         chunks = (rows + per_slot - 1) / per_slot;
     }
 };
@@ -408,15 +411,16 @@ __device__ void attention_hop(const Mat& m, int h, int lane, unsigned epoch, uns
 // kR rows of a slot at once (the staged input read once for all of them):
 // row r's nibbles at nib + r * K/2, its block scales at d + r * units; rows
 // past n repeat the last one (their sums are not stored).
-template <int kR>
+template <int kR, bool kQ8 = false>
 __device__ __forceinline__ void rows_dot(const uint8_t* nib, const __half* d, int n, int units, const Smem& s, int lane,
                                          float (&out)[kR]) {
+    constexpr int kUnitBytes = kQ8 ? 32 : 16;
     const uint8_t* w_row[kR];
     const __half* d_row[kR];
 #pragma unroll
     for (int r = 0; r < kR; ++r) {
         const int rr = min(r, n - 1);
-        w_row[r] = nib + rr * units * 16;
+        w_row[r] = nib + rr * units * kUnitBytes;
         d_row[r] = d + rr * units;
         out[r] = 0.0f;
     }
@@ -427,9 +431,23 @@ __device__ __forceinline__ void rows_dot(const uint8_t* nib, const __half* d, in
         const int zero = 8 * s.sum[u];
 #pragma unroll
         for (int r = 0; r < kR; ++r) {
-            const uint4 w = *reinterpret_cast<const uint4*>(w_row[r] + u * 16);
-            const int t = dot_codes(w, a, b);
-            out[r] += __half2float(d_row[r][u]) * sa * static_cast<float>(t - zero);
+            if (kQ8) {  // 32 signed codes: no nibbles to unpack, no offset
+                const uint4 w0 = *reinterpret_cast<const uint4*>(w_row[r] + u * 32);
+                const uint4 w1 = *reinterpret_cast<const uint4*>(w_row[r] + u * 32 + 16);
+                int t = __dp4a(static_cast<int>(w0.x), a.x, 0);
+                t = __dp4a(static_cast<int>(w0.y), a.y, t);
+                t = __dp4a(static_cast<int>(w0.z), a.z, t);
+                t = __dp4a(static_cast<int>(w0.w), a.w, t);
+                t = __dp4a(static_cast<int>(w1.x), b.x, t);
+                t = __dp4a(static_cast<int>(w1.y), b.y, t);
+                t = __dp4a(static_cast<int>(w1.z), b.z, t);
+                t = __dp4a(static_cast<int>(w1.w), b.w, t);
+                out[r] += __half2float(d_row[r][u]) * sa * static_cast<float>(t);
+            } else {
+                const uint4 w = *reinterpret_cast<const uint4*>(w_row[r] + u * 16);
+                const int t = dot_codes(w, a, b);
+                out[r] += __half2float(d_row[r][u]) * sa * static_cast<float>(t - zero);
+            }
         }
     }
 #pragma unroll
@@ -441,7 +459,7 @@ __device__ __forceinline__ void rows_dot(const uint8_t* nib, const __half* d, in
 // kBulk: one thread streams each chunk with two TMA bulk copies; else the 32
 // lanes of warp 0 with 16-byte cp.async copies that arrive on the slot's barrier.
 // kBatched: stage_by_unit and rows_dot<kRowsAtOnce> on whole chunks a warp.
-template <bool kBulk, bool kBatched, bool kFlagWords>
+template <bool kBulk, bool kBatched, bool kFlagWords, bool kQ8 = false>
 __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
     extern __shared__ __align__(128) uint8_t smem_all[];
     Smem& s = *reinterpret_cast<Smem*>(smem_all);
@@ -461,7 +479,7 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
         for (int j = 0; j < p.n_mats; ++j) {
             const Mat m = p.mats[j];
             const Share sh(m, p.slot_bytes);
-            const int nb = m.K / 2, db = m.K / 16;
+            const int nb = m.code_bytes, db = m.K / 16;
             for (int c = 0; c < sh.chunks; ++c, ++it) {
                 const int slot = it % p.slots, use = it / p.slots;
                 if (use > 0) mbar_wait(&s.empty[slot], (use - 1) & 1);
@@ -499,7 +517,7 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
         if ((p.mode & kStage) && kBatched && !kFlagWords) stage_by_unit(m, s, threadIdx.x - 32, lane);
         if ((p.mode & kStage) && !kBatched) stage(m, s, cw, lane);
         consumers_sync();
-        const int nb = m.K / 2, units = m.K / 32;
+        const int nb = m.code_bytes, units = m.K / 32;
         for (int c = 0; c < sh.chunks; ++c, ++it) {
             // whole chunks a warp (chunk c is warp c % 15's), or every chunk's rows spread over the warps
             const bool whole = kBatched || (p.mode & kWarpChunks);
@@ -514,7 +532,7 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
             if (stream) mbar_wait(&s.full[slot], (it / p.slots) & 1);
             for (int r = 0; r < n && (p.mode & kRows) && kBatched; r += kRowsAtOnce) {
                 float y[kRowsAtOnce];
-                rows_dot<kRowsAtOnce>(base + r * nb, scales + r * units, n - r, units, s, lane, y);
+                rows_dot<kRowsAtOnce, kQ8>(base + r * nb, scales + r * units, n - r, units, s, lane, y);
 #pragma unroll
                 for (int i = 0; i < kRowsAtOnce; ++i)
                     if (lane == i && r + i < n) {
@@ -556,12 +574,12 @@ __global__ void publish_input(const float* x, uint64_t* words, int n, const unsi
 __global__ void fill_input(float* x, int n) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] = sinf(0.37f * i);
 }
-// Scales that keep a row's output about as large as its input: codes - 8 have
-// a standard deviation of 4.61.
-__global__ void fill_scales(__half* d, size_t n, int K, uint32_t seed) {
+// Scales that keep a row's output about as large as its input, given the
+// codes' standard deviation (Q4_0's codes - 8: 4.61; Q8_0's: 73.9).
+__global__ void fill_scales(__half* d, size_t n, int K, float code_std, uint32_t seed) {
     for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
         const uint32_t h = bench_hash(i, seed);
-        d[i] = __float2half((0.5f + (h & 0xFFFF) / 65536.0f) / (4.61f * sqrtf(static_cast<float>(K))));
+        d[i] = __float2half((0.5f + (h & 0xFFFF) / 65536.0f) / (code_std * sqrtf(static_cast<float>(K))));
     }
 }
 
@@ -569,7 +587,8 @@ __global__ void fill_scales(__half* d, size_t n, int K, uint32_t seed) {
 // of the (normalized) input, then exact sums. Returns the largest error
 // relative to the row's sum of |w x|.
 double check(const Mat& m) {
-    const size_t nb = static_cast<size_t>(m.M) * m.K / 2, nd = static_cast<size_t>(m.M) * m.K / 32;
+    const size_t nb = static_cast<size_t>(m.M) * m.code_bytes, nd = static_cast<size_t>(m.M) * m.K / 32;
+    const bool q8 = m.code_bytes == m.K;
     std::vector<uint8_t> nib(nb);
     std::vector<__half> d(nd);
     std::vector<float> x(m.K), y(m.M);
@@ -595,8 +614,9 @@ double check(const Mat& m) {
         double sum = 0, mag = 0;
         for (int k = 0; k < m.K; ++k) {
             const int b = k / 32, e = k % 32;
-            const uint8_t byte = nib[static_cast<size_t>(r) * m.K / 2 + b * 16 + e % 16];
-            const int code = (e < 16 ? byte & 0xF : byte >> 4) - 8;
+            const uint8_t byte = q8 ? nib[static_cast<size_t>(r) * m.K + b * 32 + e]
+                                    : nib[static_cast<size_t>(r) * m.K / 2 + b * 16 + e % 16];
+            const int code = q8 ? static_cast<int8_t>(byte) : (e < 16 ? byte & 0xF : byte >> 4) - 8;
             const double w = static_cast<double>(__half2float(d[static_cast<size_t>(r) * m.K / 32 + b])) * code;
             sum += w * xq[k];
             mag += std::fabs(w * xq[k]);
@@ -635,6 +655,8 @@ int main(int argc, char** argv) {
     const int sm = dev.props.multiProcessorCount;
     cudaStream_t st = dev.stream;
     const int shapes[4][3] = {{9216, 3072, 1}, {3072, 3072, 0}, {16384, 3072, 1}, {3072, 8192, 0}};  // M, K, norm
+    const char* fmt_env = std::getenv("RING_FORMAT");  // q4_0 (default) or q8_0 (flag-word kernel only)
+    const bool q8 = fmt_env && std::string(fmt_env) == "q8_0";
     std::vector<Mat> mats;
     float* x0;
     uint64_t* x0_words;
@@ -653,11 +675,12 @@ int main(int argc, char** argv) {
         uint64_t* y_words;
         CHECK(cudaMalloc(&y_words, M * sizeof(uint64_t)));
         CHECK(cudaMemset(y_words, 0, M * sizeof(uint64_t)));
-        CHECK(cudaMalloc(&nib, static_cast<size_t>(M) * K / 2));
+        const int code_bytes = q8 ? K : K / 2;
+        CHECK(cudaMalloc(&nib, static_cast<size_t>(M) * code_bytes));
         CHECK(cudaMalloc(&d, static_cast<size_t>(M) * K / 32 * sizeof(__half)));
         CHECK(cudaMalloc(&y, M * sizeof(float)));
-        fill_bytes<<<1024, 256>>>(nib, static_cast<size_t>(M) * K / 2, 1000 + i);
-        fill_scales<<<256, 256>>>(d, static_cast<size_t>(M) * K / 32, K, 2000 + i);
+        fill_bytes<<<1024, 256>>>(nib, static_cast<size_t>(M) * code_bytes, 1000 + i);
+        fill_scales<<<256, 256>>>(d, static_cast<size_t>(M) * K / 32, K, q8 ? 73.9f : 4.61f, 2000 + i);
         m.nib = nib;
         m.d = d;
         m.x = x;
@@ -666,6 +689,7 @@ int main(int argc, char** argv) {
         m.y_words = y_words;
         m.M = M;
         m.K = K;
+        m.code_bytes = code_bytes;
         m.norm = shapes[i % 4][2];
         if (i % 4 == 0) {  // qkv: the stand-in attention's outputs
             CHECK(cudaMalloc(&m.att, kHeads * kHeadDim * sizeof(float)));
@@ -675,7 +699,7 @@ int main(int argc, char** argv) {
         mats.push_back(m);
         x = y;
         x_words = y_words;
-        total += static_cast<double>(M) * K * (0.5 + 2.0 / 32);
+        total += static_cast<double>(M) * (code_bytes + K / 16);
     }
     std::vector<Mat> mats_attn = mats;  // kAttnHop: wo reads the stand-in attention, not qkv's first outputs
     for (size_t i = 0; i + 1 < mats.size(); i += 4) {
@@ -709,15 +733,16 @@ int main(int argc, char** argv) {
     const std::string producers = prod_env ? prod_env : "bc";
     const char* div_env = std::getenv("RING_SLOT_DIV");  // smaller slots (a shorter last chunk a matmul)
     const int slot_bytes = kSlotBytes / std::max(1, div_env ? std::atoi(div_env) : 1) / 16 * 16;
-    std::printf("persistent Q4_0 chain: 128 matmuls, %.2f GB, %d CTAs of %d threads\n", total / 1e9, sm, kThreads);
+    std::printf("persistent %s chain: 128 matmuls, %.2f GB, %d CTAs of %d threads\n", q8 ? "Q8_0" : "Q4_0",
+                total / 1e9, sm, kThreads);
     for (int rep = 0; rep < 2; ++rep)
         for (char pc : producers)
             for (int mode : modes)
                 for (int slots : slot_counts) {
                     const bool bulk = pc == 'b';
                     const bool batched = mode & (kBatched | kFlags), flags = mode & kFlags;
-                    if (flags && !bulk) continue;  // (only built with the bulk-copy producer)
-                    auto kernel = flags ? chain_kernel<true, true, true>
+                    if ((flags && !bulk) || (q8 && !flags)) continue;  // (built with the bulk copies; Q8_0: flag words)
+                    auto kernel = flags ? (q8 ? chain_kernel<true, true, true, true> : chain_kernel<true, true, true>)
                                   : bulk ? (batched ? chain_kernel<true, true, false> : chain_kernel<true, false, false>)
                                          : (batched ? chain_kernel<false, true, false> : chain_kernel<false, false, false>);
                     const size_t smem = (sizeof(Smem) + 127) / 128 * 128 + static_cast<size_t>(slots) * slot_bytes;
