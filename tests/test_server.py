@@ -147,6 +147,10 @@ def test_penalties_and_top_p_accepted(srv):
     ({"messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
     ({"messages": [{"role": "user", "content": "x"}], "stop": 5}, "stop"),
     ({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream"),
+    ({"messages": [{"role": "user", "content": "x"}], "top_p": 5}, "top_p"),
+    ({"messages": [{"role": "user", "content": "x"}], "min_p": -1}, "min_p"),
+    ({"messages": [{"role": "user", "content": "x"}], "logprobs": True}, "logprobs"),
+    ({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}, "top_logprobs"),
 ])
 def test_bad_requests_get_openai_errors(srv, body, param):
     r = httpx.post(srv.url + "/v1/chat/completions", json=body)
@@ -160,12 +164,20 @@ def test_bad_json_and_long_prompt(srv):
     assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
     r = httpx.post(srv.url + "/v1/completions", json={"prompt": "word " * 500})
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    assert r.json()["error"]["param"] == "prompt"
+    for extra in ({"logprobs": 3}, {"echo": True}):  # refused, not answered without them
+        r = httpx.post(srv.url + "/v1/completions", json={"prompt": "hi", "max_tokens": 2, **extra})
+        assert r.status_code == 400 and r.json()["error"]["param"] == next(iter(extra)), r.text
+    r = httpx.post(srv.url + "/v1/completions", json={"prompt": "hi", "max_tokens": 2, "logprobs": None, "echo": False})
+    assert r.status_code == 200, r.text
     r = httpx.post(srv.url + "/v1/completions", json={"prompt": [1, 2, 10**9]})
     assert r.status_code == 400
     r = httpx.post(srv.url + "/v1/completions", json={"prompt": 5})
     assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
     with pytest.raises(openai.BadRequestError):
         chat(srv, "word " * 500)
+    r = httpx.post(srv.url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "word " * 500}]})
+    assert r.json()["error"]["param"] == "messages"
     assert chat(srv, "still serving").choices[0].finish_reason in ("stop", "length")
 
 

@@ -101,7 +101,7 @@ class Engine:
     def submit(self, r: Request) -> None:
         if len(r.prompt) >= self.n_ctx:
             raise RequestError(f"the prompt has {len(r.prompt)} tokens; the context holds {self.n_ctx} "
-                               "(prompt and completion)", code="context_length_exceeded", param="messages")
+                               "(prompt and completion)", code="context_length_exceeded")
         with self.cv:
             if self.stopping:
                 raise RequestError("the server is shutting down", status=503)
@@ -268,8 +268,18 @@ def _sampling(body: dict, default_temperature: float) -> Sampler:
         return Sampler(temperature=temperature, top_k=int(_get(body, "top_k", int, 0)), top_p=top_p,
                        min_p=float(_get(body, "min_p", _NUM, 0.0)), presence_penalty=presence,
                        frequency_penalty=frequency, repeat_last_n=-1 if presence or frequency else 64, seed=seed)
-    except ValueError as e:
-        raise RequestError(str(e)) from None
+    except ValueError as e:  # the sampler names the setting first ("top_p must be in [0, 1], ...")
+        name = str(e).split(" ", 1)[0]
+        raise RequestError(str(e), param=name if name in body else None) from None
+
+
+def _no_logprobs(body: dict) -> None:
+    """Token log-probabilities (and the prompt echoed with them) are not computed: a request
+    for them is refused rather than answered without them."""
+    for name in ("logprobs", "top_logprobs", "echo"):
+        if body.get(name) not in (None, False, 0):
+            raise RequestError(f"'{name}' is not supported by this server: it returns no token log-probabilities",
+                               param=name)
 
 
 def _stops(body: dict) -> list[str]:
@@ -326,6 +336,7 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
         sampler = _sampling(body, 1.0)
+        _no_logprobs(body)
         stops = _stops(body)
         if shape.chat:
             stops = template.stop + stops
@@ -334,7 +345,12 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
                     ignore_eos=bool(_get(body, "ignore_eos", bool, False)))
         stream = bool(_get(body, "stream", bool, False))
         include_usage = bool((_get(body, "stream_options", dict, {}) or {}).get("include_usage", False))
-        engine.submit(r)
+        try:
+            engine.submit(r)
+        except RequestError as e:
+            if e.code == "context_length_exceeded":
+                e.param = "messages" if shape.chat else "prompt"
+            raise
 
         if not stream:
             parts = []
