@@ -1245,13 +1245,13 @@ static void bind_model(py::module_& m) {
         .def_property_readonly(
             "load_notes",
             [](const Model& s) {
-                std::vector<std::string> notes;
+                std::vector<std::string> notes = s.load_notes();
                 if (s.config().router_jitter_default)
                     notes.push_back(s.file().path() + ": no router jitter in the file (llama.cpp's converter keeps none); "
                                     "routing with Phi-3.5-MoE's published 0.01");
                 return notes;
             },
-            "What the load assumed that the file did not say.")
+            "What the load assumed that the file did not say, and what it decided that the user should know.")
         .def_property_readonly("path", [](const Model& s) { return s.file().path(); })
         .def_property_readonly("device", [](const Model& s) { return s.backend().name(); })
         .def_property_readonly("device_variant", [](const Model& s) { return s.backend().variant(); })

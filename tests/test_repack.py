@@ -290,3 +290,4 @@ def test_weights_beyond_host_memory_stay_mapped(tmp_path):
                        env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert int(r.stdout.split()[-1]) < 1024, f"{r.stdout.split()[-1]} MiB resident after load"
+    assert "read from the file as needed" in r.stderr, r.stderr[-2000:]  # and the user is told why

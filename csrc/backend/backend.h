@@ -153,8 +153,9 @@ public:
     // Told before a model's weights: they total weight_bytes, and the model
     // then allocates other_bytes (KV cache, buffers) in this backend's memory.
     // A backend that copies weights into host memory decides here whether the
-    // copies fit; nothing by default.
-    virtual void expect_weights(size_t weight_bytes, size_t other_bytes) {}
+    // copies fit; nothing by default. Returns what the user should hear of
+    // that decision (empty: nothing).
+    virtual std::string expect_weights(size_t weight_bytes, size_t other_bytes) { return {}; }
     // Whether the model should stack matrices that read the same input (q, k
     // and v stored apart) into one weight: worth it where every weight is
     // copied anyway (a device: one matmul launch instead of three); the CPU

@@ -102,7 +102,9 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& p
         slots = c.sliding_window + m->n_batch_;
     m->kv_rows_ = slots ? slots : m->n_ctx_;
     m->check_device_memory(path);
-    m->be_->expect_weights(f.tensor_bytes(), m->kv_cache_bytes() + m->buffer_bytes());
+    if (std::string note = m->be_->expect_weights(f.tensor_bytes(), m->kv_cache_bytes() + m->buffer_bytes());
+        !note.empty())
+        m->load_notes_.push_back(path + ": " + note);
     WeightLoader ld(f, *m->be_, m->owned_, params.progress);
     try {
         m->arch_->load(ld, c, m->w_);

@@ -43,6 +43,8 @@ public:
     int n_vocab() const { return c_.n_vocab; }
     DType kv_type() const { return kv_type_; }
     size_t kv_cache_bytes() const;
+    // What the load decided that the user should hear of (one line each).
+    const std::vector<std::string>& load_notes() const { return load_notes_; }
 
     // Evaluates n tokens at positions n_past.. and advances n_past. Writes the
     // logits of the last token (n_vocab floats), or of every token
@@ -80,6 +82,7 @@ private:
     const Architecture* arch_ = nullptr;
     std::unique_ptr<Backend> be_;
     std::vector<void*> owned_;  // backend allocations to free
+    std::vector<std::string> load_notes_;
     Weights w_;
     Scratch s_;
     int32_t* ids_dev_ = nullptr;

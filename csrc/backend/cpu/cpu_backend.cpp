@@ -137,10 +137,16 @@ public:
     // would not fit beside what else it allocates (one near or beyond the size
     // of RAM) stays mapped, its pages read again from the file as needed,
     // rather than the process being killed once the copies are written.
-    void expect_weights(size_t weight_bytes, size_t other_bytes) override {
+    std::string expect_weights(size_t weight_bytes, size_t other_bytes) override {
         constexpr size_t kSpare = size_t{256} << 20;  // (this process's own growth, the arena's last chunk)
+        constexpr size_t MiB = size_t{1} << 20;
         const size_t avail = host_memory_available();
         copy_weights_ = weights_copied() && (avail == 0 || weight_bytes + other_bytes + kSpare <= avail);
+        if (copy_weights_ || !weights_copied()) return {};
+        return "the weights (" + std::to_string(weight_bytes / MiB) + " MiB) and the cache and buffers (" +
+               std::to_string(other_bytes / MiB) + " MiB) do not fit in the " + std::to_string(avail / MiB) +
+               " MiB of memory available, so the weights are read from the file as needed instead of copied "
+               "into memory: decoding will be slower";
     }
     void synchronize() override {}
 
