@@ -243,6 +243,18 @@ __device__ __forceinline__ float row_dot(const uint8_t* nib, const __half* d, co
     return acc;
 }
 
+// 1 / RMS of the K inputs from each computing thread's sum of squares (thread
+// t of the 480): a warp sum, then one exchange between the warps.
+__device__ float inverse_rms(float ss, int K, Smem& s, int t, int lane) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if (lane == 0) s.red[t / 32] = ss;
+    consumers_sync();
+    float sum = 0.0f;
+    for (int i = 0; i < kConsumers; ++i) sum += s.red[i];
+    return rsqrtf(sum / K + 1e-6f);
+}
+
 // kBatched's staging (written, not yet run on a GPU): the same rounding, but
 // thread t of the computing warps rounds unit t alone (its 32 values read as
 // 8 float4), so no shuffles sit in the way; the norm's sum is the one
@@ -257,16 +269,7 @@ __device__ void stage_by_unit(const Mat& m, Smem& s, int t, int lane) {
         v[i] = mine ? __ldcg(reinterpret_cast<const float4*>(m.x) + t * 8 + i) : make_float4(0, 0, 0, 0);
         ss += v[i].x * v[i].x + v[i].y * v[i].y + v[i].z * v[i].z + v[i].w * v[i].w;
     }
-    float inv = 1.0f;
-    if (m.norm) {
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-        if (lane == 0) s.red[t / 32] = ss;
-        consumers_sync();
-        float sum = 0.0f;
-        for (int i = 0; i < kConsumers; ++i) sum += s.red[i];
-        inv = rsqrtf(sum / m.K + 1e-6f);
-    }
+    const float inv = m.norm ? inverse_rms(ss, m.K, s, t, lane) : 1.0f;
     if (!mine) return;
     float amax = 0.0f;
 #pragma unroll
@@ -332,16 +335,7 @@ __device__ void stage_flags(const Mat& m, Smem& s, int t, int lane, unsigned epo
             ss += v[i][2 * h] * v[i][2 * h] + v[i][2 * h + 1] * v[i][2 * h + 1];
         }
     }
-    float inv = 1.0f;
-    if (m.norm) {
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-        if (lane == 0) s.red[t / 32] = ss;
-        consumers_sync();
-        float sum = 0.0f;
-        for (int i = 0; i < kConsumers; ++i) sum += s.red[i];
-        inv = rsqrtf(sum / m.K + 1e-6f);
-    }
+    const float inv = m.norm ? inverse_rms(ss, m.K, s, t, lane) : 1.0f;
 #pragma unroll
     for (int i = 0; i < kGroupsPerThread; ++i) {
         const int g = t + i * kConsumers * 32;
