@@ -178,6 +178,34 @@ def test_missing_and_misshapen_tensors_are_named(tmp_path):
         phicpp.Model(path)
 
 
+def test_a_type_without_arithmetic_is_refused_at_load(tmp_path):
+    # GGUF has types phicpp cannot compute with (IQ2_XXS, TQ1_0, ... in llama.cpp's files;
+    # I8 here, whose block fits the seed's 32 columns): the load names the tensor and its
+    # type, before any token (the CLI prints nothing else)
+    r = gguf.GGUFReader(str(SEEDS / "phi3.gguf"))
+    w = gguf.GGUFWriter(str(tmp_path / "q.gguf"), "phi3")
+    for key, field in r.fields.items():
+        if not key.startswith("GGUF.") and key != "general.architecture":
+            vt = field.types[0]
+            w.add_key_value(key, field.contents(), vt, sub_type=field.types[-1] if vt == VT.ARRAY else None)
+    for t in r.tensors:
+        if t.name == "blk.0.attn_output.weight":
+            ne0, ne1 = (int(n) for n in t.shape)
+            w.add_tensor(t.name, np.ones((ne1, ne0), np.int8), raw_dtype=gguf.GGMLQuantizationType.I8)
+        else:
+            w.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(phicpp.UnsupportedError, match=r"tensor 'blk\.0\.attn_output\.weight' is i8, a type "
+                       r"phicpp cannot compute with \(it reads f32, f16, .*q4_0"):
+        phicpp.Model(tmp_path / "q.gguf")
+    r = subprocess.run([sys.executable, "-m", "phicpp", "generate", "-m", str(tmp_path / "q.gguf"), "-p", "hi"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and r.stdout == "" and r.stderr.count("\n") == 1 and "is i8" in r.stderr, r
+
+
 @pytest.mark.parametrize("path", sorted(FUZZ_FOUND.glob("model-*.gguf")), ids=lambda p: p.name)
 def test_inputs_the_model_fuzzer_found(path):
     """Each crashed tools/fuzz_model.cpp once (see tests/data/fuzz/README.md); now a typed

@@ -13,6 +13,19 @@ std::string shape_str(const gguf::TensorInfo& t) {
     for (int i = 0; i < t.n_dims; ++i) s += (i ? ", " : "") + std::to_string(t.ne[i]);
     return s + "]";
 }
+
+// A type GGUF allows that phicpp has no arithmetic for (IQ2_XXS, TQ1_0, ...)
+// is refused at load, by tensor name, rather than at the first token.
+void require_computable(const gguf::File& f, const std::string& name, DType type, bool matmul) {
+    if (matmul ? quant::can_matmul(type) : quant::can_dequantize(type)) return;
+    std::string known;
+    for (uint32_t id = 0; id < 40; ++id)
+        if (dtype_traits(id).name && quant::can_matmul(static_cast<DType>(id)))
+            known += (known.empty() ? "" : ", ") + std::string(dtype_traits(id).name);
+    fail(ErrorKind::unsupported, f.path(), ": tensor '", name, "' is ", dtype_name(type),
+         ", a type phicpp cannot compute with (it reads ", known,
+         "); quantize the model's F16 or F32 file to one of those");
+}
 } // namespace
 
 WeightLoader::WeightLoader(const gguf::File& f, Backend& be, std::vector<void*>& owned,
@@ -42,6 +55,7 @@ Tensor WeightLoader::hand_over(const Tensor& host, WeightUse use) {
 
 Tensor WeightLoader::matrix(const std::string& name, int64_t ne0, int64_t ne1, WeightUse use) {
     const gguf::TensorInfo& t = lookup(name, 2, ne0, ne1);
+    require_computable(f_, name, t.type, true);
     return hand_over(Tensor{t.data, t.type, WeightLayout::rows, ne0, ne1}, use);
 }
 
@@ -51,6 +65,7 @@ std::vector<Tensor> WeightLoader::matrices(const std::string& name, int64_t ne0,
     if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != n || t->ne[3] != 1)
         fail(ErrorKind::format, f_.path(), ": tensor '", name, "' has shape ", shape_str(*t), ", expected [", ne0, ", ",
              ne1, ", ", n, "] for this model's hyperparameters");
+    require_computable(f_, name, t->type, true);
     std::vector<Tensor> out;
     const size_t bytes = row_bytes(t->type, ne0) * static_cast<size_t>(ne1);
     for (int64_t i = 0; i < n; ++i)
@@ -68,6 +83,7 @@ Tensor WeightLoader::stacked_matrix(const std::vector<std::string>& names, int64
     int64_t rows = 0;
     for (size_t i = 0; i < names.size(); ++i) {
         parts.push_back(&lookup(names[i], 2, ne0, ne1s[i]));
+        require_computable(f_, names[i], parts.back()->type, true);
         if (parts.back()->type != parts.front()->type) return Tensor{};
         bytes.push_back(row_bytes(parts[i]->type, ne0) * static_cast<size_t>(ne1s[i]));
         rows += ne1s[i];
@@ -106,6 +122,7 @@ Tensor WeightLoader::opt_matrix(const std::string& name, int64_t ne0, int64_t ne
 std::vector<float> WeightLoader::host_vector(const std::string& name, int64_t n) {
     if (!has(name)) return {};
     const gguf::TensorInfo& t = lookup(name, 1, n, 1);
+    require_computable(f_, name, t.type, false);
     std::vector<float> v(static_cast<size_t>(n));
     quant::dequantize_row(t.type, t.data, v.data(), n);
     return v;
