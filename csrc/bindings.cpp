@@ -431,6 +431,8 @@ static void bind_quant(py::module_& m) {
        "Test hook: thread `thrower` of a pool throws in each of `runs` runs; returns (errors the caller caught, "
        "threads that ran the job after them).");
     m.def("cuda_available", &cuda_available, "Whether this build has a CUDA backend and a CUDA device to run it.");
+    m.def("cuda_unavailable_reason", &cuda_unavailable_reason,
+          "Why there is no CUDA device to run on (empty when there is one).");
     m.def("cuda_memory", []() -> py::object {
 #ifdef PHICPP_WITH_CUDA
         size_t free = 0, total = 0;

@@ -272,6 +272,17 @@ def test_bad_flag_values(gguf, flags, needle):
     assert_one_line_error(phicpp_cli("generate", "-m", gguf, "-p", "x", *flags), needle)
 
 
+def test_ngl_without_a_gpu_runs_on_the_cpu(gguf):
+    # as llama.cpp: -ngl 99 where no GPU can be used warns and runs on the CPU; --device cuda is refused
+    import phicpp
+    if phicpp._core.cuda_available():
+        pytest.skip("a GPU is here (test_cuda.py runs -ngl 99 on it)")
+    r = phicpp_cli("generate", "-m", gguf, "-p", "x", "-n", "2", "-ngl", "99", "--no-timing", "-t", "1")
+    assert r.returncode == 0 and r.stdout.startswith("x"), r.stderr
+    assert "warning: n_gpu_layers=99 asks for the GPU" in r.stderr and "running on the CPU" in r.stderr
+    assert_one_line_error(phicpp_cli("generate", "-m", gguf, "-p", "x", "--device", "cuda"), "cuda")
+
+
 def test_context_beyond_host_memory(tiny_gguf):
     # refused up front with the numbers, not killed by the OOM killer once written
     phi2 = tiny_gguf("phi2")  # (no sliding window: every position keeps its row)

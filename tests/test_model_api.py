@@ -1,6 +1,8 @@
 """phicpp.Model's contract on bad input: typed errors, and a cache left exactly as it was."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -33,6 +35,23 @@ def test_errors_leave_the_cache_as_it_was(gguf, model):
         assert model.n_past == 3
     # the next evaluation sees exactly the three cached tokens
     assert np.array_equal(model.eval([4]), ref.eval([4]))
+
+
+def test_gpu_layers_without_a_gpu_run_on_the_cpu(gguf):
+    # llama-cpp-python's n_gpu_layers=-1 (and llama.cpp's -ngl 99) on a machine without a GPU
+    # run on the CPU with a warning; device="cuda" asks for the GPU outright and is refused
+    if phicpp._core.cuda_available():
+        pytest.skip("a GPU is here: n_gpu_layers puts the model on it (test_cuda.py)")
+    why = phicpp._core.cuda_unavailable_reason()
+    assert why
+    with pytest.warns(UserWarning, match=r"n_gpu_layers=-1 asks for the GPU, but .*: running on the CPU"):
+        m = phicpp.Model(gguf, n_ctx=16, n_threads=1, n_gpu_layers=-1)
+    assert m.device == "cpu" and m.eval([1, 2]).shape == (m.n_vocab,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert phicpp.Model(gguf, n_ctx=16, n_threads=1, n_gpu_layers=0).device == "cpu"
+    with pytest.raises(phicpp.UnsupportedError, match="device 'cuda' requested, but"):
+        phicpp.Model(gguf, n_ctx=16, n_threads=1, device="cuda")
 
 
 def test_bad_construction_values(gguf):

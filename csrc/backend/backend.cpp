@@ -17,6 +17,15 @@ bool cuda_available() {
 #endif
 }
 
+std::string cuda_unavailable_reason() {
+    if (cuda_available()) return {};
+#ifdef PHICPP_WITH_CUDA
+    return cuda::why_unavailable();
+#else
+    return "this build of phicpp has no CUDA backend (nvcc was not found when it was built)";
+#endif
+}
+
 std::unique_ptr<Backend> make_backend(const BackendOptions& opts) {
     if (opts.device == "cpu") return cpu::make_cpu_backend(opts.n_threads, opts.isa);
     if (opts.device == "cuda" || opts.device == "auto") {
@@ -24,13 +33,7 @@ std::unique_ptr<Backend> make_backend(const BackendOptions& opts) {
         if (cuda_available()) return cuda::make_cuda_backend(0);
 #endif
         if (opts.device == "auto") return cpu::make_cpu_backend(opts.n_threads, opts.isa);
-        fail(ErrorKind::unsupported, "device 'cuda' requested, but ",
-#ifdef PHICPP_WITH_CUDA
-             cuda::why_unavailable()
-#else
-             "this build of phicpp has no CUDA backend (nvcc was not found when it was built)"
-#endif
-        );
+        fail(ErrorKind::unsupported, "device 'cuda' requested, but ", cuda_unavailable_reason());
     }
     fail(ErrorKind::invalid_arg, "unknown device '", opts.device, "' (expected cpu, cuda or auto)");
 }

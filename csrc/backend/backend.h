@@ -234,5 +234,7 @@ std::unique_ptr<Backend> make_backend(const BackendOptions& opts);
 
 // Whether a CUDA device can be used by this build on this machine.
 bool cuda_available();
+// Why there is no CUDA device to run on (empty when there is one).
+std::string cuda_unavailable_reason();
 
 } // namespace phi

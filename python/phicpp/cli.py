@@ -105,13 +105,15 @@ def _context_length(path: Path) -> int:
 
 
 def _device(device: str | None, n_gpu_layers: int | None) -> str:
-    """--device, else -ngl as llama.cpp spells it (0: CPU, more: the GPU), else auto."""
+    """--device, else -ngl as llama.cpp spells it (0: CPU, more: the GPU, or the CPU with a
+    warning where there is none, as llama.cpp), else auto."""
     if device is not None:
         if device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"--device must be cpu, cuda or auto, got {device!r}")
         return device
     if n_gpu_layers is not None:
-        return "cpu" if n_gpu_layers == 0 else "cuda"
+        from .model import device_for_gpu_layers
+        return device_for_gpu_layers(n_gpu_layers)
     return "auto"
 
 
@@ -185,8 +187,8 @@ def _device_options(f):
     f = click.option("--device", default=None,
                      help="cpu, cuda or auto (default: auto, the GPU when there is one).")(f)
     f = click.option("-ngl", "--n-gpu-layers", "n_gpu_layers", type=int, default=None,
-                     help="As llama.cpp: 0 runs on the CPU, more (e.g. 99) on the GPU; phicpp puts the "
-                          "whole model on one device.")(f)
+                     help="As llama.cpp: 0 runs on the CPU, more (e.g. 99) on the GPU (the CPU, with a "
+                          "warning, where there is none); phicpp puts the whole model on one device.")(f)
     return f
 
 

@@ -10,6 +10,18 @@ import numpy as np
 from . import _core
 
 
+def device_for_gpu_layers(n_gpu_layers: int) -> str:
+    """The device llama.cpp's -ngl / llama-cpp-python's n_gpu_layers picks: 0 the CPU, any
+    other value the GPU, and (as there) the CPU with a warning where no GPU can be used."""
+    if n_gpu_layers == 0:
+        return "cpu"
+    why = _core.cuda_unavailable_reason()
+    if why:
+        warnings.warn(f"n_gpu_layers={n_gpu_layers} asks for the GPU, but {why}: running on the CPU", stacklevel=3)
+        return "cpu"
+    return "cuda"
+
+
 class Model:
     """A Phi model loaded from a GGUF file.
 
@@ -19,7 +31,8 @@ class Model:
 
     device: "cpu", "cuda" or "auto". n_gpu_layers (llama-cpp-python's spelling), when
     given, chooses instead: 0 the CPU, anything else the GPU (phicpp puts the whole
-    model on one device). progress: called as progress(bytes_loaded, bytes_total)
+    model on one device), or the CPU with a warning where there is no GPU to use, as
+    llama-cpp-python runs n_gpu_layers=-1 on a machine without one. progress: called as progress(bytes_loaded, bytes_total)
     while the weights load (uploads to a GPU take a while). n_seq: how many sequences
     (KV caches of n_ctx tokens each) the model holds at once; eval(seq=...) continues one,
     decode_batch() one token of several in one forward pass (as a server does).
@@ -33,7 +46,7 @@ class Model:
                  device: str = "cpu", kv_type: str = "auto", n_gpu_layers: int | None = None,
                  progress=None, n_seq: int = 1):
         if n_gpu_layers is not None:
-            device = "cpu" if n_gpu_layers == 0 else "cuda"
+            device = device_for_gpu_layers(n_gpu_layers)
         self._lock = threading.RLock()
         self._m = _core.Model(str(path), n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
                               device=device, kv_type=kv_type, progress=progress, n_seq=n_seq)
