@@ -177,6 +177,20 @@ def test_create_completion_shape(model):
     assert all(ch["choices"][0]["finish_reason"] is None for ch in chunks[:-1])
 
 
+def test_completion_echo_and_call(model):
+    # llama-cpp-python's llm(prompt, ..., echo=True): the prompt's text, then the completion's
+    plain = model.create_completion("Hi", max_tokens=5, seed=3)["choices"][0]["text"]
+    r = model("Hi", max_tokens=5, seed=3, echo=True)
+    assert r["object"] == "text_completion" and r["choices"][0]["text"] == "Hi" + plain
+    chunks = list(model.create_completion("Hi", max_tokens=5, seed=3, echo=True, stream=True))
+    assert "".join(ch["choices"][0]["text"] for ch in chunks) == "Hi" + plain
+    ids = model.tokenize("Hi")
+    r = model.create_completion(ids, max_tokens=5, seed=3, echo=True)
+    assert r["choices"][0]["text"] == model.detokenize(ids) + plain
+    with pytest.raises(ValueError, match="log-probabilities"):
+        model.create_completion("Hi", max_tokens=2, logprobs=3)
+
+
 def test_create_chat_completion_shape(model):
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     r = model.create_chat_completion(msgs, max_tokens=6, seed=2)

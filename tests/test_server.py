@@ -96,6 +96,16 @@ def test_text_completion(srv):
     assert r.usage.completion_tokens <= 10
 
 
+def test_completion_echo(srv):
+    # echo: the prompt's text, then the completion's, whole and streamed
+    kw = dict(model="tiny", prompt="def add(a, b):", max_tokens=8, temperature=0)
+    plain = srv.client.completions.create(**kw).choices[0].text
+    assert srv.client.completions.create(**kw, echo=True).choices[0].text == "def add(a, b):" + plain
+    streamed = "".join(c.choices[0].text for c in srv.client.completions.create(**kw, echo=True, stream=True)
+                       if c.choices)
+    assert streamed == "def add(a, b):" + plain
+
+
 def test_stream_equals_whole(srv):
     for text in ("tell me a story", "x = 1"):
         whole = chat(srv, text, max_tokens=20)
@@ -165,7 +175,7 @@ def test_bad_json_and_long_prompt(srv):
     r = httpx.post(srv.url + "/v1/completions", json={"prompt": "word " * 500})
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
     assert r.json()["error"]["param"] == "prompt"
-    for extra in ({"logprobs": 3}, {"echo": True}):  # refused, not answered without them
+    for extra in ({"logprobs": 3}, {"top_logprobs": 2}):  # refused, not answered without them
         r = httpx.post(srv.url + "/v1/completions", json={"prompt": "hi", "max_tokens": 2, **extra})
         assert r.status_code == 400 and r.json()["error"]["param"] == next(iter(extra)), r.text
     r = httpx.post(srv.url + "/v1/completions", json={"prompt": "hi", "max_tokens": 2, "logprobs": None, "echo": False})

@@ -298,14 +298,21 @@ def _new_id(prefix: str) -> str:
 def create_completion(model, prompt: str | Sequence[int], max_tokens: int | None = 16, temperature: float = 0.8,
                       top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05, stop=None, stream: bool = False,
                       seed: int | None = None, repeat_penalty: float = 1.0, repeat_last_n: int = 64,
-                      presence_penalty: float = 0.0, frequency_penalty: float = 0.0, ignore_eos: bool = False):
+                      presence_penalty: float = 0.0, frequency_penalty: float = 0.0, ignore_eos: bool = False,
+                      echo: bool = False, logprobs: int | None = None):
     """OpenAI-style text completion, shaped like llama-cpp-python's Llama.create_completion:
-    a "text_completion" dict, or with stream=True an iterator of such chunks."""
+    a "text_completion" dict, or with stream=True an iterator of such chunks. echo: the
+    prompt's text comes first. Token log-probabilities are not computed (logprobs > 0 is
+    refused)."""
+    if logprobs:
+        raise ValueError("logprobs: phicpp computes no token log-probabilities")
     sampler = _sampler(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, presence_penalty,
                        frequency_penalty, seed)
     stops = [stop] if isinstance(stop, str) else list(stop or ())
     limit = -1 if max_tokens is None or max_tokens <= 0 else max_tokens
-    run = generator_for(model).run(prompt_ids(model, prompt), sampler, limit, stops, ignore_eos)
+    ids = prompt_ids(model, prompt)
+    head = (prompt if isinstance(prompt, str) else model.detokenize(ids)) if echo else ""
+    run = generator_for(model).run(ids, sampler, limit, stops, ignore_eos)
     model.last_run = run
     cid, created, name = _new_id("cmpl"), int(time.time()), model.path
 
@@ -315,6 +322,8 @@ def create_completion(model, prompt: str | Sequence[int], max_tokens: int | None
 
     if stream:
         def chunks():
+            if head:
+                yield chunk(head, None)
             for piece in run:
                 yield chunk(piece, None)
             last = chunk("", run.finish_reason)
@@ -322,6 +331,6 @@ def create_completion(model, prompt: str | Sequence[int], max_tokens: int | None
             yield last
         return chunks()
     run.consume()
-    out = chunk(run.text, run.finish_reason)
+    out = chunk(head + run.text, run.finish_reason)
     out["usage"] = _usage(run)
     return out

@@ -142,6 +142,8 @@ class Model:
         from .generate import create_completion
         return create_completion(self, prompt, **kwargs)
 
+    __call__ = create_completion  # llm(prompt, max_tokens=..., stop=[...], echo=True), as llama-cpp-python
+
     def create_chat_completion(self, messages: list[dict], **kwargs):
         """OpenAI-shaped "chat.completion" dict (or stream=True: "chat.completion.chunk"s), as
         llama-cpp-python; the chat template comes from the GGUF (built-in Phi-3/Phi-4 fallbacks)."""

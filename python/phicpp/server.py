@@ -274,9 +274,9 @@ def _sampling(body: dict, default_temperature: float) -> Sampler:
 
 
 def _no_logprobs(body: dict) -> None:
-    """Token log-probabilities (and the prompt echoed with them) are not computed: a request
-    for them is refused rather than answered without them."""
-    for name in ("logprobs", "top_logprobs", "echo"):
+    """Token log-probabilities are not computed: a request for them is refused rather than
+    answered without them."""
+    for name in ("logprobs", "top_logprobs"):
         if body.get(name) not in (None, False, 0):
             raise RequestError(f"'{name}' is not supported by this server: it returns no token log-probabilities",
                                param=name)
@@ -367,6 +367,8 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
                             return JSONResponse(error_body("the client went away", "server_error"), status_code=499)
                     if ev is None:
                         continue
+                    if not parts:
+                        parts.append(shape.head)
                     if ev["kind"] == "text":
                         parts.append(ev["text"])
                     elif ev["kind"] == "error":
@@ -380,6 +382,8 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
             try:
                 if shape.chat:
                     yield _sse(shape.chunk({"role": "assistant", "content": ""}, None))
+                if shape.head:
+                    yield shape.text_sse(shape.head)
                 while True:
                     evs = [await q.get()]
                     while not q.empty():  # what else waits goes out in the same write
@@ -415,8 +419,9 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     class Shape:
-        def __init__(self, chat: bool):
+        def __init__(self, chat: bool, head: str = ""):
             self.chat = chat
+            self.head = head  # text before the completion's (echo: the prompt)
             self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
             self.created = int(time.time())
             self._text_parts = None
@@ -484,7 +489,9 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
                 raise RequestError("'prompt' is required: a string (or a list of token ids)", param="prompt")
             if not prompt:
                 raise RequestError("the prompt is empty", param="prompt")
-            return await run(req, prompt, body, Shape(chat=False))
+            echo = bool(_get(body, "echo", bool, False))  # the prompt's text before the completion's
+            head = (p if isinstance(p, str) else engine.tok.detokenize(prompt)) if echo else ""
+            return await run(req, prompt, body, Shape(chat=False, head=head))
         except RequestError as e:
             return fail(e)
 
