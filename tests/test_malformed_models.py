@@ -25,9 +25,11 @@ FUZZ_FOUND = Path(__file__).parent / "data" / "fuzz"
 TYPED = (phicpp.GGUFError, phicpp.UnsupportedError)
 
 
-def rewrite(src: Path, dst: Path, changes: dict) -> Path:
+def rewrite(src: Path, dst: Path, changes: dict, tensors: dict | None = None) -> Path:
     """src with metadata keys replaced ((value, type) or (value, ARRAY, element type)) or
-    removed (None); tensors copied byte for byte."""
+    removed (None); tensors copied byte for byte, except those in `tensors`: replaced
+    ((data, raw type)) or left out (None)."""
+    tensors = tensors or {}
     r = gguf.GGUFReader(str(src))
     arch = r.fields["general.architecture"].contents()
     w = gguf.GGUFWriter(str(dst), arch)
@@ -41,7 +43,10 @@ def rewrite(src: Path, dst: Path, changes: dict) -> Path:
             value, vtype, *sub = change
             w.add_key_value(key, value, vtype, sub_type=sub[0] if sub else None)
     for t in r.tensors:
-        w.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)  # (quantized: rows of bytes)
+        if t.name in tensors and tensors[t.name] is None:
+            continue
+        data, raw = tensors.get(t.name, (np.asarray(t.data), t.tensor_type))  # (quantized: rows of bytes)
+        w.add_tensor(t.name, data, raw_dtype=raw)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -153,22 +158,10 @@ def test_block_count_beyond_the_tensors_is_refused_first(tmp_path):
 
 
 def test_missing_and_misshapen_tensors_are_named(tmp_path):
-    r = gguf.GGUFReader(str(SEEDS / "phi3.gguf"))
     # (without the fused qkv the loader looks for separate q, k and v)
     for drop, missing in [("token_embd.weight", "token_embd.weight"), ("blk.0.attn_qkv.weight", "blk.0.attn_q.weight"),
                           ("output_norm.weight", "output_norm.weight")]:
-        w = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "phi3")
-        for key, field in r.fields.items():
-            if not key.startswith("GGUF.") and key != "general.architecture":
-                vt = field.types[0]
-                w.add_key_value(key, field.contents(), vt, sub_type=field.types[-1] if vt == VT.ARRAY else None)
-        for t in r.tensors:
-            if t.name != drop:
-                w.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
+        rewrite(SEEDS / "phi3.gguf", tmp_path / "m.gguf", {}, tensors={drop: None})
         with pytest.raises(phicpp.GGUFError, match=f"'{missing}' is missing"):
             phicpp.Model(tmp_path / "m.gguf")
     # a head count that does not fit the tensors: the tensor and both shapes are named
@@ -182,22 +175,11 @@ def test_a_type_without_arithmetic_is_refused_at_load(tmp_path):
     # GGUF has types phicpp cannot compute with (IQ2_XXS, TQ1_0, ... in llama.cpp's files;
     # I8 here, whose block fits the seed's 32 columns): the load names the tensor and its
     # type, before any token (the CLI prints nothing else)
-    r = gguf.GGUFReader(str(SEEDS / "phi3.gguf"))
-    w = gguf.GGUFWriter(str(tmp_path / "q.gguf"), "phi3")
-    for key, field in r.fields.items():
-        if not key.startswith("GGUF.") and key != "general.architecture":
-            vt = field.types[0]
-            w.add_key_value(key, field.contents(), vt, sub_type=field.types[-1] if vt == VT.ARRAY else None)
-    for t in r.tensors:
-        if t.name == "blk.0.attn_output.weight":
-            ne0, ne1 = (int(n) for n in t.shape)
-            w.add_tensor(t.name, np.ones((ne1, ne0), np.int8), raw_dtype=gguf.GGMLQuantizationType.I8)
-        else:
-            w.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    name = "blk.0.attn_output.weight"
+    ne0, ne1 = (int(n) for n in next(t for t in gguf.GGUFReader(str(SEEDS / "phi3.gguf")).tensors
+                                     if t.name == name).shape)
+    rewrite(SEEDS / "phi3.gguf", tmp_path / "q.gguf", {},
+            tensors={name: (np.ones((ne1, ne0), np.int8), gguf.GGMLQuantizationType.I8)})
     with pytest.raises(phicpp.UnsupportedError, match=r"tensor 'blk\.0\.attn_output\.weight' is i8, a type "
                        r"phicpp cannot compute with \(it reads f32, f16, .*q4_0"):
         phicpp.Model(tmp_path / "q.gguf")
