@@ -286,27 +286,9 @@ using I32Array = py::array_t<int32_t, py::array::c_style | py::array::forcecast>
 
 static void bind_quant(py::module_& m) {
     // Block formats, reference (de)quantizers, the CPU's weight layouts.
-    m.def("quant_types", [] {
-        std::vector<std::string> out;
-        for (uint32_t id = 0; id < 40; ++id)
-            if (dtype_traits(id).name && quant::can_quantize(static_cast<DType>(id)))
-                out.emplace_back(dtype_traits(id).name);
-        return out;
-    }, "Types quantize() can produce.");
-    m.def("dequant_types", [] {
-        std::vector<std::string> out;
-        for (uint32_t id = 0; id < 40; ++id)
-            if (dtype_traits(id).name && quant::can_dequantize(static_cast<DType>(id)))
-                out.emplace_back(dtype_traits(id).name);
-        return out;
-    }, "Types dequantize() accepts.");
-    m.def("matmul_types", [] {
-        std::vector<std::string> out;
-        for (uint32_t id = 0; id < 40; ++id)
-            if (dtype_traits(id).name && quant::can_matmul(static_cast<DType>(id)))
-                out.emplace_back(dtype_traits(id).name);
-        return out;
-    }, "Weight types matmul() accepts.");
+    m.def("quant_types", [] { return quant::type_names(quant::can_quantize); }, "Types quantize() can produce.");
+    m.def("dequant_types", [] { return quant::type_names(quant::can_dequantize); }, "Types dequantize() accepts.");
+    m.def("matmul_types", [] { return quant::type_names(quant::can_matmul); }, "Weight types matmul() accepts.");
     m.def("type_info", [](const std::string& name) {
         const DTypeTraits& t = dtype_traits(parse_type(name));
         return py::make_tuple(t.name, t.block_size, t.type_size);

@@ -19,9 +19,7 @@ std::string shape_str(const gguf::TensorInfo& t) {
 void require_computable(const gguf::File& f, const std::string& name, DType type, bool matmul) {
     if (matmul ? quant::can_matmul(type) : quant::can_dequantize(type)) return;
     std::string known;
-    for (uint32_t id = 0; id < 40; ++id)
-        if (dtype_traits(id).name && quant::can_matmul(static_cast<DType>(id)))
-            known += (known.empty() ? "" : ", ") + std::string(dtype_traits(id).name);
+    for (const std::string& t : quant::type_names(quant::can_matmul)) known += (known.empty() ? "" : ", ") + t;
     fail(ErrorKind::unsupported, f.path(), ": tensor '", name, "' is ", dtype_name(type),
          ", a type phicpp cannot compute with (it reads ", known,
          "); quantize the model's F16 or F32 file to one of those");

@@ -71,6 +71,13 @@ bool can_quantize(DType t) { return ops_of(t).quantize != nullptr; }
 bool can_dequantize(DType t) { return ops_of(t).dequantize != nullptr; }
 bool can_matmul(DType t) { return ops_of(t).dot != nullptr; }
 
+std::vector<std::string> type_names(bool (*has)(DType)) {
+    std::vector<std::string> out;
+    for (uint32_t id = 0; id < 40; ++id)
+        if (dtype_traits(id).name && has(static_cast<DType>(id))) out.emplace_back(dtype_traits(id).name);
+    return out;
+}
+
 void check_row_length(DType t, int64_t n) {
     const DTypeTraits& tr = dtype_traits(t);
     if (!tr.name) fail(ErrorKind::unsupported, "unknown tensor type id ", static_cast<uint32_t>(t));

@@ -4,6 +4,8 @@
 // ggml's quantize_row_*_ref bit for bit so files we write load in llama.cpp.
 #pragma once
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "core/dtype.h"
 
@@ -17,6 +19,8 @@ DType activation_type(DType w);
 bool can_quantize(DType t);    // quantize_row supports t
 bool can_dequantize(DType t);  // dequantize_row supports t
 bool can_matmul(DType t);      // vec_dot supports t as a weight type
+// The names of the types for which has(t) holds ("f32", "q4_0", ...), in id order.
+std::vector<std::string> type_names(bool (*has)(DType));
 
 // n must be a multiple of t's block size (callers check: phi::Error(invalid_arg)).
 void quantize_row(DType t, const float* x, void* dst, int64_t n);
