@@ -353,7 +353,7 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
             raise
 
         if not stream:
-            parts = []
+            parts = [shape.head]
             try:
                 checked = time.monotonic()
                 while True:
@@ -367,8 +367,6 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
                             return JSONResponse(error_body("the client went away", "server_error"), status_code=499)
                     if ev is None:
                         continue
-                    if not parts:
-                        parts.append(shape.head)
                     if ev["kind"] == "text":
                         parts.append(ev["text"])
                     elif ev["kind"] == "error":
