@@ -19,7 +19,7 @@
 // out: this asks what the weight stream alone can reach. Parts of the work
 // can be left out (Mode) to see what each costs; docs/CUDA.md has the figures.
 //
-//   ring_chain_bench [SLOTS ...]      ring slots of 13.5 KB (default 2 4 8 14)
+//   ring_chain_bench [SLOTS ...]      ring slots of 13.5 KB (default 15; a slot is warp slot % 15's)
 //   RING_MODES=7,0,...                Mode bits to run, comma-separated (default 7: all)
 //   RING_PRODUCERS=bc                 b: TMA bulk copies, c: cp.async from a warp (default both)
 //   RING_SLOT_DIV=2                   slots of 13.5 KB / 2 (a matmul's last chunk shorter)
@@ -72,7 +72,7 @@ struct Params {
     int mode;        // what the computing warps do (kFull: all), to see what costs
     int slot_bytes;  // kSlotBytes / RING_SLOT_DIV
     const unsigned* epoch;  // kFlags: this launch's number, bumped by a kernel before it
-    unsigned* stuck;        // kFlags: set when a poll gave up (a bug, or a mode that publishes nothing)
+    unsigned* stuck;        // set when a wait gave up (Patience: a bug, or a mode that publishes nothing)
 };
 // Bits of Params::mode: wait for the matmul before, stage the input, compute
 // the rows; kNoStream: the ring is never (re)filled and nobody waits on it
@@ -117,12 +117,33 @@ __device__ __forceinline__ void mbar_expect_tx(uint64_t* b, unsigned bytes) {
 __device__ __forceinline__ void mbar_arrive(uint64_t* b) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(b)) : "memory");
 }
-__device__ __forceinline__ void mbar_wait(uint64_t* b, unsigned parity) {
+// A bench must not hang its device call: every wait gives up after ~1 s (and
+// sets *stuck), or soon after another wait has given up, and the run prints
+// STUCK. (The 2026-12-05 run of a ring bug hung five 150 s timeouts.)
+struct Patience {
+    long long start = 0;
+    unsigned tries = 0;
+    __device__ bool over(unsigned* stuck) {
+        if (tries++ == 0) start = clock64();
+        if (tries % 256 != 0) return false;
+        if (*static_cast<volatile unsigned*>(stuck)) return true;
+        if (clock64() - start < 2000000000LL) return false;
+        atomicExch(stuck, 1u);
+        return true;
+    }
+};
+__device__ __forceinline__ bool mbar_try_wait(uint64_t* b, unsigned parity) {
+    unsigned ok;
     asm volatile(
-        "{\n .reg .pred p;\n"
-        "W_%=:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra W_%=;\n}" ::"r"(smem_u32(b)),
-        "r"(parity)
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
+        : "=r"(ok)
+        : "r"(smem_u32(b)), "r"(parity)
         : "memory");
+    return ok != 0;
+}
+__device__ __forceinline__ void mbar_wait(uint64_t* b, unsigned parity, unsigned* stuck) {
+    for (Patience wait; !mbar_try_wait(b, parity) && !wait.over(stuck);) {
+    }
 }
 __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, uint64_t* b) {
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
@@ -313,17 +334,13 @@ __device__ void stage_flags(const Mat& m, Smem& s, int t, int lane, unsigned epo
     for (int i = 0; i < kGroupsPerThread; ++i) {
         const int g = t + i * kConsumers * 32;
         if (g < groups) {
-            for (int polls = 0;; ++polls) {  // (a bench must not hang the device call: give up after ~1 s)
+            for (Patience wait;;) {
                 bool ready = true;
 #pragma unroll
                 for (int h = 0; h < 4; ++h)
                     ready &= static_cast<unsigned>(w[i][h].x >> 32) == epoch &&
                              static_cast<unsigned>(w[i][h].y >> 32) == epoch;
-                if (ready) break;
-                if (polls == (1 << 20)) {
-                    atomicExch(stuck, 1u);
-                    break;
-                }
+                if (ready || wait.over(stuck)) break;
 #pragma unroll
                 for (int h = 0; h < 4; ++h) w[i][h] = ld_relaxed_words(m.x_words + g * 8 + h * 2);
             }
@@ -380,11 +397,8 @@ __device__ void attention_hop(const Mat& m, int h, int lane, unsigned epoch, uns
         for (int j = 0; j < 3; ++j) {
             uint64_t w;
             asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(w) : "l"(src[j]) : "memory");
-            for (int polls = 0; static_cast<unsigned>(w >> 32) != epoch; ++polls) {
-                if (polls == (1 << 20)) {
-                    atomicExch(stuck, 1u);
-                    break;
-                }
+            for (Patience wait; static_cast<unsigned>(w >> 32) != epoch;) {
+                if (wait.over(stuck)) break;
                 asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(w) : "l"(src[j]) : "memory");
             }
             *dst[j] = __uint_as_float(static_cast<unsigned>(w));
@@ -476,7 +490,7 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
             const int nb = m.code_bytes, db = m.K / 16;
             for (int c = 0; c < sh.chunks; ++c, ++it) {
                 const int slot = it % p.slots, use = it / p.slots;
-                if (use > 0) mbar_wait(&s.empty[slot], (use - 1) & 1);
+                if (use > 0) mbar_wait(&s.empty[slot], (use - 1) & 1, p.stuck);
                 const int row = sh.r0 + c * sh.per_slot, n = min(sh.per_slot, sh.rows - c * sh.per_slot);
                 uint8_t* dst = ring + slot * p.slot_bytes;
                 const uint8_t* nib = m.nib + static_cast<size_t>(row) * nb;
@@ -503,7 +517,7 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
         const Share sh(m, p.slot_bytes);
         if (j > 0 && (p.mode & kWait) && !kFlagWords) {  // the matmul before done everywhere
             if (cw == 0 && lane == 0)
-                while (ld_acquire(p.done) < static_cast<unsigned>(j) * gridDim.x) {
+                for (Patience wait; ld_acquire(p.done) < static_cast<unsigned>(j) * gridDim.x && !wait.over(p.stuck);) {
                 }
             consumers_sync();
         }
@@ -513,17 +527,22 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
         consumers_sync();
         const int nb = m.code_bytes, units = m.K / 32;
         for (int c = 0; c < sh.chunks; ++c, ++it) {
-            // whole chunks a warp (chunk c is warp c % 15's), or every chunk's rows spread over the warps
+            // Whole chunks a warp, or every chunk's rows spread over the warps.
+            // A slot belongs to one warp (slot % 15): a parity wait can only
+            // tell the use it waits for from the one before, so the warp that
+            // waits for a slot's use must itself have seen the use before it.
+            // Chunks dealt round the warps by chunk number broke that (a warp
+            // two uses ahead of a slot took stale bytes and freed the slot
+            // early; the ring then hung), and slots < 15 leave warps idle.
             const bool whole = kBatched || (p.mode & kWarpChunks);
-            // (batched: chunks dealt round the warps across matmuls, so the first warps do not take every tail)
-            if (whole && (kBatched ? it : c) % kConsumers != static_cast<unsigned>(cw)) continue;
             const int slot = it % p.slots;
+            if (whole && slot % kConsumers != cw) continue;
             const int n = min(sh.per_slot, sh.rows - c * sh.per_slot);
             const uint8_t* base = ring + slot * p.slot_bytes;
             const __half* scales = reinterpret_cast<const __half*>(base + n * nb);
             const bool stream = !(p.mode & kNoStream);
             // (rows spread: every warp waits, rows or not, so that none arrives on a slot's next use early)
-            if (stream) mbar_wait(&s.full[slot], (it / p.slots) & 1);
+            if (stream) mbar_wait(&s.full[slot], (it / p.slots) & 1, p.stuck);
             for (int r = 0; r < n && (p.mode & kRows) && kBatched; r += kRowsAtOnce) {
                 float y[kRowsAtOnce];
                 rows_dot<kRowsAtOnce, kQ8>(base + r * nb, scales + r * units, n - r, units, s, lane, y);
@@ -645,6 +664,7 @@ double check_attention(const Mat& m) {
 using namespace ring_bench;
 
 int main(int argc, char** argv) {
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);  // (a timed-out run still shows its lines)
     const BenchDevice dev = bench_device();
     const int sm = dev.props.multiProcessorCount;
     cudaStream_t st = dev.stream;
@@ -715,7 +735,7 @@ int main(int argc, char** argv) {
 
     std::vector<int> slot_counts;
     for (int i = 1; i < argc; ++i) slot_counts.push_back(std::atoi(argv[i]));
-    if (slot_counts.empty()) slot_counts = {2, 4, 8, 14};
+    if (slot_counts.empty()) slot_counts = {15};
     std::vector<int> modes;  // RING_MODES: Mode bits, comma-separated; default 7 (all)
     for (const char* e = std::getenv("RING_MODES"); e && *e;) {
         char* end;
@@ -777,7 +797,7 @@ int main(int argc, char** argv) {
                     if (verify) std::printf("  max error %.1e of sum |w x|%s", err, err < 1e-3 ? "" : "  WRONG");
                     unsigned gave_up = 0;
                     CHECK(cudaMemcpy(&gave_up, stuck, sizeof gave_up, cudaMemcpyDeviceToHost));
-                    if (gave_up) std::printf("  STUCK (a poll gave up)");
+                    if (gave_up) std::printf("  STUCK (a wait gave up)");
                     CHECK(cudaMemset(stuck, 0, sizeof(unsigned)));
                     std::printf("\n");
                 }
