@@ -41,7 +41,7 @@ log "the parts, half slots"
 RING_PRODUCERS=b RING_SLOT_DIV=2 RING_MODES=0,44,36,98,108 $R 30
 log "Q8_0 (3.85 GB): stream alone, rows alone, everything, with the attention hop"
 RING_FORMAT=q8_0 RING_PRODUCERS=b RING_MODES=96,108,102,230 $R 15
-RING_FORMAT=q8_0 RING_PRODUCERS=b RING_SLOT_DIV=2 RING_MODES=96,102,230 $R 30
+
 log "the earlier consumer, for the record in this call"
 RING_PRODUCERS=b RING_MODES=23 $R 15
 if [ -x $B/matvec_bench ]; then

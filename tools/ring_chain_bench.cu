@@ -123,12 +123,18 @@ __device__ __forceinline__ void mbar_arrive(uint64_t* b) {
 struct Patience {
     long long start = 0;
     unsigned tries = 0;
-    __device__ bool over(unsigned* stuck) {
+    // The first wait to give up leaves what it waited for in stuck[1..6]:
+    // kind (1 ring slot free, 2 ring slot full, 3 grid counter, 4 staged
+    // words, 5 attention words), CTA, thread, a, b, c (kind-specific).
+    __device__ bool over(unsigned* stuck, unsigned kind, unsigned a = 0, unsigned b = 0, unsigned c = 0) {
         if (tries++ == 0) start = clock64();
         if (tries % 256 != 0) return false;
         if (*static_cast<volatile unsigned*>(stuck)) return true;
         if (clock64() - start < 2000000000LL) return false;
-        atomicExch(stuck, 1u);
+        if (atomicExch(stuck, 1u) == 0) {
+            stuck[1] = kind, stuck[2] = blockIdx.x, stuck[3] = threadIdx.x;
+            stuck[4] = a, stuck[5] = b, stuck[6] = c;
+        }
         return true;
     }
 };
@@ -141,8 +147,12 @@ __device__ __forceinline__ bool mbar_try_wait(uint64_t* b, unsigned parity) {
         : "memory");
     return ok != 0;
 }
-__device__ __forceinline__ void mbar_wait(uint64_t* b, unsigned parity, unsigned* stuck) {
-    for (Patience wait; !mbar_try_wait(b, parity) && !wait.over(stuck);) {
+// (kind, use: for Patience's record, with the barrier's raw word as it gave up)
+__device__ __forceinline__ void mbar_wait(uint64_t* b, unsigned parity, unsigned* stuck, unsigned kind, unsigned use) {
+    for (Patience wait; !mbar_try_wait(b, parity);) {
+        uint64_t raw;
+        asm volatile("ld.shared.u64 %0, [%1];" : "=l"(raw) : "r"(smem_u32(b)) : "memory");
+        if (wait.over(stuck, kind, use, static_cast<unsigned>(raw), static_cast<unsigned>(raw >> 32))) break;
     }
 }
 __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, uint64_t* b) {
@@ -340,7 +350,7 @@ __device__ void stage_flags(const Mat& m, Smem& s, int t, int lane, unsigned epo
                 for (int h = 0; h < 4; ++h)
                     ready &= static_cast<unsigned>(w[i][h].x >> 32) == epoch &&
                              static_cast<unsigned>(w[i][h].y >> 32) == epoch;
-                if (ready || wait.over(stuck)) break;
+                if (ready || wait.over(stuck, 4, g, static_cast<unsigned>(w[i][0].x >> 32), epoch)) break;
 #pragma unroll
                 for (int h = 0; h < 4; ++h) w[i][h] = ld_relaxed_words(m.x_words + g * 8 + h * 2);
             }
@@ -398,7 +408,7 @@ __device__ void attention_hop(const Mat& m, int h, int lane, unsigned epoch, uns
             uint64_t w;
             asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(w) : "l"(src[j]) : "memory");
             for (Patience wait; static_cast<unsigned>(w >> 32) != epoch;) {
-                if (wait.over(stuck)) break;
+                if (wait.over(stuck, 5, d, static_cast<unsigned>(w >> 32), epoch)) break;
                 asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(w) : "l"(src[j]) : "memory");
             }
             *dst[j] = __uint_as_float(static_cast<unsigned>(w));
@@ -479,8 +489,14 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
             mbar_init(&s.empty[i], (p.mode & (kWarpChunks | kBatched)) ? 1 : kConsumers);
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        if (blockIdx.x == 0) {  // (diagnosis: a fresh barrier's raw word)
+            uint64_t raw;
+            asm volatile("ld.shared.u64 %0, [%1];" : "=l"(raw) : "r"(smem_u32(&s.empty[0])) : "memory");
+            p.stuck[7] = static_cast<unsigned>(raw);
+        }
     }
     __syncthreads();
+    unsigned* progress = p.stuck + 8 + blockIdx.x * 16;  // (diagnosis: per warp, the last chunk done + 1)
     if (warp == 0) {  // the stream: every chunk of every matmul, as slots come free
         if ((kBulk && lane != 0) || (p.mode & kNoStream)) return;
         unsigned it = 0;
@@ -490,11 +506,12 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
             const int nb = m.code_bytes, db = m.K / 16;
             for (int c = 0; c < sh.chunks; ++c, ++it) {
                 const int slot = it % p.slots, use = it / p.slots;
-                if (use > 0) mbar_wait(&s.empty[slot], (use - 1) & 1, p.stuck);
+                if (use > 0) mbar_wait(&s.empty[slot], (use - 1) & 1, p.stuck, 1, it);
                 const int row = sh.r0 + c * sh.per_slot, n = min(sh.per_slot, sh.rows - c * sh.per_slot);
                 uint8_t* dst = ring + slot * p.slot_bytes;
                 const uint8_t* nib = m.nib + static_cast<size_t>(row) * nb;
                 const uint8_t* dsc = reinterpret_cast<const uint8_t*>(m.d) + static_cast<size_t>(row) * db;
+                if (!*static_cast<volatile unsigned*>(p.stuck)) progress[0] = it + 1;
                 if (kBulk) {
                     mbar_expect_tx(&s.full[slot], n * (nb + db));
                     bulk_copy(dst, nib, n * nb, &s.full[slot]);
@@ -517,7 +534,7 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
         const Share sh(m, p.slot_bytes);
         if (j > 0 && (p.mode & kWait) && !kFlagWords) {  // the matmul before done everywhere
             if (cw == 0 && lane == 0)
-                for (Patience wait; ld_acquire(p.done) < static_cast<unsigned>(j) * gridDim.x && !wait.over(p.stuck);) {
+                for (Patience wait; ld_acquire(p.done) < static_cast<unsigned>(j) * gridDim.x && !wait.over(p.stuck, 3, j);) {
                 }
             consumers_sync();
         }
@@ -542,7 +559,7 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
             const __half* scales = reinterpret_cast<const __half*>(base + n * nb);
             const bool stream = !(p.mode & kNoStream);
             // (rows spread: every warp waits, rows or not, so that none arrives on a slot's next use early)
-            if (stream) mbar_wait(&s.full[slot], (it / p.slots) & 1, p.stuck);
+            if (stream) mbar_wait(&s.full[slot], (it / p.slots) & 1, p.stuck, 2, it);
             for (int r = 0; r < n && (p.mode & kRows) && kBatched; r += kRowsAtOnce) {
                 float y[kRowsAtOnce];
                 rows_dot<kRowsAtOnce, kQ8>(base + r * nb, scales + r * units, n - r, units, s, lane, y);
@@ -564,6 +581,7 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
             }
             __syncwarp();
             if (lane == 0 && stream) mbar_arrive(&s.empty[slot]);
+            if (lane == 0 && !*static_cast<volatile unsigned*>(p.stuck)) progress[warp] = it + 1;
         }
         consumers_sync();  // every row of j written (and the staged input free again)
         if (cw == 0 && lane == 0 && !kFlagWords) red_release(p.done, 1);
@@ -727,8 +745,8 @@ int main(int argc, char** argv) {
     CHECK(cudaMemcpy(dmats_attn, mats_attn.data(), mats.size() * sizeof(Mat), cudaMemcpyHostToDevice));
     unsigned *done, *epoch, *stuck;
     CHECK(cudaMalloc(&done, sizeof(unsigned)));
-    CHECK(cudaMalloc(&stuck, sizeof(unsigned)));
-    CHECK(cudaMemset(stuck, 0, sizeof(unsigned)));
+    CHECK(cudaMalloc(&stuck, (8 + 16 * 1024) * sizeof(unsigned)));
+    CHECK(cudaMemset(stuck, 0, (8 + 16 * 1024) * sizeof(unsigned)));
     CHECK(cudaMalloc(&epoch, sizeof(unsigned)));
     CHECK(cudaMemset(epoch, 0, sizeof(unsigned)));
     CHECK(cudaDeviceSynchronize());
@@ -768,6 +786,12 @@ int main(int argc, char** argv) {
                         std::printf("  %d slots: does not fit\n", slots);
                         continue;
                     }
+                    int row_bytes = 0;  // (a chunk is at least one row: a row larger than a slot overran it)
+                    for (const Mat& m : mats) row_bytes = std::max(row_bytes, m.code_bytes + m.K / 16);
+                    if (row_bytes > slot_bytes) {
+                        std::printf("  slots of %d bytes: a row of %d does not fit\n", slot_bytes, row_bytes);
+                        continue;
+                    }
                     const bool attn = (mode & kAttnHop) && flags;
                     const Params p{attn ? dmats_attn : dmats, static_cast<int>(mats.size()), slots, done, mode, slot_bytes, epoch, stuck};
                     const double us = captured_us(st, 10, [&] {
@@ -795,10 +819,17 @@ int main(int argc, char** argv) {
                                 bulk ? "bulk" : "cp.async", mode ? what : "stream only", slots, slot_bytes / 1024.0, us,
                                 total / us / 1e6, 100 * total / us / 1e6 / 4.8);
                     if (verify) std::printf("  max error %.1e of sum |w x|%s", err, err < 1e-3 ? "" : "  WRONG");
-                    unsigned gave_up = 0;
-                    CHECK(cudaMemcpy(&gave_up, stuck, sizeof gave_up, cudaMemcpyDeviceToHost));
-                    if (gave_up) std::printf("  STUCK (a wait gave up)");
-                    CHECK(cudaMemset(stuck, 0, sizeof(unsigned)));
+                    unsigned gave_up[8] = {};
+                    CHECK(cudaMemcpy(gave_up, stuck, sizeof gave_up, cudaMemcpyDeviceToHost));
+                    if (gave_up[0]) {
+                        std::printf("  STUCK (a wait gave up: kind %u, CTA %u, thread %u, %u %#x %#x; fresh %#x)",
+                                    gave_up[1], gave_up[2], gave_up[3], gave_up[4], gave_up[5], gave_up[6], gave_up[7]);
+                        unsigned prog[16];
+                        CHECK(cudaMemcpy(prog, stuck + 8 + 16 * gave_up[2], sizeof prog, cudaMemcpyDeviceToHost));
+                        std::printf("\n    that CTA's last chunk + 1 (producer, warps 1..15):");
+                        for (unsigned v : prog) std::printf(" %u", v);
+                    }
+                    CHECK(cudaMemset(stuck, 0, sizeof gave_up));
                     std::printf("\n");
                 }
     return 0;
