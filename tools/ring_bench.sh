@@ -30,6 +30,10 @@ git log --oneline -1 2>/dev/null
 # run is line-buffered and has its own short timeout; a wait that gives up
 # prints STUCK. Slots: 15 (one a computing warp) or 30 at half size.
 R="timeout 45 $B/ring_chain_bench"
+log "the hang without the grid-wide wait (docs/CUDA.md): where each warp was when a wait gave up"
+RING_PRODUCERS=b RING_MODES=36,32,37 $R 15
+RING_PRODUCERS=b RING_MODES=36 $R 1
+RING_PRODUCERS=b RING_MODES=36 $R 16
 log "correctness and the full runs"
 RING_PRODUCERS=b RING_MODES=7,39,102,230 $R 15
 RING_PRODUCERS=b RING_SLOT_DIV=2 RING_MODES=39,102,230 $R 30
