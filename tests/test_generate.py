@@ -187,8 +187,96 @@ def test_completion_echo_and_call(model):
     ids = model.tokenize("Hi")
     r = model.create_completion(ids, max_tokens=5, seed=3, echo=True)
     assert r["choices"][0]["text"] == model.detokenize(ids) + plain
-    with pytest.raises(ValueError, match="log-probabilities"):
-        model.create_completion("Hi", max_tokens=2, logprobs=3)
+    with pytest.raises(ValueError, match="echo"):  # the prompt's tokens are not scored
+        model.create_completion("Hi", max_tokens=2, logprobs=3, echo=True)
+
+
+def _log_softmax(x):
+    x = np.asarray(x, dtype=np.float64)
+    m = x.max()
+    return x - (m + np.log(np.exp(x - m).sum()))
+
+
+def test_token_logprobs_against_numpy():
+    from phicpp.generate import token_logprobs
+    rng = np.random.default_rng(5)
+    for n in (1, 7, 1000):
+        x = rng.normal(size=n).astype(np.float32) * 4
+        x[::3] = x[0]  # ties: the lower id first
+        if n > 3:
+            x[1] = -np.inf  # a masked token (ignore_eos)
+        ref = _log_softmax(x)
+        for top in (0, 1, 3, n + 2):
+            lp, best = token_logprobs(x, n - 1, top)
+            assert lp == pytest.approx(ref[n - 1], abs=1e-9)
+            order = sorted(range(n), key=lambda i: (-ref[i], i))[: min(top, n)]
+            assert [i for i, _ in best] == order
+            assert np.allclose([v for _, v in best], ref[order])
+
+
+def test_completion_logprobs_are_the_models(model):
+    # greedy: each token's log-probability is log_softmax of the logits it was sampled from
+    ids = model.tokenize("Hello there")
+    r = model.create_completion(ids, max_tokens=8, temperature=0, logprobs=3)
+    lp = r["choices"][0]["logprobs"]
+    toks = model.last_run.tokens
+    model.reset()
+    logits, want = model.eval(ids), []
+    for t in toks:
+        want.append(_log_softmax(logits)[t])
+        logits = model.eval([t])
+    assert len(lp["token_logprobs"]) == len(toks) == r["usage"]["completion_tokens"]
+    assert np.allclose(lp["token_logprobs"], want, atol=1e-5)
+    text = r["choices"][0]["text"]
+    assert lp["text_offset"] == sorted(lp["text_offset"]) and all(0 <= o <= len(text) for o in lp["text_offset"])
+    for tok_text, off, top, v in zip(lp["tokens"], lp["text_offset"], lp["top_logprobs"], lp["token_logprobs"]):
+        assert text.startswith(tok_text, off)
+        assert tok_text in top and 3 <= len(top) <= 4 and max(top.values()) == pytest.approx(v)  # greedy: the likeliest
+    # streamed: the same tokens and values, each chunk carrying those whose text begins in it
+    chunks = list(model.create_completion(ids, max_tokens=8, temperature=0, logprobs=3, stream=True))
+    got = [c["choices"][0]["logprobs"] for c in chunks]
+    assert sum((g["token_logprobs"] for g in got), []) == pytest.approx(lp["token_logprobs"])
+    assert sum((g["text_offset"] for g in got), []) == lp["text_offset"]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == text
+
+
+def test_logprobs_leave_out_a_stop_strings_tokens(model):
+    text = model.generate("Once", max_tokens=40, temperature=0, stream=False)
+    stop = text[3:6]
+    r = model.create_completion("Once", max_tokens=40, temperature=0, stop=[stop], logprobs=0)
+    cut = r["choices"][0]["text"]
+    lp = r["choices"][0]["logprobs"]
+    assert cut == text[: text.find(stop)]
+    assert lp["text_offset"] and all(o < len(cut) for o in lp["text_offset"])
+    assert "".join(lp["tokens"]).startswith(cut)
+    assert all(len(t) == 1 for t in lp["top_logprobs"])  # logprobs=0: the chosen token alone
+    streamed = list(model.create_completion("Once", max_tokens=40, temperature=0, stop=[stop], logprobs=0,
+                                            stream=True))
+    assert sum((c["choices"][0]["logprobs"]["text_offset"] for c in streamed), []) == lp["text_offset"]
+
+
+def test_chat_logprobs(model):
+    msgs = [{"role": "user", "content": "Hi"}]
+    plain = model.create_chat_completion(msgs, max_tokens=6, seed=2)
+    assert plain["choices"][0]["logprobs"] is None
+    r = model.create_chat_completion(msgs, max_tokens=6, seed=2, logprobs=True, top_logprobs=2)
+    c = r["choices"][0]
+    assert c["message"]["content"] == plain["choices"][0]["message"]["content"]  # scoring changes nothing
+    content = c["logprobs"]["content"]
+    assert len(content) == len(model.last_run.tokens)
+    for e, tok in zip(content, model.last_run.tokens):
+        assert bytes(e["bytes"]) == model.tokenizer.token_to_piece(tok, special=False)
+        assert e["logprob"] <= 0 and len(e["top_logprobs"]) == 2
+        assert e["top_logprobs"][0]["logprob"] >= e["top_logprobs"][1]["logprob"] >= e["logprob"] - 50
+    chunks = list(model.create_chat_completion(msgs, max_tokens=6, seed=2, logprobs=True, stream=True))
+    streamed = sum((ch["choices"][0]["logprobs"]["content"] for ch in chunks if ch["choices"][0]["logprobs"]), [])
+    assert [e["logprob"] for e in streamed] == pytest.approx([e["logprob"] for e in content])
+    assert all(e["top_logprobs"] == [] for e in streamed)  # top_logprobs not asked
+    with pytest.raises(ValueError, match="top_logprobs needs logprobs"):
+        model.create_chat_completion(msgs, max_tokens=2, top_logprobs=2)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="must be an integer"):
+            model.create_completion("Hi", max_tokens=2, logprobs=bad)
 
 
 def test_create_chat_completion_shape(model):

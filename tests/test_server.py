@@ -159,8 +159,9 @@ def test_penalties_and_top_p_accepted(srv):
     ({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream"),
     ({"messages": [{"role": "user", "content": "x"}], "top_p": 5}, "top_p"),
     ({"messages": [{"role": "user", "content": "x"}], "min_p": -1}, "min_p"),
-    ({"messages": [{"role": "user", "content": "x"}], "logprobs": True}, "logprobs"),
-    ({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}, "top_logprobs"),
+    ({"messages": [{"role": "user", "content": "x"}], "logprobs": "yes"}, "logprobs"),
+    ({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}, "top_logprobs"),  # needs logprobs
+    ({"messages": [{"role": "user", "content": "x"}], "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
 ])
 def test_bad_requests_get_openai_errors(srv, body, param):
     r = httpx.post(srv.url + "/v1/chat/completions", json=body)
@@ -175,9 +176,9 @@ def test_bad_json_and_long_prompt(srv):
     r = httpx.post(srv.url + "/v1/completions", json={"prompt": "word " * 500})
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
     assert r.json()["error"]["param"] == "prompt"
-    for extra in ({"logprobs": 3}, {"top_logprobs": 2}):  # refused, not answered without them
+    for extra in ({"logprobs": 21}, {"logprobs": -1}, {"logprobs": 2, "echo": True}):
         r = httpx.post(srv.url + "/v1/completions", json={"prompt": "hi", "max_tokens": 2, **extra})
-        assert r.status_code == 400 and r.json()["error"]["param"] == next(iter(extra)), r.text
+        assert r.status_code == 400 and r.json()["error"]["param"] == "logprobs", r.text
     r = httpx.post(srv.url + "/v1/completions", json={"prompt": "hi", "max_tokens": 2, "logprobs": None, "echo": False})
     assert r.status_code == 200, r.text
     r = httpx.post(srv.url + "/v1/completions", json={"prompt": [1, 2, 10**9]})
@@ -299,3 +300,36 @@ def test_dropped_whole_request_frees_its_sequence(gguf):
         assert engine.free == [0] and engine.cancelled == 1
     finally:
         r.stop()
+
+
+def test_logprobs(srv):
+    # chat through the openai client: its types parse the answer
+    r = chat(srv, "Score me", max_tokens=8, temperature=0, logprobs=True, top_logprobs=2)
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens
+    said = r.choices[0].message.content
+    if "\ufffd" not in said:  # (random weights may pick bytes that are no UTF-8)
+        assert b"".join(bytes(e.bytes) for e in content).startswith(said.encode())
+    for e in content:  # greedy: the chosen token is the likeliest
+        assert len(e.top_logprobs) == 2 and e.top_logprobs[0].logprob == pytest.approx(e.logprob, abs=1e-6)
+        assert e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob
+    stream = chat(srv, "Score me", max_tokens=8, temperature=0, logprobs=True, stream=True)
+    got = [e for ch in stream if ch.choices and ch.choices[0].logprobs for e in ch.choices[0].logprobs.content]
+    assert [e.logprob for e in got] == pytest.approx([e.logprob for e in content], abs=1e-5)
+    assert chat(srv, "Score me", max_tokens=2).choices[0].logprobs is None
+    # completions: llama-cpp-python's shape, and a stop string's tokens left out
+    body = {"prompt": "Once", "max_tokens": 30, "temperature": 0, "logprobs": 1}
+    whole = httpx.post(srv.url + "/v1/completions", json=body, timeout=60).json()["choices"][0]
+    text, lp = whole["text"], whole["logprobs"]
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["text_offset"]) == len(lp["top_logprobs"]) > 0
+    for t, off, top in zip(lp["tokens"], lp["text_offset"], lp["top_logprobs"]):
+        assert text.startswith(t, off) and t in top
+    streamed = httpx.post(srv.url + "/v1/completions", json={**body, "stream": True}, timeout=60).text
+    events = [json.loads(line[6:]) for line in streamed.splitlines() if line.startswith("data: {")]
+    assert sum((e["choices"][0]["logprobs"]["token_logprobs"] for e in events), []) == \
+        pytest.approx(lp["token_logprobs"], abs=1e-5)
+    if len(text) > 6:
+        stop = text[3:6]
+        cut = httpx.post(srv.url + "/v1/completions", json={**body, "stop": [stop]}, timeout=60).json()["choices"][0]
+        assert cut["text"] == text[: text.find(stop)]
+        assert all(o < len(cut["text"]) for o in cut["logprobs"]["text_offset"])

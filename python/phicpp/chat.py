@@ -215,14 +215,22 @@ def create_chat_completion(model, messages: list[dict], max_tokens: int | None =
                            top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05, stop=None,
                            stream: bool = False, seed: int | None = None, repeat_penalty: float = 1.0,
                            repeat_last_n: int = 64, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
-                           ignore_eos: bool = False):
+                           ignore_eos: bool = False, logprobs: bool = False, top_logprobs: int | None = None):
     """OpenAI-style chat completion, shaped like llama-cpp-python's Llama.create_chat_completion:
     a "chat.completion" dict, or with stream=True an iterator of "chat.completion.chunk" dicts
-    (first delta {"role": "assistant"}, then {"content": ...}, last {} with finish_reason)."""
+    (first delta {"role": "assistant"}, then {"content": ...}, last {} with finish_reason).
+    logprobs=True: each token's log-probability under the model, as OpenAI gives them
+    ({"content": [{"token", "logprob", "bytes", "top_logprobs"}]}), with the top_logprobs
+    likeliest tokens' beside it."""
     import time
     import uuid
 
-    from .generate import _sampler, _usage, generator_for
+    from .generate import _sampler, _usage, chat_logprobs, check_logprobs, generator_for, stream_logprobs
+
+    top = check_logprobs(top_logprobs, "top_logprobs")
+    if top is not None and not logprobs:
+        raise ValueError("top_logprobs needs logprobs=True")
+    want = (top or 0) if logprobs else None
 
     template = template_for(model)
     ids = chat_tokens(template, model.tokenizer, _check_messages(messages))
@@ -230,26 +238,34 @@ def create_chat_completion(model, messages: list[dict], max_tokens: int | None =
                        frequency_penalty, seed)
     stops = template.stop + ([stop] if isinstance(stop, str) else list(stop or ()))
     limit = -1 if max_tokens is None or max_tokens <= 0 else max_tokens
-    run = generator_for(model).run(ids, sampler, limit, stops, ignore_eos)
+    run = generator_for(model).run(ids, sampler, limit, stops, ignore_eos, logprobs=want)
     model.last_run = run
     cid, created, name = f"chatcmpl-{uuid.uuid4()}", int(time.time()), model.path
 
     if stream:
-        def chunk(delta: dict, finish):
+        def chunk(delta: dict, finish, lp=None):
             return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name,
-                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+                    "choices": [{"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish}]}
 
         def chunks():
             yield chunk({"role": "assistant"}, None)
-            for piece in run:
-                yield chunk({"content": piece}, None)
-            last = chunk({}, run.finish_reason)
+            if want is None:
+                for piece in run:
+                    yield chunk({"content": piece}, None)
+                last = chunk({}, run.finish_reason)
+            else:
+                for piece, lp, end in stream_logprobs(run, lambda e: chat_logprobs(model.tokenizer, e)):
+                    if end:
+                        last = chunk({}, run.finish_reason, lp)
+                    else:
+                        yield chunk({"content": piece}, None, lp)
             last["usage"] = _usage(run)
             yield last
         return chunks()
     run.consume()
+    lp = None if want is None else chat_logprobs(model.tokenizer, run.scored[: run.kept_scored()])
     return {"id": cid, "object": "chat.completion", "created": created, "model": name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": run.text}, "logprobs": None,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": run.text}, "logprobs": lp,
                          "finish_reason": run.finish_reason}],
             "usage": _usage(run)}
 

@@ -104,6 +104,29 @@ class StopStrings:
         return out
 
 
+def token_logprobs(logits: np.ndarray, tok: int, top: int) -> tuple[float, list[tuple[int, float]]]:
+    """log p(tok) under softmax(logits) and the `top` most likely ids with theirs (most likely
+    first, ties to the lower id): the model's distribution, before the sampler's filters."""
+    x = np.asarray(logits, dtype=np.float64)
+    m = x.max()
+    lse = m + np.log(np.exp(x - m).sum())
+    best: list[tuple[int, float]] = []
+    if top > 0:
+        top = min(top, len(x))
+        idx = np.argpartition(-x, top - 1)[:top]
+        idx = idx[np.lexsort((idx, -x[idx]))]
+        best = [(int(i), float(x[i] - lse)) for i in idx]
+    return float(x[tok] - lse), best
+
+
+def scored_before(scored, limit: int, start: int = 0) -> int:
+    """The end of the run of `scored` entries from `start` whose text starts before `limit`."""
+    n = start
+    while n < len(scored) and scored[n][3] < limit:
+        n += 1
+    return n
+
+
 @dataclass
 class Run:
     """One generation: iterate it for text pieces; afterwards read the results."""
@@ -114,6 +137,17 @@ class Run:
     finish_reason: str | None = None   # "stop" (end token, stop string, interrupt) or "length"
     interrupted: bool = False
     timings: Timings = field(default_factory=Timings)
+    # with logprobs=N: for each sampled token (id, log p, [(id, log p)] * N, where its text
+    # starts in `text`: the stream decoder's output before it)
+    scored: list[tuple[int, float, list[tuple[int, float]], int]] | None = None
+    cut: bool = False  # ended by a stop string (tokens from the cut on are not in `text`)
+
+    def kept_scored(self, emitted: int | None = None) -> int:
+        """How many of `scored` have their text in the first `emitted` characters of the
+        answer (all of them once the run is over, but a stop string's tokens)."""
+        if emitted is None and not self.cut:
+            return len(self.scored)
+        return scored_before(self.scored, len(self.text) if emitted is None else emitted)
 
     def __iter__(self) -> Iterator[str]:
         return self._it
@@ -172,16 +206,21 @@ class Generator:
 
     # ------------------------------------------------------------------ the loop
     def run(self, prompt: Sequence[int], sampler: Sampler, max_tokens: int = -1, stop: Iterable[str] = (),
-            ignore_eos: bool = False, should_stop: Callable[[], bool] | None = None) -> Run:
+            ignore_eos: bool = False, should_stop: Callable[[], bool] | None = None,
+            logprobs: int | None = None) -> Run:
         """Start a generation after `prompt` (token ids). max_tokens < 0: until an end token or
-        the context is full. should_stop() is polled once per token (Ctrl-C handling)."""
+        the context is full. should_stop() is polled once per token (Ctrl-C handling).
+        logprobs=N (>= 0): record each sampled token's log-probability and the N likeliest."""
         self.check_prompt(prompt)  # now, not at the first token: a caller may print before iterating
         r = Run(prompt_tokens=len(prompt))
-        r._it = self._loop(r, list(prompt), sampler, max_tokens, list(stop or ()), ignore_eos, should_stop)
+        if logprobs is not None:
+            r.scored = []
+        r._it = self._loop(r, list(prompt), sampler, max_tokens, list(stop or ()), ignore_eos, should_stop,
+                           logprobs)
         return r
 
     def _loop(self, r: Run, prompt: list[int], sampler: Sampler, max_tokens: int, stop: list[str],
-              ignore_eos: bool, should_stop) -> Iterator[str]:
+              ignore_eos: bool, should_stop, top_logprobs: int | None) -> Iterator[str]:
         t0 = time.perf_counter()
         logits, reused = self.prefill(prompt)
         t1 = time.perf_counter()
@@ -197,6 +236,7 @@ class Generator:
         limit = max_tokens if max_tokens >= 0 else n_ctx
         stop_ids = self.stop_ids
         cut = False  # ended by a stop string: what follows it is dropped
+        decoded = 0  # characters the decoder has produced (where the next token's text starts)
         try:
             while True:
                 if len(r.tokens) >= limit:
@@ -212,9 +252,13 @@ class Generator:
                     r.finish_reason = "stop"
                     break
                 r.tokens.append(tok)
+                if top_logprobs is not None:
+                    r.scored.append((tok, *token_logprobs(logits, tok, top_logprobs), decoded))
                 hist[n] = tok
                 n += 1
-                text, stopped = stops.push(decoder.push(tok))
+                piece = decoder.push(tok)
+                decoded += len(piece)
+                text, stopped = stops.push(piece)
                 if text:
                     parts.append(text)
                     yield text
@@ -241,6 +285,7 @@ class Generator:
             r.timings.gen_tokens = len(r.tokens)
             r.timings.gen_s = time.perf_counter() - t1
             r.text = "".join(parts)
+            r.cut = cut
             if r.finish_reason is None:  # the consumer stopped iterating early
                 r.finish_reason, r.interrupted = "stop", True
 
@@ -290,6 +335,54 @@ def _usage(run: Run) -> dict:
             "total_tokens": run.prompt_tokens + len(run.tokens)}
 
 
+def _token_text(tokenizer, tok: int) -> tuple[str, bytes]:
+    piece = tokenizer.token_to_piece(tok, special=False)
+    return piece.decode("utf-8", errors="ignore"), piece  # (a byte of a split character: "")
+
+
+def check_logprobs(n, name: str = "logprobs") -> int | None:
+    """None (off) or a count >= 0 of alternatives to report with each token."""
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {n!r}")
+    return n
+
+
+def completion_logprobs(tokenizer, scored) -> dict:
+    """llama-cpp-python's completion "logprobs" for `scored` entries (Run.scored)."""
+    texts, tops = [], []
+    for tok, lp, best, _ in scored:
+        text = _token_text(tokenizer, tok)[0]
+        top = {_token_text(tokenizer, i)[0]: v for i, v in best}
+        top[text] = lp
+        texts.append(text)
+        tops.append(top)
+    return {"tokens": texts, "text_offset": [off for *_, off in scored],
+            "token_logprobs": [lp for _, lp, _, _ in scored], "top_logprobs": tops}
+
+
+def chat_logprobs(tokenizer, scored) -> dict:
+    """OpenAI's chat "logprobs" ({"content": [...]}) for `scored` entries (Run.scored)."""
+    def entry(tok: int, lp: float) -> dict:
+        text, raw = _token_text(tokenizer, tok)
+        return {"token": text, "logprob": lp, "bytes": list(raw)}
+    return {"content": [{**entry(tok, lp), "top_logprobs": [entry(i, v) for i, v in best]}
+                        for tok, lp, best, _ in scored], "refusal": None}
+
+
+def stream_logprobs(run: Run, shape: Callable[[list], dict]):
+    """(piece, logprobs of the tokens whose text begins in it, False) for each piece of a
+    run as it comes, then ("", the rest, True) once it ends; shape(entries) formats them."""
+    sent = emitted = 0
+    for piece in run:
+        emitted += len(piece)
+        hi = run.kept_scored(emitted)
+        yield piece, shape(run.scored[sent:hi]), False
+        sent = hi
+    yield "", shape(run.scored[sent:max(sent, run.kept_scored())]), True
+
+
 def _new_id(prefix: str) -> str:
     import uuid
     return f"{prefix}-{uuid.uuid4()}"
@@ -302,35 +395,45 @@ def create_completion(model, prompt: str | Sequence[int], max_tokens: int | None
                       echo: bool = False, logprobs: int | None = None):
     """OpenAI-style text completion, shaped like llama-cpp-python's Llama.create_completion:
     a "text_completion" dict, or with stream=True an iterator of such chunks. echo: the
-    prompt's text comes first. Token log-probabilities are not computed (logprobs > 0 is
-    refused)."""
-    if logprobs:
-        raise ValueError("logprobs: phicpp computes no token log-probabilities")
+    prompt's text comes first. logprobs=N: each generated token's log-probability under the
+    model (before the sampler's filters) and the N likeliest tokens' (not with echo: the
+    prompt's tokens are not scored)."""
+    logprobs = check_logprobs(logprobs)
+    if logprobs is not None and echo:
+        raise ValueError("logprobs with echo: the prompt's tokens are not scored (drop one of them)")
     sampler = _sampler(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, presence_penalty,
                        frequency_penalty, seed)
     stops = [stop] if isinstance(stop, str) else list(stop or ())
     limit = -1 if max_tokens is None or max_tokens <= 0 else max_tokens
     ids = prompt_ids(model, prompt)
     head = (prompt if isinstance(prompt, str) else model.detokenize(ids)) if echo else ""
-    run = generator_for(model).run(ids, sampler, limit, stops, ignore_eos)
+    run = generator_for(model).run(ids, sampler, limit, stops, ignore_eos, logprobs=logprobs)
     model.last_run = run
     cid, created, name = _new_id("cmpl"), int(time.time()), model.path
 
-    def chunk(text: str, finish):
+    def chunk(text: str, finish, lp=None):
         return {"id": cid, "object": "text_completion", "created": created, "model": name,
-                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
+                "choices": [{"text": text, "index": 0, "logprobs": lp, "finish_reason": finish}]}
 
     if stream:
         def chunks():
             if head:
                 yield chunk(head, None)
-            for piece in run:
-                yield chunk(piece, None)
-            last = chunk("", run.finish_reason)
+            if logprobs is None:
+                for piece in run:
+                    yield chunk(piece, None)
+                last = chunk("", run.finish_reason)
+            else:
+                for piece, lp, end in stream_logprobs(run, lambda e: completion_logprobs(model.tokenizer, e)):
+                    if end:
+                        last = chunk("", run.finish_reason, lp)
+                    else:
+                        yield chunk(piece, None, lp)
             last["usage"] = _usage(run)
             yield last
         return chunks()
     run.consume()
-    out = chunk(head + run.text, run.finish_reason)
+    lp = None if logprobs is None else completion_logprobs(model.tokenizer, run.scored[: run.kept_scored()])
+    out = chunk(head + run.text, run.finish_reason, lp)
     out["usage"] = _usage(run)
     return out

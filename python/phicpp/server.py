@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .chat import _check_messages, chat_tokens, template_for
-from .generate import StopStrings, stop_token_ids
+from .generate import StopStrings, chat_logprobs, completion_logprobs, scored_before, stop_token_ids, token_logprobs
 from .sampling import Sampler
 
 
@@ -49,6 +49,7 @@ class Request:
     loop: asyncio.AbstractEventLoop    # where the request's handler waits
     queue: asyncio.Queue               # its events, put there on that loop
     ignore_eos: bool = False           # llama-server's extension: never stop at an end token
+    logprobs: int | None = None        # score each token, with this many alternatives
     cancelled: threading.Event = field(default_factory=threading.Event)
     # engine state
     seq: int = -1
@@ -58,6 +59,10 @@ class Request:
     history: np.ndarray | None = None
     decoder: object = None
     stops: StopStrings | None = None
+    scored: list = field(default_factory=list)  # with logprobs: as Run.scored
+    decoded: int = 0                   # characters the decoder has produced
+    emitted: int = 0                   # characters sent as text
+    sent_scored: int = 0               # scored entries sent
     t_start: float = field(default_factory=time.perf_counter)
 
 
@@ -164,6 +169,15 @@ class Engine:
             self.free.append(r.seq)
             r.seq = -1
 
+    def _text(self, r: Request, text: str) -> None:
+        """A text event, with the scores of the tokens whose text begins in it."""
+        r.emitted += len(text)
+        ev = _event("text", text=text)
+        if r.logprobs is not None:
+            hi = scored_before(r.scored, r.emitted, r.sent_scored)
+            ev["scored"], r.sent_scored = r.scored[r.sent_scored:hi], hi
+        self._emit(r, ev)
+
     def _finish(self, r: Request, reason: str) -> None:
         tail = ""
         if reason != "stop_string" and r.decoder is not None:
@@ -171,9 +185,13 @@ class Engine:
             if not stopped:
                 tail += r.stops.flush()
         if tail:
-            self._emit(r, _event("text", text=tail))
-        self._emit(r, _event("done", finish_reason="stop" if reason == "stop_string" else reason,
-                      prompt_tokens=len(r.prompt), completion_tokens=len(r.tokens)))
+            self._text(r, tail)
+        ev = _event("done", finish_reason="stop" if reason == "stop_string" else reason,
+                    prompt_tokens=len(r.prompt), completion_tokens=len(r.tokens))
+        if r.logprobs is not None:  # what is left (a stop string's tokens are not in the text)
+            ev["scored"] = r.scored[r.sent_scored:scored_before(r.scored, r.emitted, r.sent_scored)
+                                    if reason == "stop_string" else len(r.scored)]
+        self._emit(r, ev)
         self._release(r)
 
     def _fail(self, r: Request, message: str) -> None:
@@ -218,9 +236,13 @@ class Engine:
             return
         r.tokens.append(tok)
         r.history[n] = tok
-        text, stopped = r.stops.push(r.decoder.push(tok))
+        if r.logprobs is not None:
+            r.scored.append((tok, *token_logprobs(logits, tok, r.logprobs), r.decoded))
+        piece = r.decoder.push(tok)
+        r.decoded += len(piece)
+        text, stopped = r.stops.push(piece)
         if text:
-            self._emit(r, _event("text", text=text))
+            self._text(r, text)
         if stopped:
             self._finish(r, "stop_string")
         elif len(r.tokens) >= r.max_tokens or n + 1 >= self.n_ctx:
@@ -273,13 +295,23 @@ def _sampling(body: dict, default_temperature: float) -> Sampler:
         raise RequestError(str(e), param=name if name in body else None) from None
 
 
-def _no_logprobs(body: dict) -> None:
-    """Token log-probabilities are not computed: a request for them is refused rather than
-    answered without them."""
-    for name in ("logprobs", "top_logprobs"):
-        if body.get(name) not in (None, False, 0):
-            raise RequestError(f"'{name}' is not supported by this server: it returns no token log-probabilities",
-                               param=name)
+def _logprobs(body: dict, chat: bool, echo: bool) -> int | None:
+    """How many alternatives to score with each token, or None: chat's "logprobs" (a boolean)
+    and "top_logprobs" (0-20), or the completions' "logprobs" (0-20, not with echo)."""
+    if chat:
+        on = _get(body, "logprobs", bool, False)
+        top = _get(body, "top_logprobs", int)
+        if top is not None and not 0 <= top <= 20:
+            raise RequestError(f"'top_logprobs' must be in [0, 20], got {top}", param="top_logprobs")
+        if top and not on:
+            raise RequestError("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
+        return (top or 0) if on else None
+    n = _get(body, "logprobs", int)
+    if n is not None and not 0 <= n <= 20:
+        raise RequestError(f"'logprobs' must be in [0, 20], got {n}", param="logprobs")
+    if n is not None and echo:
+        raise RequestError("'logprobs' with 'echo': the prompt's tokens are not scored", param="logprobs")
+    return n
 
 
 def _stops(body: dict) -> list[str]:
@@ -336,13 +368,13 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
         sampler = _sampling(body, 1.0)
-        _no_logprobs(body)
+        scoring = _logprobs(body, shape.chat, bool(shape.head))
         stops = _stops(body)
         if shape.chat:
             stops = template.stop + stops
         r = Request(prompt, sampler, _max_tokens(body, engine.n_ctx - len(prompt)), stops,
                     loop=loop, queue=q,
-                    ignore_eos=bool(_get(body, "ignore_eos", bool, False)))
+                    ignore_eos=bool(_get(body, "ignore_eos", bool, False)), logprobs=scoring)
         stream = bool(_get(body, "stream", bool, False))
         include_usage = bool((_get(body, "stream_options", dict, {}) or {}).get("include_usage", False))
         try:
@@ -353,7 +385,7 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
             raise
 
         if not stream:
-            parts = [shape.head]
+            parts, scored = [shape.head], []
             try:
                 checked = time.monotonic()
                 while True:
@@ -367,12 +399,14 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
                             return JSONResponse(error_body("the client went away", "server_error"), status_code=499)
                     if ev is None:
                         continue
+                    scored += ev.get("scored", ())
                     if ev["kind"] == "text":
                         parts.append(ev["text"])
                     elif ev["kind"] == "error":
                         return fail(RequestError(ev["message"], status=500))
                     else:
-                        return JSONResponse(shape.whole("".join(parts), ev["finish_reason"], _usage(ev)))
+                        lp = shape.logprobs(scored) if scoring is not None else None
+                        return JSONResponse(shape.whole("".join(parts), ev["finish_reason"], _usage(ev), lp))
             finally:
                 r.cancelled.set()
 
@@ -388,14 +422,17 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
                         evs.append(q.get_nowait())
                     out, end = [], None
                     for ev in evs:
-                        if ev["kind"] == "text":
+                        if ev["kind"] == "text" and scoring is not None:
+                            out.append(_sse(shape.chunk(ev["text"], None, shape.logprobs(ev["scored"]))))
+                        elif ev["kind"] == "text":
                             out.append(shape.text_sse(ev["text"]))
                         elif ev["kind"] == "error":
                             out.append(_sse(error_body(ev["message"], "server_error")))
                             end = ev
                             break
                         else:
-                            last = shape.chunk(None, ev["finish_reason"])
+                            last = shape.chunk(None, ev["finish_reason"],
+                                               shape.logprobs(ev["scored"]) if scoring is not None else None)
                             if not include_usage:
                                 last["usage"] = _usage(ev)
                             out.append(_sse(last))
@@ -432,23 +469,26 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
                 self._text_parts = whole.split(json.dumps(marker), 1)
             return self._text_parts[0] + json.dumps(text, ensure_ascii=False) + self._text_parts[1]
 
-        def chunk(self, piece, finish) -> dict:
+        def logprobs(self, scored) -> dict:
+            return chat_logprobs(engine.tok, scored) if self.chat else completion_logprobs(engine.tok, scored)
+
+        def chunk(self, piece, finish, lp=None) -> dict:
             if self.chat:
                 delta = piece if isinstance(piece, dict) else ({"content": piece} if piece is not None else {})
-                choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                choice = {"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish}
                 obj = "chat.completion.chunk"
             else:
-                choice = {"index": 0, "text": piece or "", "logprobs": None, "finish_reason": finish}
+                choice = {"index": 0, "text": piece or "", "logprobs": lp, "finish_reason": finish}
                 obj = "text_completion"
             return {"id": self.id, "object": obj, "created": self.created, "model": name, "choices": [choice]}
 
-        def whole(self, text: str, finish: str, usage: dict) -> dict:
+        def whole(self, text: str, finish: str, usage: dict, lp=None) -> dict:
             if self.chat:
-                choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": lp,
                           "finish_reason": finish}
                 obj = "chat.completion"
             else:
-                choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+                choice = {"index": 0, "text": text, "logprobs": lp, "finish_reason": finish}
                 obj = "text_completion"
             return {"id": self.id, "object": obj, "created": self.created, "model": name, "choices": [choice],
                     "usage": usage}
