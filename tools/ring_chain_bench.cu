@@ -77,13 +77,14 @@ struct Params {
 // Bits of Params::mode: wait for the matmul before, stage the input, compute
 // the rows; kNoStream: the ring is never (re)filled and nobody waits on it
 // (what the computing warps cost alone); kWarpChunks: a chunk's rows all go to
-// one warp (chunk c to warp c % 15), which alone waits for it and frees it
-// (else the rows of every chunk are spread over the warps); kBatched: chunks
-// as kWarpChunks, staged a thread per unit, kRowsAtOnce rows computed together
-// (written 2026-12-04 but not yet run on a GPU: its first run is also its test).
-// kFlags (with kBatched; written 2026-12-04, late, not yet run): no grid-wide
-// counter. Every output is also published as one 64-bit word, the launch's
-// epoch beside the value, written by a single store; staging polls the words
+// one warp (the warp that owns the chunk's slot, slot % 15), which alone
+// waits for it and frees it (else the rows of every chunk are spread over the
+// warps); kBatched: chunks as kWarpChunks, staged a thread per unit,
+// kRowsAtOnce rows computed together (first run 2026-12-05: docs/CUDA.md).
+// kFlags (with kBatched; as of 2026-12-05 it hangs, as does every mode that
+// streams without kWait: docs/CUDA.md): no grid-wide counter. Every output is
+// also published as one 64-bit word, the launch's epoch beside the value,
+// written by a single store; staging polls the words
 // it reads until each carries the epoch (the words are their own flags, as in
 // NCCL's LL protocol), so there is no fence, no barrier between CTAs, and the
 // wait and the staging's L2 round trip are one and the same.
@@ -98,7 +99,7 @@ enum Mode {
     kFlags = 64,
     kAttnHop = 128
 };
-// kAttnHop (with kFlags; written 2026-12-04, late, not yet run): the step
+// kAttnHop (with kFlags, so not yet measured): the step
 // from qkv to wo goes through a stand-in for attention, so that the chain has
 // a decode step's five dependent stages a layer, not four: the CTA that owns
 // head h (32 of the 132) polls the head's q, k and v words, writes
@@ -286,7 +287,7 @@ __device__ float inverse_rms(float ss, int K, Smem& s, int t, int lane) {
     return rsqrtf(sum / K + 1e-6f);
 }
 
-// kBatched's staging (written, not yet run on a GPU): the same rounding, but
+// kBatched's staging: the same rounding, but
 // thread t of the computing warps rounds unit t alone (its 32 values read as
 // 8 float4), so no shuffles sit in the way; the norm's sum is the one
 // exchange between warps.

@@ -249,16 +249,11 @@ def create_chat_completion(model, messages: list[dict], max_tokens: int | None =
 
         def chunks():
             yield chunk({"role": "assistant"}, None)
-            if want is None:
-                for piece in run:
-                    yield chunk({"content": piece}, None)
-                last = chunk({}, run.finish_reason)
-            else:
-                for piece, lp, end in stream_logprobs(run, lambda e: chat_logprobs(model.tokenizer, e)):
-                    if end:
-                        last = chunk({}, run.finish_reason, lp)
-                    else:
-                        yield chunk({"content": piece}, None, lp)
+            for piece, lp, end in stream_logprobs(run, lambda e: chat_logprobs(model.tokenizer, e)):
+                if end:
+                    last = chunk({}, run.finish_reason, lp)
+                else:
+                    yield chunk({"content": piece}, None, lp)
             last["usage"] = _usage(run)
             yield last
         return chunks()

@@ -373,14 +373,18 @@ def chat_logprobs(tokenizer, scored) -> dict:
 
 def stream_logprobs(run: Run, shape: Callable[[list], dict]):
     """(piece, logprobs of the tokens whose text begins in it, False) for each piece of a
-    run as it comes, then ("", the rest, True) once it ends; shape(entries) formats them."""
+    run as it comes, then ("", the rest, True) once it ends; shape(entries) formats them.
+    A run that scores nothing gets None for each."""
     sent = emitted = 0
     for piece in run:
+        if run.scored is None:
+            yield piece, None, False
+            continue
         emitted += len(piece)
         hi = run.kept_scored(emitted)
         yield piece, shape(run.scored[sent:hi]), False
         sent = hi
-    yield "", shape(run.scored[sent:max(sent, run.kept_scored())]), True
+    yield "", None if run.scored is None else shape(run.scored[sent:max(sent, run.kept_scored())]), True
 
 
 def _new_id(prefix: str) -> str:
@@ -419,16 +423,11 @@ def create_completion(model, prompt: str | Sequence[int], max_tokens: int | None
         def chunks():
             if head:
                 yield chunk(head, None)
-            if logprobs is None:
-                for piece in run:
-                    yield chunk(piece, None)
-                last = chunk("", run.finish_reason)
-            else:
-                for piece, lp, end in stream_logprobs(run, lambda e: completion_logprobs(model.tokenizer, e)):
-                    if end:
-                        last = chunk("", run.finish_reason, lp)
-                    else:
-                        yield chunk(piece, None, lp)
+            for piece, lp, end in stream_logprobs(run, lambda e: completion_logprobs(model.tokenizer, e)):
+                if end:
+                    last = chunk("", run.finish_reason, lp)
+                else:
+                    yield chunk(piece, None, lp)
             last["usage"] = _usage(run)
             yield last
         return chunks()

@@ -32,10 +32,11 @@ class Model:
     device: "cpu", "cuda" or "auto". n_gpu_layers (llama-cpp-python's spelling), when
     given, chooses instead: 0 the CPU, anything else the GPU (phicpp puts the whole
     model on one device), or the CPU with a warning where there is no GPU to use, as
-    llama-cpp-python runs n_gpu_layers=-1 on a machine without one. progress: called as progress(bytes_loaded, bytes_total)
-    while the weights load (uploads to a GPU take a while). n_seq: how many sequences
-    (KV caches of n_ctx tokens each) the model holds at once; eval(seq=...) continues one,
-    decode_batch() one token of several in one forward pass (as a server does).
+    llama-cpp-python runs n_gpu_layers=-1 on a machine without one. progress: called as
+    progress(bytes_loaded, bytes_total) while the weights load (uploads to a GPU take a
+    while). n_seq: how many sequences (KV caches of n_ctx tokens each) the model holds at
+    once; eval(seq=...) continues one, decode_batch() one token of several in one forward
+    pass (as a server does).
 
     Threads: every call into the model takes the model's lock, so several Python threads
     may share one Model; each call's tokens go in whole, but calls of different threads

@@ -431,8 +431,7 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
                             end = ev
                             break
                         else:
-                            last = shape.chunk(None, ev["finish_reason"],
-                                               shape.logprobs(ev["scored"]) if scoring is not None else None)
+                            last = shape.chunk(None, ev["finish_reason"], shape.logprobs(ev.get("scored")))
                             if not include_usage:
                                 last["usage"] = _usage(ev)
                             out.append(_sse(last))
@@ -469,7 +468,10 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
                 self._text_parts = whole.split(json.dumps(marker), 1)
             return self._text_parts[0] + json.dumps(text, ensure_ascii=False) + self._text_parts[1]
 
-        def logprobs(self, scored) -> dict:
+        def logprobs(self, scored) -> dict | None:
+            """The "logprobs" of scored entries (None when the request asked for none)."""
+            if scored is None:
+                return None
             return chat_logprobs(engine.tok, scored) if self.chat else completion_logprobs(engine.tok, scored)
 
         def chunk(self, piece, finish, lp=None) -> dict:
