@@ -13,7 +13,8 @@
 # Mode bits (RING_MODES): 1 grid-wide wait, 2 stage, 4 rows, 8 nothing
 # streamed, 16 a chunk's rows on one warp, 32 batched (a thread per unit, four
 # rows a warp at once), 64 flag words instead of the grid-wide counter (with
-# 32), 128 a stand-in attention between qkv and wo (with 64). RING_SLOT_DIV=2
+# 32), 128 a stand-in attention between qkv and wo (with 64), 256 a chunk's rows
+# four at a time over all warps (with 32). RING_SLOT_DIV=2
 # halves the slots (a shorter last chunk), so the same ring takes twice the slots.
 # RING_FORMAT=q8_0: Q8_0 weights (flag-word modes only).
 set -u
@@ -30,12 +31,8 @@ git log --oneline -1 2>/dev/null
 # run is line-buffered and has its own short timeout; a wait that gives up
 # prints STUCK. Slots: 15 (one a computing warp) or 30 at half size.
 R="timeout 45 $B/ring_chain_bench"
-log "the hang without the grid-wide wait (docs/CUDA.md): where each warp was when a wait gave up"
-RING_PRODUCERS=b RING_MODES=36,32,37 $R 15
-RING_PRODUCERS=b RING_MODES=36 $R 1
-RING_PRODUCERS=b RING_MODES=36 $R 16
 log "correctness and the full runs"
-RING_PRODUCERS=b RING_MODES=7,39,102,230 $R 15
+RING_PRODUCERS=b RING_MODES=7,39,295,102,358,230 $R 15
 RING_PRODUCERS=b RING_SLOT_DIV=2 RING_MODES=39,102,230 $R 30
 [ "${1:-}" = quick ] && exit 0
 

@@ -81,8 +81,7 @@ struct Params {
 // waits for it and frees it (else the rows of every chunk are spread over the
 // warps); kBatched: chunks as kWarpChunks, staged a thread per unit,
 // kRowsAtOnce rows computed together (first run 2026-12-05: docs/CUDA.md).
-// kFlags (with kBatched; as of 2026-12-05 it hangs, as does every mode that
-// streams without kWait: docs/CUDA.md): no grid-wide counter. Every output is
+// kFlags (with kBatched): no grid-wide counter. Every output is
 // also published as one 64-bit word, the launch's epoch beside the value,
 // written by a single store; staging polls the words
 // it reads until each carries the epoch (the words are their own flags, as in
@@ -97,8 +96,14 @@ enum Mode {
     kWarpChunks = 16,
     kBatched = 32,
     kFlags = 64,
-    kAttnHop = 128
+    kAttnHop = 128,
+    kGroups = 256
 };
+// kGroups (with kBatched or kFlags): the rows of every chunk go to the warps
+// kRowsAtOnce at a time, group g of the chain to warp g % 15, so that all 15
+// warps compute whatever the chunk sizes (with whole chunks a warp, a
+// matmul's share of 3-16 chunks kept 3-15 warps busy, each on ~8 rows); every
+// warp waits for every chunk in order and frees it (15 arrivals a use).
 // kAttnHop (with kFlags, so not yet measured): the step
 // from qkv to wo goes through a stand-in for attention, so that the chain has
 // a decode step's five dependent stages a layer, not four: the CTA that owns
@@ -478,7 +483,7 @@ __device__ __forceinline__ void rows_dot(const uint8_t* nib, const __half* d, in
 // kBulk: one thread streams each chunk with two TMA bulk copies; else the 32
 // lanes of warp 0 with 16-byte cp.async copies that arrive on the slot's barrier.
 // kBatched: stage_by_unit and rows_dot<kRowsAtOnce> on whole chunks a warp.
-template <bool kBulk, bool kBatched, bool kFlagWords, bool kQ8 = false>
+template <bool kBulk, bool kBatch, bool kFlagWords, bool kQ8 = false>
 __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
     extern __shared__ __align__(128) uint8_t smem_all[];
     Smem& s = *reinterpret_cast<Smem*>(smem_all);
@@ -487,7 +492,7 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
     if (threadIdx.x == 0) {
         for (int i = 0; i < p.slots; ++i) {
             mbar_init(&s.full[i], kBulk ? 1 : 32);
-            mbar_init(&s.empty[i], (p.mode & (kWarpChunks | kBatched)) ? 1 : kConsumers);
+            mbar_init(&s.empty[i], ((kBatch && !(p.mode & kGroups)) || (p.mode & kWarpChunks)) ? 1 : kConsumers);
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
         if (blockIdx.x == 0) {  // (diagnosis: a fresh barrier's raw word)
@@ -497,7 +502,6 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
         }
     }
     __syncthreads();
-    unsigned* progress = p.stuck + 8 + blockIdx.x * 16;  // (diagnosis: per warp, the last chunk done + 1)
     if (warp == 0) {  // the stream: every chunk of every matmul, as slots come free
         if ((kBulk && lane != 0) || (p.mode & kNoStream)) return;
         unsigned it = 0;
@@ -512,7 +516,6 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
                 uint8_t* dst = ring + slot * p.slot_bytes;
                 const uint8_t* nib = m.nib + static_cast<size_t>(row) * nb;
                 const uint8_t* dsc = reinterpret_cast<const uint8_t*>(m.d) + static_cast<size_t>(row) * db;
-                if (!*static_cast<volatile unsigned*>(p.stuck)) progress[0] = it + 1;
                 if (kBulk) {
                     mbar_expect_tx(&s.full[slot], n * (nb + db));
                     bulk_copy(dst, nib, n * nb, &s.full[slot]);
@@ -529,7 +532,7 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
     }
     const int cw = warp - 1;
     const unsigned epoch = kFlagWords ? *p.epoch : 0;
-    unsigned it = 0;
+    unsigned it = 0, group = 0;
     for (int j = 0; j < p.n_mats; ++j) {
         const Mat m = p.mats[j];
         const Share sh(m, p.slot_bytes);
@@ -540,8 +543,8 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
             consumers_sync();
         }
         if ((p.mode & kStage) && kFlagWords) stage_flags(m, s, threadIdx.x - 32, lane, epoch, p.stuck);
-        if ((p.mode & kStage) && kBatched && !kFlagWords) stage_by_unit(m, s, threadIdx.x - 32, lane);
-        if ((p.mode & kStage) && !kBatched) stage(m, s, cw, lane);
+        if ((p.mode & kStage) && kBatch && !kFlagWords) stage_by_unit(m, s, threadIdx.x - 32, lane);
+        if ((p.mode & kStage) && !kBatch) stage(m, s, cw, lane);
         consumers_sync();
         const int nb = m.code_bytes, units = m.K / 32;
         for (int c = 0; c < sh.chunks; ++c, ++it) {
@@ -552,7 +555,8 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
             // Chunks dealt round the warps by chunk number broke that (a warp
             // two uses ahead of a slot took stale bytes and freed the slot
             // early; the ring then hung), and slots < 15 leave warps idle.
-            const bool whole = kBatched || (p.mode & kWarpChunks);
+            const bool groups = kBatch && (p.mode & kGroups);
+            const bool whole = (kBatch && !groups) || (p.mode & kWarpChunks);
             const int slot = it % p.slots;
             if (whole && slot % kConsumers != cw) continue;
             const int n = min(sh.per_slot, sh.rows - c * sh.per_slot);
@@ -561,7 +565,8 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
             const bool stream = !(p.mode & kNoStream);
             // (rows spread: every warp waits, rows or not, so that none arrives on a slot's next use early)
             if (stream) mbar_wait(&s.full[slot], (it / p.slots) & 1, p.stuck, 2, it);
-            for (int r = 0; r < n && (p.mode & kRows) && kBatched; r += kRowsAtOnce) {
+            for (int r = 0; r < n && (p.mode & kRows) && kBatch; r += kRowsAtOnce) {
+                if (groups && group++ % kConsumers != static_cast<unsigned>(cw)) continue;
                 float y[kRowsAtOnce];
                 rows_dot<kRowsAtOnce, kQ8>(base + r * nb, scales + r * units, n - r, units, s, lane, y);
 #pragma unroll
@@ -575,14 +580,13 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
             if (kFlagWords && !(p.mode & kRows))  // publish anyway, or the next matmul's staging waits for ever
                 for (int r = lane; r < n; r += 32)
                     st_relaxed_word(m.y_words + sh.r0 + c * sh.per_slot + r, published(0.0f, epoch));
-            for (int r = 0; r < n && (p.mode & kRows) && !kBatched; ++r) {
+            for (int r = 0; r < n && (p.mode & kRows) && !kBatch; ++r) {
                 if (!whole && (c * sh.per_slot + r) % kConsumers != cw) continue;
                 const float y = row_dot(base + r * nb, scales + r * units, s, units, lane);
                 if (lane == 0) m.y[sh.r0 + c * sh.per_slot + r] = y;
             }
             __syncwarp();
             if (lane == 0 && stream) mbar_arrive(&s.empty[slot]);
-            if (lane == 0 && !*static_cast<volatile unsigned*>(p.stuck)) progress[warp] = it + 1;
         }
         consumers_sync();  // every row of j written (and the staged input free again)
         if (cw == 0 && lane == 0 && !kFlagWords) red_release(p.done, 1);
@@ -815,7 +819,7 @@ int main(int argc, char** argv) {
                     char what[96];
                     std::snprintf(what, sizeof what, "%s%s%s%s%s%s%s", attn ? "attn-hop " : "", flags ? "flags " : "", mode & kWait ? "wait " : "",
                                   mode & kStage ? "stage " : "", mode & kRows ? "rows " : "",
-                                  mode & kNoStream ? "no-stream " : "", mode & kWarpChunks ? "warp-chunks" : mode & kBatched ? "batched" : "");
+                                  mode & kNoStream ? "no-stream " : "", mode & kWarpChunks ? "warp-chunks" : mode & kGroups ? "groups" : mode & kBatched ? "batched" : "");
                     std::printf("  %-8s %-32s ring %2d x %.1f KB  %8.1f us  %5.2f TB/s (%2.0f%% of 4.8)",
                                 bulk ? "bulk" : "cp.async", mode ? what : "stream only", slots, slot_bytes / 1024.0, us,
                                 total / us / 1e6, 100 * total / us / 1e6 / 4.8);
@@ -825,10 +829,6 @@ int main(int argc, char** argv) {
                     if (gave_up[0]) {
                         std::printf("  STUCK (a wait gave up: kind %u, CTA %u, thread %u, %u %#x %#x; fresh %#x)",
                                     gave_up[1], gave_up[2], gave_up[3], gave_up[4], gave_up[5], gave_up[6], gave_up[7]);
-                        unsigned prog[16];
-                        CHECK(cudaMemcpy(prog, stuck + 8 + 16 * gave_up[2], sizeof prog, cudaMemcpyDeviceToHost));
-                        std::printf("\n    that CTA's last chunk + 1 (producer, warps 1..15):");
-                        for (unsigned v : prog) std::printf(" %u", v);
                     }
                     CHECK(cudaMemset(stuck, 0, sizeof gave_up));
                     std::printf("\n");
