@@ -158,6 +158,35 @@ __device__ __forceinline__ float from_f32<float>(float v) { return v; }
 template <>
 __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
 
+// One warp copies n floats from src to dst (shared memory) and the two runs
+// of m floats a0 -> b0 and a1 -> b1 beside them, kBatch values a lane at a
+// time with all of a batch's loads in flight before the first store (the
+// first batch holds the two short runs too).
+__device__ __forceinline__ void copy_to_shared(const float* src, float* dst, int n, const float* a0, float* b0,
+                                               const float* a1, float* b1, int m) {
+    constexpr int kBatch = kMaxHead / kWarp;
+    const int lane = threadIdx.x % kWarp;
+    for (int base = 0; base < n; base += kBatch * kWarp) {
+        float x[kBatch], y0[kBatch], y1[kBatch];
+#pragma unroll
+        for (int i = 0; i < kBatch; ++i) {
+            const int e = base + lane + i * kWarp, f = lane + i * kWarp;
+            x[i] = e < n ? src[e] : 0.0f;
+            y0[i] = base == 0 && f < m ? a0[f] : 0.0f;
+            y1[i] = base == 0 && f < m ? a1[f] : 0.0f;
+        }
+#pragma unroll
+        for (int i = 0; i < kBatch; ++i) {
+            const int e = base + lane + i * kWarp, f = lane + i * kWarp;
+            if (e < n) dst[e] = x[i];
+            if (base == 0 && f < m) {
+                b0[f] = y0[i];
+                b1[f] = y1[i];
+            }
+        }
+    }
+}
+
 // q . k for the warp's rows against one key row kr (in shared memory); kVec
 // elements per 16-byte read when rows are 16-byte multiples.
 template <class T, int kVec, int kR>
@@ -400,14 +429,12 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
         const RotaryAngles angles = rotary_angles(in, freqs, cur_pos);
         pdl_wait();
         pdl_launch_dependents();
-        for (int r = 0; r < nrows; ++r) {
-            const float* qr = in.q + (kvh * group + rho0 + r) * p.hd;
-            for (int d = lane; d < p.hd; d += kWarp) qs[r * p.hd + d] = qr[d];
-        }
-        for (int d = lane; d < p.hd; d += kWarp) {
-            cur_k[d] = in.k[kvh * p.hd + d];
-            cur_v[d] = in.v[kvh * p.hd + d];
-        }
+        // the token's key, value and query rows (the tile's rows are consecutive
+        // heads: one run of nrows * hd floats), every load of a batch in flight
+        // before any is stored: a loop that stores each value as it arrives
+        // waits out one round trip to L2 per 32 elements
+        copy_to_shared(in.q + (kvh * group + rho0) * p.hd, qs, nrows * p.hd, in.k + kvh * p.hd, cur_k,
+                       in.v + kvh * p.hd, cur_v, p.hd);
         __syncwarp();
         for (int r = -1; r < nrows; ++r) {
             float* vec = r < 0 ? cur_k : qs + r * p.hd;

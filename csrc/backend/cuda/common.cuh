@@ -117,6 +117,7 @@ __device__ __forceinline__ void cp_async_wait() {
 struct Launch {
     cudaStream_t stream = nullptr;
     bool pdl = false;  // launch with programmatic stream serialization
+    int carveout = -1;  // the kernel's preferred shared-memory carveout (percent), or -1: the driver's choice
 };
 
 template <class... KArgs, class... Args>
@@ -131,6 +132,8 @@ void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, const 
     cfg.stream = l.stream;
     cfg.attrs = attr;
     cfg.numAttrs = l.pdl ? 1 : 0;
+    if (l.carveout >= 0)
+        PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, l.carveout));
     PHI_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...));
 }
 

@@ -121,6 +121,7 @@ public:
         attn_.stages = std::max(0, std::min(2, env_int("PHICPP_CUDA_ATTN_STAGES", attn_.stages)));
         attn_.cta_smem_kb = std::max(0, env_int("PHICPP_CUDA_ATTN_CTA_SMEM_KB", attn_.cta_smem_kb));
         skip_attention_ = env_int("PHICPP_CUDA_SKIP_ATTENTION", 0) != 0;
+        carveout_ = std::min(100, env_int("PHICPP_CUDA_CARVEOUT", carveout_));
         flash_min_ = env_int("PHICPP_CUDA_FLASH_MIN", flash_min_);
         time_steps_ = env_int("PHICPP_CUDA_STEP_TIMES", 0) != 0;
         gemm_cfg_.stages = std::max(2, std::min(3, env_int("PHICPP_CUDA_GEMM_STAGES", gemm_cfg_.stages)));
@@ -573,7 +574,7 @@ private:
         cudaGraphExec_t exec;
     };
 
-    Launch launch_cfg() const { return Launch{stream_, pdl_}; }
+    Launch launch_cfg() const { return Launch{stream_, pdl_, carveout_}; }
 
     // PHICPP_CUDA_STEP_TIMES=1: the GPU time of each replayed step (from its
     // position write to the graph's end), summed and printed at exit, so that
@@ -720,6 +721,7 @@ private:
     bool fuse_input_ = true;  // a one-token step's input step runs inside its attention
     cuda::AttentionTuning attn_;  // how the one-token (tile) attention spreads the keys
     bool skip_attention_ = false;
+    int carveout_ = -1;
     int flash_min_ = 16;  // tokens from which a batch's attention is flash attention (0: never)
     bool time_steps_ = false;
     std::chrono::steady_clock::time_point step_begun_;
