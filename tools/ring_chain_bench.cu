@@ -153,13 +153,10 @@ __device__ __forceinline__ bool mbar_try_wait(uint64_t* b, unsigned parity) {
         : "memory");
     return ok != 0;
 }
-// (kind, use: for Patience's record, with the barrier's raw word as it gave up)
+// (kind, use: for Patience's record, with the parity waited for)
 __device__ __forceinline__ void mbar_wait(uint64_t* b, unsigned parity, unsigned* stuck, unsigned kind, unsigned use) {
-    for (Patience wait; !mbar_try_wait(b, parity);) {
-        uint64_t raw;
-        asm volatile("ld.shared.u64 %0, [%1];" : "=l"(raw) : "r"(smem_u32(b)) : "memory");
-        if (wait.over(stuck, kind, use, static_cast<unsigned>(raw), static_cast<unsigned>(raw >> 32))) break;
-    }
+    for (Patience wait; !mbar_try_wait(b, parity);)
+        if (wait.over(stuck, kind, use, parity)) break;
 }
 __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, uint64_t* b) {
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
@@ -495,11 +492,6 @@ __global__ void __launch_bounds__(kThreads, 1) chain_kernel(Params p) {
             mbar_init(&s.empty[i], ((kBatch && !(p.mode & kGroups)) || (p.mode & kWarpChunks)) ? 1 : kConsumers);
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-        if (blockIdx.x == 0) {  // (diagnosis: a fresh barrier's raw word)
-            uint64_t raw;
-            asm volatile("ld.shared.u64 %0, [%1];" : "=l"(raw) : "r"(smem_u32(&s.empty[0])) : "memory");
-            p.stuck[7] = static_cast<unsigned>(raw);
-        }
     }
     __syncthreads();
     if (warp == 0) {  // the stream: every chunk of every matmul, as slots come free
@@ -750,8 +742,8 @@ int main(int argc, char** argv) {
     CHECK(cudaMemcpy(dmats_attn, mats_attn.data(), mats.size() * sizeof(Mat), cudaMemcpyHostToDevice));
     unsigned *done, *epoch, *stuck;
     CHECK(cudaMalloc(&done, sizeof(unsigned)));
-    CHECK(cudaMalloc(&stuck, (8 + 16 * 1024) * sizeof(unsigned)));
-    CHECK(cudaMemset(stuck, 0, (8 + 16 * 1024) * sizeof(unsigned)));
+    CHECK(cudaMalloc(&stuck, 8 * sizeof(unsigned)));
+    CHECK(cudaMemset(stuck, 0, 8 * sizeof(unsigned)));
     CHECK(cudaMalloc(&epoch, sizeof(unsigned)));
     CHECK(cudaMemset(epoch, 0, sizeof(unsigned)));
     CHECK(cudaDeviceSynchronize());
@@ -827,8 +819,8 @@ int main(int argc, char** argv) {
                     unsigned gave_up[8] = {};
                     CHECK(cudaMemcpy(gave_up, stuck, sizeof gave_up, cudaMemcpyDeviceToHost));
                     if (gave_up[0]) {
-                        std::printf("  STUCK (a wait gave up: kind %u, CTA %u, thread %u, %u %#x %#x; fresh %#x)",
-                                    gave_up[1], gave_up[2], gave_up[3], gave_up[4], gave_up[5], gave_up[6], gave_up[7]);
+                        std::printf("  STUCK (a wait gave up: kind %u, CTA %u, thread %u, %u %#x %#x)", gave_up[1],
+                                    gave_up[2], gave_up[3], gave_up[4], gave_up[5], gave_up[6]);
                     }
                     CHECK(cudaMemset(stuck, 0, sizeof gave_up));
                     std::printf("\n");
