@@ -99,6 +99,16 @@ def test_recorded_steps_equal_direct_steps(monkeypatch):
     assert np.array_equal(a, b)
 
 
+def test_attention_trace_changes_no_logit(monkeypatch):
+    """PHICPP_CUDA_ATTN_TRACE records time points inside decode attention (a measuring knob):
+    the logits stay the same to the bit."""
+    monkeypatch.delenv("PHICPP_CUDA_ATTN_TRACE", raising=False)
+    a = run(shipped(), "cuda", steps=20)
+    monkeypatch.setenv("PHICPP_CUDA_ATTN_TRACE", "1")
+    b = run(shipped(), "cuda", steps=20)
+    assert np.array_equal(a, b)
+
+
 def test_truncate_and_reset_with_recorded_steps(bundled_f16):
     m = phicpp.Model(bundled_f16, n_ctx=128, device="cuda")
     ref = phicpp.Model(bundled_f16, n_ctx=128, device="cpu")

@@ -128,6 +128,8 @@ struct AttnParams {
     int* counters = nullptr;
     int stages = 1, q_rows = kRows;  // key chunks of a warp in shared memory, query rows of a tile (AttentionPlan)
     InputParams in;  // kFused: the input step of the step's one token, done here
+    unsigned long long* trace = nullptr;  // measuring only (PHICPP_CUDA_ATTN_TRACE): 8 times a CTA
+    int noop = 0;  // measuring only (PHICPP_CUDA_ATTN_NOOP): 1 an empty kernel of the same shape, 2 without its shared memory
 };
 
 template <class T>
@@ -241,6 +243,16 @@ __device__ __forceinline__ void put_partial(float* dst, int stride, int nrows, i
 // A barrier for warps [0, n) of the CTA only (barrier 1; __syncthreads is 0).
 __device__ __forceinline__ void bar_sync_warps(int n) {
     asm volatile("bar.sync 1, %0;" ::"r"(n * kWarp) : "memory");
+}
+
+__device__ __forceinline__ unsigned long long global_ns() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+// Measuring only: time point k of this CTA (its first thread).
+__device__ __forceinline__ void trace_point(const AttnParams& p, int k) {
+    if (p.trace && threadIdx.x == 0) p.trace[(blockIdx.y * gridDim.x + blockIdx.x) * 8 + k] = global_ns();
 }
 
 // kR: the rows a warp holds in registers (kRows, or 1 where a tile has one
@@ -427,8 +439,10 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
     if constexpr (kFused) {
         const InputParams& in = p.in;
         const RotaryAngles angles = rotary_angles(in, freqs, cur_pos);
+        trace_point(p, 1);
         pdl_wait();
         pdl_launch_dependents();
+        trace_point(p, 2);
         // the token's key, value and query rows (the tile's rows are consecutive
         // heads: one run of nrows * hd floats), every load of a batch in flight
         // before any is stored: a loop that stores each value as it arrives
@@ -461,6 +475,7 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
         }
     }
     __syncwarp();
+    trace_point(p, 3);
     for (int kb = k_begin, ci = 0; kb < k_end; kb += kWarp, ++ci) {
         const int nk = min(kWarp, k_end - kb);
         if constexpr (kQuant) {
@@ -535,6 +550,7 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
         __syncwarp();  // before the next chunk's rows overwrite ks, vs
     }
 
+    trace_point(p, 4);
     if (n_warps > 1) {
         // the CTA's warps combine in shared memory: each puts (m, l, acc) of its
         // rows where its key rows were, warp 0 takes the sum
@@ -571,6 +587,7 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
         const int rho = rho0 + r, t = rho / group, h = kvh * group + rho % group;
         return p.out + static_cast<int64_t>(t) * p.n_head * p.hd + h * p.hd;
     };
+    trace_point(p, 5);
     if (p.splits == 1) {
         for (int r = 0; r < nrows; ++r) {
             const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
@@ -581,6 +598,7 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
                 if (i < nd && d < p.hd) o[d] = acc[r][i] * inv;
             }
         }
+        trace_point(p, 6);
         return;
     }
     // this split's (m, l, acc) per row, then the last split of the tile combines
@@ -592,6 +610,7 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
     int ticket = 0;
     if (lane == 0) ticket = atomicAdd(&p.counters[block], 1);
     ticket = __shfl_sync(0xffffffffu, ticket, 0);
+    trace_point(p, 6);
     if (ticket != p.splits - 1) return;
     __threadfence();
     // lane s reads the (m, l) of splits s, s + 32...; every partial sum is loaded before any is used
@@ -634,6 +653,7 @@ __device__ void attention_tile(const AttnParams& p, uint8_t* smem_all, int block
         }
     }
     if (lane == 0) p.counters[block] = 0;  // ready for the next launch
+    trace_point(p, 7);
 }
 
 } // namespace

@@ -117,10 +117,16 @@ public:
         mv_.pipe = env_int("PHICPP_CUDA_MV_PIPE", 1) != 0;
         fuse_input_ = env_int("PHICPP_CUDA_FUSE_ATTN", 1) != 0;
         attn_.warps_per_sm = std::max(1, env_int("PHICPP_CUDA_ATTN_WARPS_PER_SM", attn_.warps_per_sm));
-        attn_.cta_warps = std::max(1, std::min(16, env_int("PHICPP_CUDA_ATTN_CTA_WARPS", attn_.cta_warps)));
+        // (at most 8: the tile kernels of several rows use 141-202 registers a thread, so 16 warps do not launch)
+        attn_.cta_warps = std::max(1, std::min(8, env_int("PHICPP_CUDA_ATTN_CTA_WARPS", attn_.cta_warps)));
         attn_.stages = std::max(0, std::min(2, env_int("PHICPP_CUDA_ATTN_STAGES", attn_.stages)));
         attn_.cta_smem_kb = std::max(0, env_int("PHICPP_CUDA_ATTN_CTA_SMEM_KB", attn_.cta_smem_kb));
         skip_attention_ = env_int("PHICPP_CUDA_SKIP_ATTENTION", 0) != 0;
+        attn_noop_ = env_int("PHICPP_CUDA_ATTN_NOOP", 0);
+        if (env_int("PHICPP_CUDA_ATTN_TRACE", 0)) {
+            PHI_CUDA_CHECK(cudaMalloc(&trace_, sizeof(unsigned long long) * kTraceLaunches * kTraceCtas * 8));
+            PHI_CUDA_CHECK(cudaMemset(trace_, 0, sizeof(unsigned long long) * kTraceLaunches * kTraceCtas * 8));
+        }
         carveout_ = std::min(100, env_int("PHICPP_CUDA_CARVEOUT", carveout_));
         flash_min_ = env_int("PHICPP_CUDA_FLASH_MIN", flash_min_);
         time_steps_ = env_int("PHICPP_CUDA_STEP_TIMES", 0) != 0;
@@ -132,6 +138,7 @@ public:
     ~CudaBackend() override {
         cudaStreamSynchronize(stream_);
         report_step_times();
+        report_trace();
         for (auto& g : recorded_) cudaGraphExecDestroy(g.exec);
         for (auto& w : weights_) cudaFree(const_cast<void*>(w));
         for (void* p : allocs_) cudaFree(p);
@@ -239,6 +246,7 @@ public:
     void begin_step(int pos0, int n_tok, bool replayable) override {
         end_dangling_capture();
         has_pending_input_ = false;  // left by a step that threw
+        trace_launch_ = 0;
         has_held_ = false;
         lt_input_ = LtInput{};
         pos0_ = pos0;
@@ -452,8 +460,11 @@ public:
                           pending_params_.pos == p.pos;
         if (!fuse) flush_input_step();
         has_pending_input_ = false;
+        unsigned long long* trace = nullptr;
+        if (trace_ && trace_launch_ < kTraceLaunches && plan.tiles * plan.splits <= kTraceCtas)
+            trace = trace_ + static_cast<size_t>(trace_launch_++) * kTraceCtas * 8;
         cuda::attention(q, q_stride, t0, n_q, cache, p, plan, ws, d_pos_, out, launch_cfg(),
-                        fuse ? &pending_input_ : nullptr);
+                        fuse ? &pending_input_ : nullptr, attn_noop_, trace);
     }
 
     // Batches of flash_min_ tokens or more through the tensor-core kernel,
@@ -721,6 +732,43 @@ private:
     bool fuse_input_ = true;  // a one-token step's input step runs inside its attention
     cuda::AttentionTuning attn_;  // how the one-token (tile) attention spreads the keys
     bool skip_attention_ = false;
+    int attn_noop_ = 0;  // timing only: attention launched as an empty kernel (1), without its shared memory (2)
+    // Timing only (PHICPP_CUDA_ATTN_TRACE=1): the global timer at points of
+    // each attention CTA (attention_tile.cuh's trace_point: 0 entry, 1 before
+    // the PDL wait, 2 after it, 3 the token's rows ready, 4 the warp's chunks
+    // done, 5 the CTA's warps combined, 6 output stored or split ticket drawn,
+    // 7 the last split's combine done), for the first kTraceLaunches
+    // attention launches of a step; the last step's are printed at exit, per
+    // launch in us from its first CTA's entry.
+    static constexpr int kTraceLaunches = 64, kTraceCtas = 2048;
+    unsigned long long* trace_ = nullptr;
+    int trace_launch_ = 0;  // of the step being issued
+    void report_trace() {
+        if (!trace_) return;
+        std::vector<unsigned long long> h(static_cast<size_t>(kTraceLaunches) * kTraceCtas * 8);
+        cudaMemcpy(h.data(), trace_, h.size() * sizeof(h[0]), cudaMemcpyDeviceToHost);
+        cudaFree(trace_);
+        for (int l = 0; l < kTraceLaunches; ++l) {
+            const unsigned long long* t = h.data() + static_cast<size_t>(l) * kTraceCtas * 8;
+            unsigned long long t0 = ~0ull;
+            for (int c = 0; c < kTraceCtas; ++c)
+                if (t[c * 8]) t0 = std::min(t0, t[c * 8]);
+            if (t0 == ~0ull) continue;
+            std::vector<double> v[8];  // per point, the CTAs that recorded it
+            for (int c = 0; c < kTraceCtas; ++c)
+                for (int k = 0; k < 8; ++k)
+                    if (t[c * 8] && t[c * 8 + k] >= t0) v[k].push_back(1e-3 * static_cast<double>(t[c * 8 + k] - t0));
+            for (auto& x : v) std::sort(x.begin(), x.end());
+            auto lo = [](const std::vector<double>& x) { return x.empty() ? -1.0 : x.front(); };
+            auto hi = [](const std::vector<double>& x) { return x.empty() ? -1.0 : x.back(); };
+            auto med = [](const std::vector<double>& x) { return x.empty() ? -1.0 : x[x.size() / 2]; };
+            std::fprintf(stderr,
+                         "attn trace %d: ctas %zu entry %.2f..%.2f prewait %.2f..%.2f waited %.2f..%.2f qready med %.2f "
+                         "chunks med %.2f max %.2f combined med %.2f out/ticket max %.2f end max %.2f\n",
+                         l, v[0].size(), lo(v[0]), hi(v[0]), lo(v[1]), hi(v[1]), lo(v[2]), hi(v[2]), med(v[3]), med(v[4]),
+                         hi(v[4]), med(v[5]), hi(v[6]), hi(v[7]));
+        }
+    }
     int carveout_ = -1;
     int flash_min_ = 16;  // tokens from which a batch's attention is flash attention (0: never)
     bool time_steps_ = false;

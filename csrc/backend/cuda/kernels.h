@@ -159,10 +159,13 @@ struct FusedInput {
     KVCache cache;
 };
 // fuse: the input step of the step's one token (n_q == 1, t0 == 0), or null
-// when attention_input() ran before.
+// when attention_input() ran before. Timing only: noop (an empty kernel of
+// the same shape instead), trace (8 time points a CTA, the backend's
+// PHICPP_CUDA_ATTN_TRACE).
 void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache,
                const AttentionParams& p, const AttentionPlan& plan, const AttentionWorkspace& ws, const int* pos0,
-               float* out, const Launch& l, const FusedInput* fuse = nullptr);
+               float* out, const Launch& l, const FusedInput* fuse = nullptr, int noop = 0,
+               unsigned long long* trace = nullptr);
 
 // Prefill attention on tensor cores (flash_attention.cu): the queries and
 // probabilities rounded to f16, so only for batches whose caller accepts that.
