@@ -154,17 +154,11 @@ __global__ void attention_noop_kernel(AttnParams) {
 template <class T, int kVec, KvFormat F>
 void launch_attention(const AttnParams& p, dim3 grid, int warps, const Launch& l, bool fused) {
     const bool one_row = p.n_q * (p.n_head / p.n_head_kv) == 1;
-    auto kernel = !fused   ? attention_kernel<T, kVec, false, kRows, F>
+    auto kernel = p.noop   ? attention_noop_kernel
+                  : !fused  ? attention_kernel<T, kVec, false, kRows, F>
                   : one_row ? attention_kernel<T, kVec, true, 1, F>
                             : attention_kernel<T, kVec, true, kRows, F>;
-    const size_t smem = warps * attention_smem<T, F>(p);
-    if (p.noop) {
-        if (smem > 48 * 1024)
-            PHI_CUDA_CHECK(cudaFuncSetAttribute(attention_noop_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(smem)));
-        launch(attention_noop_kernel, grid, dim3(warps * kWarp), p.noop == 1 ? smem : 0, l, p);
-        return;
-    }
+    const size_t smem = p.noop == 2 ? 0 : warps * attention_smem<T, F>(p);
     if (smem > 48 * 1024)
         PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     launch(kernel, grid, dim3(warps * kWarp), smem, l, p);

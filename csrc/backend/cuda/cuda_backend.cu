@@ -124,8 +124,8 @@ public:
         skip_attention_ = env_int("PHICPP_CUDA_SKIP_ATTENTION", 0) != 0;
         attn_noop_ = env_int("PHICPP_CUDA_ATTN_NOOP", 0);
         if (env_int("PHICPP_CUDA_ATTN_TRACE", 0)) {
-            PHI_CUDA_CHECK(cudaMalloc(&trace_, sizeof(unsigned long long) * kTraceLaunches * kTraceCtas * 8));
-            PHI_CUDA_CHECK(cudaMemset(trace_, 0, sizeof(unsigned long long) * kTraceLaunches * kTraceCtas * 8));
+            PHI_CUDA_CHECK(cudaMalloc(&trace_, sizeof(unsigned long long) * kTraceWords));
+            PHI_CUDA_CHECK(cudaMemset(trace_, 0, sizeof(unsigned long long) * kTraceWords));
         }
         carveout_ = std::min(100, env_int("PHICPP_CUDA_CARVEOUT", carveout_));
         flash_min_ = env_int("PHICPP_CUDA_FLASH_MIN", flash_min_);
@@ -741,11 +741,12 @@ private:
     // attention launches of a step; the last step's are printed at exit, per
     // launch in us from its first CTA's entry.
     static constexpr int kTraceLaunches = 64, kTraceCtas = 2048;
+    static constexpr size_t kTraceWords = size_t{kTraceLaunches} * kTraceCtas * 8;
     unsigned long long* trace_ = nullptr;
     int trace_launch_ = 0;  // of the step being issued
     void report_trace() {
         if (!trace_) return;
-        std::vector<unsigned long long> h(static_cast<size_t>(kTraceLaunches) * kTraceCtas * 8);
+        std::vector<unsigned long long> h(kTraceWords);
         cudaMemcpy(h.data(), trace_, h.size() * sizeof(h[0]), cudaMemcpyDeviceToHost);
         cudaFree(trace_);
         for (int l = 0; l < kTraceLaunches; ++l) {
