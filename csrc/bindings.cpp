@@ -426,7 +426,7 @@ static void bind_quant(py::module_& m) {
     m.def("cuda_attention_plan", [](int n_q, int n_head, int n_head_kv, int head_dim, int kv_len,
                                     const std::string& cache_type, int sm_count, size_t smem_per_cta,
                                     size_t smem_per_sm, int warps_per_sm, int cta_warps, int stages, int cta_smem_kb,
-                                    int window) {
+                                    int window, bool decode, int decode_keys, bool rows_alone) {
         AttentionParams a;
         a.n_head = n_head;
         a.n_head_kv = n_head_kv;
@@ -434,21 +434,26 @@ static void bind_quant(py::module_& m) {
         a.window = window;
         const DType type = parse_type(cache_type);
         const cuda::AttentionPlan p = cuda::attention_plan(n_q, a, kv_len, type, {sm_count, smem_per_cta, smem_per_sm},
-                                                           {warps_per_sm, cta_warps, stages, cta_smem_kb});
+                                                           {warps_per_sm, cta_warps, stages, cta_smem_kb, decode,
+                                                            decode_keys},
+                                                           rows_alone);
         py::dict d;
         d["tiles"] = p.tiles;
         d["splits"] = p.splits;
         d["warps"] = p.warps;
         d["stages"] = p.stages;
         d["q_rows"] = p.q_rows;
+        d["decode"] = p.decode;
+        d["block_keys"] = p.block_keys;
         d["cta_smem"] = cuda::attention_cta_smem(p, head_dim, type);
         return d;
     }, py::arg("n_q"), py::arg("n_head"), py::arg("n_head_kv"), py::arg("head_dim"), py::arg("kv_len"),
        py::arg("cache_type") = "f16", py::arg("sm_count") = 132, py::arg("smem_per_cta") = 232448,
        py::arg("smem_per_sm") = 233472, py::arg("warps_per_sm") = 8, py::arg("cta_warps") = 8, py::arg("stages") = 0,
-       py::arg("cta_smem_kb") = 0, py::arg("window") = 0,
+       py::arg("cta_smem_kb") = 0, py::arg("window") = 0, py::arg("decode") = true, py::arg("decode_keys") = 256,
+       py::arg("rows_alone") = false,
        "Test hook (CUDA builds; no device needed): the one-token attention's plan for a device of sm_count SMs "
-       "and that shared memory (defaults: an H100/H200), as a dict of tiles, splits, warps, stages, q_rows and "
+       "and that shared memory (defaults: an H100/H200), as a dict of tiles, splits, warps, stages, q_rows, decode (the one-row kernel), block_keys and "
        "cta_smem (bytes).");
 #endif
 }

@@ -20,6 +20,10 @@ ATTN_TUNINGS = {
     "single-buffered": {"STAGES": "1"},
     "many-splits": {"CTA_WARPS": "1", "STAGES": "2"},
     "two-warp-ctas": {"WARPS_PER_SM": "16", "CTA_WARPS": "2", "STAGES": "2"},
+    # the one-row decode kernel (MHA, f16 cache): a split for every key or two (some CTAs
+    # get none), and off (those shapes through the tile kernel)
+    "decode-many-splits": {"DECODE_KEYS": "1"},
+    "decode-off": {"DECODE": "0"},
 }
 
 
@@ -34,7 +38,7 @@ def tuned_backend(request, monkeypatch):
     return C.Backend("cuda")
 
 
-SHAPES = [(4, 4, 96), (8, 2, 64), (2, 2, 20), (3, 1, 128)]
+SHAPES = [(4, 4, 96), (8, 2, 64), (2, 2, 20), (3, 1, 128), (2, 2, 128), (3, 3, 40), (2, 2, 80)]
 POSITIONS = [(31, 0), (64, 0), (1000, 0), (3000, 0), (3000, 100), (4100, 2047)]
 
 
@@ -86,6 +90,41 @@ def test_attention_after_input_one_token(tuned_backend, cache, n_head, n_head_kv
     assert np.allclose(y, ref, rtol=tol, atol=tol), np.max(np.abs(y - ref))
 
 
+@pytest.fixture(params=["default", "decode-many-splits"])
+def decode_backend(request, monkeypatch):
+    from phicpp import _core as C
+
+    if not C.cuda_available():
+        pytest.skip("no CUDA device")
+    for key, value in ATTN_TUNINGS[request.param].items():
+        monkeypatch.setenv("PHICPP_CUDA_ATTN_" + key, value)
+    return C.Backend("cuda")
+
+
+@pytest.mark.parametrize("n_head,hd", [(4, 96), (2, 64), (3, 40), (2, 128)])
+@pytest.mark.parametrize("pos0,n_tok,window", [(0, 9, 0), (100, 40, 0), (120, 30, 0), (2000, 24, 0), (3000, 20, 100)])
+def test_rows_alone_equal_one_row_each(decode_backend, n_head, hd, pos0, n_tok, window):
+    """Row-invariant batches: each query row of a step gives exactly the bits it gives as the one
+    row of its own step, including where the rows' key blocks change size within the step
+    (decode-many-splits: blocks grow from one key as a row's keys pass 132, 264, 528...)."""
+    rng = np.random.default_rng(pos0 + hd + n_tok)
+    rows, width = pos0 + n_tok, n_head * hd
+    q = (rng.standard_normal((n_tok, width)) * 2).astype(np.float32)
+    k = rng.standard_normal((rows, width)).astype(np.float16)
+    v = rng.standard_normal((rows, width)).astype(np.float16)
+    scale = 1 / np.sqrt(hd)
+    decode_backend.set_row_invariant(True)
+    try:
+        y = decode_backend.attention(q, k, v, pos0, n_tok, 0, n_head, n_head, scale, window)
+    finally:
+        decode_backend.set_row_invariant(False)
+    for t in range(n_tok):
+        one = decode_backend.attention(q[t:t + 1], k, v, pos0, n_tok, t, n_head, n_head, scale, window)
+        assert np.array_equal(y[t:t + 1], one), (t, np.max(np.abs(y[t] - one[0])))
+    ref = attention_reference(q, k, v, pos0, n_head, n_head, scale, window)
+    assert np.allclose(y, ref, rtol=1e-5, atol=2e-5), np.max(np.abs(y - ref))
+
+
 # ---------------------------------------------------------------- the plan itself (no device needed)
 # The plan depends on the device's SM count and shared memory; CUDA builds expose it, so these run
 # wherever the backend is compiled (CI too) for the GPUs phicpp builds for, and every Phi shape.
@@ -127,6 +166,15 @@ def test_plan_fits_the_device(device, shape, cache, n_q):
         pytest.skip("quantized caches hold heads of whole 32-value blocks")
     for kv_len in KV_LENS:
         p = plan_of(device, shape, cache, n_q, kv_len)
+        if p["decode"]:
+            # the one-row kernel: a tile per KV head, CTAs of 8 warps, blocks of keys (a power of two
+            # of them, at most twice as many as the keys need, about four CTAs a SM)
+            assert cache == "f16" and n_q == 1 and n_head == n_head_kv and hd % 8 == 0, (kv_len, p)
+            assert p["tiles"] == n_head_kv and p["q_rows"] == 1 and p["cta_smem"] <= per_cta, (kv_len, p)
+            assert p["warps"] == 8 and p["splits"] & (p["splits"] - 1) == 0, (kv_len, p)
+            assert p["splits"] == 1 or p["block_keys"] * p["splits"] < 2 * kv_len, (kv_len, p)
+            assert p["tiles"] * p["splits"] <= 8 * sms, (kv_len, p)
+            continue
         s, chunks = p["splits"] * p["warps"], (kv_len + 31) // 32
         rows = n_q * n_head // n_head_kv  # a KV head's query rows
         assert p["q_rows"] == min(8, rows) and p["tiles"] == n_head_kv * -(-rows // 8)
@@ -157,17 +205,45 @@ def test_plan_changes_rarely_as_the_context_grows(device, shape, cache):
 def test_plan_measured_on_the_h200(shape, cache, splits_times_warps, warps, stages):
     """The plans docs/BENCHMARKS.md measured at 3072 keys (H200, 2026-12-04): a change to the plan
     that moves them should come with new measurements."""
-    p = plan_of("H100-H200", shape, cache, 1, 3072)
+    p = plan_of("H100-H200", shape, cache, 1, 3072, decode=False)
     assert (p["splits"] * p["warps"], p["warps"], p["stages"]) == (splits_times_warps, warps, stages), p
 
 
-@pytest.mark.parametrize("shape", ["phi-3-mini", "phi-3-medium", "bundled"])
-@pytest.mark.parametrize("n_q", [1, 5])
-def test_plan_of_a_sliding_window(shape, n_q):
-    """Phi-3-mini-4k's window of 2047: past it a tile reads window + n_q - 1 keys however long the
-    context, so the plan is that length's and stops changing (no new recorded steps)."""
-    window = 2047
-    at_window = plan_of("H100-H200", shape, "f16", n_q, window + n_q - 1)
-    for kv_len in (window + n_q, 3000, 4096, 131072):
-        assert plan_of("H100-H200", shape, "f16", n_q, kv_len, window=window) == at_window
-    assert plan_of("H100-H200", shape, "f16", n_q, 1000, window=window) == plan_of("H100-H200", shape, "f16", n_q, 1000)
+@pytest.mark.parametrize("shape", sorted(PHI_SHAPES))
+@pytest.mark.parametrize("cache", ["f32", "f16", "q8_0"])
+@pytest.mark.parametrize("n_q", [1, 2])
+def test_plan_picks_the_decode_kernel(shape, cache, n_q):
+    """The one-row kernel takes exactly the steps of one query row per KV head over an f16 cache
+    (decode of the MHA models: Phi-1.5, Phi-2, Phi-3-mini), unless turned off."""
+    n_head, n_head_kv, hd = PHI_SHAPES[shape]
+    if cache == "q8_0" and hd % 32:
+        pytest.skip("quantized caches hold heads of whole 32-value blocks")
+    want = cache == "f16" and n_q == 1 and n_head == n_head_kv
+    for kv_len in (1, 65, 3072):
+        assert plan_of("H100-H200", shape, cache, n_q, kv_len)["decode"] == want
+        assert not plan_of("H100-H200", shape, cache, n_q, kv_len, decode=False)["decode"]
+        assert not plan_of("H100-H200", shape, cache, n_q, kv_len, decode=False, rows_alone=True)["decode"]
+
+
+def test_decode_plan_grows_with_the_keys():
+    """Phi-3-mini's decode plan: blocks of 256 keys, as many CTAs a head as blocks (rounded up to a
+    power of two) while the 32 heads' blocks fit four a SM; past that, larger blocks."""
+    got = {n: plan_of("H100-H200", "phi-3-mini", "f16", 1, n) for n in (1, 129, 256, 257, 1000, 4096, 4097, 32768)}
+    assert {n: (p["splits"], p["block_keys"]) for n, p in got.items()} == {
+        1: (1, 256), 129: (1, 256), 256: (1, 256), 257: (2, 256), 1000: (4, 256), 4096: (16, 256),
+        4097: (16, 512), 32768: (16, 2048)}
+    # a sliding window bounds a row's keys; the knob sets the block
+    assert plan_of("H100-H200", "phi-3-mini", "f16", 1, 32768, window=2047)["block_keys"] == 256
+    assert plan_of("H100-H200", "phi-3-mini", "f16", 1, 1000, decode_keys=128)["splits"] == 8
+
+
+@pytest.mark.parametrize("shape", sorted(PHI_SHAPES))
+def test_rows_alone_take_the_decode_kernel(shape):
+    """Row-invariant batches give each row its own decode step's bits: several MHA rows over an f16
+    cache then take the decode kernel too, a tile a row and KV head, with the last row's blocks."""
+    n_head, n_head_kv, hd = PHI_SHAPES[shape]
+    p = plan_of("H100-H200", shape, "f16", 5, 300, rows_alone=True)
+    assert p["decode"] == (n_head == n_head_kv)
+    if p["decode"]:
+        assert (p["tiles"], p["splits"], p["block_keys"]) == (5 * n_head_kv, 2, 256), p
+    assert not plan_of("H100-H200", shape, "f16", 5, 300)["decode"]

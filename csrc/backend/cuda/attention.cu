@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/cuda/attention_decode.cuh"
 #include "backend/cuda/attention_tile.cuh"
 #include "backend/cuda/formats.cuh"
 #include "backend/cuda/kernels.h"
@@ -142,6 +143,13 @@ __global__ void attention_kernel(AttnParams p) {
                                            blockDim.x / kWarp);
 }
 
+template <int kPer, bool kFused>
+__global__ void __launch_bounds__(kDecodeWarps * kWarp) attention_decode_kernel(AttnParams p) {
+    __shared__ DecodeShared sh;
+    trace_point(p, 0);
+    attention_decode<kPer, kFused>(p, sh, blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
 // Timing only (PHICPP_CUDA_ATTN_NOOP): launched in attention's place with its
 // grid, threads and (noop 1) shared memory, so that a step keeps attention's
 // two boundaries and residency and loses only its work.
@@ -162,6 +170,16 @@ void launch_attention(const AttnParams& p, dim3 grid, int warps, const Launch& l
     if (smem > 48 * 1024)
         PHI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     launch(kernel, grid, dim3(warps * kWarp), smem, l, p);
+}
+
+template <int kPer>
+void launch_decode(const AttnParams& p, const Launch& l, bool fused) {
+    auto kernel = p.noop ? attention_noop_kernel
+                  : fused ? attention_decode_kernel<kPer, true>
+                          : attention_decode_kernel<kPer, false>;
+    // (noop 1: the same static shared memory, asked for dynamically)
+    launch(kernel, dim3(p.n_head_kv, p.splits, p.n_q), dim3(kDecodeWarps * kWarp),
+           p.noop == 1 ? sizeof(DecodeShared) : 0, l, p);
 }
 
 // A warp's shared memory in the attention kernels (their rows: f16 for an f16
@@ -188,18 +206,53 @@ void attention_input(const QKVRows& t, int n_tok, const AttentionParams& a, cons
            p);
 }
 
+namespace {
+// Whether the decode kernel takes these rows: one query per KV head over an f16
+// cache, one row or rows that must each give their own decode step's bits.
+bool decode_takes(int n_q, const AttentionParams& p, KvFormat kv, const AttentionTuning& tuning, bool rows_alone) {
+    return tuning.decode && p.n_head == p.n_head_kv && (n_q == 1 || rows_alone) && kv == KvFormat::f16 &&
+           p.head_dim % 8 == 0 && p.head_dim <= kDecodeMaxHead;
+}
+
+} // namespace
+
+int decode_block_keys(int keys, int n_head_kv, int sm_count, int decode_keys) {
+    int c = std::max(1, decode_keys);
+    while (static_cast<int64_t>((keys + c - 1) / c) * n_head_kv > 4 * static_cast<int64_t>(sm_count)) c *= 2;
+    return c;
+}
+
 size_t AttentionPlan::partial_floats() const {
     return splits > 1 ? static_cast<size_t>(tiles) * splits * rows_per_tile : 0;
 }
 
 AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DType cache_type, const AttentionDevice& dev,
-                             const AttentionTuning& tuning) {
+                             const AttentionTuning& tuning, bool rows_alone) {
     AttentionPlan plan;
     const int group = p.n_head / p.n_head_kv;
+    const KvFormat kv = kv_format(cache_type, p.head_dim);
+    // the keys a tile reads: a sliding window bounds them (its n_q queries see window + n_q - 1)
+    const int keys = p.window > 0 ? std::min(kv_len, p.window + n_q - 1) : kv_len;
+    if (decode_takes(n_q, p, kv, tuning, rows_alone)) {
+        // a CTA a row and block of keys; blocks of decode_keys keys, or of twice as many
+        // while a row's would not fit four CTAs a SM; their count rounded up to a power
+        // of two (the blocks past a row's keys are empty), so that a recorded step holds
+        // while the context grows within a bucket
+        plan.decode = true;
+        plan.tiles = p.n_head_kv * n_q;
+        plan.q_rows = 1;
+        plan.rows_per_tile = p.head_dim + 2;
+        // (the last row's keys, the most: the caller gives a launch only rows of one block size)
+        const int row_keys = p.window > 0 ? std::min(kv_len, p.window) : kv_len;
+        plan.block_keys = decode_block_keys(row_keys, p.n_head_kv, dev.sm_count, tuning.decode_keys);
+        const int blocks = (row_keys + plan.block_keys - 1) / plan.block_keys;
+        while (plan.splits < blocks) plan.splits *= 2;
+        plan.warps = kDecodeWarps;
+        return plan;
+    }
     plan.tiles = p.n_head_kv * ((n_q * group + kRows - 1) / kRows);
     plan.rows_per_tile = kRows * (p.head_dim + 2);
     plan.q_rows = std::min(kRows, n_q * group);
-    const KvFormat kv = kv_format(cache_type, p.head_dim);
     const size_t cta_limit =
         tuning.cta_smem_kb > 0 ? std::min<size_t>(size_t{1024} * tuning.cta_smem_kb, dev.smem_per_cta) : dev.smem_per_cta;
     auto per_warp = [&](int stages) { return warp_smem(p.head_dim, kv, stages, plan.q_rows); };
@@ -217,8 +270,6 @@ AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DTyp
     const int warps_per_sm = resident(1);
     const int slots = warps_per_sm * dev.sm_count;
     const int want = std::max(1, slots / std::max(1, plan.tiles));
-    // the keys a tile reads: a sliding window bounds them (its n_q queries see window + n_q - 1)
-    const int keys = p.window > 0 ? std::min(kv_len, p.window + n_q - 1) : kv_len;
     const int useful = std::max(1, (keys + 31) / 32);
     int cap = 1, s = 1;
     while (cap * 2 <= want) cap *= 2;
@@ -244,6 +295,7 @@ AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DTyp
 }
 
 size_t attention_cta_smem(const AttentionPlan& plan, int head_dim, DType cache_type) {
+    if (plan.decode) return sizeof(DecodeShared);
     return plan.warps * warp_smem(head_dim, kv_format(cache_type, head_dim), plan.stages, plan.q_rows);
 }
 
@@ -258,8 +310,16 @@ void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache&
                                pos0, out, fuse);
     p.stages = plan.stages;
     p.q_rows = plan.q_rows;
+    p.block_keys = plan.block_keys;
     p.noop = noop;
     p.trace = trace;
+    if (plan.decode) {
+        if (a.head_dim <= 32) launch_decode<1>(p, l, fused);
+        else if (a.head_dim <= 64) launch_decode<2>(p, l, fused);
+        else if (a.head_dim <= 96) launch_decode<3>(p, l, fused);
+        else launch_decode<4>(p, l, fused);
+        return;
+    }
     const dim3 grid(plan.tiles, plan.splits);
     switch (kv_format(cache.type, a.head_dim)) {
         case KvFormat::f16:

@@ -127,6 +127,7 @@ struct AttnParams {
     float* partial = nullptr;
     int* counters = nullptr;
     int stages = 1, q_rows = kRows;  // key chunks of a warp in shared memory, query rows of a tile (AttentionPlan)
+    int block_keys = 0;              // the decode kernel: keys of a row's block (AttentionPlan)
     InputParams in;  // kFused: the input step of the step's one token, done here
     unsigned long long* trace = nullptr;  // measuring only (PHICPP_CUDA_ATTN_TRACE): 8 times a CTA
     int noop = 0;  // measuring only (PHICPP_CUDA_ATTN_NOOP): 1 an empty kernel of the same shape, 2 without its shared memory

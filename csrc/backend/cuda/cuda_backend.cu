@@ -121,6 +121,8 @@ public:
         attn_.cta_warps = std::max(1, std::min(8, env_int("PHICPP_CUDA_ATTN_CTA_WARPS", attn_.cta_warps)));
         attn_.stages = std::max(0, std::min(2, env_int("PHICPP_CUDA_ATTN_STAGES", attn_.stages)));
         attn_.cta_smem_kb = std::max(0, env_int("PHICPP_CUDA_ATTN_CTA_SMEM_KB", attn_.cta_smem_kb));
+        attn_.decode = env_int("PHICPP_CUDA_ATTN_DECODE", 1) != 0;
+        attn_.decode_keys = std::max(1, env_int("PHICPP_CUDA_ATTN_DECODE_KEYS", attn_.decode_keys));
         skip_attention_ = env_int("PHICPP_CUDA_SKIP_ATTENTION", 0) != 0;
         attn_noop_ = env_int("PHICPP_CUDA_ATTN_NOOP", 0);
         if (env_int("PHICPP_CUDA_ATTN_TRACE", 0)) {
@@ -439,9 +441,27 @@ public:
             attention_plan(n_q, p, pos0_ + p.pos + t0 + n_q, cache.type,
                            {props_.multiProcessorCount, props_.sharedMemPerBlockOptin,
                             props_.sharedMemPerMultiprocessor},
-                           attn_);
+                           attn_, row_invariant_);
+        if (plan.decode && n_q > 1) {
+            // rows that must each give their own step's bits: the first rows, if their
+            // key blocks are smaller than the last row's, in a launch of their own
+            auto block_keys = [&](int t) {
+                const int kv_len = pos0_ + p.pos + t0 + t + 1;
+                return decode_block_keys(p.window > 0 ? std::min(kv_len, p.window) : kv_len, p.n_head_kv,
+                                         props_.multiProcessorCount, attn_.decode_keys);
+            };
+            int m = n_q - 1;
+            while (m > 0 && block_keys(m - 1) == plan.block_keys) --m;
+            if (m > 0) {
+                attention(q, q_stride, t0, m, cache, p, out);
+                attention(q + m * q_stride, q_stride, t0 + m, n_q - m, cache, p,
+                          out + static_cast<int64_t>(m) * p.n_head * p.head_dim);
+                return;
+            }
+        }
         hash_.all(4, q, q_stride, t0, n_q, cache.k, cache.v, cache.type, p.n_head, p.n_head_kv, p.head_dim, p.scale,
-                  p.window, p.pos, out, plan.tiles, plan.splits, plan.warps, plan.stages, plan.q_rows);
+                  p.window, p.pos, out, plan.tiles, plan.splits, plan.warps, plan.stages, plan.q_rows, plan.decode,
+                  plan.block_keys);
         if (plan.splits > 1) {
             grow(attn_partial_, sizeof(float) * plan.partial_floats());
             grow(attn_counters_, sizeof(int) * plan.tiles);
