@@ -27,15 +27,20 @@ ATTN_TUNINGS = {
 }
 
 
-@pytest.fixture(params=sorted(ATTN_TUNINGS))
-def tuned_backend(request, monkeypatch):
+def _cuda_backend(tuning, monkeypatch):
+    """A CUDA backend made under one of ATTN_TUNINGS (its knobs are read when it is made)."""
     from phicpp import _core as C
 
     if not C.cuda_available():
         pytest.skip("no CUDA device")
-    for key, value in ATTN_TUNINGS[request.param].items():
+    for key, value in ATTN_TUNINGS[tuning].items():
         monkeypatch.setenv("PHICPP_CUDA_ATTN_" + key, value)
     return C.Backend("cuda")
+
+
+@pytest.fixture(params=sorted(ATTN_TUNINGS))
+def tuned_backend(request, monkeypatch):
+    return _cuda_backend(request.param, monkeypatch)
 
 
 SHAPES = [(4, 4, 96), (8, 2, 64), (2, 2, 20), (3, 1, 128), (2, 2, 128), (3, 3, 40), (2, 2, 80)]
@@ -92,13 +97,7 @@ def test_attention_after_input_one_token(tuned_backend, cache, n_head, n_head_kv
 
 @pytest.fixture(params=["default", "decode-many-splits"])
 def decode_backend(request, monkeypatch):
-    from phicpp import _core as C
-
-    if not C.cuda_available():
-        pytest.skip("no CUDA device")
-    for key, value in ATTN_TUNINGS[request.param].items():
-        monkeypatch.setenv("PHICPP_CUDA_ATTN_" + key, value)
-    return C.Backend("cuda")
+    return _cuda_backend(request.param, monkeypatch)
 
 
 @pytest.mark.parametrize("n_head,hd", [(4, 96), (2, 64), (3, 40), (2, 128)])
