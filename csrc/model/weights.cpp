@@ -19,7 +19,9 @@ std::string shape_str(const gguf::TensorInfo& t) {
 void require_computable(const gguf::File& f, const std::string& name, DType type, bool matmul) {
     if (matmul ? quant::can_matmul(type) : quant::can_dequantize(type)) return;
     std::string known;
-    for (const std::string& t : quant::type_names(quant::can_matmul)) known += (known.empty() ? "" : ", ") + t;
+    // (the types this use reads: a matrix's, or a row table's, which is only dequantized)
+    for (const std::string& t : quant::type_names(matmul ? quant::can_matmul : quant::can_dequantize))
+        known += (known.empty() ? "" : ", ") + t;
     fail(ErrorKind::unsupported, f.path(), ": tensor '", name, "' is ", dtype_name(type),
          ", a type phicpp cannot compute with (it reads ", known,
          "); quantize the model's F16 or F32 file to one of those");
