@@ -187,8 +187,6 @@ def test_completion_echo_and_call(model):
     ids = model.tokenize("Hi")
     r = model.create_completion(ids, max_tokens=5, seed=3, echo=True)
     assert r["choices"][0]["text"] == model.detokenize(ids) + plain
-    with pytest.raises(ValueError, match="echo"):  # the prompt's tokens are not scored
-        model.create_completion("Hi", max_tokens=2, logprobs=3, echo=True)
 
 
 def _log_softmax(x):
@@ -238,6 +236,55 @@ def test_completion_logprobs_are_the_models(model):
     assert sum((g["token_logprobs"] for g in got), []) == pytest.approx(lp["token_logprobs"])
     assert sum((g["text_offset"] for g in got), []) == lp["text_offset"]
     assert "".join(c["choices"][0]["text"] for c in chunks) == text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_echo_with_logprobs_scores_the_prompt(model, stream):
+    # llama-cpp-python's way to score a text: echo=True, logprobs=N. Each prompt token after
+    # the first gets log_softmax of the logits after the tokens before it (one token at a
+    # time here, for the reference); the first gets null, as in OpenAI's API; then the
+    # completion's tokens as without echo, their offsets counted from the prompt's start
+    text = "Once upon a time there was a little"
+    ids = model.tokenize(text)
+    plain = model.create_completion(ids, max_tokens=6, temperature=0, logprobs=2)
+    r = model.create_completion(ids, max_tokens=6, temperature=0, logprobs=2, echo=True, stream=stream)
+    if stream:
+        chunks = list(r)
+        got = {k: sum((c["choices"][0]["logprobs"][k] for c in chunks), [])
+               for k in ("tokens", "text_offset", "token_logprobs", "top_logprobs")}
+        out_text = "".join(c["choices"][0]["text"] for c in chunks)
+    else:
+        got, out_text = r["choices"][0]["logprobs"], r["choices"][0]["text"]
+    head = model.detokenize(ids)
+    assert out_text == head + plain["choices"][0]["text"]
+    bos = model.tokenizer.bos_id
+    listed = ids[1:] if ids[0] == bos else ids
+    n_prompt = len(listed)
+    assert got["token_logprobs"][0] is None and got["top_logprobs"][0] is None
+    model.reset()
+    want = []
+    for i, t in enumerate(ids):
+        if i > 0 and (ids[0] != bos or i > 1):
+            want.append(_log_softmax(logits)[t])
+        logits = model.eval([t])
+    assert np.allclose(got["token_logprobs"][1:n_prompt], want, atol=1e-4)
+    for top, v in zip(got["top_logprobs"][1:n_prompt], got["token_logprobs"][1:n_prompt]):
+        assert 2 <= len(top) <= 3 and min(top.values()) <= v <= max(top.values()) + 1e-6
+    # the completion's part: what logprobs gives without echo
+    lp = plain["choices"][0]["logprobs"]
+    assert got["tokens"][n_prompt:] == lp["tokens"]
+    assert np.allclose(got["token_logprobs"][n_prompt:], lp["token_logprobs"], atol=1e-4)
+    assert got["text_offset"][n_prompt:] == [o + len(head) for o in lp["text_offset"]]
+    # every offset is where its token's text starts in the returned text
+    assert got["text_offset"] == sorted(got["text_offset"])
+    for tok_text, off in zip(got["tokens"], got["text_offset"]):
+        assert out_text.startswith(tok_text, off), (tok_text, off)
+    # a prompt given as text is echoed as given: the offsets follow it
+    r = model.create_completion(text, max_tokens=3, temperature=0, logprobs=1, echo=True)
+    got, out_text = r["choices"][0]["logprobs"], r["choices"][0]["text"]
+    assert out_text.startswith(text)
+    for tok_text, off in zip(got["tokens"], got["text_offset"]):
+        assert out_text.startswith(tok_text if off else tok_text.lstrip(" "), off), (tok_text, off)
 
 
 def test_logprobs_leave_out_a_stop_strings_tokens(model):

@@ -13,6 +13,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
 import phicpp
@@ -106,6 +107,31 @@ def test_completion_echo(srv):
     assert streamed == "def add(a, b):" + plain
 
 
+def test_completion_echo_with_logprobs_scores_the_prompt(srv, gguf):
+    # llama-cpp-python's way to score a text, through the server: the prompt's tokens (the
+    # first with null, as in OpenAI's API) then the completion's, whole and streamed, with
+    # what the Python API gives for the same request
+    text = "Once upon a time there was"
+    kw = dict(model="tiny", prompt=text, max_tokens=6, temperature=0, logprobs=2, echo=True)
+    whole = srv.client.completions.create(**kw).choices[0]
+    want = phicpp.Model(gguf, n_ctx=256, n_threads=1).create_completion(
+        text, max_tokens=6, temperature=0, logprobs=2, echo=True)["choices"][0]
+    assert whole.text == want["text"] and whole.text.startswith(text)
+    lp, ref = whole.logprobs, want["logprobs"]
+    assert lp.tokens == ref["tokens"] and lp.text_offset == ref["text_offset"]
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert np.allclose(lp.token_logprobs[1:], ref["token_logprobs"][1:], atol=1e-4)
+    for off, tok in zip(lp.text_offset, lp.tokens):  # (the first word's text: without its space)
+        assert whole.text.startswith(tok if off else tok.lstrip(" "), off), (tok, off)
+    chunks = [c.choices[0] for c in srv.client.completions.create(**kw, stream=True) if c.choices]
+    assert "".join(c.text for c in chunks) == whole.text
+    assert chunks[0].text == text and len(chunks[0].logprobs.tokens) == len(ref["tokens"]) - len(
+        srv.client.completions.create(**{**kw, "echo": False}).choices[0].logprobs.tokens)
+    assert sum((c.logprobs.text_offset for c in chunks if c.logprobs), []) == lp.text_offset
+    assert np.allclose(sum((c.logprobs.token_logprobs for c in chunks if c.logprobs), [])[1:],
+                       lp.token_logprobs[1:], atol=1e-6)
+
+
 def test_stream_equals_whole(srv):
     for text in ("tell me a story", "x = 1"):
         whole = chat(srv, text, max_tokens=20)
@@ -176,7 +202,7 @@ def test_bad_json_and_long_prompt(srv):
     r = httpx.post(srv.url + "/v1/completions", json={"prompt": "word " * 500})
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
     assert r.json()["error"]["param"] == "prompt"
-    for extra in ({"logprobs": 21}, {"logprobs": -1}, {"logprobs": 2, "echo": True}):
+    for extra in ({"logprobs": 21}, {"logprobs": -1}):
         r = httpx.post(srv.url + "/v1/completions", json={"prompt": "hi", "max_tokens": 2, **extra})
         assert r.status_code == 400 and r.json()["error"]["param"] == "logprobs", r.text
     r = httpx.post(srv.url + "/v1/completions", json={"prompt": "hi", "max_tokens": 2, "logprobs": None, "echo": False})

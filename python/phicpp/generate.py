@@ -16,6 +16,7 @@ C++ stream-decoder push and a short stop-string check: no re-tokenizing.
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
@@ -107,16 +108,25 @@ class StopStrings:
 def token_logprobs(logits: np.ndarray, tok: int, top: int) -> tuple[float, list[tuple[int, float]]]:
     """log p(tok) under softmax(logits) and the `top` most likely ids with theirs (most likely
     first, ties to the lower id): the model's distribution, before the sampler's filters."""
+    return rows_logprobs(np.asarray(logits)[None], [tok], top)[0]
+
+
+def rows_logprobs(logits: np.ndarray, toks: Sequence[int], top: int) -> list[tuple[float, list[tuple[int, float]]]]:
+    """token_logprobs of each row of `logits` [n, n_vocab] and its token."""
     x = np.asarray(logits, dtype=np.float64)
-    m = x.max()
-    lse = m + np.log(np.exp(x - m).sum())
-    best: list[tuple[int, float]] = []
-    if top > 0:
-        top = min(top, len(x))
-        idx = np.argpartition(-x, top - 1)[:top]
-        idx = idx[np.lexsort((idx, -x[idx]))]
-        best = [(int(i), float(x[i] - lse)) for i in idx]
-    return float(x[tok] - lse), best
+    m = x.max(axis=1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(x - m).sum(axis=1))
+    lp = x[np.arange(len(x)), np.asarray(toks)] - lse
+    out = []
+    for i in range(len(x)):
+        best: list[tuple[int, float]] = []
+        if top > 0:
+            k = min(top, x.shape[1])
+            idx = np.argpartition(-x[i], k - 1)[:k]
+            idx = idx[np.lexsort((idx, -x[i, idx]))]
+            best = [(int(j), float(x[i, j] - lse[i])) for j in idx]
+        out.append((float(lp[i]), best))
+    return out
 
 
 def scored_before(scored, limit: int, start: int = 0) -> int:
@@ -140,6 +150,8 @@ class Run:
     # with logprobs=N: for each sampled token (id, log p, [(id, log p)] * N, where its text
     # starts in `text`: the stream decoder's output before it)
     scored: list[tuple[int, float, list[tuple[int, float]], int]] | None = None
+    # with score_prompt: (log p, [(id, log p)] * N) of each prompt token after the first
+    prompt_scored: list[tuple[float, list[tuple[int, float]]]] | None = None
     cut: bool = False  # ended by a stop string (tokens from the cut on are not in `text`)
 
     def kept_scored(self, emitted: int | None = None) -> int:
@@ -200,6 +212,24 @@ class Generator:
         self.cached = list(tokens)
         return logits, keep
 
+    def prefill_scored(self, tokens: Sequence[int], top: int) -> tuple[np.ndarray, list]:
+        """prefill from an empty cache, keeping every position's logits long enough to score
+        the token after it: (logits after the last token, [(log p, [(id, log p)] * top)] for
+        tokens[1:]). In chunks, so that at most ~64 MB of logits are held at once."""
+        self.check_prompt(tokens)
+        self.model.reset()
+        self.cached = []
+        chunk = max(1, (1 << 24) // max(1, self.model.n_vocab))
+        scores: list = []
+        logits = None
+        for a in range(0, len(tokens), chunk):
+            rows = self.model.eval(tokens[a:a + chunk], all_logits=True)
+            self.cached = list(tokens[:a + len(rows)])
+            nxt = tokens[a + 1:a + 1 + len(rows)]  # the token each row predicts (none after the last)
+            scores += rows_logprobs(rows[:len(nxt)], nxt, top)
+            logits = rows[-1]
+        return logits, scores
+
     def forget(self) -> None:
         self.model.reset()
         self.cached = []
@@ -207,22 +237,28 @@ class Generator:
     # ------------------------------------------------------------------ the loop
     def run(self, prompt: Sequence[int], sampler: Sampler, max_tokens: int = -1, stop: Iterable[str] = (),
             ignore_eos: bool = False, should_stop: Callable[[], bool] | None = None,
-            logprobs: int | None = None) -> Run:
+            logprobs: int | None = None, score_prompt: bool = False) -> Run:
         """Start a generation after `prompt` (token ids). max_tokens < 0: until an end token or
         the context is full. should_stop() is polled once per token (Ctrl-C handling).
-        logprobs=N (>= 0): record each sampled token's log-probability and the N likeliest."""
+        logprobs=N (>= 0): record each sampled token's log-probability and the N likeliest;
+        score_prompt too: each prompt token's after the first (Run.prompt_scored; the prompt
+        is then evaluated again from the start, without reusing the cache)."""
         self.check_prompt(prompt)  # now, not at the first token: a caller may print before iterating
         r = Run(prompt_tokens=len(prompt))
         if logprobs is not None:
             r.scored = []
+        score = logprobs if score_prompt and logprobs is not None else None
         r._it = self._loop(r, list(prompt), sampler, max_tokens, list(stop or ()), ignore_eos, should_stop,
-                           logprobs)
+                           logprobs, score)
         return r
 
     def _loop(self, r: Run, prompt: list[int], sampler: Sampler, max_tokens: int, stop: list[str],
-              ignore_eos: bool, should_stop, top_logprobs: int | None) -> Iterator[str]:
+              ignore_eos: bool, should_stop, top_logprobs: int | None, score: int | None) -> Iterator[str]:
         t0 = time.perf_counter()
-        logits, reused = self.prefill(prompt)
+        if score is None:
+            logits, reused = self.prefill(prompt)
+        else:
+            (logits, r.prompt_scored), reused = self.prefill_scored(prompt, score), 0
         t1 = time.perf_counter()
         r.timings.prompt_tokens, r.timings.cached_tokens, r.timings.prompt_s = len(prompt) - reused, reused, t1 - t0
 
@@ -350,12 +386,15 @@ def check_logprobs(n, name: str = "logprobs") -> int | None:
 
 
 def completion_logprobs(tokenizer, scored) -> dict:
-    """llama-cpp-python's completion "logprobs" for `scored` entries (Run.scored)."""
+    """llama-cpp-python's completion "logprobs" for `scored` entries (Run.scored; an entry
+    whose best is None, the echoed prompt's first token, gets null for both)."""
     texts, tops = [], []
     for tok, lp, best, _ in scored:
         text = _token_text(tokenizer, tok)[0]
-        top = {_token_text(tokenizer, i)[0]: v for i, v in best}
-        top[text] = lp
+        top = None
+        if best is not None:
+            top = {_token_text(tokenizer, i)[0]: v for i, v in best}
+            top[text] = lp
         texts.append(text)
         tops.append(top)
     return {"tokens": texts, "text_offset": [off for *_, off in scored],
@@ -387,6 +426,31 @@ def stream_logprobs(run: Run, shape: Callable[[list], dict]):
     yield "", None if run.scored is None else shape(run.scored[sent:max(sent, run.kept_scored())]), True
 
 
+def prompt_entries(tokenizer, ids: Sequence[int], scored, text: str | None = None) -> list:
+    """Run.scored-style entries of an echoed prompt: each token but a leading BOS, with the
+    log-probabilities the model gave it after the tokens before it (`scored`, from
+    Run.prompt_scored) and where its text starts in the echoed `text` (default: the
+    detokenized prompt; a prompt given as text lacks the space SentencePiece puts before its
+    first word, which the offsets then leave out). As in OpenAI's and llama-cpp-python's
+    completions, the first listed token gets none."""
+    bos = tokenizer.bos_id
+    first = 1 if ids and bos is not None and ids[0] == bos else 0
+    decoder = tokenizer.stream_decoder(special=False)
+    out, at, pieces = [], 0, []
+    for i, tok in enumerate(ids):
+        piece = decoder.push(tok)
+        if i >= first:
+            lp, best = (None, None) if i == first or i == 0 else scored[i - 1]
+            out.append((tok, lp, best, at))
+        at += len(piece)
+        pieces.append(piece)
+    decoded = "".join(pieces) + decoder.flush()
+    if text is not None and text != decoded and decoded.endswith(text):
+        extra = len(decoded) - len(text)
+        out = [(t, lp, best, max(0, off - extra)) for t, lp, best, off in out]
+    return out
+
+
 def _new_id(prefix: str) -> str:
     import uuid
     return f"{prefix}-{uuid.uuid4()}"
@@ -400,18 +464,17 @@ def create_completion(model, prompt: str | Sequence[int], max_tokens: int | None
     """OpenAI-style text completion, shaped like llama-cpp-python's Llama.create_completion:
     a "text_completion" dict, or with stream=True an iterator of such chunks. echo: the
     prompt's text comes first. logprobs=N: each generated token's log-probability under the
-    model (before the sampler's filters) and the N likeliest tokens' (not with echo: the
-    prompt's tokens are not scored)."""
+    model (before the sampler's filters) and the N likeliest tokens'; with echo, the prompt's
+    tokens' too (from the second; text_offset then counts from the prompt's start)."""
     logprobs = check_logprobs(logprobs)
-    if logprobs is not None and echo:
-        raise ValueError("logprobs with echo: the prompt's tokens are not scored (drop one of them)")
     sampler = _sampler(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, presence_penalty,
                        frequency_penalty, seed)
     stops = [stop] if isinstance(stop, str) else list(stop or ())
     limit = -1 if max_tokens is None or max_tokens <= 0 else max_tokens
     ids = prompt_ids(model, prompt)
     head = (prompt if isinstance(prompt, str) else model.detokenize(ids)) if echo else ""
-    run = generator_for(model).run(ids, sampler, limit, stops, ignore_eos, logprobs=logprobs)
+    scoring = echo and logprobs is not None
+    run = generator_for(model).run(ids, sampler, limit, stops, ignore_eos, logprobs=logprobs, score_prompt=scoring)
     model.last_run = run
     cid, created, name = _new_id("cmpl"), int(time.time()), model.path
 
@@ -419,11 +482,20 @@ def create_completion(model, prompt: str | Sequence[int], max_tokens: int | None
         return {"id": cid, "object": "text_completion", "created": created, "model": name,
                 "choices": [{"text": text, "index": 0, "logprobs": lp, "finish_reason": finish}]}
 
+    def shape(entries):  # the completion's entries, their offsets counted from the echoed prompt's start
+        return completion_logprobs(model.tokenizer, [(t, lp, b, off + len(head)) for t, lp, b, off in entries])
+
+    def prompt_lp():  # (the prompt is scored once the run has started)
+        return completion_logprobs(model.tokenizer, prompt_entries(model.tokenizer, ids, run.prompt_scored, head))
+
     if stream:
         def chunks():
+            it = stream_logprobs(run, shape)
+            if scoring:  # the prompt is scored in the prefill, before the first piece
+                it = itertools.chain([next(it)], it)
             if head:
-                yield chunk(head, None)
-            for piece, lp, end in stream_logprobs(run, lambda e: completion_logprobs(model.tokenizer, e)):
+                yield chunk(head, None, prompt_lp() if scoring else None)
+            for piece, lp, end in it:
                 if end:
                     last = chunk("", run.finish_reason, lp)
                 else:
@@ -432,7 +504,12 @@ def create_completion(model, prompt: str | Sequence[int], max_tokens: int | None
             yield last
         return chunks()
     run.consume()
-    lp = None if logprobs is None else completion_logprobs(model.tokenizer, run.scored[: run.kept_scored()])
+    lp = None
+    if logprobs is not None:
+        lp = shape(run.scored[: run.kept_scored()])
+        if scoring:
+            head_lp = prompt_lp()
+            lp = {k: head_lp[k] + v for k, v in lp.items()}
     out = chunk(head + run.text, run.finish_reason, lp)
     out["usage"] = _usage(run)
     return out

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .chat import _check_messages, chat_tokens, template_for
-from .generate import StopStrings, chat_logprobs, completion_logprobs, scored_before, stop_token_ids, token_logprobs
+from .generate import (StopStrings, chat_logprobs, completion_logprobs, prompt_entries, rows_logprobs, scored_before,
+                       stop_token_ids, token_logprobs)
 from .sampling import Sampler
 
 
@@ -50,6 +51,8 @@ class Request:
     queue: asyncio.Queue               # its events, put there on that loop
     ignore_eos: bool = False           # llama-server's extension: never stop at an end token
     logprobs: int | None = None        # score each token, with this many alternatives
+    score_prompt: bool = False         # (echo, with logprobs) the prompt's tokens too
+    head: str = ""                     # with score_prompt: the echoed prompt text
     cancelled: threading.Event = field(default_factory=threading.Event)
     # engine state
     seq: int = -1
@@ -60,6 +63,7 @@ class Request:
     decoder: object = None
     stops: StopStrings | None = None
     scored: list = field(default_factory=list)  # with logprobs: as Run.scored
+    prompt_scored: list = field(default_factory=list)  # with score_prompt: as Run.prompt_scored
     decoded: int = 0                   # characters the decoder has produced
     emitted: int = 0                   # characters sent as text
     sent_scored: int = 0               # scored entries sent
@@ -209,6 +213,11 @@ class Engine:
         ready = [r for r in self.running if r.done_prompt == len(r.prompt) and r.next_token is not None]
         if pre is None and not ready:
             return
+        if pre is not None and pre.score_prompt:
+            self._prefill_scored(pre)
+            pre = None
+            if not ready:
+                return
         chunk = []
         if pre is not None:
             a, b = pre.done_prompt, min(len(pre.prompt), pre.done_prompt + self.chunk)
@@ -224,6 +233,19 @@ class Engine:
         for r, logits in zip(ready, out):
             r.next_token = None
             self._take(r, logits)
+
+    def _prefill_scored(self, r: Request) -> None:
+        """A chunk of a prompt whose tokens are scored (echo with logprobs): evaluated on its
+        own with every row's logits, which batch() does not return; once the prompt is in,
+        its scores go out as a "prompt" event before the first token's."""
+        a, b = r.done_prompt, min(len(r.prompt), r.done_prompt + self.chunk)
+        rows = self.model.eval(r.prompt[a:b], all_logits=True, seq=r.seq)
+        nxt = r.prompt[a + 1:b + 1]  # the token each row predicts (none after the last)
+        r.prompt_scored += rows_logprobs(rows[:len(nxt)], nxt, r.logprobs)
+        r.done_prompt = b
+        if b == len(r.prompt):
+            self._emit(r, _event("prompt", scored=prompt_entries(self.tok, r.prompt, r.prompt_scored, r.head)))
+            self._take(r, rows[-1])
 
     def _take(self, r: Request, logits: np.ndarray) -> None:
         """Sample the next token of r from logits; emit its text; end r or queue the token."""
@@ -297,7 +319,8 @@ def _sampling(body: dict, default_temperature: float) -> Sampler:
 
 def _logprobs(body: dict, chat: bool, echo: bool) -> int | None:
     """How many alternatives to score with each token, or None: chat's "logprobs" (a boolean)
-    and "top_logprobs" (0-20), or the completions' "logprobs" (0-20, not with echo)."""
+    and "top_logprobs" (0-20), or the completions' "logprobs" (0-20; with echo the prompt's
+    tokens are scored too)."""
     if chat:
         on = _get(body, "logprobs", bool, False)
         top = _get(body, "top_logprobs", int)
@@ -309,8 +332,6 @@ def _logprobs(body: dict, chat: bool, echo: bool) -> int | None:
     n = _get(body, "logprobs", int)
     if n is not None and not 0 <= n <= 20:
         raise RequestError(f"'logprobs' must be in [0, 20], got {n}", param="logprobs")
-    if n is not None and echo:
-        raise RequestError("'logprobs' with 'echo': the prompt's tokens are not scored", param="logprobs")
     return n
 
 
@@ -374,7 +395,8 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
             stops = template.stop + stops
         r = Request(prompt, sampler, _max_tokens(body, engine.n_ctx - len(prompt)), stops,
                     loop=loop, queue=q,
-                    ignore_eos=bool(_get(body, "ignore_eos", bool, False)), logprobs=scoring)
+                    ignore_eos=bool(_get(body, "ignore_eos", bool, False)), logprobs=scoring,
+                    score_prompt=scoring is not None and bool(shape.head), head=shape.head)
         stream = bool(_get(body, "stream", bool, False))
         include_usage = bool((_get(body, "stream_options", dict, {}) or {}).get("include_usage", False))
         try:
@@ -399,7 +421,10 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
                             return JSONResponse(error_body("the client went away", "server_error"), status_code=499)
                     if ev is None:
                         continue
-                    scored += ev.get("scored", ())
+                    if ev["kind"] == "prompt":  # the echoed prompt's scores come first
+                        scored = ev["scored"] + scored
+                        continue
+                    scored += shape.after_head(ev.get("scored", ()))
                     if ev["kind"] == "text":
                         parts.append(ev["text"])
                     elif ev["kind"] == "error":
@@ -414,7 +439,7 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
             try:
                 if shape.chat:
                     yield _sse(shape.chunk({"role": "assistant", "content": ""}, None))
-                if shape.head:
+                if shape.head and not r.score_prompt:  # (scored: with the prompt's scores, below)
                     yield shape.text_sse(shape.head)
                 while True:
                     evs = [await q.get()]
@@ -422,8 +447,11 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
                         evs.append(q.get_nowait())
                     out, end = [], None
                     for ev in evs:
-                        if ev["kind"] == "text" and scoring is not None:
-                            out.append(_sse(shape.chunk(ev["text"], None, shape.logprobs(ev["scored"]))))
+                        if ev["kind"] == "prompt":
+                            out.append(_sse(shape.chunk(shape.head, None, shape.logprobs(ev["scored"]))))
+                        elif ev["kind"] == "text" and scoring is not None:
+                            out.append(_sse(shape.chunk(ev["text"], None,
+                                                        shape.logprobs(shape.after_head(ev["scored"])))))
                         elif ev["kind"] == "text":
                             out.append(shape.text_sse(ev["text"]))
                         elif ev["kind"] == "error":
@@ -431,7 +459,8 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
                             end = ev
                             break
                         else:
-                            last = shape.chunk(None, ev["finish_reason"], shape.logprobs(ev.get("scored")))
+                            last = shape.chunk(None, ev["finish_reason"],
+                                               shape.logprobs(shape.after_head(ev.get("scored"))))
                             if not include_usage:
                                 last["usage"] = _usage(ev)
                             out.append(_sse(last))
@@ -467,6 +496,12 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
                 whole = _sse(self.chunk(marker, None))
                 self._text_parts = whole.split(json.dumps(marker), 1)
             return self._text_parts[0] + json.dumps(text, ensure_ascii=False) + self._text_parts[1]
+
+        def after_head(self, scored):
+            """Completion entries with their text offsets counted from the echoed prompt's start."""
+            if scored is None or not self.head:
+                return scored
+            return [(t, lp, best, off + len(self.head)) for t, lp, best, off in scored]
 
         def logprobs(self, scored) -> dict | None:
             """The "logprobs" of scored entries (None when the request asked for none)."""
