@@ -279,6 +279,9 @@ def test_echo_with_logprobs_scores_the_prompt(model, stream):
     assert got["text_offset"] == sorted(got["text_offset"])
     for tok_text, off in zip(got["tokens"], got["text_offset"]):
         assert out_text.startswith(tok_text, off), (tok_text, off)
+    # a prompt of one token: nothing to score but the completion
+    r = model.create_completion(ids[-1:], max_tokens=2, temperature=0, logprobs=1, echo=True)["choices"][0]
+    assert r["logprobs"]["token_logprobs"][0] is None and len(r["logprobs"]["tokens"]) == 3
     # a prompt given as text is echoed as given: the offsets follow it
     r = model.create_completion(text, max_tokens=3, temperature=0, logprobs=1, echo=True)
     got, out_text = r["choices"][0]["logprobs"], r["choices"][0]["text"]

@@ -116,7 +116,7 @@ def rows_logprobs(logits: np.ndarray, toks: Sequence[int], top: int) -> list[tup
     x = np.asarray(logits, dtype=np.float64)
     m = x.max(axis=1, keepdims=True)
     lse = m[:, 0] + np.log(np.exp(x - m).sum(axis=1))
-    lp = x[np.arange(len(x)), np.asarray(toks)] - lse
+    lp = x[np.arange(len(x)), np.asarray(toks, dtype=np.int64)] - lse
     out = []
     for i in range(len(x)):
         best: list[tuple[int, float]] = []
