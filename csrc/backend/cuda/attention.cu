@@ -216,6 +216,8 @@ bool decode_takes(int n_q, const AttentionParams& p, KvFormat kv, const Attentio
 
 } // namespace
 
+int decode_row_keys(int kv_len, int window) { return window > 0 ? std::min(kv_len, window) : kv_len; }
+
 int decode_block_keys(int keys, int n_head_kv, int sm_count, int decode_keys) {
     int c = std::max(1, decode_keys);
     while (static_cast<int64_t>((keys + c - 1) / c) * n_head_kv > 4 * static_cast<int64_t>(sm_count)) c *= 2;
@@ -243,7 +245,7 @@ AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DTyp
         plan.q_rows = 1;
         plan.rows_per_tile = p.head_dim + 2;
         // (the last row's keys, the most: the caller gives a launch only rows of one block size)
-        const int row_keys = p.window > 0 ? std::min(kv_len, p.window) : kv_len;
+        const int row_keys = decode_row_keys(kv_len, p.window);
         plan.block_keys = decode_block_keys(row_keys, p.n_head_kv, dev.sm_count, tuning.decode_keys);
         const int blocks = (row_keys + plan.block_keys - 1) / plan.block_keys;
         while (plan.splits < blocks) plan.splits *= 2;

@@ -46,7 +46,9 @@ struct AttentionTuning {
 // kernel too, all of them with the block size of the last (kv_len's) row.
 AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DType cache_type, const AttentionDevice& dev,
                              const AttentionTuning& tuning = {}, bool rows_alone = false);
-// The decode kernel's keys a block for a row of `keys` keys (window-bounded):
+// The keys a decode row reads: the row's kv_len, bounded by a sliding window.
+int decode_row_keys(int kv_len, int window);
+// The decode kernel's keys a block for a row of `keys` keys (decode_row_keys):
 // decode_keys, doubled while the row's blocks would exceed four a SM.
 int decode_block_keys(int keys, int n_head_kv, int sm_count, int decode_keys);
 // The dynamic shared memory of one CTA of the plan (what its launch asks for).
