@@ -129,6 +129,21 @@ def rows_logprobs(logits: np.ndarray, toks: Sequence[int], top: int) -> list[tup
     return out
 
 
+def next_token_logprobs(rows: np.ndarray, tokens: Sequence[int], a: int, top: int) -> list:
+    """rows_logprobs of the logits `rows` of tokens[a:a + len(rows)], each row against the
+    token after its own (the last token of `tokens` has none to score)."""
+    nxt = tokens[a + 1:a + 1 + len(rows)]
+    return rows_logprobs(rows[:len(nxt)], nxt, top)
+
+
+def shift_offsets(scored, by: int):
+    """Run.scored-style entries with their text offsets moved by `by` characters (a
+    completion's, counted from the start of an echoed prompt before it)."""
+    if scored is None or not by:
+        return scored
+    return [(t, lp, best, off + by) for t, lp, best, off in scored]
+
+
 def scored_before(scored, limit: int, start: int = 0) -> int:
     """The end of the run of `scored` entries from `start` whose text starts before `limit`."""
     n = start
@@ -224,9 +239,8 @@ class Generator:
         logits = None
         for a in range(0, len(tokens), chunk):
             rows = self.model.eval(tokens[a:a + chunk], all_logits=True)
-            self.cached = list(tokens[:a + len(rows)])
-            nxt = tokens[a + 1:a + 1 + len(rows)]  # the token each row predicts (none after the last)
-            scores += rows_logprobs(rows[:len(nxt)], nxt, top)
+            self.cached += tokens[a:a + len(rows)]
+            scores += next_token_logprobs(rows, tokens, a, top)
             logits = rows[-1]
         return logits, scores
 
@@ -483,7 +497,7 @@ def create_completion(model, prompt: str | Sequence[int], max_tokens: int | None
                 "choices": [{"text": text, "index": 0, "logprobs": lp, "finish_reason": finish}]}
 
     def shape(entries):  # the completion's entries, their offsets counted from the echoed prompt's start
-        return completion_logprobs(model.tokenizer, [(t, lp, b, off + len(head)) for t, lp, b, off in entries])
+        return completion_logprobs(model.tokenizer, shift_offsets(entries, len(head)))
 
     def prompt_lp():  # (the prompt is scored once the run has started)
         return completion_logprobs(model.tokenizer, prompt_entries(model.tokenizer, ids, run.prompt_scored, head))

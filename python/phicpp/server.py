@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .chat import _check_messages, chat_tokens, template_for
-from .generate import (StopStrings, chat_logprobs, completion_logprobs, prompt_entries, rows_logprobs, scored_before,
-                       stop_token_ids, token_logprobs)
+from .generate import (StopStrings, chat_logprobs, completion_logprobs, next_token_logprobs, prompt_entries,
+                       scored_before, shift_offsets, stop_token_ids, token_logprobs)
 from .sampling import Sampler
 
 
@@ -240,8 +240,7 @@ class Engine:
         its scores go out as a "prompt" event before the first token's."""
         a, b = r.done_prompt, min(len(r.prompt), r.done_prompt + self.chunk)
         rows = self.model.eval(r.prompt[a:b], all_logits=True, seq=r.seq)
-        nxt = r.prompt[a + 1:b + 1]  # the token each row predicts (none after the last)
-        r.prompt_scored += rows_logprobs(rows[:len(nxt)], nxt, r.logprobs)
+        r.prompt_scored += next_token_logprobs(rows, r.prompt, a, r.logprobs)
         r.done_prompt = b
         if b == len(r.prompt):
             self._emit(r, _event("prompt", scored=prompt_entries(self.tok, r.prompt, r.prompt_scored, r.head)))
@@ -499,9 +498,7 @@ def create_app(model, parallel: int = 4, model_name: str | None = None, chunk: i
 
         def after_head(self, scored):
             """Completion entries with their text offsets counted from the echoed prompt's start."""
-            if scored is None or not self.head:
-                return scored
-            return [(t, lp, best, off + len(self.head)) for t, lp, best, off in scored]
+            return shift_offsets(scored, len(self.head))
 
         def logprobs(self, scored) -> dict | None:
             """The "logprobs" of scored entries (None when the request asked for none)."""
