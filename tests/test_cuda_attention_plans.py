@@ -20,8 +20,8 @@ ATTN_TUNINGS = {
     "single-buffered": {"STAGES": "1"},
     "many-splits": {"CTA_WARPS": "1", "STAGES": "2"},
     "two-warp-ctas": {"WARPS_PER_SM": "16", "CTA_WARPS": "2", "STAGES": "2"},
-    # the one-row decode kernel (MHA, f16 cache): a split for every key or two (some CTAs
-    # get none), and off (those shapes through the tile kernel)
+    # the one-row decode kernel (f16 cache): a split for every key or two (some CTAs get
+    # none), and off (those shapes through the tile kernel)
     "decode-many-splits": {"DECODE_KEYS": "1"},
     "decode-off": {"DECODE": "0"},
 }
@@ -100,27 +100,29 @@ def decode_backend(request, monkeypatch):
     return _cuda_backend(request.param, monkeypatch)
 
 
-@pytest.mark.parametrize("n_head,hd", [(4, 96), (2, 64), (3, 40), (2, 128)])
+@pytest.mark.parametrize("n_head,n_head_kv,hd", [(4, 4, 96), (2, 2, 64), (3, 3, 40), (2, 2, 128), (8, 2, 64),
+                                                (6, 2, 128), (3, 1, 128)])
 @pytest.mark.parametrize("pos0,n_tok,window", [(0, 9, 0), (100, 40, 0), (120, 30, 0), (2000, 24, 0), (3000, 20, 100)])
-def test_rows_alone_equal_one_row_each(decode_backend, n_head, hd, pos0, n_tok, window):
+def test_rows_alone_equal_one_row_each(decode_backend, n_head, n_head_kv, hd, pos0, n_tok, window):
     """Row-invariant batches: each query row of a step gives exactly the bits it gives as the one
     row of its own step, including where the rows' key blocks change size within the step
-    (decode-many-splits: blocks grow from one key as a row's keys pass 132, 264, 528...)."""
-    rng = np.random.default_rng(pos0 + hd + n_tok)
-    rows, width = pos0 + n_tok, n_head * hd
-    q = (rng.standard_normal((n_tok, width)) * 2).astype(np.float32)
-    k = rng.standard_normal((rows, width)).astype(np.float16)
-    v = rng.standard_normal((rows, width)).astype(np.float16)
+    (decode-many-splits: blocks grow from one key as a row's keys pass 132, 264, 528...), with
+    and without GQA."""
+    rng = np.random.default_rng(pos0 + hd + n_tok + n_head_kv)
+    rows = pos0 + n_tok
+    q = (rng.standard_normal((n_tok, n_head * hd)) * 2).astype(np.float32)
+    k = rng.standard_normal((rows, n_head_kv * hd)).astype(np.float16)
+    v = rng.standard_normal((rows, n_head_kv * hd)).astype(np.float16)
     scale = 1 / np.sqrt(hd)
     decode_backend.set_row_invariant(True)
     try:
-        y = decode_backend.attention(q, k, v, pos0, n_tok, 0, n_head, n_head, scale, window)
+        y = decode_backend.attention(q, k, v, pos0, n_tok, 0, n_head, n_head_kv, scale, window)
     finally:
         decode_backend.set_row_invariant(False)
     for t in range(n_tok):
-        one = decode_backend.attention(q[t:t + 1], k, v, pos0, n_tok, t, n_head, n_head, scale, window)
+        one = decode_backend.attention(q[t:t + 1], k, v, pos0, n_tok, t, n_head, n_head_kv, scale, window)
         assert np.array_equal(y[t:t + 1], one), (t, np.max(np.abs(y[t] - one[0])))
-    ref = attention_reference(q, k, v, pos0, n_head, n_head, scale, window)
+    ref = attention_reference(q, k, v, pos0, n_head, n_head_kv, scale, window)
     assert np.allclose(y, ref, rtol=1e-5, atol=2e-5), np.max(np.abs(y - ref))
 
 
@@ -166,10 +168,10 @@ def test_plan_fits_the_device(device, shape, cache, n_q):
     for kv_len in KV_LENS:
         p = plan_of(device, shape, cache, n_q, kv_len)
         if p["decode"]:
-            # the one-row kernel: a tile per KV head, CTAs of 8 warps, blocks of keys (a power of two
-            # of them, at most twice as many as the keys need, about four CTAs a SM)
-            assert cache == "f16" and n_q == 1 and n_head == n_head_kv and hd % 8 == 0, (kv_len, p)
-            assert p["tiles"] == n_head_kv and p["q_rows"] == 1 and p["cta_smem"] <= per_cta, (kv_len, p)
+            # the one-row kernel: a tile per query head, CTAs of 8 warps, blocks of keys (a power of
+            # two of them, at most twice as many as the keys need, about four CTAs a SM)
+            assert cache == "f16" and n_q == 1 and hd % 8 == 0, (kv_len, p)
+            assert p["tiles"] == n_head and p["q_rows"] == 1 and p["cta_smem"] <= per_cta, (kv_len, p)
             assert p["warps"] == 8 and p["splits"] & (p["splits"] - 1) == 0, (kv_len, p)
             assert p["splits"] == 1 or p["block_keys"] * p["splits"] < 2 * kv_len, (kv_len, p)
             assert p["tiles"] * p["splits"] <= 8 * sms, (kv_len, p)
@@ -212,12 +214,12 @@ def test_plan_measured_on_the_h200(shape, cache, splits_times_warps, warps, stag
 @pytest.mark.parametrize("cache", ["f32", "f16", "q8_0"])
 @pytest.mark.parametrize("n_q", [1, 2])
 def test_plan_picks_the_decode_kernel(shape, cache, n_q):
-    """The one-row kernel takes exactly the steps of one query row per KV head over an f16 cache
-    (decode of the MHA models: Phi-1.5, Phi-2, Phi-3-mini), unless turned off."""
+    """The one-row kernel takes exactly the steps of one token over an f16 cache (decode of every
+    Phi model, with or without GQA), unless turned off."""
     n_head, n_head_kv, hd = PHI_SHAPES[shape]
     if cache == "q8_0" and hd % 32:
         pytest.skip("quantized caches hold heads of whole 32-value blocks")
-    want = cache == "f16" and n_q == 1 and n_head == n_head_kv
+    want = cache == "f16" and n_q == 1
     for kv_len in (1, 65, 3072):
         assert plan_of("H100-H200", shape, cache, n_q, kv_len)["decode"] == want
         assert not plan_of("H100-H200", shape, cache, n_q, kv_len, decode=False)["decode"]
@@ -238,11 +240,10 @@ def test_decode_plan_grows_with_the_keys():
 
 @pytest.mark.parametrize("shape", sorted(PHI_SHAPES))
 def test_rows_alone_take_the_decode_kernel(shape):
-    """Row-invariant batches give each row its own decode step's bits: several MHA rows over an f16
-    cache then take the decode kernel too, a tile a row and KV head, with the last row's blocks."""
+    """Row-invariant batches give each row its own decode step's bits: several rows over an f16
+    cache then take the decode kernel too, a tile a row and query head, with the last row's blocks."""
     n_head, n_head_kv, hd = PHI_SHAPES[shape]
     p = plan_of("H100-H200", shape, "f16", 5, 300, rows_alone=True)
-    assert p["decode"] == (n_head == n_head_kv)
-    if p["decode"]:
-        assert (p["tiles"], p["splits"], p["block_keys"]) == (5 * n_head_kv, 2, 256), p
+    assert p["decode"]
+    assert (p["tiles"], p["splits"], p["block_keys"]) == (5 * n_head, 2, 256), p
     assert not plan_of("H100-H200", shape, "f16", 5, 300)["decode"]

@@ -14,6 +14,6 @@ if [ ! -f "$bdir/build.ninja" ]; then
   cmake -S . -B "$bdir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPHICPP_CUDA=ON -DPHICPP_CUDA_ARCHS="${PHICPP_CUDA_ARCHS:-90a}" \
     -DPython_EXECUTABLE="$py" -Dpybind11_DIR="$("$py" -m pybind11 --cmakedir)" >/dev/null
 fi
-ninja -j"${JOBS:-2}" -C "$bdir" _core >/dev/null
+ninja -j"${JOBS:-2}" -C "$bdir" _core > "$bdir/ninja.log" || { tail -30 "$bdir/ninja.log"; exit 1; }
 cp -f "$bdir"/_core*.so python/phicpp/
 ls python/phicpp/_core*.so

@@ -178,7 +178,7 @@ void launch_decode(const AttnParams& p, const Launch& l, bool fused) {
                   : fused ? attention_decode_kernel<kPer, true>
                           : attention_decode_kernel<kPer, false>;
     // (noop 1: the same static shared memory, asked for dynamically)
-    launch(kernel, dim3(p.n_head_kv, p.splits, p.n_q), dim3(kDecodeWarps * kWarp),
+    launch(kernel, dim3(p.n_head, p.splits, p.n_q), dim3(kDecodeWarps * kWarp),
            p.noop == 1 ? sizeof(DecodeShared) : 0, l, p);
 }
 
@@ -207,20 +207,20 @@ void attention_input(const QKVRows& t, int n_tok, const AttentionParams& a, cons
 }
 
 namespace {
-// Whether the decode kernel takes these rows: one query per KV head over an f16
-// cache, one row or rows that must each give their own decode step's bits.
+// Whether the decode kernel takes these rows: one row (token) over an f16
+// cache, or rows that must each give their own decode step's bits.
 bool decode_takes(int n_q, const AttentionParams& p, KvFormat kv, const AttentionTuning& tuning, bool rows_alone) {
-    return tuning.decode && p.n_head == p.n_head_kv && (n_q == 1 || rows_alone) && kv == KvFormat::f16 &&
-           p.head_dim % 8 == 0 && p.head_dim <= kDecodeMaxHead;
+    return tuning.decode && (n_q == 1 || rows_alone) && kv == KvFormat::f16 && p.head_dim % 8 == 0 &&
+           p.head_dim <= kDecodeMaxHead;
 }
 
 } // namespace
 
 int decode_row_keys(int kv_len, int window) { return window > 0 ? std::min(kv_len, window) : kv_len; }
 
-int decode_block_keys(int keys, int n_head_kv, int sm_count, int decode_keys) {
+int decode_block_keys(int keys, int n_head, int sm_count, int decode_keys) {
     int c = std::max(1, decode_keys);
-    while (static_cast<int64_t>((keys + c - 1) / c) * n_head_kv > 4 * static_cast<int64_t>(sm_count)) c *= 2;
+    while (static_cast<int64_t>((keys + c - 1) / c) * n_head > 4 * static_cast<int64_t>(sm_count)) c *= 2;
     return c;
 }
 
@@ -236,17 +236,17 @@ AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DTyp
     // the keys a tile reads: a sliding window bounds them (its n_q queries see window + n_q - 1)
     const int keys = p.window > 0 ? std::min(kv_len, p.window + n_q - 1) : kv_len;
     if (decode_takes(n_q, p, kv, tuning, rows_alone)) {
-        // a CTA a row and block of keys; blocks of decode_keys keys, or of twice as many
+        // a CTA a row, query head and block of keys; blocks of decode_keys keys, or of twice as many
         // while a row's would not fit four CTAs a SM; their count rounded up to a power
         // of two (the blocks past a row's keys are empty), so that a recorded step holds
         // while the context grows within a bucket
         plan.decode = true;
-        plan.tiles = p.n_head_kv * n_q;
+        plan.tiles = p.n_head * n_q;
         plan.q_rows = 1;
         plan.rows_per_tile = p.head_dim + 2;
         // (the last row's keys, the most: the caller gives a launch only rows of one block size)
         const int row_keys = decode_row_keys(kv_len, p.window);
-        plan.block_keys = decode_block_keys(row_keys, p.n_head_kv, dev.sm_count, tuning.decode_keys);
+        plan.block_keys = decode_block_keys(row_keys, p.n_head, dev.sm_count, tuning.decode_keys);
         const int blocks = (row_keys + plan.block_keys - 1) / plan.block_keys;
         while (plan.splits < blocks) plan.splits *= 2;
         plan.warps = kDecodeWarps;

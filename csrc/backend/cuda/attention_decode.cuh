@@ -1,5 +1,5 @@
-// Attention of one query row per KV head over an f16 KV cache (decode
-// without GQA), as many short chains rather than a few long ones.
+// Decode attention over an f16 KV cache, a CTA per query head (and block of
+// keys), as many short chains rather than a few long ones.
 //
 // The tile kernel (attention_tile.cuh) gives a warp 32 keys at a time, one
 // lane a key, and walks them in one dependent stream (scores from shared
@@ -12,6 +12,12 @@
 // CTAs of a row's key blocks). The cache rows of earlier tokens are loaded
 // before the PDL wait, so that their round trip overlaps the qkv
 // projection's tail; only the token's own row depends on it.
+//
+// With GQA the query heads of a KV head are CTAs of their own, each reading
+// the KV head's keys: adjacent in the grid, so they run together and the
+// repeated reads meet in L2 (HBM reads each key once); the work of a CTA is
+// that of an MHA head, and a row keeps one arithmetic however the query heads
+// share their keys.
 //
 // A row's arithmetic is fixed by its keys and the block size alone: block y
 // of a row holds its keys [lo + y C, lo + (y + 1) C), key j of a block goes
@@ -57,12 +63,13 @@ __device__ __forceinline__ void warp_copy_row(const float* src, float* dst, int 
 }
 
 // kPer: the 8-element pieces of the head a lane holds (pieces sub, sub + 4, ...
-// of hd / 8). head: the KV head (= the query head); split: the CTA's block of
-// the row's keys (p.splits of them, p.block_keys keys each); t: the row (a
-// token of the step from p.t0; kFused: the step's one token).
+// of hd / 8). head: the query head; split: the CTA's block of the row's keys
+// (p.splits of them, p.block_keys keys each); t: the row (a token of the step
+// from p.t0; kFused: the step's one token).
 template <int kPer, bool kFused>
 __device__ void attention_decode(const AttnParams& p, DecodeShared& sh, int head, int split, int t) {
     const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+    const int group_size = p.n_head / p.n_head_kv, kv_head = head / group_size;
     const int sub = lane % kDecodeLanes, group = lane / kDecodeLanes;
     const int hd = p.hd, pieces = hd / 8;
     RotaryFreqs freqs;
@@ -73,8 +80,8 @@ __device__ void attention_decode(const AttnParams& p, DecodeShared& sh, int head
     const int c_begin = lo + split * p.block_keys, c_end = min(hi, c_begin + p.block_keys);
     const int round = kDecodeWarps * kDecodeKeys;  // keys of the CTA at once
     const int64_t kvw = static_cast<int64_t>(p.n_head_kv) * hd;
-    const __half* K = static_cast<const __half*>(p.kc) + head * hd;
-    const __half* V = static_cast<const __half*>(p.vc) + head * hd;
+    const __half* K = static_cast<const __half*>(p.kc) + kv_head * hd;
+    const __half* V = static_cast<const __half*>(p.vc) + kv_head * hd;
 
     // key j's pieces into registers (zeros past the split or, before the wait,
     // for rows this step writes; the token's own row, fused, from shared memory)
@@ -109,10 +116,12 @@ __device__ void attention_decode(const AttnParams& p, DecodeShared& sh, int head
         pdl_wait();
         pdl_launch_dependents();
         trace_point(p, 2);
-        // warp 0 the query, 1 the key, 2 the value (fewer warps: each several)
-        const bool writes = cur >= c_begin && cur < c_end;  // this CTA's keys hold the token's row
-        __half* Kw = static_cast<__half*>(const_cast<void*>(p.kc)) + cur * kvw + head * hd;
-        __half* Vw = static_cast<__half*>(const_cast<void*>(p.vc)) + cur * kvw + head * hd;
+        // warp 0 the query, 1 the key, 2 the value (fewer warps: each several);
+        // the KV head's first query head writes the token's key and value, the
+        // others (the same arithmetic) take them from shared memory
+        const bool writes = cur >= c_begin && cur < c_end && head % group_size == 0;
+        __half* Kw = static_cast<__half*>(const_cast<void*>(p.kc)) + cur * kvw + kv_head * hd;
+        __half* Vw = static_cast<__half*>(const_cast<void*>(p.vc)) + cur * kvw + kv_head * hd;
         for (int role = warp; role < 3; role += kDecodeWarps) {
             if (role == 0) {
                 warp_copy_row(in.q + head * hd, sh.q, hd);
@@ -120,7 +129,7 @@ __device__ void attention_decode(const AttnParams& p, DecodeShared& sh, int head
                 head_rotary(sh.q, in.n_rot, angles);
                 for (int d = lane; d < hd; d += kWarp) sh.q[d] *= p.scale;
             } else if (role == 1) {
-                warp_copy_row(in.k + head * hd, sh.k, hd);
+                warp_copy_row(in.k + kv_head * hd, sh.k, hd);
                 if (in.qk.q_w) head_layernorm(sh.k, hd, in.qk.k_w, in.qk.k_b, in.qk.eps);
                 head_rotary(sh.k, in.n_rot, angles);
                 for (int d = lane; d < hd; d += kWarp) {
@@ -128,7 +137,7 @@ __device__ void attention_decode(const AttnParams& p, DecodeShared& sh, int head
                     if (writes) Kw[d] = sh.cur_k[d];
                 }
             } else {
-                warp_copy_row(in.v + head * hd, sh.v, hd);
+                warp_copy_row(in.v + kv_head * hd, sh.v, hd);
                 for (int d = lane; d < hd; d += kWarp) {
                     sh.cur_v[d] = __float2half_rn(sh.v[d]);
                     if (writes) Vw[d] = sh.cur_v[d];
@@ -247,24 +256,21 @@ __device__ void attention_decode(const AttnParams& p, DecodeShared& sh, int head
     float L = 0.0f;
     for (int w = 0; w < kDecodeWarps; ++w) L += weight(sh.part[w][0]) * sh.part[w][1];
     float* out = p.out + static_cast<int64_t>(t) * p.n_head * hd + head * hd;
-    if (p.splits == 1) {
-        const float inv = L > 0.0f ? 1.0f / L : 0.0f;
-        for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-            float o = 0.0f;
-            for (int w = 0; w < kDecodeWarps; ++w) o += weight(sh.part[w][0]) * sh.part[w][2 + d];
-            out[d] = o * inv;
-        }
-        trace_point(p, 6);
-        return;
-    }
-    // this block's (m, l, sums), then the row's last block to finish combines them
+    // one block: the row's output; several: this block's (m, l, sums), and the
+    // row's last block to finish combines them
     const int stride = hd + 2;
-    const int64_t row_head = static_cast<int64_t>(t) * p.n_head_kv + head;
+    const int64_t row_head = static_cast<int64_t>(t) * p.n_head + head;
     float* mine = p.partial + (row_head * p.splits + split) * stride;
+    const float block_inv = p.splits == 1 && L > 0.0f ? 1.0f / L : 1.0f;
+    float* dst = p.splits == 1 ? out : mine + 2;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float o = 0.0f;
         for (int w = 0; w < kDecodeWarps; ++w) o += weight(sh.part[w][0]) * sh.part[w][2 + d];
-        mine[2 + d] = o;
+        dst[d] = o * block_inv;
+    }
+    if (p.splits == 1) {
+        trace_point(p, 6);
+        return;
     }
     if (threadIdx.x == 0) {
         mine[0] = mx;

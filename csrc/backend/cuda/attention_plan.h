@@ -13,9 +13,9 @@ namespace phi::cuda {
 // (splits of a CTA's keys, combined in shared memory), the key chunks a warp
 // holds in shared memory (2: the next chunk's rows in flight while the
 // current one is used) and the query rows of a tile. decode: the one-row
-// kernel (attention_decode.cuh: one query per KV head, an f16 cache) with a
-// tile per KV head and row, 8 warps of 8 keys at once and `splits` CTAs (key
-// blocks) a tile.
+// kernel (attention_decode.cuh: one token's queries, an f16 cache) with a
+// tile per query head and row, 8 warps of 8 keys at once and `splits` CTAs
+// (key blocks) a tile.
 struct AttentionPlan {
     int tiles = 0, splits = 1, warps = 1, rows_per_tile = 0, stages = 1, q_rows = 1;
     bool decode = false;
@@ -42,15 +42,16 @@ struct AttentionTuning {
     int decode_keys = 256;
 };
 // rows_alone: each of n_q > 1 rows must give the bits of its own one-row step
-// (row-invariant batches), so MHA rows over an f16 cache take the decode
-// kernel too, all of them with the block size of the last (kv_len's) row.
+// (row-invariant batches), so rows over an f16 cache take the decode kernel
+// too, all of them with the block size of the last (kv_len's) row.
 AttentionPlan attention_plan(int n_q, const AttentionParams& p, int kv_len, DType cache_type, const AttentionDevice& dev,
                              const AttentionTuning& tuning = {}, bool rows_alone = false);
 // The keys a decode row reads: the row's kv_len, bounded by a sliding window.
 int decode_row_keys(int kv_len, int window);
 // The decode kernel's keys a block for a row of `keys` keys (decode_row_keys):
-// decode_keys, doubled while the row's blocks would exceed four a SM.
-int decode_block_keys(int keys, int n_head_kv, int sm_count, int decode_keys);
+// decode_keys, doubled while the row's blocks (of every query head) would
+// exceed four a SM.
+int decode_block_keys(int keys, int n_head, int sm_count, int decode_keys);
 // The dynamic shared memory of one CTA of the plan (what its launch asks for).
 size_t attention_cta_smem(const AttentionPlan& plan, int head_dim, DType cache_type);
 

@@ -446,7 +446,7 @@ public:
             // rows that must each give their own step's bits: the first rows, if their
             // key blocks are smaller than the last row's, in a launch of their own
             auto block_keys = [&](int t) {
-                return decode_block_keys(decode_row_keys(pos0_ + p.pos + t0 + t + 1, p.window), p.n_head_kv,
+                return decode_block_keys(decode_row_keys(pos0_ + p.pos + t0 + t + 1, p.window), p.n_head,
                                          props_.multiProcessorCount, attn_.decode_keys);
             };
             int m = n_q - 1;
