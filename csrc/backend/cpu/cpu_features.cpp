@@ -158,4 +158,28 @@ Isa choose_isa(const std::string& name) {
     return checked(parse_isa(name));
 }
 
+namespace {
+// AMD family 19h (Zen 3 and Zen 4) with AVX-512, which Zen 3 lacks.
+bool cpu_is_zen4() {
+#if defined(PHICPP_X86)
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx)) return false;
+    const bool amd = ebx == 0x68747541u && edx == 0x69746e65u && ecx == 0x444d4163u;  // "AuthenticAMD"
+    if (!amd || !__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+    const unsigned family = ((eax >> 8) & 0xF) + ((eax >> 20) & 0xFF);
+    return family == 0x19 && cpu_has_avx512();
+#else
+    return false;
+#endif
+}
+} // namespace
+
+size_t q4_0_x8_prefetch_bytes() {
+    if (const char* env = std::getenv("PHICPP_Q4X8_PREFETCH"); env && *env) {
+        const long v = std::strtol(env, nullptr, 10);
+        return v > 0 ? static_cast<size_t>(v) : 0;
+    }
+    return cpu_is_zen4() ? 0 : 2048;
+}
+
 } // namespace phi::cpu

@@ -4,6 +4,7 @@
 // built for baseline x86-64; only *_avx2.cpp / *_avxvnni.cpp / *_avx512.cpp / *_amx.cpp contain wider
 // instructions, and they run only when the chosen ISA says so.
 #pragma once
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -27,5 +28,15 @@ std::vector<std::string> available_isas();
 // unknown name and (unsupported) for an ISA this CPU lacks, instead of
 // crashing later on an illegal instruction.
 Isa choose_isa(const std::string& name);
+
+// How far ahead (bytes) the interleaved Q4_0 decode kernel prefetches each of
+// its row streams on this CPU, 0: not at all. The hardware prefetchers differ:
+// a 2-vCPU Xeon (AVX-512, AMX) decoded Phi-3-mini Q4_0 at 12.1-12.3 t/s with
+// 2 KiB against 9.4 at 4 KiB and 10.8 at 576 bytes; a 2-vCPU Zen 4 at
+// 16.8-17.3 without against 14.8-15.1 with 2 KiB (alternated rounds,
+// docs/BENCHMARKS.md). So 0 on Zen 4 (AMD family 19h with AVX-512), 2 KiB
+// elsewhere (a Zen 3 measured 2-32 KiB within noise). PHICPP_Q4X8_PREFETCH
+// (bytes) overrides it for a backend made after it is set, for measurements.
+size_t q4_0_x8_prefetch_bytes();
 
 } // namespace phi::cpu

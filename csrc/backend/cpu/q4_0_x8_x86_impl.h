@@ -126,7 +126,9 @@ inline void q4_0_x8_tile(const MatmulArgs& a, const BlockQ4_0x8* w, int64_t nb, 
 // Decode: one token against G consecutive groups of 8 rows at once: each
 // block's activations are broadcast once for 8G rows, and the G streams' loads
 // and multiply-adds interleave. Each row's arithmetic is q4_0_x8_tile<1>'s.
-template <int G>
+// kPrefetch: each stream's records a.q4x8_prefetch bytes ahead are prefetched
+// (the CPU's choice: cpu_features.h).
+template <int G, bool kPrefetch>
 inline void q4_0_x8_decode_groups(const MatmulArgs& a, const BlockQ4_0x8* w, int64_t nb, const Q4x8Act* act,
                                   int64_t r) {
     __m256 acc[G];
@@ -138,10 +140,12 @@ inline void q4_0_x8_decode_groups(const MatmulArgs& a, const BlockQ4_0x8* w, int
         const __m256i m8 = _mm256_set1_epi32(act[ib].m8);
         for (int g = 0; g < G; ++g) {
             const BlockQ4_0x8& b = w[g * nb + ib];
-            const char* pb = reinterpret_cast<const char*>(&b) + kQ4x8PrefetchAhead;  // as q4_0_x8_tile, per stream
-            _mm_prefetch(pb, _MM_HINT_T0);
-            _mm_prefetch(pb + 64, _MM_HINT_T0);
-            _mm_prefetch(pb + 128, _MM_HINT_T0);
+            if constexpr (kPrefetch) {  // the 144-byte record's three lines, per stream
+                const char* pb = reinterpret_cast<const char*>(&b) + a.q4x8_prefetch;
+                _mm_prefetch(pb, _MM_HINT_T0);
+                _mm_prefetch(pb + 64, _MM_HINT_T0);
+                _mm_prefetch(pb + 128, _MM_HINT_T0);
+            }
             const __m256i s = _mm256_sub_epi32(q4_0_x8_block_sums(b, y[ib].qs), m8);
             const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.d)));
             acc[g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, dy), acc[g]);
@@ -188,9 +192,13 @@ void rows_q4_0_x8(const MatmulArgs& a, int64_t r0, int64_t r1) {
         return reinterpret_cast<const BlockQ4_0x8*>(a.w + row / kQ4_0x8Rows * group_bytes);
     };
     if (a.n == 1) {  // decode: kDecodeGroups groups at a time, then the rest one by one
-        for (; r + kDecodeGroups * kQ4_0x8Rows <= r1; r += kDecodeGroups * kQ4_0x8Rows)
-            q4_0_x8_decode_groups<kDecodeGroups>(a, group(r), nb, act, r);
-        for (; r < r1; r += kQ4_0x8Rows) q4_0_x8_decode_groups<1>(a, group(r), nb, act, r);
+        auto decode = [&](auto prefetch) {
+            for (; r + kDecodeGroups * kQ4_0x8Rows <= r1; r += kDecodeGroups * kQ4_0x8Rows)
+                q4_0_x8_decode_groups<kDecodeGroups, prefetch.value>(a, group(r), nb, act, r);
+            for (; r < r1; r += kQ4_0x8Rows) q4_0_x8_decode_groups<1, prefetch.value>(a, group(r), nb, act, r);
+        };
+        if (a.q4x8_prefetch > 0) decode(std::true_type{});
+        else decode(std::false_type{});
         return;
     }
     for (; r < r1; r += kQ4_0x8Rows) {
