@@ -15,7 +15,7 @@
 //
 // With GQA the query heads of a KV head are CTAs of their own, each reading
 // the KV head's keys: adjacent in the grid, so they run together and the
-// repeated reads meet in L2 (HBM reads each key once); the work of a CTA is
+// repeated reads should mostly hit L2; the work of a CTA is
 // that of an MHA head, and a row keeps one arithmetic however the query heads
 // share their keys.
 //
