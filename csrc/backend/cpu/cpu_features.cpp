@@ -179,7 +179,7 @@ size_t q4_0_x8_prefetch_bytes() {
         const long v = std::strtol(env, nullptr, 10);
         return v > 0 ? static_cast<size_t>(v) : 0;
     }
-    return cpu_is_zen4() ? 0 : 2048;
+    return cpu_is_zen4() ? 0 : kQ4x8PrefetchAhead;
 }
 
 } // namespace phi::cpu

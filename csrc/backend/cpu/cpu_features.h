@@ -38,5 +38,8 @@ Isa choose_isa(const std::string& name);
 // elsewhere (a Zen 3 measured 2-32 KiB within noise). PHICPP_Q4X8_PREFETCH
 // (bytes) overrides it for a backend made after it is set, for measurements.
 size_t q4_0_x8_prefetch_bytes();
+// The 2 KiB: also what the kernels' few-token tiles always prefetch, and the
+// distance of a matmul whose caller names none.
+constexpr size_t kQ4x8PrefetchAhead = 2048;
 
 } // namespace phi::cpu

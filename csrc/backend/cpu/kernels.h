@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "backend/cpu/cpu_features.h"
 #include "core/dtype.h"
 
 namespace phi::cpu {
@@ -27,7 +28,7 @@ struct MatmulArgs {
     float* y = nullptr;
     int64_t ldy = 0;             // floats between consecutive tokens' outputs
     const float* bias = nullptr; // may be null
-    size_t q4x8_prefetch = 2048;  // the interleaved Q4_0 decode's prefetch distance, 0: none (q4_0_x8_prefetch_bytes)
+    size_t q4x8_prefetch = kQ4x8PrefetchAhead;  // the interleaved Q4_0 decode's prefetch distance, 0: none
 };
 
 using RowsKernel = void (*)(const MatmulArgs& a, int64_t r0, int64_t r1);

@@ -65,7 +65,6 @@ struct AlignedBytes {
 // 5-6 to 8-11 GB/s. Rows of a thread's range are contiguous, so running past
 // the last row only prefetches a few lines too many.
 constexpr size_t kPrefetchAhead = 8192;
-constexpr size_t kQ4x8PrefetchAhead = 2048;  // interleaved rows (q4_0_x8_x86_impl.h)
 inline void prefetch_ahead(const void* p, size_t distance = kPrefetchAhead) {
     _mm_prefetch(static_cast<const char*>(p) + distance, _MM_HINT_T0);
 }

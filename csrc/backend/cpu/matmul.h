@@ -34,7 +34,7 @@ PrefillPath prefill_path(const Tensor& W, int n, Isa isa);
 // q4x8_prefetch: the interleaved Q4_0 decode's prefetch distance (the
 // backend's q4_0_x8_prefetch_bytes()).
 void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool, Isa isa,
-            bool allow_gemm = true, size_t q4x8_prefetch = 2048);
+            bool allow_gemm = true, size_t q4x8_prefetch = kQ4x8PrefetchAhead);
 
 // Whether W's type and shape can be held in `layout` (always for rows).
 bool layout_fits(const Tensor& W, WeightLayout layout);
