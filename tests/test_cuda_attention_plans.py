@@ -23,6 +23,7 @@ ATTN_TUNINGS = {
     # the one-row decode kernel (f16 cache): a split for every key or two (some CTAs get
     # none), and off (those shapes through the tile kernel)
     "decode-many-splits": {"DECODE_KEYS": "1"},
+    "decode-many-splits-fenced": {"DECODE_KEYS": "1", "DECODE_WORDS": "0"},  # blocks combined after fences
     "decode-off": {"DECODE": "0"},
 }
 
@@ -95,7 +96,7 @@ def test_attention_after_input_one_token(tuned_backend, cache, n_head, n_head_kv
     assert np.allclose(y, ref, rtol=tol, atol=tol), np.max(np.abs(y - ref))
 
 
-@pytest.fixture(params=["default", "decode-many-splits"])
+@pytest.fixture(params=["default", "decode-many-splits", "decode-many-splits-fenced"])
 def decode_backend(request, monkeypatch):
     return _cuda_backend(request.param, monkeypatch)
 
@@ -124,6 +125,30 @@ def test_rows_alone_equal_one_row_each(decode_backend, n_head, n_head_kv, hd, po
         assert np.array_equal(y[t:t + 1], one), (t, np.max(np.abs(y[t] - one[0])))
     ref = attention_reference(q, k, v, pos0, n_head, n_head_kv, scale, window)
     assert np.allclose(y, ref, rtol=1e-5, atol=2e-5), np.max(np.abs(y - ref))
+
+
+@pytest.mark.parametrize("n_head,n_head_kv,hd", [(4, 4, 96), (3, 3, 40), (6, 2, 128)])
+@pytest.mark.parametrize("pos0,n_tok,window", [(0, 3, 0), (300, 4, 0), (3000, 2, 0), (3000, 2, 100)])
+def test_block_combines_give_the_same_bits(monkeypatch, n_head, n_head_kv, hd, pos0, n_tok, window):
+    """The decode kernel's key blocks combined through marked words (the default) and through
+    fenced floats (PHICPP_CUDA_ATTN_DECODE_WORDS=0) give the same bits, one row or a batch."""
+    words = _cuda_backend("decode-many-splits", monkeypatch)
+    fenced = _cuda_backend("decode-many-splits-fenced", monkeypatch)
+    rng = np.random.default_rng(pos0 + hd)
+    rows = pos0 + n_tok
+    q = (rng.standard_normal((n_tok, n_head * hd)) * 2).astype(np.float32)
+    k = rng.standard_normal((rows, n_head_kv * hd)).astype(np.float16)
+    v = rng.standard_normal((rows, n_head_kv * hd)).astype(np.float16)
+    scale = 1 / np.sqrt(hd)
+    for be in (words, fenced):
+        be.set_row_invariant(True)
+    ys = [be.attention(q, k, v, pos0, n_tok, 0, n_head, n_head_kv, scale, window) for be in (words, fenced)]
+    assert np.array_equal(ys[0], ys[1]), np.max(np.abs(ys[0] - ys[1]))
+    for t in range(n_tok):  # again (the words are cleared for the next launch), a row alone
+        a, b = (be.attention(q[t:t + 1], k, v, pos0, n_tok, t, n_head, n_head_kv, scale, window) for be in (words, fenced))
+        assert np.array_equal(a, b) and np.array_equal(a, ys[0][t:t + 1])
+    ref = attention_reference(q, k, v, pos0, n_head, n_head_kv, scale, window)
+    assert np.allclose(ys[0], ref, rtol=1e-5, atol=2e-5), np.max(np.abs(ys[0] - ref))
 
 
 # ---------------------------------------------------------------- the plan itself (no device needed)

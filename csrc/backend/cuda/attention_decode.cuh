@@ -49,6 +49,35 @@ struct DecodeShared {
     int ticket;
 };
 
+// A key block's partial (m, l, sums) through global memory as 64-bit words
+// that carry their own mark (the float in the low half, 1 in the high), each
+// written by one store: the row's last block polls a word until it is marked,
+// so no fence has to order the partial before the ticket (an SC fence, a
+// memory round trip, on the critical path), and clears the words once read.
+// Waits past ~2 s trap (a launch error) rather than hang.
+__device__ __forceinline__ void put_word(unsigned long long* a, float v) {
+    const unsigned long long w = (1ull << 32) | __float_as_uint(v);
+    asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(a), "l"(w) : "memory");
+}
+__device__ __forceinline__ unsigned long long load_word(const unsigned long long* a) {
+    unsigned long long w;
+    asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(w) : "l"(a) : "memory");
+    return w;
+}
+__device__ __forceinline__ float take_word(const unsigned long long* a) {
+    unsigned long long w, t0 = 0;
+    for (int i = 1;; ++i) {
+        w = load_word(a);
+        if (w >> 32) return __uint_as_float(static_cast<unsigned>(w));
+        if (i % 1024 == 0) {
+            unsigned long long now;
+            asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+            if (t0 == 0) t0 = now;
+            else if (now - t0 > 2000000000ull) __trap();
+        }
+    }
+}
+
 // n floats from src into dst (one warp), every load in flight before any store.
 __device__ __forceinline__ void warp_copy_row(const float* src, float* dst, int n) {
     constexpr int kPerLane = kDecodeMaxHead / kWarp;
@@ -60,6 +89,70 @@ __device__ __forceinline__ void warp_copy_row(const float* src, float* dst, int 
     for (int i = 0; i < kPerLane; ++i)
         if (lane + i * kWarp < n) dst[lane + i * kWarp] = x[i];
     __syncwarp();
+}
+
+// The blocks of a row combined through marked words (put_word): this block's
+// sums (sh.part, weighted by its warps' maxima against mx) and (mx, L) out,
+// a ticket, and the row's last block combines every block's partial with the
+// arithmetic of the fenced path (attention_decode), then clears the words.
+__device__ void combine_blocks_by_words(const AttnParams& p, DecodeShared& sh, int64_t row_head, int split, float mx,
+                                        float L, float* out) {
+    const int hd = p.hd, stride = hd + 2;
+    unsigned long long* mine = p.words + (row_head * p.splits + split) * stride;
+    auto weight = [&](float mw) { return mw == -INFINITY ? 0.0f : expf(mw - mx); };
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float o = 0.0f;
+        for (int w = 0; w < kDecodeWarps; ++w) o += weight(sh.part[w][0]) * sh.part[w][2 + d];
+        put_word(mine + 2 + d, o);
+    }
+    if (threadIdx.x == 0) {
+        put_word(mine, mx);
+        put_word(mine + 1, L);
+    }
+    __syncthreads();  // (every word of this block is issued before the ticket)
+    if (threadIdx.x == 0) sh.ticket = atomicAdd(&p.counters[row_head], 1);
+    __syncthreads();
+    trace_point(p, 6);
+    if (sh.ticket != p.splits - 1) return;
+    // Every word is requested before any is waited for: each block's (m, l)
+    // into shared memory, a word a thread (the warps' partials there are spent),
+    // then each dimension's sums eight blocks at a time. (Polling a word at a
+    // time put one L2 round trip per block and dimension in series: ~9 us.)
+    unsigned long long* base = p.words + row_head * p.splits * stride;
+    float* ms = &sh.part[0][0];
+    float* ls = ms + p.splits;
+    static_assert(2 * kDecodeWordsMaxSplits <= kDecodeWarps * (kDecodeMaxHead + 2), "(m, l) of every block fit");
+    for (int i = threadIdx.x; i < 2 * p.splits; i += blockDim.x)
+        (i & 1 ? ls : ms)[i >> 1] = take_word(base + (i >> 1) * stride + (i & 1));
+    __syncthreads();
+    float gm = -INFINITY;
+    for (int s = 0; s < p.splits; ++s) gm = fmaxf(gm, ms[s]);
+    auto gweight = [&](int s) { return ms[s] == -INFINITY ? 0.0f : expf(ms[s] - gm); };
+    float GL = 0.0f;
+    for (int s = 0; s < p.splits; ++s) GL += gweight(s) * ls[s];
+    const float inv = GL > 0.0f ? 1.0f / GL : 0.0f;
+    constexpr int kBatch = 8;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float o = 0.0f;
+        for (int s0 = 0; s0 < p.splits; s0 += kBatch) {
+            unsigned long long w[kBatch];
+#pragma unroll
+            for (int j = 0; j < kBatch; ++j)
+                if (s0 + j < p.splits) w[j] = load_word(base + (s0 + j) * stride + 2 + d);
+#pragma unroll
+            for (int j = 0; j < kBatch; ++j) {
+                if (s0 + j >= p.splits) break;
+                const unsigned long long* a = base + (s0 + j) * stride + 2 + d;
+                const float v = w[j] >> 32 ? __uint_as_float(static_cast<unsigned>(w[j])) : take_word(a);
+                o += gweight(s0 + j) * v;
+            }
+        }
+        out[d] = o * inv;
+    }
+    __syncthreads();  // every word read: clear them for the next launch
+    for (int i = threadIdx.x; i < p.splits * stride; i += blockDim.x) base[i] = 0;
+    if (threadIdx.x == 0) p.counters[row_head] = 0;
+    trace_point(p, 7);
 }
 
 // kPer: the 8-element pieces of the head a lane holds (pieces sub, sub + 4, ...
@@ -260,6 +353,10 @@ __device__ void attention_decode(const AttnParams& p, DecodeShared& sh, int head
     // row's last block to finish combines them
     const int stride = hd + 2;
     const int64_t row_head = static_cast<int64_t>(t) * p.n_head + head;
+    if (p.splits > 1 && p.words) {
+        combine_blocks_by_words(p, sh, row_head, split, mx, L, out);
+        return;
+    }
     float* mine = p.partial + (row_head * p.splits + split) * stride;
     const float block_inv = p.splits == 1 && L > 0.0f ? 1.0f / L : 1.0f;
     float* dst = p.splits == 1 ? out : mine + 2;

@@ -126,6 +126,7 @@ struct AttnParams {
     int tiles = 0, splits = 1;  // tiles: of all KV heads together
     float* partial = nullptr;
     int* counters = nullptr;
+    unsigned long long* words = nullptr;  // the decode kernel's partials as marked words (or, null, through partial)
     int stages = 1, q_rows = kRows;  // key chunks of a warp in shared memory, query rows of a tile (AttentionPlan)
     int block_keys = 0;              // the decode kernel: keys of a row's block (AttentionPlan)
     InputParams in;  // kFused: the input step of the step's one token, done here

@@ -123,6 +123,7 @@ public:
         attn_.cta_smem_kb = std::max(0, env_int("PHICPP_CUDA_ATTN_CTA_SMEM_KB", attn_.cta_smem_kb));
         attn_.decode = env_int("PHICPP_CUDA_ATTN_DECODE", 1) != 0;
         attn_.decode_keys = std::max(1, env_int("PHICPP_CUDA_ATTN_DECODE_KEYS", attn_.decode_keys));
+        decode_words_ = env_int("PHICPP_CUDA_ATTN_DECODE_WORDS", 1) != 0;
         skip_attention_ = env_int("PHICPP_CUDA_SKIP_ATTENTION", 0) != 0;
         attn_noop_ = env_int("PHICPP_CUDA_ATTN_NOOP", 0);
         if (env_int("PHICPP_CUDA_ATTN_TRACE", 0)) {
@@ -144,7 +145,7 @@ public:
         for (auto& g : recorded_) cudaGraphExecDestroy(g.exec);
         for (auto& w : weights_) cudaFree(const_cast<void*>(w));
         for (void* p : allocs_) cudaFree(p);
-        for (DeviceBuffer* b : {&norm_ws_, &prod_ws_, &gemm_ws_, &attn_partial_, &attn_counters_, &moe_groups_, &moe_out_,
+        for (DeviceBuffer* b : {&norm_ws_, &prod_ws_, &gemm_ws_, &attn_partial_, &attn_counters_, &attn_words_, &moe_groups_, &moe_out_,
                                 &lt_ws_, &lt_slice_, &lt_cublas_})
             b->release();
         for (int i = 0; i < 2; ++i) {
@@ -461,8 +462,10 @@ public:
         hash_.all(4, q, q_stride, t0, n_q, cache.k, cache.v, cache.type, p.n_head, p.n_head_kv, p.head_dim, p.scale,
                   p.window, p.pos, out, plan.tiles, plan.splits, plan.warps, plan.stages, plan.q_rows, plan.decode,
                   plan.block_keys);
+        const bool words = plan.decode && decode_words_ && plan.splits <= cuda::kDecodeWordsMaxSplits;
         if (plan.splits > 1) {
-            grow(attn_partial_, sizeof(float) * plan.partial_floats());
+            if (words) grow(attn_words_, sizeof(unsigned long long) * plan.partial_floats());
+            else grow(attn_partial_, sizeof(float) * plan.partial_floats());
             grow(attn_counters_, sizeof(int) * plan.tiles);
         }
         if (!running()) return;
@@ -472,7 +475,8 @@ public:
         }
         lt_input_ = LtInput{};
         if (has_held_) flush_input_step();  // (never held in a step that fuses the input step)
-        const AttentionWorkspace ws{static_cast<float*>(attn_partial_.get()), static_cast<int*>(attn_counters_.get())};
+        const AttentionWorkspace ws{static_cast<float*>(attn_partial_.get()), static_cast<int*>(attn_counters_.get()),
+                                    words ? static_cast<unsigned long long*>(attn_words_.get()) : nullptr};
         const bool fuse = has_pending_input_ && n_q == 1 && t0 == 0 && pending_input_.rows.q == q &&
                           pending_input_.cache.k == cache.k && pending_params_.n_head == p.n_head &&
                           pending_params_.n_head_kv == p.n_head_kv && pending_params_.head_dim == p.head_dim &&
@@ -751,6 +755,7 @@ private:
     bool fuse_input_ = true;  // a one-token step's input step runs inside its attention
     cuda::AttentionTuning attn_;  // how the one-token (tile) attention spreads the keys
     bool skip_attention_ = false;
+    bool decode_words_ = true;  // the decode kernel's key blocks combined through marked words (else fenced floats)
     int attn_noop_ = 0;  // timing only: attention launched as an empty kernel (1), without its shared memory (2)
     // Timing only (PHICPP_CUDA_ATTN_TRACE=1): the global timer at points of
     // each attention CTA (attention_tile.cuh's trace_point: 0 entry, 1 before
@@ -801,7 +806,7 @@ private:
     AttentionParams pending_params_;
     std::unordered_set<const void*> weights_;
     std::unordered_set<void*> allocs_;
-    DeviceBuffer norm_ws_, prod_ws_, gemm_ws_, attn_partial_, attn_counters_, moe_groups_, moe_out_;
+    DeviceBuffer norm_ws_, prod_ws_, gemm_ws_, attn_partial_, attn_counters_, attn_words_, moe_groups_, moe_out_;
     // cuBLASLt (null where no library loaded): its buffers, and the batch sizes from which it runs
     static constexpr size_t kLtSliceBytes = size_t{16} << 20, kLtCublasBytes = size_t{32} << 20;
     std::unique_ptr<CublasLt> lt_;

@@ -147,9 +147,14 @@ void attention_input(const QKVRows& t, int n_tok, const AttentionParams& p, cons
                      const LtHeld* from = nullptr);
 
 // Attention scratch: partial results of key splits and a counter per tile.
+// The decode kernel combines at most this many key blocks of a row through
+// marked words (their (m, l) pairs are gathered in its shared memory); more
+// take the fenced path.
+constexpr int kDecodeWordsMaxSplits = 512;
 struct AttentionWorkspace {
     float* partial = nullptr;  // [tiles * splits * rows_per_tile * (head_dim + 2)]
     int* counters = nullptr;   // [tiles], zero between launches
+    unsigned long long* words = nullptr;  // the decode kernel's partials as marked words, zero between launches
 };
 // The input step of a one-token step, done inside its attention launch (decode).
 struct FusedInput {
