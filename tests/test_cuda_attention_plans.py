@@ -96,6 +96,16 @@ def test_attention_after_input_one_token(tuned_backend, cache, n_head, n_head_kv
     assert np.allclose(y, ref, rtol=tol, atol=tol), np.max(np.abs(y - ref))
 
 
+def decode_case(seed, n_head, n_head_kv, hd, pos0, n_tok):
+    """A step's queries (n_tok rows after pos0) and an f16 cache holding its keys and values, and the scale."""
+    rng = np.random.default_rng(seed)
+    rows = pos0 + n_tok
+    q = (rng.standard_normal((n_tok, n_head * hd)) * 2).astype(np.float32)
+    k = rng.standard_normal((rows, n_head_kv * hd)).astype(np.float16)
+    v = rng.standard_normal((rows, n_head_kv * hd)).astype(np.float16)
+    return q, k, v, 1 / np.sqrt(hd)
+
+
 @pytest.fixture(params=["default", "decode-many-splits", "decode-many-splits-fenced"])
 def decode_backend(request, monkeypatch):
     return _cuda_backend(request.param, monkeypatch)
@@ -109,12 +119,7 @@ def test_rows_alone_equal_one_row_each(decode_backend, n_head, n_head_kv, hd, po
     row of its own step, including where the rows' key blocks change size within the step
     (decode-many-splits: blocks grow from one key as a row's keys pass 132, 264, 528...), with
     and without GQA."""
-    rng = np.random.default_rng(pos0 + hd + n_tok + n_head_kv)
-    rows = pos0 + n_tok
-    q = (rng.standard_normal((n_tok, n_head * hd)) * 2).astype(np.float32)
-    k = rng.standard_normal((rows, n_head_kv * hd)).astype(np.float16)
-    v = rng.standard_normal((rows, n_head_kv * hd)).astype(np.float16)
-    scale = 1 / np.sqrt(hd)
+    q, k, v, scale = decode_case(pos0 + hd + n_tok + n_head_kv, n_head, n_head_kv, hd, pos0, n_tok)
     decode_backend.set_row_invariant(True)
     try:
         y = decode_backend.attention(q, k, v, pos0, n_tok, 0, n_head, n_head_kv, scale, window)
@@ -134,12 +139,7 @@ def test_block_combines_give_the_same_bits(monkeypatch, n_head, n_head_kv, hd, p
     fenced floats (PHICPP_CUDA_ATTN_DECODE_WORDS=0) give the same bits, one row or a batch."""
     words = _cuda_backend("decode-many-splits", monkeypatch)
     fenced = _cuda_backend("decode-many-splits-fenced", monkeypatch)
-    rng = np.random.default_rng(pos0 + hd)
-    rows = pos0 + n_tok
-    q = (rng.standard_normal((n_tok, n_head * hd)) * 2).astype(np.float32)
-    k = rng.standard_normal((rows, n_head_kv * hd)).astype(np.float16)
-    v = rng.standard_normal((rows, n_head_kv * hd)).astype(np.float16)
-    scale = 1 / np.sqrt(hd)
+    q, k, v, scale = decode_case(pos0 + hd, n_head, n_head_kv, hd, pos0, n_tok)
     for be in (words, fenced):
         be.set_row_invariant(True)
     ys = [be.attention(q, k, v, pos0, n_tok, 0, n_head, n_head_kv, scale, window) for be in (words, fenced)]

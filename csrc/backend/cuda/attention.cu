@@ -312,7 +312,7 @@ void attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache&
                                pos0, out, fuse);
     p.stages = plan.stages;
     p.q_rows = plan.q_rows;
-    if (plan.decode) p.words = ws.words;
+    p.words = ws.words;  // (null unless the decode kernel combines through words)
     p.block_keys = plan.block_keys;
     p.noop = noop;
     p.trace = trace;

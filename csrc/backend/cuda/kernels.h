@@ -146,11 +146,11 @@ void attention_input(const QKVRows& t, int n_tok, const AttentionParams& p, cons
                      const RopeParams& rope, const KVCache& cache, const int* pos0, const Launch& l,
                      const LtHeld* from = nullptr);
 
-// Attention scratch: partial results of key splits and a counter per tile.
 // The decode kernel combines at most this many key blocks of a row through
 // marked words (their (m, l) pairs are gathered in its shared memory); more
 // take the fenced path.
 constexpr int kDecodeWordsMaxSplits = 512;
+// Attention scratch: partial results of key splits and a counter per tile.
 struct AttentionWorkspace {
     float* partial = nullptr;  // [tiles * splits * rows_per_tile * (head_dim + 2)]
     int* counters = nullptr;   // [tiles], zero between launches
