@@ -63,7 +63,9 @@ struct AlignedBytes {
 // on the dev machine, one core, 64k x 3072 matrices: Q8_0 4-row decode
 // 9.9 GB/s with a fixed 8 KiB distance, 13 GB/s one group ahead; Q4_0 from
 // 5-6 to 8-11 GB/s. Rows of a thread's range are contiguous, so running past
-// the last row only prefetches a few lines too many.
+// the last row only prefetches a few lines too many. Float decode is the
+// exception: it reads one row after another, one long stream per thread that
+// the hardware follows, and is faster without (rows_float).
 constexpr size_t kPrefetchAhead = 8192;
 inline void prefetch_ahead(const void* p, size_t distance = kPrefetchAhead) {
     _mm_prefetch(static_cast<const char*>(p) + distance, _MM_HINT_T0);
@@ -119,7 +121,9 @@ inline void float_tile(const uint8_t* w, size_t ws, const float* x, int64_t xs, 
     int64_t k = 0;
     for (; k + 8 * U <= K; k += 8 * U) {
         constexpr int64_t kElem = T == DType::F32 ? 4 : 2;  // bytes per weight
-        if (N == 1 && (k * kElem) % 64 == 0)  // decode: one prefetch per 64-byte line of the rows
+        // R rows of one token side by side: one prefetch per 64-byte line of each, a group ahead
+        // (a single row, decode's, is one stream the hardware prefetchers follow on their own)
+        if (N == 1 && R > 1 && (k * kElem) % 64 == 0)
             for (int r = 0; r < R; ++r) prefetch_ahead(w + r * ws + k * kElem, R * ws);
         for (int u = 0; u < U; ++u) {
             __m256 wv[R];
@@ -183,9 +187,15 @@ constexpr int kFloatRowToks = 1;  // 16 registers: one token at a time, the weig
 template <DType T>
 void rows_float(const MatmulArgs& a, int64_t r0, int64_t r1) {
     if (a.n == 1) {
-        int64_t r = r0;
-        for (; r + 4 <= r1; r += 4) float_tile_store<T, 4, 1, 2>(a, r, 0);
-        for (; r < r1; ++r) float_tile_store<T, 1, 1, 4>(a, r, 0);
+        // Decode reads one row after another, a single stream per thread, as llama.cpp's
+        // ggml_vec_dot_f16 does: four rows side by side with software prefetches capped F16
+        // decode on a Zen 4 at 4.0-4.5 t/s (Phi-3-mini, two threads) where one row at a time
+        // reached 5.4-5.9 (docs/BENCHMARKS.md). Each row keeps the accumulation the n > 1 path
+        // below gives it (U = 2 where it falls in a group of 4, U = 4 after the last group),
+        // so a token's result still does not depend on the other tokens of the call.
+        const int64_t grouped = r0 + (r1 - r0) / 4 * 4;
+        for (int64_t r = r0; r < grouped; ++r) float_tile_store<T, 1, 1, 2>(a, r, 0);
+        for (int64_t r = grouped; r < r1; ++r) float_tile_store<T, 1, 1, 4>(a, r, 0);
         return;
     }
     constexpr int N = kFloatRowToks;
