@@ -342,3 +342,40 @@ def test_q8_0_activation_codes_every_isa(isa):
     x = np.concatenate(blocks).astype(np.float32)[None, :]
     y = matmul(_q8_0_unit_rows(K), "q8_0", (K, K), x, isa=isa)
     assert np.array_equal(y[0], _q8_0_activations_reference(x[0]))
+
+
+TOKEN_INVARIANT_DECODE = FLOAT_TYPES + ["q8_0", "q5_0", "iq4_nl", "q4_1", "q5_1", "q2_K", "q3_K", "q5_K"]
+
+
+@pytest.mark.parametrize("isa", SIMD_ISAS)
+@pytest.mark.parametrize("typ", FLOAT_TYPES + QUANT_TYPES)
+def test_decode_walks_give_the_same_bits(isa, typ, monkeypatch):
+    """Decode walks a thread's rows one after another or four side by side, as the CPU
+    reads faster (PHICPP_DECODE_STREAMS=1|4, for a backend made after it is set): every
+    row gets the same arithmetic either way, over two threads' chunks with tails (203
+    rows). Where a format's decode runs the few-token tiles (token-invariant), a token
+    alone also gives the bits of its row in a call of three."""
+    rows, n = 203, 3
+    rng = np.random.default_rng(sum(map(ord, typ)))
+    if typ in FLOAT_TYPES:
+        K = 613
+        w = encode_float(rng.standard_normal((rows, K)).astype(np.float32), typ)
+    else:
+        K = 768 if typ.endswith("_K") or typ == "iq4_xs" else 32 * 19
+        w = make_quant_weight(typ, rows, K, rng)
+    x = rng.standard_normal((n, K)).astype(np.float32)
+    bias = rng.standard_normal(rows).astype(np.float32)
+    ys = []
+    for streams in ["1", "4"]:
+        monkeypatch.setenv("PHICPP_DECODE_STREAMS", streams)
+        be = C.Backend("cpu", isa=isa, n_threads=2)
+        one = [be.matmul(w, typ, (rows, K), x[t:t + 1], bias=bias, layout="rows", rearrange=False)
+               for t in range(n)]
+        ys.append(np.concatenate(one))
+        if typ in TOKEN_INVARIANT_DECODE:
+            many = be.matmul(w, typ, (rows, K), x, bias=bias, layout="rows", rearrange=False)
+            assert np.array_equal(ys[-1], many), (streams, np.max(np.abs(ys[-1] - many)))
+    assert np.array_equal(ys[0], ys[1]), np.max(np.abs(ys[0] - ys[1]))
+    acts = "f32" if typ in FLOAT_TYPES else prefill_acts(isa, typ, 1)
+    ref, mag = quant_reference(w, typ, rows, K, x, acts=acts)
+    assert np.all(np.abs(ys[0] - (ref + bias)) <= act_tol(acts) * (mag + 1))

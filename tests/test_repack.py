@@ -80,7 +80,8 @@ def test_matmul_matches_file_layout_and_reference(isa, rows, K, n):
 @pytest.mark.parametrize("isa", ISAS)
 def test_decode_prefetch_distance_changes_nothing(isa, monkeypatch):
     """The interleaved decode's prefetch distance (a choice per CPU: none on Zen 4, 2 KiB
-    elsewhere; PHICPP_Q4X8_PREFETCH for a backend made after it is set) moves no bit of the
+    elsewhere; PHICPP_Q4X8_PREFETCH for a backend made after it is set) and its walk (one
+    group after another or four side by side: PHICPP_DECODE_STREAMS=1|4) move no bit of the
     result, for the four-group streams and the single groups after them (1064 rows: 133 groups
     of 8 over two threads, four at a time, then one by one), and prefetches past the matrix's
     end harmlessly."""
@@ -91,11 +92,13 @@ def test_decode_prefetch_distance_changes_nothing(isa, monkeypatch):
     bias = rng.standard_normal(rows).astype(np.float32)
     packed = C.repack_weight(w, "q4_0", (rows, K), "q4_0_x8")
     ys = []
-    for distance in ["0", "2048", "1048576"]:
-        monkeypatch.setenv("PHICPP_Q4X8_PREFETCH", distance)
-        be = C.Backend("cpu", isa=isa, n_threads=2)
-        ys.append(be.matmul(packed, "q4_0", (rows, K), x, bias=bias, layout="q4_0_x8", rearrange=False))
-    assert np.array_equal(ys[0], ys[1]) and np.array_equal(ys[0], ys[2])
+    for streams in ["1", "4"]:
+        monkeypatch.setenv("PHICPP_DECODE_STREAMS", streams)
+        for distance in ["0", "2048", "1048576"]:
+            monkeypatch.setenv("PHICPP_Q4X8_PREFETCH", distance)
+            be = C.Backend("cpu", isa=isa, n_threads=2)
+            ys.append(be.matmul(packed, "q4_0", (rows, K), x, bias=bias, layout="q4_0_x8", rearrange=False))
+    assert all(np.array_equal(ys[0], y) for y in ys[1:])
     ref = matmul(w, "q4_0", (rows, K), x, bias=bias, isa=isa, n_threads=2)
     assert np.allclose(ys[0], ref, rtol=1e-5, atol=1e-4)
 

@@ -186,9 +186,9 @@ public:
             x = xn;
         }
         switch (ep) {
-            case Epilogue::store: cpu::matmul(W, x, n, y, bias, pool_, isa_, !row_invariant_, q4x8_prefetch_); return;
+            case Epilogue::store: cpu::matmul(W, x, n, y, bias, pool_, isa_, !row_invariant_, walk_); return;
             case Epilogue::gelu: {
-                cpu::matmul(W, x, n, y, bias, pool_, isa_, !row_invariant_, q4x8_prefetch_);
+                cpu::matmul(W, x, n, y, bias, pool_, isa_, !row_invariant_, walk_);
                 const size_t total = static_cast<size_t>(n) * M;
                 pool_.parallel_for(static_cast<int64_t>(total), 1024, [&](int64_t b, int64_t e) {
                     cpu::gelu_tanh_auto(y + b, static_cast<size_t>(e - b), isa_);
@@ -197,7 +197,7 @@ public:
             }
             case Epilogue::add: {
                 float* p = product_scratch_.get(static_cast<size_t>(n) * M);
-                cpu::matmul(W, x, n, p, bias, pool_, isa_, !row_invariant_, q4x8_prefetch_);
+                cpu::matmul(W, x, n, p, bias, pool_, isa_, !row_invariant_, walk_);
                 const size_t total = static_cast<size_t>(n) * M;
                 for (size_t i = 0; i < total; ++i) y[i] += p[i];
                 return;
@@ -205,7 +205,7 @@ public:
             case Epilogue::swiglu: {
                 if (M % 2) fail(ErrorKind::invalid_arg, "swiglu needs an even number of rows, got ", M);
                 float* p = product_scratch_.get(static_cast<size_t>(n) * M);
-                cpu::matmul(W, x, n, p, bias, pool_, isa_, !row_invariant_, q4x8_prefetch_);
+                cpu::matmul(W, x, n, p, bias, pool_, isa_, !row_invariant_, walk_);
                 const int ff = static_cast<int>(M / 2);
                 pool_.parallel_for(n, 1, [&](int64_t r0, int64_t r1) {
                     cpu::swiglu_auto(p + r0 * 2 * ff, static_cast<int>(r1 - r0), ff, y + r0 * ff, isa_);
@@ -297,7 +297,7 @@ private:
 
     ThreadPool pool_;
     const Isa isa_;
-    const size_t q4x8_prefetch_ = q4_0_x8_prefetch_bytes();  // this CPU's (cpu_features.h)
+    const DecodeWalk walk_ = decode_walk();  // this CPU's (cpu_features.h)
     WeightArena repacked_;  // the matmul weights this backend copied (repacked where it can)
     GrowBuffer norm_scratch_, product_scratch_;
     GrowBuffer kv_scratch_;  // a quantized cache's rows in f32, for a step of many queries

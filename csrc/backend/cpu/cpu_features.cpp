@@ -182,4 +182,12 @@ size_t q4_0_x8_prefetch_bytes() {
     return cpu_is_zen4() ? 0 : kQ4x8PrefetchAhead;
 }
 
+DecodeWalk decode_walk() {
+    DecodeWalk w;
+    w.one_stream = cpu_is_zen4();
+    if (const char* env = std::getenv("PHICPP_DECODE_STREAMS"); env && *env) w.one_stream = std::atoi(env) == 1;
+    w.q4x8_prefetch = q4_0_x8_prefetch_bytes();
+    return w;
+}
+
 } // namespace phi::cpu

@@ -42,4 +42,21 @@ size_t q4_0_x8_prefetch_bytes();
 // distance of a matmul whose caller names none.
 constexpr size_t kQ4x8PrefetchAhead = 2048;
 
+// How decode walks a thread's share of a weight's rows on this CPU.
+// one_stream: one row (interleaved Q4_0: one group of 8) after another, a
+// single sequential stream the hardware prefetchers follow; else four rows
+// (four groups) side by side, the float and legacy rows prefetched a group
+// ahead. Every row gets the same arithmetic either way. A 2-vCPU Zen 4
+// decoded Phi-3-mini (2 threads, tg32) with one stream at F16 5.1-5.9 t/s
+// against 4.0-4.5, Q8_0 12.4-12.6 against 7.2-8.1, Q4_0 22.4-23.0 against
+// 17.2-17.8; a 2-vCPU Xeon with AMX decoded Q4_0 with four groups at
+// 13.9-14.5 against 12.1-12.3 with one (docs/BENCHMARKS.md). So one stream on
+// Zen 4, four elsewhere; PHICPP_DECODE_STREAMS=1|4 overrides it for a backend
+// made after it is set, for measurements.
+struct DecodeWalk {
+    bool one_stream = false;
+    size_t q4x8_prefetch = kQ4x8PrefetchAhead;  // q4_0_x8_prefetch_bytes()
+};
+DecodeWalk decode_walk();
+
 } // namespace phi::cpu

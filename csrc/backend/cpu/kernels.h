@@ -28,7 +28,7 @@ struct MatmulArgs {
     float* y = nullptr;
     int64_t ldy = 0;             // floats between consecutive tokens' outputs
     const float* bias = nullptr; // may be null
-    size_t q4x8_prefetch = kQ4x8PrefetchAhead;  // the interleaved Q4_0 decode's prefetch distance, 0: none
+    DecodeWalk walk;             // how decode walks the rows (cpu_features.h)
 };
 
 using RowsKernel = void (*)(const MatmulArgs& a, int64_t r0, int64_t r1);

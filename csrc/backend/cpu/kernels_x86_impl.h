@@ -122,7 +122,7 @@ inline void float_tile(const uint8_t* w, size_t ws, const float* x, int64_t xs, 
     for (; k + 8 * U <= K; k += 8 * U) {
         constexpr int64_t kElem = T == DType::F32 ? 4 : 2;  // bytes per weight
         // R rows of one token side by side: one prefetch per 64-byte line of each, a group ahead
-        // (a single row, decode's, is one stream the hardware prefetchers follow on their own)
+        // (a single row is one stream the hardware prefetchers follow on their own)
         if (N == 1 && R > 1 && (k * kElem) % 64 == 0)
             for (int r = 0; r < R; ++r) prefetch_ahead(w + r * ws + k * kElem, R * ws);
         for (int u = 0; u < U; ++u) {
@@ -187,14 +187,16 @@ constexpr int kFloatRowToks = 1;  // 16 registers: one token at a time, the weig
 template <DType T>
 void rows_float(const MatmulArgs& a, int64_t r0, int64_t r1) {
     if (a.n == 1) {
-        // Decode reads one row after another, a single stream per thread, as llama.cpp's
-        // ggml_vec_dot_f16 does: four rows side by side with software prefetches capped F16
-        // decode on a Zen 4 at 4.0-4.5 t/s (Phi-3-mini, two threads) where one row at a time
-        // reached 5.4-5.9 (docs/BENCHMARKS.md). Each row keeps the accumulation the n > 1 path
-        // below gives it (U = 2 where it falls in a group of 4, U = 4 after the last group),
-        // so a token's result still does not depend on the other tokens of the call.
+        // Decode: four rows side by side, or one row after another where the CPU reads a
+        // single stream faster (DecodeWalk; llama.cpp's ggml_vec_dot_f16 reads a row at a
+        // time). Each row keeps the accumulation the n > 1 path below gives it (U = 2 where it
+        // falls in a group of 4, U = 4 after the last group), so a token's result does not
+        // depend on the other tokens of the call.
         const int64_t grouped = r0 + (r1 - r0) / 4 * 4;
-        for (int64_t r = r0; r < grouped; ++r) float_tile_store<T, 1, 1, 2>(a, r, 0);
+        if (a.walk.one_stream)
+            for (int64_t r = r0; r < grouped; ++r) float_tile_store<T, 1, 1, 2>(a, r, 0);
+        else
+            for (int64_t r = r0; r < grouped; r += 4) float_tile_store<T, 4, 1, 2>(a, r, 0);
         for (int64_t r = grouped; r < r1; ++r) float_tile_store<T, 1, 1, 4>(a, r, 0);
         return;
     }
@@ -337,6 +339,8 @@ inline void legacy_tile(const MatmulArgs& a, int64_t r, int t) {
     for (int i = 0; i < R; ++i) wr[i] = reinterpret_cast<const Block*>(a.w + (r + i) * a.w_stride);
     for (int j = 0; j < N; ++j) xr[j] = reinterpret_cast<const Act*>(a.x + (t + j) * a.x_stride);
     for (int64_t ib = 0; ib < nb; ++ib) {
+        if (N == 1 && R > 1)  // decode's rows side by side: each row's block a group ahead
+            for (int i = 0; i < R; ++i) prefetch_ahead(wr[i] + ib, R * a.w_stride);
         float dx[N];
         __m256i y[N];
         for (int j = 0; j < N; ++j) {
@@ -927,11 +931,13 @@ void rows_quant(const MatmulArgs& a, int64_t r0, int64_t r1) {
         if constexpr (std::is_same_v<F, KQ6>) return rows_kquant_decode<BlockQ6_K, dot1_q6_K>(a, r0, r1);
 #endif
         if constexpr (std::is_same_v<F, LegacyQ4_0>) return rows_q4_0_decode(a, r0, r1);
-        // The others read one row after another, a single stream per thread that the
-        // hardware prefetchers follow: Q8_0 decoded Phi-3-mini at 12.4-12.6 t/s this way
-        // on a Zen 4 against 8.0 with four rows side by side (docs/BENCHMARKS.md). A row's
-        // arithmetic is the tile's at any R and N, so tokens stay independent.
-        for (int64_t r = r0; r < r1; ++r) Tile<F, 1, 1>::run(a, r, 0);
+        // The others run the tiles: R rows side by side, or one row after another where the
+        // CPU reads a single stream faster (DecodeWalk). A row's arithmetic is the tile's at
+        // any R and N, so tokens stay independent.
+        int64_t r = r0;
+        if (!a.walk.one_stream)
+            for (; r + R <= r1; r += R) Tile<F, R, 1>::run(a, r, 0);
+        for (; r < r1; ++r) Tile<F, 1, 1>::run(a, r, 0);
         return;
     }
     const int tb = token_block(static_cast<int64_t>(a.x_stride), a.n, N);

@@ -309,7 +309,7 @@ Tensor copy_weight(const Tensor& W, void* dst, ThreadPool& pool) {
 }
 
 void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool, Isa isa,
-            bool allow_gemm, size_t q4x8_prefetch) {
+            bool allow_gemm, DecodeWalk walk) {
     const int64_t K = W.ne0, M = W.ne1;
     if (n <= 0 || M <= 0) return;
     const int id = static_cast<int>(W.type);
@@ -337,7 +337,7 @@ void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias,
     a.y = y;
     a.ldy = M;
     a.bias = bias;
-    a.q4x8_prefetch = q4x8_prefetch;
+    a.walk = walk;
 
     const DType act = quant::activation_type(W.type);
     if (act == DType::F32) {

@@ -31,10 +31,9 @@ PrefillPath prefill_path(const Tensor& W, int n, Isa isa);
 // allow_gemm = false keeps the row kernels at any n, whose arithmetic for a
 // row of x does not depend on the others. Throws phi::Error(unsupported) for
 // a weight type without a kernel.
-// q4x8_prefetch: the interleaved Q4_0 decode's prefetch distance (the
-// backend's q4_0_x8_prefetch_bytes()).
+// walk: how decode walks a thread's rows (the backend's decode_walk()).
 void matmul(const Tensor& W, const float* x, int n, float* y, const float* bias, ThreadPool& pool, Isa isa,
-            bool allow_gemm = true, size_t q4x8_prefetch = kQ4x8PrefetchAhead);
+            bool allow_gemm = true, DecodeWalk walk = {});
 
 // Whether W's type and shape can be held in `layout` (always for rows).
 bool layout_fits(const Tensor& W, WeightLayout layout);

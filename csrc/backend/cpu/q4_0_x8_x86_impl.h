@@ -126,7 +126,7 @@ inline void q4_0_x8_tile(const MatmulArgs& a, const BlockQ4_0x8* w, int64_t nb, 
 // Decode: one token against G consecutive groups of 8 rows at once: each
 // block's activations are broadcast once for 8G rows, and the G streams' loads
 // and multiply-adds interleave. Each row's arithmetic is q4_0_x8_tile<1>'s.
-// kPrefetch: each stream's records a.q4x8_prefetch bytes ahead are prefetched
+// kPrefetch: each stream's records a.walk.q4x8_prefetch bytes ahead are prefetched
 // (the CPU's choice: cpu_features.h).
 template <int G, bool kPrefetch>
 inline void q4_0_x8_decode_groups(const MatmulArgs& a, const BlockQ4_0x8* w, int64_t nb, const Q4x8Act* act,
@@ -141,7 +141,7 @@ inline void q4_0_x8_decode_groups(const MatmulArgs& a, const BlockQ4_0x8* w, int
         for (int g = 0; g < G; ++g) {
             const BlockQ4_0x8& b = w[g * nb + ib];
             if constexpr (kPrefetch) {  // the 144-byte record's three lines, per stream
-                const char* pb = reinterpret_cast<const char*>(&b) + a.q4x8_prefetch;
+                const char* pb = reinterpret_cast<const char*>(&b) + a.walk.q4x8_prefetch;
                 _mm_prefetch(pb, _MM_HINT_T0);
                 _mm_prefetch(pb + 64, _MM_HINT_T0);
                 _mm_prefetch(pb + 128, _MM_HINT_T0);
@@ -183,9 +183,10 @@ void rows_q4_0_x8(const MatmulArgs& a, int64_t r0, int64_t r1) {
 #else
     constexpr int kTile = 4;  // 16 registers: 8 of nibbles, 4 accumulators, temporaries
 #endif
-    // Decode takes 4 groups (32 rows) at a time. Phi-3-mini Q4_0, 2 threads, a 2-vCPU Xeon
-    // (AVX-512, 480 MiB L3): 12.1-12.3 t/s one group at a time, 13.1-13.5 two, 13.9-14.5
-    // four, 13.2-13.3 eight (AVX2 kernels: 14.0 four, 12.8 eight)
+    // Decode takes 4 groups (32 rows) at a time, or one where the CPU reads a single stream
+    // faster (DecodeWalk). Phi-3-mini Q4_0, 2 threads, a 2-vCPU Xeon (AVX-512, 480 MiB L3):
+    // 12.1-12.3 t/s one group at a time, 13.1-13.5 two, 13.9-14.5 four, 13.2-13.3 eight (AVX2
+    // kernels: 14.0 four, 12.8 eight); a 2-vCPU Zen 4: 22.4-23.0 one, 13.4-14.6 two, 16.8-17.8 four
     constexpr int kDecodeGroups = 4;
     int64_t r = r0;
     auto group = [&](int64_t row) {  // rows row..row + 7
@@ -193,11 +194,12 @@ void rows_q4_0_x8(const MatmulArgs& a, int64_t r0, int64_t r1) {
     };
     if (a.n == 1) {  // decode: kDecodeGroups groups at a time, then the rest one by one
         auto decode = [&](auto prefetch) {
-            for (; r + kDecodeGroups * kQ4_0x8Rows <= r1; r += kDecodeGroups * kQ4_0x8Rows)
-                q4_0_x8_decode_groups<kDecodeGroups, prefetch.value>(a, group(r), nb, act, r);
+            if (!a.walk.one_stream)
+                for (; r + kDecodeGroups * kQ4_0x8Rows <= r1; r += kDecodeGroups * kQ4_0x8Rows)
+                    q4_0_x8_decode_groups<kDecodeGroups, prefetch.value>(a, group(r), nb, act, r);
             for (; r < r1; r += kQ4_0x8Rows) q4_0_x8_decode_groups<1, prefetch.value>(a, group(r), nb, act, r);
         };
-        if (a.q4x8_prefetch > 0) decode(std::true_type{});
+        if (a.walk.q4x8_prefetch > 0) decode(std::true_type{});
         else decode(std::false_type{});
         return;
     }
