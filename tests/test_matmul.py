@@ -215,6 +215,20 @@ def test_quant_matmul_matches_reference(isa, typ, rows, blocks, n):
     assert np.all(np.abs(y - (ref + bias)) <= tol), np.max(np.abs(y - ref - bias) / (mag + 1))
 
 
+def odd_case(typ, rows, n, rng):
+    """Weights of `typ` (rows x K), n tokens' activations and a bias, K spanning several
+    256-column blocks with a short last block (and a tail for float types)."""
+    if typ in FLOAT_TYPES:
+        K = 613
+        w = encode_float(rng.standard_normal((rows, K)).astype(np.float32), typ)
+    else:
+        K = 768 if typ.endswith("_K") or typ == "iq4_xs" else 32 * 19
+        w = make_quant_weight(typ, rows, K, rng)
+    x = rng.standard_normal((n, K)).astype(np.float32)
+    bias = rng.standard_normal(rows).astype(np.float32)
+    return w, K, x, bias
+
+
 @pytest.mark.parametrize("isa", ISAS[1:])
 @pytest.mark.parametrize("typ", FLOAT_TYPES + QUANT_TYPES)
 @pytest.mark.parametrize("rows,n", [(6, 8), (47, 9), (49, 16), (97, 23), (100, 40), (13, 130),
@@ -225,14 +239,7 @@ def test_gemm_path_matches_reference(isa, typ, rows, n):
     K spanning several 256-column blocks with a short last block (and a tail
     for float types)."""
     rng = np.random.default_rng(rows * 7 + n)
-    if typ in FLOAT_TYPES:
-        K = 613
-        w = encode_float(rng.standard_normal((rows, K)).astype(np.float32), typ)
-    else:
-        K = 768 if typ.endswith("_K") or typ == "iq4_xs" else 32 * 19
-        w = make_quant_weight(typ, rows, K, rng)
-    x = rng.standard_normal((n, K)).astype(np.float32)
-    bias = rng.standard_normal(rows).astype(np.float32)
+    w, K, x, bias = odd_case(typ, rows, n, rng)
     y = matmul(w, typ, (rows, K), x, bias=bias, isa=isa, n_threads=2)
     acts = "f32" if typ in FLOAT_TYPES else prefill_acts(isa, typ, n)
     ref, mag = quant_reference(w, typ, rows, K, x, acts=acts)
@@ -357,14 +364,7 @@ def test_decode_walks_give_the_same_bits(isa, typ, monkeypatch):
     alone also gives the bits of its row in a call of three."""
     rows, n = 203, 3
     rng = np.random.default_rng(sum(map(ord, typ)))
-    if typ in FLOAT_TYPES:
-        K = 613
-        w = encode_float(rng.standard_normal((rows, K)).astype(np.float32), typ)
-    else:
-        K = 768 if typ.endswith("_K") or typ == "iq4_xs" else 32 * 19
-        w = make_quant_weight(typ, rows, K, rng)
-    x = rng.standard_normal((n, K)).astype(np.float32)
-    bias = rng.standard_normal(rows).astype(np.float32)
+    w, K, x, bias = odd_case(typ, rows, n, rng)
     ys = []
     for streams in ["1", "4"]:
         monkeypatch.setenv("PHICPP_DECODE_STREAMS", streams)
