@@ -50,9 +50,12 @@ constexpr size_t kQ4x8PrefetchAhead = 2048;
 // decoded Phi-3-mini (2 threads, tg32) with one stream at F16 5.1-5.9 t/s
 // against 4.0-4.5, Q8_0 12.4-12.6 against 7.2-8.1, Q4_0 22.4-23.0 against
 // 17.2-17.8; a 2-vCPU Xeon with AMX decoded Q4_0 with four groups at
-// 13.9-14.5 against 12.1-12.3 with one (docs/BENCHMARKS.md). So one stream on
-// Zen 4, four elsewhere; PHICPP_DECODE_STREAMS=1|4 overrides it for a backend
-// made after it is set, for measurements.
+// 13.9-14.5 against 12.1-12.3 with one, and the 16-core Xeon of the GPU host
+// (16 threads) Q4_0 47.8-52.1 against 42.4-48.1, Q8_0 28.1-29.4 against
+// 18.7-19.1, F16 15.7-16.8 against 11.4-11.8 (Q5_K_M the other way: 23.2-23.6
+// against 26.4-26.8; docs/BENCHMARKS.md). So one stream on Zen 4, four
+// elsewhere; PHICPP_DECODE_STREAMS=1|4 overrides it for a backend made after
+// it is set, for measurements.
 struct DecodeWalk {
     bool one_stream = false;
     size_t q4x8_prefetch = kQ4x8PrefetchAhead;  // q4_0_x8_prefetch_bytes()
