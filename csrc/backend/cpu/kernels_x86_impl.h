@@ -932,10 +932,10 @@ void rows_quant(const MatmulArgs& a, int64_t r0, int64_t r1) {
 #endif
         if constexpr (std::is_same_v<F, LegacyQ4_0>) return rows_q4_0_decode(a, r0, r1);
         // The others run the tiles: R rows side by side, or one row after another where the
-        // CPU reads a single stream faster (DecodeWalk). A row's arithmetic is the tile's at
-        // any R and N, so tokens stay independent.
+        // CPU reads a single stream faster (DecodeWalk) or the tile asks for it. A row's
+        // arithmetic is the tile's at any R and N, so tokens stay independent.
         int64_t r = r0;
-        if (!a.walk.one_stream)
+        if (!a.walk.one_stream && !Tile<F, 1, 1>::kDecodeOneRow)
             for (; r + R <= r1; r += R) Tile<F, R, 1>::run(a, r, 0);
         for (; r < r1; ++r) Tile<F, 1, 1>::run(a, r, 0);
         return;
@@ -959,10 +959,15 @@ void rows_quant(const MatmulArgs& a, int64_t r0, int64_t r1) {
 
 template <class F, int R, int N>
 struct LegacyTile {
+    static constexpr bool kDecodeOneRow = false;  // the CPU's walk
     static void run(const MatmulArgs& a, int64_t r, int t) { legacy_tile<F, R, N>(a, r, t); }
 };
+// The K-quant tiles (Q2_K, Q3_K, Q5_K; Q4_K and Q6_K decode in kernels of their own) decode one
+// row after another on every CPU measured: Phi-3-mini Q5_K_M tg32 on a 2-vCPU Zen 4 11.1-11.3 t/s
+// against 6.0-6.1 four rows side by side, on a 16-core Xeon 26.4-26.8 against 23.2-23.6.
 template <class F, int R, int N>
 struct KQuantTile {
+    static constexpr bool kDecodeOneRow = true;
     static void run(const MatmulArgs& a, int64_t r, int t) { kquant_tile<F, R, N>(a, r, t); }
 };
 
