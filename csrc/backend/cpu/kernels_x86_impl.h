@@ -63,9 +63,9 @@ struct AlignedBytes {
 // on the dev machine, one core, 64k x 3072 matrices: Q8_0 4-row decode
 // 9.9 GB/s with a fixed 8 KiB distance, 13 GB/s one group ahead; Q4_0 from
 // 5-6 to 8-11 GB/s. Rows of a thread's range are contiguous, so running past
-// the last row only prefetches a few lines too many. Float decode is the
-// exception: it reads one row after another, one long stream per thread that
-// the hardware follows, and is faster without (rows_float).
+// the last row only prefetches a few lines too many. Rows decoded one after
+// another (DecodeWalk, cpu_features.h) are the exception: one long stream per
+// thread that the hardware follows, faster without (rows_float, rows_quant).
 constexpr size_t kPrefetchAhead = 8192;
 inline void prefetch_ahead(const void* p, size_t distance = kPrefetchAhead) {
     _mm_prefetch(static_cast<const char*>(p) + distance, _MM_HINT_T0);
