@@ -192,7 +192,7 @@ void rows_q4_0_x8(const MatmulArgs& a, int64_t r0, int64_t r1) {
     auto group = [&](int64_t row) {  // rows row..row + 7
         return reinterpret_cast<const BlockQ4_0x8*>(a.w + row / kQ4_0x8Rows * group_bytes);
     };
-    if (a.n == 1) {  // decode: kDecodeGroups groups at a time, then the rest one by one
+    if (a.n == 1) {  // decode: kDecodeGroups groups at a time (unless one stream), then the rest one by one
         auto decode = [&](auto prefetch) {
             if (!a.walk.one_stream)
                 for (; r + kDecodeGroups * kQ4_0x8Rows <= r1; r += kDecodeGroups * kQ4_0x8Rows)
