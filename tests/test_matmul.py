@@ -215,6 +215,30 @@ def test_quant_matmul_matches_reference(isa, typ, rows, blocks, n):
     assert np.all(np.abs(y - (ref + bias)) <= tol), np.max(np.abs(y - ref - bias) / (mag + 1))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("typ", ["q4_K", "q5_K"])
+@pytest.mark.parametrize("n", [1, 3, 9])
+def test_k4_packed_scales_of_every_byte_value(isa, typ, n):
+    """Q4_K and Q5_K blocks whose 12 packed scale bytes take every value (the
+    quantizer's blocks rarely set the bits of the 6-bit scales and mins of
+    sub-blocks 4-7), random codes, sane d and dmin: decode (one token), the
+    few-token tiles and the GEMM against the float64 reference."""
+    rng = np.random.default_rng(len(typ) * 10 + n)
+    _, bs, ts = C.type_info(typ)
+    rows, nb = 24, 3
+    raw = rng.integers(0, 256, (rows, nb, ts), dtype=np.uint8)
+    raw[:, :, 4:16] = np.arange(rows * nb * 12).reshape(rows, nb, 12) % 256  # every byte value in every position
+    rng.shuffle(raw[:, :, 4:16].reshape(-1, 12))
+    raw[:, :, 0:4] = (rng.uniform(0.001, 0.01, (rows, nb, 2))).astype(np.float16).view(np.uint8).reshape(rows, nb, 4)
+    w = raw.reshape(rows, -1)
+    K = nb * bs
+    x = rng.standard_normal((n, K)).astype(np.float32)
+    y = matmul(w, typ, (rows, K), x, isa=isa)
+    acts = prefill_acts(isa, typ, n)
+    ref, mag = quant_reference(w, typ, rows, K, x, acts=acts)
+    assert np.all(np.abs(y - ref) <= act_tol(acts) * (mag + 1)), np.max(np.abs(y - ref) / (mag + 1))
+
+
 def odd_case(typ, rows, n, rng):
     """Weights of `typ` (rows x K), n tokens' activations and a bias, K spanning several
     256-column blocks with a short last block (and a tail for float types)."""
