@@ -626,6 +626,47 @@ inline float dot1_q4_K(const BlockQ4_K* w, const BlockQ8_K* y, int64_t nb) {
     return hsum(acc) - hsum128(acc_m);
 }
 
+// Q5_K: Q4_K's nibbles with a fifth bit from qh (bit s of qh[l] for element l
+// of sub-block s), and the few-token tile's arithmetic per block (scales and
+// mins per 16-group, one FMA and one FNMADD into eight lanes), so decode keeps
+// the tile's bits (Q5_K is token-invariant); the scales stay in a register,
+// and qh is shifted once for each pair of sub-blocks.
+inline float dot1_q5_K(const BlockQ5_K* w, const BlockQ8_K* y, int64_t nb) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), bit0 = _mm256_set1_epi8(1), bit1 = _mm256_set1_epi8(2);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        const BlockQ5_K& b = w[ib];
+        const uint8_t* bb = reinterpret_cast<const uint8_t*>(&b);
+        prefetch_ahead(bb);
+        prefetch_ahead(bb + 64);
+        prefetch_ahead(bb + 128);
+        prefetch_ahead(bb + sizeof(BlockQ5_K) - 1);
+        const __m128i sm = scale_min_k4(b.scales);
+        const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qh));
+        __m256i sumi = _mm256_setzero_si256();
+        for (int j = 0; j < 4; ++j) {  // 64 elements: sub-blocks 2j (low nibbles) and 2j+1 (high)
+            const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * j));
+            const __m256i h = _mm256_srli_epi16(qh, 2 * j);  // (bit 0 of each byte: bit 2j of its qh byte)
+            const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16(_mm256_and_si256(h, bit0), 4));
+            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                                               _mm256_slli_epi16(_mm256_and_si256(h, bit1), 3));
+            const __m256i y0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].qs + 64 * j));
+            const __m256i y1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].qs + 64 * j + 32));
+            const __m256i s0 = _mm256_shuffle_epi8(scales, lane16_pattern(2 * j, 2 * j));
+            const __m256i s1 = _mm256_shuffle_epi8(scales, lane16_pattern(2 * j + 1, 2 * j + 1));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s0, _mm256_maddubs_epi16(lo, y0)));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s1, _mm256_maddubs_epi16(hi, y1)));
+        }
+        const float dy = y[ib].d;
+        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums));
+        const __m256i mins = _mm256_madd_epi16(bs, per_group_u8x8(_mm_unpackhi_epi64(sm, sm)));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(h2f(b.d) * dy), acc);
+        acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_set1_ps(h2f(b.dmin) * dy), acc);
+    }
+    return hsum(acc);
+}
+
 // A Q6_K block's start, shared by both widths: prefetch, its 16 group scales
 // as int16 (sc16), and the -32 offset's integer sums, -32 * sc[g] * bsums[g]
 // over the eight lanes the dot products accumulate in.
@@ -1002,6 +1043,7 @@ void rows_quant(const MatmulArgs& a, int64_t r0, int64_t r1) {
 #else
         if constexpr (std::is_same_v<F, KQ4>) return rows_kquant_decode<BlockQ4_K, dot1_q4_K>(a, r0, r1);
         if constexpr (std::is_same_v<F, KQ6>) return rows_kquant_decode<BlockQ6_K, dot1_q6_K>(a, r0, r1);
+        if constexpr (std::is_same_v<F, KQ5>) return rows_kquant_decode<BlockQ5_K, dot1_q5_K>(a, r0, r1);
 #endif
         if constexpr (std::is_same_v<F, LegacyQ4_0>) return rows_q4_0_decode(a, r0, r1);
         // The others run the tiles: R rows side by side, or one row after another where the
@@ -1035,7 +1077,7 @@ struct LegacyTile {
     static constexpr bool kDecodeOneRow = false;  // the CPU's walk
     static void run(const MatmulArgs& a, int64_t r, int t) { legacy_tile<F, R, N>(a, r, t); }
 };
-// The K-quant tiles (Q2_K, Q3_K, Q5_K on AVX2; Q4_K, Q6_K and Q5_K on AVX-512 decode in kernels of their own) decode one
+// The K-quant tiles (Q2_K, Q3_K; Q4_K, Q5_K and Q6_K decode in kernels of their own) decode one
 // row after another on every CPU measured: Phi-3-mini Q5_K_M tg32 on a 2-vCPU Zen 4 11.1-11.3 t/s
 // against 6.0-6.1 four rows side by side, on a 16-core Xeon 26.4-26.8 against 23.2-23.6.
 template <class F, int R, int N>
