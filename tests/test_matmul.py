@@ -215,21 +215,25 @@ def test_quant_matmul_matches_reference(isa, typ, rows, blocks, n):
     assert np.all(np.abs(y - (ref + bias)) <= tol), np.max(np.abs(y - ref - bias) / (mag + 1))
 
 
+# where each K-quant block keeps its fp16 scale(s) d (and dmin): byte offsets
+KQUANT_FP16_AT = {"q2_K": (80, 82), "q3_K": (108,), "q4_K": (0, 2), "q5_K": (0, 2), "q6_K": (208,)}
+
+
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("typ", ["q4_K", "q5_K"])
+@pytest.mark.parametrize("typ", sorted(KQUANT_FP16_AT))
 @pytest.mark.parametrize("n", [1, 3, 9])
-def test_k4_packed_scales_of_every_byte_value(isa, typ, n):
-    """Q4_K and Q5_K blocks whose 12 packed scale bytes take every value (the
-    quantizer's blocks rarely set the bits of the 6-bit scales and mins of
-    sub-blocks 4-7), random codes, sane d and dmin: decode (one token), the
-    few-token tiles and the GEMM against the float64 reference."""
+def test_kquant_blocks_of_random_bytes(isa, typ, n):
+    """K-quant blocks of random bytes but for sane fp16 scales: every value of
+    the packed sub-block scales and mins (the quantizer's blocks rarely set the
+    top bits of Q4_K/Q5_K's 6-bit scales of sub-blocks 4-7, or give Q3_K's the
+    full signed range) and of the code bits; decode (one token), the few-token
+    tiles and the GEMM against the float64 reference."""
     rng = np.random.default_rng(len(typ) * 10 + n)
     _, bs, ts = C.type_info(typ)
     rows, nb = 24, 3
     raw = rng.integers(0, 256, (rows, nb, ts), dtype=np.uint8)
-    raw[:, :, 4:16] = np.arange(rows * nb * 12).reshape(rows, nb, 12) % 256  # every byte value in every position
-    rng.shuffle(raw[:, :, 4:16].reshape(-1, 12))
-    raw[:, :, 0:4] = (rng.uniform(0.001, 0.01, (rows, nb, 2))).astype(np.float16).view(np.uint8).reshape(rows, nb, 4)
+    for at in KQUANT_FP16_AT[typ]:
+        raw[:, :, at:at + 2] = rng.uniform(0.001, 0.01, (rows, nb)).astype(np.float16).view(np.uint8).reshape(rows, nb, 2)
     w = raw.reshape(rows, -1)
     K = nb * bs
     x = rng.standard_normal((n, K)).astype(np.float32)
