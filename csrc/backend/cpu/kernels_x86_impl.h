@@ -667,6 +667,91 @@ inline float dot1_q5_K(const BlockQ5_K* w, const BlockQ8_K* y, int64_t nb) {
     return hsum(acc);
 }
 
+// Q3_K's 16 6-bit scales (KQ3::prep's values, minus 32) from the 12 packed
+// bytes: low nibbles of bytes 0-7 are scales 0-7 and their high nibbles 8-15;
+// bits 2g..2g+1 of bytes 8-11 are the top bits of scales 4g..4g+3. `at4`
+// points 4 bytes before the scales (a 16-byte load that stays in the block).
+inline __m256i q3_K_scales(const uint8_t* at4) {
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(at4));
+    const __m128i lo = _mm_shuffle_epi8(q, _mm_setr_epi8(4, 5, 6, 7, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m128i low = _mm_or_si128(
+        _mm_and_si128(lo, _mm_setr_epi8(15, 15, 15, 15, 15, 15, 15, 15, 0, 0, 0, 0, 0, 0, 0, 0)),
+        _mm_and_si128(_mm_srli_epi16(lo, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15, 15, 15, 15, 15)));
+    const __m128i hi = _mm_shuffle_epi8(q, _mm_setr_epi8(12, 13, 14, 15, 12, 13, 14, 15, 12, 13, 14, 15, 12, 13, 14, 15));
+    // bits 2g..2g+1 of each byte to bits 6-7 by a 16-bit multiply (what spills into the
+    // byte above lands below its bits 6-7), then to 4-5
+    const __m128i top = _mm_mullo_epi16(hi, _mm_setr_epi16(64, 64, 16, 16, 4, 4, 1, 1));
+    const __m128i sc = _mm_or_si128(low, _mm_and_si128(_mm_srli_epi16(top, 2), _mm_set1_epi8(0x30)));
+    return _mm256_sub_epi16(_mm256_cvtepu8_epi16(sc), _mm256_set1_epi16(32));
+}
+
+// Q2_K and Q3_K (AVX2): the tile's vectors one at a time as it runs them, with
+// the 16 group scales in two registers (groups 0-7 and 8-15 in both 128-bit
+// lanes) picked by one shuffle a vector, both halves' qs loaded once, and the
+// tile's arithmetic per block (see dot1_q2_K_wide).
+template <class Codes>
+inline __m256i kquant16_block_sums256(const BlockQ8_K& y, __m256i sc16, Codes codes) {
+    const __m256i sc_half[2] = {_mm256_permute2x128_si256(sc16, sc16, 0x00), _mm256_permute2x128_si256(sc16, sc16, 0x11)};
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+    for (int v = 0; v < 8; v += 2) {
+        const int h = v / 4, k = v % 4;
+        const __m256i y0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * v));
+        const __m256i y1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * v + 32));
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_shuffle_epi8(sc_half[h], lane16_pattern(2 * k, 2 * k + 1)),
+                                                    _mm256_maddubs_epi16(codes(v), y0)));
+        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(_mm256_shuffle_epi8(sc_half[h], lane16_pattern(2 * k + 2, 2 * k + 3)),
+                                                    _mm256_maddubs_epi16(codes(v + 1), y1)));
+    }
+    return _mm256_add_epi32(s0, s1);
+}
+
+inline float dot1_q2_K(const BlockQ2_K* w, const BlockQ8_K* y, int64_t nb) {
+    const __m256i m2 = _mm256_set1_epi8(3);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        const BlockQ2_K& b = w[ib];
+        prefetch_ahead(&b);
+        prefetch_ahead(reinterpret_cast<const uint8_t*>(&b) + sizeof(BlockQ2_K) - 1);
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales));
+        const __m256i sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, _mm_set1_epi8(0x0F)));
+        const __m256i mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F)));
+        const __m256i q[2] = {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)),
+                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32))};
+        const __m256i sumi = kquant16_block_sums256(y[ib], sc16, [&](int v) {
+            return _mm256_and_si256(_mm256_srli_epi16(q[v / 4], 2 * (v % 4)), m2);
+        });
+        const float dy = y[ib].d;
+        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(h2f(b.d) * dy), acc);
+        acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mn16)), _mm256_set1_ps(h2f(b.dmin) * dy), acc);
+    }
+    return hsum(acc);
+}
+
+inline float dot1_q3_K(const BlockQ3_K* w, const BlockQ8_K* y, int64_t nb) {
+    const __m256i m2 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        const BlockQ3_K& b = w[ib];
+        prefetch_ahead(&b);
+        prefetch_ahead(b.qs);
+        prefetch_ahead(reinterpret_cast<const uint8_t*>(&b) + sizeof(BlockQ3_K) - 1);
+        static_assert(offsetof(BlockQ3_K, scales) >= 4, "the scales' load starts inside the block");
+        const __m256i sc16 = q3_K_scales(b.scales - 4);
+        const __m256i q[2] = {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)),
+                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32))};
+        const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.hmask));
+        const __m256i sumi = kquant16_block_sums256(y[ib], sc16, [&](int v) {
+            const __m256i u = _mm256_and_si256(_mm256_srli_epi16(q[v / 4], 2 * (v % 4)), m2);
+            return _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, v), one), 2));
+        });
+        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums));
+        const __m256i s = _mm256_sub_epi32(sumi, _mm256_madd_epi16(bs, _mm256_slli_epi16(sc16, 2)));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(h2f(b.d) * y[ib].d), acc);
+    }
+    return hsum(acc);
+}
+
 // A Q6_K block's start, shared by both widths: prefetch, its 16 group scales
 // as int16 (sc16), and the -32 offset's integer sums, -32 * sc[g] * bsums[g]
 // over the eight lanes the dot products accumulate in.
@@ -936,22 +1021,6 @@ inline float dot1_q2_K_wide(const BlockQ2_K* w, const BlockQ8_K* y, const int8_t
     return hsum(acc);
 }
 
-// Q3_K's 16 6-bit scales (KQ3::prep's values, minus 32) from the 12 packed
-// bytes: low nibbles of bytes 0-7 are scales 0-7 and their high nibbles 8-15;
-// bits 2g..2g+1 of bytes 8-11 are the top bits of scales 4g..4g+3. `at4`
-// points 4 bytes before the scales (a 16-byte load that stays in the block).
-inline __m256i q3_K_scales(const uint8_t* at4) {
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(at4));
-    const __m128i lo = _mm_shuffle_epi8(q, _mm_setr_epi8(4, 5, 6, 7, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
-    const __m128i low = _mm_or_si128(
-        _mm_and_si128(lo, _mm_setr_epi8(15, 15, 15, 15, 15, 15, 15, 15, 0, 0, 0, 0, 0, 0, 0, 0)),
-        _mm_and_si128(_mm_srli_epi16(lo, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15, 15, 15, 15, 15)));
-    const __m128i hi = _mm_shuffle_epi8(q, _mm_setr_epi8(12, 13, 14, 15, 12, 13, 14, 15, 12, 13, 14, 15, 12, 13, 14, 15));
-    const __m128i top = _mm_srlv_epi16(hi, _mm_setr_epi16(0, 0, 2, 2, 4, 4, 6, 6));
-    const __m128i sc = _mm_or_si128(low, _mm_and_si128(_mm_slli_epi16(top, 4), _mm_set1_epi8(0x30)));
-    return _mm256_sub_epi16(_mm256_cvtepu8_epi16(sc), _mm256_set1_epi16(32));
-}
-
 inline float dot1_q3_K_wide(const BlockQ3_K* w, const BlockQ8_K* y, const int8_t* yw, int64_t nb) {
     const __m512i m2 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
     const __m512i pick[4] = {group_pick512(0), group_pick512(1), group_pick512(2), group_pick512(3)};
@@ -1146,6 +1215,8 @@ void rows_quant(const MatmulArgs& a, int64_t r0, int64_t r1) {
         if constexpr (std::is_same_v<F, KQ4>) return rows_kquant_decode<BlockQ4_K, dot1_q4_K>(a, r0, r1);
         if constexpr (std::is_same_v<F, KQ6>) return rows_kquant_decode<BlockQ6_K, dot1_q6_K>(a, r0, r1);
         if constexpr (std::is_same_v<F, KQ5>) return rows_kquant_decode<BlockQ5_K, dot1_q5_K>(a, r0, r1);
+        if constexpr (std::is_same_v<F, KQ3>) return rows_kquant_decode<BlockQ3_K, dot1_q3_K>(a, r0, r1);
+        if constexpr (std::is_same_v<F, KQ2>) return rows_kquant_decode<BlockQ2_K, dot1_q2_K>(a, r0, r1);
 #endif
         if constexpr (std::is_same_v<F, LegacyQ4_0>) return rows_q4_0_decode(a, r0, r1);
         // The others run the tiles: R rows side by side, or one row after another where the
@@ -1179,9 +1250,10 @@ struct LegacyTile {
     static constexpr bool kDecodeOneRow = false;  // the CPU's walk
     static void run(const MatmulArgs& a, int64_t r, int t) { legacy_tile<F, R, N>(a, r, t); }
 };
-// The K-quant tiles (Q2_K, Q3_K; Q4_K, Q5_K and Q6_K decode in kernels of their own) decode one
-// row after another on every CPU measured: Phi-3-mini Q5_K_M tg32 on a 2-vCPU Zen 4 11.1-11.3 t/s
-// against 6.0-6.1 four rows side by side, on a 16-core Xeon 26.4-26.8 against 23.2-23.6.
+// Every K-quant decodes in a kernel of its own (above), one row after another; were the tiles to
+// decode, they would too, which measured faster on every CPU (Phi-3-mini Q5_K_M tg32 through the
+// tile on a 2-vCPU Zen 4 11.1-11.3 t/s against 6.0-6.1 four rows side by side, on a 16-core Xeon
+// 26.4-26.8 against 23.2-23.6).
 template <class F, int R, int N>
 struct KQuantTile {
     static constexpr bool kDecodeOneRow = true;
