@@ -631,16 +631,29 @@ inline float dot1_q4_K(const BlockQ4_K* w, const BlockQ8_K* y, int64_t nb) {
 // mins per 16-group, one FMA and one FNMADD into eight lanes), so decode keeps
 // the tile's bits (Q5_K is token-invariant); the scales stay in a register,
 // and qh is shifted once for each pair of sub-blocks.
+// Every line a block of `bytes` touches, prefetched ahead.
+inline void prefetch_block(const void* p, size_t bytes) {
+    const uint8_t* b = static_cast<const uint8_t*>(p);
+    for (size_t o = 0; o < bytes; o += 64) prefetch_ahead(b + o);
+    prefetch_ahead(b + bytes - 1);
+}
+
+// A Q5_K block's end, shared by both widths: the tile's float work on the eight
+// lane sums, the mins (bytes 8-15 of sm) against the activations' 16 group
+// sums, one FMA, one FNMADD.
+inline __m256 q5_K_block_end(__m256 acc, __m256i sumi, __m128i sm, const BlockQ5_K& b, const BlockQ8_K& y) {
+    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.bsums));
+    const __m256i mins = _mm256_madd_epi16(bs, per_group_u8x8(_mm_unpackhi_epi64(sm, sm)));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(h2f(b.d) * y.d), acc);
+    return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_set1_ps(h2f(b.dmin) * y.d), acc);
+}
+
 inline float dot1_q5_K(const BlockQ5_K* w, const BlockQ8_K* y, int64_t nb) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), bit0 = _mm256_set1_epi8(1), bit1 = _mm256_set1_epi8(2);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nb; ++ib) {
         const BlockQ5_K& b = w[ib];
-        const uint8_t* bb = reinterpret_cast<const uint8_t*>(&b);
-        prefetch_ahead(bb);
-        prefetch_ahead(bb + 64);
-        prefetch_ahead(bb + 128);
-        prefetch_ahead(bb + sizeof(BlockQ5_K) - 1);
+        prefetch_block(&b, sizeof(b));
         const __m128i sm = scale_min_k4(b.scales);
         const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
         const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qh));
@@ -658,11 +671,7 @@ inline float dot1_q5_K(const BlockQ5_K* w, const BlockQ8_K* y, int64_t nb) {
             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s0, _mm256_maddubs_epi16(lo, y0)));
             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s1, _mm256_maddubs_epi16(hi, y1)));
         }
-        const float dy = y[ib].d;
-        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums));
-        const __m256i mins = _mm256_madd_epi16(bs, per_group_u8x8(_mm_unpackhi_epi64(sm, sm)));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(h2f(b.d) * dy), acc);
-        acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_set1_ps(h2f(b.dmin) * dy), acc);
+        acc = q5_K_block_end(acc, sumi, sm, b, y[ib]);
     }
     return hsum(acc);
 }
@@ -683,6 +692,26 @@ inline __m256i q3_K_scales(const uint8_t* at4) {
     const __m128i top = _mm_mullo_epi16(hi, _mm_setr_epi16(64, 64, 16, 16, 4, 4, 1, 1));
     const __m128i sc = _mm_or_si128(low, _mm_and_si128(_mm_srli_epi16(top, 2), _mm_set1_epi8(0x30)));
     return _mm256_sub_epi16(_mm256_cvtepu8_epi16(sc), _mm256_set1_epi16(32));
+}
+
+// Q2_K's and Q3_K's block scales and ends, shared by both widths: the tile's
+// float work on the eight lane sums (Q2_K: the mins against the activations'
+// 16 group sums; Q3_K: the offset, 4 * sc[g] * bsums[g]), then one FMA (and
+// for Q2_K one FNMADD).
+inline void q2_K_scales(const BlockQ2_K& b, __m256i& sc16, __m256i& mn16) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales));
+    sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, _mm_set1_epi8(0x0F)));
+    mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F)));
+}
+inline __m256 q2_K_block_end(__m256 acc, __m256i sumi, __m256i mn16, const BlockQ2_K& b, const BlockQ8_K& y) {
+    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.bsums));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(h2f(b.d) * y.d), acc);
+    return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mn16)), _mm256_set1_ps(h2f(b.dmin) * y.d), acc);
+}
+inline __m256 q3_K_block_end(__m256 acc, __m256i sumi, __m256i sc16, const BlockQ3_K& b, const BlockQ8_K& y) {
+    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.bsums));
+    const __m256i s = _mm256_sub_epi32(sumi, _mm256_madd_epi16(bs, _mm256_slli_epi16(sc16, 2)));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(h2f(b.d) * y.d), acc);
 }
 
 // Q2_K and Q3_K (AVX2): the tile's vectors one at a time as it runs them, with
@@ -710,20 +739,15 @@ inline float dot1_q2_K(const BlockQ2_K* w, const BlockQ8_K* y, int64_t nb) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nb; ++ib) {
         const BlockQ2_K& b = w[ib];
-        prefetch_ahead(&b);
-        prefetch_ahead(reinterpret_cast<const uint8_t*>(&b) + sizeof(BlockQ2_K) - 1);
-        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales));
-        const __m256i sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, _mm_set1_epi8(0x0F)));
-        const __m256i mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F)));
+        prefetch_block(&b, sizeof(b));
+        __m256i sc16, mn16;
+        q2_K_scales(b, sc16, mn16);
         const __m256i q[2] = {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)),
                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32))};
         const __m256i sumi = kquant16_block_sums256(y[ib], sc16, [&](int v) {
             return _mm256_and_si256(_mm256_srli_epi16(q[v / 4], 2 * (v % 4)), m2);
         });
-        const float dy = y[ib].d;
-        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(h2f(b.d) * dy), acc);
-        acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mn16)), _mm256_set1_ps(h2f(b.dmin) * dy), acc);
+        acc = q2_K_block_end(acc, sumi, mn16, b, y[ib]);
     }
     return hsum(acc);
 }
@@ -733,9 +757,7 @@ inline float dot1_q3_K(const BlockQ3_K* w, const BlockQ8_K* y, int64_t nb) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nb; ++ib) {
         const BlockQ3_K& b = w[ib];
-        prefetch_ahead(&b);
-        prefetch_ahead(b.qs);
-        prefetch_ahead(reinterpret_cast<const uint8_t*>(&b) + sizeof(BlockQ3_K) - 1);
+        prefetch_block(&b, sizeof(b));
         static_assert(offsetof(BlockQ3_K, scales) >= 4, "the scales' load starts inside the block");
         const __m256i sc16 = q3_K_scales(b.scales - 4);
         const __m256i q[2] = {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)),
@@ -745,9 +767,7 @@ inline float dot1_q3_K(const BlockQ3_K* w, const BlockQ8_K* y, int64_t nb) {
             const __m256i u = _mm256_and_si256(_mm256_srli_epi16(q[v / 4], 2 * (v % 4)), m2);
             return _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, v), one), 2));
         });
-        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums));
-        const __m256i s = _mm256_sub_epi32(sumi, _mm256_madd_epi16(bs, _mm256_slli_epi16(sc16, 2)));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(h2f(b.d) * y[ib].d), acc);
+        acc = q3_K_block_end(acc, sumi, sc16, b, y[ib]);
     }
     return hsum(acc);
 }
@@ -886,11 +906,7 @@ inline float dot1_q5_K_wide(const BlockQ5_K* w, const BlockQ8_K* y, const int8_t
     __m256 acc = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nb; ++ib) {
         const BlockQ5_K& b = w[ib];
-        const uint8_t* bb = reinterpret_cast<const uint8_t*>(&b);
-        prefetch_ahead(bb);
-        prefetch_ahead(bb + 64);
-        prefetch_ahead(bb + 128);
-        prefetch_ahead(bb + sizeof(BlockQ5_K) - 1);
+        prefetch_block(&b, sizeof(b));
         const int8_t* yb = yw + kRegroupQ4_K * ib;
         const __m128i sm = scale_min_k4(b.scales);
         const __m512i scales = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sm));
@@ -907,12 +923,7 @@ inline float dot1_q5_K_wide(const BlockQ5_K* w, const BlockQ8_K* y, const int8_t
             sum_lo = _mm512_dpwssd_epi32(sum_lo, _mm512_shuffle_epi8(scales, p_lo[i]), _mm512_maddubs_epi16(lo, y0));
             sum_hi = _mm512_dpwssd_epi32(sum_hi, _mm512_shuffle_epi8(scales, p_hi[i]), _mm512_maddubs_epi16(hi, y1));
         }
-        const float dy = y[ib].d;
-        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums));
-        const __m256i mins = _mm256_madd_epi16(bs, per_group_u8x8(_mm_unpackhi_epi64(sm, sm)));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(fold_halves(_mm512_add_epi32(sum_lo, sum_hi))),
-                              _mm256_set1_ps(h2f(b.d) * dy), acc);
-        acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_set1_ps(h2f(b.dmin) * dy), acc);
+        acc = q5_K_block_end(acc, fold_halves(_mm512_add_epi32(sum_lo, sum_hi)), sm, b, y[ib]);
     }
     return hsum(acc);
 }
@@ -1004,19 +1015,14 @@ inline float dot1_q2_K_wide(const BlockQ2_K* w, const BlockQ8_K* y, const int8_t
     __m256 acc = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nb; ++ib) {
         const BlockQ2_K& b = w[ib];
-        prefetch_ahead(&b);
-        prefetch_ahead(reinterpret_cast<const uint8_t*>(&b) + sizeof(BlockQ2_K) - 1);
-        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales));
-        const __m256i sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, _mm_set1_epi8(0x0F)));
-        const __m256i mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F)));
+        prefetch_block(&b, sizeof(b));
+        __m256i sc16, mn16;
+        q2_K_scales(b, sc16, mn16);
         const __m512i q = _mm512_loadu_si512(b.qs);
         const __m256i sumi = kquant16_block_sums(yw + QK_K * ib, sc16, pick, [&](int k) {
             return _mm512_and_si512(_mm512_srli_epi16(q, 2 * k), m2);
         });
-        const float dy = y[ib].d;
-        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(h2f(b.d) * dy), acc);
-        acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mn16)), _mm256_set1_ps(h2f(b.dmin) * dy), acc);
+        acc = q2_K_block_end(acc, sumi, mn16, b, y[ib]);
     }
     return hsum(acc);
 }
@@ -1028,9 +1034,7 @@ inline float dot1_q3_K_wide(const BlockQ3_K* w, const BlockQ8_K* y, const int8_t
     __m256 acc = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nb; ++ib) {
         const BlockQ3_K& b = w[ib];
-        prefetch_ahead(&b);
-        prefetch_ahead(b.qs);
-        prefetch_ahead(reinterpret_cast<const uint8_t*>(&b) + sizeof(BlockQ3_K) - 1);
+        prefetch_block(&b, sizeof(b));
         static_assert(offsetof(BlockQ3_K, scales) >= 4, "the scales' load starts inside the block");
         const __m256i sc16 = q3_K_scales(b.scales - 4);
         const __m512i q = _mm512_loadu_si512(b.qs);
@@ -1039,9 +1043,7 @@ inline float dot1_q3_K_wide(const BlockQ3_K* w, const BlockQ8_K* y, const int8_t
             const __m512i u = _mm512_and_si512(_mm512_srli_epi16(q, 2 * k), m2);
             return _mm512_mask_add_epi8(u, _mm512_test_epi8_mask(hm, bits[k]), u, four);
         });
-        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums));
-        const __m256i s = _mm256_sub_epi32(sumi, _mm256_madd_epi16(bs, _mm256_slli_epi16(sc16, 2)));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(h2f(b.d) * y[ib].d), acc);
+        acc = q3_K_block_end(acc, sumi, sc16, b, y[ib]);
     }
     return hsum(acc);
 }
