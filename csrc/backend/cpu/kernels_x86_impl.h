@@ -394,12 +394,18 @@ inline __m256i per_group_u8x8(__m128i v) { return _mm256_cvtepu8_epi16(_mm_unpac
 // top 2 bits of bytes 0-3 and 4-7 the high bits of sc[4..7] and m[4..7].
 // The 16-byte load reads 4 bytes past the scales, inside the block (its
 // quants follow).
+// Each byte of v masked by `low_bits`, or'ed with its high nibble masked by
+// `high_nibble` (the packed scales' bytes that hold a value in either half).
+inline __m128i low_or_high_nibble(__m128i v, __m128i low_bits, __m128i high_nibble) {
+    return _mm_or_si128(_mm_and_si128(v, low_bits), _mm_and_si128(_mm_srli_epi16(v, 4), high_nibble));
+}
+
 inline __m128i scale_min_k4(const uint8_t* packed) {
     const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed));
-    const __m128i lo = _mm_shuffle_epi8(q, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
-    const __m128i low = _mm_or_si128(
-        _mm_and_si128(lo, _mm_setr_epi8(0x3F, 0x3F, 0x3F, 0x3F, 0x0F, 0x0F, 0x0F, 0x0F, 0x3F, 0x3F, 0x3F, 0x3F, 0, 0, 0, 0)),
-        _mm_and_si128(_mm_srli_epi16(lo, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0F, 0x0F, 0x0F, 0x0F)));
+    const __m128i low = low_or_high_nibble(
+        _mm_shuffle_epi8(q, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11)),
+        _mm_setr_epi8(0x3F, 0x3F, 0x3F, 0x3F, 0x0F, 0x0F, 0x0F, 0x0F, 0x3F, 0x3F, 0x3F, 0x3F, 0, 0, 0, 0),
+        _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0F, 0x0F, 0x0F, 0x0F));
     const __m128i hi = _mm_shuffle_epi8(q, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
     return _mm_or_si128(low, _mm_and_si128(_mm_srli_epi16(hi, 2), _mm_set1_epi8(0x30)));  // (top 2 bits) << 4
 }
@@ -682,10 +688,10 @@ inline float dot1_q5_K(const BlockQ5_K* w, const BlockQ8_K* y, int64_t nb) {
 // points 4 bytes before the scales (a 16-byte load that stays in the block).
 inline __m256i q3_K_scales(const uint8_t* at4) {
     const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(at4));
-    const __m128i lo = _mm_shuffle_epi8(q, _mm_setr_epi8(4, 5, 6, 7, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
-    const __m128i low = _mm_or_si128(
-        _mm_and_si128(lo, _mm_setr_epi8(15, 15, 15, 15, 15, 15, 15, 15, 0, 0, 0, 0, 0, 0, 0, 0)),
-        _mm_and_si128(_mm_srli_epi16(lo, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15, 15, 15, 15, 15)));
+    const __m128i low = low_or_high_nibble(
+        _mm_shuffle_epi8(q, _mm_setr_epi8(4, 5, 6, 7, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11)),
+        _mm_setr_epi8(15, 15, 15, 15, 15, 15, 15, 15, 0, 0, 0, 0, 0, 0, 0, 0),
+        _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15, 15, 15, 15, 15));
     const __m128i hi = _mm_shuffle_epi8(q, _mm_setr_epi8(12, 13, 14, 15, 12, 13, 14, 15, 12, 13, 14, 15, 12, 13, 14, 15));
     // bits 2g..2g+1 of each byte to bits 6-7 by a 16-bit multiply (what spills into the
     // byte above lands below its bits 6-7), then to 4-5
