@@ -386,6 +386,12 @@ inline void store16(int16_t* dst, __m256i v) { _mm256_store_si256(reinterpret_ca
 // int16, one per 16-group.
 inline __m256i per_group_u8x8(__m128i v) { return _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v, v)); }
 
+// Each byte of v masked by `low_bits`, or'ed with its high nibble masked by
+// `high_nibble` (the packed scales' bytes that hold a value in either half).
+inline __m128i low_or_high_nibble(__m128i v, __m128i low_bits, __m128i high_nibble) {
+    return _mm_or_si128(_mm_and_si128(v, low_bits), _mm_and_si128(_mm_srli_epi16(v, 4), high_nibble));
+}
+
 // Q4_K/Q5_K: the 12 packed bytes -> scales (bytes 0..7) and mins (bytes 8..15),
 // get_scale_min_k4's values, by byte shuffles in a register (the scalar mask
 // steps and their round trip through memory were a third of a Q4_K decode's
@@ -394,12 +400,6 @@ inline __m256i per_group_u8x8(__m128i v) { return _mm256_cvtepu8_epi16(_mm_unpac
 // top 2 bits of bytes 0-3 and 4-7 the high bits of sc[4..7] and m[4..7].
 // The 16-byte load reads 4 bytes past the scales, inside the block (its
 // quants follow).
-// Each byte of v masked by `low_bits`, or'ed with its high nibble masked by
-// `high_nibble` (the packed scales' bytes that hold a value in either half).
-inline __m128i low_or_high_nibble(__m128i v, __m128i low_bits, __m128i high_nibble) {
-    return _mm_or_si128(_mm_and_si128(v, low_bits), _mm_and_si128(_mm_srli_epi16(v, 4), high_nibble));
-}
-
 inline __m128i scale_min_k4(const uint8_t* packed) {
     const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed));
     const __m128i low = low_or_high_nibble(
@@ -632,11 +632,6 @@ inline float dot1_q4_K(const BlockQ4_K* w, const BlockQ8_K* y, int64_t nb) {
     return hsum(acc) - hsum128(acc_m);
 }
 
-// Q5_K: Q4_K's nibbles with a fifth bit from qh (bit s of qh[l] for element l
-// of sub-block s), and the few-token tile's arithmetic per block (scales and
-// mins per 16-group, one FMA and one FNMADD into eight lanes), so decode keeps
-// the tile's bits (Q5_K is token-invariant); the scales stay in a register,
-// and qh is shifted once for each pair of sub-blocks.
 // Every line a block of `bytes` touches, prefetched ahead.
 inline void prefetch_block(const void* p, size_t bytes) {
     const uint8_t* b = static_cast<const uint8_t*>(p);
@@ -654,6 +649,11 @@ inline __m256 q5_K_block_end(__m256 acc, __m256i sumi, __m128i sm, const BlockQ5
     return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_set1_ps(h2f(b.dmin) * y.d), acc);
 }
 
+// Q5_K: Q4_K's nibbles with a fifth bit from qh (bit s of qh[l] for element l
+// of sub-block s), and the few-token tile's arithmetic per block (scales and
+// mins per 16-group, one FMA and one FNMADD into eight lanes), so decode keeps
+// the tile's bits (Q5_K is token-invariant); the scales stay in a register,
+// and qh is shifted once for each pair of sub-blocks.
 inline float dot1_q5_K(const BlockQ5_K* w, const BlockQ8_K* y, int64_t nb) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), bit0 = _mm256_set1_epi8(1), bit1 = _mm256_set1_epi8(2);
     __m256 acc = _mm256_setzero_ps();
@@ -1227,11 +1227,11 @@ void rows_quant(const MatmulArgs& a, int64_t r0, int64_t r1) {
         if constexpr (std::is_same_v<F, KQ2>) return rows_kquant_decode<BlockQ2_K, dot1_q2_K>(a, r0, r1);
 #endif
         if constexpr (std::is_same_v<F, LegacyQ4_0>) return rows_q4_0_decode(a, r0, r1);
-        // The others run the tiles: R rows side by side, or one row after another where the
-        // CPU reads a single stream faster (DecodeWalk) or the tile asks for it. A row's
-        // arithmetic is the tile's at any R and N, so tokens stay independent.
+        // The others (the legacy formats) run the tiles: R rows side by side, or one row after
+        // another where the CPU reads a single stream faster (DecodeWalk). A row's arithmetic is
+        // the tile's at any R and N, so tokens stay independent.
         int64_t r = r0;
-        if (!a.walk.one_stream && !Tile<F, 1, 1>::kDecodeOneRow)
+        if (!a.walk.one_stream)
             for (; r + R <= r1; r += R) Tile<F, R, 1>::run(a, r, 0);
         for (; r < r1; ++r) Tile<F, 1, 1>::run(a, r, 0);
         return;
@@ -1255,16 +1255,13 @@ void rows_quant(const MatmulArgs& a, int64_t r0, int64_t r1) {
 
 template <class F, int R, int N>
 struct LegacyTile {
-    static constexpr bool kDecodeOneRow = false;  // the CPU's walk
     static void run(const MatmulArgs& a, int64_t r, int t) { legacy_tile<F, R, N>(a, r, t); }
 };
-// Every K-quant decodes in a kernel of its own (above), one row after another; were the tiles to
-// decode, they would too, which measured faster on every CPU (Phi-3-mini Q5_K_M tg32 through the
-// tile on a 2-vCPU Zen 4 11.1-11.3 t/s against 6.0-6.1 four rows side by side, on a 16-core Xeon
-// 26.4-26.8 against 23.2-23.6).
+// (Every K-quant decodes in a kernel of its own, one row after another: through the tile, one row
+// at a time had measured faster on every CPU, Phi-3-mini Q5_K_M tg32 on a 2-vCPU Zen 4 11.1-11.3
+// t/s against 6.0-6.1 four rows side by side, on a 16-core Xeon 26.4-26.8 against 23.2-23.6.)
 template <class F, int R, int N>
 struct KQuantTile {
-    static constexpr bool kDecodeOneRow = true;
     static void run(const MatmulArgs& a, int64_t r, int t) { kquant_tile<F, R, N>(a, r, t); }
 };
 
