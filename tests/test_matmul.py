@@ -379,7 +379,7 @@ def test_q8_0_activation_codes_every_isa(isa):
     assert np.array_equal(y[0], _q8_0_activations_reference(x[0]))
 
 
-TOKEN_INVARIANT_DECODE = FLOAT_TYPES + ["q8_0", "q5_0", "iq4_nl", "q4_1", "q5_1", "q2_K", "q3_K", "q5_K"]
+TOKEN_INVARIANT_DECODE = FLOAT_TYPES + ["q8_0", "q5_0", "q4_1", "q5_1", "q2_K", "q3_K", "q5_K", "iq4_xs"]
 
 
 @pytest.mark.parametrize("isa", SIMD_ISAS)

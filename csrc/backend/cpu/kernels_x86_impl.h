@@ -1056,17 +1056,80 @@ inline float dot1_q3_K_wide(const BlockQ3_K* w, const BlockQ8_K* y, const int8_t
 #endif  // __AVX512BW__
 
 // Q4_0 in the file's row layout (PHICPP_REPACK=0; repacked weights decode in
-// q4_0_x8_x86_impl.h) against Q8_0, four rows at a time: the per-row integer
-// sums of a block are folded into one 4-lane vector, so the block scales of the
-// four rows are converted, multiplied and accumulated together (one FMA per
-// four blocks instead of one per block).
+// q4_0_x8_x86_impl.h) and IQ4_NL against Q8_0, four rows at a time: the
+// per-row integer sums of a block are folded into one 4-lane vector, so the
+// block scales of the four rows are converted, multiplied and accumulated
+// together (one FMA per four blocks instead of one per block).
+//
+// The two formats share a block layout (fp16 d, then 16 bytes: element i in
+// the low nibble of byte i, element 16 + i in its high one) and differ in what
+// a nibble q means: q - 8, or the level kValuesIQ4NL[q]. Nib4 says it, for a
+// vector of 32 nibbles n against 32 activation codes y, with a correction c
+// computed once per call from y alone:
+//   one(n, y, one_c(y)) = the products' sums, 8 int32 lanes;
+//   pair(lo, hi, ya, yb, pair_c(ya, yb)) = one(lo, ya) + one(hi, yb) in lanes.
+struct Nib4Q4_0 {  // unsigned nibbles u = q + 8: sum(q*y) = sum(u*y) - 8*sum(y), c = 8*y per int16 pair
+    using Block = BlockQ4_0;
+    static __m256i one_c(__m256i y) { return _mm256_maddubs_epi16(_mm256_set1_epi8(8), y); }
+    static __m256i pair_c(__m256i ya, __m256i yb) { return _mm256_add_epi16(one_c(ya), one_c(yb)); }
+    static __m256i one(__m256i n, __m256i y, __m256i c) {
+        return _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(n, y), c), _mm256_set1_epi16(1));
+    }
+    // int16 lanes: |u * y| <= 15 * 128 twice per maddubs, four products: no overflow
+    static __m256i pair(__m256i lo, __m256i hi, __m256i ya, __m256i yb, __m256i c) {
+        return _mm256_madd_epi16(
+            _mm256_sub_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo, ya), _mm256_maddubs_epi16(hi, yb)), c),
+            _mm256_set1_epi16(1));
+    }
+};
+#if defined(PHI_DPBUSD256)
+// Levels + 128 (unsigned) in vpdpbusd, exact in int32 whatever the codes; c
+// takes the 128 back off: -128 * the sum of each lane's four codes.
+struct Nib4IQ4_NL {
+    using Block = BlockIQ4_NL;
+    static __m256i lifted(__m256i n) {  // (+ 128 is the sign bit flipped)
+        const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kValuesIQ4NL)));
+        return _mm256_shuffle_epi8(_mm256_xor_si256(t, _mm256_set1_epi8(-128)), n);
+    }
+    static __m256i one_c(__m256i y) {
+        const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(-128), y), _mm256_set1_epi16(1));
+        return _mm256_sub_epi32(_mm256_setzero_si256(), s);
+    }
+    static __m256i pair_c(__m256i ya, __m256i yb) { return _mm256_add_epi32(one_c(ya), one_c(yb)); }
+    static __m256i one(__m256i n, __m256i y, __m256i c) { return PHI_DPBUSD256(c, lifted(n), y); }
+    static __m256i pair(__m256i lo, __m256i hi, __m256i ya, __m256i yb, __m256i c) {
+        return PHI_DPBUSD256(PHI_DPBUSD256(c, lifted(lo), ya), lifted(hi), yb);
+    }
+};
+#else
+// The sign trick: |level| against the code with the level's sign (pairs of
+// products at most 2 * 127 * 128 in int16), one madd per vector.
+struct Nib4IQ4_NL {
+    using Block = BlockIQ4_NL;
+    static __m256i one_c(__m256i) { return _mm256_setzero_si256(); }
+    static __m256i pair_c(__m256i, __m256i) { return _mm256_setzero_si256(); }
+    static __m256i one(__m256i n, __m256i y, __m256i) {
+        const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kValuesIQ4NL)));
+        const __m256i w = _mm256_shuffle_epi8(t, n);
+        return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w)),
+                                 _mm256_set1_epi16(1));
+    }
+    static __m256i pair(__m256i lo, __m256i hi, __m256i ya, __m256i yb, __m256i c) {
+        return _mm256_add_epi32(one(lo, ya, c), one(hi, yb, c));
+    }
+};
+#endif
+static_assert(sizeof(BlockQ4_0) == sizeof(BlockIQ4_NL) && offsetof(BlockIQ4_NL, qs) == offsetof(BlockQ4_0, qs),
+              "Q4_0 and IQ4_NL blocks alike");
 
-inline void dot4_q4_0(const MatmulArgs& a, int64_t r, int64_t ib0, float out[4]) {
+template <class Nib>
+inline void dot4_nib4(const MatmulArgs& a, int64_t r, int64_t ib0, float out[4]) {
+    using Block = typename Nib::Block;
     const auto* y = reinterpret_cast<const BlockQ8_0*>(a.x);
-    const BlockQ4_0* w0 = reinterpret_cast<const BlockQ4_0*>(a.w + r * a.w_stride);
-    const BlockQ4_0* w1 = reinterpret_cast<const BlockQ4_0*>(a.w + (r + 1) * a.w_stride);
-    const BlockQ4_0* w2 = reinterpret_cast<const BlockQ4_0*>(a.w + (r + 2) * a.w_stride);
-    const BlockQ4_0* w3 = reinterpret_cast<const BlockQ4_0*>(a.w + (r + 3) * a.w_stride);
+    const Block* w0 = reinterpret_cast<const Block*>(a.w + r * a.w_stride);
+    const Block* w1 = reinterpret_cast<const Block*>(a.w + (r + 1) * a.w_stride);
+    const Block* w2 = reinterpret_cast<const Block*>(a.w + (r + 2) * a.w_stride);
+    const Block* w3 = reinterpret_cast<const Block*>(a.w + (r + 3) * a.w_stride);
     const int64_t nb = a.K / QK;
     __m128 acc = _mm_loadu_ps(out);
     const size_t group = 4 * a.w_stride;
@@ -1076,14 +1139,9 @@ inline void dot4_q4_0(const MatmulArgs& a, int64_t r, int64_t ib0, float out[4])
         prefetch_ahead(w2 + ib, group);
         prefetch_ahead(w3 + ib, group);
         const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].qs));
-        // Q4_0 as unsigned nibbles u = q + 8: sum(q*y) = sum(u*y) - 8*sum(y), the second
-        // term once per block for all four rows; saves the two sign fixes per row
-        const __m256i ones = _mm256_set1_epi16(1);
-        const __m256i m8y = _mm256_maddubs_epi16(_mm256_set1_epi8(8), yv);
-        auto dot_u = [&](const BlockQ4_0& b) {
-            return _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(nibbles_32(b.qs), yv), m8y), ones);
-        };
-        const __m256i p0 = dot_u(w0[ib]), p1 = dot_u(w1[ib]), p2 = dot_u(w2[ib]), p3 = dot_u(w3[ib]);
+        const __m256i c = Nib::one_c(yv);  // once per block for all four rows
+        const __m256i p0 = Nib::one(nibbles_32(w0[ib].qs), yv, c), p1 = Nib::one(nibbles_32(w1[ib].qs), yv, c);
+        const __m256i p2 = Nib::one(nibbles_32(w2[ib].qs), yv, c), p3 = Nib::one(nibbles_32(w3[ib].qs), yv, c);
         const __m256i t = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
         const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
         __m128i d16 = _mm_cvtsi32_si128(w0[ib].d | (static_cast<uint32_t>(w1[ib].d) << 16));
@@ -1094,58 +1152,57 @@ inline void dot4_q4_0(const MatmulArgs& a, int64_t r, int64_t ib0, float out[4])
     _mm_storeu_ps(out, acc);
 }
 
-// Q4_0 two blocks at a time: the 16 packed bytes of blocks 2p and 2p+1 of a
-// row fill one register, so one AND / shift pair unpacks 64 weights. The
-// activations are rearranged to match once per call (Q4PairAct), and the
+// Two blocks at a time: the 16 packed bytes of blocks 2p and 2p+1 of a row
+// fill one register, so one AND / shift pair unpacks 64 weights. The
+// activations are rearranged to match once per call (Nib4PairAct), and the
 // integer sums of 4 rows x 2 blocks fold into one 8-lane vector that meets
 // the 8 block scales (one conversion of 8 fp16 values) in one FMA.
-struct Q4PairAct {
+struct Nib4PairAct {
     __m256i ya;  // qs[0..15] of block 2p | qs[0..15] of block 2p+1 (the low nibbles' partners)
     __m256i yb;  // qs[16..31] of both blocks (the high nibbles' partners)
-    __m256i m8;  // maddubs(8, ya) + maddubs(8, yb): the "- 8" of every weight, per int16 lane
+    __m256i c;   // the format's correction, Nib::pair_c(ya, yb)
     __m256 dy;   // d of block 2p in lanes 0-3, of block 2p+1 in lanes 4-7
 };
 
-inline void prep_q4_pairs(const BlockQ8_0* y, int64_t npairs, Q4PairAct* out) {
-    const __m256i eight = _mm256_set1_epi8(8);
+template <class Nib>
+inline void prep_nib4_pairs(const BlockQ8_0* y, int64_t npairs, Nib4PairAct* out) {
     for (int64_t p = 0; p < npairs; ++p) {
         const BlockQ8_0& e = y[2 * p];
         const BlockQ8_0& o = y[2 * p + 1];
         const __m128i* eq = reinterpret_cast<const __m128i*>(e.qs);
         const __m128i* oq = reinterpret_cast<const __m128i*>(o.qs);
-        Q4PairAct& q = out[p];
+        Nib4PairAct& q = out[p];
         q.ya = _mm256_set_m128i(_mm_loadu_si128(oq), _mm_loadu_si128(eq));
         q.yb = _mm256_set_m128i(_mm_loadu_si128(oq + 1), _mm_loadu_si128(eq + 1));
-        q.m8 = _mm256_add_epi16(_mm256_maddubs_epi16(eight, q.ya), _mm256_maddubs_epi16(eight, q.yb));
+        q.c = Nib::pair_c(q.ya, q.yb);
         q.dy = _mm256_set_m128(_mm_set1_ps(h2f(o.d)), _mm_set1_ps(h2f(e.d)));
     }
 }
 
-inline uint64_t four_d(const BlockQ4_0* w0, const BlockQ4_0* w1, const BlockQ4_0* w2, const BlockQ4_0* w3,
-                       int64_t ib) {
+template <class Block>
+inline uint64_t four_d(const Block* w0, const Block* w1, const Block* w2, const Block* w3, int64_t ib) {
     return w0[ib].d | (static_cast<uint64_t>(w1[ib].d) << 16) | (static_cast<uint64_t>(w2[ib].d) << 32) |
            (static_cast<uint64_t>(w3[ib].d) << 48);
 }
 
-inline void dot4_q4_0_pairs(const MatmulArgs& a, int64_t r, const Q4PairAct* pa, int64_t npairs, float out[4]) {
-    const BlockQ4_0* w0 = reinterpret_cast<const BlockQ4_0*>(a.w + r * a.w_stride);
-    const BlockQ4_0* w1 = reinterpret_cast<const BlockQ4_0*>(a.w + (r + 1) * a.w_stride);
-    const BlockQ4_0* w2 = reinterpret_cast<const BlockQ4_0*>(a.w + (r + 2) * a.w_stride);
-    const BlockQ4_0* w3 = reinterpret_cast<const BlockQ4_0*>(a.w + (r + 3) * a.w_stride);
+template <class Nib>
+inline void dot4_nib4_pairs(const MatmulArgs& a, int64_t r, const Nib4PairAct* pa, int64_t npairs, float out[4]) {
+    using Block = typename Nib::Block;
+    const Block* w0 = reinterpret_cast<const Block*>(a.w + r * a.w_stride);
+    const Block* w1 = reinterpret_cast<const Block*>(a.w + (r + 1) * a.w_stride);
+    const Block* w2 = reinterpret_cast<const Block*>(a.w + (r + 2) * a.w_stride);
+    const Block* w3 = reinterpret_cast<const Block*>(a.w + (r + 3) * a.w_stride);
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const __m256i ones = _mm256_set1_epi16(1);
     const size_t group = 4 * a.w_stride;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t p = 0; p < npairs; ++p) {
-        const Q4PairAct& P = pa[p];
-        auto pair_sums = [&](const BlockQ4_0* w) {
+        const Nib4PairAct& P = pa[p];
+        auto pair_sums = [&](const Block* w) {
             const __m256i q = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[2 * p + 1].qs)),
                                                _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[2 * p].qs)));
             const __m256i lo = _mm256_and_si256(q, m4);
             const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            const __m256i s16 = _mm256_sub_epi16(
-                _mm256_add_epi16(_mm256_maddubs_epi16(lo, P.ya), _mm256_maddubs_epi16(hi, P.yb)), P.m8);
-            return _mm256_madd_epi16(s16, ones);
+            return Nib::pair(lo, hi, P.ya, P.yb, P.c);
         };
         prefetch_ahead(w0 + 2 * p, group);
         prefetch_ahead(w1 + 2 * p, group);
@@ -1161,20 +1218,21 @@ inline void dot4_q4_0_pairs(const MatmulArgs& a, int64_t r, const Q4PairAct* pa,
     _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)));
 }
 
-void rows_q4_0_decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
+template <class Nib, class Legacy>
+void rows_nib4_decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
     const int64_t nb = a.K / QK;
     thread_local AlignedBytes buf;  // per thread: each prepares the same token (a few KiB)
     const int64_t pairs = nb / 2;
-    auto* pa = reinterpret_cast<Q4PairAct*>(buf.get(sizeof(Q4PairAct) * static_cast<size_t>(pairs + 1)));
-    prep_q4_pairs(reinterpret_cast<const BlockQ8_0*>(a.x), pairs, pa);
+    auto* pa = reinterpret_cast<Nib4PairAct*>(buf.get(sizeof(Nib4PairAct) * static_cast<size_t>(pairs + 1)));
+    prep_nib4_pairs<Nib>(reinterpret_cast<const BlockQ8_0*>(a.x), pairs, pa);
     int64_t r = r0;
     for (; r + 4 <= r1; r += 4) {
         float out[4] = {0, 0, 0, 0};
-        if (pairs > 0) dot4_q4_0_pairs(a, r, pa, pairs, out);
-        dot4_q4_0(a, r, 2 * pairs, out);  // an odd last block
+        if (pairs > 0) dot4_nib4_pairs<Nib>(a, r, pa, pairs, out);
+        dot4_nib4<Nib>(a, r, 2 * pairs, out);  // an odd last block
         for (int i = 0; i < 4; ++i) a.y[r + i] = out[i] + (a.bias ? a.bias[r + i] : 0.0f);
     }
-    for (; r < r1; ++r) legacy_tile<LegacyQ4_0, 1, 1>(a, r, 0);
+    for (; r < r1; ++r) legacy_tile<Legacy, 1, 1>(a, r, 0);
 }
 
 template <class Block, float (*Dot)(const Block*, const BlockQ8_K*, int64_t)>
@@ -1226,7 +1284,8 @@ void rows_quant(const MatmulArgs& a, int64_t r0, int64_t r1) {
         if constexpr (std::is_same_v<F, KQ3>) return rows_kquant_decode<BlockQ3_K, dot1_q3_K>(a, r0, r1);
         if constexpr (std::is_same_v<F, KQ2>) return rows_kquant_decode<BlockQ2_K, dot1_q2_K>(a, r0, r1);
 #endif
-        if constexpr (std::is_same_v<F, LegacyQ4_0>) return rows_q4_0_decode(a, r0, r1);
+        if constexpr (std::is_same_v<F, LegacyQ4_0>) return rows_nib4_decode<Nib4Q4_0, LegacyQ4_0>(a, r0, r1);
+        if constexpr (std::is_same_v<F, LegacyIQ4_NL>) return rows_nib4_decode<Nib4IQ4_NL, LegacyIQ4_NL>(a, r0, r1);
         // The others (the legacy formats) run the tiles: R rows side by side, or one row after
         // another where the CPU reads a single stream faster (DecodeWalk). A row's arithmetic is
         // the tile's at any R and N, so tokens stay independent.
@@ -1273,6 +1332,7 @@ struct KQuantTile {
 #include "backend/cpu/gemm_x86_impl.h"
 #include "backend/cpu/q4_0_x8_x86_impl.h"
 #include "backend/cpu/gemm_i8_x86_impl.h"
+#include "backend/cpu/iq4_x86_impl.h"
 
 namespace phi::cpu {
 namespace {
@@ -1319,6 +1379,7 @@ void fill_x86_table(KernelTable* t) {
     t->rows[static_cast<int>(DType::Q4_1)] = rows_quant<LegacyTile, LegacyQ4_1>;
     t->rows[static_cast<int>(DType::Q5_1)] = rows_quant<LegacyTile, LegacyQ5_1>;
     t->rows[static_cast<int>(DType::IQ4_NL)] = rows_quant<LegacyTile, LegacyIQ4_NL>;
+    t->rows[static_cast<int>(DType::IQ4_XS)] = rows_iq4_xs;
     t->rows[static_cast<int>(DType::Q2_K)] = rows_quant<KQuantTile, KQ2>;
     t->rows[static_cast<int>(DType::Q3_K)] = rows_quant<KQuantTile, KQ3>;
     t->rows[static_cast<int>(DType::Q4_K)] = rows_quant<KQuantTile, KQ4>;
@@ -1331,8 +1392,8 @@ void fill_x86_table(KernelTable* t) {
     // the same tiles for one token and for several (no dedicated decode kernel, or
     // one with the tiles' arithmetic)
     t->rows_token_invariant = 0;
-    for (DType d : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q5_0, DType::IQ4_NL, DType::Q4_1,
-                    DType::Q5_1, DType::Q2_K, DType::Q3_K, DType::Q5_K, DType::Q6_K})
+    for (DType d : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q5_0, DType::Q4_1,
+                    DType::Q5_1, DType::Q2_K, DType::Q3_K, DType::Q5_K, DType::Q6_K, DType::IQ4_XS})
         t->rows_token_invariant |= uint64_t{1} << static_cast<int>(d);
     t->q4_0_x8_token_invariant = true;
 }
