@@ -1218,7 +1218,41 @@ inline void dot4_nib4_pairs(const MatmulArgs& a, int64_t r, const Nib4PairAct* p
     _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)));
 }
 
-template <class Nib, class Legacy>
+// One row with the four-row kernels' arithmetic for it (the same integer
+// block sums, the same FMA per block into its lane, the same final add), for
+// DecodeWalk's one stream and the rows after the last group of four. No
+// prefetch: one row after another is one stream the hardware follows.
+template <class Nib>
+inline float dot1_nib4(const MatmulArgs& a, int64_t r, const Nib4PairAct* pa, int64_t npairs) {
+    using Block = typename Nib::Block;
+    const Block* w = reinterpret_cast<const Block*>(a.w + r * a.w_stride);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m128 acc = _mm_setzero_ps();  // lane 0: the even blocks, lane 1: the odd ones
+    for (int64_t p = 0; p < npairs; ++p) {
+        const Nib4PairAct& P = pa[p];
+        const __m256i q = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[2 * p + 1].qs)),
+                                           _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[2 * p].qs)));
+        const __m256i s = Nib::pair(_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4), P.ya, P.yb, P.c);
+        __m128i h = _mm_hadd_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        h = _mm_hadd_epi32(h, h);  // block 2p, block 2p+1, again
+        const __m128 d = _mm_cvtph_ps(_mm_cvtsi32_si128(w[2 * p].d | (static_cast<uint32_t>(w[2 * p + 1].d) << 16)));
+        const __m128 dy = _mm_unpacklo_ps(_mm256_castps256_ps128(P.dy), _mm256_extractf128_ps(P.dy, 1));
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(h), _mm_mul_ps(d, dy), acc);
+    }
+    float out = _mm_cvtss_f32(_mm_add_ss(acc, _mm_movehdup_ps(acc)));
+    const auto* y = reinterpret_cast<const BlockQ8_0*>(a.x);
+    for (int64_t ib = 2 * npairs; ib < a.K / QK; ++ib) {  // an odd last block
+        const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].qs));
+        const __m256i s = Nib::one(nibbles_32(w[ib].qs), yv, Nib::one_c(yv));
+        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        h = _mm_hadd_epi32(h, h);
+        h = _mm_hadd_epi32(h, h);
+        out = std::fma(static_cast<float>(_mm_cvtsi128_si32(h)), h2f(w[ib].d) * h2f(y[ib].d), out);
+    }
+    return out;
+}
+
+template <class Nib>
 void rows_nib4_decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
     const int64_t nb = a.K / QK;
     thread_local AlignedBytes buf;  // per thread: each prepares the same token (a few KiB)
@@ -1226,13 +1260,14 @@ void rows_nib4_decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
     auto* pa = reinterpret_cast<Nib4PairAct*>(buf.get(sizeof(Nib4PairAct) * static_cast<size_t>(pairs + 1)));
     prep_nib4_pairs<Nib>(reinterpret_cast<const BlockQ8_0*>(a.x), pairs, pa);
     int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) {
-        float out[4] = {0, 0, 0, 0};
-        if (pairs > 0) dot4_nib4_pairs<Nib>(a, r, pa, pairs, out);
-        dot4_nib4<Nib>(a, r, 2 * pairs, out);  // an odd last block
-        for (int i = 0; i < 4; ++i) a.y[r + i] = out[i] + (a.bias ? a.bias[r + i] : 0.0f);
-    }
-    for (; r < r1; ++r) legacy_tile<Legacy, 1, 1>(a, r, 0);
+    if (!a.walk.one_stream)
+        for (; r + 4 <= r1; r += 4) {
+            float out[4] = {0, 0, 0, 0};
+            if (pairs > 0) dot4_nib4_pairs<Nib>(a, r, pa, pairs, out);
+            dot4_nib4<Nib>(a, r, 2 * pairs, out);  // an odd last block
+            for (int i = 0; i < 4; ++i) a.y[r + i] = out[i] + (a.bias ? a.bias[r + i] : 0.0f);
+        }
+    for (; r < r1; ++r) a.y[r] = dot1_nib4<Nib>(a, r, pa, pairs) + (a.bias ? a.bias[r] : 0.0f);
 }
 
 template <class Block, float (*Dot)(const Block*, const BlockQ8_K*, int64_t)>
@@ -1284,8 +1319,8 @@ void rows_quant(const MatmulArgs& a, int64_t r0, int64_t r1) {
         if constexpr (std::is_same_v<F, KQ3>) return rows_kquant_decode<BlockQ3_K, dot1_q3_K>(a, r0, r1);
         if constexpr (std::is_same_v<F, KQ2>) return rows_kquant_decode<BlockQ2_K, dot1_q2_K>(a, r0, r1);
 #endif
-        if constexpr (std::is_same_v<F, LegacyQ4_0>) return rows_nib4_decode<Nib4Q4_0, LegacyQ4_0>(a, r0, r1);
-        if constexpr (std::is_same_v<F, LegacyIQ4_NL>) return rows_nib4_decode<Nib4IQ4_NL, LegacyIQ4_NL>(a, r0, r1);
+        if constexpr (std::is_same_v<F, LegacyQ4_0>) return rows_nib4_decode<Nib4Q4_0>(a, r0, r1);
+        if constexpr (std::is_same_v<F, LegacyIQ4_NL>) return rows_nib4_decode<Nib4IQ4_NL>(a, r0, r1);
         // The others (the legacy formats) run the tiles: R rows side by side, or one row after
         // another where the CPU reads a single stream faster (DecodeWalk). A row's arithmetic is
         // the tile's at any R and N, so tokens stay independent.
