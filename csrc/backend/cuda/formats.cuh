@@ -47,14 +47,25 @@ __device__ __forceinline__ uint32_t sub_bytes(uint32_t x) {
 // Bit k of the low 4 bits of b into bit 0 of byte k.
 __device__ __forceinline__ uint32_t spread4(uint32_t b) { return ((b & 0xF) * 0x00204081u) & 0x01010101u; }
 
-// The 16 IQ4_NL levels as bytes, looked up four nibbles at a time with byte
-// permutes (idx: four bytes, each 0..15).
-__device__ __forceinline__ uint32_t lut_iq4nl(uint32_t idx) {
-    constexpr uint32_t t0 = 0xBFAD9881u, t1 = 0xF6EADDCFu, t2 = 0x26190D01u, t3 = 0x71594535u;  // -127..113
-    const uint32_t sel = (idx & 0x7u) | ((idx >> 4) & 0x70u) | ((idx >> 8) & 0x700u) | ((idx >> 12) & 0x7000u);
-    const uint32_t lo = __byte_perm(t0, t1, sel), hi = __byte_perm(t2, t3, sel);
-    const uint32_t mask = ((idx >> 3) & 0x01010101u) * 0xFFu;
-    return (lo & ~mask) | (hi & mask);
+// The levels of the 8 nibbles of w, looked up with byte permutes: .x holds
+// the low nibbles' (byte k: the level of w's byte k low nibble), .y the high
+// ones'. A permute reads four selector nibbles (their low 3 bits pick one of 8
+// bytes), so w's own nibbles index the two half-tables directly, four at a
+// time; a third permute takes each byte from the half its nibble's bit 3 names,
+// and two more separate the low nibbles' levels from the high ones'. About 2
+// instructions a level, against 4 building a byte-wise selector per nibble.
+__device__ __forceinline__ uint2 lut_iq4nl_x8(uint32_t w) {
+    // the 16 levels (-127..113) as bytes: levels 0-7 in t0, t1, 8-15 in t2, t3
+    constexpr uint32_t t0 = 0xBFAD9881u, t1 = 0xF6EADDCFu, t2 = 0x26190D01u, t3 = 0x71594535u;
+    const uint32_t upper = 0x32103210u | ((w & 0x88888888u) >> 1);  // select 4-7 (the upper half's) where bit 3 is set
+    uint32_t r[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {  // nibbles 4i..4i+3 of w: bytes 2i, 2i+1 of w, low nibble first
+        const uint32_t s = w >> (16 * i);
+        const uint32_t lo = __byte_perm(t0, t1, s), hi = __byte_perm(t2, t3, s);
+        r[i] = __byte_perm(lo, hi, upper >> (16 * i));
+    }
+    return {__byte_perm(r[0], r[1], 0x6420), __byte_perm(r[0], r[1], 0x7531)};
 }
 
 // The 32 nibbles of 16 bytes as codes: low nibbles are elements 0..15 (q[0..3]),
@@ -65,6 +76,15 @@ __device__ __forceinline__ void nibbles(const uint4& v, Map map, int (&q)[8]) {
     for (int i = 0; i < 4; ++i) {
         q[i] = static_cast<int>(map(word(v, i) & 0x0F0F0F0Fu));
         q[4 + i] = static_cast<int>(map((word(v, i) >> 4) & 0x0F0F0F0Fu));
+    }
+}
+// The same for the IQ4_NL levels.
+__device__ __forceinline__ void iq4nl_levels(const uint4& v, int (&q)[8]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint2 l = lut_iq4nl_x8(word(v, i));
+        q[i] = static_cast<int>(l.x);
+        q[4 + i] = static_cast<int>(l.y);
     }
 }
 
@@ -183,7 +203,7 @@ struct FmtIQ4_NL {
     struct Raw { uint4 v; uint16_t d; };
     __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int) { return {ld_u4(bits), ld_u16(rest)}; }
     __device__ static void unpack(const Raw& r, int, Unit& u) {
-        nibbles(r.v, [](uint32_t x) { return lut_iq4nl(x); }, u.q);
+        iq4nl_levels(r.v, u.q);
         u.d[0] = u.d[1] = h2f(r.d);
         u.m[0] = u.m[1] = 0.0f;
     }
@@ -359,7 +379,7 @@ struct FmtIQ4_XS {
         return {ld_u4(bits + 16 * u), ld_u32(rest), ld_u32(rest + 4)};
     }
     __device__ static void unpack(const Raw& r, int u, Unit& out) {
-        nibbles(r.v, [](uint32_t x) { return lut_iq4nl(x); }, out.q);
+        iq4nl_levels(r.v, out.q);
         const int lo = (r.sl >> (4 * u)) & 0xF, hi = (r.dsh >> (16 + 2 * u)) & 3;
         out.d[0] = out.d[1] = h2f(r.dsh & 0xFFFF) * static_cast<float>((lo | (hi << 4)) - 32);
         out.m[0] = out.m[1] = 0.0f;
