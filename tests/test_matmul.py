@@ -407,3 +407,24 @@ def test_decode_walks_give_the_same_bits(isa, typ, monkeypatch):
     acts = "f32" if typ in FLOAT_TYPES else prefill_acts(isa, typ, 1)
     ref, mag = quant_reference(w, typ, rows, K, x, acts=acts)
     assert np.all(np.abs(ys[0] - (ref + bias)) <= act_tol(acts) * (mag + 1))
+
+
+@pytest.mark.parametrize("isa", SIMD_ISAS)
+@pytest.mark.parametrize("typ", ["iq4_xs", "q5_K", "q8_0"])
+def test_row_invariant_call_of_many_token_blocks(isa, typ):
+    """Row invariance on (no GEMM) with more tokens than one token block holds (the kernels
+    take tokens in blocks whose activations fit in L2: 2000 short rows make two or more):
+    every token's row equals the token alone, bit for bit, and the reference."""
+    rng = np.random.default_rng(len(typ))
+    rows, K, n = 6, 256, 2000
+    w = make_quant_weight(typ, rows, K, rng)
+    x = rng.standard_normal((n, K)).astype(np.float32)
+    bias = rng.standard_normal(rows).astype(np.float32)
+    be = C.Backend("cpu", isa=isa, n_threads=2)
+    be.set_row_invariant(True)
+    many = be.matmul(w, typ, (rows, K), x, bias=bias, layout="rows", rearrange=False)
+    alone = np.concatenate([be.matmul(w, typ, (rows, K), x[t:t + 1], bias=bias, layout="rows", rearrange=False)
+                            for t in range(0, n, 97)])
+    assert np.array_equal(many[::97], alone)
+    ref, mag = quant_reference(w, typ, rows, K, x, acts=prefill_acts(isa, typ, 1))
+    assert np.all(np.abs(many - (ref + bias)) <= act_tol(ACT_TYPE.get(typ, "q8_K")) * (mag + 1))

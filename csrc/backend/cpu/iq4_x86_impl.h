@@ -121,19 +121,26 @@ inline float dot1_iq4_xs(const BlockIQ4_XS* w, const BlockQ8_K* y, const int8_t*
 #endif
 
 // Every token, one row after another (one stream per thread, as the K-quants
-// decode): a row's blocks stay in L1 while the call's other tokens meet them.
+// decode): a row's blocks stay in L1 while the other tokens of the call meet
+// them. Tokens go in blocks whose regrouped activations fit in L2 (the scratch
+// stays that size), as the tiles' token blocks do.
 void rows_iq4_xs(const MatmulArgs& a, int64_t r0, int64_t r1) {
     const int64_t nb = a.K / QK_K;
-    thread_local AlignedBytes buf;  // this thread's regrouped activations of the call's tokens
-    int8_t* yw = reinterpret_cast<int8_t*>(buf.get(static_cast<size_t>(a.n * nb) * kIQ4XSActBytes));
-    for (int t = 0; t < a.n; ++t)
-        regroup_iq4_xs(reinterpret_cast<const BlockQ8_K*>(a.x + t * a.x_stride), nb, yw + t * nb * kIQ4XSActBytes);
-    for (int64_t r = r0; r < r1; ++r) {
-        const auto* w = reinterpret_cast<const BlockIQ4_XS*>(a.w + r * a.w_stride);
-        const float bias = a.bias ? a.bias[r] : 0.0f;
-        for (int t = 0; t < a.n; ++t) {
-            const auto* y = reinterpret_cast<const BlockQ8_K*>(a.x + t * a.x_stride);
-            a.y[t * a.ldy + r] = dot1_iq4_xs(w, y, yw + t * nb * kIQ4XSActBytes, nb) + bias;
+    const size_t tok_bytes = static_cast<size_t>(nb) * kIQ4XSActBytes;
+    const int tb = token_block(static_cast<int64_t>(tok_bytes), a.n, 1);
+    thread_local AlignedBytes buf;  // this thread's regrouped activations of a block of tokens
+    int8_t* yw = reinterpret_cast<int8_t*>(buf.get(static_cast<size_t>(tb) * tok_bytes));
+    for (int t0 = 0; t0 < a.n; t0 += tb) {
+        const int t1 = static_cast<int>(min_i64(a.n, t0 + tb));
+        for (int t = t0; t < t1; ++t)
+            regroup_iq4_xs(reinterpret_cast<const BlockQ8_K*>(a.x + t * a.x_stride), nb, yw + (t - t0) * tok_bytes);
+        for (int64_t r = r0; r < r1; ++r) {
+            const auto* w = reinterpret_cast<const BlockIQ4_XS*>(a.w + r * a.w_stride);
+            const float bias = a.bias ? a.bias[r] : 0.0f;
+            for (int t = t0; t < t1; ++t) {
+                const auto* y = reinterpret_cast<const BlockQ8_K*>(a.x + t * a.x_stride);
+                a.y[t * a.ldy + r] = dot1_iq4_xs(w, y, yw + (t - t0) * tok_bytes, nb) + bias;
+            }
         }
     }
 }
