@@ -7,7 +7,8 @@
 // compared without the rest of the model.
 //
 //   matvec_bench TYPE [LAYERS] CONFIG...
-//   TYPE: f16 | q8_0 | q4_0 | q4_k | q5_k | q6_k | iq4_nl | iq4_xs      CONFIG: WARPS:CTAS_PER_SM[:PIPE] (e.g. 8:4, 16:1:0)
+//   TYPE: f16 | bf16 | q8_0 | q4_0 | q4_1 | q5_0 | q5_1 | q2_k | q3_k | q4_k | q5_k | q6_k | iq4_nl | iq4_xs
+//   CONFIG: WARPS:CTAS_PER_SM[:PIPE] (e.g. 8:4, 16:1:0)
 // Built here against the backend's static library that tools/device_build.sh
 // leaves in build/device, then carried to the device (it runs in seconds):
 //   nvcc -std=c++17 -O2 -arch=sm_90a -Icsrc tools/matvec_bench.cu build/device/libphicore.a \
@@ -83,7 +84,9 @@ int main(int argc, char** argv) {
     const std::string ts = argv[1];
     const DType t = ts == "f16" ? DType::F16 : ts == "q8_0" ? DType::Q8_0 : ts == "q4_k" ? DType::Q4_K
                   : ts == "q6_k" ? DType::Q6_K : ts == "q5_k" ? DType::Q5_K : ts == "iq4_nl" ? DType::IQ4_NL
-                  : ts == "iq4_xs" ? DType::IQ4_XS : DType::Q4_0;
+                  : ts == "iq4_xs" ? DType::IQ4_XS : ts == "q2_k" ? DType::Q2_K : ts == "q3_k" ? DType::Q3_K
+                  : ts == "q5_0" ? DType::Q5_0 : ts == "q4_1" ? DType::Q4_1 : ts == "q5_1" ? DType::Q5_1
+                  : ts == "bf16" ? DType::BF16 : DType::Q4_0;
     int a = 2, layers = 32;
     if (!std::strchr(argv[2], ':')) layers = std::atoi(argv[a++]);
     const BenchDevice dev = bench_device();
