@@ -759,7 +759,7 @@ inline float dot1_q2_K(const BlockQ2_K* w, const BlockQ8_K* y, int64_t nb) {
 }
 
 inline float dot1_q3_K(const BlockQ3_K* w, const BlockQ8_K* y, int64_t nb) {
-    const __m256i m2 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    const __m256i m2 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nb; ++ib) {
         const BlockQ3_K& b = w[ib];
@@ -771,7 +771,10 @@ inline float dot1_q3_K(const BlockQ3_K* w, const BlockQ8_K* y, int64_t nb) {
         const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.hmask));
         const __m256i sumi = kquant16_block_sums256(y[ib], sc16, [&](int v) {
             const __m256i u = _mm256_and_si256(_mm256_srli_epi16(q[v / 4], 2 * (v % 4)), m2);
-            return _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, v), one), 2));
+            // bit v of each hmask byte moved to bit 2 (the high bit's weight, 4) by one shift: within
+            // a byte, as the mask keeps only bit 2
+            const __m256i h = v < 2 ? _mm256_slli_epi16(hm, 2 - v) : _mm256_srli_epi16(hm, v - 2);
+            return _mm256_or_si256(u, _mm256_and_si256(h, four));
         });
         acc = q3_K_block_end(acc, sumi, sc16, b, y[ib]);
     }
