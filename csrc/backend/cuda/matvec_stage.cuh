@@ -272,18 +272,22 @@ struct QuantRead {
 // 1304 -> 1275 us with two pairs in flight (one: 1282); Q5_K 1650 -> 1523 with
 // one (two spilled registers: 1744); then with scale_min_k4 a word at a time
 // Q4_K 1178, Q5_K 1420.
-template <class F, int kLoads>
-struct QuantReadPairs {
-    static constexpr int kGroup = 2, kInFlight = kLoads;
+template <class F, int kLoads, int kG = 2>
+struct QuantReadGroups {  // kG units whose Raw is one and the same
+    static constexpr int kGroup = kG, kInFlight = kLoads;
     static constexpr bool kPipe = kLoads % 2 == 0;  // matvec_quant_pipe (Q4_K: chain 1177 -> 1037 us)
     using Raw = typename F::Raw;
-    __device__ static Raw load(const PlanarView& w, int64_t row, int group) { return load_unit<F>(w, row, 2 * group); }
+    __device__ static Raw load(const PlanarView& w, int64_t row, int group) { return load_unit<F>(w, row, kG * group); }
     __device__ static void unpack(const Raw& r, int, int u, Unit& un) { F::unpack(r, u, un); }
 };
 template <>
-struct QuantRead<FmtQ4_K> : QuantReadPairs<FmtQ4_K, 2> {};
+struct QuantRead<FmtQ4_K> : QuantReadGroups<FmtQ4_K, 2> {};
 template <>
-struct QuantRead<FmtQ5_K> : QuantReadPairs<FmtQ5_K, 1> {};
+struct QuantRead<FmtQ5_K> : QuantReadGroups<FmtQ5_K, 1> {};
+// Q3_K: a unit's Raw holds its half-block's codes and high bits and every
+// scale, so four units share one load (it had loaded 78 bytes for each unit).
+template <>
+struct QuantRead<FmtQ3_K> : QuantReadGroups<FmtQ3_K, 1, 4> {};
 // Q6_K: 1643 -> 1486 us.
 template <>
 struct QuantRead<FmtQ6_K> {
