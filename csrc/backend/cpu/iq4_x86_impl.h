@@ -92,7 +92,7 @@ inline float dot1_iq4_xs(const BlockIQ4_XS* w, const BlockQ8_K* y, const int8_t*
 // The sign trick on 32-byte vectors (sub-blocks 2p, 2p+1); the int16 pair sums
 // meet the scales in madd, one vector at a time (two would overflow int16).
 inline float dot1_iq4_xs(const BlockIQ4_XS* w, const BlockQ8_K* y, const int8_t* yw, int64_t nb) {
-    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kValuesIQ4NL)));
+    const __m256i table = iq4nl_table();
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     auto products = [](__m256i v, const int8_t* yp) {  // int16 pair sums of levels v with codes at yp
         const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yp));

@@ -288,14 +288,15 @@ struct LegacyQ5_0 {
         return _mm256_sub_epi8(_mm256_or_si256(nibbles_32(b.qs), hi), _mm256_set1_epi8(16));
     }
 };
+// The 16 IQ4_NL levels in both 128-bit lanes (for byte shuffles by nibble).
+inline __m256i iq4nl_table() {
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kValuesIQ4NL)));
+}
 struct LegacyIQ4_NL {
     using Block = BlockIQ4_NL;
     using Act = BlockQ8_0;
     static constexpr bool kSigned = true;
-    static __m256i load(const Block& b) {
-        const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kValuesIQ4NL)));
-        return _mm256_shuffle_epi8(table, nibbles_32(b.qs));
-    }
+    static __m256i load(const Block& b) { return _mm256_shuffle_epi8(iq4nl_table(), nibbles_32(b.qs)); }
 };
 struct LegacyQ4_1 {
     using Block = BlockQ4_1;
@@ -1091,8 +1092,7 @@ struct Nib4Q4_0 {  // unsigned nibbles u = q + 8: sum(q*y) = sum(u*y) - 8*sum(y)
 struct Nib4IQ4_NL {
     using Block = BlockIQ4_NL;
     static __m256i lifted(__m256i n) {  // (+ 128 is the sign bit flipped)
-        const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kValuesIQ4NL)));
-        return _mm256_shuffle_epi8(_mm256_xor_si256(t, _mm256_set1_epi8(-128)), n);
+        return _mm256_shuffle_epi8(_mm256_xor_si256(iq4nl_table(), _mm256_set1_epi8(-128)), n);
     }
     static __m256i one_c(__m256i y) {
         const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(-128), y), _mm256_set1_epi16(1));
@@ -1105,18 +1105,13 @@ struct Nib4IQ4_NL {
     }
 };
 #else
-// The sign trick: |level| against the code with the level's sign (pairs of
-// products at most 2 * 127 * 128 in int16), one madd per vector.
+// The sign trick of dot_i8: |level| against the code with the level's sign
+// (pairs of products at most 2 * 127 * 128 in int16), one madd per vector.
 struct Nib4IQ4_NL {
     using Block = BlockIQ4_NL;
     static __m256i one_c(__m256i) { return _mm256_setzero_si256(); }
     static __m256i pair_c(__m256i, __m256i) { return _mm256_setzero_si256(); }
-    static __m256i one(__m256i n, __m256i y, __m256i) {
-        const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kValuesIQ4NL)));
-        const __m256i w = _mm256_shuffle_epi8(t, n);
-        return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w)),
-                                 _mm256_set1_epi16(1));
-    }
+    static __m256i one(__m256i n, __m256i y, __m256i) { return dot_i8(_mm256_shuffle_epi8(iq4nl_table(), n), y); }
     static __m256i pair(__m256i lo, __m256i hi, __m256i ya, __m256i yb, __m256i c) {
         return _mm256_add_epi32(one(lo, ya, c), one(hi, yb, c));
     }
@@ -1188,6 +1183,16 @@ inline uint64_t four_d(const Block* w0, const Block* w1, const Block* w2, const 
            (static_cast<uint64_t>(w3[ib].d) << 48);
 }
 
+// The lane sums of blocks 2p (lanes 0-3) and 2p+1 (lanes 4-7) of row w: their
+// 16 packed bytes in one register, one AND / shift pair for 64 weights.
+template <class Nib>
+inline __m256i nib4_pair_sums(const typename Nib::Block* w, int64_t p, const Nib4PairAct& P) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i q = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[2 * p + 1].qs)),
+                                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[2 * p].qs)));
+    return Nib::pair(_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4), P.ya, P.yb, P.c);
+}
+
 template <class Nib>
 inline void dot4_nib4_pairs(const MatmulArgs& a, int64_t r, const Nib4PairAct* pa, int64_t npairs, float out[4]) {
     using Block = typename Nib::Block;
@@ -1195,18 +1200,11 @@ inline void dot4_nib4_pairs(const MatmulArgs& a, int64_t r, const Nib4PairAct* p
     const Block* w1 = reinterpret_cast<const Block*>(a.w + (r + 1) * a.w_stride);
     const Block* w2 = reinterpret_cast<const Block*>(a.w + (r + 2) * a.w_stride);
     const Block* w3 = reinterpret_cast<const Block*>(a.w + (r + 3) * a.w_stride);
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
     const size_t group = 4 * a.w_stride;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t p = 0; p < npairs; ++p) {
         const Nib4PairAct& P = pa[p];
-        auto pair_sums = [&](const Block* w) {
-            const __m256i q = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[2 * p + 1].qs)),
-                                               _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[2 * p].qs)));
-            const __m256i lo = _mm256_and_si256(q, m4);
-            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            return Nib::pair(lo, hi, P.ya, P.yb, P.c);
-        };
+        auto pair_sums = [&](const Block* w) { return nib4_pair_sums<Nib>(w, p, P); };
         prefetch_ahead(w0 + 2 * p, group);
         prefetch_ahead(w1 + 2 * p, group);
         prefetch_ahead(w2 + 2 * p, group);
@@ -1229,13 +1227,10 @@ template <class Nib>
 inline float dot1_nib4(const MatmulArgs& a, int64_t r, const Nib4PairAct* pa, int64_t npairs) {
     using Block = typename Nib::Block;
     const Block* w = reinterpret_cast<const Block*>(a.w + r * a.w_stride);
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m128 acc = _mm_setzero_ps();  // lane 0: the even blocks, lane 1: the odd ones
     for (int64_t p = 0; p < npairs; ++p) {
         const Nib4PairAct& P = pa[p];
-        const __m256i q = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[2 * p + 1].qs)),
-                                           _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[2 * p].qs)));
-        const __m256i s = Nib::pair(_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4), P.ya, P.yb, P.c);
+        const __m256i s = nib4_pair_sums<Nib>(w, p, P);
         __m128i h = _mm_hadd_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
         h = _mm_hadd_epi32(h, h);  // block 2p, block 2p+1, again
         const __m128 d = _mm_cvtph_ps(_mm_cvtsi32_si128(w[2 * p].d | (static_cast<uint32_t>(w[2 * p + 1].d) << 16)));
