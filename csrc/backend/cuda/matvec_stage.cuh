@@ -288,6 +288,33 @@ struct QuantRead<FmtQ5_K> : QuantReadGroups<FmtQ5_K, 1> {};
 // scale, so four units share one load (it had loaded 78 bytes for each unit).
 template <>
 struct QuantRead<FmtQ3_K> : QuantReadGroups<FmtQ3_K, 1, 4> {};
+// Q2_K: units 4k..4k+3 of a block are the four 2-bit planes of the same 32
+// bytes of codes, so they share one load (each unit had loaded those bytes on
+// its own), with their four pairs of scale bytes and the block's d and dmin.
+// H100, the 128 matmuls of a Phi-3-mini token: 1154 -> 977 us (one load in
+// flight instead of two: 1006).
+template <>
+struct QuantRead<FmtQ2_K> {
+    static constexpr int kGroup = 4, kInFlight = 2;
+    static constexpr bool kPipe = false;
+    struct Raw {
+        uint4 a, b;
+        uint32_t sc[2];  // units 4k..4k+3: two bytes (scale | min << 4, one per half) each
+        uint32_t dd;
+    };
+    __device__ static Raw load(const PlanarView& w, int64_t row, int group) {
+        const int64_t b = row * w.nb + group / 2;
+        const int k = group % 2;
+        const uint8_t* q = w.bits + b * FmtQ2_K::kBits + 32 * k;
+        const uint8_t* rest = w.rest + b * FmtQ2_K::kRest;  // (4-byte aligned: runs of 20)
+        return {ld_u4(q), ld_u4(q + 16), {ld_u32(rest + 8 * k), ld_u32(rest + 8 * k + 4)}, ld_u32(rest + 16)};
+    }
+    __device__ static void unpack(const Raw& r, int s, int u, Unit& un) {
+        // FmtQ2_K::load's bytes for unit u (u % 4 == s): the same codes, scale pair u
+        const FmtQ2_K::Raw one{r.a, r.b, static_cast<uint16_t>(r.sc[s / 2] >> (16 * (s % 2))), r.dd};
+        FmtQ2_K::unpack(one, u, un);
+    }
+};
 // Q6_K: 1643 -> 1486 us.
 template <>
 struct QuantRead<FmtQ6_K> {
