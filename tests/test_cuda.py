@@ -81,10 +81,47 @@ def test_quantized_logits_gpu_match_cpu(quantized, bundled_f16, mix):
     assert rms(gpu - f16) <= 1.1 * noise, (rms(gpu - f16), noise, per_row)
 
 
+def greedy(path, device, prompt, n):
+    """n greedy tokens after prompt, and at each step the margin of the best logit over the second."""
+    from phicpp.generate import prompt_ids
+    m = phicpp.Model(path, n_ctx=512, device=device)
+    logits = m.eval(prompt_ids(m, prompt))
+    toks, margins = [], []
+    for _ in range(n):
+        second, best = np.argsort(logits)[-2:]
+        toks.append(int(best))
+        margins.append(float(logits[best] - logits[second]))
+        logits = m.eval([toks[-1]])
+    return toks, margins
+
+
+# The shipped model's logits move by up to ~0.3 between equally valid roundings of its 8-bit
+# activations (the scalar and AVX2 CPU kernels: 0.25-0.31; an f16 or f32 KV cache: 0.23), so
+# a greedy choice whose best logit leads the second by less than this is not the model's to make.
+UNDECIDED_MARGIN = 0.5
+
+
 def test_generate_same_greedy_tokens_on_both():
+    """The shipped model's greedy tokens are the same on the CPU and the GPU up to the first
+    step where the CPU's choice is within rounding noise of its runner-up (there they may part;
+    a difference anywhere else is a bug), and that step comes late enough to compare 20 or more."""
+    prompt = "def fibonacci(n):"
+    cpu, margins = greedy(shipped(), "cpu", prompt, 96)
+    gpu, _ = greedy(shipped(), "cuda", prompt, 96)
+    same = next((i for i, (a, b) in enumerate(zip(cpu, gpu)) if a != b), len(cpu))
+    if same < len(cpu):
+        assert margins[same] < UNDECIDED_MARGIN, (same, margins[same], cpu[same], gpu[same])
+    assert same >= 20, (same, margins[:same + 1])
+    m = phicpp.Model(shipped(), n_ctx=512, device="cuda")  # generate() takes the same greedy path
+    m.generate(prompt, max_tokens=same, temperature=0, stream=False, ignore_eos=True)
+    assert list(m.last_run.tokens) == gpu[:same]
+
+
+def test_generate_same_greedy_tokens_on_both_f16(bundled_f16):
+    """The shipped model's F16 copy (activations in f32 on both devices): the same 96 greedy tokens."""
     outs = {}
     for device in ("cpu", "cuda"):
-        m = phicpp.Model(shipped(), n_ctx=512, device=device)
+        m = phicpp.Model(bundled_f16, n_ctx=512, device=device)
         outs[device] = m.generate("def fibonacci(n):", max_tokens=96, temperature=0, stream=False)
     assert outs["cpu"] == outs["cuda"] and len(outs["cuda"]) > 20
 
