@@ -24,9 +24,15 @@ namespace {
 // the low-nibble partners [y(4h)[0..15] .. y(4h+3)[0..15]], then the high
 // ones [y(4h)[16..31] ..]. (A 32-byte vector of indices, sub-blocks 2p and
 // 2p+1, meets the 32-byte pieces at 128 * (p / 2) + 32 * (p % 2), and + 64.)
-// Then, for vpdpbusd's offset, per half 16 int32: lane 4j holds -128 times the
-// code sum of sub-block 4h + j, the other lanes 0.
-constexpr size_t kIQ4XSActBytes = QK_K + 128;
+// Then, for vpdpbusd's offset (AVX-512 only: the AVX2 path's sign trick needs
+// none), per half 16 int32: lane 4j holds -128 times the code sum of
+// sub-block 4h + j, the other lanes 0.
+#if defined(__AVX512BW__)
+constexpr bool kIQ4XSInit = true;
+#else
+constexpr bool kIQ4XSInit = false;
+#endif
+constexpr size_t kIQ4XSActBytes = QK_K + (kIQ4XSInit ? 128 : 0);
 inline void regroup_iq4_xs(const BlockQ8_K* y, int64_t nb, int8_t* out) {
     for (int64_t ib = 0; ib < nb; ++ib) {
         int8_t* o = out + kIQ4XSActBytes * ib;
@@ -35,9 +41,9 @@ inline void regroup_iq4_xs(const BlockQ8_K* y, int64_t nb, int8_t* out) {
             const int h = s / 4, j = s % 4;
             std::memcpy(o + 128 * h + 16 * j, y[ib].qs + 32 * s, 16);
             std::memcpy(o + 128 * h + 64 + 16 * j, y[ib].qs + 32 * s + 16, 16);
-            init[16 * h + 4 * j] = -128 * (y[ib].bsums[2 * s] + y[ib].bsums[2 * s + 1]);
+            if (kIQ4XSInit) init[16 * h + 4 * j] = -128 * (y[ib].bsums[2 * s] + y[ib].bsums[2 * s + 1]);
         }
-        std::memcpy(o + QK_K, init, sizeof(init));
+        if (kIQ4XSInit) std::memcpy(o + QK_K, init, sizeof(init));
     }
 }
 
