@@ -88,12 +88,23 @@ __device__ __forceinline__ void iq4nl_levels(const uint4& v, int (&q)[8]) {
     }
 }
 
+// What a format's unpack_codes gives the dot products, where it has one: a
+// cheaper form of unpack's codes that ends in the same integer sums. Codes
+// without the -kZero (subtracted once from a sum), or with bits left where
+// they lie in their byte, so a power of two times their value, the inverse
+// carried in the unit's d (which leaves every product exactly as it was);
+// kUnsignedCodes: such bytes go up to 255 and the dot products read them as
+// unsigned.
+struct FmtDefaults {
+    static constexpr bool kUnsignedCodes = false;
+};
+
 // Each format: block size (elements), units per block, plane-1 and plane-2
 // bytes per block, the raw bytes of one unit (Raw, load) and their decoding.
 // For dot products: kOneScale when both halves of a unit share d and m,
 // kOffset when m can be nonzero, and kZero > 0 when unpack_codes gives the
-// codes before unpack subtracts kZero from each.
-struct FmtQ4_0 {
+// codes before unpack subtracts kZero from each (FmtDefaults above).
+struct FmtQ4_0 : FmtDefaults {
     static constexpr int kBlock = 32, kUnits = 1, kBits = 16, kRest = 2;
     static constexpr bool kOneScale = true, kOffset = false;
     static constexpr int kZero = 8;
@@ -112,7 +123,7 @@ struct FmtQ4_0 {
     }
 };
 
-struct FmtQ4_1 {
+struct FmtQ4_1 : FmtDefaults {
     static constexpr int kBlock = 32, kUnits = 1, kBits = 16, kRest = 4;
     static constexpr bool kOneScale = true, kOffset = true;
     static constexpr int kZero = 0;
@@ -125,7 +136,7 @@ struct FmtQ4_1 {
     }
 };
 
-struct FmtQ5_0 {
+struct FmtQ5_0 : FmtDefaults {
     static constexpr int kBlock = 32, kUnits = 1, kBits = 16, kRest = 6;
     static constexpr bool kOneScale = true, kOffset = false;
     static constexpr int kZero = 16;
@@ -150,7 +161,7 @@ struct FmtQ5_0 {
     }
 };
 
-struct FmtQ5_1 {
+struct FmtQ5_1 : FmtDefaults {
     static constexpr int kBlock = 32, kUnits = 1, kBits = 16, kRest = 8;
     static constexpr bool kOneScale = true, kOffset = true;
     static constexpr int kZero = 0;
@@ -170,7 +181,7 @@ struct FmtQ5_1 {
     }
 };
 
-struct FmtQ8_0 {
+struct FmtQ8_0 : FmtDefaults {
     static constexpr int kBlock = 32, kUnits = 1, kBits = 32, kRest = 2;
     static constexpr bool kOneScale = true, kOffset = false;
     static constexpr int kZero = 0;
@@ -189,7 +200,7 @@ struct FmtQ8_0 {
     }
 };
 
-struct FmtIQ4_NL {
+struct FmtIQ4_NL : FmtDefaults {
     static constexpr int kBlock = 32, kUnits = 1, kBits = 16, kRest = 2;
     static constexpr bool kOneScale = true, kOffset = false;
     static constexpr int kZero = 0;
@@ -204,10 +215,11 @@ struct FmtIQ4_NL {
 
 // Q2_K: unit u of 8 takes bits 2(u%4).. of qs[32(u/4) ..+32]; 16-element
 // sub-blocks 2u, 2u+1 with 4-bit scale | 4-bit min bytes; x = d sc q - dmin mn.
-struct FmtQ2_K {
+struct FmtQ2_K : FmtDefaults {
     static constexpr int kBlock = 256, kUnits = 8, kBits = 64, kRest = 20;
     static constexpr bool kOneScale = false, kOffset = true;
     static constexpr int kZero = 0;
+    static constexpr bool kUnsignedCodes = true;
     struct Raw { uint4 a, b; uint16_t sc; uint32_t dd; };
     __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int u) {
         const uint8_t* q = bits + 32 * (u / 4);
@@ -228,14 +240,31 @@ struct FmtQ2_K {
             out.m[h] = -dmin * static_cast<float>(s >> 4);
         }
     }
+    // the plane's bits left in place: 4^(u % 4) times the codes, the inverse in d
+    __device__ static void unpack_codes(const Raw& r, int u, Unit& out) {
+        const int shift = 2 * (u % 4);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            out.q[i] = static_cast<int>(word(r.a, i) & (0x03030303u << shift));
+            out.q[4 + i] = static_cast<int>(word(r.b, i) & (0x03030303u << shift));
+        }
+        const float d = h2f(r.dd & 0xFFFF), dmin = h2f(r.dd >> 16);
+        const float inv = 1.0f / static_cast<float>(1 << shift);  // (a power of two: exact)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const uint32_t s = (r.sc >> (8 * h)) & 0xFF;
+            out.d[h] = d * static_cast<float>(s & 0xF) * inv;
+            out.m[h] = -dmin * static_cast<float>(s >> 4);
+        }
+    }
 };
 
 // Q3_K: low 2 bits as Q2_K, the high bit from hmask (bit u of hmask[i]; clear
 // means -4); 16 6-bit scales packed in 12 bytes, stored +32.
-struct FmtQ3_K {
+struct FmtQ3_K : FmtDefaults {
     static constexpr int kBlock = 256, kUnits = 8, kBits = 96, kRest = 14;
-    static constexpr bool kOneScale = false, kOffset = true;
-    static constexpr int kZero = 0;
+    static constexpr bool kOneScale = false, kOffset = false;
+    static constexpr int kZero = 4;
     struct Raw { uint4 ha, hb, a, b; uint32_t s[3]; uint16_t d; };
     // plane 2 runs of 14 bytes are only 2-byte aligned: read in halves
     __device__ static uint32_t ld_u32_2(const uint8_t* p) {
@@ -257,14 +286,19 @@ struct FmtQ3_K {
         const uint32_t hi0 = (r.s[2] >> sh) & 0x03030303u, hi1 = (r.s[2] >> (sh + 2)) & 0x03030303u;
         return {((r.s[0] >> sh) & 0x0F0F0F0Fu) | (hi0 << 4), ((r.s[1] >> sh) & 0x0F0F0F0Fu) | (hi1 << 4)};
     }
-    __device__ static void unpack(const Raw& r, int u, Unit& out) {
-        const int shift = 2 * (u % 4);
+    // the 3-bit code of each byte: bits 2s, 2s + 1 of l, bit s of h (the
+    // unit's half of hmask, already shifted down by 4 (u / 4)) above them
+    __device__ static uint32_t code3(uint32_t l, uint32_t h, int s) {
+        const uint32_t hi = s <= 2 ? h << (2 - s) : h >> (s - 2);
+        return ((l >> (2 * s)) & 0x03030303u) | (hi & 0x04040404u);
+    }
+    // the codes without the -4 (kZero: the dot product subtracts it once per half)
+    __device__ static void unpack_codes(const Raw& r, int u, Unit& out) {
+        const int s = u % 4, k = u - s;  // (s is known at compile time in the unrolled loops)
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            const uint32_t la = (word(r.a, i) >> shift) & 0x03030303u, lb = (word(r.b, i) >> shift) & 0x03030303u;
-            const uint32_t ha = (word(r.ha, i) >> u) & 0x01010101u, hb = (word(r.hb, i) >> u) & 0x01010101u;
-            out.q[i] = static_cast<int>(sub_bytes<4>(la | (ha << 2)));
-            out.q[4 + i] = static_cast<int>(sub_bytes<4>(lb | (hb << 2)));
+            out.q[i] = static_cast<int>(code3(word(r.a, i), word(r.ha, i) >> k, s));
+            out.q[4 + i] = static_cast<int>(code3(word(r.b, i), word(r.hb, i) >> k, s));
         }
         // scales 2u, 2u + 1: bytes 2 (u % 2), +1 of word (u % 4) / 2 of the unit's eight
         const uint2 w = scales8(r, u / 4);
@@ -273,6 +307,11 @@ struct FmtQ3_K {
         out.d[0] = d * static_cast<float>(static_cast<int>(pair & 0xFF) - 32);
         out.d[1] = d * static_cast<float>(static_cast<int>((pair >> 8) & 0xFF) - 32);
         out.m[0] = out.m[1] = 0.0f;
+    }
+    __device__ static void unpack(const Raw& r, int u, Unit& out) {
+        unpack_codes(r, u, out);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) out.q[i] = static_cast<int>(sub_bytes<4>(static_cast<uint32_t>(out.q[i])));
     }
 };
 
@@ -290,10 +329,11 @@ __device__ __forceinline__ void scale_min_k4(int j, const uint32_t (&s)[3], int&
     mn = static_cast<int>((mnw >> sh) & 0xFF);
 }
 
-struct FmtQ4_K {
+struct FmtQ4_K : FmtDefaults {
     static constexpr int kBlock = 256, kUnits = 8, kBits = 128, kRest = 16;
     static constexpr bool kOneScale = true, kOffset = true;
     static constexpr int kZero = 0;
+    static constexpr bool kUnsignedCodes = true;
     struct Raw { uint4 a, b; uint32_t dd; uint32_t s[3]; };
     __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int u) {
         const uint8_t* q = bits + 32 * (u / 2);
@@ -311,9 +351,22 @@ struct FmtQ4_K {
         out.d[0] = out.d[1] = h2f(r.dd & 0xFFFF) * static_cast<float>(sc);
         out.m[0] = out.m[1] = -h2f(r.dd >> 16) * static_cast<float>(mn);
     }
+    // odd units' high nibbles left in place (16 times the codes, 1/16 in d)
+    __device__ static void unpack_codes(const Raw& r, int u, Unit& out) {
+        const uint32_t mask = u % 2 ? 0xF0F0F0F0u : 0x0F0F0F0Fu;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            out.q[i] = static_cast<int>(word(r.a, i) & mask);
+            out.q[4 + i] = static_cast<int>(word(r.b, i) & mask);
+        }
+        int sc, mn;
+        scale_min_k4(u, r.s, sc, mn);
+        out.d[0] = out.d[1] = h2f(r.dd & 0xFFFF) * static_cast<float>(sc) * (u % 2 ? 0.0625f : 1.0f);
+        out.m[0] = out.m[1] = -h2f(r.dd >> 16) * static_cast<float>(mn);
+    }
 };
 
-struct FmtQ5_K {
+struct FmtQ5_K : FmtDefaults {
     static constexpr int kBlock = 256, kUnits = 8, kBits = 160, kRest = 16;
     static constexpr bool kOneScale = true, kOffset = true;
     static constexpr int kZero = 0;
@@ -341,35 +394,47 @@ struct FmtQ5_K {
 // Q6_K: unit u lies in 128-element half u/4 at offset r0 = 32(u%4): low 4 bits
 // from ql[64(u/4) + r0%64 + i] (high nibble when r0 >= 64), 2 high bits
 // (r0/32)*2.. of qh[32(u/4) + i]; q - 32; int8 scales per 16 elements.
-struct FmtQ6_K {
+// unpack_codes leaves the -32 to the dot product (once per half, kZero) and
+// moves the two high bits into place with one shift whose direction is known
+// when u % 4 is (~3 operations a word instead of ~6).
+struct FmtQ6_K : FmtDefaults {
     static constexpr int kBlock = 256, kUnits = 8, kBits = 192, kRest = 18;
-    static constexpr bool kOneScale = false, kOffset = true;
-    static constexpr int kZero = 0;
+    static constexpr bool kOneScale = false, kOffset = false;
+    static constexpr int kZero = 32;
     struct Raw { uint4 la, lb, ha, hb; uint16_t sc; uint16_t d; };
     __device__ static Raw load(const uint8_t* bits, const uint8_t* rest, int u) {
         const uint8_t* ql = bits + 64 * (u / 4) + 32 * (u % 2);
         const uint8_t* qh = bits + 128 + 32 * (u / 4);
         return {ld_u4(ql), ld_u4(ql + 16), ld_u4(qh), ld_u4(qh + 16), ld_u16(rest + 2 * u), ld_u16(rest + 16)};
     }
-    __device__ static void unpack(const Raw& r, int u, Unit& out) {
-        const int lshift = 4 * ((u % 4) / 2), hshift = 2 * (u % 4);
+    // the 6-bit code of each byte: low nibble from l, bits 2s, 2s + 1 of h above it (s = u % 4)
+    __device__ static uint32_t code6(uint32_t l, uint32_t h, int s) {
+        const uint32_t lo = s < 2 ? l : l >> 4;
+        const uint32_t hi = s == 0 ? h << 4 : s == 1 ? h << 2 : s == 2 ? h : h >> 2;
+        return (lo & 0x0F0F0F0Fu) | (hi & 0x30303030u);
+    }
+    __device__ static void unpack_codes(const Raw& r, int u, Unit& out) {
+        const int s = u % 4;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            const uint32_t la = (word(r.la, i) >> lshift) & 0x0F0F0F0Fu, lb = (word(r.lb, i) >> lshift) & 0x0F0F0F0Fu;
-            const uint32_t ha = (word(r.ha, i) >> hshift) & 0x03030303u, hb = (word(r.hb, i) >> hshift) & 0x03030303u;
-            out.q[i] = static_cast<int>(sub_bytes<32>(la | (ha << 4)));
-            out.q[4 + i] = static_cast<int>(sub_bytes<32>(lb | (hb << 4)));
+            out.q[i] = static_cast<int>(code6(word(r.la, i), word(r.ha, i), s));
+            out.q[4 + i] = static_cast<int>(code6(word(r.lb, i), word(r.hb, i), s));
         }
         const float d = h2f(r.d);
         out.d[0] = d * static_cast<float>(static_cast<int8_t>(r.sc & 0xFF));
         out.d[1] = d * static_cast<float>(static_cast<int8_t>(r.sc >> 8));
         out.m[0] = out.m[1] = 0.0f;
     }
+    __device__ static void unpack(const Raw& r, int u, Unit& out) {
+        unpack_codes(r, u, out);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) out.q[i] = static_cast<int>(sub_bytes<32>(static_cast<uint32_t>(out.q[i])));
+    }
 };
 
 // IQ4_XS: unit u = sub-block u: IQ4_NL levels of qs[16u ..+16] (low nibbles
 // first), scale from 4 low bits in scales_l and 2 high bits in scales_h, +32.
-struct FmtIQ4_XS {
+struct FmtIQ4_XS : FmtDefaults {
     static constexpr int kBlock = 256, kUnits = 8, kBits = 128, kRest = 8;
     static constexpr bool kOneScale = true, kOffset = false;
     static constexpr int kZero = 0;

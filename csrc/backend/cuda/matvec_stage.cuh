@@ -4,6 +4,8 @@
 // or a 16-byte float vector with them, and the epilogue of a task's rows, with
 // what it reads loaded early.
 #pragma once
+#include <type_traits>
+
 #include "backend/cuda/formats.cuh"
 #include "backend/cuda/kernels.h"
 
@@ -239,12 +241,18 @@ __device__ void stage_f32(const MatvecParams& p, const NormVecs& nv, int t, floa
     }
 }
 
-// A unit decoded for dot products (codes without kZero where the format has one).
+// A unit decoded for dot products: unpack_codes where the format has one
+// (formats.cuh, FmtDefaults), else unpack.
+template <class F, class = void>
+struct HasUnpackCodes : std::false_type {};
+template <class F>
+struct HasUnpackCodes<F, std::void_t<decltype(&F::unpack_codes)>> : std::true_type {};
 template <class F>
 __device__ __forceinline__ void unpack_for_dot(const typename F::Raw& r, int sub, Unit& un) {
-    if constexpr (F::kZero != 0) {
+    if constexpr (HasUnpackCodes<F>::value) {
         F::unpack_codes(r, sub, un);
     } else {
+        static_assert(F::kZero == 0 && !F::kUnsignedCodes, "these describe unpack_codes");
         F::unpack(r, sub, un);
     }
 }
@@ -278,7 +286,7 @@ struct QuantReadGroups {  // kG units whose Raw is one and the same
     static constexpr bool kPipe = kLoads % 2 == 0;  // matvec_quant_pipe (Q4_K: chain 1177 -> 1037 us)
     using Raw = typename F::Raw;
     __device__ static Raw load(const PlanarView& w, int64_t row, int group) { return load_unit<F>(w, row, kG * group); }
-    __device__ static void unpack(const Raw& r, int, int u, Unit& un) { F::unpack(r, u, un); }
+    __device__ static void unpack(const Raw& r, int, int u, Unit& un) { unpack_for_dot<F>(r, u, un); }
 };
 template <>
 struct QuantRead<FmtQ4_K> : QuantReadGroups<FmtQ4_K, 2> {};
@@ -312,7 +320,7 @@ struct QuantRead<FmtQ2_K> {
     __device__ static void unpack(const Raw& r, int s, int u, Unit& un) {
         // FmtQ2_K::load's bytes for unit u (u % 4 == s): the same codes, scale pair u
         const FmtQ2_K::Raw one{r.a, r.b, static_cast<uint16_t>(r.sc[s / 2] >> (16 * (s % 2))), r.dd};
-        FmtQ2_K::unpack(one, u, un);
+        unpack_for_dot<FmtQ2_K>(one, u, un);
     }
 };
 // Q6_K: 1643 -> 1486 us.
@@ -347,9 +355,16 @@ struct QuantRead<FmtQ6_K> {
     __device__ static void unpack(const Raw& r, int s, int u, Unit& un) {
         // FmtQ6_K::load's bytes for unit u: ql + 32 (u % 2), qh, scale u
         const FmtQ6_K::Raw one{r.l[2 * (s % 2)], r.l[2 * (s % 2) + 1], r.h[0], r.h[1], r.sc[s], r.d};
-        FmtQ6_K::unpack(one, u, un);
+        unpack_for_dot<FmtQ6_K>(one, u, un);
     }
 };
+
+// Four unsigned bytes (codes up to 255) dotted with four signed ones, plus c.
+__device__ __forceinline__ int dp4a_us(int w, int x, int c) {
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(w), "r"(x), "r"(c));
+    return d;
+}
 
 // acc plus the dot of a unit (from unpack_for_dot) with token t's 8-bit
 // activations staged at slot uu (scales xd, code sums per half xs): exact
@@ -359,14 +374,15 @@ __device__ __forceinline__ float acc_unit_q8(float acc, const Unit& un, const in
                                              const float* xd, int K, int nblk, int t, int uu) {
     const int4* a = reinterpret_cast<const int4*>(xq + t * K + uu * 32);
     const int4 a0 = a[0], a1 = a[1];
-    int s0 = __dp4a(un.q[0], a0.x, 0);
-    s0 = __dp4a(un.q[1], a0.y, s0);
-    s0 = __dp4a(un.q[2], a0.z, s0);
-    s0 = __dp4a(un.q[3], a0.w, s0);
-    int s1 = __dp4a(un.q[4], a1.x, 0);
-    s1 = __dp4a(un.q[5], a1.y, s1);
-    s1 = __dp4a(un.q[6], a1.z, s1);
-    s1 = __dp4a(un.q[7], a1.w, s1);
+    const auto dot4 = [](int w, int x, int c) { return F::kUnsignedCodes ? dp4a_us(w, x, c) : __dp4a(w, x, c); };
+    int s0 = dot4(un.q[0], a0.x, 0);
+    s0 = dot4(un.q[1], a0.y, s0);
+    s0 = dot4(un.q[2], a0.z, s0);
+    s0 = dot4(un.q[3], a0.w, s0);
+    int s1 = dot4(un.q[4], a1.x, 0);
+    s1 = dot4(un.q[5], a1.y, s1);
+    s1 = dot4(un.q[6], a1.z, s1);
+    s1 = dot4(un.q[7], a1.w, s1);
     const int2 hs = reinterpret_cast<const int2*>(xs)[t * nblk + uu];
     if constexpr (F::kOneScale) {
         // one scale and offset for the unit: one product each
@@ -377,8 +393,17 @@ __device__ __forceinline__ float acc_unit_q8(float acc, const Unit& un, const in
         if constexpr (F::kOffset) v += un.m[0] * static_cast<float>(sa);
         return acc + xd[t * nblk + uu] * v;
     } else {
-        return acc + xd[t * nblk + uu] * (un.d[0] * static_cast<float>(s0) + un.d[1] * static_cast<float>(s1) +
-                                          un.m[0] * static_cast<float>(hs.x) + un.m[1] * static_cast<float>(hs.y));
+        // a scale and offset per half (kZero subtracted per half: the same integers as signed codes give)
+        if constexpr (F::kZero != 0) {
+            s0 -= F::kZero * hs.x;
+            s1 -= F::kZero * hs.y;
+        }
+        float v = un.d[0] * static_cast<float>(s0) + un.d[1] * static_cast<float>(s1);
+        if constexpr (F::kOffset) {
+            v = v + un.m[0] * static_cast<float>(hs.x);
+            v = v + un.m[1] * static_cast<float>(hs.y);
+        }
+        return acc + xd[t * nblk + uu] * v;
     }
 }
 
