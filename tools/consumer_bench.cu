@@ -311,15 +311,33 @@ __global__ void __launch_bounds__(kThreads, 1) chain_consume(ChainParams p) {
     }
 }
 
-uint32_t host_hash(uint32_t i, uint32_t seed) {
-    uint32_t h = i * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    return h;
-}
-
 }  // namespace
+
+// The best of four timed launches (after one warm-up), ms.
+template <class Kernel, class P>
+float best_launch_ms(Kernel kernel, int grid, size_t smem, cudaStream_t st, const P& p) {
+    cudaEvent_t e0, e1;
+    CHECK(cudaEventCreate(&e0));
+    CHECK(cudaEventCreate(&e1));
+    float best = 1e30f;
+    for (int rep = 0; rep < 5; ++rep) {
+        CHECK(cudaEventRecord(e0, st));
+        kernel<<<grid, kThreads, smem, st>>>(p);
+        CHECK(cudaEventRecord(e1, st));
+        CHECK(cudaEventSynchronize(e1));
+        CHECK(cudaGetLastError());
+        float ms = 0;
+        CHECK(cudaEventElapsedTime(&ms, e0, e1));
+        if (rep > 0) best = std::min(best, ms);
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    return best;
+}
+void report(const char* what, float ms, double bytes, double maxrel) {
+    std::printf("%-34s %8.1f us  %6.2f TB/s of Q4_0 (%4.2fx a 4.3 TB/s bus)  max rel err %.2g%s\n", what, ms * 1e3,
+                bytes / (ms * 1e-3) / 1e12, bytes / (ms * 1e-3) / 4.3e12, maxrel, maxrel > 1e-3 ? "  WRONG" : "");
+}
 
 // Host side of the chain: rows of the two rings, their references, and for each R
 // the images and the expected outputs.
@@ -333,9 +351,9 @@ RingRows ring_rows(int K, int n, const std::vector<int8_t>& aq, const std::vecto
                    uint32_t seed) {
     RingRows rr{K, n, std::vector<uint8_t>(static_cast<size_t>(n) * K / 2), std::vector<float>(static_cast<size_t>(n) * K / 32),
                 std::vector<double>(n)};
-    for (size_t i = 0; i < rr.nib.size(); ++i) rr.nib[i] = static_cast<uint8_t>(host_hash(static_cast<uint32_t>(i), seed));
+    for (size_t i = 0; i < rr.nib.size(); ++i) rr.nib[i] = static_cast<uint8_t>(bench_hash(static_cast<uint32_t>(i), seed));
     for (size_t i = 0; i < rr.d.size(); ++i)
-        rr.d[i] = __half2float(__float2half(0.001f + (host_hash(static_cast<uint32_t>(i), seed + 1) % 1000) * 1e-5f));
+        rr.d[i] = __half2float(__float2half(0.001f + (bench_hash(static_cast<uint32_t>(i), seed + 1) % 1000) * 1e-5f));
     const int units = K / 32;
     for (int j = 0; j < n; ++j) {
         double acc = 0;
@@ -351,7 +369,7 @@ RingRows ring_rows(int K, int n, const std::vector<int8_t>& aq, const std::vecto
     }
     return rr;
 }
-std::vector<uint8_t> ring_image(const RingRows& rr, int R) {
+std::vector<uint8_t> ring_image(const RingRows& rr, int R, bool unit_major = true) {
     const int K = rr.K, units = K / 32, gb = group_bytes(K, R);
     std::vector<uint8_t> img(static_cast<size_t>(rr.n / R) * gb);
     for (int j = 0; j < rr.n; ++j) {
@@ -359,7 +377,8 @@ std::vector<uint8_t> ring_image(const RingRows& rr, int R) {
         std::copy(rr.nib.begin() + static_cast<size_t>(j) * (K / 2), rr.nib.begin() + static_cast<size_t>(j + 1) * (K / 2),
                   g + (j % R) * (K / 2));
         __half* d = reinterpret_cast<__half*>(g + R * (K / 2));
-        for (int u = 0; u < units; ++u) d[u * R + j % R] = __float2half(rr.d[static_cast<size_t>(j) * units + u]);
+        for (int u = 0; u < units; ++u)
+            d[unit_major ? u * R + j % R : (j % R) * units + u] = __float2half(rr.d[static_cast<size_t>(j) * units + u]);
     }
     return img;
 }
@@ -370,9 +389,9 @@ struct HostAct {
 };
 HostAct host_act(int K, uint32_t seed) {
     HostAct a{std::vector<int8_t>(K), std::vector<float>(K / 32), std::vector<int>(K / 32)};
-    for (int k = 0; k < K; ++k) a.q[k] = static_cast<int8_t>(static_cast<int>(host_hash(k, seed) % 255) - 127);
+    for (int k = 0; k < K; ++k) a.q[k] = static_cast<int8_t>(static_cast<int>(bench_hash(k, seed) % 255) - 127);
     for (int u = 0; u < K / 32; ++u) {
-        a.s[u] = 0.01f + (host_hash(u, seed + 1) % 1000) * 1e-5f;
+        a.s[u] = 0.01f + (bench_hash(u, seed + 1) % 1000) * 1e-5f;
         int t = 0;
         for (int i = 0; i < 32; ++i) t += a.q[u * 32 + i];
         a.z[u] = -8 * t;
@@ -410,21 +429,8 @@ int run_chain(const BenchDevice& dev) {
         const size_t smem = 3840 + 10240 + i3.size() + i8.size();
         CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
         CHECK(cudaMemset(dy, 0, ny * 4));
-        ChainParams p{di3, di8, dq3, ds3, dz3, dq8, ds8, dz8, dy, layers};
-        cudaEvent_t e0, e1;
-        CHECK(cudaEventCreate(&e0));
-        CHECK(cudaEventCreate(&e1));
-        float best = 1e30f;
-        for (int rep = 0; rep < 5; ++rep) {
-            CHECK(cudaEventRecord(e0, dev.stream));
-            kernel<<<sms, kThreads, smem, dev.stream>>>(p);
-            CHECK(cudaEventRecord(e1, dev.stream));
-            CHECK(cudaEventSynchronize(e1));
-            CHECK(cudaGetLastError());
-            float ms = 0;
-            CHECK(cudaEventElapsedTime(&ms, e0, e1));
-            if (rep > 0) best = std::min(best, ms);
-        }
+        const ChainParams p{di3, di8, dq3, ds3, dz3, dq8, ds8, dz8, dy, layers};
+        const float ms = best_launch_ms(kernel, sms, smem, dev.stream, p);
         std::vector<float> y(ny);
         CHECK(cudaMemcpy(y.data(), dy, ny * 4, cudaMemcpyDeviceToHost));
         double maxrel = 0;
@@ -443,17 +449,58 @@ int run_chain(const BenchDevice& dev) {
                     base += (rows[m] + R - 1) / R;
                 }
         }
-        std::printf("R = %d rows a warp at once %8.1f us  %6.2f TB/s of Q4_0 (%4.2fx a 4.3 TB/s bus)  max rel err %.2g%s\n", R,
-                    best * 1e3, bytes / (best * 1e-3) / 1e12, bytes / (best * 1e-3) / 4.3e12, maxrel, maxrel > 1e-3 ? "  WRONG" : "");
+        char what[64];
+        std::snprintf(what, sizeof what, "R = %d rows a warp at once", R);
+        report(what, ms, bytes, maxrel);
         cudaFree(di3);
         cudaFree(di8);
-        cudaEventDestroy(e0);
-        cudaEventDestroy(e1);
     };
     run(chain_consume<8>, 8);
     run(chain_consume<4>, 4);
     run(chain_consume<2>, 2);
     run(chain_consume<1>, 1);
+    return 0;
+}
+
+// The single-K runs: 2.04 GB of chunks from one ring, each consumer in turn.
+int run_single(const BenchDevice& dev, int K) {
+    const int sms = dev.props.multiProcessorCount, units = K / 32, sb = slot_bytes(K);
+    const int smem_max = static_cast<int>(dev.props.sharedMemPerBlockOptin);
+    const int slots = std::min(15, (smem_max - K - 8 * units - 1024) / sb);
+    const int chunks = static_cast<int>(kTokenBytes / sms / sb);
+    const size_t smem = K + 8 * units + static_cast<size_t>(slots) * sb;
+    const HostAct a = host_act(K, 1);
+    const RingRows rr = ring_rows(K, slots * kRows, a.q, a.s, a.z, 3);
+    int8_t* d_aq = to_device(a.q);
+    float* d_as = to_device(a.s);
+    int* d_az = to_device(a.z);
+    const size_t ny = static_cast<size_t>(sms) * chunks * kRows;
+    float* d_y;
+    CHECK(cudaMalloc(&d_y, ny * 4));
+    std::printf("%s, %d SMs; K = %d, %d rows a chunk (%d bytes), %d slots, %d chunks a CTA (%.2f GB in all)\n",
+                dev.props.name, sms, K, kRows, sb, slots, chunks, static_cast<double>(sms) * chunks * sb / 1e9);
+    const auto kernel = K == 3072 ? consume<3> : consume<8>;
+    CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    const char* names[2] = {"smem-act (ring tool's batched)", "reg-act (8 rows, registers)"};
+    for (int mode = 0; mode < 2; ++mode) {
+        const std::vector<uint8_t> img = ring_image(rr, kRows, mode == 1);  // scales unit-major for reg-act
+        uint8_t* d_img = to_device(img);
+        CHECK(cudaMemset(d_y, 0, ny * 4));
+        const Params p{d_img, d_aq, d_as, d_az, d_y, K, slots, chunks, mode};
+        const float ms = best_launch_ms(kernel, sms, smem, dev.stream, p);
+        std::vector<float> y(ny);
+        CHECK(cudaMemcpy(y.data(), d_y, ny * 4, cudaMemcpyDeviceToHost));
+        double maxrel = 0;
+        for (int b = 0; b < sms; ++b)
+            for (int c = 0; c < chunks; ++c)
+                for (int r = 0; r < kRows; ++r) {
+                    const double want = rr.ref[(c % slots) * kRows + r];
+                    const double got = y[(static_cast<size_t>(b) * chunks + c) * kRows + r];
+                    maxrel = std::max(maxrel, std::fabs(got - want) / (std::fabs(want) + 1e-3));
+                }
+        report(names[mode], ms, static_cast<double>(sms) * chunks * sb, maxrel);
+        cudaFree(d_img);
+    }
     return 0;
 }
 
@@ -464,107 +511,5 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "K must be 3072 or 8192\n");
         return 1;
     }
-    BenchDevice dev = bench_device();
-    const int sms = dev.props.multiProcessorCount, units = K / 32, sb = slot_bytes(K);
-    const int smem_max = static_cast<int>(dev.props.sharedMemPerBlockOptin);
-    const int slots = std::min(15, (smem_max - K - 8 * units - 1024) / sb);
-    const int chunks = static_cast<int>(kTokenBytes / sms / sb);
-    const size_t smem = K + 8 * units + static_cast<size_t>(slots) * sb;
-
-    // activations: random codes, scales; image: random nibbles, f16 scales (layout per consumer)
-    std::vector<int8_t> aq(K);
-    std::vector<float> as(units);
-    std::vector<int> az(units);
-    for (int k = 0; k < K; ++k) aq[k] = static_cast<int8_t>(static_cast<int>(host_hash(k, 1) % 255) - 127);
-    for (int u = 0; u < units; ++u) {
-        as[u] = 0.01f + (host_hash(u, 2) % 1000) * 1e-5f;
-        int s = 0;
-        for (int i = 0; i < 32; ++i) s += aq[u * 32 + i];
-        az[u] = -8 * s;
-    }
-    std::vector<uint8_t> nib(static_cast<size_t>(slots) * kRows * (K / 2));
-    for (size_t i = 0; i < nib.size(); ++i) nib[i] = static_cast<uint8_t>(host_hash(static_cast<uint32_t>(i), 3));
-    std::vector<float> dw(static_cast<size_t>(slots) * kRows * units);
-    for (size_t i = 0; i < dw.size(); ++i) dw[i] = __half2float(__float2half(0.001f + (host_hash(static_cast<uint32_t>(i), 4) % 1000) * 1e-5f));
-    // reference: slot s, row r (activations in element order: unit byte i = element i, i + 16 the high nibble)
-    std::vector<double> ref(static_cast<size_t>(slots) * kRows);
-    for (int s = 0; s < slots; ++s)
-        for (int r = 0; r < kRows; ++r) {
-            double acc = 0;
-            for (int u = 0; u < units; ++u) {
-                long t = az[u];
-                for (int i = 0; i < 16; ++i) {
-                    const uint8_t b = nib[(static_cast<size_t>(s) * kRows + r) * (K / 2) + u * 16 + i];
-                    t += static_cast<long>(b & 15) * aq[u * 32 + i] + static_cast<long>(b >> 4) * aq[u * 32 + 16 + i];
-                }
-                acc += static_cast<double>(dw[(static_cast<size_t>(s) * kRows + r) * units + u]) * as[u] * t;
-            }
-            ref[s * kRows + r] = acc;
-        }
-
-    int8_t* d_aq;
-    float* d_as;
-    int* d_az;
-    uint8_t* d_img;
-    float* d_y;
-    CHECK(cudaMalloc(&d_aq, K));
-    CHECK(cudaMalloc(&d_as, units * 4));
-    CHECK(cudaMalloc(&d_az, units * 4));
-    CHECK(cudaMalloc(&d_img, static_cast<size_t>(slots) * sb));
-    const size_t ny = static_cast<size_t>(sms) * chunks * kRows;
-    CHECK(cudaMalloc(&d_y, ny * 4));
-    CHECK(cudaMemcpy(d_aq, aq.data(), K, cudaMemcpyHostToDevice));
-    CHECK(cudaMemcpy(d_as, as.data(), units * 4, cudaMemcpyHostToDevice));
-    CHECK(cudaMemcpy(d_az, az.data(), units * 4, cudaMemcpyHostToDevice));
-    std::printf("%s, %d SMs; K = %d, %d rows a chunk (%d bytes), %d slots, %d chunks a CTA (%.2f GB in all)\n",
-                dev.props.name, sms, K, kRows, sb, slots, chunks, static_cast<double>(sms) * chunks * sb / 1e9);
-    const auto kernel = K == 3072 ? consume<3> : consume<8>;
-    CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    const char* names[2] = {"smem-act (ring tool's batched)", "reg-act (8 rows, registers)"};
-    for (int mode = 0; mode < 2; ++mode) {
-        // the image in this consumer's scale layout
-        std::vector<uint8_t> img(static_cast<size_t>(slots) * sb);
-        for (int s = 0; s < slots; ++s) {
-            uint8_t* slot = img.data() + static_cast<size_t>(s) * sb;
-            std::copy(nib.begin() + static_cast<size_t>(s) * kRows * (K / 2), nib.begin() + static_cast<size_t>(s + 1) * kRows * (K / 2), slot);
-            __half* d = reinterpret_cast<__half*>(slot + kRows * (K / 2));
-            for (int r = 0; r < kRows; ++r)
-                for (int u = 0; u < units; ++u)
-                    d[mode == 0 ? r * units + u : u * kRows + r] = __float2half(dw[(static_cast<size_t>(s) * kRows + r) * units + u]);
-        }
-        CHECK(cudaMemcpy(d_img, img.data(), img.size(), cudaMemcpyHostToDevice));
-        CHECK(cudaMemset(d_y, 0, ny * 4));
-        Params p{d_img, d_aq, d_as, d_az, d_y, K, slots, chunks, mode};
-        cudaEvent_t e0, e1;
-        CHECK(cudaEventCreate(&e0));
-        CHECK(cudaEventCreate(&e1));
-        float best = 1e30f;
-        for (int rep = 0; rep < 4; ++rep) {
-            CHECK(cudaEventRecord(e0, dev.stream));
-            kernel<<<sms, kThreads, smem, dev.stream>>>(p);
-            CHECK(cudaEventRecord(e1, dev.stream));
-            CHECK(cudaEventSynchronize(e1));
-            CHECK(cudaGetLastError());
-            float ms = 0;
-            CHECK(cudaEventElapsedTime(&ms, e0, e1));
-            if (rep > 0) best = std::min(best, ms);
-        }
-        std::vector<float> y(ny);
-        CHECK(cudaMemcpy(y.data(), d_y, ny * 4, cudaMemcpyDeviceToHost));
-        double maxrel = 0;
-        for (int b = 0; b < sms; ++b)
-            for (int c = 0; c < chunks; ++c)
-                for (int r = 0; r < kRows; ++r) {
-                    const double want = ref[(c % slots) * kRows + r];
-                    const double got = y[(static_cast<size_t>(b) * chunks + c) * kRows + r];
-                    maxrel = std::max(maxrel, std::fabs(got - want) / (std::fabs(want) + 1e-3));
-                }
-        const double bytes = static_cast<double>(sms) * chunks * sb;
-        std::printf("%-32s %8.1f us  %6.2f TB/s of Q4_0 (%4.2fx a 4.3 TB/s bus)  max rel err %.2g%s\n", names[mode],
-                    best * 1e3, bytes / (best * 1e-3) / 1e12, bytes / (best * 1e-3) / 4.3e12, maxrel,
-                    maxrel > 1e-3 ? "  WRONG" : "");
-        cudaEventDestroy(e0);
-        cudaEventDestroy(e1);
-    }
-    return 0;
+    return run_single(bench_device(), K);
 }

@@ -31,8 +31,8 @@ inline BenchDevice bench_device() {
     return d;
 }
 
-// A well-mixed 32-bit value for element i of a benchmark's random buffer.
-__device__ __forceinline__ uint32_t bench_hash(size_t i, uint32_t seed) {
+// A well-mixed 32-bit value for element i of a benchmark's random buffer (on the device, or on the host for a reference).
+__host__ __device__ __forceinline__ uint32_t bench_hash(size_t i, uint32_t seed) {
     uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
     h ^= h >> 15;
     h *= 2246822519u;
