@@ -4,8 +4,10 @@
 // activations staged there, against the SM's share of the bus that a ring
 // would deliver. A ring only hides the matmuls' dependencies if its consumer
 // runs well above that share (about twice); tools/ring_chain_bench.cu's
-// batched consumer ran at ~1x (535 us for a Phi-3-mini token's 2.04 GB of
-// Q4_0, H200 and H100 alike).
+// rows-alone runs took 535 us for a Phi-3-mini token's 2.04 GB of Q4_0 (~1x,
+// H200 and H100 alike). Here the consumer is measured apart from that tool's
+// work distribution and bookkeeping (results: docs/CUDA.md, "The computing
+// side alone").
 //
 // One CTA per SM, 16 warps, no global traffic after the start: each CTA copies
 // a ring image (SLOTS chunks of ROWS rows of K) into shared memory once, then
