@@ -29,7 +29,7 @@
 //               reduction for the 8 rows (each shuffle step halves the values
 //               a lane holds).
 //
-// Built here: nvcc -std=c++17 -O3 -arch=sm_90a -Itools tools/consumer_bench.cu -o .bench/consumer_bench
+// Built here: nvcc -std=c++17 -O3 -arch=sm_90a -Icsrc -Itools tools/consumer_bench.cu -o .bench/consumer_bench
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -41,9 +41,12 @@
 #include <string>
 #include <vector>
 
+#include "backend/cuda/formats.cuh"  // dp4a_us
 #include "cuda_bench.cuh"
 
 namespace {
+
+using phi::cuda::dp4a_us;
 
 constexpr int kThreads = 512, kWarps = kThreads / 32;
 constexpr int kRows = 8;                  // rows a chunk
@@ -58,12 +61,6 @@ struct Act {  // the staged activations: a unit's 32 codes (0..15, then 16..31),
     const float* scale;
     const int* zsum;
 };
-
-__device__ __forceinline__ int dp4a_us(int w, int x, int c) {
-    int d;
-    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(w), "r"(x), "r"(c));
-    return d;
-}
 
 // The ring tool's batched consumer: rows r0..r0+3 of a slot.
 __device__ __forceinline__ void rows4_smem(const uint8_t* nib, const __half* d, int K, const Act& a, int lane,

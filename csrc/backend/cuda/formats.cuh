@@ -44,6 +44,13 @@ __device__ __forceinline__ uint32_t sub_bytes(uint32_t x) {
     static_assert(c >= 1 && c <= 64, "bytes in [0, 2c) with c <= 64");
     return (x + (0x80u - c) * 0x01010101u) ^ 0x80808080u;
 }
+// A unit's codes from unpack_codes made signed: c taken from every one (unpack
+// of the formats with a kZero).
+template <uint32_t c>
+__device__ __forceinline__ void codes_minus(int (&q)[8]) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) q[i] = static_cast<int>(sub_bytes<c>(static_cast<uint32_t>(q[i])));
+}
 // Bit k of the low 4 bits of b into bit 0 of byte k.
 __device__ __forceinline__ uint32_t spread4(uint32_t b) { return ((b & 0xF) * 0x00204081u) & 0x01010101u; }
 
@@ -98,6 +105,12 @@ __device__ __forceinline__ void iq4nl_levels(const uint4& v, int (&q)[8]) {
 struct FmtDefaults {
     static constexpr bool kUnsignedCodes = false;
 };
+// Four unsigned bytes (codes up to 255) dotted with four signed ones, plus c.
+__device__ __forceinline__ int dp4a_us(int w, int x, int c) {
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(w), "r"(x), "r"(c));
+    return d;
+}
 
 // Each format: block size (elements), units per block, plane-1 and plane-2
 // bytes per block, the raw bytes of one unit (Raw, load) and their decoding.
@@ -156,8 +169,7 @@ struct FmtQ5_0 : FmtDefaults {
     }
     __device__ static void unpack(const Raw& r, int sub, Unit& u) {
         unpack_codes(r, sub, u);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) u.q[i] = static_cast<int>(sub_bytes<16>(static_cast<uint32_t>(u.q[i])));
+        codes_minus<kZero>(u.q);
     }
 };
 
@@ -232,13 +244,7 @@ struct FmtQ2_K : FmtDefaults {
             out.q[i] = static_cast<int>((word(r.a, i) >> shift) & 0x03030303u);
             out.q[4 + i] = static_cast<int>((word(r.b, i) >> shift) & 0x03030303u);
         }
-        const float d = h2f(r.dd & 0xFFFF), dmin = h2f(r.dd >> 16);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const uint32_t s = (r.sc >> (8 * h)) & 0xFF;
-            out.d[h] = d * static_cast<float>(s & 0xF);
-            out.m[h] = -dmin * static_cast<float>(s >> 4);
-        }
+        scales(r, 1.0f, out);
     }
     // the plane's bits left in place: 4^(u % 4) times the codes, the inverse in d
     __device__ static void unpack_codes(const Raw& r, int u, Unit& out) {
@@ -248,12 +254,15 @@ struct FmtQ2_K : FmtDefaults {
             out.q[i] = static_cast<int>(word(r.a, i) & (0x03030303u << shift));
             out.q[4 + i] = static_cast<int>(word(r.b, i) & (0x03030303u << shift));
         }
+        scales(r, 1.0f / static_cast<float>(1 << shift), out);  // (a power of two: exact)
+    }
+    // the two halves' d (times f) and m
+    __device__ static void scales(const Raw& r, float f, Unit& out) {
         const float d = h2f(r.dd & 0xFFFF), dmin = h2f(r.dd >> 16);
-        const float inv = 1.0f / static_cast<float>(1 << shift);  // (a power of two: exact)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const uint32_t s = (r.sc >> (8 * h)) & 0xFF;
-            out.d[h] = d * static_cast<float>(s & 0xF) * inv;
+            out.d[h] = d * static_cast<float>(s & 0xF) * f;
             out.m[h] = -dmin * static_cast<float>(s >> 4);
         }
     }
@@ -310,8 +319,7 @@ struct FmtQ3_K : FmtDefaults {
     }
     __device__ static void unpack(const Raw& r, int u, Unit& out) {
         unpack_codes(r, u, out);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) out.q[i] = static_cast<int>(sub_bytes<4>(static_cast<uint32_t>(out.q[i])));
+        codes_minus<kZero>(out.q);
     }
 };
 
@@ -327,6 +335,13 @@ __device__ __forceinline__ void scale_min_k4(int j, const uint32_t (&s)[3], int&
     const int sh = 8 * (j % 4);
     sc = static_cast<int>((scw >> sh) & 0xFF);
     mn = static_cast<int>((mnw >> sh) & 0xFF);
+}
+// Unit u's d and m from a Q4_K/Q5_K block's d, dmin (dd) and packed scales.
+__device__ __forceinline__ void unit_scales_k4(uint32_t dd, const uint32_t (&s)[3], int u, Unit& out) {
+    int sc, mn;
+    scale_min_k4(u, s, sc, mn);
+    out.d[0] = out.d[1] = h2f(dd & 0xFFFF) * static_cast<float>(sc);
+    out.m[0] = out.m[1] = -h2f(dd >> 16) * static_cast<float>(mn);
 }
 
 struct FmtQ4_K : FmtDefaults {
@@ -346,10 +361,7 @@ struct FmtQ4_K : FmtDefaults {
             out.q[i] = static_cast<int>((word(r.a, i) >> shift) & 0x0F0F0F0Fu);
             out.q[4 + i] = static_cast<int>((word(r.b, i) >> shift) & 0x0F0F0F0Fu);
         }
-        int sc, mn;
-        scale_min_k4(u, r.s, sc, mn);
-        out.d[0] = out.d[1] = h2f(r.dd & 0xFFFF) * static_cast<float>(sc);
-        out.m[0] = out.m[1] = -h2f(r.dd >> 16) * static_cast<float>(mn);
+        unit_scales_k4(r.dd, r.s, u, out);
     }
     // odd units' high nibbles left in place (16 times the codes, 1/16 in d)
     __device__ static void unpack_codes(const Raw& r, int u, Unit& out) {
@@ -359,6 +371,7 @@ struct FmtQ4_K : FmtDefaults {
             out.q[i] = static_cast<int>(word(r.a, i) & mask);
             out.q[4 + i] = static_cast<int>(word(r.b, i) & mask);
         }
+        // (written out, not through unit_scales_k4: that changed the 8-token build's SASS, measured as is)
         int sc, mn;
         scale_min_k4(u, r.s, sc, mn);
         out.d[0] = out.d[1] = h2f(r.dd & 0xFFFF) * static_cast<float>(sc) * (u % 2 ? 0.0625f : 1.0f);
@@ -384,10 +397,7 @@ struct FmtQ5_K : FmtDefaults {
             out.q[i] = static_cast<int>(((word(r.a, i) >> shift) & 0x0F0F0F0Fu) | (ha << 4));
             out.q[4 + i] = static_cast<int>(((word(r.b, i) >> shift) & 0x0F0F0F0Fu) | (hb << 4));
         }
-        int sc, mn;
-        scale_min_k4(u, r.s, sc, mn);
-        out.d[0] = out.d[1] = h2f(r.dd & 0xFFFF) * static_cast<float>(sc);
-        out.m[0] = out.m[1] = -h2f(r.dd >> 16) * static_cast<float>(mn);
+        unit_scales_k4(r.dd, r.s, u, out);
     }
 };
 
@@ -427,8 +437,7 @@ struct FmtQ6_K : FmtDefaults {
     }
     __device__ static void unpack(const Raw& r, int u, Unit& out) {
         unpack_codes(r, u, out);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) out.q[i] = static_cast<int>(sub_bytes<32>(static_cast<uint32_t>(out.q[i])));
+        codes_minus<kZero>(out.q);
     }
 };
 

@@ -359,13 +359,6 @@ struct QuantRead<FmtQ6_K> {
     }
 };
 
-// Four unsigned bytes (codes up to 255) dotted with four signed ones, plus c.
-__device__ __forceinline__ int dp4a_us(int w, int x, int c) {
-    int d;
-    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(w), "r"(x), "r"(c));
-    return d;
-}
-
 // acc plus the dot of a unit (from unpack_for_dot) with token t's 8-bit
 // activations staged at slot uu (scales xd, code sums per half xs): exact
 // integer sums, then the unit's scales and offsets.
