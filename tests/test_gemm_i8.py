@@ -17,20 +17,15 @@ from test_matmul import ISAS, QUANT_TYPES, act_tol, make_quant_weight, matmul, p
 from test_quant import RMSE_BOUNDS
 
 SIMD_ISAS = ISAS[1:] or [pytest.param(None, marks=pytest.mark.skip(reason="no SIMD ISA on this machine"))]
-# AVX2's maddubs saturates past 2 * 127 * 128: formats with codes up to 255 keep the f32 GEMM there
-# (AVX-VNNI's vpdpbusd, like AVX-512's, sums in 32 bits)
-WIDE_CODES = ("q8_0", "iq4_nl", "iq4_xs")
-
 
 @pytest.mark.parametrize("isa", SIMD_ISAS)
 def test_paths_per_isa(isa):
     """Which prefill kernels each type gets: the int8 GEMM for every quantized
-    type (AVX2: those with codes below 128, and not Q4_0 repacked; AMX: the
-    bf16 tile GEMM instead), the f32 GEMM for float weights;
-    decode (n < gemm_min_tokens) always the row kernels."""
+    type (AVX2: not Q4_0 repacked; AMX: the bf16 tile GEMM instead), the f32
+    GEMM for float weights; decode (n < gemm_min_tokens) always the row kernels."""
     n = C.gemm_min_tokens()
     for typ in QUANT_TYPES:
-        want = "f32" if isa == "avx2" and typ in WIDE_CODES else "bf16" if isa == "amx" else "i8"
+        want = "bf16" if isa == "amx" else "i8"
         assert C.matmul_prefill_path(typ, (64, 256), n, isa=isa) == want, typ
         assert C.matmul_prefill_path(typ, (64, 256), n - 1, isa=isa) == "rows", typ
     for typ in ("f32", "f16", "bf16"):
@@ -75,6 +70,27 @@ def test_extreme_codes_and_activations(isa, typ):
     assert np.all(np.isfinite(y))
     assert np.all(np.abs(y - ref) <= act_tol(acts) * (mag + 1)), np.max(np.abs(y - ref) / (mag + 1))
     assert np.all(y[3] == 0.0)
+
+
+@pytest.mark.parametrize("isa", SIMD_ISAS)
+def test_q8_0_code_minus_128(isa):
+    """Q8_0's codes as a file may hold them, -128 included (quantizers write
+    -127..127). AVX2 multiplies these formats' signed codes as |w| = 128 by
+    the activations with w's sign (maddubs' pair sums 2 * 128 * 127 stay
+    below 2^15; VNNI and AMX take w + 128): exact against the dequantized
+    weights, with activations at +-127."""
+    rng = np.random.default_rng(5)
+    rows, K, n = 19, 32 * 9, 13
+    w = np.frombuffer(C.quantize(rng.standard_normal((rows, K)).astype(np.float32), "q8_0"), np.uint8).copy()
+    blocks = w.reshape(rows, K // 32, 34)
+    blocks[::2, :, 2:] = 0x80  # every code -128
+    blocks[1::4, ::2, 2::2] = 0x80
+    x = np.where(rng.random((n, K)) < 0.5, -1.0, 1.0).astype(np.float32)
+    x[2] = rng.standard_normal(K)
+    y = matmul(w, "q8_0", (rows, K), x, isa=isa, n_threads=2)
+    acts = prefill_acts(isa, "q8_0", n)
+    ref, mag = quant_reference(w, "q8_0", rows, K, x, acts=acts)
+    assert np.all(np.abs(y - ref) <= act_tol(acts) * (mag + 1)), np.max(np.abs(y - ref) / (mag + 1))
 
 
 @pytest.mark.parametrize("isa", SIMD_ISAS)

@@ -22,8 +22,11 @@
 //     broadcasts, MR * NV vpdpbusd (unsigned weights x signed activations;
 //     AVX-512 VNNI or AVX-VNNI; AVX2: maddubs + madd + add).
 // maddubs adds two products in 16 bits with saturation, so the AVX2 path
-// takes only formats whose codes stay below 128 (2 * 127 * 128 < 2^15);
-// Q8_0 and the IQ4 formats (codes up to 255) keep the f32 GEMM there.
+// takes as unsigned only codes below 128 (2 * 127 * 128 < 2^15). Q8_0 and
+// the IQ4 formats (codes up to 255 as unsigned) keep their signed codes w
+// there instead, without an offset, and each step multiplies |w| by the
+// activations with w's sign (maddubs(|w|, sign(x, w)): pair sums up to
+// 2 * 128 * 127), as the row kernels do.
 #pragma once
 
 namespace phi::cpu {
@@ -53,6 +56,7 @@ struct I8Vec {
     static void storef(float* p, F v) { _mm512_storeu_ps(p, v); }
 };
 constexpr int kI8MaxCode = 255;  // vpdpbusd sums in 32 bits: any unsigned code
+constexpr bool kI8SignedCodes = false;
 // rows per micro-panel: 6 x 2 vectors x (int + float) = 24 of 32 registers (4 x 3, 5 x 2 and
 // 8 x 1 measured within the noise of 6 x 2: 8192 x 3072 Q4_K/Q6_K/Q8_0, 128 tokens, 2 threads)
 constexpr int kI8Mr = 6;
@@ -82,6 +86,10 @@ struct I8Vec {
     static constexpr bool kPairs16 = true;
     static V dp16(V acc, V wu, V xs) { return _mm256_add_epi16(acc, _mm256_maddubs_epi16(wu, xs)); }
     static V widen_add(V s16, V c) { return _mm256_add_epi32(c, _mm256_madd_epi16(s16, _mm256_set1_epi16(1))); }
+    // signed codes ws: their magnitudes wa (abs8, once per broadcast) times
+    // the activations with their signs, for each token vector
+    static V abs8(V ws) { return _mm256_abs_epi8(ws); }
+    static V dp_signed(V acc, V wa, V ws, V xs) { return dp(acc, wa, _mm256_sign_epi8(xs, ws)); }
 #endif
     static F cvt(V v) { return _mm256_cvtepi32_ps(v); }
     static F loadf(const float* p) { return _mm256_loadu_ps(p); }
@@ -93,8 +101,10 @@ struct I8Vec {
 };
 #if defined(PHI_DPBUSD256)
 constexpr int kI8MaxCode = 255;
+constexpr bool kI8SignedCodes = false;
 #else
 constexpr int kI8MaxCode = 127;  // maddubs: 2 * 127 * 128 < 2^15
+constexpr bool kI8SignedCodes = true;  // wider formats as signed codes (dp_signed)
 #endif
 constexpr int kI8Mr = 3;        // 3 x 2 x 2 = 12 of 16 registers
 #endif
@@ -186,10 +196,11 @@ template <> constexpr int kLegacyMaxCode<LegacyQ4_1> = 15;
 template <> constexpr int kLegacyMaxCode<LegacyQ5_0> = 31;
 template <> constexpr int kLegacyMaxCode<LegacyQ5_1> = 31;
 
+// Off = 0 with a signed F (Q8_0, IQ4_NL on AVX2): the codes stay signed (kSignedCodes).
 template <class F, int Off>
 struct I8Legacy {
     static constexpr int G = 1, kOff = Off, kMaxCode = kLegacyMaxCode<F>;
-    static constexpr bool kMins = !F::kSigned;
+    static constexpr bool kMins = !F::kSigned, kSignedCodes = F::kSigned && Off == 0;
     static void row(const uint8_t* row, int64_t k0, int kc, uint8_t* q, float* A, float* B) {
         const auto* b = reinterpret_cast<const typename F::Block*>(row) + k0 / QK;
         for (int ib = 0; ib < kc / QK; ++ib) {
@@ -205,7 +216,7 @@ struct I8Legacy {
 // Q4_0 straight from its nibbles (u = q + 8)
 struct I8Q4_0 {
     static constexpr int G = 1, kOff = 8, kMaxCode = 15;
-    static constexpr bool kMins = false;
+    static constexpr bool kMins = false, kSignedCodes = false;
     static void row(const uint8_t* row, int64_t k0, int kc, uint8_t* q, float* A, float*) {
         const auto* b = reinterpret_cast<const BlockQ4_0*>(row) + k0 / QK;
         for (int ib = 0; ib < kc / QK; ++ib) {
@@ -220,7 +231,7 @@ struct I8Q4_0 {
 // at a time (convert_q4_0_x8_block), not a row at a time.
 struct I8Q4_0x8 {
     static constexpr int G = 1, kOff = 8, kMaxCode = 15;
-    static constexpr bool kMins = false;
+    static constexpr bool kMins = false, kSignedCodes = false;
 };
 
 // The rows [mb, mb + rows) of interleaved Q4_0 over the K block [k0, k0 + kc)
@@ -285,7 +296,7 @@ template <> constexpr int kKMaxCode<KQ6> = 63;
 template <class F>
 struct I8KQuant {
     static constexpr int G = kKGroups<F>, kOff = kKOffset<F>, kMaxCode = kKMaxCode<F>;
-    static constexpr bool kMins = F::kMins;
+    static constexpr bool kMins = F::kMins, kSignedCodes = false;
     static void row(const uint8_t* row, int64_t k0, int kc, uint8_t* q, float* A, float* B) {
         const auto* blocks = reinterpret_cast<const typename F::Block*>(row) + k0 / QK_K;
         KPrep p;
@@ -318,15 +329,16 @@ private:
     }
 };
 
+// kSigned: the levels as they are (AVX2's dp_signed); else the levels + 128, unsigned
+template <bool kSigned>
 struct I8IQ4XS {
-    static constexpr int G = 1, kOff = 128, kMaxCode = 255;
-    static constexpr bool kMins = false;
+    static constexpr int G = 1, kOff = kSigned ? 0 : 128, kMaxCode = 255;
+    static constexpr bool kMins = false, kSignedCodes = kSigned;
     static void row(const uint8_t* row, int64_t k0, int kc, uint8_t* q, float* A, float*) {
         const auto* blocks = reinterpret_cast<const BlockIQ4_XS*>(row) + k0 / QK_K;
-        // the levels + 128, so the codes are unsigned
         const __m256i table = _mm256_xor_si256(
             _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kValuesIQ4NL))),
-            _mm256_set1_epi8(static_cast<char>(0x80)));
+            _mm256_set1_epi8(static_cast<char>(kSigned ? 0 : 0x80)));
         for (int sb = 0; sb < kc / QK_K; ++sb) {
             const BlockIQ4_XS& b = blocks[sb];
             const float d = h2f(b.d);
@@ -353,9 +365,10 @@ struct I8Tiles {
 };
 
 // c[NV][MR][L] (+)= panel rows [0, MR) x the nb 32-column blocks of NV token tiles.
-template <class U, int MR, int NV>
+// (V a parameter so that dp_signed, which only AVX2's vectors have, is looked
+// up only where a unit's codes are signed)
+template <class U, int MR, int NV, class V = I8Vec>
 inline void i8_micro(const I8Panel& p, int nb, const I8Tiles& X, float* c, bool accumulate) {
-    using V = I8Vec;
     constexpr int L = V::kLanes, G = U::G, K4 = QK / 4 / G;  // 4-column steps per group
     typename V::F acc[MR][NV];
     for (int r = 0; r < MR; ++r)
@@ -371,7 +384,7 @@ inline void i8_micro(const I8Panel& p, int nb, const I8Tiles& X, float* c, bool 
             }
             // a group's sums in 16 bits where they cannot overflow (AVX2, codes
             // up to 15 over 32 columns: 8 steps x 2 x 15 x 128 < 2^15)
-            constexpr bool kSums16 = V::kPairs16 && U::kMaxCode * 2 * 128 * K4 < 32768;
+            constexpr bool kSums16 = V::kPairs16 && !U::kSignedCodes && U::kMaxCode * 2 * 128 * K4 < 32768;
             typename V::V s16[MR][NV];
             if constexpr (kSums16)
                 for (int r = 0; r < MR; ++r)
@@ -384,9 +397,14 @@ inline void i8_micro(const I8Panel& p, int nb, const I8Tiles& X, float* c, bool 
                     xv[j] = V::load(reinterpret_cast<const uint8_t*>(X.q + j * X.qst + col * L * 4));
                 for (int r = 0; r < MR; ++r) {
                     const typename V::V wv = V::bcast(&p.q[r][col * 4]);
-                    for (int j = 0; j < NV; ++j) {
-                        if constexpr (kSums16) s16[r][j] = V::dp16(s16[r][j], wv, xv[j]);
-                        else isum[r][j] = V::dp(isum[r][j], wv, xv[j]);
+                    if constexpr (U::kSignedCodes) {
+                        const typename V::V wa = V::abs8(wv);
+                        for (int j = 0; j < NV; ++j) isum[r][j] = V::dp_signed(isum[r][j], wa, wv, xv[j]);
+                    } else {
+                        for (int j = 0; j < NV; ++j) {
+                            if constexpr (kSums16) s16[r][j] = V::dp16(s16[r][j], wv, xv[j]);
+                            else isum[r][j] = V::dp(isum[r][j], wv, xv[j]);
+                        }
                     }
                 }
             }
@@ -530,7 +548,7 @@ void gemm_i8(const GemmI8Args& a, int64_t r0, int64_t r1) {
 
 template <class U>
 void set_i8(KernelTable* t, DType d) {
-    if (U::kMaxCode > kI8MaxCode) return;  // AVX2 without VNNI: Q8_0 and the IQ4 formats keep the f32 GEMM
+    static_assert(U::kSignedCodes == kI8SignedCodes || U::kMaxCode <= kI8MaxCode, "codes the vectors can't multiply");
     const int id = static_cast<int>(d);
     t->gemm_i8[id] = gemm_i8<U>;
     t->gemm_i8_acts[id] = I8ActSpec{QK / U::G, U::kOff, U::kMins};
@@ -557,9 +575,11 @@ void fill_gemm_i8_table(KernelTable* t) {
     // (vpdpbusd in both) 429-502 against 352-375 (16384 x 3072)
     t->gemm_i8_q4_0_x8 = gemm_i8<I8Q4_0x8>;
 #endif
-    set_i8<I8Legacy<LegacyQ8_0, 128>>(t, DType::Q8_0);
-    set_i8<I8Legacy<LegacyIQ4_NL, 128>>(t, DType::IQ4_NL);
-    set_i8<I8IQ4XS>(t, DType::IQ4_XS);
+    // codes up to 255 as unsigned: signed where maddubs would saturate (AVX2)
+    constexpr int kWide = kI8SignedCodes ? 0 : 128;
+    set_i8<I8Legacy<LegacyQ8_0, kWide>>(t, DType::Q8_0);
+    set_i8<I8Legacy<LegacyIQ4_NL, kWide>>(t, DType::IQ4_NL);
+    set_i8<I8IQ4XS<kI8SignedCodes>>(t, DType::IQ4_XS);
 }
 
 } // namespace

@@ -338,7 +338,7 @@ void fill_amx_table(KernelTable* t) {
     t->gemm_bf16[static_cast<int>(DType::Q5_1)] = gemm_amx_bf16<I8Legacy<LegacyQ5_1, 0>>;
     t->gemm_bf16[static_cast<int>(DType::Q8_0)] = gemm_amx_bf16<I8Legacy<LegacyQ8_0, 128>>;
     t->gemm_bf16[static_cast<int>(DType::IQ4_NL)] = gemm_amx_bf16<I8Legacy<LegacyIQ4_NL, 128>>;
-    t->gemm_bf16[static_cast<int>(DType::IQ4_XS)] = gemm_amx_bf16<I8IQ4XS>;
+    t->gemm_bf16[static_cast<int>(DType::IQ4_XS)] = gemm_amx_bf16<I8IQ4XS<false>>;
     t->gemm_bf16[static_cast<int>(DType::Q2_K)] = gemm_amx_bf16<I8KQuant<KQ2>>;
     t->gemm_bf16[static_cast<int>(DType::Q3_K)] = gemm_amx_bf16<I8KQuant<KQ3>>;
     t->gemm_bf16[static_cast<int>(DType::Q4_K)] = gemm_amx_bf16<I8KQuant<KQ4>>;
