@@ -41,12 +41,12 @@
 #include <string>
 #include <vector>
 
-#include "backend/cuda/formats.cuh"  // dp4a_us
 #include "cuda_bench.cuh"
+#include "q4_0_reg_consumer.cuh"
 
 namespace {
 
-using phi::cuda::dp4a_us;
+using namespace q4_0_reg;
 
 constexpr int kThreads = 512, kWarps = kThreads / 32;
 constexpr int kRows = 8;                  // rows a chunk
@@ -55,12 +55,6 @@ constexpr double kTokenBytes = 2.04e9;    // a Phi-3-mini token's Q4_0 matmul we
 // A slot: nibbles [kRows][K/2] (byte i of a unit: element i low, i + 16 high),
 // then the rows' f16 scales, [kRows][units] (smem-act) or [units][kRows] (reg-act).
 __host__ __device__ constexpr int slot_bytes(int K) { return kRows * (K / 2) + kRows * (K / 32) * 2; }
-
-struct Act {  // the staged activations: a unit's 32 codes (0..15, then 16..31), scale, -8 * code sum
-    const int8_t* q;
-    const float* scale;
-    const int* zsum;
-};
 
 // The ring tool's batched consumer: rows r0..r0+3 of a slot.
 __device__ __forceinline__ void rows4_smem(const uint8_t* nib, const __half* d, int K, const Act& a, int lane,
@@ -92,90 +86,6 @@ __device__ __forceinline__ void rows4_smem(const uint8_t* nib, const __half* d, 
     for (int r = 0; r < 4; ++r)
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) out[r] += __shfl_xor_sync(0xffffffffu, out[r], o);
-}
-
-// reg-act: U units a lane (K = 1024 U), activations in registers.
-template <int U>
-struct RegAct {
-    int4 lo[U], hi[U];
-    float sa[U];
-    int z[U];
-    __device__ void load(const Act& a, int lane) {
-#pragma unroll
-        for (int j = 0; j < U; ++j) {
-            const int u = lane + 32 * j;
-            lo[j] = *reinterpret_cast<const int4*>(a.q + u * 32);
-            hi[j] = *reinterpret_cast<const int4*>(a.q + u * 32 + 16);
-            sa[j] = a.scale[u];
-            z[j] = a.zsum[u];
-        }
-    }
-};
-
-// R rows (1, 2, 4 or 8) whose nibbles lie K/2 bytes apart and whose scales
-// lie unit-major ([unit][R]); returns, in every lane, the sum of row
-// row_of_lane<R>(lane).
-template <int U, int R>
-__device__ __forceinline__ float rows_reg(const uint8_t* nib, const __half* d, const RegAct<U>& x, int lane) {
-    constexpr int K = 1024 * U;
-    float acc[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) acc[r] = 0.0f;
-#pragma unroll
-    for (int j = 0; j < U; ++j) {
-        const int u = lane + 32 * j;
-        __half dr[R];  // the R rows' scales of unit u, in one load
-        if constexpr (R == 8) {
-            *reinterpret_cast<uint4*>(dr) = *reinterpret_cast<const uint4*>(d + u * R);
-        } else if constexpr (R == 4) {
-            *reinterpret_cast<uint2*>(dr) = *reinterpret_cast<const uint2*>(d + u * R);
-        } else if constexpr (R == 2) {
-            *reinterpret_cast<uint32_t*>(dr) = *reinterpret_cast<const uint32_t*>(d + u * R);
-        } else {
-            dr[0] = d[u];
-        }
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-            const uint4 w = *reinterpret_cast<const uint4*>(nib + r * (K / 2) + u * 16);
-            int tl = x.z[j];
-            tl = __dp4a(static_cast<int>(w.x & 0x0F0F0F0Fu), x.lo[j].x, tl);
-            tl = __dp4a(static_cast<int>(w.y & 0x0F0F0F0Fu), x.lo[j].y, tl);
-            tl = __dp4a(static_cast<int>(w.z & 0x0F0F0F0Fu), x.lo[j].z, tl);
-            tl = __dp4a(static_cast<int>(w.w & 0x0F0F0F0Fu), x.lo[j].w, tl);
-            int th = dp4a_us(static_cast<int>(w.x & 0xF0F0F0F0u), x.hi[j].x, 0);
-            th = dp4a_us(static_cast<int>(w.y & 0xF0F0F0F0u), x.hi[j].y, th);
-            th = dp4a_us(static_cast<int>(w.z & 0xF0F0F0F0u), x.hi[j].z, th);
-            th = dp4a_us(static_cast<int>(w.w & 0xF0F0F0F0u), x.hi[j].w, th);
-            acc[r] += __half2float(dr[r]) * x.sa[j] * static_cast<float>(tl + (th >> 4));
-        }
-    }
-    // transposed reduction: at each step over a lane bit (16, 8, 4 while a lane
-    // holds more than one row) a lane keeps half its rows (those the bit selects)
-    // plus its partner's partial sums of them; then plain steps
-    int n = R;
-#pragma unroll
-    for (int bit = 16; bit >= 1; bit >>= 1) {
-        if (n > 1) {
-            const bool hi = lane & bit;
-#pragma unroll
-            for (int i = 0; i < R / 2; ++i) {
-                if (i >= n / 2) break;
-                const float keep = hi ? acc[i + n / 2] : acc[i], give = hi ? acc[i] : acc[i + n / 2];
-                acc[i] = keep + __shfl_xor_sync(0xffffffffu, give, bit);
-            }
-            n /= 2;
-        } else {
-            acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], bit);
-        }
-    }
-    return acc[0];
-}
-// The row a lane's rows_reg<R> sum belongs to: the lane bits 16, 8, 4 read high to low.
-template <int R>
-__device__ __forceinline__ int row_of_lane(int lane) {
-    int row = 0, n = R;
-    for (int bit = 16; n > 1; bit >>= 1, n /= 2) row = row * 2 + ((lane & bit) ? 1 : 0);
-    return row;
 }
 
 struct Params {
@@ -253,7 +163,6 @@ struct ChainParams {
     int layers;
 };
 
-__host__ __device__ constexpr int group_bytes(int K, int R) { return R * (K / 2) + R * (K / 32) * 2; }
 
 template <int U, int R>
 __device__ __forceinline__ void chain_mat(const uint8_t* ring, int ring_rows, const Act& a, int rows, int base,
@@ -338,48 +247,15 @@ void report(const char* what, float ms, double bytes, double maxrel) {
                 bytes / (ms * 1e-3) / 1e12, bytes / (ms * 1e-3) / 4.3e12, maxrel, maxrel > 1e-3 ? "  WRONG" : "");
 }
 
-// Host side of the chain: rows of the two rings, their references, and for each R
-// the images and the expected outputs.
-struct RingRows {
-    int K, n;
-    std::vector<uint8_t> nib;  // [n][K/2]
-    std::vector<float> d;      // [n][K/32], f16-representable
-    std::vector<double> ref;   // [n]
+// Host side of the chain: rows of the two rings with their references.
+struct RefRows : q4_0_reg::RingRows {
+    std::vector<double> ref;  // [n]
 };
-RingRows ring_rows(int K, int n, const std::vector<int8_t>& aq, const std::vector<float>& as, const std::vector<int>& az,
+RefRows ring_rows(int K, int n, const std::vector<int8_t>& aq, const std::vector<float>& as, const std::vector<int>& az,
                    uint32_t seed) {
-    RingRows rr{K, n, std::vector<uint8_t>(static_cast<size_t>(n) * K / 2), std::vector<float>(static_cast<size_t>(n) * K / 32),
-                std::vector<double>(n)};
-    for (size_t i = 0; i < rr.nib.size(); ++i) rr.nib[i] = static_cast<uint8_t>(bench_hash(static_cast<uint32_t>(i), seed));
-    for (size_t i = 0; i < rr.d.size(); ++i)
-        rr.d[i] = __half2float(__float2half(0.001f + (bench_hash(static_cast<uint32_t>(i), seed + 1) % 1000) * 1e-5f));
-    const int units = K / 32;
-    for (int j = 0; j < n; ++j) {
-        double acc = 0;
-        for (int u = 0; u < units; ++u) {
-            long t = az[u];
-            for (int i = 0; i < 16; ++i) {
-                const uint8_t b = rr.nib[static_cast<size_t>(j) * (K / 2) + u * 16 + i];
-                t += static_cast<long>(b & 15) * aq[u * 32 + i] + static_cast<long>(b >> 4) * aq[u * 32 + 16 + i];
-            }
-            acc += static_cast<double>(rr.d[static_cast<size_t>(j) * units + u]) * as[u] * t;
-        }
-        rr.ref[j] = acc;
-    }
+    RefRows rr{q4_0_reg::random_rows(K, n, seed), std::vector<double>(n)};
+    for (int j = 0; j < n; ++j) rr.ref[j] = q4_0_reg::row_dot(rr, j, aq.data(), as.data(), az.data());
     return rr;
-}
-std::vector<uint8_t> ring_image(const RingRows& rr, int R, bool unit_major = true) {
-    const int K = rr.K, units = K / 32, gb = group_bytes(K, R);
-    std::vector<uint8_t> img(static_cast<size_t>(rr.n / R) * gb);
-    for (int j = 0; j < rr.n; ++j) {
-        uint8_t* g = img.data() + static_cast<size_t>(j / R) * gb;
-        std::copy(rr.nib.begin() + static_cast<size_t>(j) * (K / 2), rr.nib.begin() + static_cast<size_t>(j + 1) * (K / 2),
-                  g + (j % R) * (K / 2));
-        __half* d = reinterpret_cast<__half*>(g + R * (K / 2));
-        for (int u = 0; u < units; ++u)
-            d[unit_major ? u * R + j % R : (j % R) * units + u] = __float2half(rr.d[static_cast<size_t>(j) * units + u]);
-    }
-    return img;
 }
 struct HostAct {
     std::vector<int8_t> q;
@@ -408,7 +284,7 @@ T* to_device(const std::vector<T>& v) {
 int run_chain(const BenchDevice& dev) {
     const int sms = dev.props.multiProcessorCount, layers = 32;
     const HostAct a3 = host_act(3072, 11), a8 = host_act(8192, 13);
-    const RingRows r3 = ring_rows(3072, kRing3Rows, a3.q, a3.s, a3.z, 21), r8 = ring_rows(8192, kRing8Rows, a8.q, a8.s, a8.z, 23);
+    const RefRows r3 = ring_rows(3072, kRing3Rows, a3.q, a3.s, a3.z, 21), r8 = ring_rows(8192, kRing8Rows, a8.q, a8.s, a8.z, 23);
     const int rows[kChainMats] = {70, 24, 125, 24}, big[kChainMats] = {0, 0, 0, 1};
     double bytes = 0;
     for (int m = 0; m < kChainMats; ++m) bytes += static_cast<double>(rows[m]) * (big[m] ? 4608 : 1728);
@@ -437,7 +313,7 @@ int run_chain(const BenchDevice& dev) {
             int base3 = 0, base8 = 0;
             for (int l = 0; l < layers; ++l)
                 for (int m = 0; m < kChainMats; ++m) {
-                    const RingRows& rr = big[m] ? r8 : r3;
+                    const RefRows& rr = big[m] ? r8 : r3;
                     int& base = big[m] ? base8 : base3;
                     const int ring_groups = rr.n / R;
                     for (int row = 0; row < rows[m]; ++row) {
@@ -469,7 +345,7 @@ int run_single(const BenchDevice& dev, int K) {
     const int chunks = static_cast<int>(kTokenBytes / sms / sb);
     const size_t smem = K + 8 * units + static_cast<size_t>(slots) * sb;
     const HostAct a = host_act(K, 1);
-    const RingRows rr = ring_rows(K, slots * kRows, a.q, a.s, a.z, 3);
+    const RefRows rr = ring_rows(K, slots * kRows, a.q, a.s, a.z, 3);
     int8_t* d_aq = to_device(a.q);
     float* d_as = to_device(a.s);
     int* d_az = to_device(a.z);

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "cuda_bench.cuh"
+#include "mbarrier.cuh"
 
 namespace ring_bench {
 
@@ -113,16 +114,6 @@ enum Mode {
 // the cache (small at short context).
 constexpr int kHeads = 32, kHeadDim = 96;
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
-__device__ __forceinline__ void mbar_init(uint64_t* b, unsigned count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(b)), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_expect_tx(uint64_t* b, unsigned bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(b)), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t* b) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(b)) : "memory");
-}
 // A bench must not hang its device call: every wait gives up after ~1 s (and
 // sets *stuck), or soon after another wait has given up, and the run prints
 // STUCK. (The 2026-12-05 run of a ring bug hung five 150 s timeouts.)
@@ -144,25 +135,10 @@ struct Patience {
         return true;
     }
 };
-__device__ __forceinline__ bool mbar_try_wait(uint64_t* b, unsigned parity) {
-    unsigned ok;
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
-        : "=r"(ok)
-        : "r"(smem_u32(b)), "r"(parity)
-        : "memory");
-    return ok != 0;
-}
 // (kind, use: for Patience's record, with the parity waited for)
 __device__ __forceinline__ void mbar_wait(uint64_t* b, unsigned parity, unsigned* stuck, unsigned kind, unsigned use) {
     for (Patience wait; !mbar_try_wait(b, parity);)
         if (wait.over(stuck, kind, use, parity)) break;
-}
-__device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, uint64_t* b) {
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                     smem_u32(dst)),
-                 "l"(src), "r"(bytes), "r"(smem_u32(b))
-                 : "memory");
 }
 __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
     unsigned v;
