@@ -29,8 +29,12 @@
 // Modes (bits): 0 = compute, publish and the barrier only (what the
 // dependency adds nothing to); 2 = staging from the words without waiting
 // (outputs not checked: they may be the launch before's); 3 = everything.
+// With `stream` the rows come from HBM instead (2.1 GB, each CTA's own,
+// through a ring: stream_chain below) and the modes are 12 = the stream alone
+// (consumers take and free each piece), 4 = stream and compute, 6 = with
+// staging, 7 = everything (outputs of CTAs 0 and last checked).
 //
-//   staging_bench [C ...]     (default: 1 2 4 8)
+//   staging_bench [stream] [C ...]     (default: 1 2 4 8)
 // Built here: nvcc -std=c++17 -O3 -arch=sm_90a -Icsrc -Itools tools/staging_bench.cu -o .bench/staging_bench
 #include <cooperative_groups.h>
 #include <cuda_fp16.h>
