@@ -548,7 +548,7 @@ void gemm_i8(const GemmI8Args& a, int64_t r0, int64_t r1) {
 
 template <class U>
 void set_i8(KernelTable* t, DType d) {
-    static_assert(U::kSignedCodes == kI8SignedCodes || U::kMaxCode <= kI8MaxCode, "codes the vectors can't multiply");
+    static_assert(U::kSignedCodes ? kI8SignedCodes : U::kMaxCode <= kI8MaxCode, "codes these vectors can't multiply");
     const int id = static_cast<int>(d);
     t->gemm_i8[id] = gemm_i8<U>;
     t->gemm_i8_acts[id] = I8ActSpec{QK / U::G, U::kOff, U::kMins};
