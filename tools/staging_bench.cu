@@ -103,8 +103,11 @@ __device__ __forceinline__ bool current(unsigned long long w, unsigned epoch) {
 
 // Steps 1 and 2 for matmul g (layer g / 4, input length K), into buffer `dst`
 // of every CTA of the cluster. A thread stages pairs of inputs threadIdx.x +
-// i * kThreads, at most four at a time (their words, and for down the up
-// half's, all in flight; eight would not fit in registers).
+// i * kStagers, at most two at a time (their words, and for down the up
+// half's, all in flight): ptxas, C = 1 / 2 / 4 / 8, bytes spilled a thread
+// beside the consumer's registers, four at a time 196 / 248 / 48 / 8 (rows in
+// shared memory) and 292 / 224 / 136 / 92 (streamed), two 0 / 92 / 48 / 8 and
+// 104 / 120 / 88 / 92.
 // With kAsync (the streaming kernel, whose producer warp takes no part in
 // barriers), every store also counts its bytes on the receiving CTA's `bar`
 // (st.async), in place of a cluster barrier. kStagers: the threads that stage.
@@ -112,7 +115,7 @@ template <int C, int K, int kStagers = kThreads, bool kAsync = false>
 __device__ void stage(const Params& p, int g, unsigned rank, Staged* dst, float* h, int warp, int lane,
                       uint64_t* bar = nullptr) {
     constexpr int mi_down = K == kFf, uc = K / 32 / C, pairs = uc * 16;
-    constexpr int kPairs = (pairs + kStagers - 1) / kStagers, kRound = kPairs < 4 ? kPairs : 4;
+    constexpr int kPairs = (pairs + kStagers - 1) / kStagers, kRound = kPairs < 2 ? kPairs : 2;
     static_assert(pairs % 32 == 0, "whole warps stage or leave");
     const int mi = g % kMats, k0 = static_cast<int>(rank) * uc * 32;
     const unsigned long long* prev = g > 0 ? p.words + static_cast<size_t>(g - 1) * p.stride : nullptr;
