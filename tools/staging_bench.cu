@@ -101,6 +101,19 @@ __device__ __forceinline__ bool current(unsigned long long w, unsigned epoch) {
     return static_cast<unsigned>(w >> 32) == epoch;
 }
 
+__device__ __forceinline__ int rows_of(const Params& p, int mi) {
+    return mi == 0 ? p.rows[0] : mi == 1 ? p.rows[1] : mi == 2 ? p.rows[2] : p.rows[3];
+}
+// 1/rms of the residual stream a normed matmul's input was rounded from, from
+// the stagers' partial sums of squares (n of them), in every lane.
+__device__ __forceinline__ float inverse_rms(const Staged& s, int n, int lane) {
+    float t = 0.0f;
+    for (int i = lane; i < n; i += 32) t += s.sumsq[i];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+    return rsqrtf(t / kEmbd + kEps);
+}
+
 // Steps 1 and 2 for matmul g (layer g / 4, input length K), into buffer `dst`
 // of every CTA of the cluster. A thread stages pairs of inputs threadIdx.x +
 // i * kStagers, at most two at a time (their words, and for down the up
@@ -254,21 +267,14 @@ __global__ void __launch_bounds__(kThreads, 1) dep_chain(Params p) {
     for (int g = 0; g < p.layers * kMats; ++g) {
         const int mi = g % kMats;
         Staged& s = staged[g % 2];
-        const int rows = mi == 0 ? p.rows[0] : mi == 1 ? p.rows[1] : mi == 2 ? p.rows[2] : p.rows[3];
+        const int rows = rows_of(p, mi);
         if (p.mode & kStage) {
             if (mi == 3) stage<C, kFf>(p, g, rank, &s, h, warp, lane);
             else stage<C, kEmbd>(p, g, rank, &s, h, warp, lane);
         }
         if constexpr (C > 1) cg::this_cluster().sync();
         else __syncthreads();
-        float rscale = 1.0f;
-        if (mat_normed(mi)) {
-            float t = 0.0f;
-            for (int i = lane; i < C * kWarps; i += 32) t += s.sumsq[i];
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
-            rscale = rsqrtf(t / kEmbd + kEps);
-        }
+        const float rscale = mat_normed(mi) ? inverse_rms(s, C * kWarps, lane) : 1.0f;
         unsigned long long* out = p.words + static_cast<size_t>(g) * p.stride + static_cast<size_t>(blockIdx.x) * rows;
         if (mi == 3) {
             compute<8>(ring8, kRing8Rows, s, rows, base8, out, rscale, p.epoch, warp, lane);
@@ -303,10 +309,6 @@ __host__ __device__ constexpr int piece_bytes(int mi, int part) { return 16 + kR
 __host__ __device__ constexpr unsigned staged_bytes(int mi, int C) {
     return mat_k(mi) + 8 * (mat_k(mi) / 32) + (mat_normed(mi) ? 4 * C * kConsumers : 0);
 }
-__device__ __forceinline__ int rows_of(const Params& p, int mi) {
-    return mi == 0 ? p.rows[0] : mi == 1 ? p.rows[1] : mi == 2 ? p.rows[2] : p.rows[3];
-}
-
 struct Ring {
     uint8_t slot[kSlots][kSlotBytes];
     uint64_t full[kSlots], empty[kSlots];
@@ -427,14 +429,7 @@ __global__ void __launch_bounds__(kThreads, 1) stream_chain(Params p) {
                 else stage<C, kEmbd, kStagers, true>(p, g, rank, &s, h, warp, lane, bar);
                 wait_until([&] { return mbar_try_wait_cluster(bar, (g / 2) & 1); }, p.stuck, kStuckStaged + g);
             }
-            float rscale = 1.0f;
-            if (mat_normed(mi)) {
-                float t = 0.0f;
-                for (int i = lane; i < C * kConsumers; i += 32) t += s.sumsq[i];
-#pragma unroll
-                for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
-                rscale = rsqrtf(t / kEmbd + kEps);
-            }
+            const float rscale = mat_normed(mi) ? inverse_rms(s, C * kConsumers, lane) : 1.0f;
             unsigned long long* out = p.words + static_cast<size_t>(g) * p.stride + static_cast<size_t>(blockIdx.x) * rows;
             if (mi == 3) piece = consume_mat<8>(p, ring, s, rows, piece, out, rscale, warp, lane);
             else piece = consume_mat<3>(p, ring, s, rows, piece, out, rscale, warp, lane);
