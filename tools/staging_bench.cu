@@ -82,7 +82,7 @@ struct Params {
     const uint8_t* image8;
     unsigned long long* words;  // [layers * 4][stride]: epoch << 32 | float bits
     const float* h0;            // the residual stream before layer 0
-    int* stuck;                 // set (matmul + 1) when a wait gives up
+    int* stuck;                 // set when a wait gives up: matmul + 1 (words), or kStuck* + piece or matmul
     int rows[kMats];            // a CTA's rows of each matmul
     int layers, stride, mode;
     unsigned epoch;
