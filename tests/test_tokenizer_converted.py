@@ -48,3 +48,28 @@ def test_converted_special_tokens_match_hf(tiny_model, tmp_path, kind):
     # with legacy=False gives "▁and".
     text = f"{specials[0]}Hi there{specials[1]}and {specials[-1]}text{specials[2]}"
     assert ours.tokenize(text, add_special=False, parse_special=True) == hf.encode(text, add_special_tokens=False)
+
+
+def test_converted_phi3_strips_whitespace_after_specials_as_hf(tiny_model, tmp_path):
+    """Phi-3's chat tokens strip the whitespace after them (rstrip in its
+    tokenizer.json), any Unicode whitespace as HF tokenizers does. The folder
+    is named as Phi-3.5's are: the converter then names the model "Phi 3.5
+    Mini Instruct", which llama.cpp's rule (keyed on "phi-3" or "phi3" in
+    general.name) misses."""
+    import shutil
+
+    import gguf
+    from transformers import AutoTokenizer
+
+    src = tmp_path / "Phi-3.5-mini-instruct"
+    shutil.copytree(tiny_model("phi3_mini").path, src)
+    path = convert_hf_to_gguf(src, tmp_path / "phi3.gguf", "f16")
+    name = bytes(gguf.GGUFReader(str(path)).fields["general.name"].parts[-1]).decode().lower()
+    assert "phi3" not in name and "phi-3" not in name, name
+    ours = phicpp.Tokenizer.from_gguf(path)
+    hf = AutoTokenizer.from_pretrained(str(src))
+    for special in ("<|user|>", "<|assistant|>", "<|end|>", "<|system|>"):
+        for space in ("\n", " \n\t", "\u00a0", "\u3000\u2003", "\u2028x", "\x85", "\u200b"):
+            text = f"{special}{space}Hello{special}{space}"
+            assert ours.tokenize(text, add_special=False, parse_special=True) == \
+                hf.encode(text, add_special_tokens=False), repr(text)

@@ -10,7 +10,22 @@
 namespace phi {
 
 namespace {
-inline bool c_isspace(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+// Bytes of the White_Space code point (Unicode's, as Rust's char::is_whitespace
+// that HF tokenizers strips with) that starts at text[pos], or 0.
+size_t space_after(std::string_view text, size_t pos) {
+    size_t p = pos;
+    const uint32_t cp = tok::decode_utf8_lenient(text, &p);
+    return tok::is_space(tok::ucat(cp)) ? p - pos : 0;
+}
+// Bytes of the White_Space code point that ends at text[end - 1] and starts at
+// or after `begin`, or 0.
+size_t space_before(std::string_view text, size_t begin, size_t end) {
+    size_t s = end - 1;
+    while (s > begin && end - s < 4 && (uint8_t(text[s]) & 0xC0) == 0x80) --s;
+    size_t p = s;
+    const uint32_t cp = tok::decode_utf8_lenient(text, &p);
+    return p == end && tok::is_space(tok::ucat(cp)) ? end - s : 0;
+}
 } // namespace
 
 bool Tokenizer::is_eog(int32_t id) const { return std::binary_search(eog_.begin(), eog_.end(), id); }
@@ -19,7 +34,8 @@ bool Tokenizer::is_eog(int32_t id) const { return std::binary_search(eog_.begin(
 // llama.cpp's tokenizer_st_partition: for each special token, longest first,
 // split every remaining raw-text fragment at its occurrences. Control and
 // unknown tokens only take part with parse_special; user-defined ones always.
-// LSTRIP/RSTRIP eat ASCII whitespace beside the token.
+// LSTRIP/RSTRIP eat whitespace beside the token: Unicode's White_Space, as HF
+// tokenizers strips (llama.cpp strips only ASCII's).
 void Tokenizer::partition(std::string_view text, bool parse_special, std::vector<Fragment>& frags) const {
     frags.clear();
     if (text.empty()) return;
@@ -44,14 +60,17 @@ void Tokenizer::partition(std::string_view text, bool parse_special, std::vector
                 if (m > off) {
                     size_t left = m - off;
                     if (a & TOKEN_ATTR_LSTRIP)
-                        while (left > 0 && c_isspace(text[off + left - 1])) --left;
+                        for (size_t n; left > 0 && (n = space_before(text, off, off + left)) > 0;) left -= n;
                     if (left > 0) next.push_back({-1, off, left});
                 }
                 next.push_back({id, 0, 0});
                 size_t r_off = m + tok.size();
                 size_t r_len = off + len - r_off;
                 if (a & TOKEN_ATTR_RSTRIP)
-                    while (r_len > 0 && c_isspace(text[r_off])) { ++r_off; --r_len; }
+                    for (size_t n; r_len > 0 && (n = space_after(text.substr(0, r_off + r_len), r_off)) > 0;) {
+                        r_off += n;
+                        r_len -= n;
+                    }
                 off = r_off;
                 len = r_len;
             }

@@ -1,6 +1,9 @@
 // Tokenizers built from a GGUF's tokenizer.ggml.* metadata, reproducing
-// llama.cpp (src/llama-vocab.cpp) token for token, with no sentencepiece or
-// HF tokenizers at run time:
+// llama.cpp (src/llama-vocab.cpp) token for token where it follows the
+// Hugging Face tokenizer, and the Hugging Face tokenizer where it does not
+// (o200k's regex, which llama.cpp approximates; Unicode whitespace stripped
+// beside special tokens; Phi-3's stripping whatever the model's name), with
+// no sentencepiece or HF tokenizers at run time:
 //   "llama" model -> SentencePiece BPE (score-driven bigram merges, byte fallback)
 //   "gpt2" model  -> byte-level BPE (merge ranks) behind the pre-tokenizer
 //                    named by tokenizer.ggml.pre (gpt-2, cl100k-style, o200k-style)

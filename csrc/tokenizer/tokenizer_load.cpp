@@ -302,9 +302,14 @@ void Tokenizer::finish_load(const gguf::File& file) {
         // unused / undefined tokens: empty, as llama.cpp
     }
 
-    // llama.cpp strips whitespace after Phi-3's special tokens, keyed on the model name
+    // Whitespace after Phi-3's special tokens is stripped (their tokenizer.json
+    // marks them rstrip). llama.cpp keys this on the model name alone, which
+    // misses files named "Phi 3.5 ..."; the Phi-3 family's SentencePiece vocab
+    // under its architectures gets it too.
     const std::string name = lower(file.opt_string("general.name").value_or(""));
-    if (name.find("phi-3") != std::string::npos || name.find("phi3") != std::string::npos) {
+    const std::string arch = file.opt_string("general.architecture").value_or("");
+    const bool phi3_spm = kind_ == Kind::SPM && (arch == "phi3" || arch == "phimoe");
+    if (phi3_spm || name.find("phi-3") != std::string::npos || name.find("phi3") != std::string::npos) {
         for (int32_t id : special_) attr_[size_t(id)] |= TOKEN_ATTR_RSTRIP;
         for (const char* s : {"</s>"}) {
             const int32_t id = vocab_.find(s);

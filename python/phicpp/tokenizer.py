@@ -1,8 +1,13 @@
 """Tokenizers read from a GGUF's tokenizer.ggml.* metadata (C++ core).
 
-Tokenization matches llama.cpp's token for token: SentencePiece ("llama"
+Tokenization matches the Hugging Face tokenizer the file came from, and
+llama.cpp's token for token wherever llama.cpp does too: SentencePiece ("llama"
 model: Phi-3/3.5) and byte-level BPE ("gpt2" model: Phi-1/1.5/2 with the GPT-2
 pre-tokenizer, Phi-4 with cl100k's "dbrx", Phi-4-mini with o200k's "gpt-4o").
+Where llama.cpp departs (it approximates o200k's regex, so marks and case
+changes in non-ASCII words split differently; it strips only ASCII whitespace
+beside special tokens; it strips after Phi-3's chat tokens only when the model's
+name says "phi3"), phicpp follows Hugging Face.
 
     tok = Tokenizer.from_gguf("phi-3-mini.gguf")
     ids = tok.tokenize("<|user|>\\nHi<|end|>", parse_special=True)
