@@ -300,6 +300,7 @@ static void bind_quant(py::module_& m) {
         const int64_t rows = x.shape(0), K = x.shape(1);
         quant::check_row_length(t, K);
         if (!quant::can_quantize(t)) fail(ErrorKind::unsupported, "cannot quantize to ", dtype_name(t));
+        check_thread_count(n_threads);
         const size_t rb = row_bytes(t, K);
         U8Array out({rows, static_cast<int64_t>(rb)});
         const float* src = x.data();

@@ -267,9 +267,28 @@ def test_unknown_architecture_is_named(bad_files):
     (["--repeat-penalty", "0"], "repeat_penalty"),
     (["--seed", "-9"], "seed"),
     (["--frobnicate"], "frobnicate"),
+    (["-c", "2147483648"], "ctx-size"),  # past 32 bits: a usage error, not a TypeError from the core
+    (["--top-k", str(2**40)], "top-k"),
+    (["-t", "100000"], "n_threads"),  # not a pool of 100,000 threads
 ])
 def test_bad_flag_values(gguf, flags, needle):
     assert_one_line_error(phicpp_cli("generate", "-m", gguf, "-p", "x", *flags), needle)
+
+
+@pytest.mark.parametrize("flags, needle", [(["-c", "2"], "at least 3"), (["-c", "8", "--chunks", "0"], "chunks")])
+def test_perplexity_bad_sizes(gguf, tmp_path, flags, needle):
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog " * 20)
+    assert_one_line_error(phicpp_cli("perplexity", "-m", gguf, "-f", text, *flags), needle)
+
+
+def test_version_and_closed_stdout(gguf):
+    r = phicpp_cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"phicpp {phicpp.__version__}", r
+    r = subprocess.run([sys.executable, "-m", "phicpp", "generate", "-m", str(gguf), "-p", "x", "-n", "2"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env(), timeout=300,
+                       preexec_fn=lambda: os.close(1))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
 
 
 def test_ngl_without_a_gpu_runs_on_the_cpu(gguf):

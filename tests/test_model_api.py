@@ -56,9 +56,22 @@ def test_gpu_layers_without_a_gpu_run_on_the_cpu(gguf):
 
 def test_bad_construction_values(gguf):
     for kw in ({"device": "tpu"}, {"kv_type": "q3"}, {"n_ctx": -1}, {"n_threads": -2}, {"n_batch": 0},
-               {"n_seq": 0}, {"n_seq": 100000}):
+               {"n_seq": 0}, {"n_seq": 100000}, {"n_threads": 10**6}):
         with pytest.raises(ValueError):
             phicpp.Model(gguf, **kw)
+    with pytest.raises(ValueError, match="top_k"):
+        phicpp.Sampler(top_k=2**40)
+
+
+def test_token_ids_are_not_cast_silently(model):
+    """Ids a cast to int32 would change (floats truncated, 64-bit values wrapped) are refused."""
+    for bad, err in (([1.5, 2.7], TypeError), (np.array([2**32 + 5]), ValueError),
+                     (np.array([2**63], dtype=np.uint64), ValueError), ([True], TypeError)):
+        with pytest.raises(err):
+            model.eval(bad)
+    with pytest.raises(ValueError):
+        model.decode_batch([0], np.array([2**40]))
+    assert model.eval(np.array([5], dtype=np.int64)).shape == (model.n_vocab,)
 
 
 def test_a_context_larger_than_the_host_is_refused_up_front(gguf, tiny_gguf):

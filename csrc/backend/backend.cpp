@@ -26,7 +26,13 @@ std::string cuda_unavailable_reason() {
 #endif
 }
 
+void check_thread_count(int n_threads) {
+    if (n_threads < 0 || n_threads > kMaxThreads)
+        fail(ErrorKind::invalid_arg, "n_threads must be within [0, ", kMaxThreads, "] (0: all cores), got ", n_threads);
+}
+
 std::unique_ptr<Backend> make_backend(const BackendOptions& opts) {
+    check_thread_count(opts.n_threads);
     if (opts.device == "cpu") return cpu::make_cpu_backend(opts.n_threads, opts.isa);
     if (opts.device == "cuda" || opts.device == "auto") {
 #ifdef PHICPP_WITH_CUDA

@@ -230,6 +230,13 @@ struct BackendOptions {
     std::string isa = "auto";    // CPU kernels: scalar | avx2 | avxvnni | avx512 | amx | auto (PHICPP_ISA, else the best)
 };
 
+// CPU threads a backend or a tool may be asked for at most (llama.cpp's
+// GGML_MAX_N_THREADS): each is a thread of the pool, so a mistyped count must
+// not start a million of them.
+constexpr int kMaxThreads = 512;
+// Fails (invalid_arg) unless 0 <= n_threads <= kMaxThreads.
+void check_thread_count(int n_threads);
+
 std::unique_ptr<Backend> make_backend(const BackendOptions& opts);
 
 // Whether a CUDA device can be used by this build on this machine.

@@ -21,6 +21,11 @@ from typing import Iterator, NoReturn
 
 import click
 
+from . import __version__
+
+# Integer options as the C++ core takes them: a value past 32 bits is a usage error, not a traceback.
+INT32 = click.IntRange(-2**31, 2**31 - 1)
+
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one clear error line to stderr and exit with `code` (no traceback)."""
@@ -58,9 +63,11 @@ def user_errors() -> Iterator[None]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="phicpp", message="%(prog)s %(version)s")
+@click.version_option(version=__version__, prog_name="phicpp", message="%(prog)s %(version)s")
 def main() -> None:
     """phicpp: run Microsoft's Phi models from GGUF files."""
+    if sys.stdout is None:  # started with stdout closed (`>&-`): what would go there goes nowhere
+        sys.stdout = open(os.devnull, "w")
     # what a load assumed (Model's warnings) as one plain line, not Python's warning format
     warnings.showwarning = lambda message, *_a, **_k: click.echo(f"warning: {message}", err=True)
 
@@ -174,10 +181,10 @@ def _kv_options(f):
 
 def _runtime_options(f):
     f = _kv_options(f)
-    f = click.option("-c", "--ctx-size", type=int, default=0, show_default=True,
+    f = click.option("-c", "--ctx-size", type=INT32, default=0, show_default=True,
                      help="Context size in tokens (0: the model's, at most 4096).")(f)
-    f = click.option("-t", "--threads", type=int, default=0, help="CPU threads (0: all cores).")(f)
-    f = click.option("-b", "--batch-size", type=int, default=512, show_default=True,
+    f = click.option("-t", "--threads", type=INT32, default=0, help="CPU threads (0: all cores).")(f)
+    f = click.option("-b", "--batch-size", type=INT32, default=512, show_default=True,
                      help="Tokens per prefill batch.")(f)
     f = _device_options(f)
     return f
@@ -186,7 +193,7 @@ def _runtime_options(f):
 def _device_options(f):
     f = click.option("--device", default=None,
                      help="cpu, cuda or auto (default: auto, the GPU when there is one).")(f)
-    f = click.option("-ngl", "--n-gpu-layers", "n_gpu_layers", type=int, default=None,
+    f = click.option("-ngl", "--n-gpu-layers", "n_gpu_layers", type=INT32, default=None,
                      help="As llama.cpp: 0 runs on the CPU, more (e.g. 99) on the GPU (the CPU, with a "
                           "warning, where there is none); phicpp puts the whole model on one device.")(f)
     return f
@@ -196,12 +203,12 @@ def _sampling_options(f):
     opts = [
         click.option("--temp", "temperature", type=float, default=0.8, show_default=True,
                      help="Temperature (<= 0: greedy)."),
-        click.option("--top-k", type=int, default=40, show_default=True, help="Top-k (<= 0: off; 1: greedy)."),
+        click.option("--top-k", type=INT32, default=40, show_default=True, help="Top-k (<= 0: off; 1: greedy)."),
         click.option("--top-p", type=float, default=0.95, show_default=True, help="Top-p (1.0: off)."),
         click.option("--min-p", type=float, default=0.05, show_default=True, help="Min-p (0.0: off)."),
         click.option("--repeat-penalty", type=float, default=1.0, show_default=True,
                      help="Penalty for repeated tokens (1.0: off)."),
-        click.option("--repeat-last-n", type=int, default=64, show_default=True,
+        click.option("--repeat-last-n", type=INT32, default=64, show_default=True,
                      help="Tokens the penalties look back over (0: off, -1: the context)."),
         click.option("--presence-penalty", type=float, default=0.0, show_default=True),
         click.option("--frequency-penalty", type=float, default=0.0, show_default=True),
@@ -223,8 +230,8 @@ def _sampler(kw: dict):
 @main.command(cls=_OneLineErrors)
 @_model_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=int, default=8080, show_default=True, help="Port to listen on.")
-@click.option("-np", "--parallel", type=int, default=4, show_default=True,
+@click.option("--port", type=INT32, default=8080, show_default=True, help="Port to listen on.")
+@click.option("-np", "--parallel", type=INT32, default=4, show_default=True,
               help="Requests decoded together (sequences in the KV cache).")
 @click.option("--alias", default=None, help="The model's name in the API (default: the file name).")
 @_runtime_options
@@ -260,7 +267,7 @@ def serve(model, host, port, parallel, alias, ctx_size, threads, batch_size, dev
 @click.option("-p", "--prompt", default=None, help="Prompt text.")
 @click.option("-f", "--file", "prompt_file", type=click.Path(path_type=Path), default=None,
               help="Read the prompt from a file.")
-@click.option("-n", "--n-predict", type=int, default=256, show_default=True,
+@click.option("-n", "--n-predict", type=INT32, default=256, show_default=True,
               help="Tokens to generate (-1: until an end token or a full context).")
 @click.option("--stop", multiple=True, help="Stop when this text appears (repeatable).")
 @click.option("--no-display-prompt", is_flag=True, help="Print only the generated text.")
@@ -303,7 +310,7 @@ def generate(model, prompt, prompt_file, n_predict, stop, no_display_prompt, no_
 @main.command(cls=_OneLineErrors)
 @_model_option
 @click.option("-sys", "--system-prompt", default=None, help="System prompt.")
-@click.option("-n", "--n-predict", type=int, default=-1, show_default=True,
+@click.option("-n", "--n-predict", type=INT32, default=-1, show_default=True,
               help="Most tokens per reply (-1: until an end token or a full context).")
 @click.option("--template", "template_name", type=click.Choice(["auto", "phi3", "phi4", "plain"]), default="auto",
               show_default=True, help="Chat template (auto: the GGUF's own, else a built-in one).")
@@ -360,9 +367,9 @@ def _int_list(text: str, flag: str) -> list[int]:
 @click.option("-n", "--n-gen", default="128", show_default=True, help="Generation lengths (comma-separated).")
 @click.option("-d", "--n-depth", default="0", show_default=True,
               help="Tokens already in the context before each test (comma-separated), as llama-bench's -d.")
-@click.option("-r", "--repetitions", type=int, default=5, show_default=True)
-@click.option("-t", "--threads", type=int, default=0, help="CPU threads (0: all cores).")
-@click.option("-b", "--batch-size", type=int, default=512, show_default=True)
+@click.option("-r", "--repetitions", type=INT32, default=5, show_default=True)
+@click.option("-t", "--threads", type=INT32, default=0, help="CPU threads (0: all cores).")
+@click.option("-b", "--batch-size", type=INT32, default=512, show_default=True)
 @click.option("-o", "--output", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
 @_device_options
 @_kv_options
@@ -394,10 +401,10 @@ def bench(model, n_prompt, n_gen, n_depth, repetitions, threads, batch_size, fmt
 @main.command(cls=_OneLineErrors)
 @_model_option
 @click.option("-f", "--file", "text_file", type=click.Path(path_type=Path), required=True, help="Text to score.")
-@click.option("-c", "--ctx-size", type=int, default=512, show_default=True, help="Tokens per chunk.")
-@click.option("-b", "--batch-size", type=int, default=512, show_default=True)
-@click.option("-t", "--threads", type=int, default=0)
-@click.option("--chunks", type=int, default=-1, help="Score at most this many chunks (-1: all).")
+@click.option("-c", "--ctx-size", type=INT32, default=512, show_default=True, help="Tokens per chunk.")
+@click.option("-b", "--batch-size", type=INT32, default=512, show_default=True)
+@click.option("-t", "--threads", type=INT32, default=0)
+@click.option("--chunks", type=INT32, default=-1, help="Score at most this many chunks (-1: all).")
 @_device_options
 @_kv_options
 def perplexity(model, text_file, ctx_size, batch_size, threads, chunks, device, n_gpu_layers):
@@ -423,7 +430,7 @@ def perplexity(model, text_file, ctx_size, batch_size, threads, chunks, device, 
 @click.argument("src", type=click.Path(path_type=Path))
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.argument("qtype")
-@click.option("-t", "--threads", type=int, default=0, help="Threads (0: all cores).")
+@click.option("-t", "--threads", type=INT32, default=0, help="Threads (0: all cores).")
 @click.option("--allow-requantize", is_flag=True,
               help="Requantize tensors that are already quantized (adds a second rounding to the first).")
 def quantize(src, dst, qtype, threads, allow_requantize):

@@ -22,6 +22,19 @@ def device_for_gpu_layers(n_gpu_layers: int) -> str:
     return "cuda"
 
 
+
+def _ids(values, name: str) -> np.ndarray:
+    """Token or sequence ids as int32, refusing what a cast would silently change
+    (floats truncated, values past 32 bits wrapped)."""
+    a = np.asarray(values)
+    if a.size == 0:
+        return np.zeros(a.shape, np.int32)
+    if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must be integers, got an array of {a.dtype}")
+    if int(a.min()) < -2**31 or int(a.max()) >= 2**31:
+        raise ValueError(f"{name} out of range: {int(a.min())} .. {int(a.max())}")
+    return a.astype(np.int32)
+
 class Model:
     """A Phi model loaded from a GGUF file.
 
@@ -62,14 +75,14 @@ class Model:
         """Evaluate tokens after those already cached (in sequence seq). Returns the logits
         of the last token ([n_vocab]) or of every token ([n, n_vocab]) with all_logits."""
         with self._lock:
-            return self._m.eval(np.asarray(tokens, dtype=np.int32), all_logits, seq)
+            return self._m.eval(_ids(tokens, "tokens"), all_logits, seq)
 
     def decode_batch(self, seqs: Sequence[int], tokens: Sequence[int]) -> np.ndarray:
         """One token for each of several different sequences in one forward pass (token i
         continues sequence seqs[i]); logits [n, n_vocab], each row exactly as eval([token],
         seq=...) alone would give it."""
         with self._lock:
-            return self._m.batch(np.asarray(seqs, dtype=np.int32), 1, np.asarray(tokens, dtype=np.int32))
+            return self._m.batch(_ids(seqs, "seqs"), 1, _ids(tokens, "tokens"))
 
     def batch(self, seqs: Sequence[int], first_count: int, tokens: Sequence[int]) -> np.ndarray:
         """first_count tokens of sequence seqs[0] (a prompt chunk), then one token of each
@@ -77,7 +90,7 @@ class Model:
         [len(seqs), n_vocab]. Row-invariant like decode_batch: a prompt fed this way, in
         any chunks, gives what eval of it one token at a time gives."""
         with self._lock:
-            return self._m.batch(np.asarray(seqs, dtype=np.int32), first_count, np.asarray(tokens, dtype=np.int32))
+            return self._m.batch(_ids(seqs, "seqs"), first_count, _ids(tokens, "tokens"))
 
     def reset(self, seq: int = 0) -> None:
         """Empty the KV cache (of sequence seq)."""

@@ -45,8 +45,10 @@ def perplexity(model, text: str, n_ctx: int = 512, n_chunks: int = -1,
     tok = model.tokenizer
     if tok.add_eos:
         raise ValueError("perplexity needs a vocab that does not append EOS (llama.cpp asserts the same)")
-    if n_ctx < 2:
-        raise ValueError(f"the context must be at least 2 tokens, got {n_ctx}")
+    if n_ctx < 3:  # (the second half of a chunk must hold a scored token)
+        raise ValueError(f"the context must be at least 3 tokens, got {n_ctx}")
+    if n_chunks == 0 or n_chunks < -1:
+        raise ValueError(f"the number of chunks must be -1 (all) or at least 1, got {n_chunks}")
     if n_ctx > model.n_ctx:
         raise ValueError(f"-c {n_ctx} is more than the model's context ({model.n_ctx})")
     tokens = np.asarray(tok.tokenize(text, add_special=True, parse_special=False), dtype=np.int32)

@@ -64,6 +64,10 @@ class SamplingParams:
             raise ValueError(f"repeat_last_n must be -1 (whole context), 0 (off) or more, got {self.repeat_last_n}")
         if self.min_keep < 0:
             raise ValueError(f"min_keep must be >= 0, got {self.min_keep}")
+        for name in ("top_k", "repeat_last_n", "min_keep"):  # (the C++ sampler takes 32-bit ints)
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not -2**31 <= v < 2**31:
+                raise ValueError(f"{name} must be an integer below 2**31, got {v!r}")
         if self.seed is not None and self.seed != -1 and not 0 <= int(self.seed) < 2**64:
             raise ValueError(f"seed must be in [0, 2**64) or -1 for random, got {self.seed}")
         return self
