@@ -63,7 +63,7 @@ DType parse_kv_type(const std::string& s, DType embedding_type) {
 std::unique_ptr<Model> Model::load(const std::string& path, const ModelParams& params) {
     if (params.n_ctx < 0) fail(ErrorKind::invalid_arg, "n_ctx must be >= 0, got ", params.n_ctx);
     if (params.n_batch <= 0) fail(ErrorKind::invalid_arg, "n_batch must be > 0, got ", params.n_batch);
-    if (params.n_threads < 0) fail(ErrorKind::invalid_arg, "n_threads must be >= 0, got ", params.n_threads);
+    check_thread_count(params.n_threads);  // (before the file is read; make_backend checks it as well)
     if (params.n_seq < 1 || params.n_seq > 256)
         fail(ErrorKind::invalid_arg, "n_seq must be within [1, 256], got ", params.n_seq);
 

@@ -22,18 +22,18 @@ def device_for_gpu_layers(n_gpu_layers: int) -> str:
     return "cuda"
 
 
-
 def _ids(values, name: str) -> np.ndarray:
     """Token or sequence ids as int32, refusing what a cast would silently change
     (floats truncated, values past 32 bits wrapped)."""
     a = np.asarray(values)
     if a.size == 0:
         return np.zeros(a.shape, np.int32)
-    if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
+    if not np.issubdtype(a.dtype, np.integer):  # (bool is not an integer dtype)
         raise TypeError(f"{name} must be integers, got an array of {a.dtype}")
     if int(a.min()) < -2**31 or int(a.max()) >= 2**31:
         raise ValueError(f"{name} out of range: {int(a.min())} .. {int(a.max())}")
     return a.astype(np.int32)
+
 
 class Model:
     """A Phi model loaded from a GGUF file.

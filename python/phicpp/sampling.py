@@ -16,6 +16,7 @@ candidate list as `logits` (+ optional `ids`, default 0..n-1) and return
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import asdict, dataclass
 from typing import Sequence
@@ -66,7 +67,7 @@ class SamplingParams:
             raise ValueError(f"min_keep must be >= 0, got {self.min_keep}")
         for name in ("top_k", "repeat_last_n", "min_keep"):  # (the C++ sampler takes 32-bit ints)
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or not -2**31 <= v < 2**31:
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or not -2**31 <= v < 2**31:
                 raise ValueError(f"{name} must be an integer below 2**31, got {v!r}")
         if self.seed is not None and self.seed != -1 and not 0 <= int(self.seed) < 2**64:
             raise ValueError(f"seed must be in [0, 2**64) or -1 for random, got {self.seed}")
