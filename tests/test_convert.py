@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 import llamacpp_ref
 import reftok
 from phicpp.cli import main as cli_main
-from phicpp.convert import ConvertError, convert_hf_to_gguf
+from phicpp.convert import ConvertError, convert_hf_to_gguf, read_hparams
 
 F32, F16, BF16 = gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.BF16
 WEIGHT_TYPE = {"f32": F32, "f16": F16, "bf16": BF16}
@@ -552,6 +552,63 @@ def test_errors_are_one_line_and_leave_no_file(tiny_model, copy_model, tmp_path,
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and ERROR_CASES[case] in lines[0]
     assert list(out_dir.iterdir()) == []
+
+
+_PHI3_CONFIG = {  # a Phi-3.5-mini-shaped config.json, scaled down
+    "architectures": ["Phi3ForCausalLM"], "hidden_size": 96, "num_attention_heads": 6, "num_key_value_heads": 2,
+    "intermediate_size": 192, "num_hidden_layers": 2, "vocab_size": 320, "max_position_embeddings": 4096,
+    "original_max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "sliding_window": 262,
+    "tie_word_embeddings": False, "partial_rotary_factor": 0.75,
+    "rope_scaling": {"type": "longrope", "long_factor": [1.5] * 6, "short_factor": [1.0] * 6},
+}
+
+# key -> a bad value; each must be refused naming the key, never converted into a
+# file the loader refuses nor raised as a Python error from int()/float()/struct
+_BAD_CONFIG_VALUES = [
+    ("hidden_size", 96.5), ("hidden_size", "96"), ("hidden_size", True), ("hidden_size", -96),
+    ("num_attention_heads", 0), ("num_key_value_heads", -2), ("num_key_value_heads", 2.5),
+    ("intermediate_size", [192]), ("num_hidden_layers", 0), ("vocab_size", "x"),
+    ("max_position_embeddings", -1), ("max_position_embeddings", 2 ** 32),
+    ("original_max_position_embeddings", 2 ** 40), ("sliding_window", -1), ("sliding_window", "x"),
+    ("rms_norm_eps", 0.0), ("rms_norm_eps", -1e-5), ("rms_norm_eps", float("nan")), ("rms_norm_eps", "1e-5"),
+    ("rope_theta", 0), ("rope_theta", -1.0), ("rope_theta", [10000.0]), ("rope_theta", float("inf")),
+    ("partial_rotary_factor", 5.0), ("partial_rotary_factor", "half"), ("partial_rotary_factor", 0.0),
+    ("tie_word_embeddings", "false"), ("rope_scaling", [1, 2]), ("rope_scaling", "longrope"),
+    ("long_factor", None), ("long_factor", [1.5] * 5), ("long_factor", [1.5] * 5 + [float("nan")]),
+    ("short_factor", [1.0] * 5 + [-1.0]), ("short_factor", "x"),
+]
+
+
+@pytest.mark.parametrize("key,value", _BAD_CONFIG_VALUES, ids=[f"{k}={v!r}" for k, v in _BAD_CONFIG_VALUES])
+def test_config_values_checked_before_conversion(key, value):
+    cfg = json.loads(json.dumps(_PHI3_CONFIG))
+    hp = read_hparams(cfg)  # the base config converts
+    assert (hp.n_ctx, hp.n_ctx_orig, hp.rope_dims, hp.sliding_window) == (4096, 512, 12, 262)
+    if key in ("long_factor", "short_factor"):
+        cfg["rope_scaling"][key] = value
+    else:
+        cfg[key] = value
+    with pytest.raises(ConvertError) as e:
+        read_hparams(cfg)
+    assert key in str(e.value) and "\n" not in str(e.value)
+
+
+def test_config_integral_floats_and_null_optionals_accepted():
+    cfg = dict(_PHI3_CONFIG, hidden_size=96.0, sliding_window=None, num_key_value_heads=None, rope_scaling=None)
+    hp = read_hparams(cfg)
+    assert (hp.n_embd, hp.sliding_window, hp.n_head_kv, hp.n_ctx_orig) == (96, 0, 6, 512)
+    assert isinstance(hp.n_embd, int)
+
+
+def test_config_bad_architectures_entry_is_a_clear_error(tiny_model, copy_model, tmp_path):
+    d = copy_model(tiny_model("phi3_mini").path)
+    _edit_config(d, architectures=[None], sliding_window=-5)
+    res = CliRunner().invoke(cli_main, ["convert", str(d), "-o", str(tmp_path / "m.gguf")])
+    assert res.exit_code == 1 and res.output.startswith("error: unsupported architecture None")
+    _edit_config(d, architectures=["Phi3ForCausalLM"])
+    res = CliRunner().invoke(cli_main, ["convert", str(d), "-o", str(tmp_path / "m.gguf")])
+    assert res.exit_code == 1 and res.output.strip() == "error: config.json: sliding_window = -5 is out of range [0, 268435456]"
+    assert not (tmp_path / "m.gguf").exists()
 
 
 def test_output_into_folder_and_config_without_architectures(tiny_model, copy_model, tmp_path):

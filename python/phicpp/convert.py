@@ -213,15 +213,23 @@ class HParams:
 def _rope_params(cfg: dict) -> dict:
     """Merged rope settings: transformers 5 `rope_parameters`, older `rope_scaling` +
     top-level rope_theta/partial_rotary_factor (the same merge llama.cpp does)."""
-    rp = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
-    if "full_attention" in rp:  # per-layer-type layout: phi uses one kind
-        rp = dict(rp["full_attention"])
+    rp = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    if isinstance(rp, dict) and "full_attention" in rp:  # per-layer-type layout: phi uses one kind
+        rp = rp["full_attention"]
+    if not isinstance(rp, dict):
+        raise ConvertError(f"config.json: rope_parameters / rope_scaling = {rp!r} is not an object")
+    rp = dict(rp)
     for key in ("rope_theta", "partial_rotary_factor", "original_max_position_embeddings"):
         if key not in rp and cfg.get(key) is not None:
             rp[key] = cfg[key]
     if "rope_type" not in rp and rp.get("type") is not None:
         rp["rope_type"] = rp["type"]
     return rp
+
+
+# The loader's bound on every size (csrc/model/config.cpp kMaxDim): a config past it
+# would convert to a file that phicpp then refuses, so refuse it here.
+_MAX_DIM = 1 << 28
 
 
 def _need(cfg: dict, *keys: str) -> Any:
@@ -231,13 +239,58 @@ def _need(cfg: dict, *keys: str) -> Any:
     raise ConvertError(f"config.json lacks {' / '.join(keys)}")
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _int(v: Any, key: str, lo: int = 1, hi: int = _MAX_DIM) -> int:
+    """A config size: an integer (4096.0 passes, 96.5 and "96" do not) in [lo, hi]."""
+    if not _is_number(v) or (isinstance(v, float) and not v.is_integer()):
+        raise ConvertError(f"config.json: {key} = {v!r} is not an integer")
+    if not lo <= v <= hi:
+        raise ConvertError(f"config.json: {key} = {int(v)} is out of range [{lo}, {hi}]")
+    return int(v)
+
+
+def _float(v: Any, key: str, allow_zero: bool = False) -> float:
+    """A config scale: a finite number, positive (or zero where allow_zero)."""
+    if not _is_number(v) or not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ConvertError(f"config.json: {key} = {v!r} is not a {'non-negative' if allow_zero else 'positive'} "
+                           f"finite number")
+    return float(v)
+
+
+def _bool(cfg: dict, key: str, default: bool = False) -> bool:
+    v = cfg.get(key)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise ConvertError(f"config.json: {key} = {v!r} is not true or false")
+    return v
+
+
+def _factors(rp: dict, key: str, n: int) -> list[float]:
+    """A LongRoPE factor list: n positive finite numbers."""
+    v = rp.get(key)
+    if not isinstance(v, list) or len(v) != n:
+        got = f"{len(v)} entries" if isinstance(v, list) else repr(v)
+        raise ConvertError(f"LongRoPE {key} must have rope_dims/2 = {n} entries (got {got})")
+    return [_float(x, f"{key}[{i}]") for i, x in enumerate(v)]
+
+
 ARCHITECTURES = {"PhiForCausalLM": "phi2", "Phi3ForCausalLM": "phi3", "PhimoeForCausalLM": "phimoe",
                  "PhiMoEForCausalLM": "phimoe"}  # (the published checkpoint's own spelling)
 _MODEL_TYPES = {"phi": "PhiForCausalLM", "phi3": "Phi3ForCausalLM", "phimoe": "PhimoeForCausalLM"}
 
 
 def read_hparams(cfg: dict) -> HParams:
+    """config.json's settings, each checked for type and range before anything is written."""
     archs = cfg.get("architectures") or []
+    if isinstance(archs, str):
+        archs = [archs]
+    if not isinstance(archs, list):
+        raise ConvertError(f"config.json: architectures = {archs!r} is not a list of names")
+    archs = [str(a) for a in archs]
     if not archs and cfg.get("model_type") in _MODEL_TYPES:  # hand-written configs may omit architectures
         archs = [_MODEL_TYPES[cfg["model_type"]]]
     known = [a for a in archs if a in ARCHITECTURES]
@@ -246,45 +299,56 @@ def read_hparams(cfg: dict) -> HParams:
                            f"supported: {', '.join(ARCHITECTURES)}")
     arch = ARCHITECTURES[known[0]]
     rp = _rope_params(cfg)
-    n_embd = int(_need(cfg, "hidden_size", "n_embd"))
-    n_head = int(_need(cfg, "num_attention_heads", "n_head"))
+    n_embd = _int(_need(cfg, "hidden_size", "n_embd"), "hidden_size")
+    n_head = _int(_need(cfg, "num_attention_heads", "n_head"), "num_attention_heads")
     if n_embd % n_head:
         raise ConvertError(f"hidden_size {n_embd} is not a multiple of num_attention_heads {n_head}")
-    n_ctx = int(_need(cfg, "max_position_embeddings", "n_positions"))
+    n_ctx = _int(_need(cfg, "max_position_embeddings", "n_positions"), "max_position_embeddings")
     # transformers rotates int(partial_rotary_factor * head_dim) dims; llama.cpp writes
     # int(partial_rotary_factor * n_embd) // n_head, the same number for every real Phi.
-    rot = float(rp.get("partial_rotary_factor", 1.0))
+    rot = _float(rp.get("partial_rotary_factor", 1.0), "partial_rotary_factor")
     rope_dims = int(rot * (n_embd // n_head))
-    if rope_dims % 2 or rope_dims <= 0:
-        raise ConvertError(f"partial_rotary_factor {rot} gives {rope_dims} rotary dims per head; need a positive even count")
+    if rope_dims % 2 or rope_dims <= 0 or rope_dims > n_embd // n_head:
+        raise ConvertError(f"partial_rotary_factor {rot} gives {rope_dims} rotary dims per head of "
+                           f"{n_embd // n_head}; need a positive even count at most the head size")
     rope_type = str(rp.get("rope_type") or "default").lower()
     if rope_type not in ("default", "longrope", "su"):
         raise ConvertError(f"unsupported rope type {rope_type!r} (supported: default, longrope)")
+    if rope_type != "default":
+        # transformers needs both lists for LongRoPE; without them it would not run this config
+        rp["long_factor"] = _factors(rp, "long_factor", rope_dims // 2)
+        rp["short_factor"] = _factors(rp, "short_factor", rope_dims // 2)
+        for key in ("attention_factor", "short_mscale", "long_mscale"):
+            if rp.get(key) is not None:
+                rp[key] = _float(rp[key], key)
     if arch == "phi2":
-        eps = float(_need(cfg, "layer_norm_eps", "layer_norm_epsilon"))
+        eps = _float(_need(cfg, "layer_norm_eps", "layer_norm_epsilon"), "layer_norm_eps")
         # llama.cpp writes 4 * n_embd here; every real Phi-1/1.5/2 has intermediate_size == 4 * n_embd
-        n_ff = int(cfg.get("intermediate_size") or cfg.get("n_inner") or 4 * n_embd)
+        n_ff = _int(cfg.get("intermediate_size") or cfg.get("n_inner") or 4 * n_embd, "intermediate_size")
     else:
-        eps = float(_need(cfg, "rms_norm_eps"))
-        n_ff = int(_need(cfg, "intermediate_size"))
-    n_head_kv = int(cfg.get("num_key_value_heads") or n_head)
+        eps = _float(_need(cfg, "rms_norm_eps"), "rms_norm_eps")
+        n_ff = _int(_need(cfg, "intermediate_size"), "intermediate_size")
+    n_head_kv = _int(cfg.get("num_key_value_heads") or n_head, "num_key_value_heads")
     if n_head % n_head_kv:
         raise ConvertError(f"num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_head_kv}")
     moe = {}
     if arch == "phimoe":
-        moe = dict(n_expert=int(_need(cfg, "num_local_experts")), n_expert_used=int(_need(cfg, "num_experts_per_tok")),
-                   router_jitter=float(cfg.get("router_jitter_noise") or 0.0),
-                   attn_bias=bool(cfg.get("attention_bias", False)), lm_head_bias=bool(cfg.get("lm_head_bias", False)))
+        moe = dict(n_expert=_int(_need(cfg, "num_local_experts"), "num_local_experts"),
+                   n_expert_used=_int(_need(cfg, "num_experts_per_tok"), "num_experts_per_tok"),
+                   router_jitter=_float(cfg.get("router_jitter_noise") or 0.0, "router_jitter_noise", allow_zero=True),
+                   attn_bias=_bool(cfg, "attention_bias"), lm_head_bias=_bool(cfg, "lm_head_bias"))
         if moe["n_expert_used"] != 2 or moe["n_expert"] < 2:
             raise ConvertError(f"Phi-MoE routes each token to 2 experts (SparseMixer); this config has "
                                f"num_experts_per_tok={moe['n_expert_used']} of num_local_experts={moe['n_expert']}")
+    n_ctx_orig = rp.get("original_max_position_embeddings")
     return HParams(**moe,
-        arch=arch, n_vocab=int(_need(cfg, "vocab_size")), n_embd=n_embd, n_ff=n_ff,
-        n_layer=int(_need(cfg, "num_hidden_layers", "n_layer")), n_head=n_head, n_head_kv=n_head_kv,
-        n_ctx=n_ctx, n_ctx_orig=int(rp.get("original_max_position_embeddings") or n_ctx),
-        rope_dims=rope_dims, rope_theta=float(rp.get("rope_theta", 10000.0)), rope=rp, norm_eps=eps,
-        qk_layernorm=bool(cfg.get("qk_layernorm", False)), tied=bool(cfg.get("tie_word_embeddings", False)),
-        sliding_window=int(cfg.get("sliding_window") or 0))
+        arch=arch, n_vocab=_int(_need(cfg, "vocab_size"), "vocab_size"), n_embd=n_embd, n_ff=n_ff,
+        n_layer=_int(_need(cfg, "num_hidden_layers", "n_layer"), "num_hidden_layers"), n_head=n_head,
+        n_head_kv=n_head_kv, n_ctx=n_ctx,
+        n_ctx_orig=_int(n_ctx_orig, "original_max_position_embeddings") if n_ctx_orig else n_ctx,
+        rope_dims=rope_dims, rope_theta=_float(rp.get("rope_theta", 10000.0), "rope_theta"), rope=rp, norm_eps=eps,
+        qk_layernorm=_bool(cfg, "qk_layernorm"), tied=_bool(cfg, "tie_word_embeddings"),
+        sliding_window=_int(cfg.get("sliding_window") or 0, "sliding_window", lo=0))
 
 
 # =============================================================================== tensor names
@@ -420,12 +484,9 @@ def _rope_factors(hp: HParams) -> tuple[list[tuple[str, np.ndarray]], float | No
     """LongRoPE: the (long, short) factor tensors and rope.scaling.attn_factor, as llama.cpp
     derives them; ([], None) for plain RoPE."""
     rp = hp.rope
-    if str(rp.get("rope_type", "")).lower() not in ("longrope", "su") or not rp.get("long_factor"):
+    if str(rp.get("rope_type", "")).lower() not in ("longrope", "su"):
         return [], None
-    long_f, short_f = rp.get("long_factor"), rp.get("short_factor")
-    if not short_f or len(long_f) != len(short_f) or len(long_f) != hp.rope_dims // 2:
-        raise ConvertError(f"LongRoPE long_factor/short_factor must both have rope_dims/2 = {hp.rope_dims // 2} "
-                           f"entries (got {len(long_f)} and {len(short_f or [])})")
+    long_f, short_f = rp["long_factor"], rp["short_factor"]  # checked by read_hparams
     scale = hp.n_ctx / hp.n_ctx_orig
     if rp.get("attention_factor") is not None:
         # transformers uses an explicit attention_factor as is; llama.cpp's converter ignores it
