@@ -187,6 +187,8 @@ def test_bench_at_depth(gguf):
     r = phicpp_cli("bench", "-m", gguf, "-p", "8", "-n", "0", "-d", "20", "-r", "1", "-t", "1")
     assert re.search(r"\|\s+pp8 @ d20 \|\s+[0-9.]+ ± [0-9.]+ \|$", r.stdout.strip().splitlines()[2])
     assert_one_line_error(phicpp_cli("bench", "-m", gguf, "-d", "-3"), "-d")
+    assert_one_line_error(phicpp_cli("bench", "-m", gguf, "-p", "-1"), "-p", ">= 0")
+    assert_one_line_error(phicpp_cli("bench", "-m", gguf, "-n", "4,2147483648"), "-n")
 
 
 def test_perplexity_output_format(gguf, tmp_path):
@@ -215,6 +217,55 @@ def test_quantize(gguf, tmp_path):
     assert not (tmp_path / "q4.gguf").exists()
     r = phicpp_cli("quantize", out, tmp_path / "q4.gguf", "Q4_0", "--allow-requantize", "-t", "1")
     assert r.returncode == 0, r.stderr
+
+
+_SLOW_QUANTIZE = """
+import sys, time
+import phicpp._core as core
+quantize = core.quantize
+def slow(*a, **k):  # each tensor takes a while: time to send SIGTERM mid-file
+    time.sleep(0.3)
+    return quantize(*a, **k)
+core.quantize = slow
+from phicpp.cli import main
+sys.argv = ["phicpp", *sys.argv[1:]]
+main()
+"""
+
+
+def test_quantize_sigterm_and_temporary_files(gguf, tmp_path):
+    """SIGTERM mid-quantize removes the half-written file (exit 143); a user's own DST.tmp is
+    neither overwritten nor deleted; directories get a clear error."""
+    import signal
+    import time
+    out = tmp_path / "q.gguf"
+    mine = tmp_path / "q.gguf.tmp"
+    mine.write_bytes(b"a user's file")
+    p = subprocess.Popen([sys.executable, "-c", _SLOW_QUANTIZE, "quantize", str(gguf), str(out), "Q8_0", "-t", "1"],
+                         env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not [f for f in tmp_path.iterdir() if f != mine] and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    assert p.poll() is None, p.communicate()
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    assert "Traceback" not in err
+    assert sorted(tmp_path.iterdir()) == [mine] and mine.read_bytes() == b"a user's file"
+
+    r = phicpp_cli("quantize", gguf, out, "Q8_0", "-t", "1")  # completes beside the user's file
+    assert r.returncode == 0, r.stderr
+    assert sorted(tmp_path.iterdir()) == [out, mine] and mine.read_bytes() == b"a user's file"
+    assert (out.stat().st_mode & 0o777) == (0o666 & ~_umask())
+    assert_one_line_error(phicpp_cli("quantize", tmp_path, tmp_path / "x.gguf", "Q8_0"), "directory")
+    assert_one_line_error(phicpp_cli("quantize", gguf, tmp_path, "Q8_0"), "directory")
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
 
 
 # ---------------------------------------------------------------- one line per user error

@@ -46,6 +46,27 @@ def _error_types() -> tuple[type[BaseException], ...]:
 
 
 @contextmanager
+def sigterm_cleans_up() -> Iterator[None]:
+    """SIGTERM (kill, a job scheduler's stop) ends a file-writing command as Ctrl-C does:
+    by an exception, so its half-written temporary file is removed, exit status 143.
+    Python's default would end the process where it stands and leave the file."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # (handlers live on the main thread)
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the errors a user can cause (bad paths, bad files) into `fail(...)`;
     anything else is a bug and keeps its traceback."""
@@ -356,9 +377,12 @@ def info(model, show_tensors):
 
 def _int_list(text: str, flag: str) -> list[int]:
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(f"{flag} takes comma-separated integers, got {text!r}") from None
+        values = None
+    if values is None or any(not 0 <= v < 2**31 for v in values):
+        raise ValueError(f"{flag} takes comma-separated integers >= 0, got {text!r}")
+    return values
 
 
 @main.command(cls=_OneLineErrors)
@@ -384,8 +408,6 @@ def bench(model, n_prompt, n_gen, n_depth, repetitions, threads, batch_size, fmt
         pp, tg, depths = _int_list(n_prompt, "-p"), _int_list(n_gen, "-n"), _int_list(n_depth, "-d")
         if repetitions < 1:
             raise ValueError(f"-r must be >= 1, got {repetitions}")
-        if any(d < 0 for d in depths):
-            raise ValueError(f"-d takes depths >= 0, got {n_depth!r}")
         n_threads = threads or os.cpu_count() or 1
         m = _load(model, max(pp + tg + [16]) + max(depths + [0]), threads, batch_size, device, n_gpu_layers)
         if fmt == "md":
@@ -439,9 +461,12 @@ def quantize(src, dst, qtype, threads, allow_requantize):
         from .quantize import quantize_gguf
         if threads < 0:
             raise ValueError(f"-t must be >= 0, got {threads}")
-        if not src.is_file():
+        if not src.exists():
             raise FileNotFoundError(f"no such file: {src}")
-        counts = quantize_gguf(src, dst, qtype, n_threads=threads, allow_requantize=allow_requantize)
+        if dst.is_dir():
+            raise ValueError(f"{dst} is a directory; give the output file's name")
+        with sigterm_cleans_up():
+            counts = quantize_gguf(src, dst, qtype, n_threads=threads, allow_requantize=allow_requantize)
         summary = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
         click.echo(f"wrote {dst} ({summary})")
 
@@ -458,7 +483,7 @@ def convert(hf_dir: Path, out: Path | None, outtype: str) -> None:
     from .convert import convert_hf_to_gguf, tensor_count
     from .progress import progress_bar
 
-    with user_errors():
+    with user_errors(), sigterm_cleans_up():
         total = tensor_count(hf_dir)
         with progress_bar("converting", total) as step:
             path = convert_hf_to_gguf(hf_dir, out, outtype, progress=lambda name, i: step(name))

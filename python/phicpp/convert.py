@@ -891,7 +891,7 @@ def convert_hf_to_gguf(hf_dir: str | os.PathLike, out_path: str | os.PathLike | 
             if progress is not None:
                 progress(t.name, i)
         w.close()
-        os.chmod(tmp, _new_file_mode())  # mkstemp made it 0600; a plain new file gets 0666 & ~umask
+        os.chmod(tmp, new_file_mode())  # mkstemp made it 0600; a plain new file gets 0666 & ~umask
         os.replace(tmp, out)
     except BaseException:
         try:
@@ -903,7 +903,7 @@ def convert_hf_to_gguf(hf_dir: str | os.PathLike, out_path: str | os.PathLike | 
     return out
 
 
-def _new_file_mode() -> int:
+def new_file_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask

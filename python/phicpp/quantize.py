@@ -11,12 +11,13 @@ ffn_down get more bits by layer position in the _M / _S mixes, 1-D tensors
 experts gets llama.cpp's Mixtral rules (attn_v and attn_k in Q8_0, attn_output
 in Q5_K for the 2- to 4-bit K mixes). Rows are quantized in C++ with the reference
 quantizers (bit-compatible with ggml's) on several threads, and the file is
-written under a temporary name and renamed at the end.
+written under a fresh temporary name beside the output and renamed at the end.
 """
 from __future__ import annotations
 
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ from gguf import GGMLQuantizationType as QT
 from gguf import GGUFReader, GGUFValueType, GGUFWriter, LlamaFileType
 
 from . import _core
+from .convert import new_file_mode
 from .progress import progress_bar
 
 QK_K = 256
@@ -232,7 +234,11 @@ def quantize_gguf(src: str | os.PathLike, dst: str | os.PathLike, mix: str, n_th
         plan.append((t, None if want == have else want))  # None: copied unchanged
 
     dst = os.fspath(dst)
-    tmp = dst + ".tmp"
+    # a fresh name beside dst: a user's own DST.tmp is never overwritten, and the file
+    # appears under dst only once complete
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dst)}.", suffix=".tmp",
+                               dir=os.path.dirname(os.path.abspath(dst)))
+    os.close(fd)
     writer = GGUFWriter(tmp, arch=arch)
     try:
         _copy_metadata(reader, writer, MIXES[mix].ftype)
@@ -259,9 +265,13 @@ def quantize_gguf(src: str | os.PathLike, dst: str | os.PathLike, mix: str, n_th
                 writer.write_tensor_data(data)
                 step(f"{t.name} -> {(qt or QT(int(t.tensor_type))).name}")
         writer.close()
+        os.chmod(tmp, new_file_mode())  # mkstemp made it 0600; a plain new file gets 0666 & ~umask
         os.replace(tmp, dst)
     except BaseException:
-        writer.close()
+        try:
+            writer.close()
+        except Exception:
+            pass
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
