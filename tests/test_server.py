@@ -308,6 +308,17 @@ def test_cli_serve_bad_arguments(gguf):
         p = subprocess.run([sys.executable, "-m", "phicpp", "serve", *(["-m", str(gguf)] if args[0] != "-m" else []),
                             *args], capture_output=True, text=True, timeout=60)
         assert p.returncode != 0 and msg in p.stderr and "Traceback" not in p.stderr
+    # a port in use: one error line before any model is loaded, no "listening"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        for host, port in (("127.0.0.1", busy.getsockname()[1]), ("no-such-host.invalid", 8080)):
+            p = subprocess.run([sys.executable, "-m", "phicpp", "serve", "-m", str(gguf), "--host", host,
+                                "--port", str(port)], capture_output=True, text=True, timeout=60)
+            assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+            lines = p.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"error: cannot listen on {host}:{port}: "), lines
+            assert "listening" not in p.stderr
 
 
 def test_dropped_whole_request_frees_its_sequence(gguf):

@@ -271,15 +271,18 @@ def serve(model, host, port, parallel, alias, ctx_size, threads, batch_size, dev
             import uvicorn  # noqa: F401
         except ImportError:
             raise ValueError("phicpp serve needs starlette and uvicorn: pip install 'phicpp[serve]'") from None
+        from .server import listen_socket
         from .server import serve as run_server
         path = _model_path(model)
         total = ctx_size or min(_context_length(path), 4096)
         if total < parallel * 8:
             raise ValueError(f"a context of {total} tokens is too small for {parallel} sequences (-c / -np)")
-        m = _load(path, total // parallel, threads, batch_size, device, n_gpu_layers, n_seq=parallel)
-        click.echo(f"phicpp serve: {m.path} ({m.device}), {parallel} sequences of {m.n_ctx} tokens, "
-                   f"listening on http://{host}:{port}/v1", err=True)
-        run_server(m, host=host, port=port, parallel=parallel, model_name=alias, log_level="warning")
+        sock = listen_socket(host, port)  # a busy port fails before the model loads
+        with sock:
+            m = _load(path, total // parallel, threads, batch_size, device, n_gpu_layers, n_seq=parallel)
+            click.echo(f"phicpp serve: {m.path} ({m.device}), {parallel} sequences of {m.n_ctx} tokens, "
+                       f"listening on http://{host}:{port}/v1", err=True)
+            run_server(m, host=host, port=port, parallel=parallel, model_name=alias, log_level="warning", sock=sock)
         click.echo("phicpp serve: stopped", err=True)
 
 

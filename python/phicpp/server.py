@@ -604,9 +604,27 @@ def _usage(ev: dict) -> dict:
             "total_tokens": ev["prompt_tokens"] + ev["completion_tokens"]}
 
 
+def listen_socket(host: str, port: int):
+    """The server's socket, bound now: a port in use or a bad address is an OSError here,
+    before a model is loaded or "listening" printed (uvicorn would log and exit later)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # (uvicorn's rule)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except (OSError, OverflowError) as e:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(model, host: str = "127.0.0.1", port: int = 8080, parallel: int = 4, model_name: str | None = None,
-          log_level: str = "warning", ready=None) -> None:
-    """Serve until Ctrl-C / SIGTERM; then running requests end (finish_reason "stop") and it returns."""
+          log_level: str = "warning", ready=None, sock=None) -> None:
+    """Serve until Ctrl-C / SIGTERM; then running requests end (finish_reason "stop") and it returns.
+    `sock`: a socket from listen_socket(host, port) to serve on (default: bind one here)."""
     import uvicorn
 
     app = create_app(model, parallel, model_name)
@@ -624,4 +642,7 @@ def serve(model, host: str = "127.0.0.1", port: int = 8080, parallel: int = 4, m
             if ready is not None:
                 ready(self)
 
-    Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)).run()
+    sock = sock if sock is not None else listen_socket(host, port)
+    with sock:
+        Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                              timeout_graceful_shutdown=5)).run(sockets=[sock])
