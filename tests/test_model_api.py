@@ -140,3 +140,20 @@ def test_errors_from_one_thread_leave_anothers_tokens_alone(gguf):
     for t in good:  # (the same calls: a prefill of all of them at once takes other kernels)
         ref.eval(t)
     assert np.array_equal(m.eval([10]), ref.eval([10]))
+
+
+def test_close_and_context_manager(gguf):
+    """close() drops the core model (weights, caches) at once; any later use is a ValueError."""
+    with phicpp.Model(gguf, n_ctx=32, n_threads=1) as m:
+        first = m.eval([1, 2, 3])
+        stream = m.generate([1, 2, 3], max_tokens=8, temperature=0)
+        next(stream)
+        assert not m.closed and "closed" not in repr(m)
+    assert m.closed and "closed" in repr(m)
+    for use in (lambda: m.eval([1]), lambda: m.n_past, lambda: m.reset(), lambda: next(stream),
+                lambda: m.n_vocab, lambda: m.decode_batch([0], [1])):
+        with pytest.raises(ValueError, match="closed"):
+            use()
+    m.close()  # twice: nothing to do
+    again = phicpp.Model(gguf, n_ctx=32, n_threads=1)
+    assert np.array_equal(again.eval([1, 2, 3]), first)

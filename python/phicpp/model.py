@@ -164,5 +164,32 @@ class Model:
         from .chat import create_chat_completion
         return create_chat_completion(self, messages, **kwargs)
 
+    # ---- lifetime
+    def close(self) -> None:
+        """Free the weights, KV caches and device memory now, not when the object is collected
+        (as llama-cpp-python's Llama.close). Later calls raise ValueError; closing twice is fine.
+        `with Model(...) as m:` closes on leaving the block."""
+        with self._lock:
+            self._m = _ClosedModel()
+
+    @property
+    def closed(self) -> bool:
+        return isinstance(self._m, _ClosedModel)
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def __repr__(self) -> str:
+        if self.closed:
+            return f"phicpp.Model({self.path!r}, closed)"
         return f"phicpp.Model({self.path!r}, arch={self.arch}, n_ctx={self.n_ctx}, device={self.device})"
+
+
+class _ClosedModel:
+    """What a closed Model holds instead of its core model: every use is a clear error."""
+
+    def __getattr__(self, name: str):
+        raise ValueError("this phicpp.Model is closed")
