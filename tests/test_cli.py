@@ -219,6 +219,15 @@ def test_quantize(gguf, tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+def test_chat_from_a_pipe_exits_1_when_a_turn_failed(gguf):
+    long = "word " * 200
+    r = phicpp_cli("chat", "-m", gguf, "-c", "64", "-n", "4", "-t", "1", input=f"hi\n{long}\nhi again\n")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "error: the message is" in r.stderr and "the context holds 64" in r.stderr
+    r = phicpp_cli("chat", "-m", gguf, "-c", "64", "-n", "4", "-t", "1", input="hi\n/exit\n")
+    assert r.returncode == 0, r.stderr
+
+
 _SLOW_QUANTIZE = """
 import sys, time
 import phicpp._core as core

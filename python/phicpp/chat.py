@@ -276,7 +276,8 @@ Ctrl-C while the model answers stops the reply and keeps the conversation."""
 
 def repl(session: ChatSession, sampler: Sampler, max_tokens: int = -1, ignore_eos: bool = False,
          out=None, err=None, prompt: str = "> ") -> int:
-    """Read a line, stream the reply, repeat. Returns the exit status."""
+    """Read a line, stream the reply, repeat. Returns the exit status: 0, or 1 when input
+    came from a pipe or file and a turn failed (a script has no other way to tell)."""
     import signal
     import sys
 
@@ -286,13 +287,17 @@ def repl(session: ChatSession, sampler: Sampler, max_tokens: int = -1, ignore_eo
         pass
     out = out or sys.stdout
     err = err or sys.stderr
+    failed = 0
+
+    def status() -> int:
+        return 1 if failed and not sys.stdin.isatty() else 0
 
     while True:
         try:
             line = input(prompt)
         except EOFError:  # Ctrl-D
             out.write("\n")
-            return 0
+            return status()
         except KeyboardInterrupt:  # Ctrl-C at the prompt: drop the line
             out.write("\n")
             continue
@@ -302,7 +307,7 @@ def repl(session: ChatSession, sampler: Sampler, max_tokens: int = -1, ignore_eo
         if text.startswith("/"):
             cmd = text.split()[0].lower()
             if cmd in ("/exit", "/quit"):
-                return 0
+                return status()
             if cmd == "/clear":
                 session.clear()
                 err.write("(conversation cleared)\n")
@@ -326,6 +331,7 @@ def repl(session: ChatSession, sampler: Sampler, max_tokens: int = -1, ignore_eo
             run = session.send(line, sampler, max_tokens, ignore_eos, should_stop=lambda: stop["flag"])
         except (ValueError, ContextOverflowError) as e:
             err.write(f"error: {e}\n")
+            failed += 1
             continue
         if session.trimmed != trimmed:
             err.write(f"(context full: dropped the {session.trimmed - trimmed} oldest exchange(s))\n")

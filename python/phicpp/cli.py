@@ -490,7 +490,7 @@ def convert(hf_dir: Path, out: Path | None, outtype: str) -> None:
         total = tensor_count(hf_dir)
         with progress_bar("converting", total) as step:
             path = convert_hf_to_gguf(hf_dir, out, outtype, progress=lambda name, i: step(name))
-    click.echo(f"wrote {path}")
+        click.echo(f"wrote {path}")  # (inside: a closed pipe on stdout is not a failure)
 
 
 if __name__ == "__main__":
