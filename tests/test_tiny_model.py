@@ -56,8 +56,8 @@ def perplexity(path: Path, windows: list[list[int]]) -> float:
 
 
 def text_of(tok: Tokenizer, ids: list[int]) -> str:
-    """Concatenated token pieces. Not tok.detokenize: for GPT-2-style vocabularies that applies
-    llama.cpp's clean-up (" ." -> "."), which would turn "from . import x" into "from. import x"."""
+    """Concatenated token pieces, as generated text streams (detokenize would also drop a
+    SentencePiece prefix space)."""
     return b"".join(tok.token_to_piece(i, special=False) for i in ids).decode("utf-8", "replace")
 
 

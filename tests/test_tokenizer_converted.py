@@ -16,6 +16,9 @@ TEXTS = [
     "naïve café résumé Ελληνικά Русский 中文字符 日本語テキスト 한국어", "emoji 🦙🚀 and ZWJ 👩‍💻",
     "mixed\r\nline\rendings", "<not a special token> <|fake|>", "    indented = {'a': [1, 2, 3]}  # comment",
     "ÀÉÎÕÜ àéîõü ǅǈ", "a" * 300, "x\u00a0y\u2003z\u3000w", "",
+    # what a clean-up of tokenization spaces would change
+    "Hello , world ! Is it ? Yes . He said ' hi ' and I do n't know , it 's , I 'm , we 're , you 've",
+    "x = f(a , b) . y ; print( 'it' )  ! ?", " 's 're 've 'm n't ' ' . . ,",
 ]
 
 
@@ -30,6 +33,8 @@ def test_converted_tokenizer_matches_hf(tiny_model, tmp_path, kind):
     for text in TEXTS:
         want = hf.encode(text, add_special_tokens=False)
         assert ours.tokenize(text, add_special=False) == want, f"{kind}: {text!r}"
+        # and back, with the checkpoint's own clean_up_tokenization_spaces
+        assert ours.detokenize(want) == hf.decode(want), f"{kind}: {text!r}"
 
 
 @pytest.mark.parametrize("kind", ["phi3_mini", "phi4"])

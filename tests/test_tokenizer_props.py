@@ -17,7 +17,6 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import reftok
-from test_tokenizer import llama_clean_spaces
 from phicpp.tokenizer import Tokenizer
 
 DATA = Path(__file__).parent / "data"
@@ -127,10 +126,10 @@ def test_bpe_detokenize_roundtrip(bpe_pair, text):
     # concatenated pieces are lossless for byte-level BPE
     pieces = b"".join(ours.token_to_piece(i) for i in ids)
     assert pieces == text.encode()
-    if ours.pre == "gpt-4o":  # llama.cpp: no clean-up for o200k, so it decodes as HF does
-        assert ours.detokenize(ids, special=True) == hf.decode(ids, skip_special_tokens=False)
-    else:  # gpt-2 / cl100k: llama.cpp's clean_spaces (" ." -> "." ...), unlike HF here
-        assert ours.detokenize_bytes(ids, special=True) == llama_clean_spaces(pieces)
+    # and decoded as HF decodes: no clean-up of spaces before punctuation for any of them
+    # (llama.cpp cleans gpt-2 / cl100k: " ." -> ".")
+    assert ours.detokenize_bytes(ids, special=True) == pieces
+    assert ours.detokenize(ids, special=True) == hf.decode(ids, skip_special_tokens=False)
 
 
 # ------------------------------------------------------------------ SentencePiece vs sentencepiece

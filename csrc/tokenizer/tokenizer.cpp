@@ -1,5 +1,5 @@
 // Tokenize / detokenize: special-token partition, SentencePiece bigram
-// merges, byte-level BPE merges, llama.cpp's detokenizer clean-up.
+// merges, byte-level BPE merges.
 #include "tokenizer/tokenizer.h"
 
 #include <algorithm>
@@ -376,43 +376,9 @@ std::string Tokenizer::detokenize(const int32_t* ids, size_t n, bool remove_spec
         if (remove_space && text.size() > before && text[before] == ' ') text.erase(before, 1);
         remove_space = false;
     }
-    if (!clean_spaces_ || text.empty()) return text;
-
-    // llama.cpp's three clean-up passes, done in place the same way
-    char* t = &text[0];
-    int32_t total = int32_t(text.size());
-    // " ?", " !", " .", " ," lose the space
-    int32_t total1 = total;
-    total = 1;
-    for (int32_t i = 1; i < total1; ++i) {
-        const char x = t[i];
-        if (t[i - 1] == ' ' && (x == '?' || x == '!' || x == '.' || x == ',')) --total;
-        t[total++] = x;
-    }
-    // " ' " -> "'"
-    int32_t total2 = total;
-    total = 1;
-    for (int32_t i = 1; i < total2; ++i) {
-        const char x = t[i];
-        if (x == '\'' && i + 1 < total2 && t[i - 1] == ' ' && t[i + 1] == ' ') {
-            --total;
-            t[++i] = '\0';
-        }
-        t[total++] = x;
-    }
-    // " 's", " 'm", " 're", " 've" lose the space
-    int32_t total3 = total;
-    total = 1;
-    for (int32_t i = 1; i < total3; ++i) {
-        const char x = t[i];
-        if (t[i - 1] == ' ' && x == '\'' && i + 1 < total3) {
-            const char x1 = t[i + 1];
-            if (x1 == 's' || x1 == 'm') --total;
-            else if (i + 2 < total3 && ((x1 == 'r' && t[i + 2] == 'e') || (x1 == 'v' && t[i + 2] == 'e'))) --total;
-        }
-        t[total++] = x;
-    }
-    text.resize(size_t(total));
+    // No clean-up of spaces before punctuation (llama.cpp's " ," -> "," for GPT-2-style
+    // vocabs): transformers skips it for every BPE tokenizer, which all Phi tokenizers
+    // are, and without it detokenize(tokenize(text)) gives the text back.
     return text;
 }
 

@@ -64,7 +64,8 @@ public:
     bool append_piece(std::string& out, int32_t id, bool special) const;
 
     // Ids -> bytes (llama_detokenize): drops the SPM prefix space of the
-    // first token, optionally the BOS/EOS, and applies BPE's clean_spaces.
+    // first token and optionally the BOS/EOS; no clean-up of spaces (as
+    // transformers decodes BPE vocabs; llama.cpp cleans GPT-2-style ones).
     std::string detokenize(const int32_t* ids, size_t n, bool remove_special = false,
                            bool unparse_special = false) const;
 
@@ -121,7 +122,7 @@ private:
     int32_t bos_ = -1, eos_ = -1, eot_ = -1, eom_ = -1, unk_ = -1, sep_ = -1, pad_ = -1, mask_ = -1, nl_ = -1;
     int32_t fim_pad_ = -1, fim_rep_ = -1, fim_sep_ = -1;
     bool add_bos_ = false, add_eos_ = false, add_space_prefix_ = false;
-    bool clean_spaces_ = false, ignore_merges_ = false;
+    bool ignore_merges_ = false;
     // SPM: no token has U+2581 right after another character, so no merge
     // can span the start of a space run and each word can be merged alone.
     bool spm_split_words_ = false;
@@ -131,7 +132,8 @@ private:
 // character split across byte tokens is held back until it completes;
 // ill-formed bytes come out as U+FFFD (as Python's errors="replace"). The
 // concatenation of push() results and flush() equals
-// detokenize-without-clean-up decoded with errors="replace".
+// the pieces' bytes decoded with errors="replace" (detokenize without its
+// SPM prefix-space drop).
 class StreamDecoder {
 public:
     explicit StreamDecoder(const Tokenizer& tok, bool special = false) : tok_(tok), special_(special) {}

@@ -31,7 +31,6 @@ struct PreInfo {
     tok::PreType type;
     bool ignore_merges = false;
     bool add_bos = false;        // forced on (before the metadata override)
-    bool clean_spaces = true;
 };
 
 // tokenizer.ggml.pre names llama.cpp maps onto the regexes we implement.
@@ -45,9 +44,9 @@ bool lookup_pre(const std::string& pre, PreInfo* info) {
     for (const char* n : gpt2)
         if (pre == n) { *info = {tok::PreType::GPT2}; return true; }
     for (const char* n : llama3)
-        if (pre == n) { *info = {tok::PreType::LLAMA3, true, true, true}; return true; }
+        if (pre == n) { *info = {tok::PreType::LLAMA3, true, true}; return true; }
     if (pre == "dbrx" || pre == "smaug-bpe") { *info = {tok::PreType::LLAMA3}; return true; }
-    if (pre == "gpt-4o" || pre == "llama4") { *info = {tok::PreType::GPT4O, false, false, false}; return true; }
+    if (pre == "gpt-4o" || pre == "llama4") { *info = {tok::PreType::GPT4O, false, false}; return true; }
     return false;
 }
 
@@ -73,7 +72,6 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const gguf::File& file) {
         t->kind_ = Kind::SPM;
         t->bos_ = 1; t->eos_ = 2; t->unk_ = 0;
         t->add_space_prefix_ = true;
-        t->clean_spaces_ = false;
         t->add_bos_ = true;
         t->add_eos_ = false;
     } else if (t->model_ == "gpt2") {
@@ -86,7 +84,6 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const gguf::File& file) {
         t->pre_type_ = info.type;
         t->ignore_merges_ = info.ignore_merges;
         t->add_bos_ = info.add_bos;
-        t->clean_spaces_ = info.clean_spaces;
         t->add_space_prefix_ = false;
     } else {
         fail(ErrorKind::unsupported, "GGUF file '", path, "': unsupported tokenizer model tokenizer.ggml.model = '",

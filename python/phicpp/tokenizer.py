@@ -61,9 +61,10 @@ class Tokenizer:
     encode = tokenize
 
     def detokenize_bytes(self, ids: Iterable[int], special: bool = False, remove_special: bool = False) -> bytes:
-        """Bytes of `ids` exactly as llama.cpp's llama_detokenize: control tokens render only with
-        special=True; SentencePiece drops the prefix space of the first token; GPT-2-style BPE
-        applies llama.cpp's clean-up (" ." -> ".", " 's" -> "'s", ...)."""
+        """Bytes of `ids` as llama.cpp's llama_detokenize: control tokens render only with
+        special=True; SentencePiece drops the prefix space of the first token. Unlike llama.cpp,
+        GPT-2-style BPE gets no clean-up of spaces (" ." stays " ."): transformers decodes BPE
+        vocabs without it, and the text tokenized comes back unchanged."""
         return self._t.detokenize(list(ids), remove_special, special)
 
     def detokenize(self, ids: Iterable[int], special: bool = False, remove_special: bool = False) -> str:
@@ -150,7 +151,7 @@ class Tokenizer:
 class StreamDecoder:
     """Ids in, whole UTF-8 text out: a character split over byte tokens is held back until it
     completes; flush() returns the rest (an incomplete tail as U+FFFD). Joined output equals
-    the concatenated pieces decoded with errors='replace' (no llama.cpp clean-up, no prefix strip)."""
+    the concatenated pieces decoded with errors='replace' (no prefix strip)."""
 
     def __init__(self, tokenizer: Tokenizer, special: bool = False):
         self._d = _core.StreamDecoder(tokenizer._t, special)
