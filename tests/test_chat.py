@@ -137,3 +137,18 @@ def test_oldest_turns_trimmed_when_context_fills(ggufs):
     assert s.messages[1]["role"] == "user" and "message number 11" in s.messages[-2]["content"]
     with pytest.raises(phicpp.ContextOverflowError):
         s.send("word " * 300, Sampler(), max_tokens=4)
+
+
+def test_message_shapes():
+    """Content as OpenAI sends it: a string, null, or text parts (joined by newlines, as
+    llama-server joins them); anything else, and a role that is not a string, is a ValueError."""
+    from phicpp.chat import _check_messages
+    msgs = _check_messages([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+                            {"role": "assistant", "content": None}, {"role": "user"}])
+    assert [m["content"] for m in msgs] == ["a\nb", "", ""]
+    for bad, where in (([{"role": 1, "content": "x"}], "role"), ([{"role": "", "content": "x"}], "role"),
+                       ([{"role": "user", "content": 5}], "content"),
+                       ([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}], "content[0]"),
+                       ([{"role": "user", "content": ["x"]}], "content[0]"), ([], "empty"), (["x"], "messages[0]")):
+        with pytest.raises(ValueError, match=where.replace("[", r"\[").replace("]", r"\]")):
+            _check_messages(bad)

@@ -200,12 +200,30 @@ class ChatSession:
 
 
 # ---------------------------------------------------------------- the Python API behind Model
+def _content_text(content, i: int) -> str:
+    """A message's content as the template's text: a string; null (an assistant turn that
+    only called tools) as ""; OpenAI's list of text parts joined by newlines, as llama-server."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):
+        texts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise ValueError(f"messages[{i}].content[{j}] must be a text part "
+                                 f"({{\"type\": \"text\", \"text\": ...}}); other kinds are not supported")
+            texts.append(part["text"])
+        return "\n".join(texts)
+    raise ValueError(f"messages[{i}].content must be a string or a list of text parts, got {type(content).__name__}")
+
+
 def _check_messages(messages) -> list[dict]:
     out = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or "role" not in m:
             raise ValueError(f"messages[{i}] must be a dict with 'role' and 'content'")
-        out.append({**m, "content": m.get("content") or ""})
+        if not isinstance(m["role"], str) or not m["role"]:
+            raise ValueError(f"messages[{i}].role must be a non-empty string, got {m['role']!r}")
+        out.append({**m, "content": _content_text(m.get("content"), i)})
     if not out:
         raise ValueError("messages is empty")
     return out
