@@ -157,3 +157,19 @@ def test_close_and_context_manager(gguf):
     m.close()  # twice: nothing to do
     again = phicpp.Model(gguf, n_ctx=32, n_threads=1)
     assert np.array_equal(again.eval([1, 2, 3]), first)
+
+
+def test_a_stream_stops_when_its_cache_is_changed(model):
+    """A generation whose cache another call changes between two of its tokens raises,
+    instead of continuing after someone else's tokens."""
+    stream = model.generate([1, 2, 3], max_tokens=8, temperature=0, ignore_eos=True)
+    next(stream)
+    model.reset()
+    with pytest.raises(RuntimeError, match="cache changed"):
+        list(stream)
+    stream = model.generate([1, 2, 3], max_tokens=8, temperature=0, ignore_eos=True)
+    next(stream)
+    model.eval([5])
+    with pytest.raises(RuntimeError, match="cache changed"):
+        list(stream)
+    assert len(model.generate([1, 2, 3], max_tokens=8, temperature=0, ignore_eos=True, stream=False)) > 0

@@ -321,6 +321,11 @@ class Generator:
                 if len(r.tokens) >= limit:  # the last token needs no evaluation
                     r.finish_reason = "length"
                     break
+                if self.model.n_past != len(self.cached):
+                    # reset(), eval() or another generation used the cache between two tokens:
+                    # continuing would run this token after someone else's
+                    raise RuntimeError("the model's cache changed while this generation was running "
+                                       "(reset, eval or another generation in between its tokens)")
                 logits = self.model.eval([tok])
                 self.cached.append(tok)
             tail = ""
