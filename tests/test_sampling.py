@@ -323,3 +323,21 @@ def test_bad_logits_raise():
         s.sample(np.zeros((2, 3), dtype=np.float32))
     with pytest.raises(ValueError):
         s.sample(np.zeros(0, dtype=np.float32))
+
+
+@pytest.mark.parametrize("params", [dict(temperature=0), dict(temperature=0, repeat_penalty=1.3),
+                                    dict(temperature=0.8, top_k=0, top_p=1.0, min_p=0.0),
+                                    dict(temperature=0.8, top_k=40)])
+def test_nan_logits(params):
+    """NaNs are never picked: greedy skips them wherever they are (index 0 too); a row of
+    nothing but NaN is an error, not token 0."""
+    s = Sampler(**params, seed=1)
+    row = np.full(37, np.nan, dtype=np.float32)
+    row[[5, 20]] = [1.0, 3.0]
+    hist = np.array([5], dtype=np.int32)
+    if params["temperature"] == 0:
+        assert s.sample(row, hist) == 20
+    else:
+        assert all(s.sample(row, hist) in (5, 20) for _ in range(20))
+    with pytest.raises(ValueError, match="NaN"):
+        s.sample(np.full(37, np.nan, dtype=np.float32), hist)

@@ -6,6 +6,8 @@
 #include <limits>
 #include <unordered_map>
 
+#include "core/error.h"
+
 namespace phi::sampling {
 
 namespace {
@@ -77,8 +79,9 @@ int32_t argmax(const float* x, int32_t n) {
     if (n <= 0) return -1;
     // 8 independent running maxima (no loop-carried dependency on one value),
     // then the first index holding the maximum: lower id wins ties
+    // (from -inf, not x[0]: a NaN never wins a > compare, so NaNs are skipped wherever they are)
     float m[8];
-    for (float& v : m) v = x[0];
+    for (float& v : m) v = -std::numeric_limits<float>::infinity();
     int32_t i = 0;
     for (; i + 8 <= n; i += 8)
         for (int j = 0; j < 8; ++j) m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
@@ -87,7 +90,7 @@ int32_t argmax(const float* x, int32_t n) {
     for (; i < n; ++i) best = x[i] > best ? x[i] : best;
     for (int32_t k = 0; k < n; ++k)
         if (x[k] == best) return k;
-    return 0;  // all NaN
+    return -1;  // all NaN
 }
 
 void apply_penalties(Candidates& c, const int32_t* history, size_t n_history, int last_n, float repeat,
@@ -247,6 +250,14 @@ int32_t dist(Candidates& c, Rng& rng) {
 Sampler::Sampler(const SamplerParams& p) : p_(p), rng_(p.seed) {}
 
 int32_t Sampler::sample(const float* logits, int32_t n_vocab, const int32_t* history, size_t n_history) {
+    const int32_t id = sample_unchecked(logits, n_vocab, history, n_history);
+    // a NaN picked means no finite logit to pick from: a broken model or input, not token 0
+    if (id < 0 || std::isnan(logits[id]))
+        fail(ErrorKind::invalid_arg, "the logits are NaN: the model's output is broken (no token can be sampled)");
+    return id;
+}
+
+int32_t Sampler::sample_unchecked(const float* logits, int32_t n_vocab, const int32_t* history, size_t n_history) {
     const bool no_penalty =
         penalties_off(p_.repeat_last_n, p_.repeat_penalty, p_.frequency_penalty, p_.presence_penalty) ||
         n_history == 0;

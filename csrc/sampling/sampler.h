@@ -46,7 +46,7 @@ void min_p(Candidates& c, float p, size_t min_keep);    // keep prob >= p * max 
 void temperature(Candidates& c, float t);               // logit /= t; t <= 0: all but the max -> -inf
 void softmax(Candidates& c);                            // fills p (does not reorder)
 int32_t greedy(const Candidates& c);                    // highest logit, lower id on ties
-int32_t argmax(const float* logits, int32_t n);         // the same, straight off a logits row
+int32_t argmax(const float* logits, int32_t n);         // the same, straight off a logits row (NaNs skipped; -1: all NaN)
 int32_t dist(Candidates& c, Rng& rng);                  // draw from softmax(logits)
 
 // Sort in descending logit order (ties: lower id first); only the first k
@@ -72,7 +72,8 @@ public:
     explicit Sampler(const SamplerParams& p);
 
     // Token id drawn from one logits row. history: the tokens so far (prompt and
-    // generated), of which the last repeat_last_n feed the penalties.
+    // generated), of which the last repeat_last_n feed the penalties. Throws
+    // invalid_arg when the row has no logit that is not NaN.
     int32_t sample(const float* logits, int32_t n_vocab, const int32_t* history, size_t n_history);
 
     bool is_greedy() const { return p_.temperature <= 0.0f || p_.top_k == 1; }
@@ -83,6 +84,8 @@ public:
     const Candidates& last_candidates() const { return cand_; }
 
 private:
+    int32_t sample_unchecked(const float* logits, int32_t n_vocab, const int32_t* history, size_t n_history);
+
     SamplerParams p_;
     Rng rng_;
     Candidates cand_;         // reused between calls: no allocation per token
