@@ -576,6 +576,10 @@ _BAD_CONFIG_VALUES = [
     ("tie_word_embeddings", "false"), ("rope_scaling", [1, 2]), ("rope_scaling", "longrope"),
     ("long_factor", None), ("long_factor", [1.5] * 5), ("long_factor", [1.5] * 5 + [float("nan")]),
     ("short_factor", [1.0] * 5 + [-1.0]), ("short_factor", "x"),
+    # past what the file's 32-bit floats and ints hold
+    ("rms_norm_eps", 1e-46), ("rms_norm_eps", 10 ** 400), ("rope_theta", 1e39), ("long_factor", [1e39] * 6),
+    ("attention_factor", 1e39), ("model_type", ["phi3"]),
+    ("original_max_position_embeddings", 1),  # LongRoPE's attention factor divides by its log
 ]
 
 
@@ -584,13 +588,16 @@ def test_config_values_checked_before_conversion(key, value):
     cfg = json.loads(json.dumps(_PHI3_CONFIG))
     hp = read_hparams(cfg)  # the base config converts
     assert (hp.n_ctx, hp.n_ctx_orig, hp.rope_dims, hp.sliding_window) == (4096, 512, 12, 262)
-    if key in ("long_factor", "short_factor"):
+    if key in ("long_factor", "short_factor", "attention_factor"):
         cfg["rope_scaling"][key] = value
+    elif key == "model_type":
+        del cfg["architectures"]
+        cfg[key] = value
     else:
         cfg[key] = value
     with pytest.raises(ConvertError) as e:
         read_hparams(cfg)
-    assert key in str(e.value) and "\n" not in str(e.value)
+    assert (key in str(e.value) or key == "model_type") and "\n" not in str(e.value) and len(str(e.value)) < 200
 
 
 def test_config_integral_floats_and_null_optionals_accepted():
@@ -608,6 +615,13 @@ def test_config_bad_architectures_entry_is_a_clear_error(tiny_model, copy_model,
     _edit_config(d, architectures=["Phi3ForCausalLM"])
     res = CliRunner().invoke(cli_main, ["convert", str(d), "-o", str(tmp_path / "m.gguf")])
     assert res.exit_code == 1 and res.output.strip() == "error: config.json: sliding_window = -5 is out of range [0, 268435456]"
+    # counts that would size lists past the checkpoint (2**28 layers took minutes and gigabytes)
+    _edit_config(d, sliding_window=None, num_hidden_layers=2 ** 28)
+    res = CliRunner().invoke(cli_main, ["convert", str(d), "-o", str(tmp_path / "m.gguf")])
+    assert res.exit_code == 1 and "num_hidden_layers = 268435456 but the checkpoint holds only" in res.output
+    _edit_config(d, num_hidden_layers=2, bos_token_id=-1)
+    res = CliRunner().invoke(cli_main, ["convert", str(d), "-o", str(tmp_path / "m.gguf")])
+    assert res.exit_code == 1 and res.output.startswith("error: special token ids") and "Traceback" not in res.output
     assert not (tmp_path / "m.gguf").exists()
 
 

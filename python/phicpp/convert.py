@@ -217,7 +217,7 @@ def _rope_params(cfg: dict) -> dict:
     if isinstance(rp, dict) and "full_attention" in rp:  # per-layer-type layout: phi uses one kind
         rp = rp["full_attention"]
     if not isinstance(rp, dict):
-        raise ConvertError(f"config.json: rope_parameters / rope_scaling = {rp!r} is not an object")
+        raise ConvertError(f"config.json: rope_parameters / rope_scaling = {_shown(rp)} is not an object")
     rp = dict(rp)
     for key in ("rope_theta", "partial_rotary_factor", "original_max_position_embeddings"):
         if key not in rp and cfg.get(key) is not None:
@@ -239,6 +239,11 @@ def _need(cfg: dict, *keys: str) -> Any:
     raise ConvertError(f"config.json lacks {' / '.join(keys)}")
 
 
+def _shown(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:32] + "..."
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -246,17 +251,23 @@ def _is_number(v: Any) -> bool:
 def _int(v: Any, key: str, lo: int = 1, hi: int = _MAX_DIM) -> int:
     """A config size: an integer (4096.0 passes, 96.5 and "96" do not) in [lo, hi]."""
     if not _is_number(v) or (isinstance(v, float) and not v.is_integer()):
-        raise ConvertError(f"config.json: {key} = {v!r} is not an integer")
+        raise ConvertError(f"config.json: {key} = {_shown(v)} is not an integer")
     if not lo <= v <= hi:
-        raise ConvertError(f"config.json: {key} = {int(v)} is out of range [{lo}, {hi}]")
+        raise ConvertError(f"config.json: {key} = {_shown(int(v))} is out of range [{lo}, {hi}]")
     return int(v)
 
 
 def _float(v: Any, key: str, allow_zero: bool = False) -> float:
-    """A config scale: a finite number, positive (or zero where allow_zero)."""
-    if not _is_number(v) or not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ConvertError(f"config.json: {key} = {v!r} is not a {'non-negative' if allow_zero else 'positive'} "
-                           f"finite number")
+    """A config scale: a number that stays finite and positive (or zero where allow_zero) as
+    the 32-bit float GGUF stores (1e39 would overflow it, 1e-46 round to zero)."""
+    try:
+        with np.errstate(over="ignore"):
+            f32 = float(np.float32(v)) if _is_number(v) and math.isfinite(v) and v >= 0 else math.nan
+    except OverflowError:  # an int past any float
+        f32 = math.nan
+    if not math.isfinite(f32) or (f32 == 0 and not (allow_zero and v == 0)):
+        raise ConvertError(f"config.json: {key} = {_shown(v)} is not a {'non-negative' if allow_zero else 'positive'} "
+                           f"finite number (as a 32-bit float)")
     return float(v)
 
 
@@ -265,7 +276,7 @@ def _bool(cfg: dict, key: str, default: bool = False) -> bool:
     if v is None:
         return default
     if not isinstance(v, bool):
-        raise ConvertError(f"config.json: {key} = {v!r} is not true or false")
+        raise ConvertError(f"config.json: {key} = {_shown(v)} is not true or false")
     return v
 
 
@@ -289,9 +300,10 @@ def read_hparams(cfg: dict) -> HParams:
     if isinstance(archs, str):
         archs = [archs]
     if not isinstance(archs, list):
-        raise ConvertError(f"config.json: architectures = {archs!r} is not a list of names")
+        raise ConvertError(f"config.json: architectures = {_shown(archs)} is not a list of names")
     archs = [str(a) for a in archs]
-    if not archs and cfg.get("model_type") in _MODEL_TYPES:  # hand-written configs may omit architectures
+    if not archs and isinstance(cfg.get("model_type"), str) and cfg["model_type"] in _MODEL_TYPES:
+        # (hand-written configs may omit architectures)
         archs = [_MODEL_TYPES[cfg["model_type"]]]
     known = [a for a in archs if a in ARCHITECTURES]
     if not known:
@@ -340,12 +352,17 @@ def read_hparams(cfg: dict) -> HParams:
         if moe["n_expert_used"] != 2 or moe["n_expert"] < 2:
             raise ConvertError(f"Phi-MoE routes each token to 2 experts (SparseMixer); this config has "
                                f"num_experts_per_tok={moe['n_expert_used']} of num_local_experts={moe['n_expert']}")
-    n_ctx_orig = rp.get("original_max_position_embeddings")
+    n_ctx_orig = _int(rp["original_max_position_embeddings"], "original_max_position_embeddings") \
+        if rp.get("original_max_position_embeddings") else n_ctx
+    if rope_type != "default" and n_ctx > n_ctx_orig and n_ctx_orig < 2 and rp.get("attention_factor") is None:
+        # LongRoPE's attention factor divides by log(original context)
+        raise ConvertError(f"config.json: LongRoPE needs original_max_position_embeddings >= 2 "
+                           f"(got {n_ctx_orig}) or an explicit attention_factor")
     return HParams(**moe,
         arch=arch, n_vocab=_int(_need(cfg, "vocab_size"), "vocab_size"), n_embd=n_embd, n_ff=n_ff,
         n_layer=_int(_need(cfg, "num_hidden_layers", "n_layer"), "num_hidden_layers"), n_head=n_head,
         n_head_kv=n_head_kv, n_ctx=n_ctx,
-        n_ctx_orig=_int(n_ctx_orig, "original_max_position_embeddings") if n_ctx_orig else n_ctx,
+        n_ctx_orig=n_ctx_orig,
         rope_dims=rope_dims, rope_theta=_float(rp.get("rope_theta", 10000.0), "rope_theta"), rope=rp, norm_eps=eps,
         qk_layernorm=_bool(cfg, "qk_layernorm"), tied=_bool(cfg, "tie_word_embeddings"),
         sliding_window=_int(cfg.get("sliding_window") or 0, "sliding_window", lo=0))
@@ -533,7 +550,8 @@ def _write_hparams(w: gguf.GGUFWriter, hp: HParams, file_type: gguf.LlamaFileTyp
             # context and by long_mscale past it (and rotates with the short factors
             # throughout); llama.cpp applies rope.scaling.attn_factor instead
             w.add_float32(PHIMOE_SHORT_MSCALE_KEY, float(rp["short_mscale"]))
-            w.add_float32(PHIMOE_LONG_MSCALE_KEY, float(rp.get("long_mscale", rp["short_mscale"])))
+            long_mscale = rp.get("long_mscale")
+            w.add_float32(PHIMOE_LONG_MSCALE_KEY, float(rp["short_mscale"] if long_mscale is None else long_mscale))
 
 
 def _write_general(w: gguf.GGUFWriter, hf_dir: Path, name: str | None) -> None:
@@ -646,7 +664,7 @@ def _write_bpe_vocab(w: gguf.GGUFWriter, hf_dir: Path, hp: HParams) -> None:
     if not merges:
         raise ConvertError(f"{path.name}: BPE tokenizer without merges")
     w.add_token_merges(merges)
-    special = gguf.SpecialVocab(hf_dir, load_merges=False)
+    special = _special_vocab(hf_dir, len(tokens), load_merges=False)
     post = tj.get("post_processor") or {}
     if any(p.get("type") == "ByteLevel" for p in post.get("processors", [post])):
         # a ByteLevel post-processor adds no BOS/EOS; newer gguf-py (llama.cpp's) says so explicitly
@@ -735,7 +753,16 @@ def _write_spm_vocab(w: gguf.GGUFWriter, hf_dir: Path, hp: HParams) -> None:
     w.add_token_list(tokens)
     w.add_token_scores(scores)
     w.add_token_types(types)
-    gguf.SpecialVocab(hf_dir, n_vocab=n).add_to_gguf(w, quiet=True)
+    _special_vocab(hf_dir, n).add_to_gguf(w, quiet=True)
+
+
+def _special_vocab(hf_dir: Path, n_vocab: int, **kw) -> gguf.SpecialVocab:
+    """BOS/EOS/... ids and flags from the checkpoint's configs (ids past the vocabulary are
+    skipped with a warning, as llama.cpp's converter does)."""
+    try:
+        return gguf.SpecialVocab(hf_dir, n_vocab=n_vocab, **kw)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ConvertError(f"special token ids in {hf_dir.name}'s config files: {e}") from None
 
 
 def _write_vocab(w: gguf.GGUFWriter, hf_dir: Path, hp: HParams) -> None:
@@ -778,6 +805,11 @@ class _Planned:
 
 
 def _plan_tensors(hp: HParams, refs: dict[str, TensorRef], weight_type: gguf.GGMLQuantizationType) -> list[_Planned]:
+    # every layer and every expert has tensors of its own: counts past the checkpoint's
+    # tensors are refused before any per-layer list is built from them
+    for key, count in (("num_hidden_layers", hp.n_layer), ("num_local_experts", hp.n_expert)):
+        if count > len(refs):
+            raise ConvertError(f"config.json: {key} = {count} but the checkpoint holds only {len(refs)} tensors")
     want = expected_shapes(hp)
     got: dict[str, TensorRef] = {}
     experts: dict[str, dict[int, TensorRef]] = {}  # GGUF name -> expert index -> its matrix
