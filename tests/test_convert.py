@@ -566,7 +566,7 @@ _PHI3_CONFIG = {  # a Phi-3.5-mini-shaped config.json, scaled down
 # file the loader refuses nor raised as a Python error from int()/float()/struct
 _BAD_CONFIG_VALUES = [
     ("hidden_size", 96.5), ("hidden_size", "96"), ("hidden_size", True), ("hidden_size", -96),
-    ("num_attention_heads", 0), ("num_key_value_heads", -2), ("num_key_value_heads", 2.5),
+    ("num_attention_heads", 0), ("num_key_value_heads", -2), ("num_key_value_heads", 0), ("num_key_value_heads", 2.5),
     ("intermediate_size", [192]), ("num_hidden_layers", 0), ("vocab_size", "x"),
     ("max_position_embeddings", -1), ("max_position_embeddings", 2 ** 32),
     ("original_max_position_embeddings", 2 ** 40), ("sliding_window", -1), ("sliding_window", "x"),

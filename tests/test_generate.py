@@ -28,12 +28,17 @@ class ScriptedModel:
     def __init__(self, n_vocab: int, script: list[int], n_ctx: int = 64):
         self.n_vocab, self.script, self.n_ctx = n_vocab, script, n_ctx
         self.n_past = 0
+        self.version = 0  # cache_version(): bumped by every change, as phicpp.Model's
         self.evals: list[int] = []  # tokens evaluated per call
+
+    def cache_version(self, seq=0):
+        return self.version
 
     def eval(self, tokens, all_logits=False):
         if self.n_past + len(tokens) > self.n_ctx:
             raise phicpp.ContextOverflowError("overflow")
         self.n_past += len(tokens)
+        self.version += 1
         self.evals.append(len(tokens))
         logits = np.zeros(self.n_vocab, dtype=np.float32)
         logits[self.script[(self.n_past - 1) % len(self.script)]] = 20.0
@@ -41,9 +46,11 @@ class ScriptedModel:
 
     def reset(self):
         self.n_past = 0
+        self.version += 1
 
     def truncate(self, n):
         self.n_past = min(self.n_past, n)
+        self.version += 1
 
 
 def test_stop_tokens_include_template_ends(model):

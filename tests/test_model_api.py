@@ -172,4 +172,28 @@ def test_a_stream_stops_when_its_cache_is_changed(model):
     model.eval([5])
     with pytest.raises(RuntimeError, match="cache changed"):
         list(stream)
-    assert len(model.generate([1, 2, 3], max_tokens=8, temperature=0, ignore_eos=True, stream=False)) > 0
+    # changes that leave the length as it was count too
+    stream = model.generate([1, 2, 3], max_tokens=8, temperature=0, ignore_eos=True)
+    next(stream)
+    n = model.n_past
+    model.truncate(0)
+    model.eval(list(range(7, 7 + n)))
+    with pytest.raises(RuntimeError, match="cache changed"):
+        list(stream)
+    a = model.generate([1, 2, 3], max_tokens=4, temperature=0, ignore_eos=True)
+    b = model.generate([4, 5, 6], max_tokens=4, temperature=0, ignore_eos=True)
+    next(a), next(b)
+    with pytest.raises(RuntimeError, match="cache changed"):
+        list(a)
+
+
+def test_prompt_reuse_notices_a_cache_changed_to_the_same_length(model, gguf):
+    """A generation reuses the cache only if nothing else changed it since: a cache reset and
+    refilled with other tokens of the same length is rebuilt, not taken for the prompt's."""
+    fresh = phicpp.Model(gguf, n_ctx=32, n_threads=1)
+    want = fresh.generate([1, 2, 3, 4], max_tokens=6, temperature=0, ignore_eos=True, stream=False)
+    model.generate([1, 2, 3], max_tokens=1, temperature=0, ignore_eos=True, stream=False)
+    n = model.n_past
+    model.reset()
+    model.eval(list(range(9, 9 + n)))
+    assert model.generate([1, 2, 3, 4], max_tokens=6, temperature=0, ignore_eos=True, stream=False) == want

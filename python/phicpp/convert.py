@@ -340,7 +340,8 @@ def read_hparams(cfg: dict) -> HParams:
     else:
         eps = _float(_need(cfg, "rms_norm_eps"), "rms_norm_eps")
         n_ff = _int(_need(cfg, "intermediate_size"), "intermediate_size")
-    n_head_kv = _int(cfg.get("num_key_value_heads") or n_head, "num_key_value_heads")
+    n_kv = cfg.get("num_key_value_heads")  # (null: one per query head, as transformers reads it)
+    n_head_kv = n_head if n_kv is None else _int(n_kv, "num_key_value_heads")
     if n_head % n_head_kv:
         raise ConvertError(f"num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_head_kv}")
     moe = {}

@@ -192,6 +192,7 @@ class Generator:
         self.model = model
         self.tokenizer = tokenizer
         self.cached: list[int] = []          # what the model's KV cache holds, token for token
+        self._version = None                 # model.cache_version() when `cached` was last true
         self.stop_ids = stop_token_ids(tokenizer)
         self._eog = np.array(sorted(self.stop_ids), dtype=np.int64)
 
@@ -216,7 +217,7 @@ class Generator:
     def prefill(self, tokens: Sequence[int]) -> tuple[np.ndarray, int]:
         """Bring the cache to exactly `tokens`; returns (logits after the last one, tokens reused)."""
         self.check_prompt(tokens)
-        if self.model.n_past != len(self.cached):  # someone else used the model: start over
+        if not self._cache_is_ours():  # someone else used the model: start over
             self.model.reset()
             self.cached = []
         # at least the last token is evaluated again: its logits are what we need
@@ -225,7 +226,12 @@ class Generator:
         self.cached = self.cached[:keep]
         logits = self.model.eval(tokens[keep:])
         self.cached = list(tokens)
+        self._version = self.model.cache_version()
         return logits, keep
+
+    def _cache_is_ours(self) -> bool:
+        """Whether the cache still holds `cached`: no call but ours has changed it."""
+        return self._version == self.model.cache_version() and self.model.n_past == len(self.cached)
 
     def prefill_scored(self, tokens: Sequence[int], top: int) -> tuple[np.ndarray, list]:
         """prefill from an empty cache, keeping every position's logits long enough to score
@@ -242,11 +248,13 @@ class Generator:
             self.cached += tokens[a:a + len(rows)]
             scores += next_token_logprobs(rows, tokens, a, top)
             logits = rows[-1]
+        self._version = self.model.cache_version()
         return logits, scores
 
     def forget(self) -> None:
         self.model.reset()
         self.cached = []
+        self._version = self.model.cache_version()
 
     # ------------------------------------------------------------------ the loop
     def run(self, prompt: Sequence[int], sampler: Sampler, max_tokens: int = -1, stop: Iterable[str] = (),
@@ -275,6 +283,7 @@ class Generator:
             (logits, r.prompt_scored), reused = self.prefill_scored(prompt, score), 0
         t1 = time.perf_counter()
         r.timings.prompt_tokens, r.timings.cached_tokens, r.timings.prompt_s = len(prompt) - reused, reused, t1 - t0
+        version = self._version  # this run's own: the Generator's moves on with any later run
 
         n_ctx = self.model.n_ctx
         hist = np.zeros(n_ctx + 1, dtype=np.int32)  # prompt + generated, for the penalties
@@ -321,13 +330,14 @@ class Generator:
                 if len(r.tokens) >= limit:  # the last token needs no evaluation
                     r.finish_reason = "length"
                     break
-                if self.model.n_past != len(self.cached):
-                    # reset(), eval() or another generation used the cache between two tokens:
-                    # continuing would run this token after someone else's
+                if self.model.cache_version() != version:
+                    # reset(), eval() or another generation (of this Generator too) used the cache
+                    # between two tokens: continuing would run this token after someone else's
                     raise RuntimeError("the model's cache changed while this generation was running "
                                        "(reset, eval or another generation in between its tokens)")
                 logits = self.model.eval([tok])
                 self.cached.append(tok)
+                version = self._version = self.model.cache_version()
             tail = ""
             if not cut:  # bytes the decoder held back, and text held for a stop string that never came
                 tail, stopped = stops.push(decoder.flush())

@@ -62,6 +62,7 @@ class Model:
         if n_gpu_layers is not None:
             device = device_for_gpu_layers(n_gpu_layers)
         self._lock = threading.RLock()
+        self._versions: dict[int, int] = {}  # seq -> calls that changed its cache (see cache_version)
         self._m = _core.Model(str(path), n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
                               device=device, kv_type=kv_type, progress=progress, n_seq=n_seq)
         self.path = str(path)
@@ -75,14 +76,19 @@ class Model:
         """Evaluate tokens after those already cached (in sequence seq). Returns the logits
         of the last token ([n_vocab]) or of every token ([n, n_vocab]) with all_logits."""
         with self._lock:
-            return self._m.eval(_ids(tokens, "tokens"), all_logits, seq)
+            out = self._m.eval(_ids(tokens, "tokens"), all_logits, seq)
+            self._changed((seq,))
+            return out
 
     def decode_batch(self, seqs: Sequence[int], tokens: Sequence[int]) -> np.ndarray:
         """One token for each of several different sequences in one forward pass (token i
         continues sequence seqs[i]); logits [n, n_vocab], each row exactly as eval([token],
         seq=...) alone would give it."""
         with self._lock:
-            return self._m.batch(_ids(seqs, "seqs"), 1, _ids(tokens, "tokens"))
+            seqs = _ids(seqs, "seqs")
+            out = self._m.batch(seqs, 1, _ids(tokens, "tokens"))
+            self._changed(seqs)
+            return out
 
     def batch(self, seqs: Sequence[int], first_count: int, tokens: Sequence[int]) -> np.ndarray:
         """first_count tokens of sequence seqs[0] (a prompt chunk), then one token of each
@@ -90,17 +96,32 @@ class Model:
         [len(seqs), n_vocab]. Row-invariant like decode_batch: a prompt fed this way, in
         any chunks, gives what eval of it one token at a time gives."""
         with self._lock:
-            return self._m.batch(_ids(seqs, "seqs"), first_count, _ids(tokens, "tokens"))
+            seqs = _ids(seqs, "seqs")
+            out = self._m.batch(seqs, first_count, _ids(tokens, "tokens"))
+            self._changed(seqs)
+            return out
 
     def reset(self, seq: int = 0) -> None:
         """Empty the KV cache (of sequence seq)."""
         with self._lock:
             self._m.reset(seq)
+            self._changed((seq,))
 
     def truncate(self, n: int, seq: int = 0) -> None:
         """Keep only the first n cached tokens (of sequence seq)."""
         with self._lock:
             self._m.truncate(n, seq)
+            self._changed((seq,))
+
+    def cache_version(self, seq: int = 0) -> int:
+        """A number that changes whenever a call changes sequence seq's cache: a caller that
+        keeps track of what the cache holds (a generation, a chat) can tell whether anyone
+        else has used it since, whatever the length now."""
+        return self._versions.get(int(seq), 0)
+
+    def _changed(self, seqs) -> None:
+        for seq in set(int(x) for x in seqs):
+            self._versions[seq] = self._versions.get(seq, 0) + 1
 
     def n_past_of(self, seq: int) -> int:
         """Tokens cached for sequence seq."""

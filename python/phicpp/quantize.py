@@ -201,7 +201,7 @@ def quantize_gguf(src: str | os.PathLike, dst: str | os.PathLike, mix: str, n_th
     As llama-quantize: a tensor already of its target type is copied as it is, and one of
     another quantized type is requantized only with allow_requantize (its rounding would
     add to the first one's; the F16 target, which only dequantizes, needs no flag)."""
-    mix = mix.upper()
+    mix = mix.strip().upper()
     if mix not in MIXES:
         raise QuantizeError(f"unknown quantization type {mix!r}; expected one of {', '.join(sorted(MIXES))}")
     n_threads = n_threads or os.cpu_count() or 1
