@@ -36,6 +36,7 @@
 //
 //   staging_bench [stream] [C ...]     (default: 1 2 4 8)
 // Built here: nvcc -std=c++17 -O3 -arch=sm_90a -Icsrc -Itools tools/staging_bench.cu -o .bench/staging_bench
+// (add -DSTAGING_SLOTS=n for a ring of n slots instead of 13)
 #include <cooperative_groups.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -296,7 +297,11 @@ __global__ void __launch_bounds__(kThreads, 1) dep_chain(Params p) {
 // takes a slot when the header shows its piece and the slot's barrier has
 // completed the phase of that use: the header tells a use apart from the use
 // two before, which the barrier's parity alone cannot.
-constexpr int kSlots = 13, kPieceUnits = 96;
+// (-DSTAGING_SLOTS=n: a shallower ring, fewer of the producer's bytes in flight)
+#ifndef STAGING_SLOTS
+#define STAGING_SLOTS 13
+#endif
+constexpr int kSlots = STAGING_SLOTS, kPieceUnits = 96;
 constexpr int kSlotBytes = 16 + kR * kPieceUnits * 18;  // 13840
 constexpr int kConsumers = 15;                          // warps; warp 15 streams
 constexpr int kStagers = kConsumers * 32;
