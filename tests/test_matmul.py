@@ -354,8 +354,8 @@ def _q8_0_activations_reference(x):
         blk = x[32 * b:32 * b + 32]
         amax = np.float32(np.nanmax(np.abs(blk))) if not np.all(np.isnan(blk)) else np.float32(0)
         d = np.float32(np.float16(amax / np.float32(127)))
-        scale = np.float32(127) / amax if amax != 0 else np.float32(0)
-        with np.errstate(invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):  # a subnormal block's 127 / amax is inf
+            scale = np.float32(127) / amax if amax != 0 else np.float32(0)
             codes = np.rint(blk * scale)
         codes[~(np.abs(codes + 0.5) <= 127.5)] = -128  # NaN, and the inf of a subnormal block's 127 / amax
         out[32 * b:32 * b + 32] = d * codes
