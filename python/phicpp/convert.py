@@ -23,10 +23,11 @@ import os
 import re
 import struct
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import gguf
 import numpy as np
@@ -909,10 +910,7 @@ def convert_hf_to_gguf(hf_dir: str | os.PathLike, out_path: str | os.PathLike | 
     _write_vocab(w, hf_dir, hp)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with gguf_output(w, out) as tmp:
         w.write_header_to_file(path=tmp)
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
@@ -923,8 +921,22 @@ def convert_hf_to_gguf(hf_dir: str | os.PathLike, out_path: str | os.PathLike | 
             w.write_tensor_data(_encode(data, t.qtype))
             if progress is not None:
                 progress(t.name, i)
+    return out
+
+
+@contextmanager
+def gguf_output(w: gguf.GGUFWriter, out: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temporary file beside `out` for `w` to write (a user's own OUT.tmp is never
+    touched). When the block completes, `w` is closed and the file renamed to `out` with a
+    new file's mode; when it raises (SIGTERM included, see cli), closed and removed."""
+    out = Path(out)
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.absolute().parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
         w.close()
-        os.chmod(tmp, new_file_mode())  # mkstemp made it 0600; a plain new file gets 0666 & ~umask
+        os.chmod(tmp, _new_file_mode())  # mkstemp made it 0600; a plain new file gets 0666 & ~umask
         os.replace(tmp, out)
     except BaseException:
         try:
@@ -933,10 +945,9 @@ def convert_hf_to_gguf(hf_dir: str | os.PathLike, out_path: str | os.PathLike | 
             pass
         tmp.unlink(missing_ok=True)
         raise
-    return out
 
 
-def new_file_mode() -> int:
+def _new_file_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask

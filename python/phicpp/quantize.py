@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +24,7 @@ from gguf import GGMLQuantizationType as QT
 from gguf import GGUFReader, GGUFValueType, GGUFWriter, LlamaFileType
 
 from . import _core
-from .convert import new_file_mode
+from .convert import gguf_output
 from .progress import progress_bar
 
 QK_K = 256
@@ -233,14 +232,8 @@ def quantize_gguf(src: str | os.PathLike, dst: str | os.PathLike, mix: str, n_th
                                 "--allow-requantize)")
         plan.append((t, None if want == have else want))  # None: copied unchanged
 
-    dst = os.fspath(dst)
-    # a fresh name beside dst: a user's own DST.tmp is never overwritten, and the file
-    # appears under dst only once complete
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dst)}.", suffix=".tmp",
-                               dir=os.path.dirname(os.path.abspath(dst)))
-    os.close(fd)
-    writer = GGUFWriter(tmp, arch=arch)
-    try:
+    writer = GGUFWriter(None, arch=arch)
+    with gguf_output(writer, dst) as tmp:
         _copy_metadata(reader, writer, MIXES[mix].ftype)
         counts: dict[str, int] = {}
         for t, qt in plan:
@@ -251,7 +244,7 @@ def quantize_gguf(src: str | os.PathLike, dst: str | os.PathLike, mix: str, n_th
             # add_tensor_info takes the numpy-order shape of the element grid
             writer.add_tensor_info(t.name, list(reversed(ne)), np.dtype(np.float32), nbytes, raw_dtype=out_type)
             counts[out_type.name] = counts.get(out_type.name, 0) + 1
-        writer.write_header_to_file()
+        writer.write_header_to_file(path=tmp)
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         with progress_bar(f"quantizing to {mix}", total=len(plan)) as step:
@@ -264,15 +257,4 @@ def quantize_gguf(src: str | os.PathLike, dst: str | os.PathLike, mix: str, n_th
                     data = _core.quantize(_as_f32(t), qt.name.lower(), n_threads=n_threads).reshape(-1)
                 writer.write_tensor_data(data)
                 step(f"{t.name} -> {(qt or QT(int(t.tensor_type))).name}")
-        writer.close()
-        os.chmod(tmp, new_file_mode())  # mkstemp made it 0600; a plain new file gets 0666 & ~umask
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            writer.close()
-        except Exception:
-            pass
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return counts
