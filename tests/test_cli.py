@@ -212,6 +212,9 @@ def test_quantize(gguf, tmp_path):
     truncated.write_bytes(Path(gguf).read_bytes()[:2000])
     assert_one_line_error(phicpp_cli("quantize", truncated, tmp_path / "y.gguf", "Q8_0"), "truncated.gguf")
     assert not (tmp_path / "y.gguf").exists()
+    r = phicpp_cli("quantize", gguf, tmp_path / "no" / "z.gguf", "Q8_0")  # a folder that is not there
+    assert_one_line_error(r, f"cannot write {tmp_path / 'no' / 'z.gguf'}: {tmp_path / 'no'}: No such file")
+    assert ".tmp" not in r.stderr
     # a quantized file again, to another type: refused as llama-quantize refuses it, unless asked
     assert_one_line_error(phicpp_cli("quantize", out, tmp_path / "q4.gguf", "Q4_0"), "--allow-requantize")
     assert not (tmp_path / "q4.gguf").exists()
@@ -349,6 +352,48 @@ def test_version_and_closed_stdout(gguf):
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env(), timeout=300,
                        preexec_fn=lambda: os.close(1))
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+
+
+# A Ctrl-C while the command line loads (click, then a command's numpy) lands as it would: a
+# KeyboardInterrupt raised by that import, or numpy's ImportError carrying one.
+_INTERRUPTED_IMPORT = """
+import builtins, sys
+real_import = builtins.__import__
+module, how = sys.argv[1:3]
+def interrupted(name, *a, **k):
+    if name == module:
+        if how == "ImportError":
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise ImportError(name + " failed to import")
+        raise KeyboardInterrupt
+    return real_import(name, *a, **k)
+builtins.__import__ = interrupted
+sys.argv = ["phicpp"] + sys.argv[3:]
+from phicpp.__main__ import main
+main()
+"""
+
+
+@pytest.mark.parametrize("module, how, args", [
+    ("click", "KeyboardInterrupt", ["--version"]),
+    ("numpy", "KeyboardInterrupt", ["info", "M"]),
+    ("numpy", "ImportError", ["info", "M"]),
+])
+def test_ctrl_c_while_the_command_line_loads(gguf, module, how, args):
+    args = [str(gguf) if a == "M" else a for a in args]
+    r = subprocess.run([sys.executable, "-c", _INTERRUPTED_IMPORT, module, how, *args],
+                       capture_output=True, text=True, env=env(), timeout=300)
+    assert r.returncode == 130 and "Traceback" not in r.stderr, (r.returncode, r.stderr)
+
+
+def test_the_command_line_loads_without_numpy():
+    # `phicpp --help` answers at once: the package's names load on first use
+    code = "import sys, phicpp.cli, phicpp; assert 'numpy' not in sys.modules; phicpp.Model; print(sorted(phicpp.__all__))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(), timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Model" in r.stdout and "GGUFError" in r.stdout
 
 
 def test_ngl_without_a_gpu_runs_on_the_cpu(gguf):

@@ -20,17 +20,29 @@ def _find_cublaslt() -> None:
 
 
 _find_cublaslt()
-from ._core import (  # noqa: F401
-    ContextOverflowError,
-    GGUFError,
-    PhicppError,
-    UnsupportedError,
-)
-from ._core import GGUFFile, GGUFTensorInfo  # noqa: F401
-from .convert import ConvertError, convert_hf_to_gguf  # noqa: F401,E402
 
-from .model import Model  # noqa: F401,E402
-from .tokenizer import Tokenizer  # noqa: F401,E402
-from .sampling import Sampler  # noqa: F401,E402
-
+# The public names load on first use (PEP 562), so that `import phicpp.cli` is click alone:
+# `phicpp --help` answers at once, and a Ctrl-C while a command starts lands where the
+# command line turns it into "interrupted" rather than inside numpy's import.
+_PUBLIC = {
+    "ContextOverflowError": "_core", "GGUFError": "_core", "PhicppError": "_core",
+    "UnsupportedError": "_core", "GGUFFile": "_core", "GGUFTensorInfo": "_core",
+    "ConvertError": "convert", "convert_hf_to_gguf": "convert",
+    "Model": "model", "Tokenizer": "tokenizer", "Sampler": "sampling",
+}
+__all__ = sorted(_PUBLIC)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'phicpp' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

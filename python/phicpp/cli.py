@@ -83,7 +83,22 @@ def user_errors() -> Iterator[None]:
         fail(msg)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """A Ctrl-C anywhere in a command, its modules' imports included, ends it as "interrupted",
+    status 130 (click's own handling says "Aborted!", status 1)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except ImportError as e:
+            if isinstance(e.__context__, KeyboardInterrupt):  # (numpy reports a Ctrl-C during its import so)
+                fail("interrupted", 130)
+            raise
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version=__version__, prog_name="phicpp", message="%(prog)s %(version)s")
 def main() -> None:
     """phicpp: run Microsoft's Phi models from GGUF files."""

@@ -930,7 +930,13 @@ def gguf_output(w: gguf.GGUFWriter, out: str | os.PathLike) -> Iterator[Path]:
     touched). When the block completes, `w` is closed and the file renamed to `out` with a
     new file's mode; when it raises (SIGTERM included, see cli), closed and removed."""
     out = Path(out)
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.absolute().parent)
+    folder = out.absolute().parent
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:  # (named by the output and its folder, not by the temporary name)
+        error = OSError(f"cannot write {out}: {folder}: {e.strerror}")
+        error.errno = e.errno
+        raise error from None
     os.close(fd)
     tmp = Path(name)
     try:
