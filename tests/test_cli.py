@@ -390,7 +390,8 @@ def test_ctrl_c_while_the_command_line_loads(gguf, module, how, args):
 
 def test_the_command_line_loads_without_numpy():
     # `phicpp --help` answers at once: the package's names load on first use
-    code = "import sys, phicpp.cli, phicpp; assert 'numpy' not in sys.modules; phicpp.Model; print(sorted(phicpp.__all__))"
+    code = ("import sys, phicpp.cli, phicpp; assert 'numpy' not in sys.modules; phicpp.Model; "
+            "assert callable(phicpp._core.cuda_available) and phicpp.quantize.quantize_gguf; print(sorted(phicpp.__all__))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(), timeout=300)
     assert r.returncode == 0, r.stderr
     assert "Model" in r.stdout and "GGUFError" in r.stdout

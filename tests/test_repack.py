@@ -279,6 +279,7 @@ def _sparse_phi3(path, n_ff, n_layer):
 LOAD_CAPPED = r"""
 import resource, sys
 import phicpp
+phicpp.Model  # (the package loads it on first use: before the cap)
 # room for the file's mapping and 1 GiB more: copying its weights would fail here
 # (an error, not the OOM killer) where the backend did not decide to keep them mapped
 with open("/proc/self/status") as f:

@@ -35,11 +35,15 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'phicpp' has no attribute {name!r}")
     import importlib
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    import importlib.util
+    module = _PUBLIC.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f".{name}", __name__)  # a submodule (phicpp._core, ...) as before
+    else:
+        raise AttributeError(f"module 'phicpp' has no attribute {name!r}")
     globals()[name] = value
     return value
 
