@@ -1,6 +1,7 @@
 """phicpp: a fast engine for Microsoft's Phi language models, from GGUF files."""
 import os as _os
 import sys as _sys
+import typing as _typing
 
 
 def _find_cublaslt() -> None:
@@ -32,6 +33,13 @@ _PUBLIC = {
 }
 __all__ = sorted(_PUBLIC)
 __version__ = "0.1.0"
+
+if _typing.TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ below
+    from ._core import ContextOverflowError, GGUFError, GGUFFile, GGUFTensorInfo, PhicppError, UnsupportedError
+    from .convert import ConvertError, convert_hf_to_gguf
+    from .model import Model
+    from .sampling import Sampler
+    from .tokenizer import Tokenizer
 
 
 def __getattr__(name: str):
