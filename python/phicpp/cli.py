@@ -69,11 +69,9 @@ def sigterm_cleans_up() -> Iterator[None]:
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the errors a user can cause (bad paths, bad files) into `fail(...)`;
-    anything else is a bug and keeps its traceback."""
+    anything else is a bug and keeps its traceback. (Ctrl-C: the group, _Commands.)"""
     try:
         yield
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
     except BrokenPipeError:
         # the reader went away (`phicpp info M | head`): not an error of ours
         sys.stderr.close()
