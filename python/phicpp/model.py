@@ -26,12 +26,16 @@ def _ids(values, name: str) -> np.ndarray:
     """Token or sequence ids as int32, refusing what a cast would silently change
     (floats truncated, values past 32 bits wrapped)."""
     a = np.asarray(values)
+    if a.dtype == np.int32:  # (what a decode loop passes: nothing to check or convert)
+        return a
     if a.size == 0:
         return np.zeros(a.shape, np.int32)
-    if not np.issubdtype(a.dtype, np.integer):  # (bool is not an integer dtype)
+    if a.dtype.kind not in "iu":  # (signed or unsigned integers; bool is kind "b")
         raise TypeError(f"{name} must be integers, got an array of {a.dtype}")
-    if int(a.min()) < -2**31 or int(a.max()) >= 2**31:
-        raise ValueError(f"{name} out of range: {int(a.min())} .. {int(a.max())}")
+    # (a few ids, as a decode step has, are cheaper to bound in Python than by numpy's reductions)
+    lo, hi = (min(v := a.ravel().tolist()), max(v)) if a.size <= 64 else (int(a.min()), int(a.max()))
+    if lo < -2**31 or hi >= 2**31:
+        raise ValueError(f"{name} out of range: {lo} .. {hi}")
     return a.astype(np.int32)
 
 
