@@ -133,6 +133,9 @@ public:
         carveout_ = std::min(100, env_int("PHICPP_CUDA_CARVEOUT", carveout_));
         flash_min_ = env_int("PHICPP_CUDA_FLASH_MIN", flash_min_);
         time_steps_ = env_int("PHICPP_CUDA_STEP_TIMES", 0) != 0;
+        if (time_steps_)
+            for (cudaEvent_t& e : io_ev_) PHI_CUDA_CHECK(cudaEventCreate(&e));
+        staged_io_ = env_int("PHICPP_CUDA_STAGED_IO", 1) != 0;
         gemm_cfg_.stages = std::max(2, std::min(3, env_int("PHICPP_CUDA_GEMM_STAGES", gemm_cfg_.stages)));
         lt_ = CublasLt::load(&lt_why_);
         lt_min_f16_ = std::max(kMatvecMaxTokens + 1, env_int("PHICPP_CUDA_LT_MIN_F16", lt_min_f16_));
@@ -152,6 +155,8 @@ public:
             if (stage_[i]) cudaFreeHost(stage_[i]);
             if (staged_[i]) cudaEventDestroy(staged_[i]);
         }
+        for (cudaEvent_t e : io_ev_)
+            if (e) cudaEventDestroy(e);
         cudaFree(d_pos_);
         cudaStreamDestroy(stream_);
     }
@@ -183,12 +188,56 @@ public:
     }
     void copy_to_device(void* dst, const void* src, size_t n) override {
         flush_input_step();
+        // A decode step's token ids (the model writes them just before the
+        // step) wait for the step's position write and go with it: one launch
+        // before the step instead of a copy and a launch. (Inside a step a copy
+        // is issued as asked: a captured copy would replay from its source.)
+        if (staged_io_ && !in_step_ && n > 0 && n % sizeof(int32_t) == 0 && n <= sizeof(pending_ids_.v)) {
+            pending_ids_dst_ = static_cast<int32_t*>(dst);
+            pending_ids_.n = static_cast<int>(n / sizeof(int32_t));
+            std::memcpy(pending_ids_.v, src, n);
+            return;
+        }
         if (n) PHI_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, stream_));
     }
     void copy_to_host(void* dst, const void* src, size_t n) override {
         flush_input_step();
-        if (n) PHI_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream_));
+        if (!staged_io_ || n < kStagedCopyMin) {
+            if (n) PHI_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream_));
+            synchronize();
+            return;
+        }
+        // Through the pinned staging buffers (a pageable destination makes the
+        // driver stage it anyway, at more cost a call): two chunks in flight,
+        // each copied out while the next one comes in.
+        ensure_stage();
+        if (time_steps_) PHI_CUDA_CHECK(cudaEventRecord(io_ev_[0], stream_));
+        auto* d = static_cast<uint8_t*>(dst);
+        const auto* s = static_cast<const uint8_t*>(src);
+        size_t prev_off = 0, prev_len = 0;
+        int buf = 0;
+        for (size_t off = 0; off < n; off += kStageBytes, buf ^= 1) {
+            const size_t len = std::min(kStageBytes, n - off);
+            PHI_CUDA_CHECK(cudaMemcpyAsync(stage_[buf], s + off, len, cudaMemcpyDeviceToHost, stream_));
+            PHI_CUDA_CHECK(cudaEventRecord(staged_[buf], stream_));
+            if (prev_len) {
+                PHI_CUDA_CHECK(cudaEventSynchronize(staged_[buf ^ 1]));
+                std::memcpy(d + prev_off, stage_[buf ^ 1], prev_len);
+            }
+            prev_off = off;
+            prev_len = len;
+        }
+        if (time_steps_) PHI_CUDA_CHECK(cudaEventRecord(io_ev_[1], stream_));
         synchronize();
+        const auto synced = std::chrono::steady_clock::now();
+        std::memcpy(d + prev_off, stage_[buf ^ 1], prev_len);
+        if (time_steps_) {
+            float ms = 0.0f;
+            if (cudaEventElapsedTime(&ms, io_ev_[0], io_ev_[1]) == cudaSuccess) out_copy_gpu_us_ += 1e3 * ms;
+            copied_at_ = std::chrono::steady_clock::now();
+            out_memcpy_us_ += std::chrono::duration<double, std::micro>(copied_at_ - synced).count();
+            ++out_copies_;
+        }
     }
     void synchronize() override {
         flush_input_step();
@@ -248,6 +297,7 @@ public:
     // ---- steps
     void begin_step(int pos0, int n_tok, bool replayable) override {
         end_dangling_capture();
+        in_step_ = true;
         has_pending_input_ = false;  // left by a step that threw
         trace_launch_ = 0;
         has_held_ = false;
@@ -256,26 +306,34 @@ public:
         n_tok_ = n_tok;
         hash_ = StepHash{};
         hash_.add(n_tok);
-        if (time_steps_) step_begun_ = std::chrono::steady_clock::now();
+        if (time_steps_) {
+            step_begun_ = std::chrono::steady_clock::now();
+            if (out_copies_ && copied_at_ != std::chrono::steady_clock::time_point{}) {
+                between_us_ += std::chrono::duration<double, std::micro>(step_begun_ - copied_at_).count();
+                ++betweens_;
+                copied_at_ = {};
+            }
+        }
         recordable_ = true;
         const bool direct = direct_next_;
         direct_next_ = false;
         if (replayable && graphs_ && n_tok <= kMatvecMaxTokens && !direct) {
             if (capture_next_) {
-                set_int(d_pos_, pos0, launch_cfg());
+                set_step_inputs(pos0);
                 PHI_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
                 mode_ = Mode::capture;
             } else {
                 mode_ = Mode::check;
             }
         } else {
-            set_int(d_pos_, pos0, launch_cfg());
+            set_step_inputs(pos0);
             mode_ = Mode::direct;
         }
     }
     void set_row_invariant(bool on) override { row_invariant_ = on; }
     void set_exact_activations(bool on) override { gemm_cfg_.exact = on; }
     bool end_step() override {
+        in_step_ = false;
         if (running()) flush_input_step();
         const Mode mode = mode_;
         mode_ = Mode::direct;
@@ -287,7 +345,7 @@ public:
                 if (time_steps_)
                     check_us_ += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - step_begun_).count();
                 StepTimer timer(*this);
-                set_int(d_pos_, pos0_, launch_cfg());
+                set_step_inputs(pos0_);
                 PHI_CUDA_CHECK(cudaGraphLaunch(recorded_.back().exec, stream_));
                 return true;
             }
@@ -652,10 +710,20 @@ private:
                      "phicpp cuda: %zu replayed steps, GPU time per step: mean %.1f us, median %.1f us; "
                      "host time issuing and checking a step: mean %.1f us\n",
                      v.size(), 1e3 * sum / v.size(), 1e3 * v[v.size() / 2], check_us_ / v.size());
+        if (out_copies_ && betweens_)
+            std::fprintf(stderr,
+                         "phicpp cuda: results copied out %zu times: on the GPU %.1f us, then on the host %.1f us; "
+                         "from a copy's end to the next step's begin (the caller): %.1f us\n",
+                         out_copies_, out_copy_gpu_us_ / out_copies_, out_memcpy_us_ / out_copies_, between_us_ / betweens_);
     }
     // A deferred input step that no attention took.
     void flush_input_step() {
         lt_input_ = LtInput{};  // (every op but a matmul right after one: see matmul)
+        if (pending_ids_dst_) {  // token ids that no step took: copied as they were asked for
+            PHI_CUDA_CHECK(cudaMemcpyAsync(pending_ids_dst_, pending_ids_.v, sizeof(int32_t) * pending_ids_.n,
+                                           cudaMemcpyHostToDevice, stream_));
+            pending_ids_dst_ = nullptr;
+        }
         if (has_held_) {
             has_held_ = false;
             lt_epilogue(held_, launch_cfg());
@@ -691,13 +759,22 @@ private:
         }
     }
 
-    void upload(const Tensor& host, const quant::PlanarSplit& split, uint8_t* dst) {
+    // The step's position, with the token ids copy_to_device held back.
+    void set_step_inputs(int pos0) {
+        cuda::set_step_inputs(d_pos_, pos0, pending_ids_dst_, pending_ids_dst_ ? pending_ids_ : cuda::StepIds{},
+                              launch_cfg());
+        pending_ids_dst_ = nullptr;
+    }
+    void ensure_stage() {
         for (int i = 0; i < 2; ++i) {
             if (!stage_[i]) {
                 PHI_CUDA_CHECK(cudaHostAlloc(&stage_[i], kStageBytes, cudaHostAllocDefault));
                 PHI_CUDA_CHECK(cudaEventCreateWithFlags(&staged_[i], cudaEventDisableTiming));
             }
         }
+    }
+    void upload(const Tensor& host, const quant::PlanarSplit& split, uint8_t* dst) {
+        ensure_stage();
         const size_t row = host.row_bytes();
         if (row > kStageBytes) fail(ErrorKind::unsupported, "a weight row of ", row, " bytes is too long for CUDA");
         const int64_t rows_per_chunk = std::max<int64_t>(1, static_cast<int64_t>(kStageBytes / row));
@@ -797,8 +874,10 @@ private:
     int carveout_ = -1;
     int flash_min_ = 16;  // tokens from which a batch's attention is flash attention (0: never)
     bool time_steps_ = false;
-    std::chrono::steady_clock::time_point step_begun_;
-    double check_us_ = 0.0;
+    std::chrono::steady_clock::time_point step_begun_, copied_at_;
+    double check_us_ = 0.0, out_copy_gpu_us_ = 0.0, out_memcpy_us_ = 0.0, between_us_ = 0.0;
+    size_t out_copies_ = 0, betweens_ = 0;
+    cudaEvent_t io_ev_[2] = {nullptr, nullptr};  // (step times: around a copy of results)
     std::vector<std::pair<cudaEvent_t, cudaEvent_t>> timed_;
     std::vector<float> step_ms_;
     bool has_pending_input_ = false;
@@ -815,6 +894,13 @@ private:
     int lt_min_f16_ = kMatvecMaxTokens + 1, lt_min_quant_ = 64;  // (H100, 2026-12-02: docs/CUDA.md)
     void* stage_[2] = {nullptr, nullptr};
     cudaEvent_t staged_[2] = {nullptr, nullptr};
+    // PHICPP_CUDA_STAGED_IO=0: logits copied straight to the caller's memory
+    // and token ids by a copy of their own (measuring knob)
+    bool staged_io_ = true;
+    static constexpr size_t kStagedCopyMin = 4096;
+    bool in_step_ = false;  // between begin_step and end_step
+    cuda::StepIds pending_ids_;
+    int32_t* pending_ids_dst_ = nullptr;  // where the held-back ids go (null: none)
     // the step being issued
     Mode mode_ = Mode::direct;
     bool capture_next_ = false;

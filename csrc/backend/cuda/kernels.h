@@ -179,7 +179,13 @@ bool flash_attention_takes(int head_dim, DType cache_type, const float* q, int64
 void flash_attention(const float* q, int64_t q_stride, int t0, int n_q, const KVCache& cache, const AttentionParams& a,
                      const int* pos0, float* out, const Launch& l);
 
-// *p = v (the step's position, where the kernels read it).
-void set_int(int* p, int v, const Launch& l);
+// A step's token ids small enough to travel as a kernel argument.
+struct StepIds {
+    int n = 0;
+    int32_t v[kMatvecMaxTokens] = {};
+};
+// *p = v (the step's position, where the kernels read it), and ids_dst[i] =
+// ids.v[i] for i < ids.n.
+void set_step_inputs(int* p, int v, int32_t* ids_dst, const StepIds& ids, const Launch& l);
 
 } // namespace phi::cuda

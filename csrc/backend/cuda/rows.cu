@@ -35,10 +35,12 @@ __global__ void get_rows_float(const uint8_t* w, int64_t row_bytes, const int32_
 
 // The kernels after it may read *p before they wait for the kernel before
 // them (attention reads the step's position early): the store is made
-// visible before they may start.
-__global__ void set_int_kernel(int* p, int v) {
+// visible before they may start. The step's few token ids travel in the
+// same launch (no copy of their own before the step).
+__global__ void set_step_inputs_kernel(int* p, int v, int32_t* ids_dst, StepIds ids) {
     pdl_wait();
     *p = v;
+    for (int i = 0; i < ids.n; ++i) ids_dst[i] = ids.v[i];
     __threadfence();
     pdl_launch_dependents();
 }
@@ -69,6 +71,8 @@ void get_rows(const Tensor& t, const int32_t* ids, int n, float* out, const Laun
         [&](auto tag) { run_quant<typename decltype(tag)::type>(t, ids, n, out, l); });
 }
 
-void set_int(int* p, int v, const Launch& l) { launch(set_int_kernel, dim3(1), dim3(1), 0, l, p, v); }
+void set_step_inputs(int* p, int v, int32_t* ids_dst, const StepIds& ids, const Launch& l) {
+    launch(set_step_inputs_kernel, dim3(1), dim3(1), 0, l, p, v, ids_dst, ids);
+}
 
 } // namespace phi::cuda
