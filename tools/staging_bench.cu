@@ -89,6 +89,7 @@ struct Params {
     unsigned epoch;
     const uint8_t* stream;      // the streaming kernel's weights: a CTA's pieces, in order, stream_stride bytes a CTA
     size_t stream_stride;
+    unsigned long long* trace;  // mode bit kTrace: [matmul][CTA][3] global times (ns) of a CTA's matmul (below)
 };
 
 __device__ __forceinline__ void load_words(const unsigned long long* p, unsigned long long& a, unsigned long long& b) {
@@ -305,7 +306,12 @@ constexpr int kSlots = STAGING_SLOTS, kPieceUnits = 96;
 constexpr int kSlotBytes = 16 + kR * kPieceUnits * 18;  // 13840
 constexpr int kConsumers = 15;                          // warps; warp 15 streams
 constexpr int kStagers = kConsumers * 32;
-enum : int { kStream = 4, kNoCompute = 8 };
+enum : int { kStream = 4, kNoCompute = 8, kTrace = 16 };
+__device__ __forceinline__ unsigned long long global_ns() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
 
 __host__ __device__ constexpr int parts_of(int mi) { return mi == 3 ? 3 : 1; }
 __host__ __device__ constexpr int part_units(int mi, int part) { return mi == 3 && part == 2 ? 64 : kPieceUnits; }
@@ -427,6 +433,10 @@ __global__ void __launch_bounds__(kThreads, 1) stream_chain(Params p) {
         for (int g = 0; g < mats; ++g) {
             const int mi = g % kMats, rows = rows_of(p, mi);
             Staged& s = staged[g % 2];
+            // kTrace: when the CTA begins staging matmul g, has its input staged, and
+            // (its last warp) has published its rows
+            unsigned long long* tr = p.mode & kTrace ? p.trace + (static_cast<size_t>(g) * gridDim.x + blockIdx.x) * 3 : nullptr;
+            if (tr && threadIdx.x == 0) tr[0] = global_ns();
             if (p.mode & kStage) {
                 uint64_t* bar = &ring.staged[g % 2];
                 if (threadIdx.x == 0) mbar_expect_tx(bar, staged_bytes(mi, C));
@@ -434,10 +444,12 @@ __global__ void __launch_bounds__(kThreads, 1) stream_chain(Params p) {
                 else stage<C, kEmbd, kStagers, true>(p, g, rank, &s, h, warp, lane, bar);
                 wait_until([&] { return mbar_try_wait_cluster(bar, (g / 2) & 1); }, p.stuck, kStuckStaged + g);
             }
+            if (tr && threadIdx.x == 0) tr[1] = global_ns();
             const float rscale = mat_normed(mi) ? inverse_rms(s, C * kConsumers, lane) : 1.0f;
             unsigned long long* out = p.words + static_cast<size_t>(g) * p.stride + static_cast<size_t>(blockIdx.x) * rows;
             if (mi == 3) piece = consume_mat<8>(p, ring, s, rows, piece, out, rscale, warp, lane);
             else piece = consume_mat<3>(p, ring, s, rows, piece, out, rscale, warp, lane);
+            if (tr && lane == 0) atomicMax(&tr[2], global_ns());
         }
     }
     if constexpr (C > 1) cg::this_cluster().sync();  // no CTA leaves while a peer may still store into it
@@ -538,6 +550,68 @@ double piece_row_dot(const uint8_t* p, int mi, int r, const HostStaged& st) {
     return acc * st.rscale;
 }
 
+// What the traced launch (the last of its five) says about the wait between
+// matmuls, averaged over matmuls of each kind (us): how far apart the CTAs
+// finish the matmul before (spread), how long after the last of them a CTA
+// has its input staged (after last: the dependency's latency and the
+// staging), how long a CTA that was done early sat between its own end and
+// its staged input (idle), and from staged input to its rows published.
+void trace_report(const unsigned long long* dtrace, int mats, int grid) {
+    std::vector<unsigned long long> t(static_cast<size_t>(mats) * grid * 3);
+    CHECK(cudaMemcpy(t.data(), dtrace, t.size() * 8, cudaMemcpyDeviceToHost));
+    auto at = [&](int g, int b, int k) { return static_cast<double>(t[(static_cast<size_t>(g) * grid + b) * 3 + k]); };
+    const char* names[kMats] = {"qkv", "wo", "gate_up", "down"};
+    double spread[kMats] = {}, after_med[kMats] = {}, after_min[kMats] = {}, after_max[kMats] = {}, idle[kMats] = {},
+           work[kMats] = {};
+    int n[kMats] = {};
+    for (int g = 4; g < mats; ++g) {  // (from the second layer: the first waits for the launch)
+        const int mi = g % kMats;
+        double last = 0, first = 1e300;
+        for (int b = 0; b < grid; ++b) last = std::max(last, at(g - 1, b, 2)), first = std::min(first, at(g - 1, b, 2));
+        std::vector<double> after(grid), w(grid), id(grid);
+        for (int b = 0; b < grid; ++b) {
+            after[b] = at(g, b, 1) - last;
+            id[b] = at(g, b, 1) - at(g - 1, b, 2);
+            w[b] = at(g, b, 2) - at(g, b, 1);
+        }
+        std::sort(after.begin(), after.end());
+        std::sort(w.begin(), w.end());
+        std::sort(id.begin(), id.end());
+        spread[mi] += last - first;
+        after_min[mi] += after.front(), after_med[mi] += after[grid / 2], after_max[mi] += after.back();
+        idle[mi] += id[grid / 2];
+        work[mi] += w[grid / 2];
+        ++n[mi];
+    }
+    // Is the lateness a CTA's own (the same SMs late every matmul) or chance? Each
+    // CTA's mean of (its end - the median end) over the matmuls, sorted.
+    std::vector<double> late(grid, 0.0);
+    int counted = 0;
+    for (int g = 4; g < mats; ++g, ++counted) {
+        std::vector<double> e(grid);
+        for (int b = 0; b < grid; ++b) e[b] = at(g, b, 2);
+        std::vector<double> sorted = e;
+        std::sort(sorted.begin(), sorted.end());
+        for (int b = 0; b < grid; ++b) late[b] += e[b] - sorted[grid / 2];
+    }
+    std::vector<std::pair<double, int>> by;
+    for (int b = 0; b < grid; ++b) by.push_back({late[b] / counted * 1e-3, b});
+    std::sort(by.begin(), by.end());
+    std::printf("    a CTA's mean end against the matmul's median end (us), earliest to latest: min %.2f, 10%% %.2f, "
+                "median %.2f, 90%% %.2f, max %.2f; the five latest CTAs:", by.front().first, by[grid / 10].first,
+                by[grid / 2].first, by[grid * 9 / 10].first, by.back().first);
+    for (int i = grid - 5; i < grid; ++i) std::printf(" %d (%.2f)", by[i].second, by[i].first);
+    std::printf("\n");
+    std::printf("    traced, us a matmul (CTA medians unless said): kind, the CTAs' spread finishing the matmul before, "
+                "staged after the last of them (min / median / max), a CTA idle from its own end to its staged input, "
+                "staged input to rows published\n");
+    for (int mi = 0; mi < kMats; ++mi)
+        if (n[mi])
+            std::printf("    %-8s spread %.2f  staged after last %.2f / %.2f / %.2f  idle %.2f  rows %.2f\n", names[mi],
+                        spread[mi] / n[mi] * 1e-3, after_min[mi] / n[mi] * 1e-3, after_med[mi] / n[mi] * 1e-3,
+                        after_max[mi] / n[mi] * 1e-3, idle[mi] / n[mi] * 1e-3, work[mi] / n[mi] * 1e-3);
+}
+
 template <class Kernel>
 int run(const BenchDevice& dev, int C, bool stream, Kernel kernel) {
     const int sms = dev.props.multiProcessorCount, layers = 32, mats = layers * kMats;
@@ -605,13 +679,21 @@ int run(const BenchDevice& dev, int C, bool stream, Kernel kernel) {
     CHECK(cudaEventCreate(&e1));
     static unsigned epoch = 0;
     float base_us = 0;
-    const std::vector<int> modes = stream ? std::vector<int>{kStream | kNoCompute, kStream, kStream | kStage, kStream | kStage | kWait}
+    const std::vector<int> modes = stream ? std::vector<int>{kStream | kNoCompute, kStream, kStream | kStage, kStream | kStage | kWait,
+                                                             kStream | kStage | kWait | kTrace}
                                           : std::vector<int>{0, kStage, kStage | kWait};
+    unsigned long long* dtrace = nullptr;
+    const size_t ntrace = static_cast<size_t>(mats) * grid * 3;
+    if (stream) {
+        CHECK(cudaMalloc(&dtrace, ntrace * 8));
+        p.trace = dtrace;
+    }
     for (int mode : modes) {
         p.mode = mode;
         float best = 1e30f;
         for (int rep = 0; rep < 5; ++rep) {
             p.epoch = ++epoch;
+            if (mode & kTrace) CHECK(cudaMemsetAsync(dtrace, 0, ntrace * 8, dev.stream));
             CHECK(cudaEventRecord(e0, dev.stream));
             CHECK(cudaLaunchKernelEx(&cfg, kernel, p));
             CHECK(cudaEventRecord(e1, dev.stream));
@@ -687,6 +769,7 @@ int run(const BenchDevice& dev, int C, bool stream, Kernel kernel) {
         if (stuck) std::printf("  STUCK: %s %d\n", stuck >= kStuckStaged ? "staged buffer of matmul" : stuck >= kStuckFull ? "full slot, piece" : stuck >= kStuckFree ? "free slot, piece" : "words of matmul", stuck % kStuckFree - (stuck < kStuckFree));
         else std::printf("  %s\n", check);
         if (stuck) break;
+        if (mode & kTrace) trace_report(dtrace, mats, grid);
     }
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
@@ -697,6 +780,7 @@ int run(const BenchDevice& dev, int C, bool stream, Kernel kernel) {
     cudaFree(dw);
     cudaFree(dstream);
     cudaFree(dpieces);
+    cudaFree(dtrace);
     return 0;
 }
 
