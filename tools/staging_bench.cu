@@ -32,7 +32,10 @@
 // With `stream` the rows come from HBM instead (2.1 GB, each CTA's own,
 // through a ring: stream_chain below) and the modes are 12 = the stream alone
 // (consumers take and free each piece), 4 = stream and compute, 6 = with
-// staging, 7 = everything (outputs of CTAs 0 and last checked).
+// staging, 7 = everything (outputs of CTAs 0 and last checked), 23 = 7 traced
+// (bit 16: when each CTA begins each matmul, has its input staged and has
+// published its rows; printed as the CTAs' spread, the wait after the last
+// of them, and each CTA's mean lateness).
 //
 //   staging_bench [stream] [C ...]     (default: 1 2 4 8)
 // Built here: nvcc -std=c++17 -O3 -arch=sm_90a -Icsrc -Itools tools/staging_bench.cu -o .bench/staging_bench
