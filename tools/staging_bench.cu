@@ -35,7 +35,10 @@
 // staging, 7 = everything (outputs of CTAs 0 and last checked), 23 = 7 traced
 // (bit 16: when each CTA begins each matmul, has its input staged and has
 // published its rows; printed as the CTAs' spread, the wait after the last
-// of them, and each CTA's mean lateness).
+// of them, and each CTA's mean lateness); bit 32 (36, 39, 55): row groups
+// taken from a counter a matmul at each producer's pace instead of each
+// CTA its own (produce_claimed), so that CTAs whose streams run ahead take
+// more and the spread between the first and last to end a matmul shrinks.
 //
 //   staging_bench [stream] [C ...]     (default: 1 2 4 8)
 // Built here: nvcc -std=c++17 -O3 -arch=sm_90a -Icsrc -Itools tools/staging_bench.cu -o .bench/staging_bench
@@ -93,6 +96,7 @@ struct Params {
     const uint8_t* stream;      // the streaming kernel's weights: a CTA's pieces, in order, stream_stride bytes a CTA
     size_t stream_stride;
     unsigned long long* trace;  // mode bit kTrace: [matmul][CTA][3] global times (ns) of a CTA's matmul (below)
+    int* claims;                // mode bit kClaim: a counter a matmul, of the row groups taken (zero at launch)
 };
 
 __device__ __forceinline__ void load_words(const unsigned long long* p, unsigned long long& a, unsigned long long& b) {
@@ -308,8 +312,9 @@ __global__ void __launch_bounds__(kThreads, 1) dep_chain(Params p) {
 constexpr int kSlots = STAGING_SLOTS, kPieceUnits = 96;
 constexpr int kSlotBytes = 16 + kR * kPieceUnits * 18;  // 13840
 constexpr int kConsumers = 15;                          // warps; warp 15 streams
+constexpr int kMaxMats = 128;                           // matmuls a launch (32 layers)
 constexpr int kStagers = kConsumers * 32;
-enum : int { kStream = 4, kNoCompute = 8, kTrace = 16 };
+enum : int { kStream = 4, kNoCompute = 8, kTrace = 16, kClaim = 32 };
 __device__ __forceinline__ unsigned long long global_ns() {
     unsigned long long t;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
@@ -327,6 +332,12 @@ struct Ring {
     uint8_t slot[kSlots][kSlotBytes];
     uint64_t full[kSlots], empty[kSlots];
     uint64_t staged[2];  // a staged buffer's bytes from every stager of the cluster
+    // kClaim: the producer's note of what a slot holds (written before the
+    // slot's arrival, so read once its phase is complete): the piece's number
+    // in this CTA's sequence and the global row group it belongs to; and, per
+    // matmul, how many groups this CTA took, once it took its last (-1 before)
+    int seq[kSlots], grp[kSlots];
+    int claimed[kMaxMats];
 };
 
 // Spins on ready() until it holds, or gives up after ~1 s or once another
@@ -344,7 +355,55 @@ __device__ bool wait_until(Ready ready, int* stuck, int code) {
 }
 constexpr int kStuckFree = 1000000, kStuckFull = 2000000, kStuckStaged = 3000000;  // + piece or matmul
 
+// A matmul's row groups a CTA, and the bytes of one group's pieces and of the
+// CTA's whole matmul in its stream.
+__device__ __forceinline__ int groups_of(const Params& p, int mi) { return (rows_of(p, mi) + kR - 1) / kR; }
+__device__ __forceinline__ size_t group_stream_bytes(int mi) {
+    size_t b = 0;
+    for (int part = 0; part < parts_of(mi); ++part) b += piece_bytes(mi, part);
+    return b;
+}
+
+// kClaim: the CTAs take row groups of each matmul from one counter as their
+// producers have room for them, so a CTA whose stream runs ahead takes more
+// (group G of the matmul is group G % n of CTA G / n's rows, read from that
+// CTA's stream: outputs land where they would without claims).
+__device__ void produce_claimed(const Params& p, Ring& ring, int mats) {
+    const uint8_t* base = p.stream;
+    size_t mat_off = 0;
+    int piece = 0;
+    for (int g = 0; g < mats; ++g) {
+        const int mi = g % kMats, n = groups_of(p, mi), total = n * static_cast<int>(gridDim.x);
+        const size_t gb = group_stream_bytes(mi);
+        int taken = 0;
+        int G = atomicAdd(&p.claims[g], 1);
+        for (;; ++taken) {
+            if (G >= total) break;
+            // the next claim in flight while this group's pieces are placed (a
+            // claim's round trip to L2 a group in series would throttle the stream)
+            const int next = atomicAdd(&p.claims[g], 1);
+            const uint8_t* src = base + static_cast<size_t>(G / n) * p.stream_stride + mat_off + (G % n) * gb;
+            for (int part = 0; part < parts_of(mi); ++part, ++piece) {
+                const int sl = piece % kSlots, use = piece / kSlots;
+                if (use > 0 && !wait_until([&] { return mbar_try_wait(&ring.empty[sl], (use - 1) & 1); }, p.stuck,
+                                           kStuckFree + piece))
+                    return;
+                const unsigned bytes = piece_bytes(mi, part);
+                *reinterpret_cast<volatile int*>(&ring.seq[sl]) = piece;
+                *reinterpret_cast<volatile int*>(&ring.grp[sl]) = G;
+                mbar_expect_tx(&ring.full[sl], bytes);  // (its release orders the two notes before the data)
+                bulk_copy(ring.slot[sl], src, bytes, &ring.full[sl]);
+                src += bytes;
+            }
+            G = next;
+        }
+        *reinterpret_cast<volatile int*>(&ring.claimed[g]) = taken;
+        mat_off += static_cast<size_t>(n) * gb;
+    }
+}
+
 __device__ void produce(const Params& p, Ring& ring, int mats) {
+    if (p.mode & kClaim) return produce_claimed(p, ring, mats);
     const uint8_t* src = p.stream + static_cast<size_t>(blockIdx.x) * p.stream_stride;
     int piece = 0;
     for (int g = 0; g < mats; ++g) {
@@ -370,9 +429,10 @@ __device__ __forceinline__ void piece_acc(const Params& p, Ring& ring, int piece
     constexpr int n = 32 * (J1 - J0);
     const int sl = piece % kSlots;
     const uint8_t* slot = ring.slot[sl];
-    wait_until([&] {
-        return *reinterpret_cast<const volatile int*>(slot) == piece && mbar_try_wait(&ring.full[sl], (piece / kSlots) & 1);
-    }, p.stuck, kStuckFull + piece);
+    // (the piece's number: its header, or with claims the producer's note)
+    const volatile int* seq = p.mode & kClaim ? &ring.seq[sl] : reinterpret_cast<const volatile int*>(slot);
+    wait_until([&] { return *seq == piece && mbar_try_wait(&ring.full[sl], (piece / kSlots) & 1); }, p.stuck,
+               kStuckFull + piece);
     if (!(p.mode & kNoCompute))
         rows_acc<U, kR, J0, J1>(slot + 16, n * 16, reinterpret_cast<const __half*>(slot + 16 + kR * n * 16), x, lane, acc);
     __syncwarp();
@@ -407,6 +467,50 @@ __device__ int consume_mat(const Params& p, Ring& ring, const Staged& s, int row
     return piece0 + groups * kParts;
 }
 
+// kClaim: the CTA's k-th group taken (of any CTA's rows) goes to warp k % 15,
+// until the producer's count for matmul g says there is no k-th; returns the
+// next matmul's first piece.
+template <int U>
+__device__ int consume_claimed(const Params& p, Ring& ring, const Staged& s, int g, int piece0, float rscale, int warp,
+                               int lane) {
+    constexpr int kParts = U == 8 ? 3 : 1;
+    const int mi = g % kMats, rows = rows_of(p, mi), n = groups_of(p, mi);
+    const volatile int* claimed = &ring.claimed[g];
+    auto taken = [&] { return *claimed; };
+    RegAct<U> x;
+    x.load(Act{s.q, s.scale, s.zsum}, lane);
+    for (int k = warp;; k += kConsumers) {
+        const int piece = piece0 + k * kParts, sl = piece % kSlots;
+        bool none = false;
+        wait_until([&] {
+            const int t = taken();
+            if (t >= 0 && k >= t) return none = true;
+            return *reinterpret_cast<const volatile int*>(&ring.seq[sl]) == piece &&
+                   mbar_try_wait(&ring.full[sl], (piece / kSlots) & 1);
+        }, p.stuck, kStuckFull + piece);
+        if (none) break;
+        const int G = ring.grp[sl];
+        float acc[kR];
+#pragma unroll
+        for (int r = 0; r < kR; ++r) acc[r] = 0.0f;
+        if constexpr (U == 8) {
+            piece_acc<8, 0, 3>(p, ring, piece, x, lane, acc);
+            piece_acc<8, 3, 6>(p, ring, piece + 1, x, lane, acc);
+            piece_acc<8, 6, 8>(p, ring, piece + 2, x, lane, acc);
+        } else {
+            piece_acc<U, 0, U>(p, ring, piece, x, lane, acc);
+        }
+        if (p.mode & kNoCompute) continue;
+        const float v = rows_reduce<kR>(acc, lane);
+        const int row = (G % n) * kR + row_of_lane<kR>(lane);
+        unsigned long long* out = p.words + static_cast<size_t>(g) * p.stride + static_cast<size_t>(G / n) * rows;
+        if (lane % (32 / kR) == 0 && row < rows) publish(out + row, v * rscale, p.epoch);
+    }
+    int t = -1;
+    wait_until([&] { return (t = taken()) >= 0; }, p.stuck, kStuckFull + piece0);
+    return piece0 + t * kParts;
+}
+
 template <int C>
 __global__ void __launch_bounds__(kThreads, 1) stream_chain(Params p) {
     extern __shared__ __align__(16) uint8_t smem[];
@@ -415,7 +519,11 @@ __global__ void __launch_bounds__(kThreads, 1) stream_chain(Params p) {
     float* h = reinterpret_cast<float*>(staged + 2);
     const unsigned rank = C == 1 ? 0 : cg::this_cluster().block_rank();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    for (int i = threadIdx.x; i < kSlots; i += kThreads) *reinterpret_cast<int*>(ring.slot[i]) = -1;  // no piece yet
+    for (int i = threadIdx.x; i < kSlots; i += kThreads) {
+        *reinterpret_cast<int*>(ring.slot[i]) = -1;  // no piece yet
+        ring.seq[i] = -1;
+    }
+    for (int i = threadIdx.x; i < kMaxMats; i += kThreads) ring.claimed[i] = -1;
     for (int i = threadIdx.x; i < 2 * static_cast<int>(sizeof(Staged)) / 4; i += kThreads) reinterpret_cast<int*>(staged)[i] = 0;
     for (int i = threadIdx.x; i < kEmbd / C; i += kThreads) h[i] = p.h0[rank * (kEmbd / C) + i];
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // the headers' -1 before the copies that overwrite them
@@ -450,8 +558,14 @@ __global__ void __launch_bounds__(kThreads, 1) stream_chain(Params p) {
             if (tr && threadIdx.x == 0) tr[1] = global_ns();
             const float rscale = mat_normed(mi) ? inverse_rms(s, C * kConsumers, lane) : 1.0f;
             unsigned long long* out = p.words + static_cast<size_t>(g) * p.stride + static_cast<size_t>(blockIdx.x) * rows;
-            if (mi == 3) piece = consume_mat<8>(p, ring, s, rows, piece, out, rscale, warp, lane);
-            else piece = consume_mat<3>(p, ring, s, rows, piece, out, rscale, warp, lane);
+            if (p.mode & kClaim) {
+                if (mi == 3) piece = consume_claimed<8>(p, ring, s, g, piece, rscale, warp, lane);
+                else piece = consume_claimed<3>(p, ring, s, g, piece, rscale, warp, lane);
+            } else if (mi == 3) {
+                piece = consume_mat<8>(p, ring, s, rows, piece, out, rscale, warp, lane);
+            } else {
+                piece = consume_mat<3>(p, ring, s, rows, piece, out, rscale, warp, lane);
+            }
             if (tr && lane == 0) atomicMax(&tr[2], global_ns());
         }
     }
@@ -683,8 +797,13 @@ int run(const BenchDevice& dev, int C, bool stream, Kernel kernel) {
     static unsigned epoch = 0;
     float base_us = 0;
     const std::vector<int> modes = stream ? std::vector<int>{kStream | kNoCompute, kStream, kStream | kStage, kStream | kStage | kWait,
-                                                             kStream | kStage | kWait | kTrace}
+                                                             kStream | kStage | kWait | kTrace, kStream | kClaim,
+                                                             kStream | kStage | kWait | kClaim,
+                                                             kStream | kStage | kWait | kTrace | kClaim}
                                           : std::vector<int>{0, kStage, kStage | kWait};
+    int* dclaims = nullptr;
+    CHECK(cudaMalloc(&dclaims, mats * sizeof(int)));
+    p.claims = dclaims;
     unsigned long long* dtrace = nullptr;
     const size_t ntrace = static_cast<size_t>(mats) * grid * 3;
     if (stream) {
@@ -697,6 +816,7 @@ int run(const BenchDevice& dev, int C, bool stream, Kernel kernel) {
         for (int rep = 0; rep < 5; ++rep) {
             p.epoch = ++epoch;
             if (mode & kTrace) CHECK(cudaMemsetAsync(dtrace, 0, ntrace * 8, dev.stream));
+            if (mode & kClaim) CHECK(cudaMemsetAsync(dclaims, 0, mats * sizeof(int), dev.stream));
             CHECK(cudaEventRecord(e0, dev.stream));
             CHECK(cudaLaunchKernelEx(&cfg, kernel, p));
             CHECK(cudaEventRecord(e1, dev.stream));
@@ -784,6 +904,7 @@ int run(const BenchDevice& dev, int C, bool stream, Kernel kernel) {
     cudaFree(dstream);
     cudaFree(dpieces);
     cudaFree(dtrace);
+    cudaFree(dclaims);
     return 0;
 }
 
