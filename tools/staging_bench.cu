@@ -364,6 +364,25 @@ __device__ __forceinline__ size_t group_stream_bytes(int mi) {
     return b;
 }
 
+// Piece `piece` (part `part` of a row group of matmul kind mi, from src) into
+// its slot once the slot is free; with claims (group >= 0) the producer's
+// notes first. False if the wait gave up.
+__device__ __forceinline__ bool place_piece(const Params& p, Ring& ring, int piece, int mi, int part, const uint8_t* src,
+                                            int group = -1) {
+    const int sl = piece % kSlots, use = piece / kSlots;
+    if (use > 0 &&
+        !wait_until([&] { return mbar_try_wait(&ring.empty[sl], (use - 1) & 1); }, p.stuck, kStuckFree + piece))
+        return false;
+    const unsigned bytes = piece_bytes(mi, part);
+    if (group >= 0) {  // (the arrival below releases them before the data)
+        *reinterpret_cast<volatile int*>(&ring.seq[sl]) = piece;
+        *reinterpret_cast<volatile int*>(&ring.grp[sl]) = group;
+    }
+    mbar_expect_tx(&ring.full[sl], bytes);
+    bulk_copy(ring.slot[sl], src, bytes, &ring.full[sl]);
+    return true;
+}
+
 // kClaim: the CTAs take row groups of each matmul from one counter as their
 // producers have room for them, so a CTA whose stream runs ahead takes more
 // (group G of the matmul is group G % n of CTA G / n's rows, read from that
@@ -384,16 +403,8 @@ __device__ void produce_claimed(const Params& p, Ring& ring, int mats) {
             const int next = atomicAdd(&p.claims[g], 1);
             const uint8_t* src = base + static_cast<size_t>(G / n) * p.stream_stride + mat_off + (G % n) * gb;
             for (int part = 0; part < parts_of(mi); ++part, ++piece) {
-                const int sl = piece % kSlots, use = piece / kSlots;
-                if (use > 0 && !wait_until([&] { return mbar_try_wait(&ring.empty[sl], (use - 1) & 1); }, p.stuck,
-                                           kStuckFree + piece))
-                    return;
-                const unsigned bytes = piece_bytes(mi, part);
-                *reinterpret_cast<volatile int*>(&ring.seq[sl]) = piece;
-                *reinterpret_cast<volatile int*>(&ring.grp[sl]) = G;
-                mbar_expect_tx(&ring.full[sl], bytes);  // (its release orders the two notes before the data)
-                bulk_copy(ring.slot[sl], src, bytes, &ring.full[sl]);
-                src += bytes;
+                if (!place_piece(p, ring, piece, mi, part, src, G)) return;
+                src += piece_bytes(mi, part);
             }
             G = next;
         }
@@ -410,14 +421,8 @@ __device__ void produce(const Params& p, Ring& ring, int mats) {
         const int mi = g % kMats, groups = (rows_of(p, mi) + kR - 1) / kR;
         for (int gr = 0; gr < groups; ++gr)
             for (int part = 0; part < parts_of(mi); ++part, ++piece) {
-                const int sl = piece % kSlots, use = piece / kSlots;
-                if (use > 0 && !wait_until([&] { return mbar_try_wait(&ring.empty[sl], (use - 1) & 1); }, p.stuck,
-                                           kStuckFree + piece))
-                    return;
-                const unsigned bytes = piece_bytes(mi, part);
-                mbar_expect_tx(&ring.full[sl], bytes);
-                bulk_copy(ring.slot[sl], src, bytes, &ring.full[sl]);
-                src += bytes;
+                if (!place_piece(p, ring, piece, mi, part, src)) return;
+                src += piece_bytes(mi, part);
             }
     }
 }
@@ -439,6 +444,27 @@ __device__ __forceinline__ void piece_acc(const Params& p, Ring& ring, int piece
     if (lane == 0) mbar_arrive(&ring.empty[sl]);
 }
 
+// One row group from the ring (its pieces from `piece` on): group gr of a
+// CTA's rows, published from out (that CTA's first row of the matmul).
+template <int U>
+__device__ __forceinline__ void group_rows(const Params& p, Ring& ring, int piece, const RegAct<U>& x, int lane,
+                                           unsigned long long* out, int rows, int gr, float rscale) {
+    float acc[kR];
+#pragma unroll
+    for (int r = 0; r < kR; ++r) acc[r] = 0.0f;
+    if constexpr (U == 8) {
+        piece_acc<8, 0, 3>(p, ring, piece, x, lane, acc);
+        piece_acc<8, 3, 6>(p, ring, piece + 1, x, lane, acc);
+        piece_acc<8, 6, 8>(p, ring, piece + 2, x, lane, acc);
+    } else {
+        piece_acc<U, 0, U>(p, ring, piece, x, lane, acc);
+    }
+    if (p.mode & kNoCompute) return;
+    const float v = rows_reduce<kR>(acc, lane);
+    const int row = gr * kR + row_of_lane<kR>(lane);
+    if (lane % (32 / kR) == 0 && row < rows) publish(out + row, v * rscale, p.epoch);
+}
+
 // A CTA's rows of one matmul from the ring; returns the next matmul's first piece.
 template <int U>
 __device__ int consume_mat(const Params& p, Ring& ring, const Staged& s, int rows, int piece0, unsigned long long* out,
@@ -447,23 +473,7 @@ __device__ int consume_mat(const Params& p, Ring& ring, const Staged& s, int row
     const int groups = (rows + kR - 1) / kR;
     RegAct<U> x;
     x.load(Act{s.q, s.scale, s.zsum}, lane);
-    for (int gr = warp; gr < groups; gr += kConsumers) {
-        float acc[kR];
-#pragma unroll
-        for (int r = 0; r < kR; ++r) acc[r] = 0.0f;
-        const int piece = piece0 + gr * kParts;
-        if constexpr (U == 8) {
-            piece_acc<8, 0, 3>(p, ring, piece, x, lane, acc);
-            piece_acc<8, 3, 6>(p, ring, piece + 1, x, lane, acc);
-            piece_acc<8, 6, 8>(p, ring, piece + 2, x, lane, acc);
-        } else {
-            piece_acc<U, 0, U>(p, ring, piece, x, lane, acc);
-        }
-        if (p.mode & kNoCompute) continue;
-        const float v = rows_reduce<kR>(acc, lane);
-        const int row = gr * kR + row_of_lane<kR>(lane);
-        if (lane % (32 / kR) == 0 && row < rows) publish(out + row, v * rscale, p.epoch);
-    }
+    for (int gr = warp; gr < groups; gr += kConsumers) group_rows<U>(p, ring, piece0 + gr * kParts, x, lane, out, rows, gr, rscale);
     return piece0 + groups * kParts;
 }
 
@@ -490,21 +500,8 @@ __device__ int consume_claimed(const Params& p, Ring& ring, const Staged& s, int
         }, p.stuck, kStuckFull + piece);
         if (none) break;
         const int G = ring.grp[sl];
-        float acc[kR];
-#pragma unroll
-        for (int r = 0; r < kR; ++r) acc[r] = 0.0f;
-        if constexpr (U == 8) {
-            piece_acc<8, 0, 3>(p, ring, piece, x, lane, acc);
-            piece_acc<8, 3, 6>(p, ring, piece + 1, x, lane, acc);
-            piece_acc<8, 6, 8>(p, ring, piece + 2, x, lane, acc);
-        } else {
-            piece_acc<U, 0, U>(p, ring, piece, x, lane, acc);
-        }
-        if (p.mode & kNoCompute) continue;
-        const float v = rows_reduce<kR>(acc, lane);
-        const int row = (G % n) * kR + row_of_lane<kR>(lane);
-        unsigned long long* out = p.words + static_cast<size_t>(g) * p.stride + static_cast<size_t>(G / n) * rows;
-        if (lane % (32 / kR) == 0 && row < rows) publish(out + row, v * rscale, p.epoch);
+        group_rows<U>(p, ring, piece, x, lane, p.words + static_cast<size_t>(g) * p.stride + static_cast<size_t>(G / n) * rows,
+                      rows, G % n, rscale);
     }
     int t = -1;
     wait_until([&] { return (t = taken()) >= 0; }, p.stuck, kStuckFull + piece0);
