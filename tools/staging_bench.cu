@@ -418,7 +418,7 @@ __device__ void produce(const Params& p, Ring& ring, int mats) {
     const uint8_t* src = p.stream + static_cast<size_t>(blockIdx.x) * p.stream_stride;
     int piece = 0;
     for (int g = 0; g < mats; ++g) {
-        const int mi = g % kMats, groups = (rows_of(p, mi) + kR - 1) / kR;
+        const int mi = g % kMats, groups = groups_of(p, mi);
         for (int gr = 0; gr < groups; ++gr)
             for (int part = 0; part < parts_of(mi); ++part, ++piece) {
                 if (!place_piece(p, ring, piece, mi, part, src)) return;
@@ -799,12 +799,12 @@ int run(const BenchDevice& dev, int C, bool stream, Kernel kernel) {
                                                              kStream | kStage | kWait | kTrace | kClaim}
                                           : std::vector<int>{0, kStage, kStage | kWait};
     int* dclaims = nullptr;
-    CHECK(cudaMalloc(&dclaims, mats * sizeof(int)));
-    p.claims = dclaims;
     unsigned long long* dtrace = nullptr;
     const size_t ntrace = static_cast<size_t>(mats) * grid * 3;
-    if (stream) {
+    if (stream) {  // (the streamed kernel's modes alone trace and claim)
+        CHECK(cudaMalloc(&dclaims, mats * sizeof(int)));
         CHECK(cudaMalloc(&dtrace, ntrace * 8));
+        p.claims = dclaims;
         p.trace = dtrace;
     }
     for (int mode : modes) {
