@@ -308,7 +308,7 @@ public:
         hash_.add(n_tok);
         if (time_steps_) {
             step_begun_ = std::chrono::steady_clock::now();
-            if (out_copies_ && copied_at_ != std::chrono::steady_clock::time_point{}) {
+            if (copied_at_ != std::chrono::steady_clock::time_point{}) {  // (a staged copy of results came before)
                 between_us_ += std::chrono::duration<double, std::micro>(step_begun_ - copied_at_).count();
                 ++betweens_;
                 copied_at_ = {};
