@@ -32,8 +32,11 @@ def _ids(values, name: str) -> np.ndarray:
         return np.zeros(a.shape, np.int32)
     if a.dtype.kind not in "iu":  # (signed or unsigned integers; bool is kind "b")
         raise TypeError(f"{name} must be integers, got an array of {a.dtype}")
-    # (a few ids, as a decode step has, are cheaper to bound in Python than by numpy's reductions)
-    lo, hi = (min(v := a.ravel().tolist()), max(v)) if a.size <= 64 else (int(a.min()), int(a.max()))
+    if a.size <= 64:  # (a few ids, as a decode step has, are cheaper to bound in Python than by numpy's reductions)
+        ids = a.ravel().tolist()
+        lo, hi = min(ids), max(ids)
+    else:
+        lo, hi = int(a.min()), int(a.max())
     if lo < -2**31 or hi >= 2**31:
         raise ValueError(f"{name} out of range: {lo} .. {hi}")
     return a.astype(np.int32)
