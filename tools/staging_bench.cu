@@ -328,7 +328,7 @@ __host__ __device__ constexpr int piece_bytes(int mi, int part) { return 16 + kR
 __host__ __device__ constexpr unsigned staged_bytes(int mi, int C) {
     return mat_k(mi) + 8 * (mat_k(mi) / 32) + (mat_normed(mi) ? 4 * C * kConsumers : 0);
 }
-struct Ring {
+struct alignas(16) Ring {  // (the staged buffers follow it: 16-byte vectors)
     uint8_t slot[kSlots][kSlotBytes];
     uint64_t full[kSlots], empty[kSlots];
     uint64_t staged[2];  // a staged buffer's bytes from every stager of the cluster
