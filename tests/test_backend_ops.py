@@ -352,6 +352,31 @@ def test_matmul_model_sized(backend):
             check_matmul(backend.matmul(raw, typ, (96, 8192), x), x.astype(np.float64) @ w.T, w, x, typ)
 
 
+@pytest.mark.parametrize("typ", ["q4_0", "q8_0", "q4_K", "q6_K"])
+def test_matmul_more_pairs_than_warps(backend, typ):
+    """Many more pairs of rows than a GPU has warps in one wave (10,001 pairs:
+    the decode kernels' warps take several in turn, the last round partial),
+    launched again and again (one token, eight, one: a launch must not depend
+    on what the one before left), then as a SwiGLU (a gate row and its up row a
+    pair), every output checked each time."""
+    rng = np.random.default_rng(len(typ))
+    rows, K = 20002, 256
+    raw, w = make_weight(typ, rows, K, rng)
+    for n in (1, 8, 1):
+        x = rng.standard_normal((n, K)).astype(np.float32)
+        check_matmul(backend.matmul(raw, typ, (rows, K), x), x.astype(np.float64) @ w.T, w, x, typ)
+    x = rng.standard_normal((1, K)).astype(np.float32)
+    p = x.astype(np.float64) @ w.T
+    ff = rows // 2
+    g, u = p[:, :ff], p[:, ff:]
+    mag_bound = act_step(x, typ) @ np.abs(w).T + 2e-6 * (np.abs(x) @ np.abs(w).T + 1)
+    ref = silu_ref(g) * u
+    bound = 1.1 * np.abs(u) * mag_bound[:, :ff] + np.abs(silu_ref(g)) * mag_bound[:, ff:] + 3e-6 * np.abs(ref) + 1e-7
+    y = backend.matmul(raw, typ, (rows, K), x, epilogue="swiglu")
+    assert y.shape == ref.shape
+    assert np.all(np.abs(y - ref) <= bound)
+
+
 @pytest.mark.parametrize("typ", ["q4_0", "q8_0", "q4_K", "q5_K", "q6_K", "iq4_xs"])
 @pytest.mark.parametrize("rows", [37, 130])
 @pytest.mark.parametrize("n", [1, 2, 8])
