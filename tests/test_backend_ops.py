@@ -92,6 +92,14 @@ def silu_ref(g):
         return g / (1.0 + np.exp(-g))
 
 
+def swiglu_ref_bound(g, u, bound_g, bound_u):
+    """silu(g) * u, and how far a backend may be from it when g and u may be
+    off by bound_g and bound_u: d(silu(g) u) = silu'(g) u dg + silu(g) du,
+    |silu'| <= 1.1, plus f32 rounding."""
+    ref = silu_ref(g) * u
+    return ref, 1.1 * np.abs(u) * bound_g + np.abs(silu_ref(g)) * bound_u + 3e-6 * np.abs(ref) + 1e-7
+
+
 def attention_reference(q, k, v, pos0, n_head, n_head_kv, scale, window=0):
     """q [n, n_head*hd] for positions pos0.., caches [>= pos0+n, n_head_kv*hd]."""
     n_tok = q.shape[0]
@@ -144,10 +152,15 @@ def matmul_case(typ, rows, blocks, n, seed):
     return raw, w, x, rng
 
 
+def product_bound(step, x, w):
+    """How far x . w^T may be off: activations rounded by up to `step`
+    (act_step), plus f32 rounding."""
+    return step @ np.abs(w).T + 2e-6 * (np.abs(x) @ np.abs(w).T + 1)
+
+
 def check_matmul(y, ref, w, x_used, typ, extra=0.0):
     """|y - ref| within f32 rounding plus the 8-bit activation bound."""
-    mag = np.abs(x_used) @ np.abs(w).T
-    bound = act_step(x_used, typ) @ np.abs(w).T + 2e-6 * (mag + 1) + extra
+    bound = product_bound(act_step(x_used, typ), x_used, w) + extra
     err = np.abs(y - ref)
     assert y.shape == ref.shape
     assert np.all(np.isfinite(y))
@@ -267,7 +280,7 @@ def test_matmul_epilogues(backend, typ, epilogue, n):
     raw, w, x, rng = matmul_case(typ, rows, 2, n, n * 13 + len(epilogue))
     bias = (0.5 * rng.standard_normal(rows)).astype(np.float32)
     p = x.astype(np.float64) @ w.T + bias
-    mag_bound = act_step(x, typ) @ np.abs(w).T + 2e-6 * (np.abs(x) @ np.abs(w).T + 1)
+    mag_bound = product_bound(act_step(x, typ), x, w)
     if epilogue == "add":
         y0 = rng.standard_normal((n, rows)).astype(np.float32) * 10
         y = backend.matmul(raw, typ, (rows, w.shape[1]), x, bias=bias, epilogue="add", y0=y0)
@@ -279,11 +292,7 @@ def test_matmul_epilogues(backend, typ, epilogue, n):
         bound = 1.2 * mag_bound + 3e-6 * np.abs(ref) + 1e-7
     else:
         ff = rows // 2
-        g, u = p[:, :ff], p[:, ff:]
-        ref = silu_ref(g) * u
-        # d(silu(g) u) = silu'(g) u dg + silu(g) du, |silu'| <= 1.1
-        bound = 1.1 * np.abs(u) * mag_bound[:, :ff] + np.abs(silu_ref(g)) * mag_bound[:, ff:] \
-            + 3e-6 * np.abs(ref) + 1e-7
+        ref, bound = swiglu_ref_bound(p[:, :ff], p[:, ff:], mag_bound[:, :ff], mag_bound[:, ff:])
     assert y.shape == ref.shape
     err = np.abs(y - ref)
     assert np.all(err <= bound), f"max excess {np.max(err - bound):.3g}"
@@ -367,11 +376,9 @@ def test_matmul_more_pairs_than_warps(backend, typ):
         check_matmul(backend.matmul(raw, typ, (rows, K), x), x.astype(np.float64) @ w.T, w, x, typ)
     x = rng.standard_normal((1, K)).astype(np.float32)
     p = x.astype(np.float64) @ w.T
+    mb = product_bound(act_step(x, typ), x, w)
     ff = rows // 2
-    g, u = p[:, :ff], p[:, ff:]
-    mag_bound = act_step(x, typ) @ np.abs(w).T + 2e-6 * (np.abs(x) @ np.abs(w).T + 1)
-    ref = silu_ref(g) * u
-    bound = 1.1 * np.abs(u) * mag_bound[:, :ff] + np.abs(silu_ref(g)) * mag_bound[:, ff:] + 3e-6 * np.abs(ref) + 1e-7
+    ref, bound = swiglu_ref_bound(p[:, :ff], p[:, ff:], mb[:, :ff], mb[:, ff:])
     y = backend.matmul(raw, typ, (rows, K), x, epilogue="swiglu")
     assert y.shape == ref.shape
     assert np.all(np.abs(y - ref) <= bound)
@@ -738,12 +745,9 @@ def check_experts_swiglu(backend, typ, rng, n, X, ids, bound_as=None):
     for t in range(n):
         for j in range(2):
             e = ids[t, j]
-            g, u = xn[t] @ gw[e].T, xn[t] @ uw[e].T
-            ref = silu_ref(g) * u
             step = act_step(xn[t:t + 1], bound_as or typ)[0]
-            mg = step @ np.abs(gw[e]).T + 2e-6 * (np.abs(xn[t]) @ np.abs(gw[e]).T + 1)
-            mu = step @ np.abs(uw[e]).T + 2e-6 * (np.abs(xn[t]) @ np.abs(uw[e]).T + 1)
-            bound = 1.1 * np.abs(u) * mg + np.abs(silu_ref(g)) * mu + 3e-6 * np.abs(ref) + 1e-7
+            ref, bound = swiglu_ref_bound(xn[t] @ gw[e].T, xn[t] @ uw[e].T, product_bound(step, xn[t], gw[e]),
+                                          product_bound(step, xn[t], uw[e]))
             err = np.abs(h[2 * t + j] - ref)
             assert np.all(err <= bound), f"token {t} pick {j}: max excess {np.max(err - bound):.3g}"
 
