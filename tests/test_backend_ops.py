@@ -362,14 +362,17 @@ def test_matmul_model_sized(backend):
 
 
 @pytest.mark.parametrize("typ", ["q4_0", "q8_0", "q4_K", "q6_K"])
-def test_matmul_more_pairs_than_warps(backend, typ):
-    """Many more pairs of rows than a GPU has warps in one wave (10,001 pairs:
-    the decode kernels' warps take several in turn, the last round partial),
-    launched again and again (one token, eight, one: a launch must not depend
-    on what the one before left), then as a SwiGLU (a gate row and its up row a
-    pair), every output checked each time."""
-    rng = np.random.default_rng(len(typ))
-    rows, K = 20002, 256
+@pytest.mark.parametrize("rows", [20002, 9218])
+def test_matmul_more_pairs_than_warps(backend, typ, rows):
+    """Many more pairs of rows than a GPU has warps in one wave (10,001 or
+    4,609 pairs: the decode kernels' warps take several in turn, the last round
+    partial; 4,609 is about Phi-3-mini's qkv, where Q4_K's kernel runs fewer
+    warps a CTA to fill the last round, e.g. 12 on 132 SMs), launched again and
+    again (one token, eight, one: a launch must not depend on what the one
+    before left), then as a SwiGLU (a gate row and its up row a pair), every
+    output checked each time."""
+    rng = np.random.default_rng(len(typ) + rows)
+    K = 256
     raw, w = make_weight(typ, rows, K, rng)
     for n in (1, 8, 1):
         x = rng.standard_normal((n, K)).astype(np.float32)

@@ -8,7 +8,8 @@
 //
 //   matvec_bench TYPE [LAYERS] CONFIG...
 //   TYPE: f16 | bf16 | q8_0 | q4_0 | q4_1 | q5_0 | q5_1 | q2_k | q3_k | q4_k | q5_k | q6_k | iq4_nl | iq4_xs
-//   CONFIG: WARPS:CTAS_PER_SM[:PIPE] (e.g. 8:4, 16:1:0)
+//   CONFIG: WARPS:CTAS_PER_SM[:PIPE[:BALANCE]] (e.g. 8:4, 16:1:0, 16:4:1:0); BALANCE (default 0):
+//   the pipelined kernel (Q4_K) with as few warps a CTA as keep its rounds of tasks
 // Built here against the backend's static library that tools/device_build.sh
 // leaves in build/device, then carried to the device (it runs in seconds):
 //   nvcc -std=c++17 -O2 -arch=sm_90a -Icsrc tools/matvec_bench.cu build/device/libphicore.a \
@@ -69,7 +70,10 @@ Cfg parse(const char* s) {
     c.mv.warps = c.mv.quant_warps = std::atoi(s);
     if (const char* colon = std::strchr(s, ':')) {
         c.mv.ctas_per_sm = std::atoi(colon + 1);
-        if (const char* c2 = std::strchr(colon + 1, ':')) c.mv.pipe = std::atoi(c2 + 1) != 0;  // WARPS:CTAS:PIPE
+        if (const char* c2 = std::strchr(colon + 1, ':')) {
+            c.mv.pipe = std::atoi(c2 + 1) != 0;  // WARPS:CTAS:PIPE
+            if (const char* c3 = std::strchr(c2 + 1, ':')) c.mv.balance = std::atoi(c3 + 1) != 0;  // WARPS:CTAS:PIPE:BALANCE
+        }
     }
     return c;
 }

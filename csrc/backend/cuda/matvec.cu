@@ -397,15 +397,31 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_steps
     }
 }
 
-// matvec_quant: one wave (as many CTAs as fit, each stages the activations once), or fewer
+// matvec_quant: one wave (as many CTAs as fit, each stages the activations once), or fewer.
+// balance: where a warp has several rounds of tasks, as few warps a CTA as keep their number
+// (qkv of Phi-3-mini: 4,608 tasks, 2.18 rounds of 16 warps on 132 SMs, become 2.91 rounds of
+// 12), so the last round is fuller. A task's dot products are the same; a fused norm's sums run
+// over the CTA's threads, so their order follows the warps (a token alone and in a batch still
+// agree bit for bit: the warps depend on the rows, not the tokens). Measured (H100,
+// Phi-3-mini's 128 matmuls, tools/matvec_bench.cu, docs/BENCHMARKS.md): qkv alone 4-11% faster
+// in every format, but the chain only for the pipelined kernel (Q4_K 1104 -> 1081 us; Q4_0
+// 1054 -> 1052, Q8_0 1543 -> 1553, Q6_K unchanged; likely because the SMs a short last round
+// leaves idle already start the next kernel under PDL), so the others keep 16 warps. Off until
+// the test that reaches fewer warps (test_matmul_more_pairs_than_warps, 9,218 rows) has run on a
+// GPU: PHICPP_CUDA_MV_BALANCE=1.
 template <class Kernel>
 bool run_wave(Kernel kernel, const MatvecParams& p, size_t smem, const Launch& l, int sm_count,
-              const MatvecConfig& cfg) {
+              const MatvecConfig& cfg, bool balance) {
     if (!allow_smem(kernel, smem)) return false;
-    const int warps = std::max(1, std::min(kQuantThreads / kWarp, cfg.quant_warps));
+    int warps = std::max(1, std::min(kQuantThreads / kWarp, cfg.quant_warps));
     int fit = 0;
     PHI_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kernel, warps * kWarp, smem));
-    const int ctas = std::max(1, std::min(ceil_div(p.tasks, warps), sm_count * std::max(1, std::min(fit, cfg.ctas_per_sm))));
+    const int slots = sm_count * std::max(1, std::min(fit, cfg.ctas_per_sm));  // CTAs resident at once
+    if (balance) {
+        const int rounds = ceil_div(p.tasks, slots * warps);
+        if (rounds >= 2) warps = ceil_div(p.tasks, slots * rounds);
+    }
+    const int ctas = std::max(1, std::min(ceil_div(p.tasks, warps), slots));
     launch(kernel, dim3(ctas), dim3(warps * kWarp), smem, l, p);
     return true;
 }
@@ -434,12 +450,12 @@ bool run_quant(MatvecParams p, const MatmulJob& j, const Launch& l, int sm, cons
     set_planar<F>(p, j.W);
     if constexpr (QuantRead<F>::kPipe) {
         if (cfg.pipe) {
-            if (p.n == 1) return run_wave(matvec_quant_pipe<F, 1>, p, staged_bytes(j), l, sm, cfg);
-            return run_wave(matvec_quant_pipe<F, kMatvecMaxTokens>, p, staged_bytes(j), l, sm, cfg);
+            if (p.n == 1) return run_wave(matvec_quant_pipe<F, 1>, p, staged_bytes(j), l, sm, cfg, cfg.balance);
+            return run_wave(matvec_quant_pipe<F, kMatvecMaxTokens>, p, staged_bytes(j), l, sm, cfg, cfg.balance);
         }
     }
-    if (p.n == 1) return run_wave(matvec_quant<F, 1>, p, staged_bytes(j), l, sm, cfg);
-    return run_wave(matvec_quant<F, kMatvecMaxTokens>, p, staged_bytes(j), l, sm, cfg);
+    if (p.n == 1) return run_wave(matvec_quant<F, 1>, p, staged_bytes(j), l, sm, cfg, false);
+    return run_wave(matvec_quant<F, kMatvecMaxTokens>, p, staged_bytes(j), l, sm, cfg, false);
 }
 
 // Float weights: their rows, and whether 16-byte vectors of kVec elements tile them.
