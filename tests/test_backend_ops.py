@@ -361,16 +361,10 @@ def test_matmul_model_sized(backend):
             check_matmul(backend.matmul(raw, typ, (96, 8192), x), x.astype(np.float64) @ w.T, w, x, typ)
 
 
-@pytest.mark.parametrize("typ", ["q4_0", "q8_0", "q4_K", "q6_K"])
-@pytest.mark.parametrize("rows", [20002, 9218])
-def test_matmul_more_pairs_than_warps(backend, typ, rows):
-    """Many more pairs of rows than a GPU has warps in one wave (10,001 or
-    4,609 pairs: the decode kernels' warps take several in turn, the last round
-    partial; 4,609 is about Phi-3-mini's qkv, where Q4_K's kernel runs fewer
-    warps a CTA to fill the last round, e.g. 12 on 132 SMs), launched again and
-    again (one token, eight, one: a launch must not depend on what the one
-    before left), then as a SwiGLU (a gate row and its up row a pair), every
-    output checked each time."""
+def check_many_pairs(backend, typ, rows):
+    """A matmul of rows (even) by 256, launched again and again (one token,
+    eight, one: a launch must not depend on what the one before left), then as
+    a SwiGLU (a gate row and its up row a pair), every output checked each time."""
     rng = np.random.default_rng(len(typ) + rows)
     K = 256
     raw, w = make_weight(typ, rows, K, rng)
@@ -385,6 +379,34 @@ def test_matmul_more_pairs_than_warps(backend, typ, rows):
     y = backend.matmul(raw, typ, (rows, K), x, epilogue="swiglu")
     assert y.shape == ref.shape
     assert np.all(np.abs(y - ref) <= bound)
+
+
+@pytest.mark.parametrize("typ", ["q4_0", "q8_0", "q4_K", "q6_K"])
+@pytest.mark.parametrize("rows", [20002, 9218])
+def test_matmul_more_pairs_than_warps(backend, typ, rows):
+    """Many more pairs of rows than a GPU has warps in one wave (10,001 or
+    4,609 pairs, about Phi-3-mini's qkv): the decode kernels' warps take
+    several in turn, the last round partial."""
+    check_many_pairs(backend, typ, rows)
+
+
+@pytest.fixture
+def balanced_backend(monkeypatch):
+    """A CUDA backend whose pipelined decode matmuls (Q4_K) run as few warps a CTA
+    as keep their rounds of tasks (PHICPP_CUDA_MV_BALANCE)."""
+    from phicpp import _core as C
+
+    if not C.cuda_available():
+        pytest.skip("no CUDA device")
+    monkeypatch.setenv("PHICPP_CUDA_MV_BALANCE", "1")
+    return C.Backend("cuda")
+
+
+@pytest.mark.parametrize("rows", [4226, 9218, 20002])
+def test_cuda_matmul_fewer_warps_fuller_rounds(balanced_backend, rows):
+    """On 132 SMs: 2,113 pairs take 2 rounds of 9 warps a CTA, 4,609 take 3 of
+    12, 10,001 keep 5 of 16 (other SM counts give other splits)."""
+    check_many_pairs(balanced_backend, "q4_K", rows)
 
 
 @pytest.mark.parametrize("typ", ["q4_0", "q8_0", "q4_K", "q5_K", "q6_K", "iq4_xs"])
