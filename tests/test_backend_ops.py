@@ -390,16 +390,23 @@ def test_matmul_more_pairs_than_warps(backend, typ, rows):
     check_many_pairs(backend, typ, rows)
 
 
-@pytest.fixture
-def balanced_backend(monkeypatch):
-    """A CUDA backend whose pipelined decode matmuls (Q4_K) run as few warps a CTA
-    as keep their rounds of tasks (PHICPP_CUDA_MV_BALANCE)."""
+def cuda_backend_with(monkeypatch, **env):
+    """A new CUDA backend made with the given PHICPP_CUDA_* knobs set (read as
+    it is made), or the test skipped where there is no GPU."""
     from phicpp import _core as C
 
     if not C.cuda_available():
         pytest.skip("no CUDA device")
-    monkeypatch.setenv("PHICPP_CUDA_MV_BALANCE", "1")
+    for key, value in env.items():
+        monkeypatch.setenv("PHICPP_CUDA_" + key, value)
     return C.Backend("cuda")
+
+
+@pytest.fixture
+def balanced_backend(monkeypatch):
+    """A CUDA backend whose pipelined decode matmuls (Q4_K) run as few warps a CTA
+    as keep their rounds of tasks."""
+    return cuda_backend_with(monkeypatch, MV_BALANCE="1")
 
 
 @pytest.mark.parametrize("rows", [4226, 9218, 20002])
@@ -594,12 +601,7 @@ def takes_flash(backend, cache, n_q, hd):
 @pytest.fixture
 def flash_backend(monkeypatch):
     """A CUDA backend whose every batch of 2 or more tokens takes flash attention."""
-    from phicpp import _core as C
-
-    if not C.cuda_available():
-        pytest.skip("no CUDA device")
-    monkeypatch.setenv("PHICPP_CUDA_FLASH_MIN", "2")
-    return C.Backend("cuda")
+    return cuda_backend_with(monkeypatch, FLASH_MIN="2")
 
 
 @pytest.mark.parametrize("hd", FLASH_HD)
