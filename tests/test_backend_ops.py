@@ -402,18 +402,14 @@ def cuda_backend_with(monkeypatch, **env):
     return C.Backend("cuda")
 
 
-@pytest.fixture
-def balanced_backend(monkeypatch):
-    """A CUDA backend whose pipelined decode matmuls (Q4_K) run as few warps a CTA
-    as keep their rounds of tasks."""
-    return cuda_backend_with(monkeypatch, MV_BALANCE="1")
-
-
+@pytest.mark.parametrize("balance", ["1", "0"])
 @pytest.mark.parametrize("rows", [4226, 9218, 20002])
-def test_cuda_matmul_fewer_warps_fuller_rounds(balanced_backend, rows):
-    """On 132 SMs: 2,113 pairs take 2 rounds of 9 warps a CTA, 4,609 take 3 of
-    12, 10,001 keep 5 of 16 (other SM counts give other splits)."""
-    check_many_pairs(balanced_backend, "q4_K", rows)
+def test_cuda_matmul_fewer_warps_fuller_rounds(monkeypatch, balance, rows):
+    """Q4_K's pipelined decode matmuls run as few warps a CTA as keep their
+    rounds of tasks (the default, PHICPP_CUDA_MV_BALANCE=1): on 132 SMs 2,113
+    pairs take 2 rounds of 9 warps a CTA, 4,609 take 3 of 12, 10,001 keep 5 of
+    16 (other SM counts give other splits); with the knob off, 16 warps."""
+    check_many_pairs(cuda_backend_with(monkeypatch, MV_BALANCE=balance), "q4_K", rows)
 
 
 @pytest.mark.parametrize("typ", ["q4_0", "q8_0", "q4_K", "q5_K", "q6_K", "iq4_xs"])

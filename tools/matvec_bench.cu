@@ -8,7 +8,7 @@
 //
 //   matvec_bench TYPE [LAYERS] CONFIG...
 //   TYPE: f16 | bf16 | q8_0 | q4_0 | q4_1 | q5_0 | q5_1 | q2_k | q3_k | q4_k | q5_k | q6_k | iq4_nl | iq4_xs
-//   CONFIG: WARPS:CTAS_PER_SM[:PIPE[:BALANCE]] (e.g. 8:4, 16:1:0, 16:4:1:0); BALANCE (default 0):
+//   CONFIG: WARPS:CTAS_PER_SM[:PIPE[:BALANCE]] (e.g. 8:4, 16:1:0, 16:4:1:0); BALANCE (default 1):
 //   the pipelined kernel (Q4_K) with as few warps a CTA as keep its rounds of tasks
 // Built here against the backend's static library that tools/device_build.sh
 // leaves in build/device, then carried to the device (it runs in seconds):

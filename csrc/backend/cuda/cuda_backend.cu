@@ -115,7 +115,7 @@ public:
         mv_.quant_warps = std::max(1, std::min(16, env_int("PHICPP_CUDA_MV_QWARPS", mv_.quant_warps)));
         mv_.ctas_per_sm = std::max(1, env_int("PHICPP_CUDA_MV_CTAS", mv_.ctas_per_sm));
         mv_.pipe = env_int("PHICPP_CUDA_MV_PIPE", 1) != 0;
-        mv_.balance = env_int("PHICPP_CUDA_MV_BALANCE", 0) != 0;
+        mv_.balance = env_int("PHICPP_CUDA_MV_BALANCE", 1) != 0;
         fuse_input_ = env_int("PHICPP_CUDA_FUSE_ATTN", 1) != 0;
         attn_.warps_per_sm = std::max(1, env_int("PHICPP_CUDA_ATTN_WARPS_PER_SM", attn_.warps_per_sm));
         // (at most 8: the tile kernels of several rows use 141-202 registers a thread, so 16 warps do not launch)

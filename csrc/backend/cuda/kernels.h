@@ -37,7 +37,7 @@ struct MatvecConfig {
     int quant_warps = 16;  // per CTA, quantized weights
     int ctas_per_sm = 4;   // at most
     bool pipe = true;      // quantized: the next chunk's loads issued before the current one is computed
-    bool balance = false;  // pipelined (Q4_K), several rounds of tasks a warp: as few warps a CTA as keep
+    bool balance = true;   // pipelined (Q4_K), several rounds of tasks a warp: as few warps a CTA as keep
                            // the number of rounds, so the last, partial round is fuller (matvec.cu)
 };
 bool matvec(const MatmulJob& j, const Launch& l, int sm_count, const MatvecConfig& cfg);

@@ -406,9 +406,9 @@ __global__ void __launch_bounds__(kMatvecThreads, kMatvecMinBlocks) matvec_steps
 // Phi-3-mini's 128 matmuls, tools/matvec_bench.cu, docs/BENCHMARKS.md): qkv alone 4-11% faster
 // in every format, but the chain only for the pipelined kernel (Q4_K 1104 -> 1081 us; Q4_0
 // 1054 -> 1052, Q8_0 1543 -> 1553, Q6_K unchanged; likely because the SMs a short last round
-// leaves idle already start the next kernel under PDL), so the others keep 16 warps. Off until
-// its test (test_backend_ops.py, test_cuda_matmul_fewer_warps_fuller_rounds) has run on a GPU:
-// PHICPP_CUDA_MV_BALANCE=1.
+// leaves idle already start the next kernel under PDL), so the others keep 16 warps. On by
+// default; PHICPP_CUDA_MV_BALANCE=0 turns it off (its test: test_backend_ops.py,
+// test_cuda_matmul_fewer_warps_fuller_rounds).
 template <class Kernel>
 bool run_wave(Kernel kernel, const MatvecParams& p, size_t smem, const Launch& l, int sm_count,
               const MatvecConfig& cfg, bool balance) {
